@@ -1,0 +1,424 @@
+package conntrack
+
+import "time"
+
+// TCPState is the state of a tracked TCP connection, with the kernel's
+// names and meanings.
+type TCPState uint8
+
+const (
+	TCPNone        TCPState = iota // no segment seen yet
+	TCPSynSent                     // a SYN seen
+	TCPSynRecv                     // the SYN/ACK seen
+	TCPEstablished                 // the ACK of the SYN/ACK seen, or a connection picked up mid-stream
+	TCPFinWait                     // a FIN seen
+	TCPCloseWait                   // the ACK of that FIN seen
+	TCPLastAck                     // FINs seen both ways
+	TCPTimeWait                    // the last ACK seen
+	TCPClose                       // closed by RST
+	TCPSynSent2                    // a SYN from the reply side too: simultaneous open
+	tcpInvalid                     // the table's "invalid" (sIV)
+	tcpIgnore                      // the table's "ignore" (sIG)
+)
+
+var tcpStateNames = [...]string{
+	TCPNone:        "NONE",
+	TCPSynSent:     "SYN_SENT",
+	TCPSynRecv:     "SYN_RECV",
+	TCPEstablished: "ESTABLISHED",
+	TCPFinWait:     "FIN_WAIT",
+	TCPCloseWait:   "CLOSE_WAIT",
+	TCPLastAck:     "LAST_ACK",
+	TCPTimeWait:    "TIME_WAIT",
+	TCPClose:       "CLOSE",
+	TCPSynSent2:    "SYN_SENT2",
+}
+
+// String returns the state's name as conntrack -L prints it.
+func (s TCPState) String() string {
+	if int(s) < len(tcpStateNames) {
+		return tcpStateNames[s]
+	}
+	return "INVALID"
+}
+
+// closing reports whether the connection is being torn down; assured
+// entries in these states may still be evicted when the table is full.
+func (s TCPState) closing() bool {
+	return s >= TCPFinWait && s <= TCPClose
+}
+
+func (t *Timeouts) tcp(s TCPState) time.Duration {
+	switch s {
+	case TCPSynSent:
+		return t.TCPSynSent
+	case TCPSynRecv:
+		return t.TCPSynRecv
+	case TCPEstablished:
+		return t.TCPEstablished
+	case TCPFinWait:
+		return t.TCPFinWait
+	case TCPCloseWait:
+		return t.TCPCloseWait
+	case TCPLastAck:
+		return t.TCPLastAck
+	case TCPTimeWait:
+		return t.TCPTimeWait
+	case TCPSynSent2:
+		return t.TCPSynSent2
+	}
+	return t.TCPClose
+}
+
+// Segment classes, the rows of the transition table.
+const (
+	segSyn = iota
+	segSynAck
+	segFin
+	segAck
+	segRst
+	segNone
+	segClasses
+)
+
+func segClass(f uint8) uint8 {
+	switch {
+	case f&TCPRst != 0:
+		return segRst
+	case f&TCPSyn != 0 && f&TCPAck != 0:
+		return segSynAck
+	case f&TCPSyn != 0:
+		return segSyn
+	case f&TCPFin != 0:
+		return segFin
+	case f&TCPAck != 0:
+		return segAck
+	}
+	return segNone
+}
+
+// tcpNext is the transition table: tcpNext[dir][segment class][state] is the
+// next state. It follows the kernel's (nf_conntrack_proto_tcp.c), written
+// out row by row from its documented transitions.
+var tcpNext = func() (t [2][segClasses][TCPSynSent2 + 1]TCPState) {
+	const (
+		NO, SS, SR, ES, FW = TCPNone, TCPSynSent, TCPSynRecv, TCPEstablished, TCPFinWait
+		CW, LA, TW, CL, S2 = TCPCloseWait, TCPLastAck, TCPTimeWait, TCPClose, TCPSynSent2
+		IV, IG             = tcpInvalid, tcpIgnore
+	)
+	// Columns: NONE SYN_SENT SYN_RECV ESTABLISHED FIN_WAIT CLOSE_WAIT
+	// LAST_ACK TIME_WAIT CLOSE SYN_SENT2.
+	t[Original] = [segClasses][TCPSynSent2 + 1]TCPState{
+		segSyn:    {SS, SS, IG, IG, IG, IG, IG, SS, SS, S2}, // a SYN in TIME_WAIT or CLOSE reopens
+		segSynAck: {IV, IV, IG, IG, IG, IG, IG, IG, IG, SR}, // the originator answers a SYN only in a simultaneous open
+		segFin:    {IV, IV, FW, FW, LA, LA, LA, TW, CL, IV},
+		segAck:    {ES, IV, ES, ES, CW, CW, TW, TW, CL, IV}, // an ACK with no entry: picked up mid-stream
+		segRst:    {IV, CL, CL, CL, CL, CL, CL, CL, CL, CL},
+		segNone:   {IV, IV, IV, IV, IV, IV, IV, IV, IV, IV},
+	}
+	t[Reply] = [segClasses][TCPSynSent2 + 1]TCPState{
+		segSyn:    {IV, S2, IV, IV, IV, IV, IV, SS, IV, S2}, // simultaneous open; the server reopening from TIME_WAIT
+		segSynAck: {IV, SR, IG, IG, IG, IG, IG, IG, IG, SR},
+		segFin:    {IV, IV, FW, FW, LA, LA, LA, TW, CL, IV},
+		segAck:    {IV, IG, SR, ES, CW, CW, TW, TW, CL, IG}, // an ACK to a SYN is ignored: the SYN/ACK may have been lost
+		segRst:    {IV, CL, CL, CL, CL, CL, CL, CL, CL, CL},
+		segNone:   {IV, IV, IV, IV, IV, IV, IV, IV, IV, IV},
+	}
+	return t
+}()
+
+// Per-direction flags of the window tracker.
+const (
+	tfWindowScale = 1 << iota // the SYN carried a window scale option
+	tfSACKPerm                // the SYN carried SACK-permitted
+	tfCloseInit               // this side sent the first FIN
+	tfLiberal                 // do not check sequence numbers from this side
+	tfDataUnacked             // this side sent data the other has not acknowledged
+	tfMaxAckSet               // maxack holds an acknowledgment seen
+)
+
+// tcpRetransLimit is how many identical retransmissions make a connection
+// fall back to the TCPMaxRetrans timeout (the kernel's
+// nf_conntrack_tcp_max_retrans).
+const tcpRetransLimit = 3
+
+// tcpSide is what the window tracker knows of one direction's sender.
+type tcpSide struct {
+	end    uint32 // highest sequence number sent, plus one
+	maxend uint32 // highest sequence number the receiver allows
+	maxwin uint32 // largest window the receiver advertised
+	maxack uint32 // highest acknowledgment this side sent
+}
+
+// tcpConn is the TCP part of an entry, guarded by the entry's lock.
+type tcpConn struct {
+	side      [2]tcpSide
+	scale     [2]uint8 // window scale of each side
+	flags     [2]uint8 // tf* flags of each side
+	state     TCPState
+	lastDir   Dir
+	lastClass uint8
+	retrans   uint8
+	lastWin   uint16
+	lastSeq   uint32
+	lastAck   uint32
+	lastEnd   uint32
+}
+
+// tcpVerdict is what the state machine decided about one segment.
+type tcpVerdict uint8
+
+const (
+	tcpAccept  tcpVerdict = iota // valid: state and timeout updated
+	tcpIgnored                   // let through, changes nothing
+	tcpBad                       // invalid for the state: changes nothing
+	tcpReopen                    // a SYN on a closed connection: replace the entry
+	tcpKill                      // a RST before any reply: the entry goes now
+)
+
+// segEnd is the sequence number after the segment: SYN and FIN count as one
+// byte each.
+func segEnd(h *TCPHeader) uint32 {
+	end := h.Seq + uint32(h.DataLen)
+	if h.Flags&TCPSyn != 0 {
+		end++
+	}
+	if h.Flags&TCPFin != 0 {
+		end++
+	}
+	return end
+}
+
+// start sets up the tracker for the first segment of a new entry and
+// reports whether that segment may create one: a SYN, or (unless noPickup)
+// a segment of a connection already running, which is then tracked
+// liberally because its history is unknown.
+func (c *tcpConn) start(h *TCPHeader, noPickup, liberal bool) bool {
+	*c = tcpConn{lastClass: segNone}
+	s := &c.side[Original]
+	switch tcpNext[Original][segClass(h.Flags)][TCPNone] {
+	case TCPSynSent:
+		s.end = segEnd(h)
+		s.maxend = s.end
+		s.maxwin = max(uint32(h.Window), 1)
+		c.options(Original, h)
+	case TCPEstablished:
+		if noPickup {
+			return false
+		}
+		s.end = segEnd(h)
+		s.maxwin = max(uint32(h.Window), 1)
+		s.maxend = s.end + s.maxwin
+		c.flags[Original] = tfSACKPerm | tfLiberal
+		c.flags[Reply] = tfSACKPerm | tfLiberal
+	default:
+		return false
+	}
+	if liberal {
+		c.flags[Original] |= tfLiberal
+		c.flags[Reply] |= tfLiberal
+	}
+	return true
+}
+
+// options records the options of a SYN sent by side d.
+func (c *tcpConn) options(d Dir, h *TCPHeader) {
+	c.flags[d] &^= tfWindowScale | tfSACKPerm
+	c.scale[d] = 0
+	if h.WScale >= 0 {
+		c.flags[d] |= tfWindowScale
+		c.scale[d] = uint8(h.WScale)
+	}
+	if h.SACKPerm {
+		c.flags[d] |= tfSACKPerm
+	}
+}
+
+// segment runs the state machine for one segment going in dir. status is
+// the entry's status before the segment. It returns the verdict and, for
+// tcpAccept, the timeout to set (zero: leave the timeout alone).
+func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (tcpVerdict, time.Duration) {
+	old := c.state
+	class := segClass(h.Flags)
+	next := tcpNext[dir][class][old]
+
+	switch next {
+	case TCPSynSent:
+		if old >= TCPTimeWait {
+			// RFC 1122: a SYN may reopen a connection in TIME_WAIT;
+			// the kernel lets it reopen a closed one too.
+			return tcpReopen, 0
+		}
+	case tcpIgnore:
+		c.lastDir, c.lastClass = dir, class
+		c.lastSeq, c.lastAck, c.lastEnd = h.Seq, h.Ack, segEnd(h)
+		return tcpIgnored, 0
+	case tcpInvalid:
+		return tcpBad, 0
+	case TCPClose:
+		if class == segRst && c.flags[1-dir]&tfMaxAckSet != 0 &&
+			seqBefore(h.Seq, c.side[1-dir].maxack) && c.flags[dir]&tfLiberal == 0 {
+			// A RST below what the other side already acknowledged is
+			// stale or forged.
+			return tcpBad, 0
+		}
+	}
+
+	if !c.inWindow(h, dir, class, old) {
+		return tcpBad, 0
+	}
+
+	c.lastDir, c.lastClass = dir, class
+	c.state = next
+	if old != next && next == TCPFinWait {
+		c.flags[dir] |= tfCloseInit
+	}
+
+	if status&SeenReply == 0 {
+		if h.Flags&TCPRst != 0 {
+			// The only answer was a RST: there never was a connection.
+			return tcpKill, 0
+		}
+		if class == segSyn && old == TCPSynSent {
+			// A retransmitted SYN does not renew the timeout, or a client
+			// that keeps reusing a port would keep a dead entry alive.
+			return tcpAccept, 0
+		}
+	}
+
+	d := to.tcp(next)
+	switch {
+	case c.retrans >= tcpRetransLimit && d > to.TCPMaxRetrans:
+		d = to.TCPMaxRetrans
+	case class == segRst:
+		d = to.TCPClose
+	case (c.flags[0]|c.flags[1])&tfDataUnacked != 0 && d > to.TCPUnacknowledged:
+		d = to.TCPUnacknowledged
+	case c.lastWin == 0 && d > to.TCPMaxRetrans:
+		// A zero window: the peers are probing, not talking.
+		d = to.TCPMaxRetrans
+	}
+	return tcpAccept, d
+}
+
+// assures reports whether a segment accepted in state old that led to the
+// current state makes the connection assured: the handshake completed, or a
+// picked-up connection was answered.
+func (c *tcpConn) assures(old TCPState) bool {
+	return (old == TCPSynRecv || old == TCPEstablished) && c.state == TCPEstablished
+}
+
+// maxAckWindow is how far behind the receiver's highest sequence number an
+// acknowledgment may lag when the sender's window is not known yet.
+const maxAckWindowUnknown = 66000
+
+// inWindow is the kernel's window check (after Rooij, "Real stateful TCP
+// packet filtering in IP Filter"): the segment must lie in the receiver's
+// window and its acknowledgment in what the receiver has sent. It updates
+// the tracked windows of an accepted segment. Sides marked liberal pass
+// regardless.
+func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) bool {
+	sender, receiver := &c.side[dir], &c.side[1-dir]
+	seq, ack, win := h.Seq, h.Ack, uint32(h.Window)
+	end := segEnd(h)
+
+	sack := ack
+	if c.flags[1-dir]&tfSACKPerm != 0 && h.HasSACK && seqAfter(h.SACKMax, ack) {
+		sack = h.SACKMax
+	}
+
+	switch {
+	case sender.maxwin == 0:
+		// The first segment from this side.
+		if h.Flags&TCPSyn != 0 {
+			// A SYN/ACK answering the SYN, or a SYN of a simultaneous open.
+			sender.end, sender.maxend = end, end
+			sender.maxwin = max(win, 1)
+			c.options(dir, h)
+			// RFC 7323: scaling holds only if both sides offered it.
+			if c.flags[dir]&tfWindowScale == 0 || c.flags[1-dir]&tfWindowScale == 0 {
+				c.scale[dir], c.scale[1-dir] = 0, 0
+			}
+			if h.Flags&TCPAck == 0 {
+				return true
+			}
+		} else {
+			// Mid-stream: learn what this segment tells.
+			sender.end = end
+			sender.maxwin = max(win<<c.scale[dir], 1)
+			sender.maxend = end + sender.maxwin
+			if receiver.maxwin == 0 {
+				receiver.end, receiver.maxend = sack, sack
+			} else if sack == receiver.end+1 {
+				receiver.end++ // the answer to a keepalive probe
+			}
+		}
+	case (state == TCPSynSent && dir == Original || state == TCPSynRecv && dir == Reply) &&
+		seqAfter(end, sender.end):
+		// A new SYN (or SYN/ACK) with a higher sequence number: the
+		// sender restarted (RFC 793).
+		sender.end, sender.maxend = end, end
+		sender.maxwin = max(win, 1)
+		c.options(dir, h)
+	}
+
+	if h.Flags&TCPAck == 0 || h.Flags&(TCPAck|TCPRst) == TCPAck|TCPRst && ack == 0 {
+		// No acknowledgment (or a broken stack's RST|ACK with ack 0):
+		// pretend it acknowledged everything.
+		ack, sack = receiver.end, receiver.end
+	}
+	if h.Flags&TCPRst != 0 && seq == 0 && state == TCPSynSent {
+		seq, end = sender.end, sender.end // a RST answering a SYN
+	}
+
+	maxAckWin := sender.maxwin
+	if maxAckWin == 0 {
+		maxAckWin = maxAckWindowUnknown
+	}
+	inRecvWin := receiver.maxwin == 0 || seqAfter(end, sender.end-receiver.maxwin-1)
+	ok := seqBefore(seq, sender.maxend+1) && inRecvWin &&
+		seqBefore(sack, receiver.end+1) && seqAfter(sack, receiver.end-maxAckWin-1)
+	if !ok {
+		return c.flags[dir]&tfLiberal != 0
+	}
+
+	if h.Flags&TCPSyn == 0 {
+		win <<= c.scale[dir]
+	}
+	if swin := win + (sack - ack); sender.maxwin < swin {
+		sender.maxwin = swin
+	}
+	if seqAfter(end, sender.end) {
+		sender.end = end
+		c.flags[dir] |= tfDataUnacked
+	}
+	if h.Flags&TCPAck != 0 {
+		if c.flags[dir]&tfMaxAckSet == 0 || seqAfter(ack, sender.maxack) {
+			sender.maxack = ack
+			c.flags[dir] |= tfMaxAckSet
+		}
+	}
+	if receiver.maxwin != 0 && seqAfter(end, sender.maxend) {
+		receiver.maxwin += end - sender.maxend
+	}
+	if seqAfter(sack+win, receiver.maxend-1) {
+		receiver.maxend = sack + win
+		if win == 0 {
+			receiver.maxend++
+		}
+	}
+	if ack == receiver.end {
+		c.flags[1-dir] &^= tfDataUnacked
+	}
+	if class == segAck {
+		if c.lastDir == dir && c.lastSeq == seq && c.lastAck == ack && c.lastEnd == end && c.lastWin == uint16(min(win, 0xffff)) {
+			if c.retrans < 255 {
+				c.retrans++
+			}
+		} else {
+			c.lastSeq, c.lastAck, c.lastEnd, c.lastWin = seq, ack, end, uint16(min(win, 0xffff))
+			c.retrans = 0
+		}
+	}
+	return true
+}

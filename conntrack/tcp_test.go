@@ -1,0 +1,351 @@
+package conntrack
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// conn drives a TCP connection through a table, keeping both sides'
+// sequence numbers, so each segment is in window unless a test wants
+// otherwise.
+type conn struct {
+	t            *testing.T
+	tbl          *Table
+	clk          *manualClock
+	c, s         netip.AddrPort
+	cISN, sISN   uint32
+	cNext, sNext uint32
+}
+
+func newConn(t *testing.T, tbl *Table, clk *manualClock, c, s netip.AddrPort) *conn {
+	return &conn{t: t, tbl: tbl, clk: clk, c: c, s: s, cISN: 0xfffff000, sISN: 0x7ffffff0}
+}
+
+// send sends a segment with flags and data bytes in dir, with the side's
+// next sequence number (its ISN for a SYN) and the other side's next as
+// the acknowledgment.
+func (k *conn) send(dir Dir, flags uint8, data int) Result {
+	k.t.Helper()
+	src, dst := k.c, k.s
+	next, isn, other := &k.cNext, k.cISN, k.sNext
+	if dir == Reply {
+		src, dst = k.s, k.c
+		next, isn, other = &k.sNext, k.sISN, k.cNext
+	}
+	s := seg{flags: flags, seq: *next, data: data, win: 4096}
+	if flags&TCPSyn != 0 {
+		s.seq = isn
+		s.opts = []byte{2, 4, 0x05, 0xb4, 4, 2, 3, 3, 7} // MSS, SACK-permitted, window scale 7
+	}
+	if flags&TCPAck != 0 {
+		s.ack = other
+	}
+	res := track(k.t, k.tbl, tcpPacket(src, dst, s))
+	if res.Class != ClassInvalid {
+		if end := s.seq + uint32(data) + uint32(flags&TCPSyn>>1) + uint32(flags&TCPFin); seqAfter(end, *next) || flags&TCPSyn != 0 {
+			*next = end
+		}
+	}
+	return res
+}
+
+func (k *conn) tuple() Tuple {
+	return Tuple{Src: k.c.Addr(), Dst: k.s.Addr(), SrcPort: k.c.Port(), DstPort: k.s.Port(), Proto: ProtoTCP}
+}
+
+func (k *conn) entry() (Entry, bool) {
+	e, _, ok := k.tbl.Get(0, k.tuple())
+	return e, ok
+}
+
+// To reach each state: the segments that lead there from nothing.
+var tcpPaths = map[TCPState][]struct {
+	dir   Dir
+	flags uint8
+}{
+	TCPSynSent:     {{Original, TCPSyn}},
+	TCPSynRecv:     {{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}},
+	TCPEstablished: {{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}, {Original, TCPAck}},
+	TCPFinWait:     {{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}, {Original, TCPAck}, {Original, TCPFin | TCPAck}},
+	TCPCloseWait:   {{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}, {Original, TCPAck}, {Original, TCPFin | TCPAck}, {Reply, TCPAck}},
+	TCPLastAck:     {{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}, {Original, TCPAck}, {Original, TCPFin | TCPAck}, {Reply, TCPAck}, {Reply, TCPFin | TCPAck}},
+	TCPTimeWait:    {{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}, {Original, TCPAck}, {Original, TCPFin | TCPAck}, {Reply, TCPAck}, {Reply, TCPFin | TCPAck}, {Original, TCPAck}},
+	TCPClose:       {{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}, {Original, TCPAck}, {Original, TCPRst | TCPAck}},
+	TCPSynSent2:    {{Original, TCPSyn}, {Reply, TCPSyn}},
+}
+
+// The kernel's transition table, as its comments document it, one row per
+// segment class, one column per state: NONE SYN_SENT SYN_RECV ESTABLISHED
+// FIN_WAIT CLOSE_WAIT LAST_ACK TIME_WAIT CLOSE SYN_SENT2. "--" marks a
+// packet the table finds invalid, "ig" one it ignores, "re" a SYN that
+// reopens the connection as a new entry, "xx" a RST that ends a connection
+// that never saw a reply (the entry is deleted).
+var tcpExpect = map[Dir]map[string]string{
+	Original: {
+		"syn":    "SS SS ig ig ig ig ig re re S2",
+		"synack": "-- -- ig ig ig ig ig ig ig SR",
+		"fin":    "-- -- FW FW LA LA LA TW CL --",
+		"ack":    "ES -- ES ES CW CW TW TW CL --",
+		"rst":    "-- xx CL CL CL CL CL CL CL CL",
+	},
+	Reply: {
+		"syn":    "-- S2 -- -- -- -- -- re -- S2",
+		"synack": "-- SR ig ig ig ig ig ig ig SR",
+		"fin":    "-- -- FW FW LA LA LA TW CL --",
+		"ack":    "-- ig SR ES CW CW TW TW CL ig",
+		"rst":    "-- xx CL CL CL CL CL CL CL CL",
+	},
+}
+
+var (
+	segFlags = map[string]uint8{
+		"syn": TCPSyn, "synack": TCPSyn | TCPAck, "fin": TCPFin | TCPAck,
+		"ack": TCPAck, "rst": TCPRst | TCPAck,
+	}
+	stateAbbrev = map[string]TCPState{
+		"SS": TCPSynSent, "SR": TCPSynRecv, "ES": TCPEstablished, "FW": TCPFinWait,
+		"CW": TCPCloseWait, "LA": TCPLastAck, "TW": TCPTimeWait, "CL": TCPClose, "S2": TCPSynSent2,
+	}
+)
+
+// TestTCPTransitions drives a connection into every state, sends every
+// class of segment in both directions, and checks the new state, the
+// class of the packet, and the timeout set.
+func TestTCPTransitions(t *testing.T) {
+	to := DefaultTimeouts()
+	for _, fam := range []struct{ name, c, s string }{
+		{"ipv4", "192.0.2.10:40001", "198.51.100.200:80"},
+		{"ipv6", "[2001:db8:1:2::3]:40001", "[fd12:3456:789a::42]:80"},
+	} {
+		for dir, rows := range tcpExpect {
+			for class, row := range rows {
+				for col, want := range strings.Fields(row) {
+					from := TCPState(col)
+					if from == TCPNone && dir == Reply {
+						continue // a flow with no entry has no reply direction
+					}
+					name := fmt.Sprintf("%s/%v/%s/%v", fam.name, dir, class, from)
+					t.Run(name, func(t *testing.T) {
+						tbl, clk := newTable(t, Config{})
+						k := newConn(t, tbl, clk, ap(fam.c), ap(fam.s))
+						for _, s := range tcpPaths[from] {
+							if r := k.send(s.dir, s.flags, 0); r.Class == ClassInvalid {
+								t.Fatalf("setup segment %#x in %v was invalid", s.flags, s.dir)
+							}
+						}
+						before, existed := k.entry()
+						if existed && before.TCPState != from {
+							t.Fatalf("setup reached %v, want %v", before.TCPState, from)
+						}
+						clk.Advance(time.Second)
+						res := k.send(dir, segFlags[class], 0)
+						after, exists := k.entry()
+						switch want {
+						case "--":
+							if res.Class != ClassInvalid {
+								t.Fatalf("class %v, want INVALID", res.Class)
+							}
+							if existed != exists || exists && (after.TCPState != from || after.Timeout != before.Timeout-time.Second) {
+								t.Fatalf("invalid segment changed the entry: %v -> %v", before, after)
+							}
+						case "ig":
+							if res.Class == ClassInvalid {
+								t.Fatal("ignored segment classified INVALID")
+							}
+							if after.TCPState != from || after.Timeout != before.Timeout-time.Second {
+								t.Fatalf("ignored segment changed the entry: %v -> %v", before, after)
+							}
+						case "xx":
+							if exists {
+								t.Fatalf("RST before any reply left the entry: %v", after)
+							}
+						case "re":
+							if !res.Created || res.ID == before.ID {
+								t.Fatalf("SYN did not reopen: %+v", res)
+							}
+							n, _, ok := tbl.Get(0, res.Orig())
+							if !ok || n.TCPState != TCPSynSent || n.Timeout != to.TCPSynSent {
+								t.Fatalf("reopened entry %v", n)
+							}
+							if tbl.Len() != 1 {
+								t.Fatalf("%d entries after reopening, want 1", tbl.Len())
+							}
+						default:
+							st := stateAbbrev[want]
+							if res.Class == ClassInvalid || !exists {
+								t.Fatalf("class %v, entry exists %v", res.Class, exists)
+							}
+							if after.TCPState != st {
+								t.Fatalf("state %v, want %v", after.TCPState, st)
+							}
+							wantTO := to.tcp(st)
+							if class == "rst" {
+								wantTO = to.TCPClose
+							}
+							if class == "syn" && from == TCPSynSent {
+								// Like the kernel, no SYN renews the timeout
+								// of a connection that has had no reply.
+								wantTO = before.Timeout - time.Second
+							}
+							if after.Timeout != wantTO {
+								t.Fatalf("timeout %v, want %v", after.Timeout, wantTO)
+							}
+						}
+					})
+				}
+			}
+		}
+	}
+}
+
+func TestTCPHandshakeAssuresAndCloses(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40002"), ap("198.51.100.200:443"))
+	steps := []struct {
+		dir     Dir
+		flags   uint8
+		data    int
+		state   TCPState
+		class   Class
+		assured bool
+		timeout time.Duration
+	}{
+		{Original, TCPSyn, 0, TCPSynSent, ClassNew, false, 120 * time.Second},
+		{Reply, TCPSyn | TCPAck, 0, TCPSynRecv, ClassEstablished, false, 60 * time.Second},
+		{Original, TCPAck, 0, TCPEstablished, ClassEstablished, true, 5 * 24 * time.Hour},
+		{Original, TCPAck | TCPPsh, 100, TCPEstablished, ClassEstablished, true, 300 * time.Second}, // unacknowledged data
+		{Reply, TCPAck | TCPPsh, 1000, TCPEstablished, ClassEstablished, true, 300 * time.Second},
+		{Original, TCPAck, 0, TCPEstablished, ClassEstablished, true, 5 * 24 * time.Hour}, // all acknowledged
+		{Original, TCPFin | TCPAck, 0, TCPFinWait, ClassEstablished, true, 120 * time.Second},
+		{Reply, TCPAck, 0, TCPCloseWait, ClassEstablished, true, 60 * time.Second},
+		{Reply, TCPFin | TCPAck, 0, TCPLastAck, ClassEstablished, true, 30 * time.Second},
+		{Original, TCPAck, 0, TCPTimeWait, ClassEstablished, true, 120 * time.Second},
+	}
+	for i, s := range steps {
+		res := k.send(s.dir, s.flags, s.data)
+		e, ok := k.entry()
+		if !ok {
+			t.Fatalf("step %d: no entry", i)
+		}
+		if res.Class != s.class || e.TCPState != s.state || (e.Status&Assured != 0) != s.assured || e.Timeout != s.timeout {
+			t.Fatalf("step %d: class %v state %v status %v timeout %v; want %v %v assured=%v %v",
+				i, res.Class, e.TCPState, e.Status, e.Timeout, s.class, s.state, s.assured, s.timeout)
+		}
+	}
+	clk.Advance(120*time.Second - time.Millisecond)
+	if _, ok := k.entry(); !ok {
+		t.Fatal("TIME_WAIT entry gone before 120 s")
+	}
+	clk.Advance(time.Millisecond)
+	if _, ok := k.entry(); ok {
+		t.Fatal("TIME_WAIT entry still there after 120 s")
+	}
+	if n := tbl.Expire(0); n != 1 || tbl.Len() != 0 {
+		t.Fatalf("Expire removed %d, %d left", n, tbl.Len())
+	}
+}
+
+func TestTCPEstablishedTimeout(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40003"), ap("198.51.100.200:22"))
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	clk.Advance(4 * 24 * time.Hour)
+	tbl.Expire(0)
+	if _, ok := k.entry(); !ok {
+		t.Fatal("ESTABLISHED entry gone after 4 days")
+	}
+	clk.Advance(24 * time.Hour)
+	if _, ok := k.entry(); ok {
+		t.Fatal("ESTABLISHED entry still there after 5 days")
+	}
+	if tbl.Expire(0) != 1 || tbl.Len() != 0 {
+		t.Fatal("Expire did not remove the entry")
+	}
+}
+
+func TestTCPPickupIsLiberalAndNotReapedEarly(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40004"), ap("198.51.100.200:80"))
+	k.cNext, k.sNext = 1000, 900000
+	res := k.send(Original, TCPAck, 0)
+	if !res.Created || res.Class != ClassNew {
+		t.Fatalf("mid-stream ACK not picked up: %+v", res)
+	}
+	e, _ := k.entry()
+	if e.TCPState != TCPEstablished || e.Status&Assured != 0 {
+		t.Fatalf("picked up as %v %v", e.TCPState, e.Status)
+	}
+	// A half-open SYN would be gone after 120 s; a picked-up connection is
+	// not one.
+	clk.Advance(121 * time.Second)
+	tbl.Expire(0)
+	if _, ok := k.entry(); !ok {
+		t.Fatal("picked-up connection reaped like a half-open SYN")
+	}
+	// Its history is unknown, so wildly different sequence numbers pass.
+	k.sNext += 1 << 30
+	if res := k.send(Reply, TCPAck, 10); res.Class == ClassInvalid {
+		t.Fatal("liberal connection rejected a reply")
+	}
+	k.send(Original, TCPAck, 0)
+	if e, _ := k.entry(); e.Status&Assured == 0 {
+		t.Fatalf("answered pickup not assured: %v", e.Status)
+	}
+
+	strict, _ := newTable(t, Config{TCPNoPickup: true})
+	k2 := newConn(t, strict, clk, ap("192.0.2.10:40005"), ap("198.51.100.200:80"))
+	if res := k2.send(Original, TCPAck, 0); res.Class != ClassInvalid || strict.Len() != 0 {
+		t.Fatalf("TCPNoPickup picked up a connection: %+v", res)
+	}
+}
+
+func TestTCPOutOfWindowIsInvalid(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40006"), ap("198.51.100.200:80"))
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	before, _ := k.entry()
+	for _, s := range []seg{
+		{flags: TCPAck, seq: k.cNext + 1<<30, ack: k.sNext, win: 4096},       // far beyond the window
+		{flags: TCPAck, seq: k.cNext, ack: k.sNext + 1<<20, win: 4096},       // acknowledges unsent data
+		{flags: TCPRst | TCPAck, seq: k.cNext - 1<<20, ack: k.sNext, win: 0}, // a stale RST
+		{flags: TCPFin | TCPAck, seq: k.cNext + 1<<31, ack: k.sNext, win: 0}, // a FIN from nowhere
+	} {
+		res := track(t, tbl, tcpPacket(k.c, k.s, s))
+		if res.Class != ClassInvalid {
+			t.Errorf("segment %+v: class %v, want INVALID", s, res.Class)
+		}
+	}
+	after, _ := k.entry()
+	if after.TCPState != TCPEstablished || after.Packets != before.Packets {
+		t.Fatalf("invalid segments changed the entry: %v", after)
+	}
+	if st := tbl.Stats(); st.Invalid != 4 {
+		t.Fatalf("Invalid = %d, want 4", st.Invalid)
+	}
+}
+
+func TestTCPRstBeforeReplyDeletesEntry(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	sub := tbl.Subscribe(16)
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40007"), ap("198.51.100.200:81"))
+	k.send(Original, TCPSyn, 0)
+	// The refused connection's answer: RST|ACK acknowledging the SYN.
+	track(t, tbl, tcpPacket(k.s, k.c, seg{flags: TCPRst | TCPAck, ack: k.cNext}))
+	if tbl.Len() != 0 {
+		t.Fatal("refused connection left its entry")
+	}
+	for _, want := range []EventType{EventNew, EventDestroy} {
+		ev := <-sub.Events()
+		t.Logf("%v %v %v", ev.Type, ev.Reason, ev.Entry)
+		if ev.Type != want || want == EventDestroy && ev.Reason != ReasonClosed {
+			t.Fatalf("event %v %v, want %v", ev.Type, ev.Reason, want)
+		}
+	}
+}
