@@ -3,32 +3,15 @@ package conntrack
 import (
 	"encoding/binary"
 	"net/netip"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/usernat/usernat/internal/testclock"
 )
 
 // manualClock is a Clock that tests advance by hand.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type manualClock = testclock.Manual
 
-func newClock() *manualClock {
-	return &manualClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *manualClock { return testclock.New() }
 
 // newTable returns a table on a manual clock with no background reaper.
 func newTable(t testing.TB, cfg Config) (*Table, *manualClock) {

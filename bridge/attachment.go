@@ -1,0 +1,355 @@
+package bridge
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// PortConfig configures a port as AddPort attaches it. The zero value is a
+// port with the bridge's queue length, hairpin off and no port security.
+type PortConfig struct {
+	// Name names the port in FDB listings and logs. Empty means the Port's
+	// own name when it implements Namer (a TAP device's interface name),
+	// else "portN" with N counting from 0.
+	Name string
+
+	// Hairpin lets frames go back out of the port they came in on, as
+	// Linux's hairpin_mode: needed when several stations sit behind one
+	// port and reach each other through the bridge (a reflective relay).
+	// Off by default.
+	Hairpin bool
+
+	// QueueLen is the length of the port's transmit queue in frames; zero
+	// means the bridge's Config.QueueLen.
+	QueueLen int
+
+	// Security restricts the source addresses the port may use; nil means
+	// no restriction. See PortSecurity.
+	Security *PortSecurity
+}
+
+// Attachment is a port attached to a bridge: the handle AddPort returns,
+// through which the port is configured, read, captured and detached.
+type Attachment struct {
+	b     *Bridge
+	port  Port
+	off   offloadPort // port, when it passes checksum work along; else nil
+	name  string
+	batch int
+
+	hairpin  atomic.Bool
+	security atomic.Pointer[portSecurity]
+	capture  atomic.Pointer[[]*Capture]
+	closing  atomic.Bool
+
+	txq chan *frame
+
+	once     sync.Once
+	done     chan struct{}
+	wg       sync.WaitGroup
+	closeErr error
+
+	ctr counters
+}
+
+// Name returns the port's name.
+func (a *Attachment) Name() string { return a.name }
+
+// Port returns the Port the attachment forwards to and from.
+func (a *Attachment) Port() Port { return a.port }
+
+// SetHairpin turns hairpin mode on or off; see PortConfig.Hairpin.
+func (a *Attachment) SetHairpin(on bool) { a.hairpin.Store(on) }
+
+// SetSecurity replaces the port's security policy; nil turns it off. The
+// gateway calls it once it knows the address it leased to the port.
+func (a *Attachment) SetSecurity(s *PortSecurity) error {
+	if s == nil {
+		a.security.Store(nil)
+		return nil
+	}
+	sec, err := s.compile()
+	if err != nil {
+		return err
+	}
+	a.security.Store(sec)
+	return nil
+}
+
+// Counters returns a snapshot of the port's counters.
+func (a *Attachment) Counters() Counters { return a.ctr.snapshot() }
+
+// Close detaches the port from the bridge, forgets the MACs behind it,
+// stops its captures, closes the Port and waits for the port's goroutines
+// to end. It returns the Port's Close error. Closing twice is harmless.
+func (a *Attachment) Close() error {
+	a.shutdown()
+	a.wg.Wait()
+	return a.closeErr
+}
+
+// shutdown does the part of Close that the port's own goroutines may do
+// when the Port fails: everything but waiting for themselves.
+func (a *Attachment) shutdown() {
+	a.once.Do(func() {
+		a.closing.Store(true)
+		a.b.detach(a)
+		close(a.done)
+		a.closeErr = a.port.Close()
+		a.b.capMu.Lock()
+		caps := a.capture.Swap(nil)
+		a.b.capMu.Unlock()
+		if caps != nil {
+			for _, c := range *caps {
+				c.Close()
+			}
+		}
+		a.b.log.Info("port removed", "port", a.name)
+	})
+}
+
+func (a *Attachment) rxLoop() {
+	defer a.wg.Done()
+	b := a.b
+	frames := make([]*frame, a.batch)
+	bufs := make([][]byte, a.batch)
+	sizes := make([]int, a.batch)
+	var meta []offload
+	if a.off != nil {
+		meta = make([]offload, a.batch)
+	}
+	for i := range frames {
+		frames[i] = b.pools.getLarge()
+		bufs[i] = frames[i].buf
+	}
+	defer func() {
+		for _, f := range frames {
+			f.pool.Put(f)
+		}
+	}()
+	for {
+		var n int
+		var err error
+		if a.off != nil {
+			n, err = a.off.readFramesOffload(bufs, sizes, meta)
+		} else {
+			n, err = a.port.ReadFrames(bufs, sizes)
+		}
+		if n > 0 {
+			now := b.now()
+			ports := *b.ports.Load()
+			for i := range min(n, len(frames)) {
+				frames[i].meta = offload{}
+				if meta != nil {
+					frames[i].meta = meta[i]
+				}
+				if a.input(frames[i], sizes[i], now, ports) {
+					frames[i] = b.pools.getLarge()
+					bufs[i] = frames[i].buf
+				}
+			}
+		}
+		if err != nil {
+			if !a.closing.Load() {
+				b.log.Warn("port read failed; detaching", "port", a.name, "err", err)
+			}
+			a.shutdown()
+			return
+		}
+	}
+}
+
+// input forwards one received frame and reports whether rx itself went to
+// the transmit queues (so the caller needs a new receive buffer). This is
+// the hot path: it takes no write lock for a known MAC and allocates
+// nothing.
+func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) bool {
+	b := a.b
+	size = max(0, min(size, len(rx.buf)))
+	buf := rx.buf[:size]
+	a.ctr.rxFrames.Add(1)
+	a.ctr.rxBytes.Add(uint64(size))
+	if c := a.capture.Load(); c != nil {
+		recordAll(*c, b.clock, buf)
+	}
+	if c := b.capture.Load(); c != nil {
+		recordAll(*c, b.clock, buf)
+	}
+
+	switch {
+	case size < etherHeader:
+		a.ctr.dropRunt.Add(1)
+		return false
+	case size > b.maxFrame:
+		a.ctr.dropOversize.Add(1)
+		return false
+	}
+	dst, src := MAC(buf[0:6]), MAC(buf[6:12])
+	if !src.isStation() || !rx.meta.valid(size) {
+		a.ctr.dropInvalid.Add(1)
+		return false
+	}
+	if s := a.security.Load(); s != nil && !s.allows(buf) {
+		a.ctr.dropFiltered.Add(1)
+		return false
+	}
+	if b.fdb.learn(src, a, now) {
+		b.log.Debug("MAC moved", "mac", src, "port", a.name)
+	}
+
+	hairpin := a.hairpin.Load()
+	if !dst.IsMulticast() {
+		if out := b.fdb.lookup(dst, now); out != nil {
+			if out == a && !hairpin {
+				a.ctr.dropSamePort.Add(1)
+				return false
+			}
+			if out.off == nil && completeChecksum(buf, &rx.meta) {
+				b.swChecksums.Add(1)
+			}
+			f := b.stage(rx, size, 1)
+			out.enqueue(f)
+			return f == rx
+		}
+	}
+
+	// Broadcast, multicast or unknown unicast: flood.
+	n, plain := 0, false
+	for _, p := range ports {
+		if p != a || hairpin {
+			n++
+			plain = plain || p.off == nil
+		}
+	}
+	if n == 0 {
+		return false
+	}
+	// One buffer goes to every port, so a port that cannot take a
+	// pending checksum means computing it for all.
+	if plain && completeChecksum(buf, &rx.meta) {
+		b.swChecksums.Add(1)
+	}
+	f := b.stage(rx, size, n)
+	for _, p := range ports {
+		if p != a || hairpin {
+			p.enqueue(f)
+		}
+	}
+	return f == rx
+}
+
+// stage returns the frame to queue for rx's first size bytes, with refs
+// references: a small copy, or rx itself when copying would cost more than
+// finding a new receive buffer.
+func (b *Bridge) stage(rx *frame, size int, refs int) *frame {
+	f := rx
+	if size <= smallFrame {
+		f = b.pools.getSmall()
+		copy(f.buf, rx.buf[:size])
+	}
+	f.n = size
+	f.meta = rx.meta
+	f.refs.Store(int32(refs))
+	return f
+}
+
+// enqueue queues f for transmission, or drops it when the queue is full so
+// that a slow port never holds up the ingress port.
+func (a *Attachment) enqueue(f *frame) {
+	if a.closing.Load() {
+		f.release()
+		return
+	}
+	select {
+	case a.txq <- f:
+	default:
+		a.ctr.dropQueueFull.Add(1)
+		f.release()
+	}
+}
+
+func (a *Attachment) txLoop() {
+	defer a.wg.Done()
+	batch := make([]*frame, 0, a.batch)
+	bufs := make([][]byte, 0, a.batch)
+	var meta []offload
+	if a.off != nil {
+		meta = make([]offload, 0, a.batch)
+	}
+	for {
+		select {
+		case f := <-a.txq:
+			batch = append(batch[:0], f)
+		case <-a.done:
+			a.drain()
+			return
+		}
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case f := <-a.txq:
+				batch = append(batch, f)
+			default:
+				break fill
+			}
+		}
+		bufs = bufs[:0]
+		for _, f := range batch {
+			bufs = append(bufs, f.bytes())
+		}
+		var n int
+		var err error
+		if a.off != nil {
+			meta = meta[:0]
+			for _, f := range batch {
+				meta = append(meta, f.meta)
+			}
+			n, err = a.off.writeFramesOffload(bufs, meta)
+		} else {
+			n, err = a.port.WriteFrames(bufs)
+		}
+		n = max(0, min(n, len(batch)))
+		var bytes uint64
+		for _, f := range batch[:n] {
+			bytes += uint64(f.n)
+		}
+		a.ctr.txFrames.Add(uint64(n))
+		a.ctr.txBytes.Add(bytes)
+		if n < len(batch) {
+			a.ctr.dropTxError.Add(uint64(len(batch) - n))
+		}
+		if c := a.capture.Load(); c != nil {
+			for _, f := range batch[:n] {
+				recordAll(*c, a.b.clock, f.bytes())
+			}
+		}
+		for i, f := range batch {
+			f.release()
+			batch[i] = nil
+		}
+		clear(bufs)
+		if err != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)) {
+			if !a.closing.Load() {
+				a.b.log.Warn("port write failed; detaching", "port", a.name, "err", err)
+			}
+			a.shutdown()
+			a.drain()
+			return
+		}
+	}
+}
+
+// drain releases what is left in the queue of a port that is going away.
+func (a *Attachment) drain() {
+	for {
+		select {
+		case f := <-a.txq:
+			f.release()
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package bridge
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Classic libpcap file format, microsecond timestamps, Ethernet link type.
+const (
+	pcapMagic           = 0xa1b2c3d4
+	pcapVersionMajor    = 2
+	pcapVersionMinor    = 4
+	pcapLinkTypeEther   = 1
+	pcapRecordHeader    = 16
+	DefaultSnaplen      = 262144 // as tcpdump's default
+	DefaultCaptureQueue = 4096
+)
+
+// CaptureConfig configures a capture. The zero value captures whole frames
+// with a queue of 4096 frames.
+type CaptureConfig struct {
+	// Snaplen is the most bytes kept of each frame; zero means 262144.
+	Snaplen int
+	// QueueLen is how many frames may wait for the writer; zero means
+	// 4096. Frames beyond are not captured and are counted in Dropped, so
+	// a slow writer never slows forwarding.
+	QueueLen int
+}
+
+// Capture is a running capture writing a pcap stream, readable by
+// `tcpdump -r` and Wireshark. A capture of a port sees the frames the port
+// reads and the frames written to it; a capture of the bridge sees every
+// frame read on any port, once. Frames are recorded as read, before the
+// bridge checks them. When no capture runs, the forwarding path pays one
+// atomic load per frame.
+type Capture struct {
+	w       *bufio.Writer
+	snaplen int
+	q       chan []byte
+	done    chan struct{}
+	wg      sync.WaitGroup
+	remove  func(*Capture)
+
+	captured, dropped atomic.Uint64
+	once              sync.Once
+	err               error // first write error; owned by the writer goroutine until wg is done
+}
+
+// Capture starts capturing every frame the bridge receives, on any port,
+// to w in pcap format. The pcap file header is written before Capture
+// returns. Stop with Capture.Close; Bridge.Close stops it too.
+func (b *Bridge) Capture(w io.Writer, cfg CaptureConfig) (*Capture, error) {
+	return b.startCapture(w, cfg, &b.capture, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.closed
+	})
+}
+
+// Capture starts capturing the frames the port reads and the frames it
+// sends, to w in pcap format. Stop with Capture.Close; closing the port
+// stops it too.
+func (a *Attachment) Capture(w io.Writer, cfg CaptureConfig) (*Capture, error) {
+	return a.b.startCapture(w, cfg, &a.capture, a.closing.Load)
+}
+
+func (b *Bridge) startCapture(w io.Writer, cfg CaptureConfig, set *atomic.Pointer[[]*Capture], closed func() bool) (*Capture, error) {
+	if cfg.Snaplen == 0 {
+		cfg.Snaplen = DefaultSnaplen
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = DefaultCaptureQueue
+	}
+	if cfg.Snaplen < 0 || cfg.QueueLen < 0 {
+		return nil, fmt.Errorf("bridge: capture: negative Snaplen or QueueLen")
+	}
+	if closed() {
+		return nil, fmt.Errorf("bridge: capture: %w", net.ErrClosed)
+	}
+	c := &Capture{
+		w:       bufio.NewWriterSize(w, 64<<10),
+		snaplen: cfg.Snaplen,
+		q:       make(chan []byte, cfg.QueueLen),
+		done:    make(chan struct{}),
+	}
+	var hdr [24]byte
+	binary.LittleEndian.PutUint32(hdr[0:], pcapMagic)
+	binary.LittleEndian.PutUint16(hdr[4:], pcapVersionMajor)
+	binary.LittleEndian.PutUint16(hdr[6:], pcapVersionMinor)
+	binary.LittleEndian.PutUint32(hdr[16:], uint32(cfg.Snaplen))
+	binary.LittleEndian.PutUint32(hdr[20:], pcapLinkTypeEther)
+	if _, err := c.w.Write(hdr[:]); err != nil {
+		return nil, fmt.Errorf("bridge: capture: %w", err)
+	}
+	if err := c.w.Flush(); err != nil {
+		return nil, fmt.Errorf("bridge: capture: %w", err)
+	}
+	c.remove = func(c *Capture) {
+		b.capMu.Lock()
+		defer b.capMu.Unlock()
+		old := set.Load()
+		if old == nil {
+			return
+		}
+		next := slices.DeleteFunc(slices.Clone(*old), func(x *Capture) bool { return x == c })
+		if len(next) == 0 {
+			set.Store(nil) // back to the free path
+			return
+		}
+		set.Store(&next)
+	}
+	b.capMu.Lock()
+	var next []*Capture
+	if old := set.Load(); old != nil {
+		next = slices.Clone(*old)
+	}
+	next = append(next, c)
+	set.Store(&next)
+	b.capMu.Unlock()
+	c.wg.Add(1)
+	go c.run()
+	return c, nil
+}
+
+// recordAll records frame in every capture of set.
+func recordAll(set []*Capture, clock Clock, frame []byte) {
+	t := clock.Now()
+	for _, c := range set {
+		c.record(t, frame)
+	}
+}
+
+func (c *Capture) record(t time.Time, frame []byte) {
+	incl := min(len(frame), c.snaplen)
+	rec := make([]byte, pcapRecordHeader+incl)
+	binary.LittleEndian.PutUint32(rec[0:], uint32(t.Unix()))
+	binary.LittleEndian.PutUint32(rec[4:], uint32(t.Nanosecond()/1000))
+	binary.LittleEndian.PutUint32(rec[8:], uint32(incl))
+	binary.LittleEndian.PutUint32(rec[12:], uint32(len(frame)))
+	copy(rec[pcapRecordHeader:], frame)
+	select {
+	case c.q <- rec:
+		c.captured.Add(1)
+	default:
+		c.dropped.Add(1)
+	}
+}
+
+func (c *Capture) run() {
+	defer c.wg.Done()
+	write := func(rec []byte) {
+		if c.err == nil {
+			_, c.err = c.w.Write(rec)
+		}
+	}
+	for {
+		select {
+		case rec := <-c.q:
+			write(rec)
+			if len(c.q) == 0 && c.err == nil {
+				c.err = c.w.Flush()
+			}
+		case <-c.done:
+			for {
+				select {
+				case rec := <-c.q:
+					write(rec)
+				default:
+					if c.err == nil {
+						c.err = c.w.Flush()
+					}
+					return
+				}
+			}
+		}
+	}
+}
+
+// Captured is the number of frames queued for the writer so far.
+func (c *Capture) Captured() uint64 { return c.captured.Load() }
+
+// Dropped is the number of frames not captured because the writer was
+// behind.
+func (c *Capture) Dropped() uint64 { return c.dropped.Load() }
+
+// Close stops the capture, writes out the frames already queued, and
+// returns the first error the writer met. It does not close the writer.
+// Closing twice is harmless.
+func (c *Capture) Close() error {
+	c.once.Do(func() {
+		c.remove(c)
+		close(c.done)
+	})
+	c.wg.Wait()
+	if c.err != nil {
+		return fmt.Errorf("bridge: capture: %w", c.err)
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"testing"
+	"time"
+)
+
+type pcapRecord struct {
+	t    time.Time
+	orig int
+	data []byte
+}
+
+// readPcap parses a classic pcap stream as libpcap would, checking the
+// file header.
+func readPcap(t *testing.T, b []byte) (snaplen int, recs []pcapRecord) {
+	t.Helper()
+	if len(b) < 24 {
+		t.Fatalf("pcap: %d bytes, no header", len(b))
+	}
+	le := binary.LittleEndian
+	if le.Uint32(b[0:]) != 0xa1b2c3d4 || le.Uint16(b[4:]) != 2 || le.Uint16(b[6:]) != 4 || le.Uint32(b[20:]) != 1 {
+		t.Fatalf("pcap header %x", b[:24])
+	}
+	snaplen = int(le.Uint32(b[16:]))
+	for b = b[24:]; len(b) > 0; {
+		if len(b) < 16 {
+			t.Fatalf("pcap: truncated record header")
+		}
+		incl, orig := int(le.Uint32(b[8:])), int(le.Uint32(b[12:]))
+		if incl > len(b)-16 || incl > orig || incl > snaplen {
+			t.Fatalf("pcap: bad record lengths incl=%d orig=%d", incl, orig)
+		}
+		ts := time.Unix(int64(le.Uint32(b[0:])), int64(le.Uint32(b[4:]))*1000)
+		recs = append(recs, pcapRecord{ts, orig, b[16 : 16+incl]})
+		b = b[16+incl:]
+	}
+	return snaplen, recs
+}
+
+func TestCapture(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 3)
+	var whole, port1 bytes.Buffer
+	cb, err := tb.b.Capture(&whole, CaptureConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := tb.ports[1].Capture(&port1, CaptureConfig{Snaplen: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f1 := ether(Broadcast, macA, etherTypeTest, 100, 1) // in on 0, out on 1 and 2
+	f2 := ether(macA, macB, etherTypeTest, 50, 2)       // in on 1, out on 0
+	f3 := ether(macB, macC, etherTypeTest, 30, 3)       // in on 2, out on 1
+	tb.send(0, f1)
+	tb.expect(1, 1)
+	tb.expect(2, 1)
+	tb.send(1, f2)
+	tb.expect(0, 2)
+	tb.send(2, f3)
+	tb.expect(1, 3)
+	waitFor(t, "tx counted", func() bool { return tb.ports[1].Counters().TxFrames == 2 })
+
+	if err := cb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	// The bridge capture has each frame once, as received.
+	_, recs := readPcap(t, whole.Bytes())
+	want := [][]byte{f1, f2, f3}
+	if len(recs) != len(want) {
+		t.Fatalf("bridge capture: %d records, want %d", len(recs), len(want))
+	}
+	for i, r := range recs {
+		if !bytes.Equal(r.data, want[i]) || r.orig != len(want[i]) {
+			t.Errorf("bridge capture record %d = %x, want %x", i, r.data, want[i])
+		}
+		if !r.t.Equal(tb.clock.Now().Truncate(time.Microsecond)) {
+			t.Errorf("record %d time %v, want the bridge clock's %v", i, r.t, tb.clock.Now())
+		}
+	}
+
+	// The port capture has what went out of port 1 and what came in, cut
+	// at the snaplen. Rx and tx run on different goroutines, so compare as
+	// a set.
+	snap, recs := readPcap(t, port1.Bytes())
+	if snap != 20 || len(recs) != 3 {
+		t.Fatalf("port capture: snaplen %d, %d records, want 20 and 3", snap, len(recs))
+	}
+	seen := map[byte]int{}
+	for _, r := range recs {
+		if len(r.data) != 20 {
+			t.Errorf("record of %d bytes, want 20", len(r.data))
+		}
+		seen[r.data[etherHeader]] = r.orig
+	}
+	for _, f := range want {
+		if seen[f[etherHeader]] != len(f) {
+			t.Errorf("port capture lacks frame %d: %v", f[etherHeader], seen)
+		}
+	}
+
+	// Stopped captures are off the path again.
+	if tb.b.capture.Load() != nil || tb.ports[1].capture.Load() != nil {
+		t.Error("capture set not cleared after Close")
+	}
+}
+
+// blockingWriter blocks every Write until released.
+type blockingWriter struct{ release chan struct{} }
+
+func (w blockingWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return len(p), nil
+}
+
+// A writer that cannot keep up loses frames, not forwarding.
+func TestCaptureSlowWriter(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 2)
+	w := blockingWriter{release: make(chan struct{})}
+	go func() {
+		// Only the file header gets through until the end.
+		w.release <- struct{}{}
+	}()
+	c, err := tb.b.Capture(w, CaptureConfig{QueueLen: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	for i := range n {
+		tb.send(0, ether(Broadcast, macA, etherTypeTest, 10, byte(i)))
+		tb.expect(1, byte(i))
+	}
+	if c.Dropped() == 0 || c.Captured()+c.Dropped() != n {
+		t.Errorf("captured %d dropped %d, want some dropped and %d in all", c.Captured(), c.Dropped(), n)
+	}
+	close(w.release)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type failingWriter struct{ n int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.n == 0 {
+		return 0, io.ErrShortWrite
+	}
+	w.n--
+	return len(p), nil
+}
+
+func TestCaptureWriteError(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 2)
+	if _, err := tb.b.Capture(&failingWriter{}, CaptureConfig{}); err == nil {
+		t.Fatal("Capture with a failing writer succeeded")
+	}
+	c, err := tb.b.Capture(&failingWriter{n: 1}, CaptureConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.barrier(0, 1, macA)
+	waitFor(t, "capture", func() bool { return c.Captured() == 1 })
+	if err := c.Close(); err == nil {
+		t.Error("Close did not report the write error")
+	}
+}

@@ -1,0 +1,297 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrFDBFull is returned by AddStatic when the FDB is at its cap and holds
+// only static entries.
+var ErrFDBFull = errors.New("bridge: FDB full")
+
+// FDBEntry is one line of the forwarding database, as FDB lists it.
+type FDBEntry struct {
+	MAC  MAC
+	Port string // name of the port the MAC is behind
+	// Static entries were added with AddStatic: they never age, never move
+	// and are never evicted.
+	Static bool
+	// Age is how long ago a frame from MAC was last seen; zero for static
+	// entries.
+	Age time.Duration
+}
+
+// String formats the entry as `bridge fdb show` prints it, for example
+// "02:42:ac:11:00:04 dev veth1 master docker0"; bridge is the bridge name.
+func (e FDBEntry) String() string { return e.format("") }
+
+func (e FDBEntry) format(bridge string) string {
+	var b strings.Builder
+	b.WriteString(e.MAC.String())
+	b.WriteString(" dev ")
+	b.WriteString(e.Port)
+	if bridge != "" {
+		b.WriteString(" master ")
+		b.WriteString(bridge)
+	}
+	if e.Static {
+		b.WriteString(" static")
+	}
+	return b.String()
+}
+
+// fdbEntry is a learned or static MAC. The map and list links are guarded
+// by fdb.mu; port and seen are atomics so that refreshing a known MAC, even
+// moving it to another port, needs only the read lock.
+type fdbEntry struct {
+	mac    MAC
+	static bool
+	port   atomic.Pointer[Attachment]
+	seen   atomic.Int64 // clock nanoseconds since the bridge's epoch
+
+	// queued is seen's value when the entry last entered the eviction
+	// list; an entry seen since then gets a second chance (see evictLocked).
+	queued     int64
+	prev, next *fdbEntry
+}
+
+// fdb is the MAC table. Lock order: Bridge.mu before fdb.mu.
+type fdb struct {
+	ageing int64 // nanoseconds; <= 0 means entries never age
+	max    int
+
+	mu      sync.RWMutex
+	m       map[MAC]*fdbEntry
+	head    *fdbEntry // oldest dynamic entry
+	tail    *fdbEntry
+	dynamic int
+
+	full atomic.Uint64 // MACs not learned because the table held only static entries
+}
+
+func newFDB(ageing time.Duration, max int) *fdb {
+	return &fdb{ageing: int64(ageing), max: max, m: make(map[MAC]*fdbEntry)}
+}
+
+func (f *fdb) expired(e *fdbEntry, now int64) bool {
+	return !e.static && f.ageing > 0 && now-e.seen.Load() > f.ageing
+}
+
+// lookup returns the port behind mac, or nil when mac is unknown or aged.
+func (f *fdb) lookup(mac MAC, now int64) *Attachment {
+	f.mu.RLock()
+	e := f.m[mac]
+	f.mu.RUnlock()
+	if e == nil || f.expired(e, now) {
+		return nil
+	}
+	return e.port.Load()
+}
+
+// learn records that mac was seen on port at now. It returns true when the
+// MAC moved from another port, for logging.
+func (f *fdb) learn(mac MAC, port *Attachment, now int64) (moved bool) {
+	f.mu.RLock()
+	e := f.m[mac]
+	f.mu.RUnlock()
+	if e != nil {
+		if e.static {
+			return false
+		}
+		// Only store when something changed, to keep the cache line shared
+		// between the ports' goroutines.
+		if e.seen.Load() != now {
+			e.seen.Store(now)
+		}
+		if old := e.port.Load(); old != port {
+			e.port.Store(port)
+			return old != nil
+		}
+		return false
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e := f.m[mac]; e != nil { // learned by another port meanwhile
+		if !e.static {
+			e.seen.Store(now)
+			e.port.Store(port)
+		}
+		return false
+	}
+	f.reapLocked(now, 4)
+	if len(f.m) >= f.max && !f.evictLocked(now) {
+		f.full.Add(1)
+		return false
+	}
+	e = &fdbEntry{mac: mac}
+	e.port.Store(port)
+	e.seen.Store(now)
+	f.m[mac] = e
+	f.pushLocked(e, now)
+	return false
+}
+
+// addStatic adds or replaces a static entry.
+func (f *fdb) addStatic(mac MAC, port *Attachment, now int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e := f.m[mac]; e != nil {
+		if !e.static {
+			f.unlinkLocked(e)
+		}
+		delete(f.m, mac)
+	} else if len(f.m) >= f.max && !f.evictLocked(now) {
+		return fmt.Errorf("%w: %d entries", ErrFDBFull, len(f.m))
+	}
+	e := &fdbEntry{mac: mac, static: true}
+	e.port.Store(port)
+	e.seen.Store(now)
+	f.m[mac] = e
+	return nil
+}
+
+func (f *fdb) remove(mac MAC) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.m[mac]
+	if e == nil {
+		return false
+	}
+	f.deleteLocked(e)
+	return true
+}
+
+// flushPort removes every entry, static ones too, behind port: it is
+// leaving the bridge.
+func (f *fdb) flushPort(port *Attachment) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.m {
+		if e.port.Load() == port {
+			f.deleteLocked(e)
+		}
+	}
+}
+
+// list returns the live entries sorted by port then MAC, and drops the
+// aged ones it meets.
+func (f *fdb) list(now int64) []FDBEntry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]FDBEntry, 0, len(f.m))
+	for _, e := range f.m {
+		if f.expired(e, now) {
+			f.deleteLocked(e)
+			continue
+		}
+		fe := FDBEntry{MAC: e.mac, Static: e.static}
+		if p := e.port.Load(); p != nil {
+			fe.Port = p.Name()
+		}
+		if !e.static {
+			fe.Age = time.Duration(now - e.seen.Load())
+		}
+		out = append(out, fe)
+	}
+	slices.SortFunc(out, func(a, b FDBEntry) int {
+		if c := strings.Compare(a.Port, b.Port); c != 0 {
+			return c
+		}
+		return slices.Compare(a.MAC[:], b.MAC[:])
+	})
+	return out
+}
+
+func (f *fdb) len() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.m)
+}
+
+// reapLocked removes up to n aged entries from the head of the eviction
+// list, so that memory follows the live set without a timer goroutine.
+// Lookups ignore aged entries anyway.
+func (f *fdb) reapLocked(now int64, n int) {
+	for ; n > 0 && f.head != nil && f.expired(f.head, now); n-- {
+		f.deleteLocked(f.head)
+	}
+}
+
+// evictLocked frees one slot by removing the oldest dynamic entry, and
+// reports false when there is none. "Oldest" is least recently seen, found
+// the second-chance way: the list is in the order entries were queued, and
+// an entry seen since it was queued is queued again instead of evicted. So
+// refreshing a MAC costs an atomic store, never the write lock, and each
+// eviction is amortised O(1).
+func (f *fdb) evictLocked(now int64) bool {
+	for range f.dynamic {
+		e := f.head
+		if e == nil {
+			return false
+		}
+		if seen := e.seen.Load(); seen > e.queued && !f.expired(e, now) {
+			f.unlinkLocked(e)
+			f.pushLocked(e, seen)
+			continue
+		}
+		f.deleteLocked(e)
+		return true
+	}
+	if f.head == nil {
+		return false
+	}
+	f.deleteLocked(f.head)
+	return true
+}
+
+func (f *fdb) deleteLocked(e *fdbEntry) {
+	if !e.static {
+		f.unlinkLocked(e)
+	}
+	delete(f.m, e.mac)
+}
+
+func (f *fdb) pushLocked(e *fdbEntry, queued int64) {
+	e.queued = queued
+	e.prev, e.next = f.tail, nil
+	if f.tail != nil {
+		f.tail.next = e
+	} else {
+		f.head = e
+	}
+	f.tail = e
+	f.dynamic++
+}
+
+func (f *fdb) unlinkLocked(e *fdbEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		f.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		f.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+	f.dynamic--
+}
+
+// writeFDB writes entries one a line in `bridge fdb show` form.
+func writeFDB(w io.Writer, bridge string, entries []FDBEntry) error {
+	var b strings.Builder
+	for _, e := range entries {
+		b.WriteString(e.format(bridge))
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

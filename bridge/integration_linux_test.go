@@ -1,0 +1,345 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/internal/netns"
+)
+
+// requirePrivileged skips when not root, and fails when run in the
+// machine's own network namespace: these tests create devices and send
+// packets, and belong inside `unshare --net` (sh .ci/test).
+func requirePrivileged(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and TAP devices; run sh .ci/test as root")
+	}
+	if err := netns.CheckPrivate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// container is a network namespace whose eth0 is a TAP port of a bridge.
+type container struct {
+	ns   *netns.NS
+	tap  *TAP
+	port *Attachment
+	mac  MAC
+	v4   netip.Prefix
+	v6   netip.Prefix
+}
+
+func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool) *container {
+	t.Helper()
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: MaxMTU, HardwareAddr: mac, Offload: offload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &container{ns: ns, tap: tap, mac: mac, v4: netip.MustParsePrefix(v4), v6: netip.MustParsePrefix(v6)}
+	c.port, err = br.AddPort(tap, PortConfig{Name: "tap-" + mac.String()[15:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{c.v4, c.v6} {
+		if err := ns.AddAddr("eth0", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+func TestIntegrationTwoNamespaces(t *testing.T) {
+	requirePrivileged(t)
+	// With offload on one side only, the bridge computes the checksums the
+	// sender's kernel left pending, and the receiver's kernel checks them.
+	for _, tt := range []struct {
+		name               string
+		offloadA, offloadB bool
+	}{
+		{"plain", false, false},
+		{"offload", true, true},
+		{"offload to plain", true, false},
+		{"plain to offload", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) { twoNamespaces(t, tt.offloadA, tt.offloadB) })
+	}
+}
+
+func twoNamespaces(t *testing.T, offloadA, offloadB bool) {
+	br, err := New(Config{Name: "usernat0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	// Documentation prefixes, used only inside these namespaces.
+	a := newContainer(t, br, macA, "192.0.2.10/24", "2001:db8::a/64", offloadA)
+	b := newContainer(t, br, macB, "192.0.2.11/24", "2001:db8::b/64", offloadB)
+
+	t.Run("TAP set up", func(t *testing.T) {
+		out, err := a.ns.Run(context.Background(), "ip", "-o", "link", "show", "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"mtu 65520", "UP", "link/ether " + macA.String()} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("ip link show: %q lacks %q", out, want)
+			}
+		}
+	})
+
+	pcapPath := filepath.Join(t.TempDir(), "bridge.pcap")
+	t.Run("ping", func(t *testing.T) {
+		f, err := os.Create(pcapPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		capture, err := br.Capture(f, CaptureConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, dst := range []netip.Addr{b.v4.Addr(), b.v6.Addr()} {
+			out, err := a.ns.Run(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "5", dst.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(out), "3 received") {
+				t.Errorf("ping %v:\n%s", dst, out)
+			}
+		}
+		if err := capture.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if capture.Dropped() != 0 {
+			t.Errorf("capture dropped %d frames", capture.Dropped())
+		}
+	})
+
+	t.Run("tcpdump reads the capture", func(t *testing.T) {
+		if _, err := exec.LookPath("tcpdump"); err != nil {
+			t.Fatal("tcpdump not installed (apt-get install tcpdump; .ci/run does)")
+		}
+		out, err := exec.Command("tcpdump", "-n", "-e", "-r", pcapPath).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tcpdump -r: %v\n%s", err, out)
+		}
+		text := string(out)
+		for _, want := range []string{
+			"link-type EN10MB",
+			macA.String() + " > ff:ff:ff:ff:ff:ff, ethertype ARP",
+			"Request who-has 192.0.2.11 tell 192.0.2.10",
+			"Reply 192.0.2.11 is-at " + macB.String(),
+			"192.0.2.10 > 192.0.2.11: ICMP echo request",
+			"192.0.2.11 > 192.0.2.10: ICMP echo reply",
+			"2001:db8::a > 2001:db8::b: ICMP6, echo request",
+			"2001:db8::b > 2001:db8::a: ICMP6, echo reply",
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("tcpdump output lacks %q", want)
+			}
+		}
+		if t.Failed() {
+			t.Logf("tcpdump output:\n%s", text)
+		}
+	})
+
+	t.Run("TCP transfer", func(t *testing.T) {
+		for _, dst := range []netip.Addr{b.v4.Addr(), b.v6.Addr()} {
+			tcpTransfer(t, a.ns, b.ns, netip.AddrPortFrom(dst, 8080), 8<<20)
+		}
+		// And the other way, from b's kernel to a's.
+		tcpTransfer(t, b.ns, a.ns, netip.AddrPortFrom(a.v4.Addr(), 8080), 4<<20)
+	})
+
+	t.Run("checksums", func(t *testing.T) {
+		// Only frames from an offloading TAP to a plain one need the
+		// bridge to compute a checksum.
+		sw := br.swChecksums.Load()
+		if want := offloadA != offloadB; (sw > 0) != want {
+			t.Errorf("bridge computed %d checksums; want some: %v", sw, want)
+		}
+	})
+
+	t.Run("FDB and counters", func(t *testing.T) {
+		fdb := br.FDB()
+		for _, c := range []*container{a, b} {
+			if e := findFDB(fdb, c.mac); e == nil || e.Port != c.port.Name() {
+				t.Errorf("FDB entry for %v = %+v, want on %s", c.mac, e, c.port.Name())
+			}
+			cs := c.port.Counters()
+			if cs.RxFrames == 0 || cs.TxFrames == 0 || cs.RxDropped() != 0 || cs.DropTxError != 0 {
+				t.Errorf("%s counters %+v", c.port.Name(), cs)
+			}
+		}
+	})
+
+	// Closing the port deletes the TAP device with it.
+	if err := a.port.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ns.Run(context.Background(), "ip", "link", "show", "eth0"); err == nil {
+		t.Error("eth0 still exists after its port was closed")
+	}
+}
+
+// tcpTransfer sends n pseudo-random bytes from a client in from to a
+// server in to and checks that the same bytes arrived.
+func tcpTransfer(t *testing.T, from, to *netns.NS, addr netip.AddrPort, n int) {
+	t.Helper()
+	l, err := to.Listen("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			resc <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		h := sha256.New()
+		m, err := io.Copy(h, c)
+		resc <- result{[32]byte(h.Sum(nil)), m, err}
+	}()
+
+	data := make([]byte, n)
+	rng := rand.New(rand.NewPCG(1, uint64(n)))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := from.Dial(ctx, "tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.Copy(c, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	r := <-resc
+	c.Close()
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.n != int64(n) || r.sum != sha256.Sum256(data) {
+		t.Fatalf("%v: received %d bytes, checksum match %v; sent %d", addr, r.n, r.sum == sha256.Sum256(data), n)
+	}
+}
+
+func TestIntegrationTAPFromFD(t *testing.T) {
+	requirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+
+	open := func(flags uint16) (int, error) {
+		fd := -1
+		err := ns.Do(func() error {
+			var err error
+			fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			ifr, err := unix.NewIfreq("handed0")
+			if err != nil {
+				return err
+			}
+			ifr.SetUint16(flags)
+			return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+		})
+		return fd, err
+	}
+
+	fd, err := open(unix.IFF_TAP | unix.IFF_NO_PI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap, err := NewTAPFromFD(fd, 0)
+	if err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	if tap.Name() != "handed0" || tap.BatchSize() != 16 {
+		t.Errorf("Name %q BatchSize %d", tap.Name(), tap.BatchSize())
+	}
+	// The kernel sends on an interface once it is up; read one frame
+	// (IPv6 router solicitation or MLD report) to prove the fd works.
+	if err := ns.SetLink("handed0", 0); err != nil {
+		t.Fatal(err)
+	}
+	br, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	port, err := br.AddPort(tap, PortConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a frame from the kernel", func() bool { return port.Counters().RxFrames > 0 })
+	if err := port.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tap.ReadFrames([][]byte{make([]byte, 100)}, []int{0}); err != net.ErrClosed {
+		t.Errorf("ReadFrames after Close: %v, want net.ErrClosed", err)
+	}
+
+	// A TUN device is refused.
+	fd, err = open(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := NewTAPFromFD(fd, 0); err == nil {
+		t.Error("NewTAPFromFD accepted a TUN device")
+	}
+}
+
+func TestIntegrationOpenTAPErrors(t *testing.T) {
+	requirePrivileged(t)
+	bad := []TAPConfig{
+		{Name: "a-name-too-long-for-linux"},
+		{MTU: MaxMTU + 1},
+		{HardwareAddr: Broadcast},
+		{NetNS: "/nonexistent/ns"},
+	}
+	for _, cfg := range bad {
+		if tap, err := OpenTAP(cfg); err == nil {
+			tap.Close()
+			t.Errorf("OpenTAP(%+v) succeeded", cfg)
+		}
+	}
+}

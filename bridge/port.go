@@ -1,0 +1,57 @@
+package bridge
+
+// Port is anything that carries Ethernet frames: a TAP device, one end of a
+// Pipe, the gateway, or a type of the user's. The bridge owns every Port
+// added to it and is its only reader and only writer: it calls ReadFrames
+// from one goroutine and WriteFrames from another, never two ReadFrames (or
+// two WriteFrames) at once, so an implementation needs no locking beyond
+// what Close requires.
+//
+// The contract, which Pipe and TAP follow and user ports must follow too:
+//
+//   - Frames are whole Ethernet frames starting at the destination MAC,
+//     without preamble or FCS. Frames shorter than the 60-byte Ethernet
+//     minimum are allowed (TAP devices deliver them unpadded).
+//   - Buffers belong to the caller. ReadFrames fills the buffers it is given
+//     and WriteFrames reads the ones it is given; neither keeps a reference
+//     to any of them after it returns.
+//   - Close is idempotent, unblocks any ReadFrames or WriteFrames in
+//     progress, and releases the underlying device. After Close, ReadFrames
+//     and WriteFrames return net.ErrClosed.
+//   - An error from ReadFrames means the port can deliver no more frames
+//     (closed, peer gone, device removed): the bridge detaches the port on
+//     the first one. An error from WriteFrames means frames bufs[n:] were
+//     not sent; the bridge counts them as dropped, and detaches the port
+//     when the error wraps net.ErrClosed or io.EOF or io.ErrClosedPipe.
+//     Ports must not return transient errors in a loop: drop and count
+//     internally instead.
+type Port interface {
+	// ReadFrames blocks until at least one frame is available, then reads
+	// up to len(bufs) frames, frame i into bufs[i] with its length in
+	// sizes[i], and returns how many it read. It may return frames together
+	// with an error. A frame longer than its buffer is truncated to
+	// len(bufs[i]) and sizes[i] is len(bufs[i]); the bridge hands out
+	// buffers one byte longer than the largest frame it accepts, so it
+	// counts a truncated frame as oversize. len(sizes) >= len(bufs).
+	ReadFrames(bufs [][]byte, sizes []int) (n int, err error)
+
+	// WriteFrames sends every frame in bufs, in order, and returns how many
+	// it sent. It may block (a Pipe waits for its reader); the bridge calls
+	// it from the port's own transmit goroutine, so a blocked port delays
+	// only itself.
+	WriteFrames(bufs [][]byte) (n int, err error)
+
+	// BatchSize is the number of frames the port prefers per call. The
+	// bridge never passes more than this many buffers to ReadFrames or
+	// frames to WriteFrames. It must be at least 1 and must not change.
+	BatchSize() int
+
+	// Close releases the port, as described above.
+	Close() error
+}
+
+// Namer is implemented by ports that have a name of their own, such as a
+// TAP device. The bridge uses it when PortConfig.Name is empty.
+type Namer interface {
+	Name() string
+}
