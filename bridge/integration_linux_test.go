@@ -20,19 +20,6 @@ import (
 	"github.com/usernat/usernat/internal/netns"
 )
 
-// requirePrivileged skips when not root, and fails when run in the
-// machine's own network namespace: these tests create devices and send
-// packets, and belong inside `unshare --net` (sh .ci/test).
-func requirePrivileged(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and TAP devices; run sh .ci/test as root")
-	}
-	if err := netns.CheckPrivate(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // container is a network namespace whose eth0 is a TAP port of a bridge.
 type container struct {
 	ns   *netns.NS
@@ -68,7 +55,7 @@ func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool
 }
 
 func TestIntegrationTwoNamespaces(t *testing.T) {
-	requirePrivileged(t)
+	netns.RequirePrivileged(t)
 	// With offload on one side only, the bridge computes the checksums the
 	// sender's kernel left pending, and the receiver's kernel checks them.
 	for _, tt := range []struct {
@@ -258,7 +245,7 @@ func tcpTransfer(t *testing.T, from, to *netns.NS, addr netip.AddrPort, n int) {
 }
 
 func TestIntegrationTAPFromFD(t *testing.T) {
-	requirePrivileged(t)
+	netns.RequirePrivileged(t)
 	ns, err := netns.New()
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +316,7 @@ func TestIntegrationTAPFromFD(t *testing.T) {
 }
 
 func TestIntegrationOpenTAPErrors(t *testing.T) {
-	requirePrivileged(t)
+	netns.RequirePrivileged(t)
 	bad := []TAPConfig{
 		{Name: "a-name-too-long-for-linux"},
 		{MTU: MaxMTU + 1},

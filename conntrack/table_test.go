@@ -375,6 +375,22 @@ func TestBackgroundReaper(t *testing.T) {
 	}
 }
 
+// TestSystemClock runs the default configuration: the system clock, kept
+// coarsely by the reaper.
+func TestSystemClock(t *testing.T) {
+	tbl, err := New(Config{ExpireInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Close()
+	track(t, tbl, udpPacket(ap("10.0.0.2:1"), ap("192.0.2.9:53"), 1))
+	time.Sleep(30 * time.Millisecond) // a few coarse ticks
+	e := mustGet(t, tbl, udpTuple("10.0.0.2:1", "192.0.2.9:53"))
+	if e.Timeout > 30*time.Second-20*time.Millisecond || e.Timeout < 29*time.Second {
+		t.Fatalf("timeout %v after 30 ms, want a little under 30 s", e.Timeout)
+	}
+}
+
 func TestEvents(t *testing.T) {
 	tbl, clk := newTable(t, Config{})
 	sub := tbl.Subscribe(64)

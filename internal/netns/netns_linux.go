@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -170,6 +171,17 @@ func (ns *NS) Listen(network, addr string) (net.Listener, error) {
 	return l, err
 }
 
+// ListenPacket is net.ListenPacket inside the namespace.
+func (ns *NS) ListenPacket(network, addr string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := ns.Do(func() error {
+		var err error
+		c, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return c, err
+}
+
 // Dial is net.Dialer.DialContext inside the namespace.
 func (ns *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
@@ -245,4 +257,58 @@ func linkUp(dev string) error {
 		return fmt.Errorf("netns: %s up: %w", dev, err)
 	}
 	return nil
+}
+
+// InPath runs fn on an OS thread that has entered the network namespace at
+// path; an empty path runs fn where the caller is. If the thread cannot go
+// back to its own namespace it stays locked, so the runtime ends it with
+// the goroutine rather than reuse a thread in the wrong namespace.
+func InPath(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("netns: open %s: %w", path, err)
+	}
+	defer unix.Close(target)
+
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("netns: open own namespace: %w", err)
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("netns: enter %s: %w", path, os.NewSyscallError("setns", err))
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("netns: return from %s: %w", path, os.NewSyscallError("setns", err)))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// RequirePrivileged skips t when the process is not root, and fails it
+// when the process runs in the machine's own network namespace: tests that
+// create devices and send packets belong inside `unshare --net` (sh
+// .ci/test), where CI runs them.
+func RequirePrivileged(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and devices; run sh .ci/test as root")
+	}
+	if err := CheckPrivate(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,16 +16,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func requirePrivileged(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces; run sh .ci/test as root")
-	}
-	if err := CheckPrivate(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func inode(t *testing.T, path string) uint64 {
 	t.Helper()
 	var st unix.Stat_t
@@ -37,7 +26,7 @@ func inode(t *testing.T, path string) uint64 {
 }
 
 func TestIntegrationNetNS(t *testing.T) {
-	requirePrivileged(t)
+	RequirePrivileged(t)
 	a, err := New()
 	if err != nil {
 		t.Fatal(err)

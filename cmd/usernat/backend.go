@@ -1,0 +1,99 @@
+package main
+
+import (
+	"io"
+	"net/netip"
+	"reflect"
+	"strings"
+	"unicode"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/internal/api"
+)
+
+// backend serves the API socket from a running gateway.
+type backend struct {
+	br     *bridge.Bridge
+	gw     gatewayHandle
+	pub    publisher
+	subnet netip.Prefix
+	uplink netip.Addr
+}
+
+var (
+	_ api.Backend   = (*backend)(nil)
+	_ api.Inspector = (*backend)(nil)
+)
+
+func (b *backend) AddHostFwd(f api.HostFwd) (int, error) {
+	if err := checkFwd(f, b.subnet, b.uplink); err != nil {
+		return 0, err
+	}
+	return b.pub.Publish(f)
+}
+
+func (b *backend) ListHostFwd() ([]api.HostFwd, error) { return b.pub.List(), nil }
+
+func (b *backend) RemoveHostFwd(id int) error { return b.pub.Unpublish(id) }
+
+func (b *backend) ConntrackList(w io.Writer) error { return b.gw.Table().WriteList(w, true) }
+
+func (b *backend) ConntrackFlush() (int, error) { return b.gw.Table().Flush(), nil }
+
+func (b *backend) NATList(w io.Writer) error { return b.gw.WriteRules(w) }
+
+func (b *backend) FDBList(w io.Writer) error { return b.br.WriteFDB(w) }
+
+func (b *backend) Stats() (map[string]uint64, error) {
+	m := map[string]uint64{}
+	b.gw.Stats(m)
+	addCounters(m, "conntrack", b.gw.Table().Stats())
+	for _, p := range b.br.Ports() {
+		addCounters(m, "port."+p.Name(), p.Counters())
+	}
+	m["bridge.fdb_entries"] = uint64(len(b.br.FDB()))
+	m["bridge.fdb_full"] = b.br.FDBFull()
+	return m, nil
+}
+
+// addCounters adds the integer fields of the struct v to m, named
+// prefix.field_name (DropMalformed becomes drop_malformed), so the
+// counters of every package show without a list to keep in step.
+func addCounters(m map[string]uint64, prefix string, v any) {
+	rv := reflect.ValueOf(v)
+	rt := rv.Type()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		var n uint64
+		switch fv := rv.Field(i); fv.Kind() {
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			n = fv.Uint()
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			if fv.Int() < 0 {
+				continue
+			}
+			n = uint64(fv.Int())
+		default:
+			continue
+		}
+		m[prefix+"."+snake(f.Name)] = n
+	}
+}
+
+// snake turns a Go name into snake case: ICMPSent is icmp_sent, IPv4Frags
+// ipv4_frags.
+func snake(s string) string {
+	r := []rune(strings.ReplaceAll(s, "IPv", "Ipv"))
+	var b strings.Builder
+	for i, c := range r {
+		if unicode.IsUpper(c) && i > 0 &&
+			(unicode.IsLower(r[i-1]) || unicode.IsDigit(r[i-1]) || i+1 < len(r) && unicode.IsLower(r[i+1])) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToLower(c))
+	}
+	return b.String()
+}

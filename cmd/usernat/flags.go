@@ -1,0 +1,466 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/api"
+)
+
+// portSpec is one --port: a TAP device IfName to create in NetNS, and the
+// address to configure on it when Addr is valid.
+type portSpec struct {
+	NetNS  string // a path
+	IfName string
+	Addr   netip.Prefix
+}
+
+// uplinkSpec is --uplink tap:NETNS:IFNAME.
+type uplinkSpec struct {
+	NetNS  string
+	IfName string
+}
+
+// gatewayConfig is the validated command line of `usernat gateway`.
+type gatewayConfig struct {
+	Subnet       netip.Prefix
+	Ports        []portSpec
+	Uplink       uplinkSpec
+	UplinkAddr   netip.Prefix
+	UplinkVia    netip.Addr
+	Publish      []api.HostFwd
+	MTU          int
+	Timeouts     conntrack.Timeouts
+	ConntrackMax int
+	APISocket    string
+	ReadyFD      int // -1 for none
+	Verbose      bool
+	Debug        bool
+}
+
+const (
+	defaultSubnet = "172.17.0.1/16"
+	defaultMTU    = 1500
+	maxMTU        = 65520
+	minMTU        = 576
+	maxConntrack  = 1 << 30
+)
+
+// listFlag collects a repeated flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// usageError is a command line the command refuses; main exits 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// parseFlags parses args with fs, letting flags and positional arguments
+// mix (usernat publish 8080:172.17.0.4:80 --api-socket S), and returns the
+// positional ones. A request for help comes back as flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parseGatewayArgs parses and checks the flags of `usernat gateway`. It
+// touches nothing but reads the file system: namespaces must exist, the
+// socket's directory too, and the ready fd must be open.
+func parseGatewayArgs(args []string) (*gatewayConfig, error) {
+	fs := flag.NewFlagSet("usernat gateway", flag.ContinueOnError)
+	var (
+		subnet, uplink, uplinkAddr, uplinkVia string
+		ports, publish, timeouts              listFlag
+		cfg                                   = gatewayConfig{ReadyFD: -1}
+	)
+	fs.StringVar(&subnet, "subnet", defaultSubnet, "")
+	fs.Var(&ports, "port", "")
+	fs.StringVar(&uplink, "uplink", "", "")
+	fs.StringVar(&uplinkAddr, "uplink-addr", "", "")
+	fs.StringVar(&uplinkVia, "uplink-via", "", "")
+	fs.Var(&publish, "p", "")
+	fs.Var(&publish, "publish", "")
+	fs.IntVar(&cfg.MTU, "mtu", defaultMTU, "")
+	fs.Var(&timeouts, "timeout", "")
+	fs.IntVar(&cfg.ConntrackMax, "conntrack-max", 0, "")
+	fs.StringVar(&cfg.APISocket, "api-socket", "", "")
+	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "")
+	fs.BoolVar(&cfg.Verbose, "v", false, "")
+	fs.BoolVar(&cfg.Debug, "debug", false, "")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, usagef("unexpected argument %q", pos[0])
+	}
+
+	if cfg.Subnet, err = parseSubnet(subnet); err != nil {
+		return nil, usagef("--subnet %s: %v", subnet, err)
+	}
+	if cfg.MTU < minMTU || cfg.MTU > maxMTU {
+		return nil, usagef("--mtu %d: want %d to %d", cfg.MTU, minMTU, maxMTU)
+	}
+	if cfg.ConntrackMax < 0 || cfg.ConntrackMax > maxConntrack {
+		return nil, usagef("--conntrack-max %d: want 1 to %d (0 means %d)", cfg.ConntrackMax, maxConntrack, conntrack.DefaultMax)
+	}
+	for _, t := range timeouts {
+		if err := parseTimeout(&cfg.Timeouts, t); err != nil {
+			return nil, usagef("--timeout %s: %v", t, err)
+		}
+	}
+
+	if uplink == "" {
+		return nil, usagef("--uplink is required (tap:NETNS:IFNAME)")
+	}
+	if cfg.Uplink, err = parseUplink(uplink); err != nil {
+		return nil, usagef("--uplink %s: %v", uplink, err)
+	}
+	if uplinkAddr == "" {
+		return nil, usagef("--uplink-addr is required (the gateway's address on the uplink, such as 192.168.2.116/24)")
+	}
+	if cfg.UplinkAddr, err = parseUplinkAddr(uplinkAddr, cfg.Subnet); err != nil {
+		return nil, usagef("--uplink-addr %s: %v", uplinkAddr, err)
+	}
+	if uplinkVia != "" {
+		if cfg.UplinkVia, err = parseVia(uplinkVia, cfg.UplinkAddr); err != nil {
+			return nil, usagef("--uplink-via %s: %v", uplinkVia, err)
+		}
+	}
+
+	seenAddr := map[netip.Addr]string{}
+	for _, s := range ports {
+		p, err := parsePort(s, cfg.Subnet)
+		if err != nil {
+			return nil, usagef("--port %s: %v", s, err)
+		}
+		if p.Addr.IsValid() {
+			if other, ok := seenAddr[p.Addr.Addr()]; ok {
+				return nil, usagef("--port %s: address %v is already given to --port %s", s, p.Addr.Addr(), other)
+			}
+			seenAddr[p.Addr.Addr()] = s
+		}
+		cfg.Ports = append(cfg.Ports, p)
+	}
+
+	for _, s := range publish {
+		f, err := parsePublish(s)
+		if err != nil {
+			return nil, usagef("-p %s: %v", s, err)
+		}
+		if err := checkFwd(f, cfg.Subnet, cfg.UplinkAddr.Addr()); err != nil {
+			return nil, usagef("-p %s: %v", s, err)
+		}
+		cfg.Publish = append(cfg.Publish, f)
+	}
+	if err := checkPublishConflicts(cfg.Publish); err != nil {
+		return nil, usagef("-p: %v", err)
+	}
+
+	if err := checkDevices(cfg.Ports, cfg.Uplink); err != nil {
+		return nil, usageError{err}
+	}
+	if cfg.APISocket == "" {
+		if cfg.APISocket, err = defaultSocket(); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	if err := checkSocketPath(cfg.APISocket); err != nil {
+		return nil, usagef("--api-socket %s: %v", cfg.APISocket, err)
+	}
+	if cfg.ReadyFD >= 0 {
+		if _, err := unix.FcntlInt(uintptr(cfg.ReadyFD), unix.F_GETFD, 0); err != nil {
+			return nil, usagef("--ready-fd %d: not an open file descriptor", cfg.ReadyFD)
+		}
+	} else if cfg.ReadyFD != -1 {
+		return nil, usagef("--ready-fd %d: not a file descriptor", cfg.ReadyFD)
+	}
+	return &cfg, nil
+}
+
+// parseSubnet parses the gateway's address on the bridge with the bridge
+// prefix.
+func parseSubnet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, errors.New("want the gateway's address and the subnet's length, such as 172.17.0.1/16")
+	}
+	switch {
+	case !p.Addr().Is4():
+		return p, errors.New("the bridge subnet must be IPv4")
+	case p.Bits() > 30:
+		return p, errors.New("the subnet has no room for containers; use a prefix of /30 or shorter")
+	case p.Addr() == p.Masked().Addr():
+		return p, fmt.Errorf("%v is the network address; give the gateway's own address, such as %v", p.Addr(), p.Masked().Addr().Next())
+	case p.Addr() == lastAddr(p):
+		return p, fmt.Errorf("%v is the broadcast address", p.Addr())
+	}
+	return p, nil
+}
+
+// parseTimeout parses NAME=SECONDS into t.
+func parseTimeout(t *conntrack.Timeouts, s string) error {
+	name, secs, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return errors.New("want NAME=SECONDS, such as udp=30")
+	}
+	n, err := strconv.ParseUint(secs, 10, 32)
+	if err != nil || n == 0 {
+		return fmt.Errorf("%q is not a whole number of seconds above 0", secs)
+	}
+	if err := t.Set(name, time.Duration(n)*time.Second); err != nil {
+		return fmt.Errorf("unknown timeout %q; known: %s", name, strings.Join(conntrack.TimeoutNames(), ", "))
+	}
+	return nil
+}
+
+// nsPath turns a namespace argument into a path: a bare name means
+// /run/netns/NAME, as `ip netns` keeps them.
+func nsPath(s string) (string, error) {
+	switch {
+	case s == "":
+		return "", errors.New("empty network namespace")
+	case strings.Contains(s, "/"):
+		return s, nil
+	case s == "." || s == "..":
+		return "", fmt.Errorf("bad network namespace name %q", s)
+	}
+	return "/run/netns/" + s, nil
+}
+
+// checkIfName checks a Linux interface name (see dev_valid_name).
+func checkIfName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("empty interface name")
+	case len(s) >= unix.IFNAMSIZ:
+		return fmt.Errorf("interface name %q longer than %d bytes", s, unix.IFNAMSIZ-1)
+	case s == "." || s == "..":
+		return fmt.Errorf("bad interface name %q", s)
+	case strings.ContainsAny(s, "/: \t\n"):
+		return fmt.Errorf("interface name %q has a '/', ':' or space", s)
+	}
+	return nil
+}
+
+// splitNSIf splits NETNS:IFNAME at the last colon.
+func splitNSIf(s string) (ns, ifname string, err error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", "", errors.New("want NETNS:IFNAME")
+	}
+	if ns, err = nsPath(s[:i]); err != nil {
+		return "", "", err
+	}
+	if err := checkIfName(s[i+1:]); err != nil {
+		return "", "", err
+	}
+	return ns, s[i+1:], nil
+}
+
+// parsePort parses NETNS:IFNAME[=ADDR/PREFIX].
+func parsePort(s string, subnet netip.Prefix) (portSpec, error) {
+	left, addr, hasAddr := strings.Cut(s, "=")
+	ns, ifname, err := splitNSIf(left)
+	if err != nil {
+		return portSpec{}, err
+	}
+	p := portSpec{NetNS: ns, IfName: ifname}
+	if !hasAddr {
+		return p, nil
+	}
+	if p.Addr, err = netip.ParsePrefix(addr); err != nil {
+		return p, fmt.Errorf("address %q: want ADDR/PREFIX, such as 172.17.0.4/16", addr)
+	}
+	a, gw, net := p.Addr.Addr(), subnet.Addr(), subnet.Masked()
+	switch {
+	case !a.Is4():
+		return p, fmt.Errorf("address %v: the bridge subnet is IPv4", a)
+	case !net.Contains(a):
+		return p, fmt.Errorf("address %v is outside the bridge subnet %v", a, net)
+	case a == gw:
+		return p, fmt.Errorf("address %v is the gateway's", a)
+	case a == net.Addr() || a == lastAddr(subnet):
+		return p, fmt.Errorf("address %v is the subnet's network or broadcast address", a)
+	case !p.Addr.Contains(gw):
+		return p, fmt.Errorf("prefix %v does not contain the gateway %v, so the default route could not use it", p.Addr, gw)
+	}
+	return p, nil
+}
+
+// parseUplink parses tap:NETNS:IFNAME.
+func parseUplink(s string) (uplinkSpec, error) {
+	kind, rest, ok := strings.Cut(s, ":")
+	if !ok || kind != "tap" {
+		return uplinkSpec{}, fmt.Errorf("unknown uplink kind %q; want tap:NETNS:IFNAME", kind)
+	}
+	ns, ifname, err := splitNSIf(rest)
+	if err != nil {
+		return uplinkSpec{}, err
+	}
+	return uplinkSpec{NetNS: ns, IfName: ifname}, nil
+}
+
+func parseUplinkAddr(s string, subnet netip.Prefix) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, errors.New("want ADDR/PREFIX, such as 192.168.2.116/24")
+	}
+	switch {
+	case !p.Addr().Is4():
+		return p, errors.New("the uplink address must be IPv4")
+	case p.Bits() < 31 && (p.Addr() == p.Masked().Addr() || p.Addr() == lastAddr(p)):
+		return p, fmt.Errorf("%v is the network or broadcast address of %v", p.Addr(), p.Masked())
+	case p.Overlaps(subnet.Masked()):
+		return p, fmt.Errorf("the uplink network %v overlaps the bridge subnet %v", p.Masked(), subnet.Masked())
+	}
+	return p, nil
+}
+
+func parseVia(s string, uplink netip.Prefix) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return a, errors.New("not an IP address")
+	case !a.Is4():
+		return a, errors.New("the next hop must be IPv4")
+	case !uplink.Contains(a):
+		return a, fmt.Errorf("next hop is off the uplink's link %v", uplink.Masked())
+	case a == uplink.Addr():
+		return a, errors.New("next hop is the gateway's own uplink address")
+	}
+	return a, nil
+}
+
+// checkFwd checks a published port against the gateway's networks: the
+// container must be on the bridge, and a host address must be the
+// uplink's.
+func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink netip.Addr) error {
+	switch {
+	case !f.GuestAddr.IsValid():
+		return errors.New("the container address is required")
+	case !subnet.Masked().Contains(f.GuestAddr):
+		return fmt.Errorf("container address %v is outside the bridge subnet %v", f.GuestAddr, subnet.Masked())
+	case f.GuestAddr == subnet.Addr():
+		return fmt.Errorf("container address %v is the gateway's", f.GuestAddr)
+	case f.HostAddr.IsValid() && !f.HostAddr.IsUnspecified() && f.HostAddr != uplink:
+		return fmt.Errorf("host address %v is not the gateway's uplink address %v", f.HostAddr, uplink)
+	}
+	return nil
+}
+
+// nsID identifies a namespace file, whatever path names it.
+type nsID struct{ dev, ino uint64 }
+
+func statNS(path string) (nsID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nsID{}, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	return nsID{uint64(st.Dev), st.Ino}, nil
+}
+
+// checkDevices checks that every namespace exists and that no device is
+// asked for twice, whatever paths name its namespace.
+func checkDevices(ports []portSpec, up uplinkSpec) error {
+	type dev struct {
+		ns     nsID
+		ifname string
+	}
+	seen := map[dev]string{}
+	add := func(what, ns, ifname string) error {
+		id, err := statNS(ns)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		d := dev{id, ifname}
+		if other, ok := seen[d]; ok {
+			return fmt.Errorf("%s: device %s in %s is already %s", what, ifname, ns, other)
+		}
+		seen[d] = what
+		return nil
+	}
+	if err := add("--uplink", up.NetNS, up.IfName); err != nil {
+		return err
+	}
+	for _, p := range ports {
+		if err := add("--port "+p.NetNS+":"+p.IfName, p.NetNS, p.IfName); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSocketPath checks that a unix socket can be made at path.
+func checkSocketPath(path string) error {
+	if len(path) >= len(unix.RawSockaddrUnix{}.Path) {
+		return fmt.Errorf("longer than %d bytes", len(unix.RawSockaddrUnix{}.Path)-1)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
+}
+
+// defaultSocket is the API socket when --api-socket is not given: for
+// root /run/usernat.sock, for anyone else $XDG_RUNTIME_DIR/usernat.sock.
+func defaultSocket() (string, error) {
+	if os.Geteuid() == 0 {
+		return "/run/usernat.sock", nil
+	}
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		return "", errors.New("XDG_RUNTIME_DIR is not set: give --api-socket PATH")
+	}
+	return filepath.Join(dir, "usernat.sock"), nil
+}
+
+// lastAddr returns the last address of p's subnet.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b)
+}

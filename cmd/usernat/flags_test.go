@@ -1,0 +1,230 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usernat/usernat/internal/api"
+)
+
+func TestParseGatewayArgs(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "api.sock")
+	self := "/proc/self/ns/net"
+	pid := "/proc/" + itoa(os.Getpid()) + "/ns/net" // the same namespace by another path
+	base := []string{"--uplink", "tap:" + self + ":up0", "--uplink-addr", "192.168.2.116/24", "--api-socket", sock}
+	with := func(extra ...string) []string { return append(append([]string{}, base...), extra...) }
+
+	t.Run("minimal", func(t *testing.T) {
+		cfg, err := parseGatewayArgs(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Subnet != netip.MustParsePrefix("172.17.0.1/16") || cfg.MTU != 1500 || cfg.ReadyFD != -1 ||
+			cfg.Uplink != (uplinkSpec{self, "up0"}) || cfg.UplinkAddr != netip.MustParsePrefix("192.168.2.116/24") ||
+			cfg.UplinkVia.IsValid() || cfg.APISocket != sock || cfg.ConntrackMax != 0 || len(cfg.Ports) != 0 {
+			t.Errorf("defaults: %+v", cfg)
+		}
+	})
+
+	t.Run("everything", func(t *testing.T) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		cfg, err := parseGatewayArgs(with(
+			"--subnet", "10.88.0.1/24",
+			"--port", self+":eth0=10.88.0.4/24",
+			"--port", self+":eth1",
+			"--port="+self+":eth2=10.88.0.5/16",
+			"--uplink-via", "192.168.2.1",
+			"-p", "8080:10.88.0.4:80",
+			"--publish", "192.168.2.116:5353:10.88.0.5:53/udp",
+			"-p", "9000-9009:10.88.0.4:9000-9009",
+			"--mtu", "65520",
+			"--timeout", "udp=5", "--timeout", "tcp_established=3600", "--timeout=icmp=2",
+			"--conntrack-max", "1024",
+			"--ready-fd", itoa(int(w.Fd())),
+			"-v",
+		))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantPorts := []portSpec{
+			{self, "eth0", netip.MustParsePrefix("10.88.0.4/24")},
+			{self, "eth1", netip.Prefix{}},
+			{self, "eth2", netip.MustParsePrefix("10.88.0.5/16")},
+		}
+		if len(cfg.Ports) != 3 {
+			t.Fatalf("ports %+v", cfg.Ports)
+		}
+		for i := range wantPorts {
+			if cfg.Ports[i] != wantPorts[i] {
+				t.Errorf("port %d: %+v, want %+v", i, cfg.Ports[i], wantPorts[i])
+			}
+		}
+		wantPub := []api.HostFwd{
+			{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 8080, GuestAddr: netip.MustParseAddr("10.88.0.4"), GuestPort: 80},
+			{Proto: "udp", HostAddr: netip.MustParseAddr("192.168.2.116"), HostPort: 5353, GuestAddr: netip.MustParseAddr("10.88.0.5"), GuestPort: 53},
+			{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 9000, HostPortEnd: 9009, GuestAddr: netip.MustParseAddr("10.88.0.4"), GuestPort: 9000, GuestPortEnd: 9009},
+		}
+		if len(cfg.Publish) != len(wantPub) {
+			t.Fatalf("publish %+v", cfg.Publish)
+		}
+		for i := range wantPub {
+			if cfg.Publish[i] != wantPub[i] {
+				t.Errorf("-p %d: %+v, want %+v", i, cfg.Publish[i], wantPub[i])
+			}
+		}
+		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 ||
+			cfg.ConntrackMax != 1024 || cfg.ReadyFD != int(w.Fd()) || !cfg.Verbose {
+			t.Errorf("config %+v", cfg)
+		}
+		if cfg.Timeouts.UDP != 5*time.Second || cfg.Timeouts.TCPEstablished != time.Hour || cfg.Timeouts.ICMP != 2*time.Second || cfg.Timeouts.UDPStream != 0 {
+			t.Errorf("timeouts %+v", cfg.Timeouts)
+		}
+	})
+
+	t.Run("bare namespace name", func(t *testing.T) {
+		_, err := parseGatewayArgs(with("--port", "nosuchns:eth0"))
+		if err == nil || !strings.Contains(err.Error(), "/run/netns/nosuchns") {
+			t.Errorf("error %v, want one naming /run/netns/nosuchns", err)
+		}
+	})
+
+	bad := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no uplink", []string{"--uplink-addr", "192.168.2.116/24", "--api-socket", sock}, "--uplink is required"},
+		{"no uplink addr", []string{"--uplink", "tap:" + self + ":up0", "--api-socket", sock}, "--uplink-addr is required"},
+		{"unknown flag", with("--frobnicate"), "flag provided but not defined"},
+		{"stray argument", with("eth0"), `unexpected argument "eth0"`},
+		{"subnet not a prefix", with("--subnet", "172.17.0.1"), "--subnet 172.17.0.1: want"},
+		{"subnet network address", with("--subnet", "172.17.0.0/16"), "is the network address"},
+		{"subnet broadcast", with("--subnet", "172.17.255.255/16"), "broadcast"},
+		{"subnet IPv6", with("--subnet", "fd00::1/64"), "IPv4"},
+		{"subnet too small", with("--subnet", "172.17.0.1/31"), "no room"},
+		{"bad prefix", with("--port", self+":eth0=172.17.0.4/33"), "want ADDR/PREFIX"},
+		{"port address outside", with("--port", self+":eth0=10.0.0.4/8"), "outside the bridge subnet"},
+		{"port address is gateway", with("--port", self+":eth0=172.17.0.1/16"), "is the gateway's"},
+		{"port address broadcast", with("--port", self+":eth0=172.17.255.255/16"), "broadcast"},
+		{"port prefix misses gateway", with("--port", self+":eth0=172.17.5.4/24"), "does not contain the gateway"},
+		{"port IPv6", with("--port", self+":eth0=fd00::4/64"), "IPv4"},
+		{"port no colon", with("--port", "eth0"), "want NETNS:IFNAME"},
+		{"port empty ifname", with("--port", self+":"), "empty interface name"},
+		{"port long ifname", with("--port", self+":abcdefghijklmnop"), "longer than 15"},
+		{"port empty netns", with("--port", ":eth0"), "empty network namespace"},
+		{"port missing netns", with("--port", "/nonexistent/ns:eth0"), "/nonexistent/ns"},
+		{"duplicate port", with("--port", self+":eth0", "--port", self+":eth0"), "already"},
+		{"duplicate port by another path", with("--port", self+":eth0", "--port", pid+":eth0"), "already"},
+		{"port is the uplink", with("--port", self+":up0"), "already --uplink"},
+		{"duplicate address", with("--port", self+":eth0=172.17.0.4/16", "--port", self+":eth1=172.17.0.4/16"), "already given"},
+		{"uplink kind", with("--uplink", "veth:"+self+":up0"), `unknown uplink kind "veth"`},
+		{"uplink no ifname", with("--uplink", "tap:up0"), "want NETNS:IFNAME"},
+		{"uplink addr no prefix", with("--uplink-addr", "192.168.2.116"), "want ADDR/PREFIX"},
+		{"uplink addr network", with("--uplink-addr", "192.168.2.0/24"), "network or broadcast"},
+		{"uplink addr overlaps", with("--uplink-addr", "172.17.9.9/24"), "overlaps the bridge subnet"},
+		{"uplink addr IPv6", with("--uplink-addr", "2001:db8::1/64"), "IPv4"},
+		{"via off-link", with("--uplink-via", "10.1.1.1"), "off the uplink's link"},
+		{"via is self", with("--uplink-via", "192.168.2.116"), "own uplink address"},
+		{"via garbage", with("--uplink-via", "gw"), "not an IP address"},
+		{"publish syntax", with("-p", "8080:80"), "-p 8080:80"},
+		{"publish protocol", with("-p", "8080:172.17.0.4:80/sctp"), "sctp"},
+		{"publish outside subnet", with("-p", "8080:10.0.0.4:80"), "outside the bridge subnet"},
+		{"publish foreign host addr", with("-p", "10.9.9.9:8080:172.17.0.4:80"), "not the gateway's uplink address"},
+		{"publish conflict", with("-p", "8080:172.17.0.4:80", "-p", "8080:172.17.0.5:80"), "already published"},
+		{"publish range conflict", with("-p", "8000-8100:172.17.0.4:80", "-p", "8080:172.17.0.5:80"), "already published"},
+		{"mtu low", with("--mtu", "100"), "--mtu 100"},
+		{"mtu high", with("--mtu", "65521"), "--mtu 65521"},
+		{"mtu garbage", with("--mtu", "big"), "invalid value"},
+		{"timeout unknown", with("--timeout", "tcp_forever=5"), `unknown timeout "tcp_forever"`},
+		{"timeout zero", with("--timeout", "udp=0"), "above 0"},
+		{"timeout not seconds", with("--timeout", "udp=5s"), "whole number"},
+		{"timeout no equals", with("--timeout", "udp"), "NAME=SECONDS"},
+		{"conntrack-max negative", with("--conntrack-max", "-1"), "--conntrack-max -1"},
+		{"conntrack-max huge", with("--conntrack-max", "2000000000"), "--conntrack-max"},
+		{"socket dir missing", with("--api-socket", filepath.Join(dir, "no", "api.sock")), "no such file"},
+		{"socket path long", with("--api-socket", "/"+strings.Repeat("x", 120)), "longer than"},
+		{"ready fd closed", with("--ready-fd", "1000"), "not an open file descriptor"},
+		{"ready fd negative", with("--ready-fd", "-5"), "not a file descriptor"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseGatewayArgs(tc.args)
+			if err == nil {
+				t.Fatalf("accepted: %+v", cfg)
+			}
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Errorf("%v is not a usage error", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want it to say %q", err, tc.want)
+			}
+		})
+	}
+
+	t.Run("help", func(t *testing.T) {
+		for _, h := range []string{"-h", "--help", "-help"} {
+			if _, err := parseGatewayArgs([]string{h}); !errors.Is(err, flag.ErrHelp) {
+				t.Errorf("%s: %v", h, err)
+			}
+		}
+	})
+}
+
+func TestParseFlagsInterleaved(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	s := fs.String("api-socket", "", "")
+	l := fs.Bool("l", false, "")
+	pos, err := parseFlags(fs, []string{"a", "--api-socket", "/x", "b", "-l", "--", "-c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *s != "/x" || !*l || strings.Join(pos, ",") != "a,b,-c" {
+		t.Errorf("socket %q, l %v, positional %q", *s, *l, pos)
+	}
+}
+
+func TestDefaultSocket(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+	got, err := defaultSocket()
+	switch {
+	case os.Geteuid() == 0 && got != "/run/usernat.sock":
+		t.Errorf("root: %q, %v", got, err)
+	case os.Geteuid() != 0 && got != "/run/user/1000/usernat.sock":
+		t.Errorf("user: %q, %v", got, err)
+	}
+	if os.Geteuid() != 0 {
+		t.Setenv("XDG_RUNTIME_DIR", "")
+		if _, err := defaultSocket(); err == nil {
+			t.Error("no error without XDG_RUNTIME_DIR")
+		}
+	}
+}
+
+func TestPortNames(t *testing.T) {
+	ports := []portSpec{
+		{NetNS: "/run/netns/web", IfName: "eth0"},
+		{NetNS: "/proc/812/ns/net", IfName: "eth0"},
+		{NetNS: "/proc/9/fd/7", IfName: "eth0"},
+		{NetNS: "/run/netns/web", IfName: "eth1"},
+	}
+	got := strings.Join(portNames(ports), " ")
+	if want := "eth0@web eth0@812 eth0@2 eth1"; got != want {
+		t.Errorf("portNames = %q, want %q", got, want)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

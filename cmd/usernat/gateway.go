@@ -1,0 +1,134 @@
+package main
+
+// This file is the command's only door into nat's rule API (nat.Rules,
+// nat.Publish, nat.ParsePublish): the rest of the command speaks
+// api.HostFwd and the publisher interface, so a change in nat's rule API
+// is a change here alone.
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/api"
+	"github.com/usernat/usernat/nat"
+)
+
+// publisher adds, removes and lists published ports.
+type publisher interface {
+	// Publish adds f and returns its id.
+	Publish(f api.HostFwd) (id int, err error)
+	// Unpublish removes the published port with the id; flows already
+	// going on keep their translation until they expire.
+	Unpublish(id int) error
+	// List lists the published ports with their ids.
+	List() []api.HostFwd
+}
+
+// rulesPublisher is a publisher over a gateway's rule table.
+type rulesPublisher struct{ r *nat.Rules }
+
+var _ publisher = rulesPublisher{}
+
+func newPublisher(r *nat.Rules) publisher { return rulesPublisher{r} }
+
+func (p rulesPublisher) Publish(f api.HostFwd) (int, error) {
+	id, err := p.r.AddPublish(publishFromFwd(f))
+	if err != nil {
+		return 0, err
+	}
+	return int(id), nil
+}
+
+func (p rulesPublisher) Unpublish(id int) error {
+	// The table numbers masquerade rules from the same counter: only
+	// remove a publish rule.
+	for _, pub := range p.r.Publishes() {
+		if int(pub.ID) == id && p.r.Remove(pub.ID) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no published port with id %d", id)
+}
+
+func (p rulesPublisher) List() []api.HostFwd {
+	pubs := p.r.Publishes()
+	out := make([]api.HostFwd, len(pubs))
+	for i, pub := range pubs {
+		out[i] = fwdFromPublish(pub)
+	}
+	return out
+}
+
+// parsePublish parses the -p syntax,
+// [HOSTADDR:]HOSTPORT[-END]:CONTAINERADDR:CONTAINERPORT[-END][/tcp|/udp].
+func parsePublish(spec string) (api.HostFwd, error) {
+	p, err := nat.ParsePublish(spec)
+	if err != nil {
+		return api.HostFwd{}, err
+	}
+	return fwdFromPublish(p), nil
+}
+
+// formatPublish writes f back in the -p syntax.
+func formatPublish(f api.HostFwd) string { return publishFromFwd(f).String() }
+
+// checkPublishConflicts reports a port published twice among fs, as the
+// gateway's rule table would refuse it.
+func checkPublishConflicts(fs []api.HostFwd) error {
+	var r nat.Rules
+	for _, f := range fs {
+		if _, err := r.AddPublish(publishFromFwd(f)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func publishFromFwd(f api.HostFwd) nat.Publish {
+	p := nat.Publish{
+		Proto:          conntrack.ProtoTCP,
+		HostAddr:       f.HostAddr,
+		HostPorts:      portRange(f.HostPort, f.HostPortEnd),
+		ContainerAddr:  f.GuestAddr,
+		ContainerPorts: portRange(f.GuestPort, f.GuestPortEnd),
+	}
+	if f.Proto == "udp" {
+		p.Proto = conntrack.ProtoUDP
+	}
+	if p.HostAddr.IsValid() && p.HostAddr.IsUnspecified() {
+		p.HostAddr = netip.Addr{}
+	}
+	return p
+}
+
+func fwdFromPublish(p nat.Publish) api.HostFwd {
+	f := api.HostFwd{
+		ID:        int(p.ID),
+		Proto:     p.Proto.String(),
+		HostAddr:  p.HostAddr,
+		HostPort:  int(p.HostPorts.First),
+		GuestAddr: p.ContainerAddr,
+		GuestPort: int(p.ContainerPorts.First),
+	}
+	if !f.HostAddr.IsValid() {
+		f.HostAddr = netip.IPv4Unspecified()
+		if p.ContainerAddr.Is6() {
+			f.HostAddr = netip.IPv6Unspecified()
+		}
+	}
+	if p.HostPorts.Last != p.HostPorts.First {
+		f.HostPortEnd = int(p.HostPorts.Last)
+	}
+	if p.ContainerPorts.Last != p.ContainerPorts.First {
+		f.GuestPortEnd = int(p.ContainerPorts.Last)
+	}
+	return f
+}
+
+func portRange(first, end int) nat.PortRange {
+	if end == 0 {
+		end = first
+	}
+	return nat.PortRange{First: uint16(first), Last: uint16(end)}
+}

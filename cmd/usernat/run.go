@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/api"
+	"github.com/usernat/usernat/internal/rtnl"
+)
+
+// gatewaySetup is what startGateway needs.
+type gatewaySetup struct {
+	Bridge     *bridge.Bridge
+	Subnet     netip.Prefix
+	MTU        int
+	UplinkPort bridge.Port
+	UplinkAddr netip.Prefix
+	UplinkVia  netip.Addr
+	Conntrack  conntrack.Config
+	Logger     *slog.Logger
+}
+
+// gatewayHandle is a running gateway as the command uses it (natgw.go).
+type gatewayHandle interface {
+	Table() *conntrack.Table
+	Publisher() publisher
+	WriteRules(w io.Writer) error
+	// Stats adds the gateway's counters to m, named gateway.NAME.
+	Stats(m map[string]uint64)
+	Close() error
+}
+
+// bridgeName names the bridge in FDB listings.
+const bridgeName = "usernat0"
+
+// runGateway runs `usernat gateway` until ctx ends or a signal comes.
+func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := parseGatewayArgs(args)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelWarn
+	switch {
+	case cfg.Debug:
+		level = slog.LevelDebug
+	case cfg.Verbose:
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	g, err := startAll(cfg, log)
+	if err != nil {
+		return err
+	}
+	log.Info("gateway ready", "subnet", cfg.Subnet, "uplink", cfg.UplinkAddr, "ports", len(cfg.Ports), "api-socket", cfg.APISocket)
+	if cfg.ReadyFD >= 0 {
+		if err := signalReady(cfg.ReadyFD); err != nil {
+			g.close(log)
+			return err
+		}
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return g.close(log)
+}
+
+// running is everything the gateway command made, in the order to undo.
+type running struct {
+	srv *api.Server
+	gw  gatewayHandle
+	br  *bridge.Bridge
+}
+
+func (r *running) close(log *slog.Logger) error {
+	var errs []error
+	if r.srv != nil {
+		errs = append(errs, r.srv.Close())
+	}
+	if r.gw != nil {
+		errs = append(errs, r.gw.Close())
+	}
+	// Closing the bridge closes its TAP ports; the kernel removes a
+	// non-persistent TAP device with its last file descriptor.
+	errs = append(errs, r.br.Close())
+	err := errors.Join(errs...)
+	if err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	return err
+}
+
+// startAll builds the bridge, its ports, the gateway and the API server.
+// On error it undoes what it did.
+func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
+	br, err := bridge.New(bridge.Config{Name: bridgeName, MTU: cfg.MTU, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	r := &running{br: br}
+	defer func() {
+		if err != nil {
+			r.close(log)
+		}
+	}()
+
+	names := portNames(cfg.Ports)
+	for i, p := range cfg.Ports {
+		tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: p.IfName, NetNS: p.NetNS, MTU: cfg.MTU})
+		if err != nil {
+			return nil, fmt.Errorf("--port %s:%s: %w", p.NetNS, p.IfName, err)
+		}
+		if _, err := br.AddPort(tap, bridge.PortConfig{Name: names[i]}); err != nil {
+			tap.Close()
+			return nil, fmt.Errorf("--port %s:%s: %w", p.NetNS, p.IfName, err)
+		}
+		if p.Addr.IsValid() {
+			if err := rtnl.ConfigureLink(p.NetNS, p.IfName, p.Addr, cfg.Subnet.Addr()); err != nil {
+				return nil, fmt.Errorf("--port %s:%s=%v: %w", p.NetNS, p.IfName, p.Addr, err)
+			}
+		}
+		log.Info("port added", "port", names[i], "netns", p.NetNS, "addr", p.Addr)
+	}
+
+	up, err := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU})
+	if err != nil {
+		return nil, fmt.Errorf("--uplink tap:%s:%s: %w", cfg.Uplink.NetNS, cfg.Uplink.IfName, err)
+	}
+	r.gw, err = startGateway(gatewaySetup{
+		Bridge:     br,
+		Subnet:     cfg.Subnet,
+		MTU:        cfg.MTU,
+		UplinkPort: up,
+		UplinkAddr: cfg.UplinkAddr,
+		UplinkVia:  cfg.UplinkVia,
+		Conntrack:  conntrack.Config{Max: cfg.ConntrackMax, Timeouts: cfg.Timeouts, Logger: log},
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	b := &backend{br: br, gw: r.gw, pub: r.gw.Publisher(), subnet: cfg.Subnet, uplink: cfg.UplinkAddr.Addr()}
+	for _, f := range cfg.Publish {
+		if _, err := b.pub.Publish(f); err != nil {
+			return nil, fmt.Errorf("-p %s: %w", formatPublish(f), err)
+		}
+	}
+	r.srv, err = api.Listen(cfg.APISocket, b, api.ServerConfig{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// portNames names the bridge ports after their devices, adding the
+// namespace where two devices share a name.
+func portNames(ports []portSpec) []string {
+	count := map[string]int{}
+	for _, p := range ports {
+		count[p.IfName]++
+	}
+	names := make([]string, len(ports))
+	for i, p := range ports {
+		names[i] = p.IfName
+		if count[p.IfName] > 1 {
+			names[i] = p.IfName + "@" + nsLabel(p.NetNS, i)
+		}
+	}
+	return names
+}
+
+// nsLabel is a short name for a namespace path: NAME for /run/netns/NAME,
+// PID for /proc/PID/ns/net, else the port's position.
+func nsLabel(path string, i int) string {
+	if dir, name := filepath.Split(path); dir == "/run/netns/" {
+		return name
+	}
+	if rest, ok := strings.CutPrefix(path, "/proc/"); ok {
+		if pid, tail, ok := strings.Cut(rest, "/"); ok && tail == "ns/net" {
+			return pid
+		}
+	}
+	return fmt.Sprint(i)
+}
+
+// signalReady writes "1" to fd and closes it, as slirp4netns -r does.
+func signalReady(fd int) error {
+	f := os.NewFile(uintptr(fd), "ready-fd")
+	_, err := f.Write([]byte("1"))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("--ready-fd %d: %w", fd, err)
+	}
+	return nil
+}

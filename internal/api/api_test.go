@@ -1,0 +1,506 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fake is a Backend and Inspector over a map.
+type fake struct {
+	mu     sync.Mutex
+	next   int
+	fwds   map[int]HostFwd
+	failOn string
+	block  chan struct{} // when set, ConntrackList waits for it
+}
+
+func newFake() *fake { return &fake{fwds: map[int]HostFwd{}} }
+
+func (f *fake) AddHostFwd(h HostFwd) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failOn == CmdAddHostFwd {
+		return 0, errors.New("host port 8080/tcp already published")
+	}
+	if !h.GuestAddr.IsValid() {
+		return 0, errors.New("guest_addr is required")
+	}
+	f.next++
+	h.ID = f.next
+	f.fwds[h.ID] = h
+	return h.ID, nil
+}
+
+func (f *fake) ListHostFwd() ([]HostFwd, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []HostFwd
+	for id := 1; id <= f.next; id++ {
+		if h, ok := f.fwds[id]; ok {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+func (f *fake) RemoveHostFwd(id int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.fwds[id]; !ok {
+		return fmt.Errorf("no forward with id %d", id)
+	}
+	delete(f.fwds, id)
+	return nil
+}
+
+func (f *fake) ConntrackList(w io.Writer) error {
+	if f.block != nil {
+		<-f.block
+	}
+	_, err := io.WriteString(w, "udp      17 29 src=192.168.2.104 dst=192.168.2.116 sport=5353 dport=53 [UNREPLIED] src=172.17.0.4 dst=192.168.2.104 sport=53 dport=5353 mark=0 use=1\n")
+	return err
+}
+
+func (f *fake) ConntrackFlush() (int, error) { return 3, nil }
+
+func (f *fake) NATList(w io.Writer) error {
+	_, err := io.WriteString(w, "Chain PREROUTING (policy ACCEPT)\n")
+	return err
+}
+
+func (f *fake) FDBList(w io.Writer) error {
+	if f.failOn == CmdFDBList {
+		return errors.New("bridge closed")
+	}
+	_, err := io.WriteString(w, "02:42:ac:11:00:04 dev eth0 master br0\n")
+	return err
+}
+
+func (f *fake) Stats() (map[string]uint64, error) {
+	return map[string]uint64{"gateway.forwarded": 7, "conntrack.entries": 1}, nil
+}
+
+// slirpOnly hides the Inspector methods.
+type slirpOnly struct{ Backend }
+
+func serve(t *testing.T, b Backend, cfg ServerConfig) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "api.sock")
+	s, err := Listen(path, b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+// raw sends req as is and returns the response line.
+func raw(t *testing.T, path, req string, halfClose bool) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	if halfClose {
+		c.(*net.UnixConn).CloseWrite()
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestSlirp4netnsWire checks the bytes a slirp4netns client such as
+// RootlessKit sends and reads.
+func TestSlirp4netnsWire(t *testing.T) {
+	_, path := serve(t, newFake(), ServerConfig{})
+	steps := []struct{ req, resp string }{
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "0.0.0.0", "host_port": 8080, "guest_addr": "172.17.0.4", "guest_port": 80}}`,
+			`{"return":{"id":1}}`},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "udp", "host_port": 5353, "guest_addr": "172.17.0.5", "guest_port": 53}}`,
+			`{"return":{"id":2}}`},
+		{`{"execute": "list_hostfwd"}`,
+			`{"return":{"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,"guest_addr":"172.17.0.4","guest_port":80},{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]}}`},
+		{`{"execute": "remove_hostfwd", "arguments": {"id": 1}}`, `{"return":{}}`},
+		{`{"execute": "remove_hostfwd", "arguments": {"id": 1}}`, `{"error":{"desc":"no forward with id 1"}}`},
+		{`{"execute": "list_hostfwd", "arguments": {}}`,
+			`{"return":{"entries":[{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]}}`},
+		{`{"execute": "remove_hostfwd", "arguments": {"id": 2}}`, `{"return":{}}`},
+		{`{"execute": "list_hostfwd"}`, `{"return":{"entries":[]}}`},
+	}
+	for i, st := range steps {
+		// Alternate clients that half-close and clients that do not.
+		if got := raw(t, path, st.req, i%2 == 0); got != st.resp {
+			t.Errorf("%s\n got %s\nwant %s", st.req, got, st.resp)
+		}
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	fk := newFake()
+	_, path := serve(t, fk, ServerConfig{MaxRequest: 512})
+	tests := []struct{ req, desc string }{
+		{`not json`, "bad request: cannot parse JSON"},
+		{`{"execute": "frobnicate"}`, `bad request: unknown command "frobnicate"`},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "sctp", "host_port": 1, "guest_addr": "172.17.0.4", "guest_port": 1}}`, `bad request: proto "sctp"`},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 0, "guest_addr": "172.17.0.4", "guest_port": 1}}`, "bad request: host_port 0"},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 80, "guest_addr": "172.17.0.4", "guest_port": 70000}}`, "bad request: guest_port 70000"},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 80, "host_port_end": 79, "guest_addr": "172.17.0.4", "guest_port": 80}}`, "bad request: host ports 80-79"},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 8000, "host_port_end": 8010, "guest_addr": "172.17.0.4", "guest_port": 80, "guest_port_end": 81}}`, "ranges of different lengths"},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "nope", "host_port": 80, "guest_addr": "172.17.0.4", "guest_port": 80}}`, "bad request: arguments"},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 80, "guest_port": 80}}`, "guest_addr is required"},
+		{`{"execute": "add_hostfwd", "arguments": "x"}`, "bad request: arguments"},
+		{`{"execute": "remove_hostfwd", "arguments": {}}`, "bad request: remove_hostfwd needs an id"},
+		{`{"execute": "list_hostfwd", "arguments": {"pad": "` + strings.Repeat("x", 600) + `"}}`, "bad request: larger than 512 bytes"},
+	}
+	for _, tc := range tests {
+		got := raw(t, path, tc.req, true)
+		var resp Response
+		if err := json.Unmarshal([]byte(got), &resp); err != nil || resp.Return != nil || resp.Error == nil || !strings.Contains(resp.Error.Desc, tc.desc) {
+			t.Errorf("%.80s\n got %s\nwant an error with %q", tc.req, got, tc.desc)
+		}
+	}
+	if len(fk.fwds) != 0 {
+		t.Errorf("bad requests added forwards: %v", fk.fwds)
+	}
+}
+
+func TestClient(t *testing.T) {
+	fk := newFake()
+	_, path := serve(t, fk, ServerConfig{})
+	c := &Client{Path: path}
+	ctx := context.Background()
+
+	want := HostFwd{Proto: "tcp", HostAddr: netip.MustParseAddr("192.168.2.116"), HostPort: 8000, HostPortEnd: 8009,
+		GuestAddr: netip.MustParseAddr("172.17.0.4"), GuestPort: 9000, GuestPortEnd: 9009}
+	id, err := c.AddHostFwd(ctx, want)
+	if err != nil || id != 1 {
+		t.Fatalf("AddHostFwd = %d, %v", id, err)
+	}
+	want.ID = 1
+	list, err := c.ListHostFwd(ctx)
+	if err != nil || len(list) != 1 || list[0] != want {
+		t.Fatalf("ListHostFwd = %+v, %v; want [%+v]", list, err, want)
+	}
+	v6, err := c.AddHostFwd(ctx, HostFwd{Proto: "udp", HostPort: 53, GuestAddr: netip.MustParseAddr("2001:db8:17::4"), GuestPort: 53})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := c.ListHostFwd(ctx); len(list) != 2 || list[1].HostAddr != netip.IPv6Unspecified() {
+		t.Errorf("an IPv6 guest without host_addr: %+v", list)
+	}
+	if err := c.RemoveHostFwd(ctx, v6); err != nil {
+		t.Fatal(err)
+	}
+	var ae *Error
+	if err := c.RemoveHostFwd(ctx, 99); !errors.As(err, &ae) || ae.Desc != "no forward with id 99" {
+		t.Errorf("RemoveHostFwd(99) = %v, want the server's *Error", err)
+	}
+	fk.failOn = CmdAddHostFwd
+	if _, err := c.AddHostFwd(ctx, want); !errors.As(err, &ae) || !strings.Contains(ae.Desc, "already published") {
+		t.Errorf("refused AddHostFwd = %v", err)
+	}
+
+	if s, err := c.ConntrackList(ctx); err != nil || !strings.HasPrefix(s, "udp      17 29 src=192.168.2.104") {
+		t.Errorf("ConntrackList = %q, %v", s, err)
+	}
+	if n, err := c.ConntrackFlush(ctx); err != nil || n != 3 {
+		t.Errorf("ConntrackFlush = %d, %v", n, err)
+	}
+	if s, err := c.NATList(ctx); err != nil || s != "Chain PREROUTING (policy ACCEPT)\n" {
+		t.Errorf("NATList = %q, %v", s, err)
+	}
+	if s, err := c.FDBList(ctx); err != nil || !strings.Contains(s, "master br0") {
+		t.Errorf("FDBList = %q, %v", s, err)
+	}
+	fk.failOn = CmdFDBList
+	if _, err := c.FDBList(ctx); !errors.As(err, &ae) || ae.Desc != "bridge closed" {
+		t.Errorf("failing FDBList = %v", err)
+	}
+	if st, err := c.Stats(ctx); err != nil || st["gateway.forwarded"] != 7 || st["conntrack.entries"] != 1 {
+		t.Errorf("Stats = %v, %v", st, err)
+	}
+
+	// A connection failure is not an *Error.
+	bad := &Client{Path: filepath.Join(t.TempDir(), "none.sock")}
+	if _, err := bad.Stats(ctx); err == nil || errors.As(err, &ae) {
+		t.Errorf("Stats on no socket = %v", err)
+	}
+}
+
+func TestSlirpOnlyBackend(t *testing.T) {
+	_, path := serve(t, slirpOnly{newFake()}, ServerConfig{})
+	c := &Client{Path: path}
+	if _, err := c.ConntrackList(context.Background()); err == nil || !strings.Contains(err.Error(), `unknown command "conntrack_list"`) {
+		t.Errorf("conntrack_list on a slirp-only backend: %v", err)
+	}
+	if _, err := c.ListHostFwd(context.Background()); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSocketFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "api.sock")
+	s, err := Listen(path, newFake(), ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, want a socket with 0600", fi.Mode())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("directory holds %d files, want the socket alone", len(ents))
+	}
+	if s.Path() != path {
+		t.Errorf("Path() = %q", s.Path())
+	}
+
+	// A second server on a live socket is refused.
+	if s2, err := Listen(path, newFake(), ServerConfig{}); !errors.Is(err, ErrInUse) {
+		if s2 != nil {
+			s2.Close()
+		}
+		t.Errorf("second Listen: %v, want ErrInUse", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file left after Close: %v", err)
+	}
+
+	// A stale socket (nothing listening) is replaced.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	s, err = Listen(path, newFake(), ServerConfig{})
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	s.Close()
+
+	// Any other file is left alone.
+	if err := os.WriteFile(path, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Listen(path, newFake(), ServerConfig{}); err == nil {
+		s.Close()
+		t.Error("Listen over a regular file succeeded")
+	}
+	if b, _ := os.ReadFile(path); string(b) != "keep" {
+		t.Error("Listen clobbered a regular file")
+	}
+
+	// Close does not remove a file that replaced the socket.
+	path2 := filepath.Join(dir, "b.sock")
+	s, err = Listen(path2, newFake(), ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path2)
+	os.WriteFile(path2, []byte("other"), 0o600)
+	s.Close()
+	if b, _ := os.ReadFile(path2); string(b) != "other" {
+		t.Error("Close removed a file it did not create")
+	}
+
+	if _, err := Listen(filepath.Join(dir, "no", "such", "dir.sock"), newFake(), ServerConfig{}); err == nil {
+		t.Error("Listen in a missing directory succeeded")
+	}
+}
+
+func TestReadTimeout(t *testing.T) {
+	_, path := serve(t, newFake(), ServerConfig{ReadTimeout: 100 * time.Millisecond})
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, `{"execute": "list_`) // and then nothing
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer to a stalled request: %v", err)
+	}
+	if !strings.Contains(string(b), `"error"`) {
+		t.Errorf("stalled request answered %s", b)
+	}
+}
+
+// TestCloseCutsConnections checks that Close returns while clients stall
+// and while the backend is busy, and that no goroutine outlives it.
+func TestCloseCutsConnections(t *testing.T) {
+	fk := newFake()
+	fk.block = make(chan struct{})
+	s, path := serve(t, fk, ServerConfig{ReadTimeout: time.Hour, MaxConns: 2})
+	idle, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := (&Client{Path: path}).ConntrackList(context.Background())
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let both connections in
+	done := make(chan struct{})
+	go func() {
+		s.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("Close returned while the backend was still busy")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(fk.block)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	<-errc // answered or cut; either way the call ended
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file left: %v", err)
+	}
+}
+
+func TestConcurrentClients(t *testing.T) {
+	_, path := serve(t, newFake(), ServerConfig{MaxConns: 4})
+	c := &Client{Path: path}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.AddHostFwd(context.Background(), HostFwd{Proto: "tcp", HostPort: 10000 + i, GuestAddr: netip.MustParseAddr("172.17.0.4"), GuestPort: 80})
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if list, err := c.ListHostFwd(context.Background()); err != nil || len(list) != 64 {
+		t.Errorf("%d forwards, %v", len(list), err)
+	}
+}
+
+func TestClientContext(t *testing.T) {
+	// A server that accepts and never answers.
+	path := filepath.Join(t.TempDir(), "mute.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = (&Client{Path: path}).Stats(ctx)
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Errorf("Stats against a mute server: %v after %v", err, time.Since(start))
+	}
+	if _, err := (&Client{Path: path, Timeout: 50 * time.Millisecond}).Stats(context.Background()); err == nil {
+		t.Error("Client.Timeout not applied")
+	}
+}
+
+func TestHostFwdCheck(t *testing.T) {
+	any4 := netip.IPv4Unspecified()
+	g := netip.MustParseAddr("172.17.0.4")
+	tests := []struct {
+		f  HostFwd
+		ok bool
+	}{
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8080, GuestAddr: g, GuestPort: 80}, true},
+		{HostFwd{Proto: "udp", HostAddr: any4, HostPort: 1, GuestAddr: g, GuestPort: 65535}, true},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8000, HostPortEnd: 8010, GuestAddr: g, GuestPort: 9000, GuestPortEnd: 9010}, true},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8000, HostPortEnd: 8000, GuestAddr: g, GuestPort: 80}, true},
+		{HostFwd{Proto: "TCP", HostAddr: any4, HostPort: 8080, GuestAddr: g, GuestPort: 80}, false},
+		{HostFwd{Proto: "tcp", HostPort: 8080, GuestAddr: g, GuestPort: 80}, false},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 65536, GuestAddr: g, GuestPort: 80}, false},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8080, GuestAddr: g, GuestPort: -1}, false},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8000, HostPortEnd: 70000, GuestAddr: g, GuestPort: 80, GuestPortEnd: 62080}, false},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8000, GuestAddr: g, GuestPort: 9000, GuestPortEnd: 9001}, false},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8000, HostPortEnd: 8009, GuestAddr: g, GuestPort: 80}, true},
+		{HostFwd{Proto: "tcp", HostAddr: any4, HostPort: 8000, HostPortEnd: 8009, GuestAddr: g, GuestPort: 80, GuestPortEnd: 81}, false},
+	}
+	for _, tc := range tests {
+		if err := tc.f.Check(); (err == nil) != tc.ok {
+			t.Errorf("%+v: Check() = %v, want ok %v", tc.f, err, tc.ok)
+		}
+	}
+}
+
+func TestServe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "own.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Serve(l, newFake(), ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&Client{Path: path}).ListHostFwd(context.Background()); err != nil {
+		t.Error(err)
+	}
+	if s.Path() != "" {
+		t.Errorf("Path() = %q for a caller's listener", s.Path())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Serve(nil, newFake(), ServerConfig{}); err == nil {
+		t.Error("Serve(nil) succeeded")
+	}
+}

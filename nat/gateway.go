@@ -1,0 +1,439 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+)
+
+// Config configures a Gateway. Bridge, Subnet and Uplink are required; every
+// other zero field is the documented default.
+type Config struct {
+	// Bridge is the bridge the gateway joins as a router port, as
+	// docker0's 172.17.0.1 is the bridge's own address.
+	Bridge *bridge.Bridge
+	// Subnet is the gateway's address on the bridge with the bridge
+	// subnet, such as 172.17.0.1/16.
+	Subnet netip.Prefix
+	// MAC is the router port's MAC; zero means a random locally
+	// administered one.
+	MAC bridge.MAC
+	// MTU is the largest IP packet on the bridge side; 0 means 1500.
+	MTU int
+	// Uplink is the way out: a LinkUplink, or the host-socket uplink of
+	// nat/hostnet. The gateway starts it and closes it.
+	Uplink Uplink
+	// Table is the connection-tracking table; nil means a new table made
+	// with Conntrack (which is ignored otherwise). The gateway closes a
+	// table it made.
+	Table     *conntrack.Table
+	Conntrack conntrack.Config
+	// NoMasquerade turns off the masquerade of the subnet to the uplink
+	// address, which is on by default (Docker's MASQUERADE rule).
+	NoMasquerade bool
+	// MasqueradePorts limits the ports masquerade chooses; zero means
+	// Linux's choice (see Mapping.SrcPorts).
+	MasqueradePorts PortRange
+	// RandomPorts chooses masquerade ports fully at random, even when a
+	// flow's own port is free (iptables' --random-fully).
+	RandomPorts bool
+	// Clock tells the time for fragment reassembly and neighbour entries;
+	// nil means the system clock.
+	Clock Clock
+	// Logger receives logs; nil means silent.
+	Logger *slog.Logger
+}
+
+// Clock tells the time; it is conntrack's, so one clock drives both.
+type Clock = conntrack.Clock
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Gateway is the router port on a bridge that forwards between the bridge
+// and an uplink, tracking every flow in a conntrack table and rewriting
+// packets the way the kernel's NAT does: published ports (DNAT) in, the
+// subnet masqueraded (SNAT) out, hairpin between containers through a
+// published port, and ICMP errors translated along with their flows.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	clock  Clock
+	epoch  time.Time
+	subnet netip.Prefix
+	table  *conntrack.Table
+	ownTbl bool
+	uplink Uplink
+	inside *link // the router port on the bridge
+	peer   *bridge.Pipe
+	att    *bridge.Attachment
+	rules  Rules
+	ports  Allocator
+	reasm  *Reassembler
+
+	out, in flowTranslator // for flows that start on the bridge, and outside
+
+	// scratch holds, per receiving side, reassembled packets and the ICMP
+	// messages and fragments the gateway builds. [0] is the uplink's, [1]
+	// the bridge's; each is used only by that side's goroutine.
+	scratch [2]sideScratch
+
+	stats    gatewayStats
+	wg       sync.WaitGroup
+	stop     chan struct{}
+	closeOne sync.Once
+	closed   atomic.Bool
+}
+
+// sideScratch is one side's working memory.
+type sideScratch struct {
+	whole []byte // Headroom + a reassembled datagram
+	msg   []byte // Headroom + an ICMP message the gateway sends
+	frag  []byte // Headroom + one fragment
+}
+
+func newScratch() sideScratch {
+	return sideScratch{
+		whole: make([]byte, Headroom+65535),
+		msg:   make([]byte, Headroom+maxICMPv6Error),
+		frag:  make([]byte, Headroom+65535),
+	}
+}
+
+func sideIndex(inside bool) int {
+	if inside {
+		return 1
+	}
+	return 0
+}
+
+type gatewayStats struct {
+	forwarded, local                       atomic.Uint64
+	dropMalformed, dropChecksum, dropTTL   atomic.Uint64
+	dropInvalid, dropNoRule, dropRefused   atomic.Uint64
+	dropTooBig, dropFragments, dropRewrite atomic.Uint64
+	icmpSent                               atomic.Uint64
+}
+
+// Stats are the gateway's counters.
+type Stats struct {
+	Forwarded uint64 // packets forwarded between the bridge and the uplink, or back to the bridge
+	Local     uint64 // packets for the gateway itself (pings, unreachable ports)
+	ICMPSent  uint64 // ICMP messages the gateway originated
+	// Drops, by reason.
+	DropMalformed uint64 // undecodable headers
+	DropChecksum  uint64 // bad IPv4 header, or transport checksum of a new flow
+	DropTTL       uint64 // TTL ran out (time exceeded was sent)
+	DropInvalid   uint64 // conntrack found them invalid (out of state, errors about nothing)
+	DropNoRule    uint64 // from outside, for no flow and no publish rule
+	DropRefused   uint64 // new flows refused: table full, ports exhausted
+	DropTooBig    uint64 // DF packets over the MTU (fragmentation needed was sent)
+	DropFragments uint64 // fragments that were not reassembled
+	DropRewrite   uint64 // packets the rewriter refused
+}
+
+// New starts a gateway on cfg.Bridge.
+func New(cfg Config) (*Gateway, error) {
+	switch {
+	case cfg.Bridge == nil:
+		return nil, errors.New("nat: Config.Bridge is required")
+	case cfg.Uplink == nil:
+		return nil, errors.New("nat: Config.Uplink is required")
+	case !cfg.Subnet.IsValid() || !cfg.Subnet.Addr().Is4():
+		return nil, fmt.Errorf("nat: subnet %v: need the gateway's IPv4 address with the bridge prefix, such as 172.17.0.1/16", cfg.Subnet)
+	case cfg.Subnet.Addr() == cfg.Subnet.Masked().Addr():
+		return nil, fmt.Errorf("nat: subnet %v: the gateway's address cannot be the network address", cfg.Subnet)
+	}
+	mtu, err := checkMTU(cfg.MTU)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, subnet: cfg.Subnet, uplink: cfg.Uplink}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.clock == nil {
+		g.clock = systemClock{}
+	}
+	g.epoch = g.clock.Now()
+	if g.table = cfg.Table; g.table == nil {
+		if g.table, err = conntrack.New(cfg.Conntrack); err != nil {
+			return nil, err
+		}
+		g.ownTbl = true
+	}
+	if !cfg.NoMasquerade {
+		m := Masquerade{Subnet: cfg.Subnet.Masked(), Ports: cfg.MasqueradePorts, Random: cfg.RandomPorts}
+		if _, err := g.rules.AddMasquerade(m); err != nil {
+			g.closeTable()
+			return nil, err
+		}
+	}
+	if g.reasm, err = NewReassembler(ReassemblerConfig{Clock: g.clock}); err != nil {
+		g.closeTable()
+		return nil, err
+	}
+	g.out = flowTranslator{g: g, inside: true}
+	g.in = flowTranslator{g: g}
+	g.scratch = [2]sideScratch{newScratch(), newScratch()}
+	g.stop = make(chan struct{})
+
+	mac := cfg.MAC
+	if mac.IsZero() {
+		mac = randomMAC()
+	}
+	mine, theirs := bridge.NewPipe(bridge.PipeConfig{})
+	g.peer = mine
+	g.inside = newLink("bridge", mine, mac, cfg.Subnet, netip.Addr{}, mtu, g.now)
+	if g.att, err = cfg.Bridge.AddPort(theirs, bridge.PortConfig{Name: "gateway"}); err != nil {
+		mine.Close()
+		g.closeTable()
+		return nil, err
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		g.inside.run(g.fromBridge)
+	}()
+	g.wg.Add(1)
+	go g.housekeeping()
+	if err := g.uplink.Start(g.fromUplink); err != nil {
+		g.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+// housekeeping expires what waits on time: fragments that never
+// completed, neighbours that stopped answering.
+func (g *Gateway) housekeeping() {
+	defer g.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+			g.reasm.Expire()
+			g.inside.neigh.expire(g.now())
+		}
+	}
+}
+
+func (g *Gateway) now() int64 { return int64(g.clock.Now().Sub(g.epoch)) }
+
+func (g *Gateway) closeTable() {
+	if g.ownTbl {
+		g.table.Close()
+	}
+}
+
+// Close stops the gateway: it leaves the bridge, closes the uplink, and
+// closes the conntrack table if it made it. It is idempotent.
+func (g *Gateway) Close() error {
+	g.closeOne.Do(func() {
+		g.closed.Store(true)
+		close(g.stop)
+		g.att.Close()
+		g.peer.Close()
+		g.uplink.Close()
+		g.wg.Wait()
+		g.closeTable()
+	})
+	return nil
+}
+
+// Table returns the gateway's conntrack table.
+func (g *Gateway) Table() *conntrack.Table { return g.table }
+
+// Rules returns the gateway's NAT rules, to publish ports and list them.
+// Rules added or removed take effect for new flows at once.
+func (g *Gateway) Rules() *Rules { return &g.rules }
+
+// Addr returns the gateway's address on the bridge.
+func (g *Gateway) Addr() netip.Addr { return g.subnet.Addr() }
+
+// MAC returns the router port's MAC.
+func (g *Gateway) MAC() bridge.MAC { return g.inside.mac }
+
+// Stats returns the gateway's counters.
+func (g *Gateway) Stats() Stats {
+	s := &g.stats
+	return Stats{
+		Forwarded: s.forwarded.Load(), Local: s.local.Load(), ICMPSent: s.icmpSent.Load(),
+		DropMalformed: s.dropMalformed.Load(), DropChecksum: s.dropChecksum.Load(),
+		DropTTL: s.dropTTL.Load(), DropInvalid: s.dropInvalid.Load(),
+		DropNoRule: s.dropNoRule.Load(), DropRefused: s.dropRefused.Load(),
+		DropTooBig: s.dropTooBig.Load(), DropFragments: s.dropFragments.Load(),
+		DropRewrite: s.dropRewrite.Load(),
+	}
+}
+
+// WriteRules writes the rules the way iptables -t nat -L -n lists them.
+func (g *Gateway) WriteRules(w io.Writer) error { return g.rules.WriteList(w) }
+
+// isUplinkAddr reports whether a is one of the gateway's outside addresses.
+func (g *Gateway) isUplinkAddr(a netip.Addr) bool {
+	for _, u := range g.uplink.Addrs() {
+		if u == a {
+			return true
+		}
+	}
+	return false
+}
+
+// isOwn reports whether a is an address of the gateway itself.
+func (g *Gateway) isOwn(a netip.Addr) bool { return a == g.subnet.Addr() || g.isUplinkAddr(a) }
+
+// fromBridge handles a frame from a container for the gateway's MAC.
+func (g *Gateway) fromBridge(frame []byte) { g.forward(frame, true) }
+
+// fromUplink handles a frame from outside.
+func (g *Gateway) fromUplink(frame []byte) { g.forward(frame, false) }
+
+// forward is the per-packet path: decode, reassemble, track, translate,
+// route, send. inside says the packet came from the bridge.
+func (g *Gateway) forward(frame []byte, inside bool) {
+	var p conntrack.Packet
+	pkt := frame[Headroom:]
+	if err := p.Decode(pkt); err != nil {
+		g.stats.dropMalformed.Add(1)
+		return
+	}
+	frame, pkt = frame[:Headroom+p.Len], pkt[:p.Len] // drop Ethernet padding
+	if p.Tuple.Src.Is6() {
+		g.stats.dropMalformed.Add(1) // the link uplink is IPv4 only
+		return
+	}
+	if !ipv4HeaderOK(pkt) {
+		g.stats.dropChecksum.Add(1)
+		return
+	}
+	sc := &g.scratch[sideIndex(inside)]
+	if p.Kind == conntrack.KindFragment {
+		whole, err := g.reasm.Add(pkt, sc.whole[Headroom:])
+		if err != nil {
+			g.stats.dropFragments.Add(1)
+			return
+		}
+		if whole == nil {
+			return // more fragments to come
+		}
+		frame, pkt = sc.whole[:Headroom+len(whole)], whole
+		if p.Decode(pkt) != nil || p.Kind == conntrack.KindFragment {
+			g.stats.dropMalformed.Add(1)
+			return
+		}
+	}
+	if !inside && !g.isOwn(p.Tuple.Dst) {
+		// From outside, only the gateway's own addresses are reachable:
+		// published ports, and the replies of masqueraded flows.
+		g.stats.dropNoRule.Add(1)
+		return
+	}
+
+	// A packet to be routed dies here when its TTL runs out; one for the
+	// gateway itself does not.
+	if !g.isOwn(p.Tuple.Dst) && pkt[8] <= 1 {
+		g.stats.dropTTL.Add(1)
+		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+			return TimeExceeded(buf, pkt, from)
+		})
+		return
+	}
+
+	tr := &g.in
+	if inside {
+		tr = &g.out
+	}
+	res, err := g.table.Track(0, &p, tr)
+	if err != nil {
+		g.stats.dropRefused.Add(1)
+		g.log.Debug("nat: new flow refused", "tuple", p.Tuple, "err", err)
+		return
+	}
+	var to conntrack.Tuple
+	switch res.Class {
+	case conntrack.ClassInvalid:
+		g.stats.dropInvalid.Add(1)
+		return
+	case conntrack.ClassRelated:
+		to = res.Tuple(1 - res.Dir)
+		if err := RewriteICMPError(pkt, to); err != nil {
+			g.stats.dropRewrite.Add(1)
+			return
+		}
+		g.route(frame, pkt, to.Src, inside, false)
+		return
+	}
+	to, _ = res.Tuple(1 - res.Dir).Reverse()
+	if g.isOwn(to.Dst) {
+		g.local(frame, pkt, &p, inside)
+		return
+	}
+	// Check the size before rewriting, so an error quotes the packet as
+	// its sender sent it.
+	if out := g.mtuTowards(to.Dst); len(pkt) > out {
+		if pkt[6]&0x40 != 0 { // DF
+			g.stats.dropTooBig.Add(1)
+			g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+				return FragNeeded(buf, pkt, from, out)
+			})
+			return
+		}
+	}
+	if err := Rewrite(pkt, to); err != nil {
+		g.stats.dropRewrite.Add(1)
+		return
+	}
+	g.route(frame, pkt, to.Dst, inside, true)
+}
+
+// route sends a translated packet towards dst: to the bridge when dst is on
+// the subnet, else out of the uplink. forwarded packets lose a hop.
+func (g *Gateway) route(frame, pkt []byte, dst netip.Addr, inside, forwarded bool) {
+	if forwarded && !DecTTL(pkt) {
+		g.stats.dropTTL.Add(1)
+		return
+	}
+	g.stats.forwarded.Add(1)
+	send, mtu := g.uplink.Send, g.uplink.MTU()
+	if g.subnet.Contains(dst) {
+		send, mtu = g.inside.send, g.inside.mtu
+	}
+	if len(pkt) <= mtu {
+		send(frame, dst)
+		return
+	}
+	sc := &g.scratch[sideIndex(inside)]
+	err := Fragment(pkt, mtu, sc.frag[Headroom:], func(f []byte) {
+		send(sc.frag[:Headroom+len(f)], dst)
+	})
+	if err != nil {
+		g.stats.dropTooBig.Add(1)
+	}
+}
+
+// mtuTowards is the MTU of the link a packet to dst leaves by.
+func (g *Gateway) mtuTowards(dst netip.Addr) int {
+	if g.subnet.Contains(dst) {
+		return g.inside.mtu
+	}
+	return g.uplink.MTU()
+}
+
+// ipv4HeaderOK verifies the IPv4 header checksum.
+func ipv4HeaderOK(pkt []byte) bool {
+	ihl := int(pkt[0]&0x0f) * 4
+	return Checksum(pkt[:ihl]) == 0
+}

@@ -1,0 +1,420 @@
+package nat
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/netns"
+)
+
+// The reference experiment's addresses (DESIGN.md).
+var (
+	hostAddr   = netip.MustParsePrefix("192.168.2.116/24")
+	clientAddr = netip.MustParsePrefix("192.168.2.104/24")
+	gwSubnet   = netip.MustParsePrefix("172.17.0.1/16")
+	web        = netip.MustParsePrefix("172.17.0.4/16")
+	second     = netip.MustParsePrefix("172.17.0.5/16")
+)
+
+// topo is the reference experiment in namespaces: two containers whose
+// eth0 are TAP ports of a bridge, and a client whose eth0 is the TAP the
+// gateway's link uplink drives.
+type topo struct {
+	br     *bridge.Bridge
+	gw     *Gateway
+	c1, c2 *netns.NS
+	client *netns.NS
+	extra  *bridge.Pipe // a spare port on the bridge, for tests that write frames themselves
+}
+
+type topoConfig struct {
+	uplinkMTU int
+	timeouts  conntrack.Timeouts
+}
+
+func newTopo(t *testing.T, tc topoConfig) *topo {
+	t.Helper()
+	netns.RequirePrivileged(t)
+	tp := &topo{}
+	var err error
+	tp.br, err = bridge.New(bridge.Config{Name: "docker0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.br.Close() })
+	tp.c1 = tp.container(t, "eth0", web)
+	tp.c2 = tp.container(t, "eth0", second)
+	mine, theirs := bridge.NewPipe(bridge.PipeConfig{})
+	if _, err := tp.br.AddPort(theirs, bridge.PortConfig{Name: "extra"}); err != nil {
+		t.Fatal(err)
+	}
+	tp.extra = mine
+	t.Cleanup(func() { mine.Close() })
+
+	tp.client = newNS(t)
+	mtu := tc.uplinkMTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: "eth0", NetNS: tp.client.Path(), MTU: mtu})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.client.AddAddr("eth0", clientAddr); err != nil {
+		t.Fatal(err)
+	}
+	up, err := NewLinkUplink(LinkUplinkConfig{Port: tap, Addr: hostAddr, MTU: mtu})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.gw, err = New(Config{
+		Bridge: tp.br, Subnet: gwSubnet, Uplink: up,
+		Conntrack: conntrack.Config{Timeouts: tc.timeouts},
+	})
+	if err != nil {
+		up.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.gw.Close() })
+	return tp
+}
+
+func newNS(t *testing.T) *netns.NS {
+	t.Helper()
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// container makes a namespace whose dev is a TAP port of the bridge, with
+// addr and a default route through the gateway.
+func (tp *topo) container(t *testing.T, dev string, addr netip.Prefix) *netns.NS {
+	t.Helper()
+	ns := newNS(t)
+	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: dev, NetNS: ns.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.br.AddPort(tap, bridge.PortConfig{Name: "veth-" + addr.Addr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.AddAddr(dev, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.IP("route", "add", "default", "via", gwSubnet.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// serveHTTP runs an HTTP server on addr in ns whose answer is the client
+// address it saw.
+func serveHTTP(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	ln, err := ns.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.RemoteAddr)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// get fetches url from ns, through a connection of its own, and returns the
+// body and the local and remote addresses of the connection.
+func get(t *testing.T, ns *netns.NS, url string) (body string, remote net.Addr) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := ns.Dial(ctx, network, addr)
+		if err == nil {
+			remote = c.RemoteAddr()
+		}
+		return c, err
+	}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), remote
+}
+
+func hostOf(addrport string) string {
+	h, _, _ := net.SplitHostPort(addrport)
+	return h
+}
+
+func conntrackList(gw *Gateway) string {
+	var b strings.Builder
+	gw.Table().WriteList(&b, true)
+	return b.String()
+}
+
+// publish adds the publish rule spec (the -p syntax) to gw.
+func publish(t *testing.T, gw *Gateway, spec string) RuleID {
+	t.Helper()
+	p, err := ParsePublish(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := gw.Rules().AddPublish(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestIntegrationPublishedTCP(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	publish(t, tp.gw, "8080:172.17.0.4:80/tcp")
+	serveHTTP(t, tp.c1, ":80")
+	body, remote := get(t, tp.client, "http://192.168.2.116:8080/")
+	if hostOf(body) != "192.168.2.104" {
+		t.Fatalf("the container saw the client as %s, want 192.168.2.104", body)
+	}
+	if remote.String() != "192.168.2.116:8080" {
+		t.Fatalf("the client talked to %v, want 192.168.2.116:8080", remote)
+	}
+	list := conntrackList(tp.gw)
+	t.Logf("conntrack:\n%s", list)
+	want := fmt.Sprintf("dst=192.168.2.116 sport=%s dport=8080", strings.Split(body, ":")[1])
+	if !strings.Contains(list, want) || !strings.Contains(list, "src=172.17.0.4 dst=192.168.2.104 sport=80") {
+		t.Fatalf("no DNAT entry %q in the table", want)
+	}
+}
+
+func TestIntegrationPublishedUDP(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	publish(t, tp.gw, "5353:172.17.0.4:53/udp")
+	pc, err := tp.c1.ListenPacket("udp", ":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(from.String()+" "+string(buf[:n])), from)
+		}
+	}()
+	c, err := tp.client.Dial(context.Background(), "udp", "192.168.2.116:5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := udpRoundTrip(t, c, "hello")
+	if !strings.HasPrefix(got, "192.168.2.104:") || !strings.HasSuffix(got, " hello") {
+		t.Fatalf("echo %q: the container did not see the client's address", got)
+	}
+}
+
+// udpRoundTrip sends msg on c until an answer comes, for at most 5 s.
+func udpRoundTrip(t *testing.T, c net.Conn, msg string) string {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for i := 0; i < 10; i++ {
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err == nil {
+			return string(buf[:n])
+		}
+	}
+	t.Fatalf("no answer to %q", msg)
+	return ""
+}
+
+func TestIntegrationMasquerade(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	serveHTTP(t, tp.client, "192.168.2.104:5201")
+	body, _ := get(t, tp.c1, "http://192.168.2.104:5201/")
+	if hostOf(body) != "192.168.2.116" {
+		t.Fatalf("the server saw the container as %s, want the host 192.168.2.116", body)
+	}
+}
+
+func TestIntegrationSameSourcePort(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	serveHTTP(t, tp.client, "192.168.2.104:5201")
+	seen := map[string]bool{}
+	for _, ns := range []*netns.NS{tp.c1, tp.c2} {
+		var body string
+		err := ns.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{Port: 40000}, Timeout: 5 * time.Second}
+			c, err := d.Dial("tcp", "192.168.2.104:5201")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+			b, err := io.ReadAll(c)
+			body = string(b[strings.LastIndex(string(b), "\n")+1:])
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[body] = true
+	}
+	if len(seen) != 2 || !seen["192.168.2.116:40000"] {
+		t.Fatalf("the server saw %v: want two different ports, one of them 40000", seen)
+	}
+}
+
+func TestIntegrationHairpin(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	publish(t, tp.gw, "8080:172.17.0.4:80/tcp")
+	serveHTTP(t, tp.c1, ":80")
+	for _, ns := range []*netns.NS{tp.c2, tp.c1} { // a neighbour's, then its own published port
+		body, remote := get(t, ns, "http://192.168.2.116:8080/")
+		if hostOf(body) != "172.17.0.1" || remote.String() != "192.168.2.116:8080" {
+			t.Fatalf("hairpin: container saw %s, client talked to %v", body, remote)
+		}
+	}
+}
+
+func ping(t *testing.T, ns *netns.NS, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, err := ns.Run(ctx, "ping", append([]string{"-c", "2", "-i", "0.2", "-W", "2"}, args...)...)
+	if err != nil {
+		t.Fatalf("ping %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func TestIntegrationPing(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	ping(t, tp.c1, "172.17.0.1")    // the gateway
+	ping(t, tp.c1, "192.168.2.104") // through it
+	ping(t, tp.client, "192.168.2.116")
+	ping(t, tp.c1, "172.17.0.5") // the neighbour, at L2
+	if !strings.Contains(conntrackList(tp.gw), "icmp     1 ") {
+		t.Fatal("no ICMP entry")
+	}
+}
+
+func TestIntegrationPathMTU(t *testing.T) {
+	tp := newTopo(t, topoConfig{uplinkMTU: 1280})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, _ := tp.c1.Run(ctx, "ping", "-c", "2", "-i", "0.3", "-W", "2", "-M", "do", "-s", "1400", "192.168.2.104")
+	if !strings.Contains(string(out), "mtu = 1280") && !strings.Contains(string(out), "mtu=1280") {
+		t.Fatalf("no fragmentation-needed with mtu 1280:\n%s", out)
+	}
+	// The container's kernel learnt the path MTU; packets that fit pass.
+	ping(t, tp.c1, "-M", "do", "-s", "1200", "192.168.2.104")
+	// And without DF the gateway fragments.
+	ping(t, tp.c1, "-M", "dont", "-s", "1400", "192.168.2.104")
+}
+
+func TestIntegrationUDPMappingFreed(t *testing.T) {
+	tp := newTopo(t, topoConfig{timeouts: conntrack.Timeouts{UDP: 2 * time.Second}})
+	pc, err := tp.client.ListenPacket("udp", "192.168.2.104:9999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(from.String()), from)
+		}
+	}()
+	from := func(ns *netns.NS) string {
+		var got string
+		if err := ns.Do(func() error {
+			c, err := net.DialUDP("udp", &net.UDPAddr{Port: 50001}, &net.UDPAddr{IP: net.IPv4(192, 168, 2, 104), Port: 9999})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			got = udpRoundTrip(t, c, "x")
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := from(tp.c1); got != "192.168.2.116:50001" {
+		t.Fatalf("first mapping %s", got)
+	}
+	if got := from(tp.c2); got == "192.168.2.116:50001" {
+		t.Fatal("two live flows share a mapping")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for tp.gw.Table().Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := from(tp.c2); got != "192.168.2.116:50001" {
+		t.Fatalf("after the timeout the port was not reused: %s", got)
+	}
+}
+
+func TestIntegrationGarbageFrames(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	publish(t, tp.gw, "8080:172.17.0.4:80/tcp")
+	serveHTTP(t, tp.c1, ":80")
+	get(t, tp.client, "http://192.168.2.116:8080/")
+	r := rand.New(rand.NewPCG(1, 2))
+	mac := tp.gw.MAC()
+	frames := make([][]byte, 0, 64)
+	for i := 0; i < 2000; i++ {
+		f := make([]byte, 14+r.IntN(200))
+		for j := range f {
+			f[j] = byte(r.Uint32())
+		}
+		copy(f[0:6], mac[:])
+		f[6] = 0x02 // a unicast source
+		if i%2 == 0 {
+			f[12], f[13] = 0x08, 0x00 // claim IPv4
+			if len(f) > 14 {
+				f[14] = 0x45
+			}
+		}
+		frames = append(frames, f)
+		if len(frames) == cap(frames) {
+			tp.extra.WriteFrames(frames)
+			frames = frames[:0]
+		}
+	}
+	body, _ := get(t, tp.client, "http://192.168.2.116:8080/")
+	if hostOf(body) != "192.168.2.104" {
+		t.Fatalf("after garbage: %s", body)
+	}
+	if st := tp.gw.Stats(); st.DropMalformed+st.DropChecksum == 0 {
+		t.Fatalf("garbage not counted: %+v", st)
+	}
+}

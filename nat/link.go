@@ -1,0 +1,197 @@
+package nat
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/usernat/usernat/bridge"
+)
+
+// link is one Ethernet link of the gateway: the router port on the bridge,
+// or the link uplink. It owns its Port (one reader goroutine; writers from
+// any goroutine, serialised), its MAC and address, and its neighbours.
+//
+// Packets move as frames with their Ethernet header in front: the IP
+// packet of frame f is f[etherHeader:], so a packet rewritten in place
+// goes out again by writing a new header over the old one, without a copy.
+type link struct {
+	name  string
+	port  bridge.Port
+	mac   bridge.MAC
+	addr  netip.Prefix // the gateway's address on the link, and the on-link prefix
+	via   netip.Addr   // next hop for destinations off the link; invalid: none
+	mtu   int          // largest IP packet the link carries
+	neigh *neighTable
+	now   func() int64
+
+	wmu  sync.Mutex // serialises writes to port
+	wout [][]byte   // under wmu: the one-frame batch WriteFrames takes
+	wbuf []byte     // under wmu: for frames that need a copy
+
+	stats linkStats
+}
+
+// linkStats counts what a link did, for Gateway.Stats.
+type linkStats struct {
+	rxFrames, txFrames, rxBytes, txBytes atomic.Uint64
+	arpIn, arpOut                        atomic.Uint64
+	dropNotForUs, dropEtherType          atomic.Uint64
+	dropNoNeigh, dropTxError             atomic.Uint64
+}
+
+func newLink(name string, port bridge.Port, mac bridge.MAC, addr netip.Prefix, via netip.Addr, mtu int, now func() int64) *link {
+	return &link{
+		name: name, port: port, mac: mac, addr: addr, via: via, mtu: mtu,
+		neigh: newNeighTable(), now: now, wout: make([][]byte, 1),
+		wbuf: make([]byte, etherHeader+mtu),
+	}
+}
+
+// frameSize is the largest frame the link reads: the MTU, the Ethernet
+// header, a VLAN tag, and one byte to tell a too-long frame.
+func (l *link) frameSize() int { return etherHeader + l.mtu + 4 + 1 }
+
+// run reads frames until the port fails or closes, answering ARP itself and
+// passing IPv4 frames addressed to the link's MAC (or broadcast) to ip.
+func (l *link) run(ip func(frame []byte)) error {
+	batch := max(1, l.port.BatchSize())
+	bufs := make([][]byte, batch)
+	sizes := make([]int, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, l.frameSize())
+	}
+	for {
+		n, err := l.port.ReadFrames(bufs, sizes)
+		for i := range n {
+			l.input(bufs[i][:min(sizes[i], len(bufs[i]))], ip)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (l *link) input(f []byte, ip func(frame []byte)) {
+	l.stats.rxFrames.Add(1)
+	l.stats.rxBytes.Add(uint64(len(f)))
+	if len(f) < etherHeader {
+		l.stats.dropEtherType.Add(1)
+		return
+	}
+	dst := bridge.MAC(f[0:6])
+	if dst != l.mac && !dst.IsBroadcast() {
+		l.stats.dropNotForUs.Add(1)
+		return
+	}
+	switch uint16(f[12])<<8 | uint16(f[13]) {
+	case etherTypeARP:
+		l.arp(f[etherHeader:])
+	case etherTypeIP4:
+		if dst.IsBroadcast() {
+			l.stats.dropNotForUs.Add(1)
+			return
+		}
+		ip(f)
+	default:
+		l.stats.dropEtherType.Add(1)
+	}
+}
+
+// arp answers requests for the link's address and learns from what it
+// hears, the way Linux does: a request for us creates an entry for its
+// sender; anything else only refreshes an entry we have.
+func (l *link) arp(b []byte) {
+	a, ok := parseARP(b)
+	if !ok || !a.senderIP.IsValid() || !l.addr.Contains(a.senderIP) || a.senderMAC.IsMulticast() {
+		l.stats.dropEtherType.Add(1)
+		return
+	}
+	l.stats.arpIn.Add(1)
+	forUs := a.targetIP == l.addr.Addr()
+	now := l.now()
+	for _, p := range l.neigh.learn(a.senderIP, a.senderMAC, now, forUs) {
+		l.writeCopy(a.senderMAC, p)
+	}
+	if forUs && a.op == arpRequest {
+		l.wmu.Lock()
+		frame := appendARPFrame(l.wbuf[:0], a.senderMAC, arpPacket{
+			op: arpReply, senderMAC: l.mac, senderIP: l.addr.Addr(),
+			targetMAC: a.senderMAC, targetIP: a.senderIP,
+		})
+		l.writeLocked(frame)
+		l.wmu.Unlock()
+		l.stats.arpOut.Add(1)
+	}
+}
+
+// nextHop is where a packet to dst goes on this link.
+func (l *link) nextHop(dst netip.Addr) (netip.Addr, bool) {
+	if l.addr.Contains(dst) {
+		return dst, true
+	}
+	return l.via, l.via.IsValid()
+}
+
+// send sends frame, whose IP packet is frame[etherHeader:], towards dst.
+// An unresolved next hop gets an ARP request and a copy of the packet is
+// held until it answers.
+func (l *link) send(frame []byte, dst netip.Addr) {
+	hop, ok := l.nextHop(dst)
+	if !ok {
+		l.stats.dropNoNeigh.Add(1)
+		return
+	}
+	now := l.now()
+	mac, ok := l.neigh.lookup(hop, now)
+	if !ok {
+		ask, dropped := l.neigh.hold(hop, frame[etherHeader:], now)
+		if dropped {
+			l.stats.dropNoNeigh.Add(1)
+		}
+		if ask {
+			l.request(hop)
+		}
+		return
+	}
+	putEther(frame, mac, l.mac, etherTypeIP4)
+	l.wmu.Lock()
+	l.writeLocked(frame)
+	l.wmu.Unlock()
+}
+
+// writeCopy sends the IP packet pkt, which has no room for a header, to mac.
+func (l *link) writeCopy(mac bridge.MAC, pkt []byte) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	f := append(l.wbuf[:0], make([]byte, etherHeader)...)
+	f = append(f, pkt...)
+	putEther(f, mac, l.mac, etherTypeIP4)
+	l.writeLocked(f)
+}
+
+func (l *link) request(target netip.Addr) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	frame := appendARPFrame(l.wbuf[:0], bridge.Broadcast, arpPacket{
+		op: arpRequest, senderMAC: l.mac, senderIP: l.addr.Addr(), targetIP: target,
+	})
+	l.writeLocked(frame)
+	l.stats.arpOut.Add(1)
+}
+
+// writeLocked writes one frame. The caller holds l.wmu.
+func (l *link) writeLocked(frame []byte) {
+	l.wout[0] = frame
+	n, err := l.port.WriteFrames(l.wout)
+	l.wout[0] = nil
+	if n == 1 {
+		l.stats.txFrames.Add(1)
+		l.stats.txBytes.Add(uint64(len(frame)))
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		l.stats.dropTxError.Add(1)
+	}
+}

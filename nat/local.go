@@ -1,0 +1,107 @@
+package nat
+
+import (
+	"net/netip"
+
+	"github.com/usernat/usernat/conntrack"
+)
+
+// ICMP the gateway looks at.
+const (
+	icmpEchoRequest     = 8
+	codePortUnreachable = 3
+)
+
+// flowTranslator is the gateway's conntrack.Translator. inside says the
+// flow starts on the bridge.
+type flowTranslator struct {
+	g      *Gateway
+	inside bool
+}
+
+var _ conntrack.Translator = (*flowTranslator)(nil)
+
+// Translate chooses the reply tuple of a new flow:
+//
+//   - to a published port (an uplink address and a publish rule), DNAT to
+//     the container; when the flow comes from the bridge too (hairpin), also
+//     SNAT to the gateway's bridge address, so the replies come back
+//     through the gateway;
+//   - from the subnet to anywhere else outside, masquerade to the uplink
+//     address (unless turned off);
+//   - anything else is not translated.
+func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, orig conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
+	g := t.g
+	if m, _, ok := g.rules.MatchPublish(orig, g.isUplinkAddr(orig.Dst)); ok {
+		if t.inside {
+			m.SrcAddr = g.subnet.Addr() // hairpin
+		}
+		return g.ports.Translate(tbl, zone, orig, m)
+	}
+	if t.inside && !g.subnet.Contains(orig.Dst) && !g.isOwn(orig.Dst) {
+		if m, _, ok := g.rules.MatchMasquerade(orig, g.uplink.Addrs()[0]); ok {
+			return g.ports.Translate(tbl, zone, orig, m)
+		}
+	}
+	reply, _ := orig.Reverse()
+	return reply, 0, nil
+}
+
+// local handles a packet for the gateway itself: it answers pings and
+// refuses UDP the way a host with no listener does.
+func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
+	g.stats.local.Add(1)
+	ihl := int(pkt[0]&0x0f) * 4
+	switch {
+	case p.Tuple.Proto == conntrack.ProtoICMP && p.Tuple.ICMPType() == icmpEchoRequest:
+		if Checksum(pkt[ihl:]) != 0 {
+			g.stats.dropChecksum.Add(1)
+			return
+		}
+		if EchoReply(pkt) != nil {
+			g.stats.dropMalformed.Add(1)
+			return
+		}
+		// Track the reply too, so the entry sees both directions.
+		var r conntrack.Packet
+		if r.Decode(pkt) == nil {
+			g.table.Track(0, &r, nil)
+		}
+		g.stats.icmpSent.Add(1)
+		g.sendBack(frame, netip.AddrFrom4([4]byte(pkt[16:20])), inside)
+	case p.Tuple.Proto == conntrack.ProtoUDP:
+		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+			return Unreachable(buf, pkt, from, codePortUnreachable)
+		})
+	}
+	// TCP to the gateway itself finds no listener; the kernel would answer
+	// with a RST, which the client's own timeout makes unneeded here.
+}
+
+// sendBack sends a packet the gateway originated to dst, on the side the
+// packet that caused it came in by.
+func (g *Gateway) sendBack(frame []byte, dst netip.Addr, inside bool) {
+	if inside {
+		g.inside.send(frame, dst)
+	} else {
+		g.uplink.Send(frame, dst)
+	}
+}
+
+// sendError sends the ICMP error that build makes about pkt back to pkt's
+// sender, from the gateway's address on the side pkt came in by. build
+// refuses (ErrNoICMP) where no error may be sent: about ICMP errors, later
+// fragments, broadcasts.
+func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from netip.Addr) ([]byte, error)) {
+	from := g.subnet.Addr()
+	if !inside {
+		from = g.uplink.Addrs()[0]
+	}
+	sc := &g.scratch[sideIndex(inside)]
+	msg, err := build(sc.msg[Headroom:], from)
+	if err != nil {
+		return
+	}
+	g.stats.icmpSent.Add(1)
+	g.sendBack(sc.msg[:Headroom+len(msg)], netip.AddrFrom4([4]byte(msg[16:20])), inside)
+}

@@ -1,0 +1,154 @@
+package nat
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/usernat/usernat/bridge"
+)
+
+// Neighbour table limits. Every table here has a cap and an expiry.
+const (
+	neighMax        = 4096             // resolved and pending entries together
+	neighReachable  = 60 * time.Second // a resolved entry is used this long after its last confirmation
+	neighRetry      = time.Second      // between ARP requests for one address
+	neighGiveUp     = 3 * time.Second  // a pending entry and its queue are dropped after this
+	neighQueueLen   = 8                // packets held per unresolved address
+	neighQueueBytes = 1 << 20          // and at most this much held in all
+)
+
+// neigh is one entry of the neighbour (ARP) table.
+type neigh struct {
+	mac      bridge.MAC
+	resolved bool
+	seen     int64 // when last confirmed (resolved) or first asked for (pending)
+	asked    int64 // when the last request went out
+	queue    [][]byte
+}
+
+// neighTable maps the IPv4 addresses on one link to MAC addresses and holds
+// the packets that wait for a resolution. Lookups of resolved neighbours
+// take only the read lock.
+type neighTable struct {
+	mu     sync.RWMutex
+	m      map[netip.Addr]*neigh
+	queued int // bytes held in all queues
+}
+
+func newNeighTable() *neighTable { return &neighTable{m: make(map[netip.Addr]*neigh)} }
+
+// lookup returns the MAC of a resolved, fresh neighbour.
+func (t *neighTable) lookup(a netip.Addr, now int64) (bridge.MAC, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := t.m[a]
+	if n == nil || !n.resolved || now-n.seen > int64(neighReachable) {
+		return bridge.MAC{}, false
+	}
+	return n.mac, true
+}
+
+// learn records that a is at mac and returns the packets that waited for
+// it, which the caller now sends. create says whether to add an entry the
+// table does not have (an ARP reply to our request, or a request for us).
+func (t *neighTable) learn(a netip.Addr, mac bridge.MAC, now int64, create bool) [][]byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.m[a]
+	if n == nil {
+		if !create || !t.roomLocked(now) {
+			return nil
+		}
+		n = &neigh{}
+		t.m[a] = n
+	}
+	n.mac, n.resolved, n.seen = mac, true, now
+	q := n.queue
+	n.queue = nil
+	for _, p := range q {
+		t.queued -= len(p)
+	}
+	return q
+}
+
+// hold queues a copy of pkt for a, an address not resolved yet, and
+// reports whether an ARP request should go out now.
+func (t *neighTable) hold(a netip.Addr, pkt []byte, now int64) (ask bool, dropped bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.m[a]
+	if n == nil {
+		if !t.roomLocked(now) {
+			return false, true
+		}
+		n = &neigh{seen: now, asked: now - int64(neighRetry)}
+		t.m[a] = n
+	} else if n.resolved {
+		// Stale: keep using nothing until it answers again, as a fresh
+		// resolution would.
+		n.resolved, n.seen = false, now
+	}
+	if len(n.queue) < neighQueueLen && t.queued+len(pkt) <= neighQueueBytes {
+		n.queue = append(n.queue, append([]byte(nil), pkt...))
+		t.queued += len(pkt)
+	} else {
+		dropped = true
+	}
+	if now-n.asked >= int64(neighRetry) {
+		n.asked = now
+		ask = true
+	}
+	return ask, dropped
+}
+
+// roomLocked makes room for one entry, dropping expired ones, and reports
+// whether there is room. The caller holds t.mu.
+func (t *neighTable) roomLocked(now int64) bool {
+	if len(t.m) < neighMax {
+		return true
+	}
+	t.expireLocked(now)
+	return len(t.m) < neighMax
+}
+
+// expire drops entries nobody confirmed for a long time and pending
+// entries that never resolved, with their queues. It returns how many
+// queued packets it dropped.
+func (t *neighTable) expire(now int64) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.expireLocked(now)
+}
+
+func (t *neighTable) expireLocked(now int64) int {
+	dropped := 0
+	for a, n := range t.m {
+		if n.resolved && now-n.seen > 4*int64(neighReachable) ||
+			!n.resolved && now-n.seen > int64(neighGiveUp) {
+			dropped += len(n.queue)
+			for _, p := range n.queue {
+				t.queued -= len(p)
+			}
+			delete(t.m, a)
+		}
+	}
+	return dropped
+}
+
+// Neighbour is one entry of a link's neighbour table, for listing.
+type Neighbour struct {
+	Addr     netip.Addr
+	MAC      bridge.MAC
+	Resolved bool
+}
+
+func (t *neighTable) list() []Neighbour {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]Neighbour, 0, len(t.m))
+	for a, n := range t.m {
+		out = append(out, Neighbour{Addr: a, MAC: n.mac, Resolved: n.resolved})
+	}
+	return out
+}

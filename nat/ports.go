@@ -1,0 +1,254 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/usernat/usernat/conntrack"
+)
+
+// ErrPortsExhausted: no port (or ICMP identifier) of the range gives the
+// new flow a reply tuple that is free.
+var ErrPortsExhausted = errors.New("nat: ports exhausted")
+
+// PortRange is an inclusive range of ports, or of ICMP identifiers. The
+// zero PortRange is "unspecified": wherever a PortRange is optional it
+// means the default, which each use documents.
+type PortRange struct {
+	First, Last uint16
+}
+
+// IsZero reports whether r is the unspecified range.
+func (r PortRange) IsZero() bool { return r == PortRange{} }
+
+// Len returns the number of ports in r, 0 when Last is below First.
+func (r PortRange) Len() int {
+	if r.Last < r.First {
+		return 0
+	}
+	return int(r.Last) - int(r.First) + 1
+}
+
+// Contains reports whether p is in r.
+func (r PortRange) Contains(p uint16) bool { return p >= r.First && p <= r.Last }
+
+// String returns "80" for a single port, "80-85" for a range.
+func (r PortRange) String() string {
+	if r.First == r.Last {
+		return strconv.Itoa(int(r.First))
+	}
+	return strconv.Itoa(int(r.First)) + "-" + strconv.Itoa(int(r.Last))
+}
+
+// Mapping is the translation a rule asks of a new flow, the kernel's
+// nf_nat_range for one manipulation or both.
+type Mapping struct {
+	// SrcAddr, when valid, replaces the source address of the flow: SNAT,
+	// or masquerade with the uplink address.
+	SrcAddr netip.Addr
+	// SrcPorts are the source ports (TCP, UDP) or ICMP identifiers SNAT
+	// may choose. Zero means Linux's default: keep the flow's own port
+	// when its reply tuple is free, else pick one in 1024–65535 for ports
+	// from 1024, in 600–1023 for ports 512–1023 and in 1–511 for ports
+	// below 512, so privileged ports stay privileged; identifiers in
+	// 0–65535.
+	SrcPorts PortRange
+	// DstAddr, when valid, replaces the destination address: DNAT.
+	DstAddr netip.Addr
+	// DstPorts are the destination ports DNAT may choose: the flow's port
+	// when it is in the range and free, else the first free one from the
+	// start of the range. Zero keeps the flow's destination port.
+	DstPorts PortRange
+	// Random chooses every port (or identifier) at random in its range,
+	// even when the flow's own is free: iptables' --random-fully.
+	Random bool
+}
+
+// maxAttempts bounds the candidates tested in one round of the search, as
+// in the kernel: a full search of a crowded range would cost a new flow
+// tens of thousands of lookups.
+const maxAttempts = 128
+
+// Allocator chooses the reply tuples of new flows the way Linux's NAT
+// does (nf_nat_l4proto_unique_tuple): keep the flow's port when its reply
+// tuple is free, else test candidates with [conntrack.Table.Taken] from a
+// random offset in the range, at most 128 in a first round, then rounds of
+// half as many from new random offsets, down to 16. A range of up to 128
+// ports is searched in full.
+//
+// What changes for each kind of flow, in conntrack's terms (see
+// [conntrack.Tuple]):
+//
+//   - TCP and UDP masquerade (SNAT): the reply tuple's DstPort, the port
+//     the peer answers to.
+//   - TCP and UDP DNAT: the reply tuple's SrcPort, the port of the
+//     service behind the translation.
+//   - ICMP and ICMPv6 queries: the identifier, SrcPort of the reply
+//     tuple, whatever the translation: two containers pinging one server
+//     with the same identifier through one address need two identifiers.
+//   - Other protocols carry no port, so a reply tuple that is taken
+//     cannot be made free: ErrPortsExhausted.
+//
+// Choosing and inserting are not atomic: a concurrent flow may take the
+// chosen tuple before the table inserts it, and Track then returns
+// conntrack.ErrReplyInUse; the caller tracks the packet again, which
+// chooses anew. The zero Allocator is ready to use and safe for concurrent
+// use.
+type Allocator struct {
+	translated, searched, exhausted atomic.Uint64
+}
+
+// AllocatorStats are an Allocator's counters.
+type AllocatorStats struct {
+	Translated uint64 // reply tuples chosen
+	Searched   uint64 // of those, chosen by a search because the flow's own port was taken or Random was set
+	Exhausted  uint64 // flows refused with ErrPortsExhausted
+}
+
+// Stats returns the counters.
+func (a *Allocator) Stats() AllocatorStats {
+	return AllocatorStats{
+		Translated: a.translated.Load(),
+		Searched:   a.searched.Load(),
+		Exhausted:  a.exhausted.Load(),
+	}
+}
+
+// Translator returns a conntrack.Translator that applies m to the flow it
+// is asked about.
+func (a *Allocator) Translator(m Mapping) conntrack.Translator { return allocTranslator{a, m} }
+
+type allocTranslator struct {
+	a *Allocator
+	m Mapping
+}
+
+var _ conntrack.Translator = allocTranslator{}
+
+func (tr allocTranslator) Translate(t *conntrack.Table, zone conntrack.Zone, orig conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
+	return tr.a.Translate(t, zone, orig, tr.m)
+}
+
+// Translate returns the reply tuple and status of a new flow orig that
+// mapping m translates, choosing a port (or identifier) whose reply tuple
+// is not taken in t's zone. With an empty Mapping it returns the reverse
+// of orig if that is free. The error wraps ErrPortsExhausted when no
+// candidate was free, ErrMismatch when m's addresses are of another family
+// than orig or orig is an ICMP message that has no reply.
+func (a *Allocator) Translate(t *conntrack.Table, zone conntrack.Zone, orig conntrack.Tuple, m Mapping) (conntrack.Tuple, conntrack.Status, error) {
+	rev, ok := orig.Reverse()
+	if !ok || !orig.IsValid() {
+		return conntrack.Tuple{}, 0, fmt.Errorf("%w: %v has no reply", ErrMismatch, orig)
+	}
+	v4 := orig.Src.Unmap().Is4()
+	for _, addr := range [2]netip.Addr{m.SrcAddr, m.DstAddr} {
+		if addr.IsValid() && addr.Unmap().Is4() != v4 {
+			return conntrack.Tuple{}, 0, fmt.Errorf("%w: %v for %v", ErrMismatch, addr, orig)
+		}
+	}
+	snat, dnat := m.SrcAddr.IsValid() || !m.SrcPorts.IsZero(), m.DstAddr.IsValid() || !m.DstPorts.IsZero()
+	reply := rev
+	if m.DstAddr.IsValid() {
+		reply.Src = m.DstAddr
+	}
+	if m.SrcAddr.IsValid() {
+		reply.Dst = m.SrcAddr
+	}
+
+	// key is the port the search varies, in [first, first+size).
+	var (
+		key         *uint16
+		first, size int
+		keep        bool // the flow's own port may stay
+		randomStart = true
+	)
+	switch orig.Proto {
+	case conntrack.ProtoICMP, conntrack.ProtoICMPv6:
+		key, first, size, keep = &reply.SrcPort, 0, 65536, true
+		if r := m.SrcPorts; !r.IsZero() {
+			first, size, keep = int(r.First), r.Len(), r.Contains(orig.SrcPort)
+		}
+	case conntrack.ProtoTCP, conntrack.ProtoUDP:
+		if dnat && !m.DstPorts.IsZero() {
+			r := m.DstPorts
+			if !r.Contains(orig.DstPort) {
+				reply.SrcPort = r.First
+			}
+			if !snat {
+				key, first, size, keep = &reply.SrcPort, int(r.First), r.Len(), true
+				randomStart = m.Random // DNAT fills its range from the start
+			}
+		}
+		if snat {
+			key, keep = &reply.DstPort, true
+			switch r, p := m.SrcPorts, orig.SrcPort; {
+			case !r.IsZero():
+				first, size, keep = int(r.First), r.Len(), r.Contains(p)
+			case p >= 1024:
+				first, size = 1024, 65536-1024
+			case p >= 512:
+				first, size = 600, 1024-600
+			default:
+				first, size = 1, 511
+			}
+		}
+	}
+	if size <= 0 && key != nil {
+		return conntrack.Tuple{}, 0, fmt.Errorf("%w: empty port range", ErrPortsExhausted)
+	}
+	if keep && !m.Random || key == nil {
+		if !t.Taken(zone, reply) {
+			return a.done(orig, rev, reply, snat, dnat)
+		}
+		if key == nil {
+			a.exhausted.Add(1)
+			return conntrack.Tuple{}, 0, fmt.Errorf("%w: %v: reply tuple %v in use, no port to vary", ErrPortsExhausted, orig, reply)
+		}
+	}
+	a.searched.Add(1)
+	attempts := min(size, maxAttempts)
+	off := 0
+	if randomStart || m.Random {
+		off = rand.IntN(size)
+	}
+	for {
+		for i := range attempts {
+			*key = uint16(first + (off+i)%size)
+			if !t.Taken(zone, reply) {
+				return a.done(orig, rev, reply, snat, dnat)
+			}
+		}
+		if attempts >= size || attempts < 16 {
+			break
+		}
+		attempts /= 2
+		off = rand.IntN(size)
+	}
+	a.exhausted.Add(1)
+	return conntrack.Tuple{}, 0, fmt.Errorf("%w: %v", ErrPortsExhausted, orig)
+}
+
+// done counts a chosen reply tuple and sets the NAT status bits of what
+// changed, as the kernel does: a mapping that changes nothing sets none.
+func (a *Allocator) done(orig, rev, reply conntrack.Tuple, snat, dnat bool) (conntrack.Tuple, conntrack.Status, error) {
+	a.translated.Add(1)
+	var st conntrack.Status
+	if reply.Dst != rev.Dst || reply.DstPort != rev.DstPort {
+		st |= conntrack.SrcNAT
+	}
+	if reply.Src != rev.Src || reply.SrcPort != rev.SrcPort && orig.Proto != conntrack.ProtoICMP && orig.Proto != conntrack.ProtoICMPv6 {
+		st |= conntrack.DstNAT
+	}
+	if reply.SrcPort != rev.SrcPort && (orig.Proto == conntrack.ProtoICMP || orig.Proto == conntrack.ProtoICMPv6) {
+		if snat || !dnat {
+			st |= conntrack.SrcNAT
+		} else {
+			st |= conntrack.DstNAT
+		}
+	}
+	return reply, st, nil
+}

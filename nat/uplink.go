@@ -1,0 +1,159 @@
+package nat
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/usernat/usernat/bridge"
+)
+
+// Headroom is the room in front of every IP packet the gateway hands an
+// Uplink or takes from one: the packet of frame f is f[Headroom:], so a
+// link can put its Ethernet header there without copying the packet.
+const Headroom = etherHeader
+
+// Uplink is the gateway's way to the outside network. The link uplink
+// (LinkUplink) is a network of its own where the gateway has an address and
+// rewrites packets as the kernel's NAT does.
+type Uplink interface {
+	// Addrs returns the gateway's addresses on the outside network: the
+	// masquerade source, and the host address of publish rules that name
+	// none.
+	Addrs() []netip.Addr
+	// MTU returns the largest IP packet the uplink carries.
+	MTU() int
+	// Start begins delivering the IP packets that arrive from outside,
+	// each as a frame with the packet at frame[Headroom:], to deliver, from
+	// one goroutine, until Close. The frame is the gateway's until deliver
+	// returns, and deliver may rewrite it in place. Start returns at once.
+	Start(deliver func(frame []byte)) error
+	// Send sends the IP packet frame[Headroom:] towards dst. It may write
+	// over frame[:Headroom] and keeps no reference to frame.
+	Send(frame []byte, dst netip.Addr)
+	// Close stops the uplink and waits for its goroutine. It is
+	// idempotent.
+	Close() error
+}
+
+// LinkUplinkConfig configures a LinkUplink.
+type LinkUplinkConfig struct {
+	// Port carries the uplink's Ethernet frames: a TAP device on the
+	// outside network (bridge.OpenTAP, possibly inside another network
+	// namespace) or any bridge.Port. Required. The uplink owns it and
+	// closes it.
+	Port bridge.Port
+	// Addr is the gateway's address on the outside network with the
+	// prefix of the link, such as 192.168.2.116/24. Required.
+	Addr netip.Prefix
+	// Via is the next hop for destinations off the link; when invalid,
+	// only on-link destinations are reachable.
+	Via netip.Addr
+	// MTU is the largest IP packet on the link; 0 means 1500.
+	MTU int
+	// MAC is the gateway's MAC on the link; zero means a random locally
+	// administered one.
+	MAC bridge.MAC
+}
+
+// LinkUplink is an uplink over an Ethernet link where the gateway owns an
+// IPv4 address, answers ARP, and reaches destinations off the link through
+// a next hop.
+type LinkUplink struct {
+	l       *link
+	epoch   time.Time
+	started chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	err     error
+}
+
+var _ Uplink = (*LinkUplink)(nil)
+
+// NewLinkUplink returns an uplink over cfg.Port. It reads nothing until the
+// gateway starts it.
+func NewLinkUplink(cfg LinkUplinkConfig) (*LinkUplink, error) {
+	if cfg.Port == nil {
+		return nil, errors.New("nat: link uplink needs a Port")
+	}
+	if !cfg.Addr.IsValid() || !cfg.Addr.Addr().Is4() {
+		return nil, fmt.Errorf("nat: link uplink address %v: need an IPv4 address with its prefix", cfg.Addr)
+	}
+	if cfg.Via.IsValid() && (!cfg.Via.Is4() || !cfg.Addr.Contains(cfg.Via)) {
+		return nil, fmt.Errorf("nat: next hop %v is not on the uplink's link %v", cfg.Via, cfg.Addr.Masked())
+	}
+	mtu, err := checkMTU(cfg.MTU)
+	if err != nil {
+		return nil, err
+	}
+	mac := cfg.MAC
+	if mac.IsZero() {
+		mac = randomMAC()
+	}
+	u := &LinkUplink{epoch: time.Now(), started: make(chan struct{}), done: make(chan struct{})}
+	u.l = newLink("uplink", cfg.Port, mac, cfg.Addr, cfg.Via, mtu, u.now)
+	return u, nil
+}
+
+func (u *LinkUplink) now() int64 { return int64(time.Since(u.epoch)) }
+
+// Addrs returns the uplink's address.
+func (u *LinkUplink) Addrs() []netip.Addr { return []netip.Addr{u.l.addr.Addr()} }
+
+// MTU returns the link's MTU.
+func (u *LinkUplink) MTU() int { return u.l.mtu }
+
+// MAC returns the gateway's MAC on the link.
+func (u *LinkUplink) MAC() bridge.MAC { return u.l.mac }
+
+// Start starts the goroutine that reads the link.
+func (u *LinkUplink) Start(deliver func(frame []byte)) error {
+	select {
+	case <-u.started:
+		return errors.New("nat: uplink already started")
+	default:
+	}
+	close(u.started)
+	go func() {
+		defer close(u.done)
+		u.l.run(deliver)
+	}()
+	return nil
+}
+
+// Send sends frame's packet to dst, resolving the next hop with ARP.
+func (u *LinkUplink) Send(frame []byte, dst netip.Addr) { u.l.send(frame, dst) }
+
+// Close closes the port and waits for the reader.
+func (u *LinkUplink) Close() error {
+	u.once.Do(func() {
+		u.err = u.l.port.Close()
+		select {
+		case <-u.started:
+			<-u.done
+		default:
+		}
+	})
+	return u.err
+}
+
+func checkMTU(mtu int) (int, error) {
+	switch {
+	case mtu == 0:
+		return 1500, nil
+	case mtu < 576 || mtu > 65520:
+		return 0, fmt.Errorf("nat: MTU %d out of range [576, 65520]", mtu)
+	}
+	return mtu, nil
+}
+
+// randomMAC returns a random unicast, locally administered MAC.
+func randomMAC() bridge.MAC {
+	var m bridge.MAC
+	rand.Read(m[:])
+	m[0] = m[0]&^1 | 2
+	return m
+}
