@@ -1,4 +1,4 @@
-package nat
+package nat_test
 
 import (
 	"context"
@@ -7,34 +7,26 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	topopkg "github.com/usernat/usernat/internal/topo"
+	"github.com/usernat/usernat/nat"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/netns"
 )
 
-// The reference experiment's addresses (DESIGN.md).
-var (
-	hostAddr   = netip.MustParsePrefix("192.168.2.116/24")
-	clientAddr = netip.MustParsePrefix("192.168.2.104/24")
-	gwSubnet   = netip.MustParsePrefix("172.17.0.1/16")
-	web        = netip.MustParsePrefix("172.17.0.4/16")
-	second     = netip.MustParsePrefix("172.17.0.5/16")
-)
-
-// topo is the reference experiment in namespaces: two containers whose
-// eth0 are TAP ports of a bridge, and a client whose eth0 is the TAP the
-// gateway's link uplink drives.
+// topo is the reference experiment: containers c1 (172.17.0.4) and c2
+// (172.17.0.5) on the bridge, the client (192.168.2.104) on the uplink.
 type topo struct {
-	br     *bridge.Bridge
-	gw     *Gateway
+	*topopkg.Topo
+	gw     *nat.Gateway
 	c1, c2 *netns.NS
 	client *netns.NS
-	extra  *bridge.Pipe // a spare port on the bridge, for tests that write frames themselves
+	extra  *bridge.Pipe
 }
 
 type topoConfig struct {
@@ -45,79 +37,12 @@ type topoConfig struct {
 func newTopo(t *testing.T, tc topoConfig) *topo {
 	t.Helper()
 	netns.RequirePrivileged(t)
-	tp := &topo{}
-	var err error
-	tp.br, err = bridge.New(bridge.Config{Name: "docker0"})
+	tt, err := topopkg.New(topopkg.Config{UplinkMTU: tc.uplinkMTU, Timeouts: tc.timeouts})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tp.br.Close() })
-	tp.c1 = tp.container(t, "eth0", web)
-	tp.c2 = tp.container(t, "eth0", second)
-	mine, theirs := bridge.NewPipe(bridge.PipeConfig{})
-	if _, err := tp.br.AddPort(theirs, bridge.PortConfig{Name: "extra"}); err != nil {
-		t.Fatal(err)
-	}
-	tp.extra = mine
-	t.Cleanup(func() { mine.Close() })
-
-	tp.client = newNS(t)
-	mtu := tc.uplinkMTU
-	if mtu == 0 {
-		mtu = 1500
-	}
-	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: "eth0", NetNS: tp.client.Path(), MTU: mtu})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tp.client.AddAddr("eth0", clientAddr); err != nil {
-		t.Fatal(err)
-	}
-	up, err := NewLinkUplink(LinkUplinkConfig{Port: tap, Addr: hostAddr, MTU: mtu})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp.gw, err = New(Config{
-		Bridge: tp.br, Subnet: gwSubnet, Uplink: up,
-		Conntrack: conntrack.Config{Timeouts: tc.timeouts},
-	})
-	if err != nil {
-		up.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tp.gw.Close() })
-	return tp
-}
-
-func newNS(t *testing.T) *netns.NS {
-	t.Helper()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
-// container makes a namespace whose dev is a TAP port of the bridge, with
-// addr and a default route through the gateway.
-func (tp *topo) container(t *testing.T, dev string, addr netip.Prefix) *netns.NS {
-	t.Helper()
-	ns := newNS(t)
-	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: dev, NetNS: ns.Path()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tp.br.AddPort(tap, bridge.PortConfig{Name: "veth-" + addr.Addr().String()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.AddAddr(dev, addr); err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.IP("route", "add", "default", "via", gwSubnet.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	return ns
+	t.Cleanup(func() { tt.Close() })
+	return &topo{Topo: tt, gw: tt.Gateway, c1: tt.Containers[0].NS, c2: tt.Containers[1].NS, client: tt.Client, extra: tt.Extra}
 }
 
 // serveHTTP runs an HTTP server on addr in ns whose answer is the client
@@ -167,16 +92,16 @@ func hostOf(addrport string) string {
 	return h
 }
 
-func conntrackList(gw *Gateway) string {
+func conntrackList(gw *nat.Gateway) string {
 	var b strings.Builder
 	gw.Table().WriteList(&b, true)
 	return b.String()
 }
 
 // publish adds the publish rule spec (the -p syntax) to gw.
-func publish(t *testing.T, gw *Gateway, spec string) RuleID {
+func publish(t *testing.T, gw *nat.Gateway, spec string) nat.RuleID {
 	t.Helper()
-	p, err := ParsePublish(spec)
+	p, err := nat.ParsePublish(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,5 +341,52 @@ func TestIntegrationGarbageFrames(t *testing.T) {
 	}
 	if st := tp.gw.Stats(); st.DropMalformed+st.DropChecksum == 0 {
 		t.Fatalf("garbage not counted: %+v", st)
+	}
+}
+
+func TestIntegrationPublishAddRemove(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	serveHTTP(t, tp.c1, ":80")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dial := func(timeout time.Duration) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return tp.client.Dial(ctx, "tcp", "192.168.2.116:8080")
+	}
+	request := func(c net.Conn) error {
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		if err == nil && !strings.Contains(string(buf[:n]), "192.168.2.104") {
+			err = fmt.Errorf("answer %q", buf[:n])
+		}
+		return err
+	}
+	if c, err := dial(time.Second); err == nil {
+		c.Close()
+		t.Fatal("connected to a port not published yet")
+	}
+	id := publish(t, tp.gw, "8080:172.17.0.4:80/tcp")
+	c, err := dial(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := request(c); err != nil {
+		t.Fatal(err)
+	}
+	if !tp.gw.Rules().Remove(id) {
+		t.Fatal("rule not removed")
+	}
+	// The flow already tracked keeps its translation until it expires...
+	if err := request(c); err != nil {
+		t.Fatalf("existing flow after removal: %v", err)
+	}
+	// ...and new ones find nothing.
+	if c2, err := dial(time.Second); err == nil {
+		c2.Close()
+		t.Fatal("connected after the rule was removed")
 	}
 }
