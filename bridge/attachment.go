@@ -47,6 +47,17 @@ type Attachment struct {
 
 	txq chan *frame
 
+	// Direct transmit (see DirectWriter): with nothing pending for the
+	// port, the forwarding goroutine writes the frame itself. pending
+	// counts frames queued or being written by txLoop; txMu serialises
+	// the port's writers, and guards the direct path's scratch.
+	direct  bool
+	pending atomic.Int64
+	txMu    sync.Mutex
+	dbatch  [1]*frame
+	dbufs   [1][]byte
+	dmeta   [1]offload
+
 	once     sync.Once
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -162,6 +173,36 @@ func (a *Attachment) rxLoop() {
 	}
 }
 
+// Inject forwards frames as if the attachment's port had read them —
+// learning, counters, capture, forwarding — in the caller's goroutine. The
+// frames are copied; the caller keeps its buffers. A router that produces
+// frames in its own goroutine (the gateway) injects them rather than
+// handing them to a port's reader, which saves a goroutine switch per
+// frame. Injection is safe concurrently with the port's own reads; after
+// Close it returns net.ErrClosed.
+func (a *Attachment) Inject(bufs [][]byte) error {
+	if a.closing.Load() {
+		return net.ErrClosed
+	}
+	b := a.b
+	now := b.now()
+	ports := *b.ports.Load()
+	for _, buf := range bufs {
+		var f *frame
+		if len(buf) <= smallFrame {
+			f = b.pools.getSmall()
+		} else {
+			f = b.pools.getLarge()
+		}
+		copy(f.buf, buf)
+		f.meta = offload{}
+		if !a.input(f, len(buf), now, ports) {
+			f.pool.Put(f)
+		}
+	}
+	return nil
+}
+
 // input forwards one received frame and reports whether rx itself went to
 // the transmit queues (so the caller needs a new receive buffer). This is
 // the hot path: it takes no write lock for a known MAC and allocates
@@ -263,9 +304,25 @@ func (a *Attachment) enqueue(f *frame) {
 		f.release()
 		return
 	}
+	// Nothing queued or in flight for the port: write the frame now, in
+	// this goroutine, rather than wake the port's own. Order holds: a
+	// frame forwarded later finds this one written, or txMu held.
+	if a.direct && a.pending.Load() == 0 && a.txMu.TryLock() {
+		if a.pending.Load() == 0 {
+			a.dbatch[0] = f
+			err := a.transmitLocked(a.dbatch[:], a.dbufs[:0], a.dmeta[:0])
+			a.dbatch[0], a.dbufs[0] = nil, nil
+			a.txMu.Unlock()
+			a.afterTransmit(err)
+			return
+		}
+		a.txMu.Unlock()
+	}
+	a.pending.Add(1)
 	select {
 	case a.txq <- f:
 	default:
+		a.pending.Add(-1)
 		a.ctr.dropQueueFull.Add(1)
 		f.release()
 	}
@@ -296,50 +353,68 @@ func (a *Attachment) txLoop() {
 				break fill
 			}
 		}
-		bufs = bufs[:0]
-		for _, f := range batch {
-			bufs = append(bufs, f.bytes())
-		}
-		var n int
-		var err error
-		if a.off != nil {
-			meta = meta[:0]
-			for _, f := range batch {
-				meta = append(meta, f.meta)
-			}
-			n, err = a.off.writeFramesOffload(bufs, meta)
-		} else {
-			n, err = a.port.WriteFrames(bufs)
-		}
-		n = max(0, min(n, len(batch)))
-		var bytes uint64
-		for _, f := range batch[:n] {
-			bytes += uint64(f.n)
-		}
-		a.ctr.txFrames.Add(uint64(n))
-		a.ctr.txBytes.Add(bytes)
-		if n < len(batch) {
-			a.ctr.dropTxError.Add(uint64(len(batch) - n))
-		}
-		if c := a.capture.Load(); c != nil {
-			for _, f := range batch[:n] {
-				recordAll(*c, a.b.clock, f.bytes())
-			}
-		}
-		for i, f := range batch {
-			f.release()
-			batch[i] = nil
-		}
-		clear(bufs)
-		if err != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)) {
-			if !a.closing.Load() {
-				a.b.log.Warn("port write failed; detaching", "port", a.name, "err", err)
-			}
-			a.shutdown()
+		a.txMu.Lock()
+		err := a.transmitLocked(batch, bufs[:0], meta[:0])
+		a.txMu.Unlock()
+		a.pending.Add(-int64(len(batch)))
+		clear(batch)
+		if a.afterTransmit(err) {
 			a.drain()
 			return
 		}
 	}
+}
+
+// transmitLocked writes batch to the port, counts and captures what went,
+// and releases the frames. bufs and meta are scratch of batch's capacity.
+// The caller holds a.txMu.
+func (a *Attachment) transmitLocked(batch []*frame, bufs [][]byte, meta []offload) error {
+	for _, f := range batch {
+		bufs = append(bufs, f.bytes())
+	}
+	var n int
+	var err error
+	if a.off != nil {
+		for _, f := range batch {
+			meta = append(meta, f.meta)
+		}
+		n, err = a.off.writeFramesOffload(bufs, meta)
+	} else {
+		n, err = a.port.WriteFrames(bufs)
+	}
+	n = max(0, min(n, len(batch)))
+	var bytes uint64
+	for _, f := range batch[:n] {
+		bytes += uint64(f.n)
+	}
+	a.ctr.txFrames.Add(uint64(n))
+	a.ctr.txBytes.Add(bytes)
+	if n < len(batch) {
+		a.ctr.dropTxError.Add(uint64(len(batch) - n))
+	}
+	if c := a.capture.Load(); c != nil {
+		for _, f := range batch[:n] {
+			recordAll(*c, a.b.clock, f.bytes())
+		}
+	}
+	for _, f := range batch {
+		f.release()
+	}
+	clear(bufs)
+	return err
+}
+
+// afterTransmit detaches the port when a write error says it is gone, and
+// reports whether it did.
+func (a *Attachment) afterTransmit(err error) bool {
+	if err == nil || !(errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)) {
+		return false
+	}
+	if !a.closing.Load() {
+		a.b.log.Warn("port write failed; detaching", "port", a.name, "err", err)
+	}
+	a.shutdown()
+	return true
 }
 
 // drain releases what is left in the queue of a port that is going away.
@@ -347,6 +422,7 @@ func (a *Attachment) drain() {
 	for {
 		select {
 		case f := <-a.txq:
+			a.pending.Add(-1)
 			f.release()
 		default:
 			return

@@ -198,6 +198,9 @@ func (b *Bridge) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	if off, ok := p.(offloadPort); ok && off.offloading() {
 		a.off = off
 	}
+	if d, ok := p.(DirectWriter); ok && d.WritesDirect() {
+		a.direct = true
+	}
 	a.hairpin.Store(cfg.Hairpin)
 	a.security.Store(sec)
 

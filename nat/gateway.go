@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -74,7 +75,6 @@ type Gateway struct {
 	ownTbl bool
 	uplink Uplink
 	inside *link // the router port on the bridge
-	peer   *bridge.Pipe
 	att    *bridge.Attachment
 	rules  Rules
 	ports  Allocator
@@ -191,19 +191,20 @@ func New(cfg Config) (*Gateway, error) {
 	if mac.IsZero() {
 		mac = randomMAC()
 	}
-	mine, theirs := bridge.NewPipe(bridge.PipeConfig{})
-	g.peer = mine
-	g.inside = newLink("bridge", mine, mac, cfg.Subnet, netip.Addr{}, mtu, g.now)
-	if g.att, err = cfg.Bridge.AddPort(theirs, bridge.PortConfig{Name: "gateway"}); err != nil {
-		mine.Close()
+	// The gateway's port on the bridge is no link with a goroutine at
+	// each end: frames from the bridge are handled at once, in the bridge's
+	// goroutine that hands them over, and frames to the bridge are injected
+	// in the gateway's goroutine. Each saves a goroutine switch per packet.
+	port := &routerPort{done: make(chan struct{})}
+	inj := &injector{}
+	g.inside = newLink("bridge", inj, mac, cfg.Subnet, netip.Addr{}, mtu, g.now)
+	ip := g.fromBridge
+	port.handle = func(f []byte) { g.inside.input(f, ip) }
+	if g.att, err = cfg.Bridge.AddPort(port, bridge.PortConfig{Name: "gateway"}); err != nil {
 		g.closeTable()
 		return nil, err
 	}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		g.inside.run(g.fromBridge)
-	}()
+	inj.att.Store(g.att)
 	g.wg.Add(1)
 	go g.housekeeping()
 	if err := g.uplink.Start(g.fromUplink); err != nil {
@@ -212,6 +213,71 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	return g, nil
 }
+
+// routerPort is the gateway's port on the bridge: what the bridge writes to
+// it is the gateway's input; it never has anything to read, since the
+// gateway injects its frames (see injector).
+type routerPort struct {
+	handle func(frame []byte)
+	done   chan struct{}
+	once   sync.Once
+}
+
+var _ bridge.Port = (*routerPort)(nil)
+
+// ReadFrames waits for Close.
+func (p *routerPort) ReadFrames([][]byte, []int) (int, error) {
+	<-p.done
+	return 0, net.ErrClosed
+}
+
+// WriteFrames handles each frame the bridge sends the gateway before it
+// returns; the bridge's buffers are not kept.
+func (p *routerPort) WriteFrames(bufs [][]byte) (int, error) {
+	select {
+	case <-p.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	for _, f := range bufs {
+		p.handle(f)
+	}
+	return len(bufs), nil
+}
+
+func (p *routerPort) BatchSize() int { return 32 }
+
+// WritesDirect implements bridge.DirectWriter: the gateway handles a frame
+// as it comes, so the bridge may hand it over from the forwarding
+// goroutine.
+func (p *routerPort) WritesDirect() bool { return true }
+
+func (p *routerPort) Close() error {
+	p.once.Do(func() { close(p.done) })
+	return nil
+}
+
+// injector is the Port the gateway's bridge link writes to: it injects the
+// frames into the bridge as if the router port had read them.
+type injector struct {
+	att atomic.Pointer[bridge.Attachment]
+}
+
+func (i *injector) ReadFrames([][]byte, []int) (int, error) { return 0, net.ErrClosed }
+
+func (i *injector) WriteFrames(bufs [][]byte) (int, error) {
+	a := i.att.Load()
+	if a == nil {
+		return 0, net.ErrClosed
+	}
+	if err := a.Inject(bufs); err != nil {
+		return 0, err
+	}
+	return len(bufs), nil
+}
+
+func (i *injector) BatchSize() int { return 1 }
+func (i *injector) Close() error   { return nil }
 
 // housekeeping expires what waits on time: fragments that never
 // completed, neighbours that stopped answering.
@@ -245,7 +311,6 @@ func (g *Gateway) Close() error {
 		g.closed.Store(true)
 		close(g.stop)
 		g.att.Close()
-		g.peer.Close()
 		g.uplink.Close()
 		g.wg.Wait()
 		g.closeTable()

@@ -1,0 +1,211 @@
+package nat
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// pipeGateway is a gateway whose container and uplink are pipes the test
+// drives by hand, frame by frame: no devices, no root.
+type pipeGateway struct {
+	t         *testing.T
+	gw        *Gateway
+	br        *bridge.Bridge
+	container *bridge.Pipe // the test's end of a container's link
+	lan       *bridge.Pipe // the test's end of the uplink
+	upMAC     bridge.MAC
+}
+
+var (
+	ctrMAC    = bridge.MustParseMAC("02:42:ac:11:00:04")
+	clientMAC = bridge.MustParseMAC("0a:1b:2c:3d:4e:5f")
+	ctrIP     = netip.MustParseAddr("172.17.0.4")
+	gwIP      = netip.MustParseAddr("172.17.0.1")
+	hostIP    = netip.MustParseAddr("192.168.2.116")
+	clientIP  = netip.MustParseAddr("192.168.2.104")
+)
+
+func newPipeGateway(t *testing.T) *pipeGateway {
+	br, err := bridge.New(bridge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs := bridge.NewPipe(bridge.PipeConfig{})
+	if _, err := br.AddPort(theirs, bridge.PortConfig{Name: "ctr"}); err != nil {
+		t.Fatal(err)
+	}
+	lanGW, lanTest := bridge.NewPipe(bridge.PipeConfig{})
+	up, err := NewLinkUplink(LinkUplinkConfig{Port: lanGW, Addr: netip.MustParsePrefix("192.168.2.116/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: up,
+		Conntrack: conntrack.Config{ExpireInterval: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := &pipeGateway{t: t, gw: gw, br: br, container: mine, lan: lanTest, upMAC: up.MAC()}
+	t.Cleanup(func() {
+		gw.Close()
+		mine.Close()
+		lanTest.Close()
+		br.Close()
+	})
+	return pg
+}
+
+// read returns the next frame on p, failing after 5 s.
+func (pg *pipeGateway) read(p *bridge.Pipe) []byte {
+	pg.t.Helper()
+	type res struct {
+		b   []byte
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		buf := make([]byte, 70000)
+		n, err := p.ReadFrame(buf)
+		c <- res{buf[:n], err}
+	}()
+	select {
+	case r := <-c:
+		if r.err != nil {
+			pg.t.Fatal(r.err)
+		}
+		return r.b
+	case <-time.After(5 * time.Second):
+		pg.t.Fatal("no frame within 5 s")
+		return nil
+	}
+}
+
+func frame(dst, src bridge.MAC, typ uint16, payload []byte) []byte {
+	f := make([]byte, etherHeader+len(payload))
+	putEther(f, dst, src, typ)
+	copy(f[etherHeader:], payload)
+	return f
+}
+
+func arpFrame(dst bridge.MAC, a arpPacket) []byte { return appendARPFrame(nil, dst, a) }
+
+// resolveGateway has the container learn the gateway's MAC, as its kernel
+// would, and returns it.
+func (pg *pipeGateway) resolveGateway() bridge.MAC {
+	pg.container.WriteFrame(arpFrame(bridge.Broadcast, arpPacket{op: arpRequest, senderMAC: ctrMAC, senderIP: ctrIP, targetIP: gwIP}))
+	reply, ok := parseARP(pg.read(pg.container)[etherHeader:])
+	if !ok || reply.op != arpReply || reply.senderIP != gwIP || reply.targetMAC != ctrMAC {
+		pg.t.Fatalf("ARP reply %+v", reply)
+	}
+	return reply.senderMAC
+}
+
+func TestGatewayARPAndPing(t *testing.T) {
+	pg := newPipeGateway(t)
+	gwMAC := pg.resolveGateway()
+	if gwMAC != pg.gw.MAC() {
+		t.Fatalf("gateway answered with %v, its MAC is %v", gwMAC, pg.gw.MAC())
+	}
+	req := ipPacket(ctrIP, gwIP, conntrack.ProtoICMP, icmpHeader(8, 0, 77, []byte("ping")))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, req))
+	rep := pg.read(pg.container)[etherHeader:]
+	if err := verify(rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep[20] != 0 || netip.AddrFrom4([4]byte(rep[16:20])) != ctrIP || binary.BigEndian.Uint16(rep[24:]) != 77 {
+		t.Fatalf("echo reply % x", rep)
+	}
+	e := pg.gw.Table().List()
+	if len(e) != 1 || e[0].Status&conntrack.SeenReply == 0 {
+		t.Fatalf("conntrack %v", e)
+	}
+}
+
+func TestGatewayMasqueradeThroughPipes(t *testing.T) {
+	pg := newPipeGateway(t)
+	gwMAC := pg.resolveGateway()
+	out := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 12))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, out))
+
+	// The gateway asks for the next hop, then sends the held packet.
+	ask, ok := parseARP(pg.read(pg.lan)[etherHeader:])
+	if !ok || ask.op != arpRequest || ask.targetIP != clientIP || ask.senderIP != hostIP {
+		t.Fatalf("ARP request %+v", ask)
+	}
+	pg.lan.WriteFrame(arpFrame(pg.upMAC, arpPacket{op: arpReply, senderMAC: clientMAC, senderIP: clientIP, targetMAC: pg.upMAC, targetIP: hostIP}))
+	f := pg.read(pg.lan)
+	pkt := f[etherHeader:]
+	if err := verify(pkt); err != nil {
+		t.Fatal(err)
+	}
+	if bridge.MAC(f[0:6]) != clientMAC || netip.AddrFrom4([4]byte(pkt[12:16])) != hostIP || binary.BigEndian.Uint16(pkt[20:]) != 5000 || pkt[8] != 63 {
+		t.Fatalf("masqueraded packet % x", f)
+	}
+	// The answer is translated back to the container.
+	back := ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(53, 5000, 30))
+	pg.lan.WriteFrame(frame(pg.upMAC, clientMAC, etherTypeIP4, back))
+	f = pg.read(pg.container)
+	pkt = f[etherHeader:]
+	if err := verify(pkt); err != nil {
+		t.Fatal(err)
+	}
+	if bridge.MAC(f[0:6]) != ctrMAC || netip.AddrFrom4([4]byte(pkt[16:20])) != ctrIP || netip.AddrFrom4([4]byte(pkt[12:16])) != clientIP {
+		t.Fatalf("reply % x", f)
+	}
+	// An unsolicited packet from outside to a port nobody published
+	// reaches nobody.
+	stray := ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(53, 6000, 1))
+	pg.lan.WriteFrame(frame(pg.upMAC, clientMAC, etherTypeIP4, stray))
+	icmp := pg.read(pg.lan)[etherHeader:] // port unreachable, from the host address
+	if icmp[9] != 1 || icmp[20] != 3 || icmp[21] != 3 {
+		t.Fatalf("no port unreachable: % x", icmp)
+	}
+}
+
+func TestGatewayDropsGarbage(t *testing.T) {
+	pg := newPipeGateway(t)
+	gwMAC := pg.resolveGateway()
+	// Whatever the gateway answers on the LAN is read, so its writes to
+	// the unbuffered pipe never wait on this test.
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			if _, err := pg.lan.ReadFrame(buf); err != nil {
+				return
+			}
+		}
+	}()
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 3000 {
+		b := make([]byte, r.IntN(120))
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		if i%3 == 0 && len(b) > 0 {
+			b[0] = 0x45
+		}
+		pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, b))
+		pg.lan.WriteFrame(frame(pg.upMAC, clientMAC, etherTypeIP4, b))
+	}
+	st := pg.gw.Stats()
+	if st.DropMalformed+st.DropChecksum+st.DropNoRule+st.DropInvalid == 0 {
+		t.Fatalf("garbage not counted: %+v", st)
+	}
+	// Still alive: a ping works.
+	req := ipPacket(ctrIP, gwIP, conntrack.ProtoICMP, icmpHeader(8, 0, 78, nil))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, req))
+	for {
+		if rep := pg.read(pg.container); len(rep) > 34 && rep[12] == 8 && rep[etherHeader+20] == 0 {
+			break
+		}
+	}
+}
