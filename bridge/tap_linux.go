@@ -347,10 +347,6 @@ func (t *TAP) WriteFrames(bufs [][]byte) (int, error) {
 	return t.write(bufs, nil)
 }
 
-// WritesDirect implements DirectWriter: the kernel takes or drops a frame
-// written to a TAP device at once.
-func (t *TAP) WritesDirect() bool { return true }
-
 func (t *TAP) writeFramesOffload(bufs [][]byte, meta []offload) (int, error) {
 	return t.write(bufs, meta)
 }

@@ -170,3 +170,33 @@ func BenchmarkMemoryPerEntry(b *testing.B) {
 		tbl.Close()
 	}
 }
+
+// BenchmarkLookup finds the entry of an existing flow without tracking a
+// packet (Table.Taken, the NAT's test of a tuple): the lookup alone.
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range []int{1000, 1 << 20} {
+		for _, mode := range []string{"hot", "random"} {
+			b.Run(fmt.Sprintf("%s/%d", mode, n), func(b *testing.B) {
+				tbl := filled(b, n)
+				r := rand.New(rand.NewPCG(5, 6))
+				tuples := make([]Tuple, 1<<16)
+				var p Packet
+				for i := range tuples {
+					k := uint32(i % 64 * (n / 64))
+					if mode == "random" {
+						k = uint32(r.IntN(n))
+					}
+					flowPacket(&p, k)
+					tuples[i] = p.Tuple
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					if !tbl.Taken(0, tuples[i&(len(tuples)-1)]) {
+						b.Fatal("flow not found")
+					}
+				}
+			})
+		}
+	}
+}
