@@ -209,3 +209,28 @@ func TestGatewayDropsGarbage(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewayRefusesTCPWithRST(t *testing.T) {
+	pg := newPipeGateway(t)
+	gwMAC := pg.resolveGateway()
+	syn := make([]byte, 20)
+	binary.BigEndian.PutUint16(syn[0:], 40000)
+	binary.BigEndian.PutUint16(syn[2:], 22)
+	binary.BigEndian.PutUint32(syn[4:], 0x7fffffff)
+	syn[12], syn[13] = 5<<4, conntrack.TCPSyn
+	binary.BigEndian.PutUint16(syn[14:], 1024)
+	pkt := ipPacket(ctrIP, gwIP, conntrack.ProtoTCP, syn)
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, pkt))
+	rst := pg.read(pg.container)[etherHeader:]
+	if err := verify(rst); err != nil {
+		t.Fatal(err)
+	}
+	tcp := rst[20:]
+	if tcp[13] != conntrack.TCPRst|conntrack.TCPAck || binary.BigEndian.Uint32(tcp[8:]) != 0x80000000 ||
+		binary.BigEndian.Uint16(tcp[0:]) != 22 || binary.BigEndian.Uint16(tcp[2:]) != 40000 {
+		t.Fatalf("reset % x", rst)
+	}
+	if n := pg.gw.Table().Len(); n != 0 {
+		t.Fatalf("%d entries after the refused connection, want 0", n)
+	}
+}

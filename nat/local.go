@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"encoding/binary"
 	"net/netip"
 
 	"github.com/usernat/usernat/conntrack"
@@ -48,7 +49,8 @@ func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, or
 }
 
 // local handles a packet for the gateway itself: it answers pings and
-// refuses UDP the way a host with no listener does.
+// refuses UDP (port unreachable) and TCP (RST) the way a host with no
+// listener does.
 func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 	g.stats.local.Add(1)
 	ihl := int(pkt[0]&0x0f) * 4
@@ -73,9 +75,52 @@ func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
 			return Unreachable(buf, pkt, from, codePortUnreachable)
 		})
+	case p.Tuple.Proto == conntrack.ProtoTCP && p.TCP.Flags&conntrack.TCPRst == 0:
+		// No listener: refuse the connection as a host does, so the
+		// client learns it at once. Tracking the RST ends the entry the
+		// segment made.
+		sc := &g.scratch[sideIndex(inside)]
+		rst := tcpReset(sc.msg[Headroom:Headroom], pkt, &p.TCP)
+		var r conntrack.Packet
+		if r.Decode(rst) == nil {
+			g.table.Track(0, &r, nil)
+		}
+		g.sendBack(sc.msg[:Headroom+len(rst)], netip.AddrFrom4([4]byte(rst[16:20])), inside)
 	}
-	// TCP to the gateway itself finds no listener; the kernel would answer
-	// with a RST, which the client's own timeout makes unneeded here.
+}
+
+// tcpReset builds in buf (appending to buf[:0]) the RST that answers the
+// IPv4 TCP segment pkt, whose header h holds, the way RFC 793 3.4 says a
+// closed port answers: a segment that acknowledged something gets a RST
+// with that sequence number; otherwise a RST|ACK acknowledging the segment.
+func tcpReset(buf, pkt []byte, h *conntrack.TCPHeader) []byte {
+	ihl := int(pkt[0]&0x0f) * 4
+	b := append(buf[:0], make([]byte, 40)...)
+	b[0], b[8], b[9] = 0x45, 64, byte(conntrack.ProtoTCP)
+	binary.BigEndian.PutUint16(b[2:], 40)
+	copy(b[12:16], pkt[16:20])
+	copy(b[16:20], pkt[12:16])
+	putIPv4Checksum(b)
+	t := b[20:]
+	copy(t[0:2], pkt[ihl+2:ihl+4])
+	copy(t[2:4], pkt[ihl:ihl+2])
+	t[12] = 5 << 4
+	if h.Flags&conntrack.TCPAck != 0 {
+		binary.BigEndian.PutUint32(t[4:], h.Ack)
+		t[13] = conntrack.TCPRst
+	} else {
+		n := uint32(h.DataLen)
+		if h.Flags&conntrack.TCPSyn != 0 {
+			n++
+		}
+		if h.Flags&conntrack.TCPFin != 0 {
+			n++
+		}
+		binary.BigEndian.PutUint32(t[8:], h.Seq+n)
+		t[13] = conntrack.TCPRst | conntrack.TCPAck
+	}
+	binary.BigEndian.PutUint16(t[16:], ^Sum(t, pseudoHeaderSum(b[12:16], b[16:20], conntrack.ProtoTCP, len(t))))
+	return b
 }
 
 // sendBack sends a packet the gateway originated to dst, on the side the
@@ -104,4 +149,11 @@ func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from
 	}
 	g.stats.icmpSent.Add(1)
 	g.sendBack(sc.msg[:Headroom+len(msg)], netip.AddrFrom4([4]byte(msg[16:20])), inside)
+}
+
+// putIPv4Checksum computes the IPv4 header checksum of pkt afresh.
+func putIPv4Checksum(pkt []byte) {
+	ihl := int(pkt[0]&0x0f) * 4
+	pkt[10], pkt[11] = 0, 0
+	binary.BigEndian.PutUint16(pkt[10:12], Checksum(pkt[:ihl]))
 }
