@@ -77,8 +77,8 @@ type Config struct {
 // Translator chooses the reply tuple of a new flow: the NAT hook. The
 // table calls Translate once when a packet creates an entry, before the
 // entry is visible. Translate may call Table.Taken to test candidate
-// tuples; the table still refuses, with ErrReplyInUse, a reply tuple that a
-// concurrent insertion took in the meantime. status may carry SrcNAT and
+// tuples; a reply tuple that a concurrent insertion took in the meantime
+// makes Track call Translate again (see Track). status may carry SrcNAT and
 // DstNAT. An error refuses the flow and is returned by Track.
 type Translator interface {
 	Translate(t *Table, zone Zone, orig Tuple) (reply Tuple, status Status, err error)
@@ -223,7 +223,11 @@ func (t *Table) shardOf(h uint64) int {
 // flow and matches none creates an entry, whose reply tuple nat chooses
 // (nil: no translation, the reverse of the original tuple). The errors are
 // ErrTableFull, ErrReplyInUse, ErrBadReply, ErrFragment, ErrClosed and
-// those of nat; with an error the packet created nothing.
+// those of nat; with an error the packet created nothing. When the reply
+// tuple nat chose was taken by a concurrent flow before the insertion,
+// Track asks nat again, a few times, before it gives up with
+// ErrReplyInUse; so Translate may be called more than once for a packet
+// and must hold no resources of its own for the tuple it returns.
 func (t *Table) Track(zone Zone, p *Packet, nat Translator) (Result, error) {
 	if t.closed.Load() {
 		return Result{}, ErrClosed
@@ -247,10 +251,19 @@ func (t *Table) Track(zone Zone, p *Packet, nat Translator) (Result, error) {
 			return res, nil
 		}
 		res, err := t.create(zone, &k, h, p, now, nat)
-		if err != errRetry || attempt == 3 {
+		switch {
+		case err == nil:
+			return res, nil
+		case attempt == 3:
 			if err == errRetry {
 				err = ErrTableFull
 			}
+			return res, err
+		case err == errRetry:
+		case nat != nil && errors.Is(err, ErrReplyInUse):
+			// A concurrent flow took the tuple the Translator chose
+			// after it tested it: choose again, as the kernel does.
+		default:
 			return res, err
 		}
 	}
@@ -742,7 +755,7 @@ type Stats struct {
 	Invalid    uint64 // packets classified invalid
 	EarlyDrop  uint64 // entries evicted to make room for new flows
 	Refused    uint64 // new flows refused: table full, or by the Translator
-	Clash      uint64 // new flows refused because their reply tuple was in use
+	Clash      uint64 // insertions refused because the reply tuple was in use (each try of a retried Translator counts)
 	Expired    uint64 // entries removed because their timeout passed
 	Deleted    uint64 // entries removed by Delete, Flush, or their own end (RST, reopen)
 	EventsLost uint64 // events no subscriber had room for
