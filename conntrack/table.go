@@ -75,7 +75,7 @@ type Config struct {
 }
 
 // Translator chooses the reply tuple of a new flow: the NAT hook. The
-// table calls Translate once when a packet creates an entry, before the
+// table calls Translate when a packet creates an entry, before the
 // entry is visible. Translate may call Table.Taken to test candidate
 // tuples; a reply tuple that a concurrent insertion took in the meantime
 // makes Track call Translate again (see Track). status may carry SrcNAT and
