@@ -292,6 +292,9 @@ func (g *Gateway) housekeeping() {
 		case <-t.C:
 			g.reasm.Expire()
 			g.inside.neigh.expire(g.now())
+			if u, ok := g.uplink.(interface{ expire() }); ok {
+				u.expire()
+			}
 		}
 	}
 }

@@ -57,6 +57,9 @@ type LinkUplinkConfig struct {
 	// MAC is the gateway's MAC on the link; zero means a random locally
 	// administered one.
 	MAC bridge.MAC
+	// Clock tells the time for neighbour (ARP) entries; nil means the
+	// system clock.
+	Clock Clock
 }
 
 // LinkUplink is an uplink over an Ethernet link where the gateway owns an
@@ -64,6 +67,7 @@ type LinkUplinkConfig struct {
 // a next hop.
 type LinkUplink struct {
 	l       *link
+	clock   Clock
 	epoch   time.Time
 	started chan struct{}
 	done    chan struct{}
@@ -93,12 +97,16 @@ func NewLinkUplink(cfg LinkUplinkConfig) (*LinkUplink, error) {
 	if mac.IsZero() {
 		mac = randomMAC()
 	}
-	u := &LinkUplink{epoch: time.Now(), started: make(chan struct{}), done: make(chan struct{})}
+	u := &LinkUplink{clock: cfg.Clock, started: make(chan struct{}), done: make(chan struct{})}
+	if u.clock == nil {
+		u.clock = systemClock{}
+	}
+	u.epoch = u.clock.Now()
 	u.l = newLink("uplink", cfg.Port, mac, cfg.Addr, cfg.Via, mtu, u.now)
 	return u, nil
 }
 
-func (u *LinkUplink) now() int64 { return int64(time.Since(u.epoch)) }
+func (u *LinkUplink) now() int64 { return int64(u.clock.Now().Sub(u.epoch)) }
 
 // Addrs returns the uplink's address.
 func (u *LinkUplink) Addrs() []netip.Addr { return []netip.Addr{u.l.addr.Addr()} }
@@ -123,6 +131,9 @@ func (u *LinkUplink) Start(deliver func(frame []byte)) error {
 	}()
 	return nil
 }
+
+// expire drops stale neighbours; the gateway's housekeeping calls it.
+func (u *LinkUplink) expire() { u.l.neigh.expire(u.now()) }
 
 // Send sends frame's packet to dst, resolving the next hop with ARP.
 func (u *LinkUplink) Send(frame []byte, dst netip.Addr) { u.l.send(frame, dst) }
