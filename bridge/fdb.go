@@ -209,11 +209,6 @@ func (f *fdb) list(now int64) []FDBEntry {
 	return out
 }
 
-func (f *fdb) len() int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return len(f.m)
-}
 
 // reapLocked removes up to n aged entries from the head of the eviction
 // list, so that memory follows the live set without a timer goroutine.

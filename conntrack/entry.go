@@ -31,8 +31,6 @@ type entry struct {
 	tcp tcpConn
 }
 
-func (e *entry) live() bool { return e.id != 0 }
-
 // setStreamAt and streamAt keep a UDP entry's stream time in the TCP
 // tracker's sequence fields, which a UDP entry does not use. It is written
 // before the entry is visible and never changes.

@@ -438,7 +438,7 @@ func TestEvents(t *testing.T) {
 	small.Close()
 	small.Close()
 	if _, ok := <-small.Events(); !ok {
-		// drained the one buffered event
+		t.Fatal("Close lost the event already buffered")
 	}
 	if _, ok := <-small.Events(); ok {
 		t.Fatal("closed subscription still delivers")

@@ -22,7 +22,8 @@ const Headroom = etherHeader
 type Uplink interface {
 	// Addrs returns the gateway's addresses on the outside network: the
 	// masquerade source, and the host address of publish rules that name
-	// none.
+	// none. The gateway asks on every packet and does not modify the
+	// slice, so an implementation returns one it keeps.
 	Addrs() []netip.Addr
 	// MTU returns the largest IP packet the uplink carries.
 	MTU() int
@@ -67,6 +68,7 @@ type LinkUplinkConfig struct {
 // a next hop.
 type LinkUplink struct {
 	l       *link
+	addrs   []netip.Addr
 	clock   Clock
 	epoch   time.Time
 	started chan struct{}
@@ -103,13 +105,14 @@ func NewLinkUplink(cfg LinkUplinkConfig) (*LinkUplink, error) {
 	}
 	u.epoch = u.clock.Now()
 	u.l = newLink("uplink", cfg.Port, mac, cfg.Addr, cfg.Via, mtu, u.now)
+	u.addrs = []netip.Addr{cfg.Addr.Addr()}
 	return u, nil
 }
 
 func (u *LinkUplink) now() int64 { return int64(u.clock.Now().Sub(u.epoch)) }
 
 // Addrs returns the uplink's address.
-func (u *LinkUplink) Addrs() []netip.Addr { return []netip.Addr{u.l.addr.Addr()} }
+func (u *LinkUplink) Addrs() []netip.Addr { return u.addrs }
 
 // MTU returns the link's MTU.
 func (u *LinkUplink) MTU() int { return u.l.mtu }
