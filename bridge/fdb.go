@@ -209,7 +209,6 @@ func (f *fdb) list(now int64) []FDBEntry {
 	return out
 }
 
-
 // reapLocked removes up to n aged entries from the head of the eviction
 // list, so that memory follows the live set without a timer goroutine.
 // Lookups ignore aged entries anyway.
