@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -49,42 +48,22 @@ func newTopo(t *testing.T, tc topoConfig) *topo {
 // address it saw.
 func serveHTTP(t *testing.T, ns *netns.NS, addr string) {
 	t.Helper()
-	ln, err := ns.Listen("tcp", addr)
+	stop, err := topopkg.ServeWho(ns, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.RemoteAddr)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { stop() })
 }
 
-// get fetches url from ns, through a connection of its own, and returns the
-// body and the local and remote addresses of the connection.
-func get(t *testing.T, ns *netns.NS, url string) (body string, remote net.Addr) {
+// get fetches url from ns and returns the body and the address the
+// connection went to.
+func get(t *testing.T, ns *netns.NS, url string) (body, remote string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := ns.Dial(ctx, network, addr)
-		if err == nil {
-			remote = c.RemoteAddr()
-		}
-		return c, err
-	}, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	body, remote, err := topopkg.Get(ns, url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b), remote
+	return body, remote
 }
 
 func hostOf(addrport string) string {
@@ -120,7 +99,7 @@ func TestIntegrationPublishedTCP(t *testing.T) {
 	if hostOf(body) != "192.168.2.104" {
 		t.Fatalf("the container saw the client as %s, want 192.168.2.104", body)
 	}
-	if remote.String() != "192.168.2.116:8080" {
+	if remote != "192.168.2.116:8080" {
 		t.Fatalf("the client talked to %v, want 192.168.2.116:8080", remote)
 	}
 	list := conntrackList(tp.gw)
@@ -226,7 +205,7 @@ func TestIntegrationHairpin(t *testing.T) {
 	serveHTTP(t, tp.c1, ":80")
 	for _, ns := range []*netns.NS{tp.c2, tp.c1} { // a neighbour's, then its own published port
 		body, remote := get(t, ns, "http://192.168.2.116:8080/")
-		if hostOf(body) != "172.17.0.1" || remote.String() != "192.168.2.116:8080" {
+		if hostOf(body) != "172.17.0.1" || remote != "192.168.2.116:8080" {
 			t.Fatalf("hairpin: container saw %s, client talked to %v", body, remote)
 		}
 	}

@@ -18,16 +18,13 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"time"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/internal/netns"
@@ -130,28 +127,32 @@ func run(w io.Writer) (bool, error) {
 
 	// Servers: the web container's HTTP server answers with the address
 	// it sees; so does one in the client, for the outbound test.
-	if err := serve(web.NS, ":80"); err != nil {
-		return false, err
-	}
-	if err := serve(t.Client, "192.168.2.104:9000"); err != nil {
-		return false, err
+	for _, s := range []struct {
+		ns   *netns.NS
+		addr string
+	}{{web.NS, ":80"}, {t.Client, "192.168.2.104:9000"}} {
+		stop, err := topo.ServeWho(s.ns, s.addr)
+		if err != nil {
+			return false, err
+		}
+		defer stop()
 	}
 
 	c := &checks{w: w}
 	fmt.Fprintln(w, "usernat docker0: the reference experiment, in userspace")
 	fmt.Fprintln(w, "\n1. The client 192.168.2.104 asks http://192.168.2.116:8080/ (published as 172.17.0.4:80)")
-	seen, remote, err := get(t.Client, "http://192.168.2.116:8080/")
+	seen, remote, err := topo.Get(t.Client, "http://192.168.2.116:8080/")
 	c.expect(err == nil, "the request succeeds", errText(err))
 	c.expect(host(seen) == "192.168.2.104", "the container sees the client's real address", "saw "+seen)
 	c.expect(remote == "192.168.2.116:8080", "the client only ever talks to 192.168.2.116:8080", "talked to "+remote)
 	clientPort := port(seen)
 
 	fmt.Fprintln(w, "\n2. The second container 172.17.0.5 asks http://172.17.0.4/ directly")
-	seen2, _, err := get(second.NS, "http://172.17.0.4/")
+	seen2, _, err := topo.Get(second.NS, "http://172.17.0.4/")
 	c.expect(err == nil && host(seen2) == "172.17.0.5", "it reaches the web container at L2 with its own address", "saw "+seen2, errText(err))
 
 	fmt.Fprintln(w, "\n3. The web container 172.17.0.4 connects out to the client at 192.168.2.104:9000")
-	seen3, _, err := get(web.NS, "http://192.168.2.104:9000/")
+	seen3, _, err := topo.Get(web.NS, "http://192.168.2.104:9000/")
 	c.expect(err == nil && host(seen3) == "192.168.2.116", "the client sees it come from 192.168.2.116 (masquerade)", "saw "+seen3, errText(err))
 
 	lanCap.Close()
@@ -192,44 +193,6 @@ func run(w io.Writer) (bool, error) {
 	}
 	fmt.Fprintln(w, "every expectation held")
 	return true, nil
-}
-
-// serve runs an HTTP server in ns whose answer is the client address it saw.
-func serve(ns *netns.NS, addr string) error {
-	ln, err := ns.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.RemoteAddr)
-	}))
-	return nil
-}
-
-// get fetches url from ns and returns the body and the address the
-// connection went to.
-func get(ns *netns.NS, url string) (body, remote string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := ns.Dial(ctx, network, addr)
-		if err == nil {
-			remote = c.RemoteAddr().String()
-		}
-		return c, err
-	}}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
-	if err != nil {
-		return "", "", err
-	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return "", remote, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), remote, err
 }
 
 func host(addrport string) string { h, _, _ := net.SplitHostPort(addrport); return h }
