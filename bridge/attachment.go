@@ -49,8 +49,9 @@ type Attachment struct {
 
 	// Direct transmit (see DirectWriter): with nothing pending for the
 	// port, the forwarding goroutine writes the frame itself. pending
-	// counts frames queued or being written by txLoop; txMu serialises
-	// the port's writers, and guards the direct path's scratch.
+	// counts frames queued or being written by txLoop, on direct ports
+	// only (others need not pay for it); txMu serialises the port's
+	// writers, and guards the direct path's scratch.
 	direct  bool
 	pending atomic.Int64
 	txMu    sync.Mutex
@@ -243,7 +244,9 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 
 	hairpin := a.hairpin.Load()
 	if !dst.IsMulticast() {
-		if out := b.fdb.lookup(dst, now); out != nil {
+		// A port detached while this frame was on its way may still be
+		// in the table: flood rather than drop into its dead queue.
+		if out := b.fdb.lookup(dst, now); out != nil && !out.closing.Load() {
 			if out == a && !hairpin {
 				a.ctr.dropSamePort.Add(1)
 				return false
@@ -283,11 +286,12 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 }
 
 // stage returns the frame to queue for rx's first size bytes, with refs
-// references: a small copy, or rx itself when copying would cost more than
-// finding a new receive buffer.
+// references: a small copy of a large buffer, or rx itself when it is
+// small already (Inject) or copying would cost more than finding a new
+// receive buffer.
 func (b *Bridge) stage(rx *frame, size int, refs int) *frame {
 	f := rx
-	if size <= smallFrame {
+	if size <= smallFrame && len(rx.buf) > smallFrame {
 		f = b.pools.getSmall()
 		copy(f.buf, rx.buf[:size])
 	}
@@ -318,11 +322,15 @@ func (a *Attachment) enqueue(f *frame) {
 		}
 		a.txMu.Unlock()
 	}
-	a.pending.Add(1)
+	if a.direct {
+		a.pending.Add(1)
+	}
 	select {
 	case a.txq <- f:
 	default:
-		a.pending.Add(-1)
+		if a.direct {
+			a.pending.Add(-1)
+		}
 		a.ctr.dropQueueFull.Add(1)
 		f.release()
 	}
@@ -356,7 +364,9 @@ func (a *Attachment) txLoop() {
 		a.txMu.Lock()
 		err := a.transmitLocked(batch, bufs[:0], meta[:0])
 		a.txMu.Unlock()
-		a.pending.Add(-int64(len(batch)))
+		if a.direct {
+			a.pending.Add(-int64(len(batch)))
+		}
 		clear(batch)
 		if a.afterTransmit(err) {
 			a.drain()
@@ -422,7 +432,9 @@ func (a *Attachment) drain() {
 	for {
 		select {
 		case f := <-a.txq:
-			a.pending.Add(-1)
+			if a.direct {
+				a.pending.Add(-1)
+			}
 			f.release()
 		default:
 			return

@@ -5,17 +5,20 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // recorder is a DirectWriter port that keeps the sequence numbers of the
 // frames written to it. It sends one frame first, so the bridge learns its
 // MAC.
 type recorder struct {
-	mu    sync.Mutex
-	seqs  []uint32
-	hello chan []byte
-	done  chan struct{}
-	once  sync.Once
+	mu       sync.Mutex
+	seqs     []uint32
+	writes   int
+	maxBatch int
+	hello    chan []byte
+	done     chan struct{}
+	once     sync.Once
 }
 
 func (r *recorder) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
@@ -31,6 +34,13 @@ func (r *recorder) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
 func (r *recorder) WriteFrames(bufs [][]byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.writes++
+	r.maxBatch = max(r.maxBatch, len(bufs))
+	if r.writes%200 == 0 {
+		// Slow down now and then, so frames queue up behind this write
+		// and the queued and the direct paths take turns.
+		time.Sleep(200 * time.Microsecond)
+	}
 	for _, b := range bufs {
 		r.seqs = append(r.seqs, binary.BigEndian.Uint32(b[etherHeader:]))
 	}
@@ -44,9 +54,10 @@ func (r *recorder) Close() error {
 	return nil
 }
 
-// TestDirectTransmitKeepsOrder streams frames from a pipe port to a
-// DirectWriter port, which the bridge writes to directly or through the
-// queue, and checks that they arrive in order, none lost unless counted.
+// TestDirectTransmitKeepsOrder streams frames from two pipe ports to a
+// DirectWriter port that is slow now and then, so the bridge writes to it
+// directly and through its queue by turns, and checks that each sender's
+// frames arrive in order, none lost unless counted.
 func TestDirectTransmitKeepsOrder(t *testing.T) {
 	tb := newTestBridge(t, Config{}, 1)
 	rec := &recorder{hello: make(chan []byte, 1), done: make(chan struct{})}
@@ -56,24 +67,42 @@ func TestDirectTransmitKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	tb.expect(0, 0)
+	tb.add(PortConfig{}, PipeConfig{})
 	const n = 20000
-	for i := range n {
-		f := ether(macB, macA, 0x0800, 64, 0)
-		binary.BigEndian.PutUint32(f[etherHeader:], uint32(i))
-		tb.send(0, f)
+	var wg sync.WaitGroup
+	for sender := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				f := ether(macB, [...]MAC{macA, macC}[sender], 0x0800, 64, 0)
+				binary.BigEndian.PutUint32(f[etherHeader:], uint32(sender)<<31|uint32(i))
+				if _, err := tb.ends[sender].WriteFrames([][]byte{f}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	waitFor(t, "all frames written or dropped", func() bool {
 		c := att.Counters()
-		return c.TxFrames+c.DropQueueFull == n
+		return c.TxFrames+c.DropQueueFull == 2*n
 	})
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	for i := 1; i < len(rec.seqs); i++ {
-		if rec.seqs[i] <= rec.seqs[i-1] {
-			t.Fatalf("frame %d after frame %d", rec.seqs[i], rec.seqs[i-1])
+	last := [2]int64{-1, -1}
+	for _, s := range rec.seqs {
+		sender, i := s>>31, int64(s&^(1<<31))
+		if i <= last[sender] {
+			t.Fatalf("sender %d: frame %d after frame %d", sender, i, last[sender])
 		}
+		last[sender] = i
 	}
 	if c := att.Counters(); uint64(len(rec.seqs)) != c.TxFrames {
 		t.Fatalf("%d frames recorded, %d counted", len(rec.seqs), c.TxFrames)
+	}
+	if rec.maxBatch < 2 || rec.writes == len(rec.seqs) {
+		t.Fatalf("the queue was never used (%d writes of %d frames, largest %d)", rec.writes, len(rec.seqs), rec.maxBatch)
 	}
 }
