@@ -80,7 +80,8 @@ type Bridge struct {
 	nextID int
 	closed bool
 
-	capMu   sync.Mutex // guards changes to the capture sets
+	capMu      sync.Mutex // guards changes to the capture sets
+	capsClosed bool       // under capMu: Close has taken the bridge's captures
 	capture atomic.Pointer[[]*Capture]
 
 	swChecksums atomic.Uint64 // pending checksums computed for non-offloading ports
@@ -297,7 +298,8 @@ func (b *Bridge) Close() error {
 		}
 	}
 	b.capMu.Lock()
-	caps := b.capture.Load()
+	b.capsClosed = true
+	caps := b.capture.Swap(nil)
 	b.capMu.Unlock()
 	if caps != nil {
 		for _, c := range *caps {

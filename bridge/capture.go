@@ -57,11 +57,7 @@ type Capture struct {
 // to w in pcap format. The pcap file header is written before Capture
 // returns. Stop with Capture.Close; Bridge.Close stops it too.
 func (b *Bridge) Capture(w io.Writer, cfg CaptureConfig) (*Capture, error) {
-	return b.startCapture(w, cfg, &b.capture, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.closed
-	})
+	return b.startCapture(w, cfg, &b.capture, func() bool { return b.capsClosed })
 }
 
 // Capture starts capturing the frames the port reads and the frames it
@@ -71,6 +67,9 @@ func (a *Attachment) Capture(w io.Writer, cfg CaptureConfig) (*Capture, error) {
 	return a.b.startCapture(w, cfg, &a.capture, a.closing.Load)
 }
 
+// startCapture adds a capture to set. closed, called with b.capMu held,
+// reports whether the owner of set has been closed; the closer takes set
+// under b.capMu, so a capture is either refused or stopped by Close.
 func (b *Bridge) startCapture(w io.Writer, cfg CaptureConfig, set *atomic.Pointer[[]*Capture], closed func() bool) (*Capture, error) {
 	if cfg.Snaplen == 0 {
 		cfg.Snaplen = DefaultSnaplen
@@ -81,7 +80,10 @@ func (b *Bridge) startCapture(w io.Writer, cfg CaptureConfig, set *atomic.Pointe
 	if cfg.Snaplen < 0 || cfg.QueueLen < 0 {
 		return nil, fmt.Errorf("bridge: capture: negative Snaplen or QueueLen")
 	}
-	if closed() {
+	b.capMu.Lock()
+	gone := closed()
+	b.capMu.Unlock()
+	if gone {
 		return nil, fmt.Errorf("bridge: capture: %w", net.ErrClosed)
 	}
 	c := &Capture{
@@ -117,6 +119,12 @@ func (b *Bridge) startCapture(w io.Writer, cfg CaptureConfig, set *atomic.Pointe
 		set.Store(&next)
 	}
 	b.capMu.Lock()
+	if closed() {
+		// Closed while the header was written: the closer has taken
+		// the set already and would never stop this capture.
+		b.capMu.Unlock()
+		return nil, fmt.Errorf("bridge: capture: %w", net.ErrClosed)
+	}
 	var next []*Capture
 	if old := set.Load(); old != nil {
 		next = slices.Clone(*old)

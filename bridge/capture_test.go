@@ -3,7 +3,9 @@ package bridge
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 )
@@ -173,5 +175,29 @@ func TestCaptureWriteError(t *testing.T) {
 	waitFor(t, "capture", func() bool { return c.Captured() == 1 })
 	if err := c.Close(); err == nil {
 		t.Error("Close did not report the write error")
+	}
+}
+
+// TestCaptureAfterClose: a closed port or bridge refuses new captures, and
+// Close stops the captures it finds, so none outlives its owner.
+func TestCaptureAfterClose(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 2)
+	var buf bytes.Buffer
+	live, err := tb.b.Capture(&buf, CaptureConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.ports[0].Close()
+	if _, err := tb.ports[0].Capture(&buf, CaptureConfig{}); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("capture on a closed port: %v", err)
+	}
+	tb.b.Close()
+	if _, err := tb.b.Capture(&buf, CaptureConfig{}); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("capture on a closed bridge: %v", err)
+	}
+	select {
+	case <-live.done:
+	default:
+		t.Fatal("Bridge.Close left a capture running")
 	}
 }
