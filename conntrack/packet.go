@@ -192,6 +192,7 @@ func (p *Packet) decode(b []byte) error {
 // (offset 0, no more fragments) is not a fragment.
 func walkIPv6(b []byte, next uint8) (proto uint8, off int, frag bool, err error) {
 	off = 40
+	seenFrag := false
 	for range maxExtHeaders {
 		switch next {
 		case 0, 43, 60: // hop-by-hop, routing, destination options
@@ -213,9 +214,12 @@ func walkIPv6(b []byte, next uint8) (proto uint8, off int, frag bool, err error)
 			}
 			next, off = b[off], n
 		case 44: // fragment
-			if len(b) < off+8 {
+			if len(b) < off+8 || seenFrag {
+				// A second fragment header is malformed (RFC 8200 4.1),
+				// as nat's rewriter also holds.
 				return 0, 0, false, errExtHeader
 			}
+			seenFrag = true
 			fo := binary.BigEndian.Uint16(b[off+2 : off+4])
 			if fo&0xfff9 != 0 { // an offset, or more fragments
 				return b[off], off + 8, true, nil

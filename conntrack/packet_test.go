@@ -116,6 +116,7 @@ func TestDecodeMalformed(t *testing.T) {
 		{"ipv6 payload beyond the packet", set(udpPacket(c6, s6, 1), 4, 1, 0)},
 		{"ipv6 extension header overflow", set(ipPacket(c6.Addr(), s6.Addr(), 0, []byte{17, 200, 0, 0, 0, 0, 0, 0}), 0, 0x60)},
 		{"ipv6 extension loop", ipPacket(c6.Addr(), s6.Addr(), 0, make([]byte, 8*10))},
+		{"two ipv6 fragment headers", ipPacket(c6.Addr(), s6.Addr(), 44, []byte{44, 0, 0, 0, 0, 0, 0, 1, 17, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 2, 0, 8, 0, 0})},
 		{"truncated tcp", tcpPacket(c4, s4, seg{flags: TCPSyn})[:39]},
 		{"tcp data offset below 5", set(tcpPacket(c4, s4, seg{flags: TCPSyn}), 32, 0x40)},
 		{"tcp data offset beyond the segment", set(tcpPacket(c4, s4, seg{flags: TCPSyn}), 32, 0xf0)},

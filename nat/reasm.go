@@ -399,7 +399,7 @@ func Fragment(pkt []byte, mtu int, buf []byte, emit func(frag []byte)) error {
 		return ErrDontFragment
 	}
 	if mtu < 68 {
-		return fmt.Errorf("%w: MTU %d below 68", ErrMismatch, mtu)
+		return fmt.Errorf("nat: fragment: MTU %d below 68, the least every IPv4 link carries", mtu)
 	}
 	if cap(buf) < mtu {
 		buf = make([]byte, mtu)

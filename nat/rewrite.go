@@ -73,7 +73,7 @@ func Rewrite(pkt []byte, to conntrack.Tuple) error {
 	if !h.v6 {
 		putCksum(pkt, 10, addr.apply(cksumAt(pkt, 10)))
 	}
-	rewriteL4(l4, h.proto, h.v6, to.SrcPort, to.DstPort, addr, &port, len(l4), false)
+	rewriteL4(l4, h.proto, h.v6, to.SrcPort, to.DstPort, addr, &port, false)
 	return nil
 }
 
@@ -116,12 +116,13 @@ func setAddr(b []byte, a netip.Addr, d *delta) {
 
 // rewriteL4 sets the ports (or ICMP identifier, from sport) of the
 // transport header l4 and updates its checksum by the change of its ports
-// and, where the checksum covers a pseudo-header, addr. have is how many
-// bytes of the header are present (a quote may end early); fields beyond it
-// are left alone; quoted is set for the transport header of a quote.
+// and, where the checksum covers a pseudo-header, addr. l4 may end early
+// (a quote is cut short): fields beyond it are left alone; quoted is set
+// for the transport header of a quote.
 // Every change to l4, checksum included, is added to outer,
 // the delta of an enclosing ICMP error's checksum.
-func rewriteL4(l4 []byte, proto conntrack.Proto, v6 bool, sport, dport uint16, addr delta, outer *delta, have int, quoted bool) {
+func rewriteL4(l4 []byte, proto conntrack.Proto, v6 bool, sport, dport uint16, addr delta, outer *delta, quoted bool) {
+	have := len(l4)
 	var d delta
 	pseudo, changed := true, false
 	ck := 0
@@ -158,7 +159,7 @@ func rewriteL4(l4 []byte, proto conntrack.Proto, v6 bool, sport, dport uint16, a
 	switch {
 	case proto == conntrack.ProtoUDP && n == 0:
 		n = 0xffff // RFC 768: a computed zero is sent as all ones
-	case n == 0 && !pseudo && have == len(l4) && !quoted && allZero(l4, ck):
+	case n == 0 && !pseudo && !quoted && allZero(l4, ck):
 		// A message of zeros (an ICMP echo reply with identifier,
 		// sequence and data 0) sums to zero, not to the other zero the
 		// update gives: only 0xffff verifies. (A quote may be cut
@@ -276,7 +277,7 @@ func RewriteICMPError(pkt []byte, to conntrack.Tuple) error {
 		putCksum(quote, 10, n)
 		icmpDelta.merge(old, n)
 	}
-	rewriteL4(quote[q.l4:], q.proto, q.v6, to.SrcPort, to.DstPort, qaddr, &icmpDelta, have, true)
+	rewriteL4(quote[q.l4:], q.proto, q.v6, to.SrcPort, to.DstPort, qaddr, &icmpDelta, true)
 
 	// The outer header.
 	var outer delta
