@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -81,7 +80,16 @@ func (ns *NS) Path() string {
 // Do runs fn on an OS thread inside the namespace. Sockets, devices and
 // processes fn creates belong to the namespace; sockets keep working from
 // any goroutine after fn returns.
-func (ns *NS) Do(fn func() error) error {
+func (ns *NS) Do(fn func() error) error { return onThreadIn(ns.fd, "", fn) }
+
+// onThreadIn runs fn on an OS thread that has entered the network
+// namespace open at fd (named name in errors), and goes back after. If the
+// thread cannot go back it stays locked, so the runtime ends it with the
+// goroutine rather than reuse a thread in the wrong namespace.
+func onThreadIn(fd int, name string, fn func() error) error {
+	if name != "" {
+		name = " " + name
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -92,14 +100,14 @@ func (ns *NS) Do(fn func() error) error {
 			return
 		}
 		defer unix.Close(orig)
-		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns: %w", os.NewSyscallError("setns", err))
+			errc <- fmt.Errorf("netns: enter%s: %w", name, os.NewSyscallError("setns", err))
 			return
 		}
 		ferr := fn()
 		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("netns: %w", os.NewSyscallError("setns back", err)))
+			errc <- errors.Join(ferr, fmt.Errorf("netns: return from%s: %w", name, os.NewSyscallError("setns", err)))
 			return
 		}
 		runtime.UnlockOSThread()
@@ -260,9 +268,7 @@ func linkUp(dev string) error {
 }
 
 // InPath runs fn on an OS thread that has entered the network namespace at
-// path; an empty path runs fn where the caller is. If the thread cannot go
-// back to its own namespace it stays locked, so the runtime ends it with
-// the goroutine rather than reuse a thread in the wrong namespace.
+// path; an empty path runs fn where the caller is.
 func InPath(path string, fn func() error) error {
 	if path == "" {
 		return fn()
@@ -272,38 +278,23 @@ func InPath(path string, fn func() error) error {
 		return fmt.Errorf("netns: open %s: %w", path, err)
 	}
 	defer unix.Close(target)
+	return onThreadIn(target, path, fn)
+}
 
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns: open own namespace: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netns: enter %s: %w", path, os.NewSyscallError("setns", err))
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("netns: return from %s: %w", path, os.NewSyscallError("setns", err)))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+// TB is the part of testing.TB RequirePrivileged uses; it keeps package
+// testing out of the binaries that use this package (the usernat command,
+// through rtnl).
+type TB interface {
+	Helper()
+	Skip(args ...any)
+	Fatal(args ...any)
 }
 
 // RequirePrivileged skips t when the process is not root, and fails it
 // when the process runs in the machine's own network namespace: tests that
 // create devices and send packets belong inside `unshare --net` (sh
 // .ci/test), where CI runs them.
-func RequirePrivileged(t testing.TB) {
+func RequirePrivileged(t TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and devices; run sh .ci/test as root")
