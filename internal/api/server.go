@@ -348,8 +348,8 @@ func (s *Server) execute(req Request) (any, error) {
 		return struct{}{}, nil
 	}
 	in, ok := s.backend.(Inspector)
-	if !ok || !isInspection(req.Execute) {
-		return nil, fmt.Errorf("bad request: unknown command %q", req.Execute)
+	if !ok {
+		return nil, unknownCommand(req.Execute)
 	}
 	switch req.Execute {
 	case CmdConntrackList:
@@ -364,7 +364,7 @@ func (s *Server) execute(req Request) (any, error) {
 			return nil, err
 		}
 		return FlushResult{Deleted: n}, nil
-	default: // CmdStats
+	case CmdStats:
 		c, err := in.Stats()
 		if err != nil {
 			return nil, err
@@ -374,15 +374,10 @@ func (s *Server) execute(req Request) (any, error) {
 		}
 		return StatsResult{Counters: c}, nil
 	}
+	return nil, unknownCommand(req.Execute)
 }
 
-func isInspection(cmd string) bool {
-	switch cmd {
-	case CmdConntrackList, CmdConntrackFlush, CmdNATList, CmdFDBList, CmdStats:
-		return true
-	}
-	return false
-}
+func unknownCommand(cmd string) error { return fmt.Errorf("bad request: unknown command %q", cmd) }
 
 func text(write func(io.Writer) error) (any, error) {
 	var b bytes.Buffer
