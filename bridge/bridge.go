@@ -82,7 +82,7 @@ type Bridge struct {
 
 	capMu      sync.Mutex // guards changes to the capture sets
 	capsClosed bool       // under capMu: Close has taken the bridge's captures
-	capture atomic.Pointer[[]*Capture]
+	capture    atomic.Pointer[[]*Capture]
 
 	swChecksums atomic.Uint64 // pending checksums computed for non-offloading ports
 }

@@ -7,16 +7,18 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/usernat/usernat/internal/topo"
+
 	"github.com/usernat/usernat/internal/netns"
 )
 
 // The reference experiment's addresses (DESIGN.md), used only inside the
 // namespaces made here.
 var (
-	clientAddr    = netip.MustParsePrefix("192.168.2.104/24") // the client on the LAN
-	hostAddr      = netip.MustParsePrefix("192.168.2.116/24") // the gateway's uplink address
-	gatewayAddr   = netip.MustParsePrefix("172.17.0.1/16")    // docker0
-	containerAddr = netip.MustParsePrefix("172.17.0.4/16")    // the container, serving on port 80
+	clientAddr    = topo.ClientAddr // the client on the LAN
+	hostAddr      = topo.HostAddr   // the gateway's uplink address
+	gatewayAddr   = topo.GatewayNet // docker0
+	containerAddr = topo.Web        // the container, serving on port 80
 
 	publishedPort = 8080
 	containerPort = 80

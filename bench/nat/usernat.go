@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +20,6 @@ const (
 	usernatPkg   = "github.com/usernat/usernat/cmd/usernat"
 	buildTimeout = 10 * time.Minute
 	readyTimeout = 15 * time.Second
-	readyPoll    = 50 * time.Millisecond
 	stopTimeout  = 5 * time.Second
 	outputTail   = 4 << 10 // bytes of usernat's output kept for error messages
 )
@@ -143,7 +138,7 @@ func buildUsernat(ctx context.Context, bin string, mtu int) (*topology, error) {
 	}
 	t.onClose(p.stop)
 	t.alive = p.alive
-	if err := p.waitReady(ctx, t, sock); err != nil {
+	if err := p.waitReady(ctx); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("%w (ran: %s %s)", err, bin, strings.Join(args, " "))
 	}
@@ -157,6 +152,7 @@ func buildUsernat(ctx context.Context, bin string, mtu int) (*topology, error) {
 
 type usernatProc struct {
 	cmd     *exec.Cmd
+	ready   *os.File // read end of the pipe usernat writes "1" to when ready
 	out     *tail
 	exited  chan struct{}
 	waitErr error // set before exited is closed
@@ -164,7 +160,16 @@ type usernatProc struct {
 
 func startUsernat(ns *netns.NS, bin string, args []string) (*usernatProc, error) {
 	p := &usernatProc{out: &tail{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close() // the child has its own copy
+	p.ready = r
+	// --ready-fd: usernat writes "1" once its socket, its TAP devices and
+	// the container's address and route are all in place.
+	p.cmd = exec.Command(bin, append(args, "--ready-fd", "3")...)
+	p.cmd.ExtraFiles = []*os.File{w}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Its own process group keeps the terminal's SIGINT from it, so it
 	// stops when the harness says (after the measurement), and the
@@ -174,6 +179,7 @@ func startUsernat(ns *netns.NS, bin string, args []string) (*usernatProc, error)
 	// for that to call usernat exited.
 	p.cmd.WaitDelay = time.Second
 	if err := ns.Start(p.cmd); err != nil {
+		r.Close()
 		return nil, err
 	}
 	go func() {
@@ -193,120 +199,37 @@ func (p *usernatProc) alive() error {
 	}
 }
 
-// waitReady polls until usernat has made everything the harness needs:
-// the API socket, the client's TAP, and the container's TAP with its
-// address, up, and a default route via the gateway.
-func (p *usernatProc) waitReady(ctx context.Context, t *topology, sock string) error {
-	deadline := time.Now().Add(readyTimeout)
-	tick := time.NewTicker(readyPoll)
-	defer tick.Stop()
-	for range readyTimeout/readyPoll + 1 {
-		missing := notReady(t, sock)
-		if len(missing) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %s%s", readyTimeout, strings.Join(missing, "; "), p.out.suffix())
-		}
-		select {
-		case <-p.exited:
+// waitReady waits for usernat's ready signal, its exit, or the timeout.
+func (p *usernatProc) waitReady(ctx context.Context) error {
+	got := make(chan error, 1)
+	go func() { // ends at the signal, or when usernat exits and the pipe closes
+		var b [1]byte
+		_, err := p.ready.Read(b[:])
+		got <- err
+	}()
+	timeout := time.NewTimer(readyTimeout)
+	defer timeout.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
+			<-p.exited
 			return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.suffix())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
 		}
-	}
-	return fmt.Errorf("not ready after %v%s", readyTimeout, p.out.suffix())
-}
-
-// notReady lists what usernat has not made yet.
-func notReady(t *topology, sock string) []string {
-	var missing []string
-	if st, err := os.Stat(sock); err != nil || st.Mode().Type() != os.ModeSocket {
-		missing = append(missing, "no API socket "+sock)
-	}
-	if err := t.client.Do(func() error {
-		_, err := net.InterfaceByName(eth0)
-		return err
-	}); err != nil {
-		missing = append(missing, "no TAP eth0 in the client namespace (--uplink)")
-	}
-	var ctr []string
-	t.container.Do(func() error {
-		ctr = containerNotReady()
 		return nil
-	})
-	return append(missing, ctr...)
-}
-
-// containerNotReady runs in the container namespace.
-func containerNotReady() []string {
-	ifi, err := net.InterfaceByName(eth0)
-	if err != nil {
-		return []string{"no TAP eth0 in the container namespace (--port)"}
+	case <-p.exited:
+		return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.suffix())
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timeout.C:
+		return fmt.Errorf("not ready after %v%s", readyTimeout, p.out.suffix())
 	}
-	var missing []string
-	if ifi.Flags&net.FlagUp == 0 {
-		missing = append(missing, "container eth0 is down")
-	}
-	if !hasAddr(ifi, containerAddr) {
-		missing = append(missing, "container eth0 lacks "+containerAddr.String())
-	}
-	if !hasDefaultRoute(gatewayAddr.Addr()) {
-		missing = append(missing, "container has no default route via "+gatewayAddr.Addr().String())
-	}
-	return missing
-}
-
-func hasAddr(ifi *net.Interface, want netip.Prefix) bool {
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return false
-	}
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(ipn.IP)
-		ones, _ := ipn.Mask.Size()
-		if ok && netip.PrefixFrom(ip.Unmap(), ones) == want {
-			return true
-		}
-	}
-	return false
-}
-
-// hasDefaultRoute reads the calling thread's namespace's IPv4 routes
-// (/proc/thread-self: /proc/self/net would show the main thread's).
-func hasDefaultRoute(via netip.Addr) bool {
-	b, err := os.ReadFile("/proc/thread-self/net/route")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 3 || f[1] != "00000000" {
-			continue
-		}
-		// The gateway is the address's bytes as a little-endian hex word.
-		g, err := hex.DecodeString(f[2])
-		if err != nil || len(g) != 4 {
-			continue
-		}
-		var a [4]byte
-		binary.LittleEndian.PutUint32(a[:], binary.BigEndian.Uint32(g))
-		if netip.AddrFrom4(a) == via {
-			return true
-		}
-	}
-	return false
 }
 
 // stop ends usernat the way a user would, with SIGTERM, so it removes
 // what it created, and kills it if it takes too long. Then it kills what
 // is left of usernat's process group: helpers it may have started.
 func (p *usernatProc) stop() {
+	defer p.ready.Close()
 	pgid := p.cmd.Process.Pid
 	defer syscall.Kill(-pgid, syscall.SIGKILL)
 	select {
