@@ -131,3 +131,10 @@ func (d delta) apply(cksum uint16) uint16 {
 	// overflows: each add is below 2^33 and a packet has few of them.
 	return ^fold(uint64(^cksum) + d.s)
 }
+
+// putIPv4Checksum computes the IPv4 header checksum of pkt afresh.
+func putIPv4Checksum(pkt []byte) {
+	ihl := int(pkt[0]&0x0f) * 4
+	pkt[10], pkt[11] = 0, 0
+	binary.BigEndian.PutUint16(pkt[10:12], Checksum(pkt[:ihl]))
+}

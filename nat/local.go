@@ -150,10 +150,3 @@ func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from
 	g.stats.icmpSent.Add(1)
 	g.sendBack(sc.msg[:Headroom+len(msg)], netip.AddrFrom4([4]byte(msg[16:20])), inside)
 }
-
-// putIPv4Checksum computes the IPv4 header checksum of pkt afresh.
-func putIPv4Checksum(pkt []byte) {
-	ihl := int(pkt[0]&0x0f) * 4
-	pkt[10], pkt[11] = 0, 0
-	binary.BigEndian.PutUint16(pkt[10:12], Checksum(pkt[:ihl]))
-}

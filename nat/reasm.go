@@ -320,8 +320,7 @@ func (d *datagram) build(b []byte) []byte {
 	binary.BigEndian.PutUint16(b[2:4], uint16(n))
 	b[6] &= 0x40 // keep DF; clear MF and the offset
 	b[7] = 0
-	binary.BigEndian.PutUint16(b[10:12], 0)
-	binary.BigEndian.PutUint16(b[10:12], Checksum(b[:len(d.header)]))
+	putIPv4Checksum(b)
 	return b
 }
 
@@ -385,7 +384,7 @@ func (r *Reassembler) removeLocked(d *datagram) {
 //
 // The error is ErrDontFragment for a packet with DF set that does not fit,
 // and for any IPv6 packet that does not fit (routers do not fragment
-// IPv6); ErrMalformed for a bad header; ErrMismatch for an MTU below 68.
+// IPv6); ErrMalformed for a bad header; a plain error for an MTU below 68.
 func Fragment(pkt []byte, mtu int, buf []byte, emit func(frag []byte)) error {
 	h, err := parseIP(pkt, false)
 	if err != nil {
@@ -447,8 +446,7 @@ func Fragment(pkt []byte, mtu int, buf []byte, emit func(frag []byte)) error {
 			f |= 0x2000
 		}
 		binary.BigEndian.PutUint16(buf[6:8], f)
-		binary.BigEndian.PutUint16(buf[10:12], 0)
-		binary.BigEndian.PutUint16(buf[10:12], Checksum(buf[:len(hdr)]))
+		putIPv4Checksum(buf)
 		emit(buf[:n])
 		pos += size
 		hdr = later[:ln]

@@ -16,6 +16,7 @@ import (
 
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/api"
+	"github.com/usernat/usernat/internal/rtnl"
 )
 
 // portSpec is one --port: a TAP device IfName to create in NetNS, and the
@@ -228,7 +229,7 @@ func parseSubnet(s string) (netip.Prefix, error) {
 		return p, errors.New("the subnet has no room for containers; use a prefix of /30 or shorter")
 	case p.Addr() == p.Masked().Addr():
 		return p, fmt.Errorf("%v is the network address; give the gateway's own address, such as %v", p.Addr(), p.Masked().Addr().Next())
-	case p.Addr() == lastAddr(p):
+	case p.Addr() == rtnl.Broadcast(p):
 		return p, fmt.Errorf("%v is the broadcast address", p.Addr())
 	}
 	return p, nil
@@ -316,7 +317,7 @@ func parsePort(s string, subnet netip.Prefix) (portSpec, error) {
 		return p, fmt.Errorf("address %v is outside the bridge subnet %v", a, net)
 	case a == gw:
 		return p, fmt.Errorf("address %v is the gateway's", a)
-	case a == net.Addr() || a == lastAddr(subnet):
+	case a == net.Addr() || a == rtnl.Broadcast(subnet):
 		return p, fmt.Errorf("address %v is the subnet's network or broadcast address", a)
 	case !p.Addr.Contains(gw):
 		return p, fmt.Errorf("prefix %v does not contain the gateway %v, so the default route could not use it", p.Addr, gw)
@@ -345,7 +346,7 @@ func parseUplinkAddr(s string, subnet netip.Prefix) (netip.Prefix, error) {
 	switch {
 	case !p.Addr().Is4():
 		return p, errors.New("the uplink address must be IPv4")
-	case p.Bits() < 31 && (p.Addr() == p.Masked().Addr() || p.Addr() == lastAddr(p)):
+	case p.Bits() < 31 && (p.Addr() == p.Masked().Addr() || p.Addr() == rtnl.Broadcast(p)):
 		return p, fmt.Errorf("%v is the network or broadcast address of %v", p.Addr(), p.Masked())
 	case p.Overlaps(subnet.Masked()):
 		return p, fmt.Errorf("the uplink network %v overlaps the bridge subnet %v", p.Masked(), subnet.Masked())
@@ -454,13 +455,4 @@ func defaultSocket() (string, error) {
 		return "", errors.New("XDG_RUNTIME_DIR is not set: give --api-socket PATH")
 	}
 	return filepath.Join(dir, "usernat.sock"), nil
-}
-
-// lastAddr returns the last address of p's subnet.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	for i := p.Bits(); i < 32; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	return netip.AddrFrom4(b)
 }

@@ -134,7 +134,7 @@ func (c *Conn) AddAddr(index int, p netip.Prefix) error {
 	m.attr(unix.IFA_LOCAL, a.AsSlice())
 	m.attr(unix.IFA_ADDRESS, a.AsSlice())
 	if a.Is4() && p.Bits() < 31 {
-		m.attr(unix.IFA_BROADCAST, broadcast(netip.PrefixFrom(a, p.Bits())).AsSlice())
+		m.attr(unix.IFA_BROADCAST, Broadcast(netip.PrefixFrom(a, p.Bits())).AsSlice())
 	}
 	if err := c.request(m, nil); err != nil {
 		return &OpError{Op: op, Err: err}
@@ -254,8 +254,9 @@ func parseAnswer(b []byte, seq uint32, ack bool, fn func(typ uint16, data []byte
 	return false, nil
 }
 
-// broadcast returns the last address of p's subnet.
-func broadcast(p netip.Prefix) netip.Addr {
+// Broadcast returns the last address of the IPv4 prefix p's subnet, its
+// broadcast address.
+func Broadcast(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().As4()
 	for i := p.Bits(); i < 32; i++ {
 		b[i/8] |= 0x80 >> (i % 8)

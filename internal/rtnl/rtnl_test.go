@@ -114,8 +114,8 @@ func TestBroadcast(t *testing.T) {
 		"10.1.2.3/8":       "10.255.255.255",
 		"198.51.100.9/30":  "198.51.100.11",
 	} {
-		if got := broadcast(netip.MustParsePrefix(in)); got.String() != want {
-			t.Errorf("broadcast(%s) = %v, want %s", in, got, want)
+		if got := Broadcast(netip.MustParsePrefix(in)); got.String() != want {
+			t.Errorf("Broadcast(%s) = %v, want %s", in, got, want)
 		}
 	}
 }
