@@ -58,7 +58,11 @@ func main() {
 		}
 		fmt.Printf("round %d: mtu %d, %v TCP stream\n", r+1, *mtu, *duration)
 		fmt.Printf("  kernel bridge + veth pairs        %6.2f Gbit/s\n", k)
-		stop := startProfile(*cpuprofile)
+		prof := *cpuprofile
+		if prof != "" && *rounds > 1 {
+			prof = fmt.Sprintf("%s.%d", prof, r+1) // one profile per round, none overwritten
+		}
+		stop := startProfile(prof)
 		for _, offload := range []bool{false, true} {
 			u, err := run(usernatSetup(offload), *mtu, *duration)
 			if err != nil {
