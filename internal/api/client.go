@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 )
 
@@ -61,13 +62,25 @@ func (c *Client) call(ctx context.Context, execute string, args, result any) err
 		return err
 	}
 	defer conn.Close()
-	dl, _ := ctx.Deadline()
+	dl, hasDL := ctx.Deadline()
 	conn.SetDeadline(dl)
+	// The connection's deadline is the context's, and may pass a moment
+	// before the context says so: report the context's error either way,
+	// so a caller can tell a timeout from a broken server.
+	ctxErr := func(err error) error {
+		if hasDL && ctx.Err() == nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			<-ctx.Done()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	if _, err := conn.Write(body); err != nil {
-		return err
+		return ctxErr(err)
 	}
 	// Half-close as RootlessKit does: slirp4netns and this package's
 	// server answer after one request either way.
@@ -84,8 +97,8 @@ func (c *Client) call(ctx context.Context, execute string, args, result any) err
 		if lr.N <= 0 {
 			return fmt.Errorf("response larger than %d bytes", max)
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if err := ctxErr(err); err == ctx.Err() {
+			return err
 		}
 		return fmt.Errorf("bad response: %w", err)
 	}
