@@ -36,7 +36,7 @@ type PortConfig struct {
 type Attachment struct {
 	b     *Bridge
 	port  Port
-	off   offloadPort // port, when it passes checksum work along; else nil
+	off   OffloadPort // port, when it passes checksum and segmentation work along; else nil
 	name  string
 	batch int
 
@@ -57,7 +57,13 @@ type Attachment struct {
 	txMu    sync.Mutex
 	dbatch  [1]*frame
 	dbufs   [1][]byte
-	dmeta   [1]offload
+	dmeta   [1]Offload
+
+	// Segmentation of GSO frames for a port that takes none, by the
+	// goroutine holding txMu: segments are built in sarea, listed in sbufs.
+	sarea []byte
+	sbufs [][]byte
+	seg   segmenter
 
 	once     sync.Once
 	done     chan struct{}
@@ -129,12 +135,14 @@ func (a *Attachment) rxLoop() {
 	frames := make([]*frame, a.batch)
 	bufs := make([][]byte, a.batch)
 	sizes := make([]int, a.batch)
-	var meta []offload
+	var meta []Offload
+	get := b.pools.getLarge
 	if a.off != nil {
-		meta = make([]offload, a.batch)
+		meta = make([]Offload, a.batch)
+		get = b.pools.getGSO
 	}
 	for i := range frames {
-		frames[i] = b.pools.getLarge()
+		frames[i] = get()
 		bufs[i] = frames[i].buf
 	}
 	defer func() {
@@ -146,7 +154,7 @@ func (a *Attachment) rxLoop() {
 		var n int
 		var err error
 		if a.off != nil {
-			n, err = a.off.readFramesOffload(bufs, sizes, meta)
+			n, err = a.off.ReadFramesOffload(bufs, sizes, meta)
 		} else {
 			n, err = a.port.ReadFrames(bufs, sizes)
 		}
@@ -154,12 +162,12 @@ func (a *Attachment) rxLoop() {
 			now := b.now()
 			ports := *b.ports.Load()
 			for i := range min(n, len(frames)) {
-				frames[i].meta = offload{}
+				frames[i].meta = Offload{}
 				if meta != nil {
 					frames[i].meta = meta[i]
 				}
 				if a.input(frames[i], sizes[i], now, ports) {
-					frames[i] = b.pools.getLarge()
+					frames[i] = get()
 					bufs[i] = frames[i].buf
 				}
 			}
@@ -182,22 +190,40 @@ func (a *Attachment) rxLoop() {
 // frame. Injection is safe concurrently with the port's own reads; after
 // Close it returns net.ErrClosed.
 func (a *Attachment) Inject(bufs [][]byte) error {
+	return a.InjectOffload(bufs, nil)
+}
+
+// InjectOffload is Inject for frames that may carry pending checksums or
+// be GSO frames, each described by the Offload at the same index of meta;
+// a nil meta means complete frames.
+func (a *Attachment) InjectOffload(bufs [][]byte, meta []Offload) error {
 	if a.closing.Load() {
 		return net.ErrClosed
 	}
 	b := a.b
 	now := b.now()
 	ports := *b.ports.Load()
-	for _, buf := range bufs {
+	for i, buf := range bufs {
 		var f *frame
-		if len(buf) <= smallFrame {
+		switch {
+		case len(buf) <= smallFrame:
 			f = b.pools.getSmall()
-		} else {
+		case len(buf) < b.maxFrame+1:
 			f = b.pools.getLarge()
+		default:
+			f = b.pools.getGSO()
 		}
-		copy(f.buf, buf)
-		f.meta = offload{}
-		if !a.input(f, len(buf), now, ports) {
+		if len(buf) > len(f.buf) {
+			a.ctr.dropOversize.Add(1)
+			f.pool.Put(f)
+			continue
+		}
+		n := copy(f.buf, buf)
+		f.meta = Offload{}
+		if meta != nil {
+			f.meta = meta[i]
+		}
+		if !a.input(f, n, now, ports) {
 			f.pool.Put(f)
 		}
 	}
@@ -225,12 +251,12 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 	case size < etherHeader:
 		a.ctr.dropRunt.Add(1)
 		return false
-	case size > b.maxFrame:
+	case size > b.maxFrame && rx.meta.GSO == GSONone:
 		a.ctr.dropOversize.Add(1)
 		return false
 	}
 	dst, src := MAC(buf[0:6]), MAC(buf[6:12])
-	if !src.isStation() || !rx.meta.valid(size) {
+	if !src.isStation() || !rx.meta.Valid(size) {
 		a.ctr.dropInvalid.Add(1)
 		return false
 	}
@@ -251,6 +277,7 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 				a.ctr.dropSamePort.Add(1)
 				return false
 			}
+			// A GSO frame is cut into segments by out's transmit.
 			if out.off == nil && completeChecksum(buf, &rx.meta) {
 				b.swChecksums.Add(1)
 			}
@@ -340,9 +367,9 @@ func (a *Attachment) txLoop() {
 	defer a.wg.Done()
 	batch := make([]*frame, 0, a.batch)
 	bufs := make([][]byte, 0, a.batch)
-	var meta []offload
+	var meta []Offload
 	if a.off != nil {
-		meta = make([]offload, 0, a.batch)
+		meta = make([]Offload, 0, a.batch)
 	}
 	for {
 		select {
@@ -378,7 +405,14 @@ func (a *Attachment) txLoop() {
 // transmitLocked writes batch to the port, counts and captures what went,
 // and releases the frames. bufs and meta are scratch of batch's capacity.
 // The caller holds a.txMu.
-func (a *Attachment) transmitLocked(batch []*frame, bufs [][]byte, meta []offload) error {
+func (a *Attachment) transmitLocked(batch []*frame, bufs [][]byte, meta []Offload) error {
+	if a.off == nil {
+		for _, f := range batch {
+			if f.meta.GSO != GSONone {
+				return a.transmitSegmented(batch)
+			}
+		}
+	}
 	for _, f := range batch {
 		bufs = append(bufs, f.bytes())
 	}
@@ -388,7 +422,7 @@ func (a *Attachment) transmitLocked(batch []*frame, bufs [][]byte, meta []offloa
 		for _, f := range batch {
 			meta = append(meta, f.meta)
 		}
-		n, err = a.off.writeFramesOffload(bufs, meta)
+		n, err = a.off.WriteFramesOffload(bufs, meta)
 	} else {
 		n, err = a.port.WriteFrames(bufs)
 	}
@@ -409,6 +443,74 @@ func (a *Attachment) transmitLocked(batch []*frame, bufs [][]byte, meta []offloa
 	}
 	for _, f := range batch {
 		f.release()
+	}
+	clear(bufs)
+	return err
+}
+
+// segArea is the room for the segments of GSO frames written to a port
+// that takes no offloads at once: at least one segment of the largest.
+const segArea = 256 << 10
+
+// transmitSegmented is transmitLocked for a port that takes no offloads
+// when batch holds GSO frames: each of those is cut into segments
+// (Segment), written a batch at a time; a frame whose headers do not
+// make sense is dropped as invalid. Counters and captures see the
+// segments, as they see what any port sends.
+func (a *Attachment) transmitSegmented(batch []*frame) error {
+	if a.sarea == nil {
+		a.sarea = make([]byte, segArea)
+		a.sbufs = make([][]byte, 0, a.batch)
+	}
+	var err error
+	for _, f := range batch {
+		if err != nil {
+			a.ctr.dropTxError.Add(1)
+			continue
+		}
+		if f.meta.GSO == GSONone {
+			err = a.writeSegments(append(a.sbufs[:0], f.bytes()))
+			continue
+		}
+		if a.seg.init(f.bytes(), l3Offset(f.bytes()), f.meta) != nil {
+			a.ctr.dropInvalid.Add(1)
+			continue
+		}
+		a.b.swSegmented.Add(1)
+		for more := true; more && err == nil; {
+			bufs, room := a.sbufs[:0], a.sarea
+			for more && len(bufs) < cap(bufs) && len(room) >= a.seg.hdr+a.seg.mss {
+				var n int
+				n, more = a.seg.next(room)
+				bufs, room = append(bufs, room[:n]), room[n:]
+			}
+			err = a.writeSegments(bufs)
+		}
+	}
+	for _, f := range batch {
+		f.release()
+	}
+	return err
+}
+
+// writeSegments writes bufs to the port and counts and captures what
+// went.
+func (a *Attachment) writeSegments(bufs [][]byte) error {
+	n, err := a.port.WriteFrames(bufs)
+	n = max(0, min(n, len(bufs)))
+	var bytes uint64
+	for _, b := range bufs[:n] {
+		bytes += uint64(len(b))
+	}
+	a.ctr.txFrames.Add(uint64(n))
+	a.ctr.txBytes.Add(bytes)
+	if n < len(bufs) {
+		a.ctr.dropTxError.Add(uint64(len(bufs) - n))
+	}
+	if c := a.capture.Load(); c != nil {
+		for _, b := range bufs[:n] {
+			recordAll(*c, a.b.clock, b)
+		}
 	}
 	clear(bufs)
 	return err

@@ -85,6 +85,7 @@ type Bridge struct {
 	capture    atomic.Pointer[[]*Capture]
 
 	swChecksums atomic.Uint64 // pending checksums computed for non-offloading ports
+	swSegmented atomic.Uint64 // GSO frames cut into segments for non-offloading ports
 }
 
 // New returns a bridge with no ports.
@@ -196,7 +197,7 @@ func (b *Bridge) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		txq:   make(chan *frame, cfg.QueueLen),
 		done:  make(chan struct{}),
 	}
-	if off, ok := p.(offloadPort); ok && off.offloading() {
+	if off, ok := p.(OffloadPort); ok && off.Offloading() {
 		a.off = off
 	}
 	if d, ok := p.(DirectWriter); ok && d.WritesDirect() {

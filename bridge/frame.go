@@ -18,7 +18,7 @@ const smallFrame = 2048
 type frame struct {
 	buf  []byte // full capacity
 	n    int    // length of the frame in buf
-	meta offload
+	meta Offload
 	refs atomic.Int32
 	pool *sync.Pool
 }
@@ -31,17 +31,21 @@ func (f *frame) release() {
 	}
 }
 
-// framePools hands out frames of the two sizes a bridge uses.
+// framePools hands out frames of the three sizes a bridge uses: small
+// ones, ones of the bridge's largest frame, and ones of the largest GSO
+// frame, for the ports that pass segmentation along (OffloadPort).
 type framePools struct {
-	small, large sync.Pool
+	small, large, gso sync.Pool
 }
 
 func newFramePools(large int) *framePools {
 	p := &framePools{}
 	p.small.New = func() any { return &frame{buf: make([]byte, smallFrame), pool: &p.small} }
 	p.large.New = func() any { return &frame{buf: make([]byte, large), pool: &p.large} }
+	p.gso.New = func() any { return &frame{buf: make([]byte, max(large, MaxGSOFrame)), pool: &p.gso} }
 	return p
 }
 
 func (p *framePools) getSmall() *frame { return p.small.Get().(*frame) }
 func (p *framePools) getLarge() *frame { return p.large.Get().(*frame) }
+func (p *framePools) getGSO() *frame   { return p.gso.Get().(*frame) }

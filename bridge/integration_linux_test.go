@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -30,14 +31,14 @@ type container struct {
 	v6   netip.Prefix
 }
 
-func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool) *container {
+func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool, mtu int) *container {
 	t.Helper()
 	ns, err := netns.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: MaxMTU, HardwareAddr: mac, Offload: offload})
+	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu, HardwareAddr: mac, Offload: offload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,35 +59,41 @@ func TestIntegrationTwoNamespaces(t *testing.T) {
 	netns.RequirePrivileged(t)
 	// With offload on one side only, the bridge computes the checksums the
 	// sender's kernel left pending, and the receiver's kernel checks them.
+	// At MTU 1500 an offloading sender's kernel sends TCP in 64 KiB GSO
+	// frames, which the bridge passes on to an offloading receiver and
+	// cuts into segments for a plain one.
 	for _, tt := range []struct {
 		name               string
 		offloadA, offloadB bool
+		mtu                int
 	}{
-		{"plain", false, false},
-		{"offload", true, true},
-		{"offload to plain", true, false},
-		{"plain to offload", false, true},
+		{"plain", false, false, MaxMTU},
+		{"offload", true, true, MaxMTU},
+		{"offload to plain", true, false, MaxMTU},
+		{"plain to offload", false, true, MaxMTU},
+		{"offload, MTU 1500", true, true, 1500},
+		{"offload to plain, MTU 1500", true, false, 1500},
 	} {
-		t.Run(tt.name, func(t *testing.T) { twoNamespaces(t, tt.offloadA, tt.offloadB) })
+		t.Run(tt.name, func(t *testing.T) { twoNamespaces(t, tt.offloadA, tt.offloadB, tt.mtu) })
 	}
 }
 
-func twoNamespaces(t *testing.T, offloadA, offloadB bool) {
-	br, err := New(Config{Name: "usernat0"})
+func twoNamespaces(t *testing.T, offloadA, offloadB bool, mtu int) {
+	br, err := New(Config{Name: "usernat0", MTU: mtu})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer br.Close()
 	// Documentation prefixes, used only inside these namespaces.
-	a := newContainer(t, br, macA, "192.0.2.10/24", "2001:db8::a/64", offloadA)
-	b := newContainer(t, br, macB, "192.0.2.11/24", "2001:db8::b/64", offloadB)
+	a := newContainer(t, br, macA, "192.0.2.10/24", "2001:db8::a/64", offloadA, mtu)
+	b := newContainer(t, br, macB, "192.0.2.11/24", "2001:db8::b/64", offloadB, mtu)
 
 	t.Run("TAP set up", func(t *testing.T) {
 		out, err := a.ns.Run(context.Background(), "ip", "-o", "link", "show", "eth0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"mtu 65520", "UP", "link/ether " + macA.String()} {
+		for _, want := range []string{fmt.Sprintf("mtu %d", mtu), "UP", "link/ether " + macA.String()} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("ip link show: %q lacks %q", out, want)
 			}
@@ -165,6 +172,25 @@ func twoNamespaces(t *testing.T, offloadA, offloadB bool) {
 		sw := br.swChecksums.Load()
 		if want := offloadA != offloadB; (sw > 0) != want {
 			t.Errorf("bridge computed %d checksums; want some: %v", sw, want)
+		}
+	})
+
+	t.Run("segmentation offload", func(t *testing.T) {
+		// An offloading sender at MTU 1500 sends frames larger than the
+		// MTU (GSO); a plain port gets only frames within it.
+		in, out := a.port.Counters(), b.port.Counters()
+		gso := in.RxBytes/max(1, in.RxFrames) > uint64(mtu+etherHeader)
+		if want := offloadA && mtu < 16000; gso != want {
+			t.Errorf("GSO frames from a: %v (%d frames, %d bytes), want %v", gso, in.RxFrames, in.RxBytes, want)
+		}
+		if !offloadB && out.TxBytes/max(1, out.TxFrames) > uint64(mtu+etherHeader) {
+			t.Errorf("plain port b sent %d bytes in %d frames: more than the MTU each", out.TxBytes, out.TxFrames)
+		}
+		// Segmenting happens only from an offloading TAP to a plain one
+		// (both ways have traffic), and surely at MTU 1500.
+		segs := br.swSegmented.Load()
+		if offloadA == offloadB && segs != 0 || offloadA != offloadB && mtu < 16000 && segs == 0 {
+			t.Errorf("bridge cut %d GSO frames into segments", segs)
 		}
 	})
 

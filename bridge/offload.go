@@ -1,57 +1,243 @@
 package bridge
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"errors"
+)
 
-// offload is what a frame carries besides its bytes when it comes from an
-// offloading TAP: the virtio-net header fields the bridge passes on.
-type offload struct {
-	flags      uint8  // vnetNeedsCsum, vnetDataValid
-	csumStart  uint16 // from the start of the Ethernet frame
-	csumOffset uint16 // from csumStart
+// Offload is what a frame carries besides its bytes when it comes from or
+// goes to a port that passes work along, such as a TAP device opened with
+// TAPConfig.Offload: the fields of the virtio-net header. The zero value
+// describes a complete frame.
+//
+// With OffloadNeedsCsum, the transport checksum at CsumStart+CsumOffset
+// is still to be computed over the bytes from CsumStart to the end: the
+// field holds only the pseudo-header's sum, not complemented. With GSO
+// set, the frame is one large TCP segment, its headers followed by more
+// payload than the MTU allows, to be cut into segments of GSOSize payload
+// bytes each (TCP segmentation offload); such a frame always needs its
+// checksum.
+type Offload struct {
+	Flags      uint8  // OffloadNeedsCsum, OffloadDataValid
+	GSO        uint8  // GSONone, GSOTCPv4, GSOTCPv6, possibly with GSOECN
+	HdrLen     uint16 // length of the headers, as the sender gave it
+	GSOSize    uint16 // payload bytes per segment, with GSO
+	CsumStart  uint16 // offset of the transport header in the frame
+	CsumOffset uint16 // offset of the checksum field from CsumStart
 }
 
-// virtio_net_hdr, as TAP devices with IFF_VNET_HDR read and write it.
+// Offload flags and GSO types, as virtio-net numbers them.
+const (
+	OffloadNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	OffloadDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID
+
+	GSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE
+	GSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
+	GSOTCPv6 = 4    // VIRTIO_NET_HDR_GSO_TCPV6
+	GSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN: the segments may carry CWR
+)
+
+// virtio_net_hdr, as TAP devices with IFF_VNET_HDR read and write it, and
+// the TUNSETOFFLOAD bits that let the kernel send such frames.
 const (
 	vnetHdrLen     = 10
-	vnetNeedsCsum  = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
-	vnetDataValid  = 2 // VIRTIO_NET_HDR_F_DATA_VALID
-	vnetGSONone    = 0
-	tunFCsum       = 0x01 // TUN_F_CSUM for TUNSETOFFLOAD
+	tunFCsum       = 0x01 // TUN_F_CSUM
+	tunFTSO4       = 0x02 // TUN_F_TSO4
+	tunFTSO6       = 0x04 // TUN_F_TSO6
+	tunFTSOECN     = 0x08 // TUN_F_TSO_ECN
 	csumFieldBytes = 2
 )
 
-// offloadPort is a Port that can pass checksum work along: frames it reads
-// may carry a checksum still to compute, and it accepts such frames. TAP
-// implements it when opened with TAPConfig.Offload.
-type offloadPort interface {
+// OffloadPort is a Port that can pass checksum and segmentation work
+// along: frames it reads may carry a checksum still to compute or be
+// larger than the MTU (GSO), and it accepts such frames. A TAP opened
+// with TAPConfig.Offload is one when Offloading reports true; the bridge
+// hands it frames as they came and computes checksums or cuts segments
+// only for ports that are not. The gateway's router port is one too.
+type OffloadPort interface {
 	Port
-	offloading() bool
-	readFramesOffload(bufs [][]byte, sizes []int, meta []offload) (int, error)
-	writeFramesOffload(bufs [][]byte, meta []offload) (int, error)
+	// Offloading reports whether the port passes work along; when
+	// false, the bridge uses ReadFrames and WriteFrames.
+	Offloading() bool
+	// ReadFramesOffload is ReadFrames with each frame's Offload in meta.
+	ReadFramesOffload(bufs [][]byte, sizes []int, meta []Offload) (int, error)
+	// WriteFramesOffload is WriteFrames with each frame's Offload in meta.
+	WriteFramesOffload(bufs [][]byte, meta []Offload) (int, error)
 }
 
-// valid reports whether a pending checksum lies inside a frame of n bytes.
-func (o offload) valid(n int) bool {
-	return o.flags&vnetNeedsCsum == 0 || int(o.csumStart)+int(o.csumOffset)+csumFieldBytes <= n
+// MaxGSOFrame is the largest frame a GSO segment makes: a 64 KiB IP
+// packet behind an Ethernet header and a VLAN tag.
+const MaxGSOFrame = 65535 + etherHeader + vlanTag
+
+// Valid reports whether o fits a frame of n bytes: a pending checksum
+// lies inside it, and a GSO frame names a segment size and a transport
+// header within it.
+func (o Offload) Valid(n int) bool {
+	if o.Flags&OffloadNeedsCsum != 0 && int(o.CsumStart)+int(o.CsumOffset)+csumFieldBytes > n {
+		return false
+	}
+	switch o.GSO &^ GSOECN {
+	case GSONone:
+		return o.GSO == GSONone
+	case GSOTCPv4, GSOTCPv6:
+		return o.Flags&OffloadNeedsCsum != 0 && o.GSOSize > 0 && o.CsumOffset == 16 &&
+			int(o.CsumStart)+20 <= n && n <= MaxGSOFrame
+	}
+	return false
 }
 
 // completeChecksum computes a pending checksum in software, as the
 // kernel's skb_checksum_help: the field holds the pseudo-header sum, and
-// the ones' complement of the sum from csumStart to the end goes there.
+// the ones' complement of the sum from CsumStart to the end goes there.
 // Zero is sent as 0xffff, which verifies the same and keeps UDP's "no
-// checksum" meaning out of reach.
-func completeChecksum(frame []byte, o *offload) bool {
-	if o.flags&vnetNeedsCsum == 0 {
+// checksum" meaning out of reach. A GSO frame is left as it is: its
+// segments get their checksums as they are cut.
+func completeChecksum(frame []byte, o *Offload) bool {
+	if o.Flags&OffloadNeedsCsum == 0 || o.GSO != GSONone {
 		return false
 	}
-	c := ^sum16(frame[o.csumStart:])
+	c := ^sum16(frame[o.CsumStart:])
 	if c == 0 {
 		c = 0xffff
 	}
-	at := int(o.csumStart) + int(o.csumOffset)
+	at := int(o.CsumStart) + int(o.CsumOffset)
 	binary.BigEndian.PutUint16(frame[at:], c)
-	o.flags = vnetDataValid
+	o.Flags = OffloadDataValid
 	return true
+}
+
+// Errors of Segment.
+var (
+	ErrNotGSO     = errors.New("bridge: frame is not a GSO frame")
+	ErrBadGSO     = errors.New("bridge: GSO frame with inconsistent headers")
+	ErrSegmentBuf = errors.New("bridge: segment buffer too small")
+)
+
+// TCP flags Segment adjusts.
+const (
+	tcpFIN = 0x01
+	tcpPSH = 0x08
+	tcpCWR = 0x80
+)
+
+// Segment cuts the GSO frame, whose IP header starts at l3 (14 for an
+// untagged Ethernet frame), into frames of at most o.GSOSize payload
+// bytes, as the kernel's TCP segmentation does: each gets a copy of the
+// headers with its own IP length (and IPv4 identifier and header
+// checksum), sequence number and a complete TCP checksum; FIN and PSH stay
+// on the last segment only, CWR on the first. emit is called with each
+// segment, in order, built in buf, which must hold the headers and
+// o.GSOSize bytes; the segment is valid until emit returns. frame is not
+// modified. Segment does not allocate.
+func Segment(frame []byte, l3 int, o Offload, buf []byte, emit func(seg []byte)) error {
+	var s segmenter
+	if err := s.init(frame, l3, o); err != nil {
+		return err
+	}
+	if len(buf) < s.hdr+min(s.mss, len(frame)-s.hdr) {
+		return ErrSegmentBuf
+	}
+	for {
+		n, more := s.next(buf)
+		emit(buf[:n])
+		if !more {
+			return nil
+		}
+	}
+}
+
+// segmenter cuts one GSO frame into segments, one call of next at a time.
+type segmenter struct {
+	frame       []byte
+	l3, l4, hdr int
+	mss         int
+	v4          bool
+	pseudo      uint64 // addresses and protocol; the length is per segment
+	seq         uint32
+	flags       uint8
+	id          uint16
+	off, i      int // payload bytes done, segments made
+	done        bool
+}
+
+func (s *segmenter) init(frame []byte, l3 int, o Offload) error {
+	kind := o.GSO &^ GSOECN
+	if kind != GSOTCPv4 && kind != GSOTCPv6 {
+		return ErrNotGSO
+	}
+	if !o.Valid(len(frame)) || l3 < 0 || l3 > len(frame) {
+		return ErrBadGSO
+	}
+	ip := frame[l3:]
+	l4 := int(o.CsumStart)
+	var pseudo uint64
+	if kind == GSOTCPv4 {
+		if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != 6 || l3+int(ip[0]&0x0f)*4 != l4 {
+			return ErrBadGSO
+		}
+		pseudo = uint64(binary.BigEndian.Uint32(ip[12:])) + uint64(binary.BigEndian.Uint32(ip[16:])) + 6
+	} else {
+		if len(ip) < 40 || ip[0]>>4 != 6 || l4 < l3+40 {
+			return ErrBadGSO
+		}
+		for i := 8; i < 40; i += 4 {
+			pseudo += uint64(binary.BigEndian.Uint32(ip[i:]))
+		}
+		pseudo += 6
+	}
+	thl := int(frame[l4+12]>>4) * 4
+	hdr := l4 + thl
+	if thl < 20 || hdr > len(frame) {
+		return ErrBadGSO
+	}
+	*s = segmenter{
+		frame: frame, l3: l3, l4: l4, hdr: hdr, mss: int(o.GSOSize),
+		v4: kind == GSOTCPv4, pseudo: pseudo,
+		seq:   binary.BigEndian.Uint32(frame[l4+4:]),
+		flags: frame[l4+13],
+		id:    binary.BigEndian.Uint16(ip[4:]),
+	}
+	return nil
+}
+
+// next builds the next segment in buf, which holds at least the headers
+// and one segment's payload, and returns its length and whether more
+// follow.
+func (s *segmenter) next(buf []byte) (int, bool) {
+	payload := s.frame[s.hdr:]
+	n := min(s.mss, len(payload)-s.off)
+	seg := buf[:s.hdr+n]
+	copy(seg, s.frame[:s.hdr])
+	copy(seg[s.hdr:], payload[s.off:s.off+n])
+	ip := seg[s.l3:]
+	if s.v4 {
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+		binary.BigEndian.PutUint16(ip[4:], s.id+uint16(s.i))
+		ip[10], ip[11] = 0, 0
+		binary.BigEndian.PutUint16(ip[10:], ^sum16(ip[:s.l4-s.l3]))
+	} else {
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+	}
+	tcp := seg[s.l4:]
+	binary.BigEndian.PutUint32(tcp[4:], s.seq+uint32(s.off))
+	f := s.flags
+	if s.off+n < len(payload) {
+		f &^= tcpFIN | tcpPSH
+	}
+	if s.i > 0 {
+		f &^= tcpCWR
+	}
+	tcp[13] = f
+	tcp[16], tcp[17] = 0, 0
+	sum := s.pseudo + uint64(len(tcp)) + uint64(sum16(tcp))
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
+	s.off += n
+	s.i++
+	s.done = s.off >= len(payload)
+	return len(seg), !s.done
 }
 
 // sum16 is the Internet checksum's ones' complement sum of b, folded to 16

@@ -64,13 +64,13 @@ func TestCompleteChecksum(t *testing.T) {
 		}
 		seed := uint16(rng.Uint32())
 		binary.BigEndian.PutUint16(f[start+off:], seed)
-		o := offload{flags: vnetNeedsCsum, csumStart: start, csumOffset: off}
-		if !o.valid(n) {
+		o := Offload{Flags: OffloadNeedsCsum, CsumStart: start, CsumOffset: off}
+		if !o.Valid(n) {
 			t.Fatalf("offload %+v invalid for %d bytes", o, n)
 		}
 		completeChecksum(f, &o)
-		if o.flags != vnetDataValid {
-			t.Fatalf("flags %d after completion", o.flags)
+		if o.Flags != OffloadDataValid {
+			t.Fatalf("flags %d after completion", o.Flags)
 		}
 		// Verify as a receiver would, adding the seed (pseudo-header) to
 		// the data with the checksum field in place.
@@ -82,7 +82,7 @@ func TestCompleteChecksum(t *testing.T) {
 			t.Fatalf("%d bytes: checksum does not verify: sum %#04x", n, s)
 		}
 	}
-	if (offload{flags: vnetNeedsCsum, csumStart: 50, csumOffset: 9}).valid(60) {
+	if (Offload{Flags: OffloadNeedsCsum, CsumStart: 50, CsumOffset: 9}).Valid(60) {
 		t.Error("checksum field past the end accepted")
 	}
 }
