@@ -278,7 +278,7 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 				return false
 			}
 			// A GSO frame is cut into segments by out's transmit.
-			if out.off == nil && completeChecksum(buf, &rx.meta) {
+			if out.off == nil && CompleteChecksum(buf, &rx.meta) {
 				b.swChecksums.Add(1)
 			}
 			f := b.stage(rx, size, 1)
@@ -300,7 +300,7 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 	}
 	// One buffer goes to every port, so a port that cannot take a
 	// pending checksum means computing it for all.
-	if plain && completeChecksum(buf, &rx.meta) {
+	if plain && CompleteChecksum(buf, &rx.meta) {
 		b.swChecksums.Add(1)
 	}
 	f := b.stage(rx, size, n)

@@ -1,12 +1,8 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -220,53 +216,8 @@ func twoNamespaces(t *testing.T, offloadA, offloadB bool, mtu int) {
 // server in to and checks that the same bytes arrived.
 func tcpTransfer(t *testing.T, from, to *netns.NS, addr netip.AddrPort, n int) {
 	t.Helper()
-	l, err := to.Listen("tcp", addr.String())
-	if err != nil {
+	if _, err := netns.Transfer(from, addr.String(), to, addr.String(), n); err != nil {
 		t.Fatal(err)
-	}
-	defer l.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	resc := make(chan result, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			resc <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		m, err := io.Copy(h, c)
-		resc <- result{[32]byte(h.Sum(nil)), m, err}
-	}()
-
-	data := make([]byte, n)
-	rng := rand.New(rand.NewPCG(1, uint64(n)))
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := from.Dial(ctx, "tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	if _, err := io.Copy(c, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
-	r := <-resc
-	c.Close()
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if r.n != int64(n) || r.sum != sha256.Sum256(data) {
-		t.Fatalf("%v: received %d bytes, checksum match %v; sent %d", addr, r.n, r.sum == sha256.Sum256(data), n)
 	}
 }
 

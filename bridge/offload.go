@@ -86,13 +86,15 @@ func (o Offload) Valid(n int) bool {
 	return false
 }
 
-// completeChecksum computes a pending checksum in software, as the
-// kernel's skb_checksum_help: the field holds the pseudo-header sum, and
-// the ones' complement of the sum from CsumStart to the end goes there.
+// CompleteChecksum computes the pending checksum of frame, as o describes
+// it, in software, the way the kernel's skb_checksum_help does: the field
+// holds the pseudo-header sum, and the ones' complement of the sum from
+// CsumStart to the end goes there; o then says the data is valid. It
+// reports whether there was a checksum to compute.
 // Zero is sent as 0xffff, which verifies the same and keeps UDP's "no
 // checksum" meaning out of reach. A GSO frame is left as it is: its
 // segments get their checksums as they are cut.
-func completeChecksum(frame []byte, o *Offload) bool {
+func CompleteChecksum(frame []byte, o *Offload) bool {
 	if o.Flags&OffloadNeedsCsum == 0 || o.GSO != GSONone {
 		return false
 	}

@@ -68,7 +68,7 @@ func TestCompleteChecksum(t *testing.T) {
 		if !o.Valid(n) {
 			t.Fatalf("offload %+v invalid for %d bytes", o, n)
 		}
-		completeChecksum(f, &o)
+		CompleteChecksum(f, &o)
 		if o.Flags != OffloadDataValid {
 			t.Fatalf("flags %d after completion", o.Flags)
 		}

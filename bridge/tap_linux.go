@@ -280,7 +280,7 @@ func (t *TAP) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
 			t.segging = t.seg.init(frame, l3Offset(frame), *o) == nil
 			continue
 		}
-		completeChecksum(frame, o)
+		CompleteChecksum(frame, o)
 		if len(frame) <= len(bufs[n]) {
 			sizes[n] = copy(bufs[n], frame)
 			n++

@@ -52,7 +52,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 	f := make([]byte, len(tmpl))
 	forward := func() {
 		copy(f, tmpl)
-		gw.forward(f, true)
+		gw.forward(f, true, bridge.Offload{})
 	}
 	forward() // creates the entry
 	if port.sent != 1 || netip.AddrFrom4([4]byte(port.last[Headroom+12:Headroom+16])) != hostIP {
@@ -73,7 +73,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 	before := gw.Stats().Forwarded
 	backward := func() {
 		copy(f, tmplBack)
-		gw.forward(f, false)
+		gw.forward(f, false, bridge.Offload{})
 	}
 	if n := testing.AllocsPerRun(1000, backward); n != 0 {
 		t.Fatalf("%v allocations per packet forwarded back", n)

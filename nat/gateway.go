@@ -99,6 +99,7 @@ type sideScratch struct {
 	whole []byte // Headroom + a reassembled datagram
 	msg   []byte // Headroom + an ICMP message the gateway sends
 	frag  []byte // Headroom + one fragment
+	seg   []byte // Headroom + one TCP segment cut from a GSO packet
 }
 
 func newScratch() sideScratch {
@@ -106,6 +107,7 @@ func newScratch() sideScratch {
 		whole: make([]byte, Headroom+65535),
 		msg:   make([]byte, Headroom+maxICMPv6Error),
 		frag:  make([]byte, Headroom+65535),
+		seg:   make([]byte, Headroom+65535),
 	}
 }
 
@@ -121,7 +123,7 @@ type gatewayStats struct {
 	dropMalformed, dropChecksum, dropTTL   atomic.Uint64
 	dropInvalid, dropNoRule, dropRefused   atomic.Uint64
 	dropTooBig, dropFragments, dropRewrite atomic.Uint64
-	icmpSent                               atomic.Uint64
+	icmpSent, gso, segmented               atomic.Uint64
 }
 
 // Stats are the gateway's counters.
@@ -129,6 +131,10 @@ type Stats struct {
 	Forwarded uint64 // packets forwarded between the bridge and the uplink, or back to the bridge
 	Local     uint64 // packets for the gateway itself (pings, unreachable ports)
 	ICMPSent  uint64 // ICMP messages the gateway originated
+	// Segmentation offload: of the forwarded packets, the GSO packets
+	// (large TCP segments from a link with offloads), and those of them
+	// the gateway cut into segments itself for a link without.
+	GSO, Segmented uint64
 	// Drops, by reason.
 	DropMalformed uint64 // undecodable headers
 	DropChecksum  uint64 // bad IPv4 header, or transport checksum of a new flow
@@ -199,7 +205,7 @@ func New(cfg Config) (*Gateway, error) {
 	inj := &injector{}
 	g.inside = newLink("bridge", inj, mac, cfg.Subnet, netip.Addr{}, mtu, g.now)
 	ip := g.fromBridge
-	port.handle = func(f []byte) { g.inside.input(f, ip) }
+	port.handle = func(f []byte, off bridge.Offload) { g.inside.input(f, off, ip) }
 	if g.att, err = cfg.Bridge.AddPort(port, bridge.PortConfig{Name: "gateway"}); err != nil {
 		g.closeTable()
 		return nil, err
@@ -216,14 +222,17 @@ func New(cfg Config) (*Gateway, error) {
 
 // routerPort is the gateway's port on the bridge: what the bridge writes to
 // it is the gateway's input; it never has anything to read, since the
-// gateway injects its frames (see injector).
+// gateway injects its frames (see injector). It takes frames with offloads
+// (pending checksums, GSO) as the kernel's router takes them from a
+// virtio NIC: rewritten as they are, and cut into segments or completed
+// only where they leave by a link that cannot take them.
 type routerPort struct {
-	handle func(frame []byte)
+	handle func(frame []byte, off bridge.Offload)
 	done   chan struct{}
 	once   sync.Once
 }
 
-var _ bridge.Port = (*routerPort)(nil)
+var _ bridge.OffloadPort = (*routerPort)(nil)
 
 // ReadFrames waits for Close.
 func (p *routerPort) ReadFrames([][]byte, []int) (int, error) {
@@ -234,13 +243,30 @@ func (p *routerPort) ReadFrames([][]byte, []int) (int, error) {
 // WriteFrames handles each frame the bridge sends the gateway before it
 // returns; the bridge's buffers are not kept.
 func (p *routerPort) WriteFrames(bufs [][]byte) (int, error) {
+	return p.WriteFramesOffload(bufs, nil)
+}
+
+// Offloading implements bridge.OffloadPort.
+func (p *routerPort) Offloading() bool { return true }
+
+// ReadFramesOffload waits for Close.
+func (p *routerPort) ReadFramesOffload([][]byte, []int, []bridge.Offload) (int, error) {
+	return p.ReadFrames(nil, nil)
+}
+
+// WriteFramesOffload is WriteFrames with each frame's offloads.
+func (p *routerPort) WriteFramesOffload(bufs [][]byte, meta []bridge.Offload) (int, error) {
 	select {
 	case <-p.done:
 		return 0, net.ErrClosed
 	default:
 	}
-	for _, f := range bufs {
-		p.handle(f)
+	for i, f := range bufs {
+		var off bridge.Offload
+		if meta != nil {
+			off = meta[i]
+		}
+		p.handle(f, off)
 	}
 	return len(bufs), nil
 }
@@ -266,11 +292,21 @@ type injector struct {
 func (i *injector) ReadFrames([][]byte, []int) (int, error) { return 0, net.ErrClosed }
 
 func (i *injector) WriteFrames(bufs [][]byte) (int, error) {
+	return i.WriteFramesOffload(bufs, nil)
+}
+
+func (i *injector) Offloading() bool { return true }
+
+func (i *injector) ReadFramesOffload([][]byte, []int, []bridge.Offload) (int, error) {
+	return 0, net.ErrClosed
+}
+
+func (i *injector) WriteFramesOffload(bufs [][]byte, meta []bridge.Offload) (int, error) {
 	a := i.att.Load()
 	if a == nil {
 		return 0, net.ErrClosed
 	}
-	if err := a.Inject(bufs); err != nil {
+	if err := a.InjectOffload(bufs, meta); err != nil {
 		return 0, err
 	}
 	return len(bufs), nil
@@ -344,6 +380,7 @@ func (g *Gateway) Stats() Stats {
 		DropNoRule: s.dropNoRule.Load(), DropRefused: s.dropRefused.Load(),
 		DropTooBig: s.dropTooBig.Load(), DropFragments: s.dropFragments.Load(),
 		DropRewrite: s.dropRewrite.Load(),
+		GSO:         s.gso.Load(), Segmented: s.segmented.Load(),
 	}
 }
 
@@ -364,14 +401,18 @@ func (g *Gateway) isUplinkAddr(a netip.Addr) bool {
 func (g *Gateway) isOwn(a netip.Addr) bool { return a == g.subnet.Addr() || g.isUplinkAddr(a) }
 
 // fromBridge handles a frame from a container for the gateway's MAC.
-func (g *Gateway) fromBridge(frame []byte) { g.forward(frame, true) }
+func (g *Gateway) fromBridge(frame []byte, off bridge.Offload) { g.forward(frame, true, off) }
 
 // fromUplink handles a frame from outside.
-func (g *Gateway) fromUplink(frame []byte) { g.forward(frame, false) }
+func (g *Gateway) fromUplink(frame []byte, off bridge.Offload) { g.forward(frame, false, off) }
 
 // forward is the per-packet path: decode, reassemble, track, translate,
-// route, send. inside says the packet came from the bridge.
-func (g *Gateway) forward(frame []byte, inside bool) {
+// route, send. inside says the packet came from the bridge; off is what is
+// left to do for it, which the packet keeps as far as the link it leaves
+// by can take it: a pending checksum goes along the rewrite (the kernel
+// trusts such packets, and so does the gateway), a GSO packet is checked
+// against the MTU by the size of its segments.
+func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	var p conntrack.Packet
 	pkt := frame[Headroom:]
 	if err := p.Decode(pkt); err != nil {
@@ -379,6 +420,10 @@ func (g *Gateway) forward(frame []byte, inside bool) {
 		return
 	}
 	frame, pkt = frame[:Headroom+p.Len], pkt[:p.Len] // drop Ethernet padding
+	if !off.Valid(len(frame)) || off.GSO != bridge.GSONone && p.Tuple.Proto != conntrack.ProtoTCP {
+		g.stats.dropMalformed.Add(1)
+		return
+	}
 	if p.Tuple.Src.Is6() {
 		g.stats.dropMalformed.Add(1) // the link uplink is IPv4 only
 		return
@@ -389,6 +434,10 @@ func (g *Gateway) forward(frame []byte, inside bool) {
 	}
 	sc := &g.scratch[sideIndex(inside)]
 	if p.Kind == conntrack.KindFragment {
+		if off.Flags&bridge.OffloadNeedsCsum != 0 {
+			g.stats.dropMalformed.Add(1) // a fragment's checksum is its sender's
+			return
+		}
 		whole, err := g.reasm.Add(pkt, sc.whole[Headroom:])
 		if err != nil {
 			g.stats.dropFragments.Add(1)
@@ -441,17 +490,27 @@ func (g *Gateway) forward(frame []byte, inside bool) {
 			g.stats.dropRewrite.Add(1)
 			return
 		}
-		g.route(frame, pkt, to.Src, inside, false)
+		g.route(frame, pkt, to.Src, inside, false, bridge.Offload{})
 		return
 	}
 	to, _ = res.Tuple(1 - res.Dir).Reverse()
 	if g.isOwn(to.Dst) {
+		if off.GSO != bridge.GSONone {
+			g.stats.dropInvalid.Add(1) // no stream to the gateway gets that far
+			return
+		}
+		bridge.CompleteChecksum(frame, &off)
 		g.local(frame, pkt, &p, inside)
 		return
 	}
 	// Check the size before rewriting, so an error quotes the packet as
-	// its sender sent it.
-	if out := g.mtuTowards(to.Dst); len(pkt) > out {
+	// its sender sent it. A GSO packet goes out as segments, whose size
+	// counts.
+	size := len(pkt)
+	if off.GSO != bridge.GSONone {
+		size = gsoSegmentSize(pkt, off)
+	}
+	if out := g.mtuTowards(to.Dst); size > out {
 		if pkt[6]&0x40 != 0 { // DF
 			g.stats.dropTooBig.Add(1)
 			g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
@@ -460,32 +519,72 @@ func (g *Gateway) forward(frame []byte, inside bool) {
 			return
 		}
 	}
-	if err := Rewrite(pkt, to); err != nil {
+	rewrite := Rewrite
+	if off.Flags&bridge.OffloadNeedsCsum != 0 {
+		rewrite = RewritePartial
+	}
+	if err := rewrite(pkt, to); err != nil {
 		g.stats.dropRewrite.Add(1)
 		return
 	}
-	g.route(frame, pkt, to.Dst, inside, true)
+	g.route(frame, pkt, to.Dst, inside, true, off)
+}
+
+// gsoSegmentSize is the size of the IP packets a GSO packet is cut into:
+// its headers and one segment's payload.
+func gsoSegmentSize(pkt []byte, off bridge.Offload) int {
+	l4 := int(off.CsumStart) - Headroom
+	return l4 + int(pkt[l4+12]>>4)*4 + int(off.GSOSize)
 }
 
 // route sends a translated packet towards dst: to the bridge when dst is on
-// the subnet, else out of the uplink. forwarded packets lose a hop.
-func (g *Gateway) route(frame, pkt []byte, dst netip.Addr, inside, forwarded bool) {
+// the subnet, else out of the uplink. forwarded packets lose a hop. What
+// off leaves to do is done here when the link cannot take it: a GSO packet
+// is cut into segments, a pending checksum computed; a packet over the
+// MTU is fragmented.
+func (g *Gateway) route(frame, pkt []byte, dst netip.Addr, inside, forwarded bool, off bridge.Offload) {
 	if forwarded && !DecTTL(pkt) {
 		g.stats.dropTTL.Add(1)
 		return
 	}
 	g.stats.forwarded.Add(1)
-	send, mtu := g.uplink.Send, g.uplink.MTU()
+	send, mtu, offloads := g.uplink.Send, g.uplink.MTU(), g.uplink.Offloading()
 	if g.subnet.Contains(dst) {
-		send, mtu = g.inside.send, g.inside.mtu
-	}
-	if len(pkt) <= mtu {
-		send(frame, dst)
-		return
+		send, mtu, offloads = g.inside.send, g.inside.mtu, true
 	}
 	sc := &g.scratch[sideIndex(inside)]
+	if off.GSO != bridge.GSONone {
+		g.stats.gso.Add(1)
+	}
+	if off.GSO != bridge.GSONone && (!offloads || gsoSegmentSize(pkt, off) > mtu) {
+		g.stats.segmented.Add(1)
+		err := bridge.Segment(frame, Headroom, off, sc.seg, func(seg []byte) {
+			g.fragment(seg, seg[Headroom:], dst, mtu, send, sc)
+		})
+		if err != nil {
+			g.stats.dropMalformed.Add(1)
+		}
+		return
+	}
+	if !offloads || len(pkt) > mtu && off.GSO == bridge.GSONone {
+		bridge.CompleteChecksum(frame, &off)
+	}
+	if off.GSO != bridge.GSONone || len(pkt) <= mtu {
+		send(frame, dst, off)
+		return
+	}
+	g.fragment(frame, pkt, dst, mtu, send, sc)
+}
+
+// fragment sends the complete packet pkt, at frame[Headroom:], to dst,
+// in fragments when it is larger than mtu.
+func (g *Gateway) fragment(frame, pkt []byte, dst netip.Addr, mtu int, send func([]byte, netip.Addr, bridge.Offload), sc *sideScratch) {
+	if len(pkt) <= mtu {
+		send(frame, dst, bridge.Offload{})
+		return
+	}
 	err := Fragment(pkt, mtu, sc.frag[Headroom:], func(f []byte) {
-		send(sc.frag[:Headroom+len(f)], dst)
+		send(sc.frag[:Headroom+len(f)], dst, bridge.Offload{})
 	})
 	if err != nil {
 		g.stats.dropTooBig.Add(1)

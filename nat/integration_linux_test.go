@@ -29,14 +29,18 @@ type topo struct {
 }
 
 type topoConfig struct {
-	uplinkMTU int
-	timeouts  conntrack.Timeouts
+	uplinkMTU              int
+	timeouts               conntrack.Timeouts
+	offload, uplinkOffload bool
 }
 
 func newTopo(t *testing.T, tc topoConfig) *topo {
 	t.Helper()
 	netns.RequirePrivileged(t)
-	tt, err := topopkg.New(topopkg.Config{UplinkMTU: tc.uplinkMTU, Timeouts: tc.timeouts})
+	tt, err := topopkg.New(topopkg.Config{
+		UplinkMTU: tc.uplinkMTU, Timeouts: tc.timeouts,
+		Offload: tc.offload, UplinkOffload: tc.uplinkOffload,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,5 +364,56 @@ func TestIntegrationPublishAddRemove(t *testing.T) {
 	if c2, err := dial(time.Second); err == nil {
 		c2.Close()
 		t.Fatal("connected after the rule was removed")
+	}
+}
+
+// With segmentation offload on the TAP devices, the containers' and the
+// client's kernels send TCP as GSO packets of up to 64 KiB at MTU 1500:
+// the gateway rewrites them whole and passes them on to a link with
+// offloads, and cuts them into segments for a link without; the bytes
+// arrive intact both ways, through the published port (the container
+// still sees the client's address) and through masquerade. With a
+// smaller uplink MTU, path MTU discovery holds for GSO packets too.
+func TestIntegrationOffload(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  topoConfig
+	}{
+		{"both", topoConfig{offload: true, uplinkOffload: true}},
+		{"containers only", topoConfig{offload: true}},
+		{"uplink only", topoConfig{uplinkOffload: true}},
+		{"both, uplink MTU 1280", topoConfig{offload: true, uplinkOffload: true, uplinkMTU: 1280}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := newTopo(t, tc.cfg)
+			publish(t, tp.gw, "8080:172.17.0.4:80/tcp")
+			const n = 16 << 20
+			seen, err := netns.Transfer(tp.client, "192.168.2.116:8080", tp.c1, "172.17.0.4:80", n)
+			if err != nil {
+				t.Fatalf("inbound: %v", err)
+			}
+			if seen.Addr() != topopkg.ClientAddr.Addr() {
+				t.Errorf("the container saw the client as %v", seen)
+			}
+			seen, err = netns.Transfer(tp.c1, "192.168.2.104:5201", tp.client, "192.168.2.104:5201", n)
+			if err != nil {
+				t.Fatalf("outbound: %v", err)
+			}
+			if seen.Addr() != topopkg.HostAddr.Addr() {
+				t.Errorf("the client saw the container as %v, want the host", seen)
+			}
+			st := tp.gw.Stats()
+			t.Logf("stats: %+v", st)
+			if st.GSO == 0 {
+				t.Error("no GSO packet went through the gateway")
+			}
+			// The gateway cuts only GSO packets for a link without
+			// offloads: the plain uplink. Towards the bridge it hands
+			// them on whole, and the bridge cuts them for a plain TAP;
+			// segments follow the MSS, which the smaller MTU lowers.
+			if wantCut := tc.cfg.offload && !tc.cfg.uplinkOffload; (st.Segmented > 0) != wantCut {
+				t.Errorf("gateway cut %d GSO packets into segments; want some: %v", st.Segmented, wantCut)
+			}
+		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 type link struct {
 	name  string
 	port  bridge.Port
+	off   bridge.OffloadPort // port, when it passes checksum and segmentation work along
 	mac   bridge.MAC
 	addr  netip.Prefix // the gateway's address on the link, and the on-link prefix
 	via   netip.Addr   // next hop for destinations off the link; invalid: none
@@ -27,9 +28,10 @@ type link struct {
 	neigh *neighTable
 	now   func() int64
 
-	wmu  sync.Mutex // serialises writes to port
-	wout [][]byte   // under wmu: the one-frame batch WriteFrames takes
-	wbuf []byte     // under wmu: for frames that need a copy
+	wmu   sync.Mutex        // serialises writes to port
+	wout  [][]byte          // under wmu: the one-frame batch WriteFrames takes
+	wmeta [1]bridge.Offload // under wmu: its Offload, for an offloading port
+	wbuf  []byte            // under wmu: for frames that need a copy
 
 	stats linkStats
 }
@@ -43,30 +45,61 @@ type linkStats struct {
 }
 
 func newLink(name string, port bridge.Port, mac bridge.MAC, addr netip.Prefix, via netip.Addr, mtu int, now func() int64) *link {
-	return &link{
+	l := &link{
 		name: name, port: port, mac: mac, addr: addr, via: via, mtu: mtu,
 		neigh: newNeighTable(), now: now, wout: make([][]byte, 1),
 		wbuf: make([]byte, etherHeader+mtu),
 	}
+	if o, ok := port.(bridge.OffloadPort); ok && o.Offloading() {
+		l.off = o
+	}
+	return l
 }
 
+// offloads reports whether the link takes frames with pending checksums
+// and GSO frames.
+func (l *link) offloads() bool { return l.off != nil }
+
 // frameSize is the largest frame the link reads: the MTU, the Ethernet
-// header, a VLAN tag, and one byte to tell a too-long frame.
-func (l *link) frameSize() int { return etherHeader + l.mtu + 4 + 1 }
+// header, a VLAN tag, and one byte to tell a too-long frame; or, with
+// offloads, a GSO frame.
+func (l *link) frameSize() int {
+	if l.off != nil {
+		return bridge.MaxGSOFrame
+	}
+	return etherHeader + l.mtu + 4 + 1
+}
+
+// ipHandler takes an IPv4 frame, with its offload metadata.
+type ipHandler = func(frame []byte, off bridge.Offload)
 
 // run reads frames until the port fails or closes, answering ARP itself and
 // passing IPv4 frames addressed to the link's MAC (or broadcast) to ip.
-func (l *link) run(ip func(frame []byte)) error {
+func (l *link) run(ip ipHandler) error {
 	batch := max(1, l.port.BatchSize())
 	bufs := make([][]byte, batch)
 	sizes := make([]int, batch)
+	var meta []bridge.Offload
+	if l.off != nil {
+		meta = make([]bridge.Offload, batch)
+	}
 	for i := range bufs {
 		bufs[i] = make([]byte, l.frameSize())
 	}
 	for {
-		n, err := l.port.ReadFrames(bufs, sizes)
+		var n int
+		var err error
+		if l.off != nil {
+			n, err = l.off.ReadFramesOffload(bufs, sizes, meta)
+		} else {
+			n, err = l.port.ReadFrames(bufs, sizes)
+		}
 		for i := range n {
-			l.input(bufs[i][:min(sizes[i], len(bufs[i]))], ip)
+			var off bridge.Offload
+			if meta != nil {
+				off = meta[i]
+			}
+			l.input(bufs[i][:min(sizes[i], len(bufs[i]))], off, ip)
 		}
 		if err != nil {
 			return err
@@ -74,7 +107,7 @@ func (l *link) run(ip func(frame []byte)) error {
 	}
 }
 
-func (l *link) input(f []byte, ip func(frame []byte)) {
+func (l *link) input(f []byte, off bridge.Offload, ip ipHandler) {
 	l.stats.rxFrames.Add(1)
 	l.stats.rxBytes.Add(uint64(len(f)))
 	if len(f) < etherHeader {
@@ -94,7 +127,7 @@ func (l *link) input(f []byte, ip func(frame []byte)) {
 			l.stats.dropNotForUs.Add(1)
 			return
 		}
-		ip(f)
+		ip(f, off)
 	default:
 		l.stats.dropEtherType.Add(1)
 	}
@@ -121,7 +154,7 @@ func (l *link) arp(b []byte) {
 			op: arpReply, senderMAC: l.mac, senderIP: l.addr.Addr(),
 			targetMAC: a.senderMAC, targetIP: a.senderIP,
 		})
-		l.writeLocked(frame)
+		l.writeLocked(frame, bridge.Offload{})
 		l.wmu.Unlock()
 		l.stats.arpOut.Add(1)
 	}
@@ -135,10 +168,12 @@ func (l *link) nextHop(dst netip.Addr) (netip.Addr, bool) {
 	return l.via, l.via.IsValid()
 }
 
-// send sends frame, whose IP packet is frame[etherHeader:], towards dst.
-// An unresolved next hop gets an ARP request and a copy of the packet is
-// held until it answers.
-func (l *link) send(frame []byte, dst netip.Addr) {
+// send sends frame, whose IP packet is frame[etherHeader:], towards dst,
+// with off describing what is left to do for it; only an offloading link
+// gets work left. An unresolved next hop gets an ARP request and a copy of
+// the packet is held until it answers: complete, since the copy goes
+// without metadata (a GSO frame is dropped; TCP sends it again).
+func (l *link) send(frame []byte, dst netip.Addr, off bridge.Offload) {
 	hop, ok := l.nextHop(dst)
 	if !ok {
 		l.stats.dropNoNeigh.Add(1)
@@ -147,6 +182,11 @@ func (l *link) send(frame []byte, dst netip.Addr) {
 	now := l.now()
 	mac, ok := l.neigh.lookup(hop, now)
 	if !ok {
+		if off.GSO != bridge.GSONone {
+			l.stats.dropNoNeigh.Add(1)
+			return
+		}
+		bridge.CompleteChecksum(frame, &off)
 		ask, dropped := l.neigh.hold(hop, frame[etherHeader:], now)
 		if dropped {
 			l.stats.dropNoNeigh.Add(1)
@@ -158,7 +198,7 @@ func (l *link) send(frame []byte, dst netip.Addr) {
 	}
 	putEther(frame, mac, l.mac, etherTypeIP4)
 	l.wmu.Lock()
-	l.writeLocked(frame)
+	l.writeLocked(frame, off)
 	l.wmu.Unlock()
 }
 
@@ -169,7 +209,7 @@ func (l *link) writeCopy(mac bridge.MAC, pkt []byte) {
 	f := append(l.wbuf[:0], make([]byte, etherHeader)...)
 	f = append(f, pkt...)
 	putEther(f, mac, l.mac, etherTypeIP4)
-	l.writeLocked(f)
+	l.writeLocked(f, bridge.Offload{})
 }
 
 func (l *link) request(target netip.Addr) {
@@ -178,14 +218,21 @@ func (l *link) request(target netip.Addr) {
 	frame := appendARPFrame(l.wbuf[:0], bridge.Broadcast, arpPacket{
 		op: arpRequest, senderMAC: l.mac, senderIP: l.addr.Addr(), targetIP: target,
 	})
-	l.writeLocked(frame)
+	l.writeLocked(frame, bridge.Offload{})
 	l.stats.arpOut.Add(1)
 }
 
 // writeLocked writes one frame. The caller holds l.wmu.
-func (l *link) writeLocked(frame []byte) {
+func (l *link) writeLocked(frame []byte, off bridge.Offload) {
 	l.wout[0] = frame
-	n, err := l.port.WriteFrames(l.wout)
+	var n int
+	var err error
+	if l.off != nil {
+		l.wmeta[0] = off
+		n, err = l.off.WriteFramesOffload(l.wout, l.wmeta[:])
+	} else {
+		n, err = l.port.WriteFrames(l.wout)
+	}
 	l.wout[0] = nil
 	if n == 1 {
 		l.stats.txFrames.Add(1)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 )
 
@@ -127,9 +128,9 @@ func tcpReset(buf, pkt []byte, h *conntrack.TCPHeader) []byte {
 // packet that caused it came in by.
 func (g *Gateway) sendBack(frame []byte, dst netip.Addr, inside bool) {
 	if inside {
-		g.inside.send(frame, dst)
+		g.inside.send(frame, dst, bridge.Offload{})
 	} else {
-		g.uplink.Send(frame, dst)
+		g.uplink.Send(frame, dst, bridge.Offload{})
 	}
 }
 

@@ -38,7 +38,17 @@ import (
 // (ErrFragment) and ICMP errors (ErrMismatch: see RewriteICMPError) are
 // refused; so are truncated packets (ErrMalformed) and a tuple of another
 // family or protocol (ErrMismatch). On error pkt is unchanged.
-func Rewrite(pkt []byte, to conntrack.Tuple) error {
+func Rewrite(pkt []byte, to conntrack.Tuple) error { return rewrite(pkt, to, false) }
+
+// RewritePartial is Rewrite for a TCP or UDP packet whose transport
+// checksum is still to be computed (checksum offload: bridge.Offload with
+// OffloadNeedsCsum): its checksum field holds the sum of the pseudo-header
+// only, not complemented, so it follows the changed addresses, and not the
+// ports, which the checksum yet to come covers as data. The kernel's NAT
+// updates such packets the same way.
+func RewritePartial(pkt []byte, to conntrack.Tuple) error { return rewrite(pkt, to, true) }
+
+func rewrite(pkt []byte, to conntrack.Tuple, partial bool) error {
 	h, err := parseIP(pkt, false)
 	if err != nil {
 		return err
@@ -72,6 +82,18 @@ func Rewrite(pkt []byte, to conntrack.Tuple) error {
 	setAddrs(pkt, &h, to.Src, to.Dst, &addr)
 	if !h.v6 {
 		putCksum(pkt, 10, addr.apply(cksumAt(pkt, 10)))
+	}
+	if partial && (h.proto == conntrack.ProtoTCP || h.proto == conntrack.ProtoUDP) {
+		ck := 16
+		if h.proto == conntrack.ProtoUDP {
+			ck = 6
+		}
+		// The field is the uncomplemented sum S; the update that turns a
+		// checksum ^S into ^S' turns S into S'.
+		putCksum(l4, ck, ^addr.apply(^cksumAt(l4, ck)))
+		set16(l4, 0, to.SrcPort, &port)
+		set16(l4, 2, to.DstPort, &port)
+		return nil
 	}
 	rewriteL4(l4, h.proto, h.v6, to.SrcPort, to.DstPort, addr, &port, false)
 	return nil

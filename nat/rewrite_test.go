@@ -420,3 +420,36 @@ func TestRewriteThroughTable(t *testing.T) {
 		}
 	}
 }
+
+// A packet whose transport checksum is pending (the field holds the
+// pseudo-header sum) and rewritten with RewritePartial gets, once the
+// checksum is completed over the transport bytes, the checksum a packet
+// built with the new tuple would have.
+func TestRewritePartial(t *testing.T) {
+	for _, tc := range rewriteCases() {
+		h, err := parseIP(tc.pkt, false)
+		if err != nil || (h.proto != conntrack.ProtoTCP && h.proto != conntrack.ProtoUDP) {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			pkt := bytes.Clone(tc.pkt)
+			ck := h.l4 + l4Cksum(h.proto)
+			putCksum(pkt, ck, pseudoSum(pkt, &h, h.end-h.l4))
+			if err := RewritePartial(pkt, tc.to); err != nil {
+				t.Fatal(err)
+			}
+			if got := decode(pkt).Tuple; got != tc.to {
+				t.Errorf("tuple after rewrite = %v, want %v", got, tc.to)
+			}
+			// Complete it as a NIC (or bridge.CompleteChecksum) would.
+			c := ^Sum(pkt[h.l4:h.end], 0)
+			if h.proto == conntrack.ProtoUDP && c == 0 {
+				c = 0xffff
+			}
+			putCksum(pkt, ck, c)
+			if err := verify(pkt); err != nil {
+				t.Errorf("completed after a partial rewrite: %v", err)
+			}
+		})
+	}
+}

@@ -30,11 +30,20 @@ type Uplink interface {
 	// Start begins delivering the IP packets that arrive from outside,
 	// each as a frame with the packet at frame[Headroom:], to deliver, from
 	// one goroutine, until Close. The frame is the gateway's until deliver
-	// returns, and deliver may rewrite it in place. Start returns at once.
-	Start(deliver func(frame []byte)) error
+	// returns, and deliver may rewrite it in place. off describes work
+	// left for the packet (a pending checksum, TCP segmentation), with
+	// offsets from the start of frame; an uplink that does not offload
+	// passes the zero Offload. Start returns at once.
+	Start(deliver func(frame []byte, off bridge.Offload)) error
 	// Send sends the IP packet frame[Headroom:] towards dst. It may write
-	// over frame[:Headroom] and keeps no reference to frame.
-	Send(frame []byte, dst netip.Addr)
+	// over frame[:Headroom] and keeps no reference to frame. off is the
+	// zero Offload unless Offloading reports true.
+	Send(frame []byte, dst netip.Addr, off bridge.Offload)
+	// Offloading reports whether Send takes packets with work left: a
+	// pending transport checksum, or a TCP packet to cut into segments of
+	// at most the MTU (bridge.Offload). For an uplink that does not, the
+	// gateway computes checksums and cuts segments itself.
+	Offloading() bool
 	// Close stops the uplink and waits for its goroutine. It is
 	// idempotent.
 	Close() error
@@ -121,7 +130,7 @@ func (u *LinkUplink) MTU() int { return u.l.mtu }
 func (u *LinkUplink) MAC() bridge.MAC { return u.l.mac }
 
 // Start starts the goroutine that reads the link.
-func (u *LinkUplink) Start(deliver func(frame []byte)) error {
+func (u *LinkUplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 	select {
 	case <-u.started:
 		return errors.New("nat: uplink already started")
@@ -139,7 +148,13 @@ func (u *LinkUplink) Start(deliver func(frame []byte)) error {
 func (u *LinkUplink) expire() { u.l.neigh.expire(u.now()) }
 
 // Send sends frame's packet to dst, resolving the next hop with ARP.
-func (u *LinkUplink) Send(frame []byte, dst netip.Addr) { u.l.send(frame, dst) }
+func (u *LinkUplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
+	u.l.send(frame, dst, off)
+}
+
+// Offloading reports whether the uplink's Port passes offloads along (a
+// TAP opened with bridge.TAPConfig.Offload).
+func (u *LinkUplink) Offloading() bool { return u.l.offloads() }
 
 // Close closes the port and waits for the reader.
 func (u *LinkUplink) Close() error {

@@ -42,6 +42,7 @@ type gatewayConfig struct {
 	UplinkVia    netip.Addr
 	Publish      []api.HostFwd
 	MTU          int
+	Offload      bool // checksum and segmentation offload on the TAP devices
 	Timeouts     conntrack.Timeouts
 	ConntrackMax int
 	APISocket    string
@@ -118,6 +119,7 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 	fs.Var(&publish, "p", "")
 	fs.Var(&publish, "publish", "")
 	fs.IntVar(&cfg.MTU, "mtu", defaultMTU, "")
+	fs.BoolVar(&cfg.Offload, "offload", true, "")
 	fs.Var(&timeouts, "timeout", "")
 	fs.IntVar(&cfg.ConntrackMax, "conntrack-max", 0, "")
 	fs.StringVar(&cfg.APISocket, "api-socket", "", "")

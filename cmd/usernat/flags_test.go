@@ -27,7 +27,7 @@ func TestParseGatewayArgs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.Subnet != netip.MustParsePrefix("172.17.0.1/16") || cfg.MTU != 1500 || cfg.ReadyFD != -1 ||
+		if cfg.Subnet != netip.MustParsePrefix("172.17.0.1/16") || cfg.MTU != 1500 || !cfg.Offload || cfg.ReadyFD != -1 ||
 			cfg.Uplink != (uplinkSpec{self, "up0"}) || cfg.UplinkAddr != netip.MustParsePrefix("192.168.2.116/24") ||
 			cfg.UplinkVia.IsValid() || cfg.APISocket != sock || cfg.ConntrackMax != 0 || len(cfg.Ports) != 0 {
 			t.Errorf("defaults: %+v", cfg)
@@ -51,6 +51,7 @@ func TestParseGatewayArgs(t *testing.T) {
 			"--publish", "192.168.2.116:5353:10.88.0.5:53/udp",
 			"-p", "9000-9009:10.88.0.4:9000-9009",
 			"--mtu", "65520",
+			"--offload=false",
 			"--timeout", "udp=5", "--timeout", "tcp_established=3600", "--timeout=icmp=2",
 			"--conntrack-max", "1024",
 			"--ready-fd", itoa(int(w.Fd())),
@@ -85,7 +86,7 @@ func TestParseGatewayArgs(t *testing.T) {
 				t.Errorf("-p %d: %+v, want %+v", i, cfg.Publish[i], wantPub[i])
 			}
 		}
-		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 ||
+		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 || cfg.Offload ||
 			cfg.ConntrackMax != 1024 || cfg.ReadyFD != int(w.Fd()) || !cfg.Verbose {
 			t.Errorf("config %+v", cfg)
 		}

@@ -61,6 +61,9 @@ It prints nothing unless something goes wrong or -v is given.
                              HOSTADDR, when given, is the uplink address
   --mtu N                    MTU of the TAP devices, the bridge and the gateway
                              (default 1500, at most 65520)
+  --offload=false            open the TAP devices without checksum and TCP
+                             segmentation offload (on by default: the kernels
+                             then send TCP in 64 KiB segments whatever the MTU)
   --timeout NAME=SECONDS     a conntrack idle timeout, by its sysctl name:
                              tcp_established, tcp_syn_sent, tcp_time_wait, udp,
                              udp_stream, icmp, generic, ... (repeatable)

@@ -119,7 +119,7 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 
 	names := portNames(cfg.Ports)
 	for i, p := range cfg.Ports {
-		tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: p.IfName, NetNS: p.NetNS, MTU: cfg.MTU})
+		tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: p.IfName, NetNS: p.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
 		if err != nil {
 			return nil, fmt.Errorf("--port %s:%s: %w", p.NetNS, p.IfName, err)
 		}
@@ -135,7 +135,7 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 		log.Info("port added", "port", names[i], "netns", p.NetNS, "addr", p.Addr)
 	}
 
-	up, err := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU})
+	up, err := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
 	if err != nil {
 		return nil, fmt.Errorf("--uplink tap:%s:%s: %w", cfg.Uplink.NetNS, cfg.Uplink.IfName, err)
 	}

@@ -38,6 +38,9 @@ type Config struct {
 	MTU, UplinkMTU int
 	// Timeouts for the gateway's conntrack table.
 	Timeouts conntrack.Timeouts
+	// Offload opens the containers' TAP devices with checksum and
+	// segmentation offload; UplinkOffload the client's.
+	Offload, UplinkOffload bool
 	// LAN puts the client and the gateway's uplink on a second usernat
 	// bridge, so the LAN can be captured like docker0.
 	LAN bool
@@ -88,7 +91,7 @@ func New(cfg Config) (t *Topo, err error) {
 		addrs = []netip.Prefix{Web, Second}
 	}
 	for _, a := range addrs {
-		c, err := t.container(a, mtu)
+		c, err := t.container(a, mtu, cfg.Offload)
 		if err != nil {
 			return nil, fmt.Errorf("container %v: %w", a, err)
 		}
@@ -104,7 +107,7 @@ func New(cfg Config) (t *Topo, err error) {
 	if t.Client, err = t.ns(); err != nil {
 		return nil, err
 	}
-	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: "eth0", NetNS: t.Client.Path(), MTU: upMTU})
+	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: "eth0", NetNS: t.Client.Path(), MTU: upMTU, Offload: cfg.UplinkOffload})
 	if err != nil {
 		return nil, err
 	}
@@ -155,12 +158,12 @@ func (t *Topo) ns() (*netns.NS, error) {
 	return ns, nil
 }
 
-func (t *Topo) container(addr netip.Prefix, mtu int) (*Container, error) {
+func (t *Topo) container(addr netip.Prefix, mtu int, offload bool) (*Container, error) {
 	ns, err := t.ns()
 	if err != nil {
 		return nil, err
 	}
-	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu})
+	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu, Offload: offload})
 	if err != nil {
 		return nil, err
 	}
