@@ -426,21 +426,7 @@ func (a *Attachment) transmitLocked(batch []*frame, bufs [][]byte, meta []Offloa
 	} else {
 		n, err = a.port.WriteFrames(bufs)
 	}
-	n = max(0, min(n, len(batch)))
-	var bytes uint64
-	for _, f := range batch[:n] {
-		bytes += uint64(f.n)
-	}
-	a.ctr.txFrames.Add(uint64(n))
-	a.ctr.txBytes.Add(bytes)
-	if n < len(batch) {
-		a.ctr.dropTxError.Add(uint64(len(batch) - n))
-	}
-	if c := a.capture.Load(); c != nil {
-		for _, f := range batch[:n] {
-			recordAll(*c, a.b.clock, f.bytes())
-		}
-	}
+	a.sent(bufs, n)
 	for _, f := range batch {
 		f.release()
 	}
@@ -497,6 +483,14 @@ func (a *Attachment) transmitSegmented(batch []*frame) error {
 // went.
 func (a *Attachment) writeSegments(bufs [][]byte) error {
 	n, err := a.port.WriteFrames(bufs)
+	a.sent(bufs, n)
+	clear(bufs)
+	return err
+}
+
+// sent counts and captures the first n of the frames bufs written to the
+// port, and counts the rest as failed.
+func (a *Attachment) sent(bufs [][]byte, n int) {
 	n = max(0, min(n, len(bufs)))
 	var bytes uint64
 	for _, b := range bufs[:n] {
@@ -512,8 +506,6 @@ func (a *Attachment) writeSegments(bufs [][]byte) error {
 			recordAll(*c, a.b.clock, b)
 		}
 	}
-	clear(bufs)
-	return err
 }
 
 // afterTransmit detaches the port when a write error says it is gone, and

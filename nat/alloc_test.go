@@ -30,23 +30,9 @@ func (s *sink) Close() error   { close(s.done); return nil }
 // masqueraded flow, the per-packet path from the bridge through a link
 // uplink, and counts allocations.
 func TestForwardDoesNotAllocate(t *testing.T) {
-	br, err := bridge.New(bridge.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer br.Close()
 	port := &sink{done: make(chan struct{})}
-	up, err := NewLinkUplink(LinkUplinkConfig{Port: port, Addr: netip.MustParsePrefix("192.168.2.116/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.l.neigh.learn(clientIP, clientMAC, up.now(), true)
-	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: up,
-		Conntrack: conntrack.Config{ExpireInterval: -1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
+	gw := sinkGateway(t, port, 1500)
+	up := gw.uplink.(*LinkUplink)
 	pkt := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 100))
 	tmpl := frame(gw.MAC(), ctrMAC, etherTypeIP4, pkt)
 	f := make([]byte, len(tmpl))

@@ -47,9 +47,9 @@ func gsoPacket(dst bridge.MAC, payload, mss int) ([]byte, bridge.Offload) {
 	}
 }
 
-// gsoGateway is a gateway whose uplink is port, with the client's MAC
-// known on it.
-func gsoGateway(t *testing.T, port bridge.Port, mtu int) *Gateway {
+// sinkGateway is a gateway whose uplink is port, with the client's MAC
+// known on it, and no reaper (ExpireInterval -1).
+func sinkGateway(t *testing.T, port bridge.Port, mtu int) *Gateway {
 	t.Helper()
 	br, err := bridge.New(bridge.Config{})
 	if err != nil {
@@ -88,7 +88,7 @@ func checkMasqueraded(t *testing.T, f []byte) {
 // costs no allocation.
 func TestForwardGSOToPlainUplink(t *testing.T) {
 	port := &sink{done: make(chan struct{})}
-	gw := gsoGateway(t, port, 1500)
+	gw := sinkGateway(t, port, 1500)
 	tmpl, off := gsoPacket(gw.MAC(), 10*1448+100, 1448)
 	f := make([]byte, len(tmpl))
 	forward := func() {
@@ -116,7 +116,7 @@ func TestForwardGSOToPlainUplink(t *testing.T) {
 // segments are right.
 func TestForwardGSOToOffloadingUplink(t *testing.T) {
 	port := &offloadSink{sink: sink{done: make(chan struct{})}}
-	gw := gsoGateway(t, port, 1500)
+	gw := sinkGateway(t, port, 1500)
 	f, off := gsoPacket(gw.MAC(), 10*1448+100, 1448)
 	gw.forward(f, true, off)
 	if len(port.frames) != 1 {
@@ -143,7 +143,7 @@ func TestForwardGSOToOffloadingUplink(t *testing.T) {
 // kernel lowers its segment size.
 func TestForwardGSOFragNeeded(t *testing.T) {
 	port := &offloadSink{sink: sink{done: make(chan struct{})}}
-	gw := gsoGateway(t, port, 1280)
+	gw := sinkGateway(t, port, 1280)
 	f, off := gsoPacket(gw.MAC(), 10*1448, 1448)
 	gw.forward(f, true, off)
 	if len(port.frames) != 0 {

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime/pprof"
 	"strconv"
 	"time"
@@ -43,12 +41,8 @@ func main() {
 	if os.Geteuid() != 0 {
 		log.Fatal("needs root: it creates network namespaces, TAP and veth devices")
 	}
-	if err := netns.CheckPrivate(); err != nil {
-		if os.Getenv(reexecEnv) != "" {
-			log.Fatal(err)
-		}
-		reexec()
-		return
+	if err := netns.EnsurePrivate(reexecEnv); err != nil {
+		log.Fatal(err)
 	}
 
 	for r := range *rounds {
@@ -90,24 +84,6 @@ func startProfile(path string) func() {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
-	}
-}
-
-// reexec runs this program again in a private network namespace.
-func reexec() {
-	self, err := os.Executable()
-	if err != nil {
-		log.Fatal(err)
-	}
-	cmd := exec.Command("unshare", append([]string{"--net", "--", self}, os.Args[1:]...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), reexecEnv+"=1")
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.ExitCode())
-		}
-		log.Fatal(err)
 	}
 }
 

@@ -50,12 +50,8 @@ func main() {
 	if os.Geteuid() != 0 {
 		log.Fatal("needs root: it creates network namespaces, TAP and veth devices")
 	}
-	if err := netns.CheckPrivate(); err != nil {
-		if os.Getenv(reexecEnv) != "" {
-			log.Fatal(err)
-		}
-		reexec()
-		return
+	if err := netns.EnsurePrivate(reexecEnv); err != nil {
+		log.Fatal(err)
 	}
 	setups := []struct {
 		name string
@@ -81,24 +77,6 @@ func main() {
 			}
 			fmt.Printf("  %-30s %10v %10v %8.2f\n", s.name, p50.Round(100*time.Nanosecond), p99.Round(100*time.Nanosecond), float64(p50)/float64(base))
 		}
-	}
-}
-
-// reexec runs this program again in a private network namespace.
-func reexec() {
-	self, err := os.Executable()
-	if err != nil {
-		log.Fatal(err)
-	}
-	cmd := exec.Command("unshare", append([]string{"--net", "--", self}, os.Args[1:]...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), reexecEnv+"=1")
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.ExitCode())
-		}
-		log.Fatal(err)
 	}
 }
 

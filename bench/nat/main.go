@@ -97,7 +97,7 @@ func outer(cfg config) int {
 		return 1
 	}
 	args := os.Args[1:]
-	env := append(os.Environ(), reexecEnv+"=1")
+	env := []string{reexecEnv + "=1"}
 	if cfg.usernat == "" {
 		dir, err := os.MkdirTemp("", "usernat-bench-bin-")
 		if err != nil {
@@ -113,14 +113,11 @@ func outer(cfg config) int {
 			args = append(args, "-usernat", bin)
 		}
 	}
-	self, err := os.Executable()
+	cmd, err := netns.Reexec(args, env...)
 	if err != nil {
 		log.Print(err)
 		return 1
 	}
-	cmd := exec.Command("unshare", append([]string{"--net", "--", self}, args...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		log.Print(err)
 		return 1

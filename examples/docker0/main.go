@@ -18,12 +18,10 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 
 	"github.com/usernat/usernat/bridge"
@@ -54,24 +52,12 @@ func reexec() int {
 		fmt.Fprintln(os.Stderr, "docker0: run as root: it creates network namespaces and TAP devices")
 		return 2
 	}
-	exe, err := os.Executable()
+	code, err := netns.RunReexec(os.Args[1:], innerEnv+"=1")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "docker0:", err)
-		return 2
-	}
-	cmd := exec.Command("unshare", "--net", "--", exe)
-	cmd.Args = append(cmd.Args, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), innerEnv+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
 		fmt.Fprintln(os.Stderr, "docker0: unshare --net:", err)
 		return 2
 	}
-	return 0
+	return code
 }
 
 // checks collects the expectations and prints each as it is decided.
