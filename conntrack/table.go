@@ -246,7 +246,7 @@ func (t *Table) Track(zone Zone, p *Packet, nat Translator) (Result, error) {
 	k := makeKey(zone, p.Tuple)
 	h := k.hash(t.seed)
 	for attempt := 0; ; attempt++ {
-		res, again := t.existing(&k, h, p, now)
+		res, again := t.existing(&k, h, p, now, false)
 		if !again {
 			return res, nil
 		}
@@ -269,13 +269,48 @@ func (t *Table) Track(zone Zone, p *Packet, nat Translator) (Result, error) {
 	}
 }
 
+// TrackTerminated is Track for a flow a proxy terminates, such as the
+// host-socket uplink's: its entry says what crossed the proxy (say a
+// container's 172.17.0.4:40000 → 192.0.2.9:443, and the host socket's
+// 192.0.2.9:443 → 192.168.2.116:51000), while the packets the table sees
+// are those between one end and the proxy, which stand in for the other
+// end without translating anything. A packet whose tuple is one of the
+// entry's tuples goes in that tuple's direction (the container's
+// packets, original); a packet whose tuple is the reverse of one goes in
+// the other direction (the proxy's answers to the container, reply). So
+// the entry follows the TCP state, window and counters of the terminated
+// side. TrackTerminated never creates an entry — the proxy does, with
+// Track and a Translator giving its real tuple, once it has one — and ok
+// reports whether p belonged to a live entry. ICMP errors, fragments and
+// undecodable packets belong to none; Track handles the errors.
+func (t *Table) TrackTerminated(zone Zone, p *Packet) (res Result, ok bool) {
+	if t.closed.Load() || p.Kind != KindFlow {
+		return Result{}, false
+	}
+	now := t.now()
+	k := makeKey(zone, p.Tuple)
+	if res, again := t.existing(&k, k.hash(t.seed), p, now, false); !again {
+		return res, true
+	}
+	r, ok := p.Tuple.Reverse()
+	if !ok {
+		return Result{}, false
+	}
+	k = makeKey(zone, r)
+	if res, again := t.existing(&k, k.hash(t.seed), p, now, true); !again {
+		return res, true
+	}
+	return Result{}, false
+}
+
 // errRetry: an insertion lost a race and the lookup should run again.
 var errRetry = errors.New("retry")
 
-// existing processes p on the entry of k, if one is live. again is set
+// existing processes p on the entry of k, if one is live; flip says p
+// goes the other way than the direction k has in the entry. again is set
 // when there is no live entry (or a SYN reopened a closed one): the caller
 // goes on to create one.
-func (t *Table) existing(k *key, h uint64, p *Packet, now int64) (res Result, again bool) {
+func (t *Table) existing(k *key, h uint64, p *Packet, now int64, flip bool) (res Result, again bool) {
 	s := &t.shards[t.shardOf(h)]
 	s.mu.RLock()
 	ref, ok := s.find(&t.slab, k, uint32(h))
@@ -285,6 +320,9 @@ func (t *Table) existing(k *key, h uint64, p *Packet, now int64) (res Result, ag
 	}
 	e := t.slab.at(ref)
 	dir := refDir(ref)
+	if flip {
+		dir = 1 - dir
+	}
 	if e.deadline.Load() <= now {
 		s.mu.RUnlock()
 		return Result{}, true

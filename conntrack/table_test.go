@@ -650,3 +650,79 @@ func checkInvariants(t testing.TB, tbl *Table) {
 		}
 	}
 }
+
+// A proxy-terminated flow: the entry holds what crossed the proxy, the
+// table sees the conversation between one end and the proxy. Outbound,
+// the container's packets carry the original tuple and the proxy's
+// answers its reverse; inbound (a published port), the proxy's packets
+// carry the reverse of the reply tuple and the container's the reply
+// tuple. Either way the state machine, window and counters follow that
+// conversation, and nothing is ever created.
+func TestTrackTerminated(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	ctr, remote, host := ap("172.17.0.4:40000"), ap("192.0.2.9:443"), ap("192.168.2.116:51000")
+	syn := decode(t, tcpPacket(ctr, remote, seg{flags: TCPSyn, seq: 100}))
+	if _, ok := tbl.TrackTerminated(0, syn); ok || tbl.Len() != 0 {
+		t.Fatal("TrackTerminated took a packet of no flow, or created an entry")
+	}
+	// The proxy opened its host socket: it creates the entry with the SYN.
+	reply := Tuple{Src: remote.Addr(), Dst: host.Addr(), SrcPort: remote.Port(), DstPort: host.Port(), Proto: ProtoTCP}
+	if _, err := tbl.Track(0, syn, fixedReply{reply}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		from, to netip.AddrPort
+		s        seg
+		dir      Dir
+	}{
+		{remote, ctr, seg{flags: TCPSyn | TCPAck, seq: 5000, ack: 101}, Reply},
+		{ctr, remote, seg{flags: TCPAck, seq: 101, ack: 5001}, Original},
+		{ctr, remote, seg{flags: TCPAck | TCPPsh, seq: 101, ack: 5001, data: 100}, Original},
+		{remote, ctr, seg{flags: TCPAck, seq: 5001, ack: 201, data: 1000}, Reply},
+	}
+	for i, st := range steps {
+		res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(st.from, st.to, st.s)))
+		if !ok || res.Dir != st.dir || res.Class == ClassInvalid {
+			t.Fatalf("step %d: ok %v, dir %v, class %v; want dir %v", i, ok, res.Dir, res.Class, st.dir)
+		}
+	}
+	e := mustGet(t, tbl, syn.Tuple)
+	if e.TCPState != TCPEstablished || e.Reply != reply || e.Packets != [2]uint64{3, 2} {
+		t.Fatalf("entry %v", e)
+	}
+	// Out of window for the conversation: invalid, as Track would say.
+	if res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(remote, ctr, seg{flags: TCPAck, seq: 5001 + 1<<30, ack: 201, data: 10}))); !ok || res.Class != ClassInvalid {
+		t.Fatalf("out-of-window answer: ok %v class %v", ok, res.Class)
+	}
+
+	// Inbound through a published port: the client 192.168.2.104 came to
+	// the host's 8080, the proxy dials the container's 80 from the
+	// client's address.
+	client, pub, web := ap("192.168.2.104:52140"), ap("192.168.2.116:8080"), ap("172.17.0.4:80")
+	orig := Tuple{Src: client.Addr(), Dst: pub.Addr(), SrcPort: client.Port(), DstPort: pub.Port(), Proto: ProtoTCP}
+	in := Tuple{Src: web.Addr(), Dst: client.Addr(), SrcPort: web.Port(), DstPort: client.Port(), Proto: ProtoTCP}
+	psyn := decode(t, tcpPacket(client, web, seg{flags: TCPSyn, seq: 7}))
+	psyn.Tuple = orig // the entry is created under the tuple the client used
+	if _, err := tbl.Track(0, psyn, fixedReply{in}); err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range []struct {
+		from, to netip.AddrPort
+		s        seg
+		dir      Dir
+	}{
+		{web, client, seg{flags: TCPSyn | TCPAck, seq: 900, ack: 8}, Reply},
+		{client, web, seg{flags: TCPAck, seq: 8, ack: 901}, Original},
+	} {
+		res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(st.from, st.to, st.s)))
+		if !ok || res.Dir != st.dir || res.Class == ClassInvalid {
+			t.Fatalf("inbound step %d: ok %v, dir %v, class %v; want dir %v", i, ok, res.Dir, res.Class, st.dir)
+		}
+	}
+	if e := mustGet(t, tbl, orig); e.TCPState != TCPEstablished || e.Packets != [2]uint64{2, 1} {
+		t.Fatalf("inbound entry %v", e)
+	}
+	if tbl.Len() != 2 {
+		t.Fatalf("%d entries, want 2", tbl.Len())
+	}
+}
