@@ -74,7 +74,8 @@ type Gateway struct {
 	table  *conntrack.Table
 	ownTbl bool
 	uplink Uplink
-	inside *link // the router port on the bridge
+	term   Terminator // uplink, when it terminates flows; else nil
+	inside *link      // the router port on the bridge
 	att    *bridge.Attachment
 	rules  Rules
 	ports  Allocator
@@ -192,6 +193,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.in = flowTranslator{g: g}
 	g.scratch = [2]sideScratch{newScratch(), newScratch()}
 	g.stop = make(chan struct{})
+	if t, ok := cfg.Uplink.(Terminator); ok {
+		g.term = t
+		t.Attach(g.table)
+	}
 
 	mac := cfg.MAC
 	if mac.IsZero() {
@@ -452,6 +457,9 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			return
 		}
 	}
+	if g.term != nil && g.terminated(frame, pkt, &p, inside, off) {
+		return
+	}
 	if !inside && !g.isOwn(p.Tuple.Dst) {
 		// From outside, only the gateway's own addresses are reachable:
 		// published ports, and the replies of masqueraded flows.
@@ -528,6 +536,95 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	g.route(frame, pkt, to.Dst, inside, true, off)
+}
+
+// terminated is the per-packet path with a Terminator uplink, after the
+// checks and reassembly: it forwards the packets of the uplink's flows
+// unchanged, tracking them with TrackTerminated; hands the first packets
+// of new flows from the bridge to the uplink, which creates their entries;
+// creates the entries of flows the uplink opens towards the bridge
+// (Terminator.Inbound); and passes ICMP errors across, the uplink being
+// this process's own code. It reports false for what the ordinary path
+// handles: the gateway's own address, and traffic within the subnet.
+func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool, off bridge.Offload) bool {
+	dst := p.Tuple.Dst
+	toBridge := g.subnet.Contains(dst)
+	if inside && (toBridge && dst != g.subnet.Addr() || dst == g.subnet.Addr() && !g.claims(p)) {
+		return false
+	}
+	if p.Kind == conntrack.KindICMPError {
+		g.cross(frame, pkt, dst, inside, off)
+		return true
+	}
+	if p.Kind != conntrack.KindFlow {
+		g.stats.dropInvalid.Add(1)
+		return true
+	}
+	res, ok := g.table.TrackTerminated(0, p)
+	switch {
+	case ok && res.Class == conntrack.ClassInvalid:
+		g.stats.dropInvalid.Add(1)
+		return true
+	case ok, inside:
+		// A known flow, or a new one from the bridge, which the uplink
+		// opens (or refuses) and enters into the table itself.
+		g.cross(frame, pkt, dst, inside, off)
+		return true
+	}
+	orig, reply, ok := g.term.Inbound(p.Tuple)
+	if !ok || !toBridge {
+		g.stats.dropNoRule.Add(1)
+		return true
+	}
+	q := *p
+	q.Tuple = orig // the entry is the flow as it reached the host
+	if res, err := g.table.Track(0, &q, fixedReply(reply)); err != nil || res.Class == conntrack.ClassInvalid {
+		g.stats.dropRefused.Add(1)
+		g.log.Debug("nat: inbound flow refused", "tuple", orig, "err", err)
+		return true
+	}
+	g.cross(frame, pkt, dst, inside, off)
+	return true
+}
+
+// claims reports whether a packet from the bridge to the gateway's own
+// address belongs to the Terminator uplink: a TCP or UDP flow to an
+// address it maps to the host's loopback.
+func (g *Gateway) claims(p *conntrack.Packet) bool {
+	pr := p.Tuple.Proto
+	return (pr == conntrack.ProtoTCP || pr == conntrack.ProtoUDP) && g.term.Claims(p.Tuple.Dst)
+}
+
+// cross sends an untranslated packet of a terminated flow to the other
+// side: from the bridge to the uplink, from the uplink to the bridge.
+func (g *Gateway) cross(frame, pkt []byte, dst netip.Addr, inside bool, off bridge.Offload) {
+	if !inside {
+		g.route(frame, pkt, dst, false, false, off)
+		return
+	}
+	g.stats.forwarded.Add(1)
+	if off.GSO != bridge.GSONone && !g.uplink.Offloading() {
+		sc := &g.scratch[1]
+		g.stats.segmented.Add(1)
+		if err := bridge.Segment(frame, Headroom, off, sc.seg, func(seg []byte) {
+			g.uplink.Send(seg, dst, bridge.Offload{})
+		}); err != nil {
+			g.stats.dropMalformed.Add(1)
+		}
+		return
+	}
+	if !g.uplink.Offloading() {
+		bridge.CompleteChecksum(frame, &off)
+		off = bridge.Offload{}
+	}
+	g.uplink.Send(frame, dst, off)
+}
+
+// fixedReply is the Translator of an entry whose reply tuple is known.
+type fixedReply conntrack.Tuple
+
+func (r fixedReply) Translate(*conntrack.Table, conntrack.Zone, conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
+	return conntrack.Tuple(r), conntrack.DstNAT, nil
 }
 
 // gsoSegmentSize is the size of the IP packets a GSO packet is cut into:

@@ -40,8 +40,8 @@ func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, or
 		}
 		return g.ports.Translate(tbl, zone, orig, m)
 	}
-	if t.inside && !g.subnet.Contains(orig.Dst) && !g.isOwn(orig.Dst) {
-		if m, _, ok := g.rules.MatchMasquerade(orig, g.uplink.Addrs()[0]); ok {
+	if addrs := g.uplink.Addrs(); t.inside && len(addrs) > 0 && !g.subnet.Contains(orig.Dst) && !g.isOwn(orig.Dst) {
+		if m, _, ok := g.rules.MatchMasquerade(orig, addrs[0]); ok {
 			return g.ports.Translate(tbl, zone, orig, m)
 		}
 	}
@@ -141,7 +141,11 @@ func (g *Gateway) sendBack(frame []byte, dst netip.Addr, inside bool) {
 func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from netip.Addr) ([]byte, error)) {
 	from := g.subnet.Addr()
 	if !inside {
-		from = g.uplink.Addrs()[0]
+		addrs := g.uplink.Addrs()
+		if len(addrs) == 0 {
+			return // the uplink speaks for the host; it has no address to send from
+		}
+		from = addrs[0]
 	}
 	sc := &g.scratch[sideIndex(inside)]
 	msg, err := build(sc.msg[Headroom:], from)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
 )
 
 // Headroom is the room in front of every IP packet the gateway hands an
@@ -47,6 +48,38 @@ type Uplink interface {
 	// Close stops the uplink and waits for its goroutine. It is
 	// idempotent.
 	Close() error
+}
+
+// Terminator is an Uplink that terminates the flows it carries instead of
+// forwarding their packets: the host-socket uplink (nat/hostnet), which
+// carries a container's TCP connection over a host socket of its own and
+// dials published ports into the container from the client's address.
+// The gateway translates nothing for it: packets cross between the bridge
+// and the uplink unchanged, masquerade and publish rules do not apply
+// (the uplink does that work with host sockets), and each flow's
+// conntrack entry says what the uplink did, its reply tuple being the
+// host socket's (conntrack.Table.TrackTerminated). The gateway still
+// answers for its own bridge address (pings, refusals) and routes between
+// containers. Addrs may be empty: addresses outside are the host's.
+type Terminator interface {
+	Uplink
+	// Attach is called once by New, before Start, with the gateway's
+	// conntrack table (zone 0). The uplink creates the entry of a flow
+	// from the bridge with Table.Track, the flow's first packet and the
+	// tuple of its host socket as the reply, once it has opened that
+	// socket; it releases a flow's resources when the entry leaves the
+	// table.
+	Attach(t *conntrack.Table)
+	// Inbound names the flow that a packet the uplink delivers opens
+	// when no entry has it yet: tuple is the packet's (from the client,
+	// or what stands for it, to the container), orig the flow as it
+	// reached the host (the client to the published address and port),
+	// reply the container's answer. ok false refuses the packet.
+	Inbound(tuple conntrack.Tuple) (orig, reply conntrack.Tuple, ok bool)
+	// Claims reports whether flows from the bridge to dst, the gateway's
+	// own bridge address, belong to the uplink (which then maps them to
+	// the host's loopback) rather than to the gateway.
+	Claims(dst netip.Addr) bool
 }
 
 // LinkUplinkConfig configures a LinkUplink.
