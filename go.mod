@@ -8,7 +8,11 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
+require (
+	github.com/google/btree v1.1.2 // indirect
+	golang.org/x/exp v0.0.0-20250711185948-6ae5c78190dc // indirect
+	golang.org/x/time v0.15.0 // indirect
+)
 
 // Pinned for the gateway's netstack uplink (nat/hostnet) and header views;
 // the version is one the module proxy here serves.

@@ -195,7 +195,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.stop = make(chan struct{})
 	if t, ok := cfg.Uplink.(Terminator); ok {
 		g.term = t
-		t.Attach(g.table)
+		t.Attach(g.table, &g.rules)
 	}
 
 	mac := cfg.MAC
@@ -549,7 +549,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool, off bridge.Offload) bool {
 	dst := p.Tuple.Dst
 	toBridge := g.subnet.Contains(dst)
-	if inside && (toBridge && dst != g.subnet.Addr() || dst == g.subnet.Addr() && !g.claims(p)) {
+	if inside && toBridge && (dst != g.subnet.Addr() || !g.claims(p) && !g.terminatedEntry(p)) {
 		return false
 	}
 	if p.Kind == conntrack.KindICMPError {
@@ -572,6 +572,12 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 		return true
 	}
 	orig, reply, ok := g.term.Inbound(p.Tuple)
+	if !ok && toBridge && p.Tuple.Proto == conntrack.ProtoTCP && p.TCP.Flags&conntrack.TCPRst != 0 {
+		// The uplink refusing a connection it could not open, or
+		// resetting one whose entry expired: the container must hear.
+		g.cross(frame, pkt, dst, inside, off)
+		return true
+	}
 	if !ok || !toBridge {
 		g.stats.dropNoRule.Add(1)
 		return true
@@ -585,6 +591,15 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 	}
 	g.cross(frame, pkt, dst, inside, off)
 	return true
+}
+
+// terminatedEntry reports whether a packet from the bridge to the
+// gateway's own address belongs to a flow of the uplink's: one it opened
+// for a client on the host's loopback, which it presents as the gateway.
+// (The gateway's own flows, pings and refusals, are not translated.)
+func (g *Gateway) terminatedEntry(p *conntrack.Packet) bool {
+	e, _, ok := g.table.Get(0, p.Tuple)
+	return ok && e.Status&(conntrack.SrcNAT|conntrack.DstNAT) != 0
 }
 
 // claims reports whether a packet from the bridge to the gateway's own

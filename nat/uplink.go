@@ -64,12 +64,13 @@ type Uplink interface {
 type Terminator interface {
 	Uplink
 	// Attach is called once by New, before Start, with the gateway's
-	// conntrack table (zone 0). The uplink creates the entry of a flow
-	// from the bridge with Table.Track, the flow's first packet and the
-	// tuple of its host socket as the reply, once it has opened that
+	// conntrack table (zone 0) and rules. The uplink creates the entry of
+	// a flow from the bridge with Table.Track, the flow's first packet and
+	// the tuple of its host socket as the reply, once it has opened that
 	// socket; it releases a flow's resources when the entry leaves the
-	// table.
-	Attach(t *conntrack.Table)
+	// table. It lists in rules the ports it publishes, which the gateway
+	// itself does not apply.
+	Attach(t *conntrack.Table, rules *Rules)
 	// Inbound names the flow that a packet the uplink delivers opens
 	// when no entry has it yet: tuple is the packet's (from the client,
 	// or what stands for it, to the container), orig the flow as it

@@ -1,0 +1,28 @@
+// Package hostnet is the rootless uplink of a usernat gateway: it carries
+// the containers' flows over the host's own sockets, as slirp4netns, pasta
+// and gvisor-tap-vsock do, so a process without privileges gives its
+// containers the outside world and published ports.
+//
+// Uplink implements nat.Terminator. A gVisor network stack, promiscuous
+// and spoofing, terminates each TCP connection a container opens as if it
+// were the destination, and the flow is carried over a host connection to
+// that destination; a refused host connection reaches the container as a
+// reset, an unreachable destination as ICMP unreachable. UDP flows are
+// carried over a host UDP socket each, without the stack, and ICMP echo
+// over unprivileged ICMP sockets where the host allows them
+// (net.ipv4.ping_group_range). Published ports (Uplink.Publish) listen on
+// the host; each client is carried into the container from its own
+// address, for TCP and UDP, so the container sees who connects; a client
+// on the host's loopback is presented as the gateway's address.
+//
+// Every flow has one entry in the gateway's conntrack table, whose reply
+// tuple is the host socket's (so `usernat conntrack -L` shows the source
+// translation the host performed), and whose state and counters follow
+// the container's side. When the entry leaves the table — idle past its
+// timeout, flushed, evicted — the flow's host socket, stack endpoint and
+// goroutines are released.
+//
+// The uplink speaks IPv4, as the gateway does. By default a container
+// cannot reach the host's loopback; Config.HostLoopback maps an address
+// (slirp4netns's 10.0.2.2) to it.
+package hostnet

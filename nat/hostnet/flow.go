@@ -1,0 +1,165 @@
+package hostnet
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/usernat/usernat/conntrack"
+)
+
+// flow is one flow the uplink carries: the conntrack entry that holds it
+// (found by its original tuple; its ID once seen) and what releases it.
+type flow struct {
+	u    *Uplink
+	orig conntrack.Tuple
+	src  netip.Addr // the container address counted against the per-source cap
+	id   uint64     // the entry's ID, 0 until seen; under u.mu
+	born time.Time
+	stop func() // closes the flow's sockets and endpoints
+	once sync.Once
+}
+
+// entryGrace is how long a flow may wait for its entry: an inbound flow's
+// is made by the gateway when the flow's first packet crosses it.
+const entryGrace = 5 * time.Second
+
+// sweepInterval is how often the uplink checks its flows against the
+// table, which catches what the table's events (which may be dropped when
+// too many come at once) missed.
+const sweepInterval = time.Second
+
+// addFlow registers a flow and reports false, with nothing registered,
+// when the uplink is closed, a flow with the same tuple is already
+// carried, or src has MaxFlowsPerSource flows already. id is the entry's
+// when known.
+func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func()) (*flow, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed || u.flows[orig] != nil {
+		return nil, false
+	}
+	if m := u.cfg.MaxFlowsPerSource; m > 0 && u.perSrc[src] >= m {
+		u.stats.DropPerSource.Add(1)
+		return nil, false
+	}
+	f := &flow{u: u, orig: orig, src: src, id: id, born: time.Now(), stop: stop}
+	u.flows[orig] = f
+	u.perSrc[src]++
+	return f, true
+}
+
+// overCap reports whether src may open no more flows.
+func (u *Uplink) overCap(src netip.Addr) bool {
+	m := u.cfg.MaxFlowsPerSource
+	if m == 0 {
+		return false
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.perSrc[src] >= m {
+		u.stats.DropPerSource.Add(1)
+		return true
+	}
+	return false
+}
+
+// release ends the flow: it leaves the uplink's tables and its sockets
+// and endpoints close, which ends its goroutines. It is idempotent.
+func (f *flow) release() {
+	f.once.Do(func() {
+		u := f.u
+		u.mu.Lock()
+		if u.flows[f.orig] == f {
+			delete(u.flows, f.orig)
+			if u.perSrc[f.src]--; u.perSrc[f.src] <= 0 {
+				delete(u.perSrc, f.src)
+			}
+		}
+		u.mu.Unlock()
+		f.stop()
+		u.stats.Released.Add(1)
+	})
+}
+
+// reap releases the flows whose entries leave the table: at once on the
+// table's destroy events, and by a sweep every second for any event the
+// subscription lost.
+func (u *Uplink) reap(sub *conntrack.Subscription) {
+	defer u.wg.Done()
+	defer sub.Close()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-u.ctx.Done():
+			return
+		case ev := <-sub.Events():
+			if ev.Type == conntrack.EventDestroy {
+				u.gone(ev.Entry.Orig, ev.Entry.ID)
+			}
+		case <-t.C:
+			u.sweep()
+		}
+	}
+}
+
+// gone releases the flow of the entry orig, id, which left the table.
+func (u *Uplink) gone(orig conntrack.Tuple, id uint64) {
+	u.mu.Lock()
+	f := u.flows[orig]
+	u.mu.Unlock()
+	if f != nil && (f.id == 0 || f.id == id) {
+		f.release()
+	}
+}
+
+// sweep compares every flow with the table: a flow whose entry is gone,
+// or was replaced by another flow's, or never came, is released.
+func (u *Uplink) sweep() {
+	tbl := u.tbl.Load()
+	u.mu.Lock()
+	flows := make([]*flow, 0, len(u.flows))
+	for _, f := range u.flows {
+		flows = append(flows, f)
+	}
+	u.mu.Unlock()
+	now := time.Now()
+	for _, f := range flows {
+		e, _, ok := tbl.Get(0, f.orig)
+		u.mu.Lock()
+		switch {
+		case ok && f.id == 0:
+			f.id = e.ID
+			ok = true
+		case ok:
+			ok = e.ID == f.id
+		default:
+			ok = f.id == 0 && now.Sub(f.born) < entryGrace
+		}
+		u.mu.Unlock()
+		if !ok {
+			f.release()
+		}
+	}
+}
+
+// track creates the entry of a flow from the bridge, with the packet that
+// opened it and the host socket's tuple as the reply, and returns its ID.
+func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (uint64, bool) {
+	res, err := u.tbl.Load().Track(0, p, fixedReply(reply))
+	if err != nil || res.Class == conntrack.ClassInvalid {
+		u.stats.DropTableFull.Add(1)
+		u.log.Debug("hostnet: flow refused by conntrack", "tuple", p.Tuple, "err", err)
+		return 0, false
+	}
+	return res.ID, true
+}
+
+// fixedReply is the Translator of an entry whose reply tuple is known: the
+// host socket's. The host translated the source.
+type fixedReply conntrack.Tuple
+
+func (r fixedReply) Translate(*conntrack.Table, conntrack.Zone, conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
+	return conntrack.Tuple(r), conntrack.SrcNAT, nil
+}

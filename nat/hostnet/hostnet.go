@@ -1,0 +1,360 @@
+package hostnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// Defaults of Config.
+const (
+	DefaultMTU            = 65520
+	DefaultConnectTimeout = 20 * time.Second
+	DefaultQueueLen       = 4096
+)
+
+// Config configures an Uplink.
+type Config struct {
+	// Gateway is the gateway's address on the bridge (nat.Config.Subnet's
+	// address): the source of the ICMP errors the uplink sends, and the
+	// address a client on the host's loopback is presented as. Required.
+	Gateway netip.Addr
+
+	// MTU is the largest IP packet between the gateway and the stack, at
+	// most 65520; 0 means 65520. It bounds the segments the stack sends
+	// (the bridge's MTU is the one that matters to containers).
+	MTU int
+
+	// HostLoopback, when valid, is an address whose TCP and UDP flows go
+	// to the host's loopback (127.0.0.1) rather than to the address
+	// itself: slirp4netns's 10.0.2.2, usually the gateway's own address.
+	// When invalid (the default, as slirp4netns --disable-host-loopback),
+	// no flow reaches the host's loopback.
+	HostLoopback netip.Addr
+
+	// OutboundAddr, when valid, is the local address of the host sockets
+	// of outbound flows (slirp4netns's --outbound-addr).
+	OutboundAddr netip.Addr
+
+	// ConnectTimeout bounds the host connection of an outbound TCP flow;
+	// a container whose destination stays silent that long gets no
+	// answer, as from the real network. 0 means 20 s.
+	ConnectTimeout time.Duration
+
+	// MaxFlowsPerSource caps the flows one container address has open at
+	// once; 0 means no cap beyond the conntrack table's.
+	MaxFlowsPerSource int
+
+	// QueueLen is the number of packets the stack may have waiting for
+	// the gateway; beyond it they are dropped (TCP sends them again). 0
+	// means 4096.
+	QueueLen int
+
+	// Namespace runs fn where host sockets are made: every socket the
+	// uplink opens (connections, listeners, ICMP sockets) is made inside
+	// fn. nil runs fn in place, in the caller's network namespace. Tests
+	// and embedders that keep the host side in another network namespace
+	// set it (internal/netns's NS.Do).
+	Namespace func(fn func() error) error
+
+	// Logger receives flow events at debug level and problems at warn
+	// level; nil means no logging.
+	Logger *slog.Logger
+}
+
+// Uplink carries a gateway's flows over host sockets. Create it with New,
+// give it to nat.New as the uplink, and Close the gateway (which closes
+// the uplink). All methods are safe for concurrent use.
+type Uplink struct {
+	cfg Config
+	log *slog.Logger
+	mtu int
+
+	st  *stack.Stack
+	ln  *link
+	tbl atomic.Pointer[conntrack.Table]
+
+	deliver func(frame []byte, off bridge.Offload)
+	started atomic.Bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine of the uplink's
+
+	mu      sync.Mutex
+	closed  bool
+	flows   map[conntrack.Tuple]*flow       // by the entry's original tuple
+	udp     map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
+	pings   map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
+	inbound map[conntrack.Tuple]expectation // flows being opened into the container, by the stack's tuple
+	perSrc  map[netip.Addr]int              // open flows per container address
+	pubs    map[nat.RuleID][]io_closer      // listeners of published ports
+	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
+	tcpSyn  map[synKey][]byte               // SYNs waiting for their host connection
+	warned  map[string]bool                 // problems logged once
+
+	stats Stats
+}
+
+// io_closer is what a published port's listeners are.
+type io_closer interface{ Close() error }
+
+// expectation is a flow the uplink opens into the container: the entry
+// the gateway creates for it (Inbound) when its first packet passes.
+type expectation struct{ orig, reply conntrack.Tuple }
+
+var _ nat.Terminator = (*Uplink)(nil)
+
+// New makes an uplink: a gVisor stack on a link whose other end is the
+// gateway. It carries nothing until the gateway attaches and starts it.
+func New(cfg Config) (*Uplink, error) {
+	if !cfg.Gateway.Is4() {
+		return nil, fmt.Errorf("hostnet: gateway address %v: need the gateway's IPv4 address on the bridge", cfg.Gateway)
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.MTU < 576 || cfg.MTU > DefaultMTU {
+		return nil, fmt.Errorf("hostnet: MTU %d out of range [576, %d]", cfg.MTU, DefaultMTU)
+	}
+	if cfg.HostLoopback.IsValid() && !cfg.HostLoopback.Is4() || cfg.OutboundAddr.IsValid() && !cfg.OutboundAddr.Is4() {
+		return nil, errors.New("hostnet: HostLoopback and OutboundAddr must be IPv4 addresses")
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = DefaultQueueLen
+	}
+	if cfg.MaxFlowsPerSource < 0 {
+		return nil, errors.New("hostnet: negative MaxFlowsPerSource")
+	}
+	if cfg.Namespace == nil {
+		cfg.Namespace = func(fn func() error) error { return fn() }
+	}
+	u := &Uplink{
+		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU,
+		flows:   map[conntrack.Tuple]*flow{},
+		udp:     map[conntrack.Tuple]*udpFlow{},
+		pings:   map[conntrack.Tuple]*pingFlow{},
+		inbound: map[conntrack.Tuple]expectation{},
+		perSrc:  map[netip.Addr]int{},
+		pubs:    map[nat.RuleID][]io_closer{},
+		tcpSyn:  map[synKey][]byte{},
+		warned:  map[string]bool{},
+	}
+	if u.log == nil {
+		u.log = slog.New(slog.DiscardHandler)
+	}
+	u.ctx, u.cancel = context.WithCancel(context.Background())
+	u.ln = newLink(uint32(cfg.MTU), cfg.QueueLen)
+	st, err := newStack(u.ln)
+	if err != nil {
+		return nil, err
+	}
+	u.st = st
+	u.installTCP()
+	return u, nil
+}
+
+// Addrs returns nothing: outside, the uplink's addresses are the host's.
+func (u *Uplink) Addrs() []netip.Addr { return nil }
+
+// MTU returns the largest packet the uplink takes.
+func (u *Uplink) MTU() int { return u.mtu }
+
+// Offloading reports true: the uplink takes TCP packets larger than the
+// MTU (GSO) whole, as one segment to the stack, and packets whose
+// checksum is pending.
+func (u *Uplink) Offloading() bool { return true }
+
+// Attach implements nat.Terminator: tbl is where the uplink enters its
+// flows. It starts the goroutine that releases flows whose entries left
+// the table.
+func (u *Uplink) Attach(tbl *conntrack.Table, rules *nat.Rules) {
+	if !u.tbl.CompareAndSwap(nil, tbl) {
+		return
+	}
+	u.rules.Store(rules)
+	sub := tbl.Subscribe(0)
+	u.wg.Add(1)
+	go u.reap(sub)
+}
+
+// Claims implements nat.Terminator: flows to the host-loopback address.
+func (u *Uplink) Claims(dst netip.Addr) bool {
+	return u.cfg.HostLoopback.IsValid() && dst == u.cfg.HostLoopback
+}
+
+// Inbound implements nat.Terminator: the flows the uplink dials into the
+// container for clients of published ports.
+func (u *Uplink) Inbound(t conntrack.Tuple) (orig, reply conntrack.Tuple, ok bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	e, ok := u.inbound[t]
+	return e.orig, e.reply, ok
+}
+
+// Start implements nat.Uplink: packets from the stack and the host
+// sockets go to deliver, from one goroutine.
+func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
+	if u.tbl.Load() == nil {
+		return errors.New("hostnet: the uplink needs a gateway: give it to nat.New")
+	}
+	if !u.started.CompareAndSwap(false, true) {
+		return errors.New("hostnet: uplink already started")
+	}
+	u.deliver = deliver
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		u.ln.run(u.ctx, deliver)
+	}()
+	return nil
+}
+
+// Send implements nat.Uplink: a packet from a container to the outside.
+// TCP goes to the stack; UDP and ICMP echo to their host sockets, which
+// the first packet of a flow opens. It is called from the gateway's
+// goroutines and never waits for the network.
+func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
+	if len(frame) <= nat.Headroom {
+		return
+	}
+	var p conntrack.Packet
+	pkt := frame[nat.Headroom:]
+	if p.Decode(pkt) != nil || !p.Tuple.Src.Is4() {
+		u.stats.DropMalformed.Add(1)
+		return
+	}
+	switch p.Tuple.Proto {
+	case conntrack.ProtoTCP:
+		// The stack takes the packet's checksum as valid (it comes from a
+		// container's kernel over a TAP device, which may have left it to
+		// be computed), and a GSO packet as one large segment, the way GRO
+		// hands it over.
+		u.ln.inject(pkt[:p.Len])
+	case conntrack.ProtoUDP:
+		if off.Flags&bridge.OffloadNeedsCsum != 0 {
+			bridge.CompleteChecksum(frame, &off)
+		}
+		u.sendUDP(&p, pkt[:p.Len])
+	case conntrack.ProtoICMP:
+		u.sendICMP(&p, pkt[:p.Len])
+	default:
+		u.stats.DropProto.Add(1)
+	}
+}
+
+// Close stops the uplink: it closes every flow and listener, the stack,
+// and waits for every goroutine. It is idempotent.
+func (u *Uplink) Close() error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return nil
+	}
+	u.closed = true
+	flows := make([]*flow, 0, len(u.flows))
+	for _, f := range u.flows {
+		flows = append(flows, f)
+	}
+	var ls []io_closer
+	for _, l := range u.pubs {
+		ls = append(ls, l...)
+	}
+	u.pubs = map[nat.RuleID][]io_closer{}
+	u.mu.Unlock()
+	u.cancel()
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, f := range flows {
+		f.release()
+	}
+	u.st.Close()
+	u.wg.Wait()
+	u.st.Wait()
+	return nil
+}
+
+// Stats are the uplink's counters.
+type Stats struct {
+	TCPOpened, TCPRefused, TCPUnreachable, TCPTimedOut atomic.Uint64
+	UDPOpened, PingOpened, InboundOpened               atomic.Uint64
+	Released                                           atomic.Uint64
+	DropMalformed, DropProto, DropLoopback             atomic.Uint64
+	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
+	DropQueueFull                                      atomic.Uint64
+}
+
+// Counters returns a snapshot of the counters, by name.
+func (u *Uplink) Counters() map[string]uint64 {
+	s := &u.stats
+	return map[string]uint64{
+		"tcp_opened": s.TCPOpened.Load(), "tcp_refused": s.TCPRefused.Load(),
+		"tcp_unreachable": s.TCPUnreachable.Load(), "tcp_timed_out": s.TCPTimedOut.Load(),
+		"udp_opened": s.UDPOpened.Load(), "ping_opened": s.PingOpened.Load(),
+		"inbound_opened": s.InboundOpened.Load(), "released": s.Released.Load(),
+		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
+		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
+		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
+		"drop_queue_full": u.ln.drops.Load(),
+	}
+}
+
+// Flows returns the number of flows the uplink carries.
+func (u *Uplink) Flows() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.flows)
+}
+
+// warnOnce logs a problem the first time it happens.
+func (u *Uplink) warnOnce(key, msg string, args ...any) {
+	u.mu.Lock()
+	seen := u.warned[key]
+	u.warned[key] = true
+	u.mu.Unlock()
+	if !seen {
+		u.log.Warn(msg, args...)
+	}
+}
+
+// hostDst maps the destination a container asked for to the one dialled
+// on the host: the host-loopback address to 127.0.0.1; the host's
+// loopback itself is refused.
+func (u *Uplink) hostDst(dst netip.AddrPort) (netip.AddrPort, bool) {
+	switch {
+	case u.Claims(dst.Addr()):
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), true
+	case dst.Addr().IsLoopback() || dst.Addr().IsUnspecified():
+		u.stats.DropLoopback.Add(1)
+		return netip.AddrPort{}, false
+	}
+	return dst, true
+}
+
+// localAddr is the local address for host sockets of outbound flows.
+func (u *Uplink) localAddr(network string) net.Addr {
+	if !u.cfg.OutboundAddr.IsValid() {
+		return nil
+	}
+	ap := netip.AddrPortFrom(u.cfg.OutboundAddr, 0)
+	if network == "udp" {
+		return net.UDPAddrFromAddrPort(ap)
+	}
+	return net.TCPAddrFromAddrPort(ap)
+}

@@ -1,0 +1,154 @@
+package hostnet
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// ICMP types the uplink carries.
+const (
+	icmpEchoReply   = 0
+	icmpEchoRequest = 8
+)
+
+// pingFlow is an ICMP echo flow over an unprivileged ICMP socket of the
+// host's ("ping socket"), connected to the destination: the host picks
+// the identifier of the echoes it sends, and the replies get the
+// container's back.
+type pingFlow struct {
+	u    *Uplink
+	near conntrack.Tuple // the container's echo requests
+	file *os.File
+	f    *flow
+}
+
+// sendICMP sends a container's echo request through its flow's socket,
+// opening the flow for the first one. Other ICMP from containers (errors
+// about flows the uplink carries, replies) has nowhere to go.
+func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
+	if p.Kind != conntrack.KindFlow || p.Tuple.ICMPType() != icmpEchoRequest {
+		u.stats.DropProto.Add(1)
+		return
+	}
+	ihl := int(pkt[0]&0x0f) * 4
+	if len(pkt) < ihl+8 {
+		u.stats.DropMalformed.Add(1)
+		return
+	}
+	u.mu.Lock()
+	pf := u.pings[p.Tuple]
+	u.mu.Unlock()
+	if pf == nil {
+		if pf = u.openPing(p); pf == nil {
+			return
+		}
+	}
+	pf.file.Write(pkt[ihl:])
+}
+
+// openPing opens the ICMP socket of a new echo flow. Where the host does
+// not let this process make one (net.ipv4.ping_group_range), echo to the
+// outside is refused, and said so once in the log: an answer the network
+// did not give would be a lie.
+func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
+	t := p.Tuple
+	if t.Dst.IsLoopback() || u.Claims(t.Dst) || u.overCap(t.Src) {
+		u.stats.DropLoopback.Add(1)
+		return nil
+	}
+	var fd int
+	var local netip.Addr
+	var id uint16
+	err := u.cfg.Namespace(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		if err != nil {
+			return err
+		}
+		if u.cfg.OutboundAddr.IsValid() {
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: u.cfg.OutboundAddr.As4()}); err != nil {
+				unix.Close(fd)
+				return err
+			}
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: t.Dst.As4()}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		in := sa.(*unix.SockaddrInet4)
+		local, id = netip.AddrFrom4(in.Addr), uint16(in.Port)
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			u.stats.DropPingRefused.Add(1)
+			u.warnOnce("ping", "hostnet: ICMP echo to the outside refused: this process may not open ICMP sockets (see sysctl net.ipv4.ping_group_range)", "err", err)
+			return nil
+		}
+		u.log.Debug("hostnet: ICMP socket failed", "dst", t.Dst, "err", err)
+		return nil
+	}
+	reply := conntrack.ICMPTuple(t.Dst, local, icmpEchoReply, 0, id)
+	eid, ok := u.track(p, reply)
+	if !ok {
+		unix.Close(fd)
+		return nil
+	}
+	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping")}
+	f, ok := u.addFlow(t, t.Src, eid, func() {
+		u.mu.Lock()
+		if u.pings[pf.near] == pf {
+			delete(u.pings, pf.near)
+		}
+		u.mu.Unlock()
+		pf.file.Close()
+	})
+	if !ok {
+		pf.file.Close()
+		return nil
+	}
+	pf.f = f
+	u.mu.Lock()
+	u.pings[t] = pf
+	u.mu.Unlock()
+	u.stats.PingOpened.Add(1)
+	u.wg.Add(1)
+	go pf.read()
+	return pf
+}
+
+// read turns the echo replies the socket receives into packets for the
+// container, with its identifier, until the socket closes.
+func (pf *pingFlow) read() {
+	defer pf.u.wg.Done()
+	defer pf.f.release()
+	buf := make([]byte, 20+65535)
+	for {
+		n, err := pf.file.Read(buf[20:])
+		if err != nil {
+			return
+		}
+		m := buf[20 : 20+n]
+		if n < 8 || m[0] != icmpEchoReply {
+			continue
+		}
+		binary.BigEndian.PutUint16(m[4:], pf.near.ICMPID())
+		m[2], m[3] = 0, 0
+		binary.BigEndian.PutUint16(m[2:], nat.Checksum(m))
+		pkt := buf[:20+n]
+		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, pf.near.Dst, pf.near.Src)
+		pf.u.ln.queue([][]byte{pkt}, bridgeNone)
+	}
+}

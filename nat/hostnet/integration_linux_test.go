@@ -1,0 +1,457 @@
+package hostnet_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/netns"
+	"github.com/usernat/usernat/nat"
+	"github.com/usernat/usernat/nat/hostnet"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Addresses of the test network, all inside namespaces the test makes: the
+// host (where the uplink's sockets live) and a remote machine on a link
+// of the host's, and the container on the gateway's bridge.
+var (
+	hostAddr   = netip.MustParsePrefix("198.51.100.1/24")
+	remoteAddr = netip.MustParsePrefix("198.51.100.2/24")
+	gwAddr     = netip.MustParsePrefix("172.17.0.1/16")
+	ctrAddr    = netip.MustParsePrefix("172.17.0.4/16")
+)
+
+// env is a gateway with a host-socket uplink whose host is a namespace of
+// its own, with one neighbour, the remote namespace; the container's eth0
+// is a TAP port of the gateway's bridge.
+type env struct {
+	host, remote, ctr *netns.NS
+	br                *bridge.Bridge
+	gw                *nat.Gateway
+	up                *hostnet.Uplink
+}
+
+type envConfig struct {
+	uplink   hostnet.Config
+	timeouts conntrack.Timeouts
+	ping     bool // let the host's processes open ICMP sockets
+}
+
+func newEnv(t *testing.T, ec envConfig) *env {
+	t.Helper()
+	netns.RequirePrivileged(t)
+	e := &env{}
+	var err error
+	for _, ns := range []**netns.NS{&e.host, &e.remote, &e.ctr} {
+		if *ns, err = netns.New(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { (*ns).Close() })
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(e.host.AddVeth("eth0", e.remote, "eth0"))
+	must(e.host.SetLink("eth0", 0))
+	must(e.remote.SetLink("eth0", 0))
+	must(e.host.AddAddr("eth0", hostAddr))
+	must(e.remote.AddAddr("eth0", remoteAddr))
+	group := "1 0" // a new namespace's default: nobody may
+	if ec.ping {
+		group = "0 2147483647"
+	}
+	must(e.host.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte(group), 0)
+	}))
+
+	e.br, err = bridge.New(bridge.Config{Name: "docker0"})
+	must(err)
+	tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: "eth0", NetNS: e.ctr.Path(), MTU: 1500, Offload: true})
+	must(err)
+	if _, err := e.br.AddPort(tap, bridge.PortConfig{}); err != nil {
+		tap.Close()
+		t.Fatal(err)
+	}
+	must(e.ctr.AddAddr("eth0", ctrAddr))
+	must(e.ctr.IP("route", "add", "default", "via", gwAddr.Addr().String()))
+
+	cfg := ec.uplink
+	cfg.Gateway = gwAddr.Addr()
+	cfg.Namespace = e.host.Do
+	e.up, err = hostnet.New(cfg)
+	must(err)
+	e.gw, err = nat.New(nat.Config{
+		Bridge: e.br, Subnet: gwAddr, MTU: 1500, Uplink: e.up,
+		Conntrack: conntrack.Config{Timeouts: ec.timeouts},
+	})
+	if err != nil {
+		e.up.Close()
+		e.br.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.gw.Close()
+		e.br.Close()
+	})
+	return e
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// whoServer serves TCP on addr in ns: it writes each client the address
+// it saw, then echoes what it reads.
+func whoServer(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	l, err := ns.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						c.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+}
+
+// who connects from ns to addr and returns the address the server saw.
+func who(t *testing.T, ns *netns.NS, addr string) (string, error) {
+	t.Helper()
+	c, err := ns.Dial(ctx(t), "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+// udpWhoServer answers each datagram on addr in ns with the address it
+// came from.
+func udpWhoServer(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	pc, err := ns.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(from.String()), from)
+		}
+	}()
+}
+
+// udpWho sends a datagram from ns to addr and returns the answer and who
+// it came from.
+func udpWho(t *testing.T, ns *netns.NS, addr string) (answer, from string) {
+	t.Helper()
+	pc, err := ns.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for range 5 {
+		pc.WriteTo([]byte("who"), to)
+		pc.SetReadDeadline(time.Now().Add(time.Second))
+		n, src, err := pc.ReadFrom(buf)
+		if err == nil {
+			return string(buf[:n]), src.String()
+		}
+	}
+	t.Fatalf("no answer from %s", addr)
+	return "", ""
+}
+
+// The container reaches the remote machine over TCP through a host
+// connection: the server sees the host's address, the bytes arrive, and
+// the conntrack entry's reply tuple is the host socket's.
+func TestIntegrationOutboundTCP(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	seen, err := netns.Transfer(e.ctr, "198.51.100.2:7000", e.remote, "198.51.100.2:7000", 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen.Addr() != hostAddr.Addr() {
+		t.Fatalf("the remote server saw %v, want the host %v", seen, hostAddr.Addr())
+	}
+	var found bool
+	for _, en := range e.gw.Table().List() {
+		if en.Orig.Proto == conntrack.ProtoTCP && en.Orig.Src == ctrAddr.Addr() && en.Orig.DstPort == 7000 {
+			found = true
+			want := conntrack.Tuple{Src: remoteAddr.Addr(), Dst: hostAddr.Addr(), SrcPort: 7000, DstPort: seen.Port(), Proto: conntrack.ProtoTCP}
+			if en.Reply != want || en.Packets[0] == 0 || en.Packets[1] == 0 || en.Status&conntrack.SrcNAT == 0 {
+				t.Errorf("entry %v, want reply %v, both directions counted, SNAT", en, want)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no conntrack entry for the flow:\n%v", e.gw.Table().List())
+	}
+}
+
+func TestIntegrationOutboundUDP(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	udpWhoServer(t, e.remote, "198.51.100.2:5300")
+	answer, from := udpWho(t, e.ctr, "198.51.100.2:5300")
+	if from != "198.51.100.2:5300" || !strings.HasPrefix(answer, "198.51.100.1:") {
+		t.Fatalf("answer %q from %s; want the host's address from the server", answer, from)
+	}
+}
+
+// A refused connection is a reset for the container; an unreachable
+// network an ICMP error; both at once, as from the real network.
+func TestIntegrationOutboundErrors(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	start := time.Now()
+	if _, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7001"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("to a closed port: %v, want connection refused", err)
+	}
+	if _, err := e.ctr.Dial(ctx(t), "tcp", "192.0.2.99:80"); !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("to an unroutable address: %v, want unreachable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the answers took %v", d)
+	}
+	if t.Failed() {
+		t.Logf("uplink %v\ngateway %+v", e.up.Counters(), e.gw.Stats())
+	}
+	if c := e.up.Counters(); c["tcp_refused"] == 0 || c["tcp_unreachable"] == 0 {
+		t.Errorf("counters %v", c)
+	}
+}
+
+func TestIntegrationPing(t *testing.T) {
+	e := newEnv(t, envConfig{ping: true})
+	out, err := e.ctr.Run(ctx(t), "ping", "-c", "2", "-i", "0.2", "-W", "3", "198.51.100.2")
+	if err != nil || !strings.Contains(string(out), "2 received") {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+}
+
+// Where the host does not let the process open ICMP sockets, echo to the
+// outside is refused, not faked.
+func TestIntegrationPingRefused(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	out, err := e.ctr.Run(ctx(t), "ping", "-c", "1", "-W", "1", "198.51.100.2")
+	if err == nil {
+		t.Fatalf("ping answered without ICMP sockets:\n%s", out)
+	}
+	if e.up.Counters()["drop_ping_refused"] == 0 {
+		t.Error("refusal not counted")
+	}
+}
+
+// Published ports carry clients into the container from their own
+// address, for TCP and UDP; a client on the host's loopback is shown as
+// the gateway.
+func TestIntegrationPublished(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	whoServer(t, e.ctr, "172.17.0.4:80")
+	udpWhoServer(t, e.ctr, "172.17.0.4:53")
+	for _, spec := range []string{"8080:172.17.0.4:80/tcp", "5353:172.17.0.4:53/udp"} {
+		p, err := nat.ParsePublish(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.up.Publish(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen, err := who(t, e.remote, "198.51.100.1:8080")
+	if err != nil || !strings.HasPrefix(seen, "198.51.100.2:") {
+		t.Errorf("TCP from the remote: container saw %q (%v), want 198.51.100.2", seen, err)
+	}
+	seen, err = who(t, e.host, "127.0.0.1:8080")
+	if err != nil || !strings.HasPrefix(seen, "172.17.0.1:") {
+		t.Errorf("TCP from the host's loopback: container saw %q (%v), want the gateway 172.17.0.1", seen, err)
+	}
+	answer, from := udpWho(t, e.remote, "198.51.100.1:5353")
+	if !strings.HasPrefix(answer, "198.51.100.2:") || from != "198.51.100.1:5353" {
+		t.Errorf("UDP from the remote: container saw %q, answer from %s", answer, from)
+	}
+	if n, err := netns.Transfer(e.remote, "198.51.100.1:8081", e.ctr, "172.17.0.4:81", 0); err == nil {
+		t.Errorf("an unpublished port carried a connection (%v)", n)
+	}
+	var b strings.Builder
+	e.gw.WriteRules(&b)
+	if !strings.Contains(b.String(), "dpt:8080 to:172.17.0.4:80") {
+		t.Errorf("rules do not list the published port:\n%s", b.String())
+	}
+}
+
+// By default the container cannot reach the host's loopback; with
+// HostLoopback it reaches it at the gateway's address.
+func TestIntegrationHostLoopback(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprint("allowed=", allow), func(t *testing.T) {
+			var cfg hostnet.Config
+			if allow {
+				cfg.HostLoopback = gwAddr.Addr()
+			}
+			e := newEnv(t, envConfig{uplink: cfg})
+			whoServer(t, e.host, "127.0.0.1:9000")
+			seen, err := who(t, e.ctr, "172.17.0.1:9000")
+			if allow && (err != nil || !strings.HasPrefix(seen, "127.0.0.1:")) {
+				t.Errorf("host loopback allowed: %q, %v", seen, err)
+			}
+			if !allow && err == nil {
+				t.Errorf("host loopback reached by default (server saw %s)", seen)
+			}
+		})
+	}
+}
+
+// countFDs counts this process's open file descriptors.
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// waitFor polls cond for up to d.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// Flows that go idle past their timeouts, or are flushed, give back
+// everything: the table empties, and the process's sockets and goroutines
+// return to what they were.
+func TestIntegrationLifecycle(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int
+		flush bool
+	}{{"idle", 1000, false}, {"flush", 200, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			to := conntrack.Timeouts{UDP: 2 * time.Second, UDPStream: 2 * time.Second, TCPEstablished: 3 * time.Second}
+			if tc.flush {
+				to = conntrack.Timeouts{} // the defaults: only the flush ends them
+			}
+			e := newEnv(t, envConfig{timeouts: to})
+			// The remote servers hold what they accept.
+			l, err := e.remote.Listen("tcp", "198.51.100.2:7100")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			held := make(chan net.Conn, tc.n)
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					held <- c
+				}
+			}()
+			udpWhoServer(t, e.remote, "198.51.100.2:5300")
+			time.Sleep(100 * time.Millisecond)
+			fds0, gor0 := countFDs(t), runtime.NumGoroutine()
+
+			var mine []net.Conn
+			defer func() {
+				for _, c := range mine {
+					c.Close()
+				}
+			}()
+			to5300, _ := net.ResolveUDPAddr("udp", "198.51.100.2:5300")
+			buf := make([]byte, 64)
+			for i := range tc.n {
+				c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7100")
+				if err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+				mine = append(mine, c)
+				pc, err := e.ctr.ListenPacket("udp", ":0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				mine = append(mine, pc.(net.Conn))
+				pc.WriteTo([]byte("x"), to5300)
+				pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					t.Fatalf("UDP flow %d: %v", i, err)
+				}
+			}
+			if got := e.up.Flows(); got != 2*tc.n {
+				t.Fatalf("%d flows carried, want %d", got, 2*tc.n)
+			}
+			if tc.flush {
+				e.gw.Table().Flush()
+			}
+			if !waitFor(30*time.Second, func() bool { return e.gw.Table().Len() == 0 && e.up.Flows() == 0 }) {
+				t.Fatalf("after the timeouts: %d entries, %d flows", e.gw.Table().Len(), e.up.Flows())
+			}
+			// The test's own ends go too, then everything is as before.
+			for _, c := range mine {
+				c.Close()
+			}
+			mine = nil
+			for len(held) > 0 {
+				(<-held).Close()
+			}
+			if !waitFor(20*time.Second, func() bool { return countFDs(t) <= fds0 && runtime.NumGoroutine() <= gor0 }) {
+				t.Fatalf("file descriptors %d (were %d), goroutines %d (were %d)", countFDs(t), fds0, runtime.NumGoroutine(), gor0)
+			}
+		})
+	}
+}

@@ -1,0 +1,215 @@
+package hostnet
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/nat"
+)
+
+const nicID tcpip.NICID = 1
+
+// newStack makes the gateway's stack: IPv4 and TCP (UDP and ICMP go to
+// host sockets without it) on one NIC over ln that is promiscuous (it
+// takes packets to any address) and spoofing (it sends from any address),
+// with no address of its own and a default route. TCP options were
+// chosen by measurement (bench/rootless): CUBIC, SACK, receive buffer
+// moderation, buffers up to 8 MiB.
+func newStack(ln *link) (*stack.Stack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	fail := func(what string, err tcpip.Error) (*stack.Stack, error) {
+		s.Close()
+		s.Wait()
+		return nil, fmt.Errorf("hostnet: %s: %s", what, err)
+	}
+	sack := tcpip.TCPSACKEnabled(true)
+	mod := tcpip.TCPModerateReceiveBufferOption(true)
+	cc := tcpip.CongestionControlOption("cubic")
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}
+	for _, o := range []tcpip.SettableTransportProtocolOption{&sack, &mod, &cc, &snd, &rcv} {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			return fail("TCP option", err)
+		}
+	}
+	if err := s.CreateNICWithOptions(nicID, ln, stack.NICOptions{Name: "hostnet0"}); err != nil {
+		return fail("NIC", err)
+	}
+	if err := s.SetPromiscuousMode(nicID, true); err != nil {
+		return fail("promiscuous mode", err)
+	}
+	if err := s.SetSpoofing(nicID, true); err != nil {
+		return fail("spoofing", err)
+	}
+	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}})
+	return s, nil
+}
+
+// link is the stack's NIC: raw IPv4 packets, no link header. The gateway
+// injects packets on its own goroutine (the stack handles them there,
+// queueing TCP segments to its processors); packets the stack sends, and
+// those the uplink builds, wait in a bounded queue for the one goroutine
+// that hands them to the gateway, since the stack may send while it holds
+// locks and must not be entered again from there. It asks the stack for
+// GSO packets (HostGSOSupported) and passes them on as GSO frames.
+type link struct {
+	mtu   uint32
+	q     chan outFrame
+	pool  sync.Pool // *[]byte of Headroom + 64 KiB
+	drops atomic.Uint64
+
+	mu      sync.RWMutex
+	d       stack.NetworkDispatcher
+	onClose func()
+}
+
+// outFrame is a packet for the gateway, at buf[Headroom:n].
+type outFrame struct {
+	buf *[]byte
+	n   int
+	off bridge.Offload
+}
+
+// maxPacket is the largest packet through the link: a GSO packet.
+const maxPacket = 65536
+
+var (
+	_ stack.LinkEndpoint = (*link)(nil)
+	_ stack.GSOEndpoint  = (*link)(nil)
+)
+
+func newLink(mtu uint32, queue int) *link {
+	l := &link{mtu: mtu, q: make(chan outFrame, queue)}
+	l.pool.New = func() any { b := make([]byte, nat.Headroom+maxPacket); return &b }
+	return l
+}
+
+func (l *link) MTU() uint32                    { return l.mtu }
+func (l *link) SetMTU(uint32)                  {}
+func (*link) MaxHeaderLength() uint16          { return 0 }
+func (*link) LinkAddress() tcpip.LinkAddress   { return "" }
+func (*link) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities says the link checks receive checksums, which the stack
+// then skips: packets come from containers' kernels through TAP devices,
+// with checksums right or left to compute (offload). A container that
+// sends a wrong one corrupts only its own flow.
+func (*link) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
+func (l *link) Attach(d stack.NetworkDispatcher)      { l.mu.Lock(); l.d = d; l.mu.Unlock() }
+func (l *link) IsAttached() bool                      { l.mu.RLock(); defer l.mu.RUnlock(); return l.d != nil }
+func (*link) Wait()                                   {}
+func (*link) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+func (*link) AddHeader(*stack.PacketBuffer)           {}
+func (*link) ParseHeader(*stack.PacketBuffer) bool    { return true }
+func (l *link) SetOnCloseAction(f func())             { l.mu.Lock(); l.onClose = f; l.mu.Unlock() }
+func (*link) GSOMaxSize() uint32                      { return maxPacket - 1 }
+func (*link) SupportedGSO() stack.SupportedGSO        { return stack.HostGSOSupported }
+
+func (l *link) Close() {
+	l.mu.Lock()
+	f := l.onClose
+	l.d = nil
+	l.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// WritePackets queues the stack's packets for the gateway; the stack
+// keeps them, so each is copied. A full queue drops (TCP sends again).
+func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		var off bridge.Offload
+		if g := pkt.GSOOptions; g.Type == stack.GSOTCPv4 && g.NeedsCsum {
+			l4 := nat.Headroom + int(g.L3HdrLen)
+			off = bridge.Offload{
+				Flags: bridge.OffloadNeedsCsum, CsumStart: uint16(l4), CsumOffset: g.CsumOffset,
+			}
+			// Only more than one segment's worth is a GSO packet.
+			hdr := l4 + int(header.TCP(pkt.TransportHeader().Slice()).DataOffset())
+			if nat.Headroom+pkt.Size()-hdr > int(g.MSS) {
+				off.GSO, off.GSOSize, off.HdrLen = bridge.GSOTCPv4, g.MSS, uint16(hdr)
+			}
+		}
+		if !l.queue(pkt.AsSlices(), off) {
+			if n == 0 {
+				return 0, &tcpip.ErrNoBufferSpace{}
+			}
+			break
+		}
+		n++
+	}
+	return n, nil
+}
+
+// queue copies the packet made of parts into a frame for the gateway, and
+// reports false when the queue is full.
+func (l *link) queue(parts [][]byte, off bridge.Offload) bool {
+	bp := l.pool.Get().(*[]byte)
+	n := nat.Headroom
+	for _, p := range parts {
+		if n+len(p) > len(*bp) {
+			l.pool.Put(bp)
+			l.drops.Add(1)
+			return true // cannot be: the stack sends at most maxPacket
+		}
+		n += copy((*bp)[n:], p)
+	}
+	select {
+	case l.q <- outFrame{bp, n, off}:
+		return true
+	default:
+		l.pool.Put(bp)
+		l.drops.Add(1)
+		return false
+	}
+}
+
+// run hands queued frames to deliver until ctx ends.
+func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
+	for {
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case f := <-l.q:
+					l.pool.Put(f.buf)
+				default:
+					return
+				}
+			}
+		case f := <-l.q:
+			deliver((*f.buf)[:f.n], f.off)
+			l.pool.Put(f.buf)
+		}
+	}
+}
+
+// inject gives the stack the IPv4 packet pkt, copied.
+func (l *link) inject(pkt []byte) {
+	l.mu.RLock()
+	d := l.d
+	l.mu.RUnlock()
+	if d == nil || len(pkt) == 0 {
+		return
+	}
+	p := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	d.DeliverNetworkPacket(header.IPv4ProtocolNumber, p)
+	p.DecRef()
+}

@@ -1,0 +1,124 @@
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// Publish publishes p: it listens on the host at p.HostAddr (every
+// address when zero) on each of p.HostPorts, for TCP or UDP, and carries
+// each client into the container at p.ContainerAddr, on the container port
+// at the same place of p.ContainerPorts (or its one port), from the
+// client's own address. The container must be on the gateway's bridge.
+// It returns the rule's id, for Unpublish; a port the host will not let
+// the uplink listen on is an error, and nothing is published.
+func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
+	if !p.ContainerAddr.Is4() || p.HostAddr.IsValid() && !p.HostAddr.Unmap().Is4() {
+		return 0, fmt.Errorf("hostnet: publish %v: IPv4 only", p)
+	}
+	if n, m := p.HostPorts.Len(), p.ContainerPorts.Len(); m != 1 && m != n {
+		return 0, fmt.Errorf("hostnet: publish %v: %d host ports to %d container ports", p, n, m)
+	}
+	host := p.HostAddr
+	if !host.IsValid() {
+		host = netip.IPv4Unspecified()
+	}
+	var ls []io_closer
+	closeAll := func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}
+	type served struct {
+		l   any
+		ctr netip.AddrPort
+	}
+	var serve []served
+	for i := range p.HostPorts.Len() {
+		hp := p.HostPorts.First + uint16(i)
+		cp := p.ContainerPorts.First
+		if p.ContainerPorts.Len() > 1 {
+			cp += uint16(i)
+		}
+		at := netip.AddrPortFrom(host, hp)
+		var l io_closer
+		err := u.cfg.Namespace(func() error {
+			var err error
+			if p.Proto == conntrack.ProtoTCP {
+				l, err = net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(at))
+			} else {
+				l, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at))
+			}
+			return err
+		})
+		if err != nil {
+			closeAll()
+			return 0, fmt.Errorf("hostnet: publish %v: %w", p, err)
+		}
+		ls = append(ls, l)
+		serve = append(serve, served{l, netip.AddrPortFrom(p.ContainerAddr, cp)})
+	}
+	u.mu.Lock()
+	rules := u.rules.Load()
+	if u.closed || rules == nil {
+		u.mu.Unlock()
+		closeAll()
+		return 0, errors.New("hostnet: publish: the uplink is closed, or not yet given to a gateway")
+	}
+	id, err := rules.AddPublish(p)
+	if err != nil {
+		u.mu.Unlock()
+		closeAll()
+		return 0, err
+	}
+	u.pubs[id] = ls
+	u.wg.Add(len(serve))
+	u.mu.Unlock()
+	for _, s := range serve {
+		switch l := s.l.(type) {
+		case *net.TCPListener:
+			go u.serveTCP(l, s.ctr)
+		case *net.UDPConn:
+			go u.serveUDP(l, s.ctr)
+		}
+	}
+	u.log.Info("hostnet: published", "rule", p)
+	return id, nil
+}
+
+// Unpublish stops publishing the rule id: its listeners close. Flows
+// already carried go on until they end or their entries expire, as with
+// the kernel's NAT — but the UDP flows of the rule lose the socket they
+// answered from, and end.
+func (u *Uplink) Unpublish(id nat.RuleID) error {
+	u.mu.Lock()
+	ls, ok := u.pubs[id]
+	delete(u.pubs, id)
+	if ok {
+		u.rules.Load().Remove(id)
+	}
+	u.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("hostnet: no published port with id %d", id)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return nil
+}
+
+// Published lists the published ports, with their ids.
+func (u *Uplink) Published() []nat.Publish {
+	if r := u.rules.Load(); r != nil {
+		return r.Publishes()
+	}
+	return nil
+}

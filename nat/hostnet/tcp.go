@@ -1,0 +1,349 @@
+package hostnet
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// maxInFlight bounds the TCP connections being opened at once (host dial
+// and handshake); SYNs beyond it are dropped and sent again by their
+// senders.
+const maxInFlight = 1024
+
+// synKey names a SYN waiting for its host connection.
+type synKey = stack.TransportEndpointID
+
+// installTCP makes the stack hand every SYN from a container to handleTCP,
+// keeping a copy of the SYN: the packet that creates the flow's entry,
+// and the one an ICMP error about the flow must quote (Linux checks the
+// quoted sequence number).
+func (u *Uplink) installTCP() {
+	fwd := tcp.NewForwarder(u.st, 0, maxInFlight, u.handleTCP)
+	u.st.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		th := header.TCP(pkt.TransportHeader().Slice())
+		if len(th) >= header.TCPMinimumSize && th.Flags() == header.TCPFlagSyn {
+			syn := append(append([]byte(nil), pkt.NetworkHeader().Slice()...), th...)
+			u.mu.Lock()
+			if _, ok := u.tcpSyn[id]; !ok && len(u.tcpSyn) < maxInFlight {
+				u.tcpSyn[id] = syn
+			}
+			u.mu.Unlock()
+		}
+		return fwd.HandlePacket(id, pkt)
+	})
+}
+
+// takeSyn returns and forgets the SYN of id.
+func (u *Uplink) takeSyn(id synKey) []byte {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	syn := u.tcpSyn[id]
+	delete(u.tcpSyn, id)
+	return syn
+}
+
+func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return netip.AddrPortFrom(ip, port)
+}
+
+// handleTCP opens the host connection of a container's new TCP flow, in a
+// goroutine of the forwarder's, and answers the container as the network
+// would: the handshake when the host connected, a reset when refused, ICMP
+// unreachable when unreachable, nothing when the destination stayed
+// silent. Then it carries the flow.
+func (u *Uplink) handleTCP(r *tcp.ForwarderRequest) {
+	id := r.ID() // local: the destination; remote: the container
+	syn := u.takeSyn(id)
+	var p conntrack.Packet
+	if syn == nil || p.Decode(syn) != nil {
+		r.Complete(true)
+		return
+	}
+	ctr := addrPort(id.RemoteAddress, id.RemotePort)
+	dst, ok := u.hostDst(addrPort(id.LocalAddress, id.LocalPort))
+	if !ok || u.overCap(ctr.Addr()) {
+		r.Complete(true)
+		return
+	}
+	hc, err := u.dialTCP(dst)
+	if err != nil {
+		u.refuseTCP(r, syn, dst, err)
+		return
+	}
+	local, _ := netip.ParseAddrPort(hc.LocalAddr().String())
+	remote := addrPort(id.LocalAddress, id.LocalPort) // as the container named it
+	reply := conntrack.Tuple{Src: remote.Addr(), Dst: local.Addr().Unmap(), SrcPort: remote.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
+	eid, ok := u.track(&p, reply)
+	if !ok {
+		hc.Close()
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq) // waits for the handshake
+	r.Complete(false)
+	if terr != nil {
+		hc.Close()
+		return
+	}
+	u.stats.TCPOpened.Add(1)
+	u.carry(p.Tuple, ctr.Addr(), eid, ep, &wq, hc)
+}
+
+// dialTCP connects to dst on the host.
+func (u *Uplink) dialTCP(dst netip.AddrPort) (*net.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(u.ctx, u.cfg.ConnectTimeout)
+	defer cancel()
+	var c net.Conn
+	err := u.cfg.Namespace(func() error {
+		var err error
+		d := net.Dialer{LocalAddr: u.localAddr("tcp")}
+		if dst.Addr().IsLoopback() {
+			d.LocalAddr = nil
+		}
+		c, err = d.DialContext(ctx, "tcp4", dst.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// refuseTCP answers a container whose host connection failed.
+func (u *Uplink) refuseTCP(r *tcp.ForwarderRequest, syn []byte, dst netip.AddrPort, err error) {
+	u.log.Debug("hostnet: connect failed", "dst", dst, "err", err)
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		u.stats.TCPRefused.Add(1)
+		r.Complete(true)
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		u.stats.TCPUnreachable.Add(1)
+		r.Complete(false)
+		code := uint8(1) // host unreachable
+		if errors.Is(err, syscall.ENETUNREACH) {
+			code = 0
+		}
+		u.sendUnreachable(syn, code)
+	default: // timed out, or closing: the container hears nothing
+		u.stats.TCPTimedOut.Add(1)
+		r.Complete(false)
+	}
+}
+
+// sendUnreachable sends the container an ICMP destination unreachable
+// with code about pkt, one of its packets, from the gateway.
+func (u *Uplink) sendUnreachable(pkt []byte, code uint8) {
+	buf := make([]byte, 576)
+	msg, err := nat.Unreachable(buf, pkt, u.cfg.Gateway, code)
+	if err == nil {
+		u.ln.queue([][]byte{msg}, bridgeNone)
+	}
+}
+
+// carry copies a TCP flow's bytes both ways between the stack's endpoint
+// ep (the container's side) and the host connection hc, registered under
+// the entry orig, id: an end of stream on one side becomes a FIN on the
+// other (half-close), an error a reset on both. The flow is released when
+// both directions are done, or when its entry leaves the table (which
+// resets both sides).
+func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip.Endpoint, wq *waiter.Queue, hc *net.TCPConn) {
+	gc := gonet.NewTCPConn(wq, ep)
+	var abortOnce sync.Once
+	abort := func() {
+		abortOnce.Do(func() {
+			ep.Abort()
+			hc.SetLinger(0)
+			gc.Close()
+			hc.Close()
+		})
+	}
+	f, ok := u.addFlow(orig, src, id, abort)
+	if !ok {
+		abort()
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	u.wg.Add(3)
+	go func() { defer u.wg.Done(); defer wg.Done(); u.pipe(gc, hc, abort) }()
+	go func() { defer u.wg.Done(); defer wg.Done(); u.pipe(hc, gc, abort) }()
+	go func() {
+		defer u.wg.Done()
+		wg.Wait()
+		gc.Close()
+		hc.Close()
+		f.release()
+	}()
+}
+
+// halfCloser is a connection whose write side closes alone.
+type halfCloser interface {
+	io.ReadWriter
+	CloseWrite() error
+}
+
+// copyBuf is the size of the buffers a TCP flow copies through: measured
+// (bench/rootless), large enough that a 64 KiB segment is one read.
+const copyBuf = 256 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }}
+
+// pipe copies src to dst until src ends, then closes dst's write side; on
+// an error it aborts the flow. A slow dst slows the copy: the stack's
+// window, or the host socket's, closes, and src is not read meanwhile.
+func (u *Uplink) pipe(dst, src halfCloser, abort func()) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				abort()
+				return
+			}
+		}
+		if err == io.EOF {
+			dst.CloseWrite()
+			return
+		}
+		if err != nil {
+			abort()
+			return
+		}
+	}
+}
+
+// dialContainer opens a TCP connection from the stack to the container
+// at dst, from src (a client's address, spoofed), and returns its
+// endpoint, which Abort resets.
+func (u *Uplink) dialContainer(ctx context.Context, src, dst netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, error) {
+	var wq waiter.Queue
+	ep, terr := u.st.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	if terr != nil {
+		return nil, nil, errors.New(terr.String())
+	}
+	if terr := ep.Bind(fullAddr(src)); terr != nil {
+		ep.Close()
+		return nil, nil, errors.New(terr.String())
+	}
+	we, ch := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&we)
+	defer wq.EventUnregister(&we)
+	terr = ep.Connect(fullAddr(dst))
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ch:
+			terr = ep.LastError()
+		case <-ctx.Done():
+			ep.Abort()
+			return nil, nil, ctx.Err()
+		}
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, nil, errors.New(terr.String())
+	}
+	return ep, &wq, nil
+}
+
+func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
+	return tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(ap.Addr().Unmap().As4()), Port: ap.Port()}
+}
+
+// presented is the address a client of a published port is shown to the
+// container as: its own, or the gateway's for a client on the host's
+// loopback (the container cannot answer 127.0.0.1).
+func (u *Uplink) presented(client netip.AddrPort) netip.AddrPort {
+	a := client.Addr().Unmap()
+	if a.IsLoopback() || a.IsUnspecified() {
+		a = u.cfg.Gateway
+	}
+	return netip.AddrPortFrom(a, client.Port())
+}
+
+// serveTCP accepts the clients of a published TCP port and carries each
+// into the container at ctr.
+func (u *Uplink) serveTCP(l *net.TCPListener, ctr netip.AddrPort) {
+	defer u.wg.Done()
+	for {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				u.log.Warn("hostnet: published port stopped", "addr", l.Addr(), "err", err)
+			}
+			return
+		}
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			u.inboundTCP(c, ctr)
+		}()
+	}
+}
+
+// inboundTCP carries the accepted client c into the container at ctr: the
+// flow's entry is the client to the published address, replied by the
+// container to the client (what the gateway creates when the first
+// packet passes, from the expectation made here).
+func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort) {
+	client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	src := u.presented(client)
+	orig := conntrack.Tuple{Src: src.Addr(), Dst: local.Addr().Unmap(), SrcPort: src.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
+	reply := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoTCP}
+	seen := conntrack.Tuple{Src: src.Addr(), Dst: ctr.Addr(), SrcPort: src.Port(), DstPort: ctr.Port(), Proto: conntrack.ProtoTCP}
+	if !u.expect(seen, orig, reply) {
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	defer u.unexpect(seen)
+	ctx, cancel := context.WithTimeout(u.ctx, u.cfg.ConnectTimeout)
+	ep, wq, err := u.dialContainer(ctx, src, ctr)
+	cancel()
+	if err != nil {
+		u.log.Debug("hostnet: published port: container did not answer", "ctr", ctr, "err", err)
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	u.stats.InboundOpened.Add(1)
+	u.carry(orig, ctr.Addr(), 0, ep, wq, c)
+}
+
+// expect registers the flow the uplink is about to open into the
+// container, for Inbound; false when one with the same tuple is open.
+func (u *Uplink) expect(seen, orig, reply conntrack.Tuple) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, busy := u.inbound[seen]; busy || u.closed || u.flows[orig] != nil {
+		return false
+	}
+	u.inbound[seen] = expectation{orig, reply}
+	return true
+}
+
+func (u *Uplink) unexpect(seen conntrack.Tuple) {
+	u.mu.Lock()
+	delete(u.inbound, seen)
+	u.mu.Unlock()
+}

@@ -1,0 +1,193 @@
+package hostnet
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/usernat/usernat/conntrack"
+)
+
+// udpFlow is a UDP flow over a host socket: outbound, a socket connected
+// to the destination; inbound, the published port's socket, answering the
+// client it came from. Its datagrams from the host are built into packets
+// from far to near: the tuple of the container's packets, reversed.
+type udpFlow struct {
+	u      *Uplink
+	near   conntrack.Tuple // the container's packets: container to far
+	conn   *net.UDPConn
+	client netip.AddrPort  // inbound: where answers go; outbound: invalid
+	seen   conntrack.Tuple // inbound: the expectation made for the gateway
+	f      *flow
+}
+
+// udpRead is the room for one datagram read from a host socket, behind
+// the IPv4 and UDP headers the packet for the container gets.
+const udpRead = 65535 - 28
+
+// sendUDP passes a container's datagram to its host socket, opening the
+// flow for the first one.
+func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
+	ihl := int(pkt[0]&0x0f) * 4
+	if len(pkt) < ihl+8 {
+		u.stats.DropMalformed.Add(1)
+		return
+	}
+	payload := pkt[ihl+8:]
+	u.mu.Lock()
+	fl := u.udp[p.Tuple]
+	u.mu.Unlock()
+	if fl == nil {
+		if fl = u.openUDP(p, pkt); fl == nil {
+			return
+		}
+	}
+	if fl.client.IsValid() {
+		fl.conn.WriteToUDPAddrPort(payload, fl.client)
+	} else {
+		fl.conn.Write(payload)
+	}
+}
+
+// openUDP opens the host socket of a container's new UDP flow, enters its
+// entry, and starts its reader. An unreachable destination is answered
+// with ICMP unreachable, the host's loopback with nothing.
+func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
+	t := p.Tuple
+	far := netip.AddrPortFrom(t.Dst, t.DstPort)
+	dst, ok := u.hostDst(far)
+	if !ok || u.overCap(t.Src) {
+		return nil
+	}
+	var c *net.UDPConn
+	err := u.cfg.Namespace(func() error {
+		var laddr *net.UDPAddr
+		if a, ok := u.localAddr("udp").(*net.UDPAddr); ok && !dst.Addr().IsLoopback() {
+			laddr = a
+		}
+		var err error
+		c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst))
+		return err
+	})
+	if err != nil {
+		u.log.Debug("hostnet: UDP socket failed", "dst", dst, "err", err)
+		if errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) {
+			u.sendUnreachable(pkt, 1)
+		}
+		return nil
+	}
+	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	reply := conntrack.Tuple{Src: far.Addr(), Dst: local.Addr().Unmap(), SrcPort: far.Port(), DstPort: local.Port(), Proto: conntrack.ProtoUDP}
+	id, ok := u.track(p, reply)
+	if !ok {
+		c.Close()
+		return nil
+	}
+	fl := &udpFlow{u: u, near: t, conn: c}
+	if !u.startUDP(fl, t, t.Src, id) {
+		return nil
+	}
+	u.stats.UDPOpened.Add(1)
+	return fl
+}
+
+// startUDP registers fl under the entry orig (and id, when known) and
+// starts its reader; false (with fl's socket closed) when the flow cannot
+// be registered.
+func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id uint64) bool {
+	inbound := fl.client.IsValid()
+	stop := func() {
+		u.mu.Lock()
+		if u.udp[fl.near] == fl {
+			delete(u.udp, fl.near)
+		}
+		if inbound {
+			delete(u.inbound, fl.seen)
+		}
+		u.mu.Unlock()
+		if !inbound {
+			fl.conn.Close()
+		}
+	}
+	f, ok := u.addFlow(orig, src, id, stop)
+	if !ok {
+		if !inbound {
+			fl.conn.Close()
+		}
+		return false
+	}
+	fl.f = f
+	u.mu.Lock()
+	u.udp[fl.near] = fl
+	u.mu.Unlock()
+	if !inbound {
+		u.wg.Add(1)
+		go fl.read()
+	}
+	return true
+}
+
+// read turns the datagrams of an outbound flow's host socket into packets
+// for the container until the socket closes.
+func (fl *udpFlow) read() {
+	defer fl.u.wg.Done()
+	defer fl.f.release()
+	buf := make([]byte, 28+udpRead)
+	far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
+	ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
+	for {
+		n, err := fl.conn.Read(buf[28:])
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			continue // an ICMP port unreachable from far: UDP carries on
+		}
+		if err != nil {
+			return
+		}
+		fl.u.ln.queue([][]byte{udpPacket(buf, far, ctr, n)}, bridgeNone)
+	}
+}
+
+// serveUDP reads the datagrams of a published UDP port and carries each
+// client's into the container at ctr from the client's address; the
+// container's answers go back from the published port (sendUDP).
+func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
+	defer u.wg.Done()
+	buf := make([]byte, 28+udpRead)
+	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	for {
+		n, client, err := c.ReadFromUDPAddrPort(buf[28:])
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+		src := u.presented(client)
+		near := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP}
+		u.mu.Lock()
+		fl := u.udp[near]
+		u.mu.Unlock()
+		if fl == nil {
+			dst := local
+			if dst.Addr().IsUnspecified() {
+				dst = netip.AddrPortFrom(u.cfg.Gateway, local.Port()) // bound to every address: name one
+			}
+			orig := conntrack.Tuple{Src: src.Addr(), Dst: dst.Addr().Unmap(), SrcPort: src.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoUDP}
+			seen, _ := near.Reverse()
+			if !u.expect(seen, orig, near) {
+				continue
+			}
+			// The expectation stays while the flow lives: every packet
+			// until the gateway has made the entry may need it.
+			fl = &udpFlow{u: u, near: near, conn: c, client: client, seen: seen}
+			if !u.startUDP(fl, orig, ctr.Addr(), 0) {
+				u.unexpect(seen)
+				continue
+			}
+			u.stats.InboundOpened.Add(1)
+		}
+		u.ln.queue([][]byte{udpPacket(buf, src, ctr, n)}, bridgeNone)
+	}
+}
