@@ -29,26 +29,31 @@ type portSpec struct {
 
 // uplinkSpec is --uplink tap:NETNS:IFNAME.
 type uplinkSpec struct {
+	Host   bool // the host-socket uplink (nat/hostnet); NetNS and IfName are empty
 	NetNS  string
 	IfName string
 }
 
 // gatewayConfig is the validated command line of `usernat gateway`.
 type gatewayConfig struct {
-	Subnet       netip.Prefix
-	Ports        []portSpec
-	Uplink       uplinkSpec
-	UplinkAddr   netip.Prefix
-	UplinkVia    netip.Addr
-	Publish      []api.HostFwd
-	MTU          int
-	Offload      bool // checksum and segmentation offload on the TAP devices
-	Timeouts     conntrack.Timeouts
-	ConntrackMax int
-	APISocket    string
-	ReadyFD      int // -1 for none
-	Verbose      bool
-	Debug        bool
+	Subnet     netip.Prefix
+	Ports      []portSpec
+	Uplink     uplinkSpec
+	UplinkAddr netip.Prefix
+	UplinkVia  netip.Addr
+	Publish    []api.HostFwd
+	MTU        int
+	Offload    bool // checksum and segmentation offload on the TAP devices
+	// The host-socket uplink's options (--uplink host).
+	HostLoopback      netip.Addr
+	OutboundAddr      netip.Addr
+	MaxFlowsPerSource int
+	Timeouts          conntrack.Timeouts
+	ConntrackMax      int
+	APISocket         string
+	ReadyFD           int // -1 for none
+	Verbose           bool
+	Debug             bool
 }
 
 const (
@@ -120,6 +125,10 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 	fs.Var(&publish, "publish", "")
 	fs.IntVar(&cfg.MTU, "mtu", defaultMTU, "")
 	fs.BoolVar(&cfg.Offload, "offload", true, "")
+	var hostLoopback, outboundAddr string
+	fs.StringVar(&hostLoopback, "host-loopback", "", "")
+	fs.StringVar(&outboundAddr, "outbound-addr", "", "")
+	fs.IntVar(&cfg.MaxFlowsPerSource, "max-flows-per-source", 0, "")
 	fs.Var(&timeouts, "timeout", "")
 	fs.IntVar(&cfg.ConntrackMax, "conntrack-max", 0, "")
 	fs.StringVar(&cfg.APISocket, "api-socket", "", "")
@@ -150,20 +159,32 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 	}
 
 	if uplink == "" {
-		return nil, usagef("--uplink is required (tap:NETNS:IFNAME)")
+		uplink = "host"
 	}
 	if cfg.Uplink, err = parseUplink(uplink); err != nil {
 		return nil, usagef("--uplink %s: %v", uplink, err)
 	}
-	if uplinkAddr == "" {
-		return nil, usagef("--uplink-addr is required (the gateway's address on the uplink, such as 192.168.2.116/24)")
-	}
-	if cfg.UplinkAddr, err = parseUplinkAddr(uplinkAddr, cfg.Subnet); err != nil {
-		return nil, usagef("--uplink-addr %s: %v", uplinkAddr, err)
-	}
-	if uplinkVia != "" {
-		if cfg.UplinkVia, err = parseVia(uplinkVia, cfg.UplinkAddr); err != nil {
-			return nil, usagef("--uplink-via %s: %v", uplinkVia, err)
+	if cfg.Uplink.Host {
+		if len(ports) == 0 {
+			return nil, usagef("--uplink host (the default) carries the flows of containers: give at least one --port NETNS:IFNAME")
+		}
+		if err := parseHostOptions(&cfg, uplinkAddr, uplinkVia, hostLoopback, outboundAddr); err != nil {
+			return nil, err
+		}
+	} else {
+		if hostLoopback != "" || outboundAddr != "" || cfg.MaxFlowsPerSource != 0 {
+			return nil, usagef("--host-loopback, --outbound-addr and --max-flows-per-source go with --uplink host")
+		}
+		if uplinkAddr == "" {
+			return nil, usagef("--uplink-addr is required (the gateway's address on the uplink, such as 192.168.2.116/24)")
+		}
+		if cfg.UplinkAddr, err = parseUplinkAddr(uplinkAddr, cfg.Subnet); err != nil {
+			return nil, usagef("--uplink-addr %s: %v", uplinkAddr, err)
+		}
+		if uplinkVia != "" {
+			if cfg.UplinkVia, err = parseVia(uplinkVia, cfg.UplinkAddr); err != nil {
+				return nil, usagef("--uplink-via %s: %v", uplinkVia, err)
+			}
 		}
 	}
 
@@ -327,11 +348,39 @@ func parsePort(s string, subnet netip.Prefix) (portSpec, error) {
 	return p, nil
 }
 
-// parseUplink parses tap:NETNS:IFNAME.
+// parseHostOptions checks the flags of the host-socket uplink.
+func parseHostOptions(cfg *gatewayConfig, uplinkAddr, uplinkVia, hostLoopback, outboundAddr string) error {
+	if uplinkAddr != "" || uplinkVia != "" {
+		return usagef("--uplink-addr and --uplink-via go with --uplink tap:NETNS:IFNAME; with --uplink host the host's addresses are the uplink's")
+	}
+	var err error
+	if hostLoopback != "" {
+		if cfg.HostLoopback, err = netip.ParseAddr(hostLoopback); err != nil || !cfg.HostLoopback.Is4() || cfg.HostLoopback.IsLoopback() {
+			return usagef("--host-loopback %s: want an IPv4 address containers reach the host's loopback at, such as the gateway's %v", hostLoopback, cfg.Subnet.Addr())
+		}
+		if cfg.Subnet.Masked().Contains(cfg.HostLoopback) && cfg.HostLoopback != cfg.Subnet.Addr() {
+			return usagef("--host-loopback %s: inside the bridge subnet, only the gateway's address %v can be it", hostLoopback, cfg.Subnet.Addr())
+		}
+	}
+	if outboundAddr != "" {
+		if cfg.OutboundAddr, err = netip.ParseAddr(outboundAddr); err != nil || !cfg.OutboundAddr.Is4() {
+			return usagef("--outbound-addr %s: want an IPv4 address of the host's", outboundAddr)
+		}
+	}
+	if cfg.MaxFlowsPerSource < 0 {
+		return usagef("--max-flows-per-source %d: want 0 (no cap) or more", cfg.MaxFlowsPerSource)
+	}
+	return nil
+}
+
+// parseUplink parses tap:NETNS:IFNAME, or host.
 func parseUplink(s string) (uplinkSpec, error) {
+	if s == "host" {
+		return uplinkSpec{Host: true}, nil
+	}
 	kind, rest, ok := strings.Cut(s, ":")
 	if !ok || kind != "tap" {
-		return uplinkSpec{}, fmt.Errorf("unknown uplink kind %q; want tap:NETNS:IFNAME", kind)
+		return uplinkSpec{}, fmt.Errorf("unknown uplink kind %q; want host or tap:NETNS:IFNAME", kind)
 	}
 	ns, ifname, err := splitNSIf(rest)
 	if err != nil {
@@ -382,7 +431,7 @@ func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink netip.Addr) error {
 		return fmt.Errorf("container address %v is outside the bridge subnet %v", f.GuestAddr, subnet.Masked())
 	case f.GuestAddr == subnet.Addr():
 		return fmt.Errorf("container address %v is the gateway's", f.GuestAddr)
-	case f.HostAddr.IsValid() && !f.HostAddr.IsUnspecified() && f.HostAddr != uplink:
+	case uplink.IsValid() && f.HostAddr.IsValid() && !f.HostAddr.IsUnspecified() && f.HostAddr != uplink:
 		return fmt.Errorf("host address %v is not the gateway's uplink address %v", f.HostAddr, uplink)
 	}
 	return nil
@@ -419,8 +468,10 @@ func checkDevices(ports []portSpec, up uplinkSpec) error {
 		seen[d] = what
 		return nil
 	}
-	if err := add("--uplink", up.NetNS, up.IfName); err != nil {
-		return err
+	if !up.Host {
+		if err := add("--uplink", up.NetNS, up.IfName); err != nil {
+			return err
+		}
 	}
 	for _, p := range ports {
 		if err := add("--port "+p.NetNS+":"+p.IfName, p.NetNS, p.IfName); err != nil {

@@ -28,7 +28,7 @@ func TestParseGatewayArgs(t *testing.T) {
 			t.Fatal(err)
 		}
 		if cfg.Subnet != netip.MustParsePrefix("172.17.0.1/16") || cfg.MTU != 1500 || !cfg.Offload || cfg.ReadyFD != -1 ||
-			cfg.Uplink != (uplinkSpec{self, "up0"}) || cfg.UplinkAddr != netip.MustParsePrefix("192.168.2.116/24") ||
+			cfg.Uplink != (uplinkSpec{NetNS: self, IfName: "up0"}) || cfg.UplinkAddr != netip.MustParsePrefix("192.168.2.116/24") ||
 			cfg.UplinkVia.IsValid() || cfg.APISocket != sock || cfg.ConntrackMax != 0 || len(cfg.Ports) != 0 {
 			t.Errorf("defaults: %+v", cfg)
 		}
@@ -95,6 +95,22 @@ func TestParseGatewayArgs(t *testing.T) {
 		}
 	})
 
+	t.Run("host uplink", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--port", self + ":eth0", "--api-socket", sock, "--host-loopback", "172.17.0.1", "--outbound-addr", "192.0.2.7", "--max-flows-per-source", "100", "-p", "127.0.0.1:8080:172.17.0.4:80"},
+			{"--port", self + ":eth0", "--uplink", "host", "--api-socket", sock, "--host-loopback", "172.17.0.1", "--outbound-addr", "192.0.2.7", "--max-flows-per-source", "100", "-p", "127.0.0.1:8080:172.17.0.4:80"},
+		} {
+			cfg, err := parseGatewayArgs(args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !cfg.Uplink.Host || cfg.HostLoopback.String() != "172.17.0.1" || cfg.OutboundAddr.String() != "192.0.2.7" ||
+				cfg.MaxFlowsPerSource != 100 || cfg.UplinkAddr.IsValid() || len(cfg.Publish) != 1 {
+				t.Errorf("%v: %+v", args, cfg)
+			}
+		}
+	})
+
 	t.Run("bare namespace name", func(t *testing.T) {
 		_, err := parseGatewayArgs(with("--port", "nosuchns:eth0"))
 		if err == nil || !strings.Contains(err.Error(), "/run/netns/nosuchns") {
@@ -107,7 +123,14 @@ func TestParseGatewayArgs(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no uplink", []string{"--uplink-addr", "192.168.2.116/24", "--api-socket", sock}, "--uplink is required"},
+		{"host uplink without ports", []string{"--api-socket", sock}, "give at least one --port"},
+		{"host uplink with an address", []string{"--port", self + ":eth0", "--uplink-addr", "192.168.2.116/24", "--api-socket", sock}, "--uplink-addr and --uplink-via go with --uplink tap"},
+		{"host options on a tap uplink", with("--host-loopback", "172.17.0.1"), "go with --uplink host"},
+		{"host loopback garbage", []string{"--port", self + ":eth0", "--uplink", "host", "--host-loopback", "x", "--api-socket", sock}, "--host-loopback x"},
+		{"host loopback is loopback", []string{"--port", self + ":eth0", "--host-loopback", "127.0.0.1", "--api-socket", sock}, "--host-loopback 127.0.0.1"},
+		{"host loopback in subnet", []string{"--port", self + ":eth0", "--host-loopback", "172.17.0.9", "--api-socket", sock}, "only the gateway's address"},
+		{"outbound addr IPv6", []string{"--port", self + ":eth0", "--outbound-addr", "::1", "--api-socket", sock}, "--outbound-addr ::1"},
+		{"flows per source negative", []string{"--port", self + ":eth0", "--max-flows-per-source", "-1", "--api-socket", sock}, "--max-flows-per-source -1"},
 		{"no uplink addr", []string{"--uplink", "tap:" + self + ":up0", "--api-socket", sock}, "--uplink-addr is required"},
 		{"unknown flag", with("--frobnicate"), "flag provided but not defined"},
 		{"stray argument", with("eth0"), `unexpected argument "eth0"`},

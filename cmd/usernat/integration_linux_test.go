@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,6 +66,13 @@ func (g *gatewayProc) log() string {
 // waits until it is ready or has exited.
 func startGatewayProc(t *testing.T, bin string, args ...string) (*gatewayProc, error) {
 	t.Helper()
+	return startGatewayProcIn(t, nil, bin, args...)
+}
+
+// startGatewayProcIn is startGatewayProc with the process in network
+// namespace ns; nil means the test's.
+func startGatewayProcIn(t *testing.T, ns *netns.NS, bin string, args ...string) (*gatewayProc, error) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +88,11 @@ func startGatewayProc(t *testing.T, bin string, args ...string) (*gatewayProc, e
 	g.cmd.ExtraFiles = []*os.File{w}
 	g.cmd.Stderr = errf
 	g.cmd.Stdout = errf
-	if err := g.cmd.Start(); err != nil {
+	start := g.cmd.Start
+	if ns != nil {
+		start = func() error { return ns.Start(g.cmd) }
+	}
+	if err := start(); err != nil {
 		w.Close()
 		t.Fatal(err)
 	}
@@ -339,5 +351,72 @@ func TestIntegrationGatewayUndo(t *testing.T) {
 		if out, err := c.ns.Run(context.Background(), "ip", "link", "show", c.dev); err == nil {
 			t.Errorf("%s's %s left behind:\n%s", name, c.dev, out)
 		}
+	}
+}
+
+// TestIntegrationHostUplink runs the command with the host-socket uplink,
+// in a host namespace whose only neighbour is a remote namespace: the
+// container reaches the remote through the host's sockets, a remote
+// client reaches the container's published port and is seen as itself,
+// and the conntrack listing shows the host's translation.
+func TestIntegrationHostUplink(t *testing.T) {
+	netns.RequirePrivileged(t)
+	bin := buildBinary(t)
+	host, remote, ctr := newNS(t), newNS(t), newNS(t)
+	for _, step := range []error{
+		host.AddVeth("eth0", remote, "eth0"),
+		host.SetLink("eth0", 0), remote.SetLink("eth0", 0),
+		host.AddAddr("eth0", netip.MustParsePrefix("198.51.100.1/24")),
+		remote.AddAddr("eth0", netip.MustParsePrefix("198.51.100.2/24")),
+	} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	sock := filepath.Join(t.TempDir(), "usernat.sock")
+	g, err := startGatewayProcIn(t, host, bin,
+		"--subnet", "10.0.2.2/24",
+		"--port", ctr.Path()+":tap0=10.0.2.100/24",
+		"-p", "8080:10.0.2.100:80",
+		"--mtu", "65520",
+		"--api-socket", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	seen, err := netns.Transfer(ctr, "198.51.100.2:7000", remote, "198.51.100.2:7000", 4<<20)
+	if err != nil {
+		t.Fatalf("outbound: %v\n%s", err, g.log())
+	}
+	if seen.Addr().String() != "198.51.100.1" {
+		t.Errorf("the remote saw the container as %v, want the host", seen)
+	}
+	seen, err = netns.Transfer(remote, "198.51.100.1:8080", ctr, "10.0.2.100:80", 4<<20)
+	if err != nil {
+		t.Fatalf("inbound: %v\n%s", err, g.log())
+	}
+	if seen.Addr().String() != "198.51.100.2" {
+		t.Errorf("the container saw the client as %v, want 198.51.100.2", seen)
+	}
+
+	list := cli(t, bin, "conntrack", "-L", "--api-socket", sock)
+	mustContain(t, "conntrack -L", list,
+		"src=10.0.2.100 dst=198.51.100.2 sport=",
+		"src=198.51.100.2 dst=198.51.100.1 sport=7000",
+		"dst=198.51.100.1 sport="+strconv.Itoa(int(seen.Port()))+" dport=8080",
+		"src=10.0.2.100 dst=198.51.100.2 sport=80 dport="+strconv.Itoa(int(seen.Port())))
+	mustContain(t, "nat -L", cli(t, bin, "nat", "-L", "--api-socket", sock), "dpt:8080 to:10.0.2.100:80")
+
+	id := strings.TrimSpace(cli(t, bin, "publish", "8081:10.0.2.100:81", "--api-socket", sock))
+	if _, err := netns.Transfer(remote, "198.51.100.1:8081", ctr, "10.0.2.100:81", 1000); err != nil {
+		t.Errorf("a port published at run time: %v", err)
+	}
+	cli(t, bin, "unpublish", id, "--api-socket", sock)
+	if _, err := netns.Transfer(remote, "198.51.100.1:8081", ctr, "10.0.2.100:81", 1000); err == nil {
+		t.Error("an unpublished port still carries connections")
+	}
+	mustContain(t, "stats", cli(t, bin, "stats", "--api-socket", sock), "hostnet.tcp_opened 1", "hostnet.inbound_opened")
+	if err := g.stop(t); err != nil {
+		t.Errorf("exit: %v\n%s", err, g.log())
 	}
 }

@@ -37,11 +37,16 @@ $XDG_RUNTIME_DIR/usernat.sock for anyone else, the gateway's default too.
   usernat --version    the version
 `
 
-const gatewayUsage = `usage: usernat gateway --uplink tap:NETNS:IFNAME --uplink-addr ADDR/PREFIX [flags]
+const gatewayUsage = `usage: usernat gateway [--uplink host] [flags]
+       usernat gateway --uplink tap:NETNS:IFNAME --uplink-addr ADDR/PREFIX [flags]
 
-Runs a bridge with a TAP device in each container namespace, a gateway on it
-at the subnet address that masquerades the subnet to the uplink and forwards
-published ports, and an uplink TAP on the outside network. It runs until
+Runs a bridge with a TAP device in each container namespace and a gateway on
+it at the subnet address. With --uplink host (the default) the containers'
+flows are carried over this process's own sockets, as slirp4netns does, with
+no privileges needed beyond the TAP devices, and published ports listen on
+the host. With --uplink tap:... the gateway masquerades the subnet to its
+address on an uplink TAP on the outside network and forwards published
+ports, as the kernel's NAT does. It runs until
 SIGINT or SIGTERM, then removes the TAP devices it created and its API socket.
 It prints nothing unless something goes wrong or -v is given.
 
@@ -52,6 +57,14 @@ It prints nothing unless something goes wrong or -v is given.
                              the bridge; with =ADDR/PREFIX also put the address
                              on it, bring it up and add a default route via the
                              gateway (repeatable)
+  --uplink host              carry flows over host sockets (the default)
+  --host-loopback ADDR       with --uplink host: TCP and UDP to ADDR (the
+                             gateway's, as slirp4netns's 10.0.2.2) reach the
+                             host's 127.0.0.1; by default nothing does
+  --outbound-addr ADDR       with --uplink host: the local address of host
+                             sockets for outbound flows
+  --max-flows-per-source N   with --uplink host: most flows one container
+                             address has open (default 0, no cap)
   --uplink tap:NETNS:IFNAME  create the uplink TAP device IFNAME in NETNS
   --uplink-addr ADDR/PREFIX  the gateway's address on the uplink, such as
                              192.168.2.116/24

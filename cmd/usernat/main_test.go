@@ -162,7 +162,7 @@ func TestHelpAndVersion(t *testing.T) {
 		{[]string{"publish", "-h"}, 0, "SPEC is", ""},
 		{[]string{}, 2, "", "usage: usernat COMMAND"},
 		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
-		{[]string{"gateway"}, 2, "", "--uplink is required"},
+		{[]string{"gateway"}, 2, "", "give at least one --port"},
 		{[]string{"gateway", "--mtu", "x"}, 2, "", "Run 'usernat gateway --help' for usage."},
 	}
 	for _, tc := range tests {

@@ -4,7 +4,9 @@ import (
 	"io"
 
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/api"
 	"github.com/usernat/usernat/nat"
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // natGateway is a running nat.Gateway as the command uses it.
@@ -43,3 +45,60 @@ func (n natGateway) Publisher() publisher         { return newPublisher(n.g.Rule
 func (n natGateway) WriteRules(w io.Writer) error { return n.g.WriteRules(w) }
 func (n natGateway) Stats(m map[string]uint64)    { addCounters(m, "gateway", n.g.Stats()) }
 func (n natGateway) Close() error                 { return n.g.Close() }
+
+// hostGateway is a running nat.Gateway with a host-socket uplink.
+type hostGateway struct {
+	natGateway
+	up *hostnet.Uplink
+}
+
+// startHostGateway starts the gateway on cfg.Bridge with a host-socket
+// uplink (nat/hostnet) configured by hc.
+func startHostGateway(cfg gatewaySetup, hc hostnet.Config) (gatewayHandle, error) {
+	hc.Gateway = cfg.Subnet.Addr()
+	up, err := hostnet.New(hc)
+	if err != nil {
+		return nil, err
+	}
+	g, err := nat.New(nat.Config{
+		Bridge:    cfg.Bridge,
+		Subnet:    cfg.Subnet,
+		MTU:       cfg.MTU,
+		Uplink:    up,
+		Conntrack: cfg.Conntrack,
+		Logger:    cfg.Logger,
+	})
+	if err != nil {
+		up.Close()
+		return nil, err
+	}
+	return hostGateway{natGateway{g}, up}, nil
+}
+
+func (h hostGateway) Publisher() publisher { return hostPublisher{h.up} }
+
+func (h hostGateway) Stats(m map[string]uint64) {
+	h.natGateway.Stats(m)
+	for k, v := range h.up.Counters() {
+		m["hostnet."+k] = v
+	}
+}
+
+// hostPublisher publishes ports with the host-socket uplink's listeners.
+type hostPublisher struct{ up *hostnet.Uplink }
+
+func (p hostPublisher) Publish(f api.HostFwd) (int, error) {
+	id, err := p.up.Publish(publishFromFwd(f))
+	return int(id), err
+}
+
+func (p hostPublisher) Unpublish(id int) error { return p.up.Unpublish(nat.RuleID(id)) }
+
+func (p hostPublisher) List() []api.HostFwd {
+	pubs := p.up.Published()
+	out := make([]api.HostFwd, len(pubs))
+	for i, pub := range pubs {
+		out[i] = fwdFromPublish(pub)
+	}
+	return out
+}

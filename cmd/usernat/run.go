@@ -17,6 +17,7 @@ import (
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/api"
 	"github.com/usernat/usernat/internal/rtnl"
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // gatewaySetup is what startGateway needs.
@@ -135,20 +136,28 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 		log.Info("port added", "port", names[i], "netns", p.NetNS, "addr", p.Addr)
 	}
 
-	up, err := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
-	if err != nil {
-		return nil, fmt.Errorf("--uplink tap:%s:%s: %w", cfg.Uplink.NetNS, cfg.Uplink.IfName, err)
+	setup := gatewaySetup{
+		Bridge:    br,
+		Subnet:    cfg.Subnet,
+		MTU:       cfg.MTU,
+		Conntrack: conntrack.Config{Max: cfg.ConntrackMax, Timeouts: cfg.Timeouts, Logger: log},
+		Logger:    log,
 	}
-	r.gw, err = startGateway(gatewaySetup{
-		Bridge:     br,
-		Subnet:     cfg.Subnet,
-		MTU:        cfg.MTU,
-		UplinkPort: up,
-		UplinkAddr: cfg.UplinkAddr,
-		UplinkVia:  cfg.UplinkVia,
-		Conntrack:  conntrack.Config{Max: cfg.ConntrackMax, Timeouts: cfg.Timeouts, Logger: log},
-		Logger:     log,
-	})
+	if cfg.Uplink.Host {
+		r.gw, err = startHostGateway(setup, hostnet.Config{
+			HostLoopback:      cfg.HostLoopback,
+			OutboundAddr:      cfg.OutboundAddr,
+			MaxFlowsPerSource: cfg.MaxFlowsPerSource,
+			Logger:            log,
+		})
+	} else {
+		up, err := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
+		if err != nil {
+			return nil, fmt.Errorf("--uplink tap:%s:%s: %w", cfg.Uplink.NetNS, cfg.Uplink.IfName, err)
+		}
+		setup.UplinkPort, setup.UplinkAddr, setup.UplinkVia = up, cfg.UplinkAddr, cfg.UplinkVia
+		r.gw, err = startGateway(setup)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
