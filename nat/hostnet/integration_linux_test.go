@@ -455,3 +455,47 @@ func TestIntegrationLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// MaxFlowsPerSource caps what one container opens: beyond it, a TCP
+// connection is reset and a UDP flow's datagrams go nowhere, while the
+// flows already open go on.
+func TestIntegrationPerSourceCap(t *testing.T) {
+	e := newEnv(t, envConfig{uplink: hostnet.Config{MaxFlowsPerSource: 2}})
+	whoServer(t, e.remote, "198.51.100.2:7000")
+	udpWhoServer(t, e.remote, "198.51.100.2:5300")
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 2 {
+		c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	if _, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7000"); !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a third connection: %v, want it reset", err)
+	}
+	pc, err := e.ctr.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	to, _ := net.ResolveUDPAddr("udp", "198.51.100.2:5300")
+	pc.WriteTo([]byte("x"), to)
+	pc.SetReadDeadline(time.Now().Add(time.Second))
+	if _, _, err := pc.ReadFrom(make([]byte, 64)); err == nil {
+		t.Error("a third flow, over UDP, was carried")
+	}
+	if e.up.Counters()["drop_per_source"] == 0 {
+		t.Error("refusals not counted")
+	}
+	// The first two still work.
+	conns[0].SetDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(conns[0]).ReadString('\n'); err != nil || !strings.HasPrefix(line, "198.51.100.1:") {
+		t.Errorf("an open flow: %q, %v", line, err)
+	}
+}
