@@ -1,0 +1,202 @@
+package nat
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+)
+
+// fakeTerminator is a Terminator the test drives: it records what the
+// gateway sends it and delivers what the test gives it.
+type fakeTerminator struct {
+	mu      sync.Mutex
+	sent    [][]byte // packets from the bridge
+	table   *conntrack.Table
+	rules   *Rules
+	deliver func([]byte, bridge.Offload)
+	expect  map[conntrack.Tuple][2]conntrack.Tuple
+	claim   netip.Addr
+}
+
+func (f *fakeTerminator) Addrs() []netip.Addr { return nil }
+func (f *fakeTerminator) MTU() int            { return 1500 }
+func (f *fakeTerminator) Offloading() bool    { return false }
+func (f *fakeTerminator) Close() error        { return nil }
+func (f *fakeTerminator) Start(d func([]byte, bridge.Offload)) error {
+	f.deliver = d
+	return nil
+}
+func (f *fakeTerminator) Send(frame []byte, _ netip.Addr, _ bridge.Offload) {
+	f.mu.Lock()
+	f.sent = append(f.sent, bytes.Clone(frame[Headroom:]))
+	f.mu.Unlock()
+}
+func (f *fakeTerminator) Attach(t *conntrack.Table, r *Rules) { f.table, f.rules = t, r }
+func (f *fakeTerminator) Inbound(t conntrack.Tuple) (conntrack.Tuple, conntrack.Tuple, bool) {
+	e, ok := f.expect[t]
+	return e[0], e[1], ok
+}
+func (f *fakeTerminator) Claims(dst netip.Addr) bool { return dst == f.claim }
+
+func (f *fakeTerminator) packets() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sent
+}
+
+// fromUplink delivers pkt as the uplink would.
+func (f *fakeTerminator) fromUplink(pkt []byte) {
+	fr := make([]byte, Headroom+len(pkt))
+	copy(fr[Headroom:], pkt)
+	f.deliver(fr, bridge.Offload{})
+}
+
+func newTermGateway(t *testing.T, claim netip.Addr) (*pipeGateway, *fakeTerminator) {
+	br, err := bridge.New(bridge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs := bridge.NewPipe(bridge.PipeConfig{})
+	if _, err := br.AddPort(theirs, bridge.PortConfig{Name: "ctr"}); err != nil {
+		t.Fatal(err)
+	}
+	up := &fakeTerminator{expect: map[conntrack.Tuple][2]conntrack.Tuple{}, claim: claim}
+	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: up,
+		Conntrack: conntrack.Config{ExpireInterval: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := &pipeGateway{t: t, gw: gw, br: br, container: mine}
+	t.Cleanup(func() {
+		gw.Close()
+		mine.Close()
+		br.Close()
+	})
+	if up.table != gw.Table() || up.rules != gw.Rules() {
+		t.Fatal("New did not attach the terminator to its table and rules")
+	}
+	return pg, up
+}
+
+// With a Terminator uplink the gateway translates nothing: a container's
+// new flow goes to the uplink unchanged and untracked (the uplink enters
+// it), its packets are tracked with TrackTerminated once the entry
+// exists, the uplink's answers reach the container unchanged, and a flow
+// the uplink opens into the container gets its entry from Inbound.
+func TestGatewayTerminator(t *testing.T) {
+	pg, up := newTermGateway(t, netip.Addr{})
+	gwMAC := pg.resolveGateway()
+	remote := netip.MustParseAddr("198.51.100.2")
+	syn := ipPacket(ctrIP, remote, conntrack.ProtoTCP, tcpSeg(40000, 443, conntrack.TCPSyn, 100, 0))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, syn))
+	waitFor(t, "the SYN at the uplink", func() bool { return len(up.packets()) == 1 })
+	if got := up.packets()[0]; !bytes.Equal(got, syn) {
+		t.Fatalf("the uplink got\n% x\nwant the SYN unchanged\n% x", got, syn)
+	}
+	if n := pg.gw.Table().Len(); n != 0 {
+		t.Fatalf("the gateway made %d entries for the uplink's flow", n)
+	}
+	// The uplink opened its host socket and entered the flow.
+	var p conntrack.Packet
+	p.Decode(syn)
+	reply := conntrack.Tuple{Src: remote, Dst: hostIP, SrcPort: 443, DstPort: 51000, Proto: conntrack.ProtoTCP}
+	if _, err := up.table.Track(0, &p, fixedReply(reply)); err != nil {
+		t.Fatal(err)
+	}
+	// Its answer reaches the container as it was.
+	synack := ipPacket(remote, ctrIP, conntrack.ProtoTCP, tcpSeg(443, 40000, conntrack.TCPSyn|conntrack.TCPAck, 9000, 101))
+	pg.gw.inside.neigh.learn(ctrIP, ctrMAC, pg.gw.now(), true)
+	up.fromUplink(synack)
+	if got := pg.read(pg.container)[etherHeader:]; !bytes.Equal(got, synack) {
+		t.Fatalf("the container got\n% x\nwant\n% x", got, synack)
+	}
+	ack := ipPacket(ctrIP, remote, conntrack.ProtoTCP, tcpSeg(40000, 443, conntrack.TCPAck, 101, 9001))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, ack))
+	waitFor(t, "the ACK at the uplink", func() bool { return len(up.packets()) == 2 })
+	e, _, _ := pg.gw.Table().Get(0, p.Tuple)
+	if e.TCPState != conntrack.TCPEstablished || e.Packets != [2]uint64{2, 1} || e.Reply != reply {
+		t.Fatalf("entry %v", e)
+	}
+
+	// A packet from the uplink for no flow is dropped, unless it is a
+	// reset (a refused connection) ...
+	stray := ipPacket(remote, ctrIP, conntrack.ProtoTCP, tcpSeg(443, 40001, conntrack.TCPAck, 1, 1))
+	up.fromUplink(stray)
+	if pg.gw.Stats().DropNoRule != 1 {
+		t.Errorf("a stray packet from the uplink was not dropped: %+v", pg.gw.Stats())
+	}
+	rst := ipPacket(remote, ctrIP, conntrack.ProtoTCP, tcpSeg(443, 40002, conntrack.TCPRst|conntrack.TCPAck, 0, 1))
+	up.fromUplink(rst)
+	if got := pg.read(pg.container)[etherHeader:]; !bytes.Equal(got, rst) {
+		t.Fatalf("the reset did not reach the container: % x", got)
+	}
+
+	// ... or a flow the uplink opens into the container.
+	client := netip.MustParseAddr("192.168.2.104")
+	in := conntrack.Tuple{Src: client, Dst: ctrIP, SrcPort: 52140, DstPort: 80, Proto: conntrack.ProtoTCP}
+	orig := conntrack.Tuple{Src: client, Dst: hostIP, SrcPort: 52140, DstPort: 8080, Proto: conntrack.ProtoTCP}
+	back, _ := in.Reverse()
+	up.expect[in] = [2]conntrack.Tuple{orig, back}
+	isyn := ipPacket(client, ctrIP, conntrack.ProtoTCP, tcpSeg(52140, 80, conntrack.TCPSyn, 5, 0))
+	up.fromUplink(isyn)
+	if got := pg.read(pg.container)[etherHeader:]; !bytes.Equal(got, isyn) {
+		t.Fatalf("the inbound SYN: % x", got)
+	}
+	if e, dir, ok := pg.gw.Table().Get(0, orig); !ok || dir != conntrack.Original || e.Reply != back || e.Packets[0] != 1 {
+		t.Fatalf("inbound entry %v (%v, %v)", e, dir, ok)
+	}
+
+	// The gateway still answers for itself.
+	req := ipPacket(ctrIP, gwIP, conntrack.ProtoICMP, icmpHeader(8, 0, 7, []byte("hi")))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, req))
+	if rep := pg.read(pg.container)[etherHeader:]; rep[20] != 0 {
+		t.Fatalf("no echo reply from the gateway: % x", rep)
+	}
+	if len(up.packets()) != 2 {
+		t.Fatalf("the uplink got %d packets, want 2", len(up.packets()))
+	}
+}
+
+// A flow to the gateway's own address goes to the uplink only when it
+// claims the address (the host's loopback).
+func TestGatewayTerminatorClaims(t *testing.T) {
+	pg, up := newTermGateway(t, gwIP)
+	gwMAC := pg.resolveGateway()
+	syn := ipPacket(ctrIP, gwIP, conntrack.ProtoTCP, tcpSeg(40000, 9000, conntrack.TCPSyn, 1, 0))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, syn))
+	waitFor(t, "the claimed SYN at the uplink", func() bool { return len(up.packets()) == 1 })
+
+	pg2, up2 := newTermGateway(t, netip.Addr{})
+	gwMAC2 := pg2.resolveGateway()
+	pg2.container.WriteFrame(frame(gwMAC2, ctrMAC, etherTypeIP4, syn))
+	rst := pg2.read(pg2.container)[etherHeader:]
+	if rst[33]&conntrack.TCPRst == 0 || len(up2.packets()) != 0 {
+		t.Fatalf("unclaimed: the gateway answered % x, the uplink got %d", rst, len(up2.packets()))
+	}
+}
+
+// tcpSeg is a TCP header with the given flags, sequence and
+// acknowledgment numbers, and no payload.
+func tcpSeg(sport, dport uint16, flags uint8, seq, ack uint32) []byte {
+	b := tcpHeader(sport, dport, 0)
+	binary.BigEndian.PutUint32(b[4:], seq)
+	binary.BigEndian.PutUint32(b[8:], ack)
+	b[13] = flags
+	return b
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("no %s within 5 s", what)
+		}
+	}
+}
