@@ -297,7 +297,7 @@ type Stats struct {
 	Released                                           atomic.Uint64
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
-	DropQueueFull                                      atomic.Uint64
+	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -311,7 +311,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
-		"drop_queue_full": u.ln.drops.Load(),
+		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),
 	}
 }
 

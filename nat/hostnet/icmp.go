@@ -50,7 +50,17 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	pf.file.Write(pkt[ihl:])
+	rc, err := pf.file.SyscallConn()
+	if err != nil {
+		return
+	}
+	msg := pkt[ihl:]
+	rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
+		if _, err := unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT); err == unix.EAGAIN {
+			u.stats.DropHostFull.Add(1)
+		}
+		return true
+	})
 }
 
 // openPing opens the ICMP socket of a new echo flow. Where the host does

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/usernat/usernat/conntrack"
 )
 
@@ -43,11 +45,29 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	if fl.client.IsValid() {
-		fl.conn.WriteToUDPAddrPort(payload, fl.client)
-	} else {
-		fl.conn.Write(payload)
+	fl.send(payload)
+}
+
+// send writes a datagram from the container to the host socket without
+// waiting: the gateway's goroutine calls it, and a socket whose buffer is
+// full drops the datagram, as a full link would.
+func (fl *udpFlow) send(payload []byte) {
+	rc, err := fl.conn.SyscallConn()
+	if err != nil {
+		return
 	}
+	rc.Write(func(fd uintptr) bool {
+		var err error
+		if fl.client.IsValid() {
+			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, &unix.SockaddrInet4{Addr: fl.client.Addr().As4(), Port: int(fl.client.Port())})
+		} else {
+			_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
+		}
+		if err == unix.EAGAIN {
+			fl.u.stats.DropHostFull.Add(1)
+		}
+		return true
+	})
 }
 
 // openUDP opens the host socket of a container's new UDP flow, enters its
