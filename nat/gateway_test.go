@@ -35,7 +35,9 @@ var (
 	clientIP  = netip.MustParseAddr("192.168.2.104")
 )
 
-func newPipeGateway(t *testing.T) *pipeGateway {
+// newPipeBridge is a bridge with one container port, whose other end it
+// returns.
+func newPipeBridge(t *testing.T) (*bridge.Bridge, *bridge.Pipe) {
 	br, err := bridge.New(bridge.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +46,11 @@ func newPipeGateway(t *testing.T) *pipeGateway {
 	if _, err := br.AddPort(theirs, bridge.PortConfig{Name: "ctr"}); err != nil {
 		t.Fatal(err)
 	}
+	return br, mine
+}
+
+func newPipeGateway(t *testing.T) *pipeGateway {
+	br, mine := newPipeBridge(t)
 	lanGW, lanTest := bridge.NewPipe(bridge.PipeConfig{})
 	up, err := NewLinkUplink(LinkUplinkConfig{Port: lanGW, Addr: netip.MustParsePrefix("192.168.2.116/24")})
 	if err != nil {

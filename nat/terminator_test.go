@@ -58,14 +58,7 @@ func (f *fakeTerminator) fromUplink(pkt []byte) {
 }
 
 func newTermGateway(t *testing.T, claim netip.Addr) (*pipeGateway, *fakeTerminator) {
-	br, err := bridge.New(bridge.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mine, theirs := bridge.NewPipe(bridge.PipeConfig{})
-	if _, err := br.AddPort(theirs, bridge.PortConfig{Name: "ctr"}); err != nil {
-		t.Fatal(err)
-	}
+	br, mine := newPipeBridge(t)
 	up := &fakeTerminator{expect: map[conntrack.Tuple][2]conntrack.Tuple{}, claim: claim}
 	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: up,
 		Conntrack: conntrack.Config{ExpireInterval: -1}})

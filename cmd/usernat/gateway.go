@@ -51,8 +51,10 @@ func (p rulesPublisher) Unpublish(id int) error {
 	return fmt.Errorf("no published port with id %d", id)
 }
 
-func (p rulesPublisher) List() []api.HostFwd {
-	pubs := p.r.Publishes()
+func (p rulesPublisher) List() []api.HostFwd { return fwdsFromPublishes(p.r.Publishes()) }
+
+// fwdsFromPublishes turns publish rules into the API's port forwards.
+func fwdsFromPublishes(pubs []nat.Publish) []api.HostFwd {
 	out := make([]api.HostFwd, len(pubs))
 	for i, pub := range pubs {
 		out[i] = fwdFromPublish(pub)

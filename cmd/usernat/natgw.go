@@ -25,6 +25,16 @@ func startGateway(cfg gatewaySetup) (gatewayHandle, error) {
 		cfg.UplinkPort.Close()
 		return nil, err
 	}
+	g, err := newGateway(cfg, up)
+	if err != nil {
+		return nil, err
+	}
+	return natGateway{g}, nil
+}
+
+// newGateway starts a nat.Gateway with uplink up, which it closes on
+// error.
+func newGateway(cfg gatewaySetup, up nat.Uplink) (*nat.Gateway, error) {
 	g, err := nat.New(nat.Config{
 		Bridge:    cfg.Bridge,
 		Subnet:    cfg.Subnet,
@@ -35,9 +45,8 @@ func startGateway(cfg gatewaySetup) (gatewayHandle, error) {
 	})
 	if err != nil {
 		up.Close()
-		return nil, err
 	}
-	return natGateway{g}, nil
+	return g, err
 }
 
 func (n natGateway) Table() *conntrack.Table      { return n.g.Table() }
@@ -60,16 +69,8 @@ func startHostGateway(cfg gatewaySetup, hc hostnet.Config) (gatewayHandle, error
 	if err != nil {
 		return nil, err
 	}
-	g, err := nat.New(nat.Config{
-		Bridge:    cfg.Bridge,
-		Subnet:    cfg.Subnet,
-		MTU:       cfg.MTU,
-		Uplink:    up,
-		Conntrack: cfg.Conntrack,
-		Logger:    cfg.Logger,
-	})
+	g, err := newGateway(cfg, up)
 	if err != nil {
-		up.Close()
 		return nil, err
 	}
 	return hostGateway{natGateway{g}, up}, nil
@@ -94,11 +95,4 @@ func (p hostPublisher) Publish(f api.HostFwd) (int, error) {
 
 func (p hostPublisher) Unpublish(id int) error { return p.up.Unpublish(nat.RuleID(id)) }
 
-func (p hostPublisher) List() []api.HostFwd {
-	pubs := p.up.Published()
-	out := make([]api.HostFwd, len(pubs))
-	for i, pub := range pubs {
-		out[i] = fwdFromPublish(pub)
-	}
-	return out
-}
+func (p hostPublisher) List() []api.HostFwd { return fwdsFromPublishes(p.up.Published()) }
