@@ -29,39 +29,46 @@ const entryGrace = 5 * time.Second
 // too many come at once) missed.
 const sweepInterval = time.Second
 
-// addFlow registers a flow and reports false, with nothing registered,
-// when the uplink is closed, a flow with the same tuple is already
-// carried, or src has MaxFlowsPerSource flows already. id is the entry's
-// when known.
+// reserve counts a flow of src about to open, and reports false (counting
+// nothing) when src has MaxFlowsPerSource flows open or opening already.
+// The flow then either registers (addFlow) or gives its place back
+// (unreserve).
+func (u *Uplink) reserve(src netip.Addr) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if m := u.cfg.MaxFlowsPerSource; m > 0 && u.perSrc[src] >= m {
+		u.stats.DropPerSource.Add(1)
+		return false
+	}
+	u.perSrc[src]++
+	return true
+}
+
+func (u *Uplink) unreserve(src netip.Addr) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.unreserveLocked(src)
+}
+
+func (u *Uplink) unreserveLocked(src netip.Addr) {
+	if u.perSrc[src]--; u.perSrc[src] <= 0 {
+		delete(u.perSrc, src)
+	}
+}
+
+// addFlow registers a flow of src, whose place reserve took, and reports
+// false, with its place given back, when the uplink is closed or a flow
+// with the same tuple is already carried. id is the entry's when known.
 func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func()) (*flow, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed || u.flows[orig] != nil {
-		return nil, false
-	}
-	if m := u.cfg.MaxFlowsPerSource; m > 0 && u.perSrc[src] >= m {
-		u.stats.DropPerSource.Add(1)
+		u.unreserveLocked(src)
 		return nil, false
 	}
 	f := &flow{u: u, orig: orig, src: src, id: id, born: time.Now(), stop: stop}
 	u.flows[orig] = f
-	u.perSrc[src]++
 	return f, true
-}
-
-// overCap reports whether src may open no more flows.
-func (u *Uplink) overCap(src netip.Addr) bool {
-	m := u.cfg.MaxFlowsPerSource
-	if m == 0 {
-		return false
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.perSrc[src] >= m {
-		u.stats.DropPerSource.Add(1)
-		return true
-	}
-	return false
 }
 
 // release ends the flow: it leaves the uplink's tables and its sockets
@@ -72,9 +79,7 @@ func (f *flow) release() {
 		u.mu.Lock()
 		if u.flows[f.orig] == f {
 			delete(u.flows, f.orig)
-			if u.perSrc[f.src]--; u.perSrc[f.src] <= 0 {
-				delete(u.perSrc, f.src)
-			}
+			u.unreserveLocked(f.src)
 		}
 		u.mu.Unlock()
 		f.stop()

@@ -69,10 +69,19 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 // did not give would be a lie.
 func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 	t := p.Tuple
-	if t.Dst.IsLoopback() || u.Claims(t.Dst) || u.overCap(t.Src) {
+	if t.Dst.IsLoopback() || u.Claims(t.Dst) {
 		u.stats.DropLoopback.Add(1)
 		return nil
 	}
+	if !u.reserve(t.Src) {
+		return nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			u.unreserve(t.Src)
+		}
+	}()
 	var fd int
 	var local netip.Addr
 	var id uint16
@@ -111,13 +120,13 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		return nil
 	}
 	reply := conntrack.ICMPTuple(t.Dst, local, icmpEchoReply, 0, id)
-	eid, ok := u.track(p, reply)
-	if !ok {
+	eid, tracked := u.track(p, reply)
+	if !tracked {
 		unix.Close(fd)
 		return nil
 	}
 	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping")}
-	f, ok := u.addFlow(t, t.Src, eid, func() {
+	f, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()
 		if u.pings[pf.near] == pf {
 			delete(u.pings, pf.near)
@@ -125,7 +134,8 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		u.mu.Unlock()
 		pf.file.Close()
 	})
-	if !ok {
+	ok = true // addFlow has the place now, or gave it back
+	if !added {
 		pf.file.Close()
 		return nil
 	}

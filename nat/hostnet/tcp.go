@@ -78,12 +78,13 @@ func (u *Uplink) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	ctr := addrPort(id.RemoteAddress, id.RemotePort)
 	dst, ok := u.hostDst(addrPort(id.LocalAddress, id.LocalPort))
-	if !ok || u.overCap(ctr.Addr()) {
+	if !ok || !u.reserve(ctr.Addr()) {
 		r.Complete(true)
 		return
 	}
 	hc, err := u.dialTCP(dst)
 	if err != nil {
+		u.unreserve(ctr.Addr())
 		u.refuseTCP(r, syn, dst, err)
 		return
 	}
@@ -92,6 +93,7 @@ func (u *Uplink) handleTCP(r *tcp.ForwarderRequest) {
 	reply := conntrack.Tuple{Src: remote.Addr(), Dst: local.Addr().Unmap(), SrcPort: remote.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
 	eid, ok := u.track(&p, reply)
 	if !ok {
+		u.unreserve(ctr.Addr())
 		hc.Close()
 		r.Complete(true)
 		return
@@ -100,6 +102,7 @@ func (u *Uplink) handleTCP(r *tcp.ForwarderRequest) {
 	ep, terr := r.CreateEndpoint(&wq) // waits for the handshake
 	r.Complete(false)
 	if terr != nil {
+		u.unreserve(ctr.Addr())
 		hc.Close()
 		return
 	}
@@ -311,7 +314,13 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort) {
 	orig := conntrack.Tuple{Src: src.Addr(), Dst: local.Addr().Unmap(), SrcPort: src.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
 	reply := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoTCP}
 	seen := conntrack.Tuple{Src: src.Addr(), Dst: ctr.Addr(), SrcPort: src.Port(), DstPort: ctr.Port(), Proto: conntrack.ProtoTCP}
+	if !u.reserve(ctr.Addr()) {
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
 	if !u.expect(seen, orig, reply) {
+		u.unreserve(ctr.Addr())
 		c.SetLinger(0)
 		c.Close()
 		return
@@ -321,6 +330,7 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort) {
 	ep, wq, err := u.dialContainer(ctx, src, ctr)
 	cancel()
 	if err != nil {
+		u.unreserve(ctr.Addr())
 		u.log.Debug("hostnet: published port: container did not answer", "ctr", ctr, "err", err)
 		c.SetLinger(0)
 		c.Close()

@@ -77,7 +77,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	t := p.Tuple
 	far := netip.AddrPortFrom(t.Dst, t.DstPort)
 	dst, ok := u.hostDst(far)
-	if !ok || u.overCap(t.Src) {
+	if !ok || !u.reserve(t.Src) {
 		return nil
 	}
 	var c *net.UDPConn
@@ -91,6 +91,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		return err
 	})
 	if err != nil {
+		u.unreserve(t.Src)
 		u.log.Debug("hostnet: UDP socket failed", "dst", dst, "err", err)
 		if errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) {
 			u.sendUnreachable(pkt, 1)
@@ -101,6 +102,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	reply := conntrack.Tuple{Src: far.Addr(), Dst: local.Addr().Unmap(), SrcPort: far.Port(), DstPort: local.Port(), Proto: conntrack.ProtoUDP}
 	id, ok := u.track(p, reply)
 	if !ok {
+		u.unreserve(t.Src)
 		c.Close()
 		return nil
 	}
@@ -112,9 +114,9 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	return fl
 }
 
-// startUDP registers fl under the entry orig (and id, when known) and
-// starts its reader; false (with fl's socket closed) when the flow cannot
-// be registered.
+// startUDP registers fl under the entry orig (and id, when known), src's
+// place reserved, and starts its reader; false (with fl's socket closed)
+// when the flow cannot be registered.
 func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id uint64) bool {
 	inbound := fl.client.IsValid()
 	stop := func() {
@@ -196,7 +198,11 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 			}
 			orig := conntrack.Tuple{Src: src.Addr(), Dst: dst.Addr().Unmap(), SrcPort: src.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoUDP}
 			seen, _ := near.Reverse()
+			if !u.reserve(ctr.Addr()) {
+				continue
+			}
 			if !u.expect(seen, orig, near) {
+				u.unreserve(ctr.Addr())
 				continue
 			}
 			// The expectation stays while the flow lives: every packet
