@@ -39,10 +39,7 @@ func main() {
 	log.SetFlags(0)
 	log.SetPrefix("bench/latency: ")
 	if *serve != "" {
-		if err := forwarder(*serve, flag.Arg(0), flag.Arg(1)); err != nil {
-			log.Fatal(err)
-		}
-		return
+		log.Fatal(forwarder(*serve, flag.Arg(0), flag.Arg(1)))
 	}
 	if *count < 100 || *count > 1000000 || *rounds < 1 || *rounds > 10 {
 		log.Fatal("-count must be in [100, 1000000] and -rounds in [1, 10]")
@@ -206,7 +203,8 @@ func ownProcess(kind string) func(a, b *netns.NS) (func(), error) {
 }
 
 // forwarder runs forwarder kind between new TAP devices named eth0 in the
-// namespaces at paths p1 and p2, and serves until killed.
+// namespaces at paths p1 and p2, and serves until killed; it returns only
+// the error that kept it from starting.
 func forwarder(kind, p1, p2 string) error {
 	if _, err := start(kind, p1, p2); err != nil {
 		return err

@@ -151,9 +151,9 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 			Logger:            log,
 		})
 	} else {
-		up, err := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
-		if err != nil {
-			return nil, fmt.Errorf("--uplink tap:%s:%s: %w", cfg.Uplink.NetNS, cfg.Uplink.IfName, err)
+		up, terr := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
+		if terr != nil {
+			return nil, fmt.Errorf("--uplink tap:%s:%s: %w", cfg.Uplink.NetNS, cfg.Uplink.IfName, terr)
 		}
 		setup.UplinkPort, setup.UplinkAddr, setup.UplinkVia = up, cfg.UplinkAddr, cfg.UplinkVia
 		r.gw, err = startGateway(setup)
