@@ -72,8 +72,15 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 }
 
 // release ends the flow: it leaves the uplink's tables and its sockets
-// and endpoints close, which ends its goroutines. It is idempotent.
-func (f *flow) release() {
+// and endpoints close (stop: a TCP flow is reset), which ends its
+// goroutines. It is idempotent, and does nothing after ended.
+func (f *flow) release() { f.end(true) }
+
+// ended forgets a flow that ended by itself (a TCP flow both sides
+// closed), whose sockets are closed already: nothing is reset.
+func (f *flow) ended() { f.end(false) }
+
+func (f *flow) end(stop bool) {
 	f.once.Do(func() {
 		u := f.u
 		u.mu.Lock()
@@ -82,7 +89,9 @@ func (f *flow) release() {
 			u.unreserveLocked(f.src)
 		}
 		u.mu.Unlock()
-		f.stop()
+		if stop {
+			f.stop()
+		}
 		u.stats.Released.Add(1)
 	})
 }

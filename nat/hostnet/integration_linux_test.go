@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -510,5 +511,67 @@ func TestIntegrationPerSourceCap(t *testing.T) {
 	conns[0].SetDeadline(time.Now().Add(5 * time.Second))
 	if line, err := bufio.NewReader(conns[0]).ReadString('\n'); err != nil || !strings.HasPrefix(line, "198.51.100.1:") {
 		t.Errorf("an open flow: %q, %v", line, err)
+	}
+}
+
+// Short connections through a published port, one after another from the
+// same client port, as a client that reuses its ports makes them: each
+// ends with the server's close, never a reset, and the next one through
+// the same port works although the container still holds the last in
+// TIME_WAIT.
+func TestIntegrationPublishedPortReuse(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	p, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.up.Publish(p); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.ctr.Listen("tcp", "172.17.0.4:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // read a byte, answer one, close first (HTTP/1.0)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b := make([]byte, 1)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(b); err == nil {
+				c.Write(b)
+			}
+			c.Close()
+		}
+	}()
+	d := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("198.51.100.2"), Port: 40000},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+			return serr
+		},
+	}
+	for i := range 20 {
+		time.Sleep(10 * time.Millisecond) // the host's own TIME_WAIT reuse is not under test
+		var c net.Conn
+		err := e.remote.Do(func() error {
+			var err error
+			c, err = d.DialContext(ctx(t), "tcp", "198.51.100.1:8080")
+			return err
+		})
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("x"))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(b) != "x" {
+			t.Fatalf("connection %d: read %q, %v (want the answer, then the server's close)\nuplink %v\ngateway %+v\n%v", i, b, err, e.up.Counters(), e.gw.Stats(), e.gw.Table().List())
+		}
 	}
 }

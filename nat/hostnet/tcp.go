@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -193,7 +194,7 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 		wg.Wait()
 		gc.Close()
 		hc.Close()
-		f.release()
+		f.ended()
 	}()
 }
 
@@ -238,14 +239,39 @@ func (u *Uplink) pipe(dst, src halfCloser, abort func()) {
 // dialContainer opens a TCP connection from the stack to the container
 // at dst, from src (a client's address, spoofed), and returns its
 // endpoint, which Abort resets.
+//
+// A client that reuses its port may come back while the stack's endpoint
+// of its last connection is still closing (waiting for the container's
+// last ACK); the address is then in use for a moment, and the dial tries
+// again until ctx ends.
 func (u *Uplink) dialContainer(ctx context.Context, src, dst netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, error) {
+	for {
+		ep, wq, err := u.tryDialContainer(ctx, src, dst)
+		if !errors.Is(err, errAddrInUse) {
+			return ep, wq, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+var errAddrInUse = errors.New("address in use")
+
+func (u *Uplink) tryDialContainer(ctx context.Context, src, dst netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, error) {
 	var wq waiter.Queue
 	ep, terr := u.st.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
 	if terr != nil {
 		return nil, nil, errors.New(terr.String())
 	}
+	ep.SocketOptions().SetReuseAddress(true)
 	if terr := ep.Bind(fullAddr(src)); terr != nil {
 		ep.Close()
+		if _, ok := terr.(*tcpip.ErrPortInUse); ok {
+			return nil, nil, errAddrInUse
+		}
 		return nil, nil, errors.New(terr.String())
 	}
 	we, ch := waiter.NewChannelEntry(waiter.WritableEvents)
@@ -263,6 +289,10 @@ func (u *Uplink) dialContainer(ctx context.Context, src, dst netip.AddrPort) (tc
 	}
 	if terr != nil {
 		ep.Close()
+		switch terr.(type) {
+		case *tcpip.ErrPortInUse, *tcpip.ErrDuplicateAddress, *tcpip.ErrBadLocalAddress: // Connect says so when the tuple is taken
+			return nil, nil, errAddrInUse
+		}
 		return nil, nil, errors.New(terr.String())
 	}
 	return ep, &wq, nil
@@ -320,10 +350,19 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort) {
 		return
 	}
 	if !u.expect(seen, orig, reply) {
-		u.unreserve(ctr.Addr())
-		c.SetLinger(0)
-		c.Close()
-		return
+		// A client that reuses its port comes back while the flow of its
+		// last connection is still closing on the container's side: the
+		// client is done with it, so it ends now, as the kernel's
+		// conntrack reopens a closing entry for a new SYN.
+		if old := u.flowOf(orig); old != nil {
+			old.release()
+		}
+		if !u.expect(seen, orig, reply) {
+			u.unreserve(ctr.Addr())
+			c.SetLinger(0)
+			c.Close()
+			return
+		}
 	}
 	defer u.unexpect(seen)
 	ctx, cancel := context.WithTimeout(u.ctx, u.cfg.ConnectTimeout)
@@ -350,6 +389,13 @@ func (u *Uplink) expect(seen, orig, reply conntrack.Tuple) bool {
 	}
 	u.inbound[seen] = expectation{orig, reply}
 	return true
+}
+
+// flowOf returns the flow of the entry orig, or nil.
+func (u *Uplink) flowOf(orig conntrack.Tuple) *flow {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.flows[orig]
 }
 
 func (u *Uplink) unexpect(seen conntrack.Tuple) {
