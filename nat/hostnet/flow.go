@@ -17,7 +17,10 @@ type flow struct {
 	id   uint64     // the entry's ID, 0 until seen; under u.mu
 	born time.Time
 	stop func() // closes the flow's sockets and endpoints
-	once sync.Once
+	// supersede, when set (under u.mu), ends the flow for a new one with
+	// the same original tuple, more gently than stop.
+	supersede func()
+	once      sync.Once
 }
 
 // entryGrace is how long a flow may wait for its entry: an inbound flow's
@@ -80,6 +83,21 @@ func (f *flow) release() { f.end(true) }
 // closed), whose sockets are closed already: nothing is reset.
 func (f *flow) ended() { f.end(false) }
 
+// replaced ends a flow whose original tuple a new flow takes: a client
+// reusing its port for a new connection while the last one's flow was
+// still closing.
+func (f *flow) replaced() {
+	f.u.mu.Lock()
+	s := f.supersede
+	f.u.mu.Unlock()
+	if s == nil {
+		f.release()
+		return
+	}
+	f.end(false)
+	s()
+}
+
 func (f *flow) end(stop bool) {
 	f.once.Do(func() {
 		u := f.u
@@ -118,13 +136,33 @@ func (u *Uplink) reap(sub *conntrack.Subscription) {
 	}
 }
 
-// gone releases the flow of the entry orig, id, which left the table.
+// gone releases the flow of the entry orig, id, which left the table. A
+// flow that does not know its entry yet (one the gateway creates, for a
+// flow into the container) may be the new flow of a client reusing its
+// port, whose entry replaced the one that went: it learns its entry from
+// the table, or is left to the sweep.
 func (u *Uplink) gone(orig conntrack.Tuple, id uint64) {
 	u.mu.Lock()
 	f := u.flows[orig]
+	var fid uint64
+	if f != nil {
+		fid = f.id
+	}
 	u.mu.Unlock()
-	if f != nil && (f.id == 0 || f.id == id) {
-		f.release()
+	switch {
+	case f == nil:
+	case fid != 0:
+		if fid == id {
+			f.release()
+		}
+	default:
+		if e, _, ok := u.tbl.Load().Get(0, orig); ok && e.ID != id {
+			u.mu.Lock()
+			if f.id == 0 {
+				f.id = e.ID
+			}
+			u.mu.Unlock()
+		}
 	}
 }
 

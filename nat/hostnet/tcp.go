@@ -179,11 +179,24 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 			hc.Close()
 		})
 	}
+	// Superseded by the client's next connection on the same port, only
+	// the container's side is reset: a reset on the host socket would
+	// carry the tuple the client's new connection has now.
+	supersede := func() {
+		abortOnce.Do(func() {
+			ep.Abort()
+			gc.Close()
+			hc.Close()
+		})
+	}
 	f, ok := u.addFlow(orig, src, id, abort)
 	if !ok {
 		abort()
 		return
 	}
+	u.mu.Lock()
+	f.supersede = supersede
+	u.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	u.wg.Add(3)
@@ -355,7 +368,7 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort) {
 		// client is done with it, so it ends now, as the kernel's
 		// conntrack reopens a closing entry for a new SYN.
 		if old := u.flowOf(orig); old != nil {
-			old.release()
+			old.replaced()
 		}
 		if !u.expect(seen, orig, reply) {
 			u.unreserve(ctr.Addr())
