@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -53,7 +54,13 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 		err := u.cfg.Namespace(func() error {
 			var err error
 			if p.Proto == conntrack.ProtoTCP {
-				l, err = net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(at))
+				// No keep-alive probes: the flow's entry times out idle
+				// connections, and each accept saves the system calls.
+				var nl net.Listener
+				nl, err = (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp4", at.String())
+				if err == nil {
+					l = nl.(*net.TCPListener)
+				}
 			} else {
 				l, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at))
 			}

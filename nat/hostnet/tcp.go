@@ -118,7 +118,7 @@ func (u *Uplink) dialTCP(dst netip.AddrPort) (*net.TCPConn, error) {
 	var c net.Conn
 	err := u.cfg.Namespace(func() error {
 		var err error
-		d := net.Dialer{LocalAddr: u.localAddr("tcp")}
+		d := net.Dialer{LocalAddr: u.localAddr("tcp"), KeepAlive: -1}
 		if dst.Addr().IsLoopback() {
 			d.LocalAddr = nil
 		}
