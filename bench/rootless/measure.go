@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// The metrics, in the order they are measured and printed. Each cpu key
+// is the network process's CPU time per unit moved during the metric
+// before it, and its total, in CPU-seconds, is under the Total key.
+const (
+	inbound         = "inbound_gbit_s"
+	cpuIn           = "inbound_cpu_s_per_gb"
+	cpuInTotal      = "inbound_cpu_s"
+	outbound        = "outbound_gbit_s"
+	cpuOut          = "outbound_cpu_s_per_gb"
+	cpuOutTotal     = "outbound_cpu_s"
+	latencyP50      = "latency_p50_us"
+	latencyP99      = "latency_p99_us"
+	cpuLatency      = "latency_cpu_s_per_1000_round_trips"
+	cpuLatencyTotal = "latency_cpu_s"
+	connsPerS       = "conns_per_s"
+	cpuConns        = "conns_cpu_s_per_1000_conns"
+	cpuConnsTotal   = "conns_cpu_s"
+	keptTCP         = "client_address_kept_tcp"
+	keptUDP         = "client_address_kept_udp"
+
+	outSource = "outbound_source" // a Seen key: where the LAN server saw the container's connection come from
+)
+
+// result is one peer's measurements in one round: a value or an error
+// for each metric, or why the peer could not be measured at all. Seen
+// holds the client address the container's servers saw (keys keptTCP,
+// keptUDP), and the container's address the LAN server saw (outSource).
+type result struct {
+	Values      map[string]float64 `json:"values,omitempty"`
+	Errors      map[string]string  `json:"errors,omitempty"`
+	Seen        map[string]string  `json:"seen,omitempty"`
+	Unavailable string             `json:"unavailable,omitempty"`
+}
+
+// measure runs every measurement against a topology whose network process
+// is ready, with servers in the container (TCP 80 and UDP 53, published
+// as 8080 and 5353) and in the client (192.168.2.104:5201, which the
+// container connects out to).
+func measure(ctx context.Context, t *topology, cfg config) result {
+	limit := cfg.duration + ioGrace
+	if err := sysctl(t.container, "ipv4/ip_local_port_range", portRange); err != nil {
+		return result{Unavailable: "container: " + err.Error()}
+	}
+	ctr, err := serve(t.container, fmt.Sprintf(":%d", containerPort), limit)
+	if err != nil {
+		return result{Unavailable: "server in the container: " + err.Error()}
+	}
+	defer ctr.Close()
+	ctrUDP, err := serveUDP(t.container, fmt.Sprintf(":%d", containerUDPPort))
+	if err != nil {
+		return result{Unavailable: "UDP server in the container: " + err.Error()}
+	}
+	defer ctrUDP.Close()
+	lan, err := serve(t.client, lanServer.String(), limit)
+	if err != nil {
+		return result{Unavailable: "server in the client: " + err.Error()}
+	}
+	defer lan.Close()
+
+	r := result{Values: make(map[string]float64), Errors: make(map[string]string), Seen: make(map[string]string)}
+	fail := func(err error, keys ...string) {
+		if aerr := t.alive(); aerr != nil {
+			err = fmt.Errorf("%w; %v", err, aerr)
+		}
+		for _, k := range keys {
+			r.Errors[k] = err.Error()
+		}
+	}
+	kept := func(key string, seen netip.Addr) {
+		r.Seen[key] = seen.String()
+		r.Values[key] = 0
+		if seen == clientAddr.Addr() {
+			r.Values[key] = 1
+		}
+	}
+	// The probes warm the paths up, and show which addresses they keep.
+	seen, inErr := probe(ctx, t.client, "tcp", published)
+	if inErr != nil {
+		fail(fmt.Errorf("published port: %w", inErr), inbound, cpuIn, latencyP50, latencyP99, cpuLatency, connsPerS, cpuConns, keptTCP)
+	} else {
+		kept(keptTCP, seen)
+	}
+	if seen, err := probe(ctx, t.client, "udp", publishedUDP); err != nil {
+		fail(fmt.Errorf("published UDP port: %w", err), keptUDP)
+	} else {
+		kept(keptUDP, seen)
+	}
+	seen, outErr := probe(ctx, t.container, "tcp", lanServer)
+	if outErr != nil {
+		fail(fmt.Errorf("outbound: %w", outErr), outbound, cpuOut)
+	} else {
+		r.Seen[outSource] = seen.String()
+	}
+
+	// cpu runs f and records the network process's CPU time during it,
+	// per unit (what f returns) under key and in all under total.
+	cpu := func(key, total string, f func() (units float64, err error)) {
+		before, berr := cpuTime(t.proc.pid())
+		units, err := f()
+		if err != nil {
+			return
+		}
+		after, aerr := cpuTime(t.proc.pid())
+		if berr != nil || aerr != nil || units <= 0 {
+			fail(fmt.Errorf("CPU time of %s (pid %d): %v %v", t.proc.name, t.proc.pid(), berr, aerr), key)
+			return
+		}
+		used := (after - before).Seconds()
+		r.Values[key] = used / units
+		r.Values[total] = used
+	}
+
+	d := cfg.duration
+	if inErr == nil && ctx.Err() == nil {
+		progress("  TCP in through %s for %v", published, d)
+		cpu(cpuIn, cpuInTotal, func() (float64, error) {
+			v, n, err := stream(ctx, t.client, published, d)
+			if err != nil {
+				fail(err, inbound, cpuIn)
+				return 0, err
+			}
+			r.Values[inbound] = v
+			return float64(n) / 1e9, nil
+		})
+	}
+	if outErr == nil && ctx.Err() == nil {
+		progress("  TCP out to %s for %v", lanServer, d)
+		cpu(cpuOut, cpuOutTotal, func() (float64, error) {
+			v, n, err := stream(ctx, t.container, lanServer, d)
+			if err != nil {
+				fail(err, outbound, cpuOut)
+				return 0, err
+			}
+			r.Values[outbound] = v
+			return float64(n) / 1e9, nil
+		})
+	}
+	if inErr == nil && ctx.Err() == nil {
+		progress("  1-byte ping-pong through %s for %v", published, d)
+		cpu(cpuLatency, cpuLatencyTotal, func() (float64, error) {
+			p50, p99, n, err := pingPong(ctx, t.client, published, d)
+			if err != nil {
+				fail(err, latencyP50, latencyP99, cpuLatency)
+				return 0, err
+			}
+			r.Values[latencyP50] = micros(p50)
+			r.Values[latencyP99] = micros(p99)
+			return float64(n+warmupPings) / 1000, nil
+		})
+	}
+	if inErr == nil && ctx.Err() == nil {
+		progress("  new connections through %s for %v, %d clients", published, d, cfg.parallel)
+		cpu(cpuConns, cpuConnsTotal, func() (float64, error) {
+			v, n, err := connRate(ctx, t.client, published, d, cfg.parallel)
+			if err != nil {
+				fail(err, connsPerS, cpuConns)
+				return 0, err
+			}
+			r.Values[connsPerS] = v
+			return float64(n) / 1000, nil
+		})
+	}
+	return r
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

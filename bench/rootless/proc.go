@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	readyTimeout = 15 * time.Second
+	stopTimeout  = 5 * time.Second
+	pollInterval = 50 * time.Millisecond
+	outputTail   = 4 << 10 // bytes of a process's output kept for error messages
+	clockTicks   = 100     // USER_HZ, the unit of /proc/PID/stat's times on every Linux
+)
+
+// proc is a process the harness started: a network process, or the
+// process that holds pasta's container namespaces.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	out     *tail
+	exited  chan struct{}
+	waitErr error // set before exited is closed
+}
+
+// startProc starts cmd inside in, named name in messages.
+func startProc(in place, name string, cmd *exec.Cmd) (*proc, error) {
+	p := &proc{name: name, cmd: cmd, out: &tail{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	// Its own process group keeps the terminal's SIGINT from it, so it
+	// stops when the harness says (after the measurement), and the
+	// parent-death signal keeps it from outliving a harness that crashed.
+	// (setpriv clears that signal when it changes the user; it is given
+	// --pdeathsig to set it again.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// A child it leaves behind may hold the output pipe open: do not wait
+	// for that to call the process exited.
+	cmd.WaitDelay = time.Second
+	if err := in.Do(cmd.Start); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// alive returns an error when the process has exited.
+func (p *proc) alive() error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("%s exited: %v%s", p.name, p.waitErr, p.out.suffix())
+	default:
+		return nil
+	}
+}
+
+// waitReady waits until check returns nil, polling it, or the process
+// exits, or readyTimeout passes. A check that returns errNotYet is polled
+// again; any other error ends the wait.
+func (p *proc) waitReady(ctx context.Context, check func() error) error {
+	deadline := time.Now().Add(readyTimeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errNotYet) {
+			// A closed ready pipe usually means the process is exiting:
+			// say so, with its status.
+			select {
+			case <-p.exited:
+				return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.suffix())
+			case <-time.After(time.Second):
+				return fmt.Errorf("%w%s", err, p.out.suffix())
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v: %v%s", readyTimeout, err, p.out.suffix())
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.suffix())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// errNotYet is what a readiness check returns while it should be polled
+// again.
+var errNotYet = errors.New("not yet")
+
+// readyPipe makes the pipe a process signals readiness on (slirp4netns
+// --ready-fd, usernat --ready-fd): w goes to the child as fd 3, and the
+// check returned says whether it has written to it. Close r when done.
+func readyPipe() (r, w *os.File, check func() error, err error) {
+	r, w, err = os.Pipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	got := make(chan error, 1)
+	go func() { // ends at the signal, or when the child exits and the pipe closes, or at r.Close
+		var b [1]byte
+		_, err := r.Read(b[:])
+		got <- err
+	}()
+	var done error = errNotYet
+	check = func() error {
+		if done != errNotYet {
+			return done
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				done = fmt.Errorf("closed its ready fd without writing: %w", err)
+			} else {
+				done = nil
+			}
+			return done
+		default:
+			return errNotYet
+		}
+	}
+	return r, w, check, nil
+}
+
+// stop ends the process the way a user would, with SIGTERM, and kills it
+// if it takes too long. Then it kills what is left of its process group.
+func (p *proc) stop() {
+	pgid := p.cmd.Process.Pid
+	defer syscall.Kill(-pgid, syscall.SIGKILL)
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		// ErrWaitDelay: it exited 0, leaving a child with its output.
+		if p.waitErr != nil && !errors.Is(p.waitErr, exec.ErrWaitDelay) && !killedBy(p.waitErr, syscall.SIGTERM) {
+			log.Printf("%s exit after SIGTERM: %v%s", p.name, p.waitErr, p.out.suffix())
+		}
+	case <-time.After(stopTimeout):
+		log.Printf("%s still running %v after SIGTERM; killing it", p.name, stopTimeout)
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.exited
+	}
+}
+
+// killedBy says whether err is the exit of a process that sig ended,
+// which is how a process without a handler for it stops.
+func killedBy(err error, sig syscall.Signal) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
+}
+
+// cpuTime is the CPU time, user and system, that the process pid and its
+// threads have used: utime and stime of /proc/PID/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces:
+	// count fields after its closing one. utime and stime are fields 14
+	// and 15, so the 12th and 13th after it.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// tail keeps the last outputTail bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tail) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, b...)
+	if over := len(t.buf) - outputTail; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(b), nil
+}
+
+// suffix is the output for an error message: empty, or "; output: ...".
+func (t *tail) suffix() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.Join(strings.Fields(string(t.buf)), " ")
+	if s == "" {
+		return ""
+	}
+	return "; output: " + s
+}

@@ -1,0 +1,435 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// metric describes one row of the table and usernat's target for it,
+// relative to slirp4netns and to pasta.
+type metric struct {
+	key    string
+	total  string // of a CPU row: the key of the total
+	name   string
+	unit   string
+	format string
+	kind   metricKind
+	higher bool // higher is better: the targets are minimum ratios, else maximum ones
+	// vs are the target ratios usernat/slirp4netns and usernat/pasta;
+	// zero means no target. strict makes them "better than", not "at least".
+	vs     [2]float64
+	strict bool
+}
+
+type metricKind int
+
+const (
+	plain    metricKind = iota
+	cpuKind             // CPU time per unit, named in the row; the cell adds the total
+	keptKind            // 1 when the container saw the client's own address
+)
+
+var metrics = []metric{
+	{key: inbound, name: fmt.Sprintf("TCP in: %s -> %s -> container:%d", clientAddr.Addr(), published, containerPort),
+		unit: "Gbit/s", format: "%.2f", higher: true, vs: [2]float64{1.5, 1}},
+	{key: cpuIn, total: cpuInTotal, name: "  network process CPU: s/GB (total s)", unit: "s/GB", format: "%.2f", kind: cpuKind},
+	{key: outbound, name: fmt.Sprintf("TCP out: container -> %s", lanServer),
+		unit: "Gbit/s", format: "%.2f", higher: true, vs: [2]float64{1.5, 1}},
+	{key: cpuOut, total: cpuOutTotal, name: "  network process CPU: s/GB (total s)", unit: "s/GB", format: "%.2f", kind: cpuKind},
+	{key: latencyP50, name: fmt.Sprintf("latency p50: 1-byte ping-pong via :%d", publishedPort),
+		unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
+	{key: latencyP99, name: fmt.Sprintf("latency p99: 1-byte ping-pong via :%d", publishedPort),
+		unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
+	{key: cpuLatency, total: cpuLatencyTotal, name: "  network process CPU: s/1000 round trips (total s)", unit: "s/1000 round trips", format: "%.3f", kind: cpuKind},
+	{key: connsPerS, name: fmt.Sprintf("new connections via :%d", publishedPort),
+		unit: "conn/s", format: "%.0f", higher: true, vs: [2]float64{1, 1}, strict: true},
+	{key: cpuConns, total: cpuConnsTotal, name: "  network process CPU: s/1000 connections (total s)", unit: "s/1000 connections", format: "%.3f", kind: cpuKind},
+	{key: keptTCP, name: fmt.Sprintf("client address kept: TCP via :%d", publishedPort), kind: keptKind},
+	{key: keptUDP, name: fmt.Sprintf("client address kept: UDP via :%d", publishedUDPPort), kind: keptKind},
+}
+
+func (m metric) hasTarget() bool { return m.kind == keptKind || m.vs != [2]float64{} }
+
+func (m metric) targetString() string {
+	if m.kind == keptKind {
+		return "yes"
+	}
+	if !m.hasTarget() {
+		return ""
+	}
+	op := map[[2]bool]string{{true, false}: ">=", {true, true}: ">", {false, false}: "<=", {false, true}: "<"}[[2]bool{m.higher, m.strict}]
+	if m.vs[0] == m.vs[1] {
+		return fmt.Sprintf("%s %gx both", op, m.vs[0])
+	}
+	return fmt.Sprintf("%s %gx %s, %s %gx %s", op, m.vs[0], slirpName, op, m.vs[1], pastaName)
+}
+
+func (m metric) met(ratio, target float64) bool {
+	switch {
+	case m.higher && m.strict:
+		return ratio > target
+	case m.higher:
+		return ratio >= target
+	case m.strict:
+		return ratio < target
+	}
+	return ratio <= target
+}
+
+// row is one metric compared across the peers; absent values are left
+// out.
+type row struct {
+	Metric     string             `json:"metric"`
+	Unit       string             `json:"unit,omitempty"`
+	Values     map[string]float64 `json:"values,omitempty"`
+	Totals     map[string]float64 `json:"total_cpu_s,omitempty"` // CPU rows
+	Seen       map[string]string  `json:"seen,omitempty"`        // client-address rows
+	RatioSlirp *float64           `json:"usernat_per_slirp4netns,omitempty"`
+	RatioPasta *float64           `json:"usernat_per_pasta,omitempty"`
+	Target     string             `json:"target,omitempty"`
+	Met        *bool              `json:"met,omitempty"`
+}
+
+type round struct {
+	Results map[string]result `json:"results"`
+	Rows    []row             `json:"rows"`
+}
+
+type machine struct {
+	CPU    string `json:"cpu"`
+	CPUs   int    `json:"cpus"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+}
+
+type peerInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+}
+
+type report struct {
+	Date         string     `json:"date"`
+	Machine      machine    `json:"machine"`
+	Peers        []peerInfo `json:"peers"`
+	LANMTU       int        `json:"lan_mtu"`
+	ContainerMTU int        `json:"container_mtu"`
+	Duration     string     `json:"duration"`
+	Parallel     int        `json:"parallel"`
+	Rounds       []round    `json:"rounds"`
+	Summary      []row      `json:"summary,omitempty"` // medians over the rounds
+
+	names []string // the peers, in column order
+	total int      // rounds to run
+}
+
+func newReport(cfg config, peers []peer) *report {
+	rep := &report{
+		Date:         time.Now().UTC().Format(time.RFC3339),
+		Machine:      machineInfo(),
+		LANMTU:       1500,
+		ContainerMTU: mtu,
+		Duration:     cfg.duration.String(),
+		Parallel:     cfg.parallel,
+		total:        cfg.rounds,
+	}
+	for _, p := range peers {
+		rep.Peers = append(rep.Peers, peerInfo{p.name, p.version})
+		rep.names = append(rep.names, p.name)
+	}
+	return rep
+}
+
+func (rep *report) printHeader(w io.Writer) {
+	m := rep.Machine
+	fmt.Fprintf(w, "%s, %s, %d CPUs, Linux %s, %s\n", rep.Date, m.CPU, m.CPUs, m.Kernel, m.Go)
+	for _, p := range rep.Peers {
+		if p.Version != "" {
+			fmt.Fprintf(w, "%s: %s\n", p.Name, p.Version)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func (rep *report) add(results []result) {
+	rd := round{Results: make(map[string]result)}
+	vals := make(map[string]map[string]float64)
+	for i, name := range rep.names {
+		rd.Results[name] = results[i]
+		vals[name] = results[i].Values
+	}
+	rd.Rows = rep.rows(vals, rd.Results)
+	rep.Rounds = append(rep.Rounds, rd)
+	med := make(map[string]map[string]float64)
+	for _, name := range rep.names {
+		var per []map[string]float64
+		for _, r := range rep.Rounds {
+			per = append(per, r.Results[name].Values)
+		}
+		med[name] = medians(per)
+	}
+	rep.Summary = rep.rows(med, nil)
+}
+
+// referenceFailed says whether slirp4netns or pasta could not be started
+// and measured at all: the harness, or the machine, is then at fault. A
+// metric one of them fails is reported as its own (they have bugs).
+func (rep *report) referenceFailed() bool {
+	for _, r := range rep.Rounds {
+		for _, name := range []string{slirpName, pastaName} {
+			if res := r.Results[name]; res.Unavailable != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rows compares the peers' values; seen, when not nil, gives the
+// addresses behind the client-address rows.
+func (rep *report) rows(vals map[string]map[string]float64, seen map[string]result) []row {
+	var out []row
+	for _, m := range metrics {
+		r := row{Metric: m.key, Unit: m.unit, Target: m.targetString(),
+			Values: make(map[string]float64)}
+		for _, name := range rep.names {
+			if v, ok := vals[name][m.key]; ok {
+				r.Values[name] = v
+			}
+			if v, ok := vals[name][m.total]; ok && m.kind == cpuKind {
+				if r.Totals == nil {
+					r.Totals = make(map[string]float64)
+				}
+				r.Totals[name] = v
+			}
+			if s, ok := seen[name].Seen[m.key]; ok && m.kind == keptKind {
+				if r.Seen == nil {
+					r.Seen = make(map[string]string)
+				}
+				r.Seen[name] = s
+			}
+		}
+		u, hasU := r.Values[usernatName]
+		if m.kind == keptKind {
+			if hasU {
+				met := u == 1
+				r.Met = &met
+			}
+			out = append(out, r)
+			continue
+		}
+		allMet, compared := true, false
+		for i, ref := range []string{slirpName, pastaName} {
+			v, ok := r.Values[ref]
+			if !hasU || !ok || v <= 0 {
+				continue
+			}
+			ratio := u / v
+			if i == 0 {
+				r.RatioSlirp = &ratio
+			} else {
+				r.RatioPasta = &ratio
+			}
+			if m.vs[i] != 0 {
+				compared = true
+				allMet = allMet && m.met(ratio, m.vs[i])
+			}
+		}
+		if compared {
+			r.Met = &allMet
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// medians are the median of each value over the rounds; for the
+// client-address metrics, the smallest: kept only if kept every round.
+func medians(rounds []map[string]float64) map[string]float64 {
+	out := make(map[string]float64)
+	for _, m := range metrics {
+		keys := []string{m.key}
+		if m.kind == cpuKind {
+			keys = append(keys, m.total)
+		}
+		for _, key := range keys {
+			var vs []float64
+			for _, r := range rounds {
+				if v, ok := r[key]; ok {
+					vs = append(vs, v)
+				}
+			}
+			if len(vs) == 0 {
+				continue
+			}
+			slices.Sort(vs)
+			switch n := len(vs); {
+			case m.kind == keptKind:
+				out[key] = vs[0]
+			case n%2 == 1:
+				out[key] = vs[n/2]
+			default:
+				out[key] = (vs[n/2-1] + vs[n/2]) / 2
+			}
+		}
+	}
+	return out
+}
+
+func (rep *report) printRound(w io.Writer, i int) {
+	r := rep.Rounds[i]
+	fmt.Fprintf(w, "round %d of %d: %s per measurement, %d clients for connections/s; LAN MTU %d, container MTU %d\n",
+		i+1, rep.total, rep.Duration, rep.Parallel, rep.LANMTU, rep.ContainerMTU)
+	rep.printTable(w, r.Rows, r.Results)
+}
+
+func (rep *report) printSummary(w io.Writer) {
+	fmt.Fprintf(w, "median of %d rounds: %s per measurement (client address kept: yes only if kept in every round)\n",
+		len(rep.Rounds), rep.Duration)
+	// A peer no round measured is not available in the summary either,
+	// and a metric that failed in every round is an error there too.
+	res := make(map[string]result)
+	for _, name := range rep.names {
+		var why string
+		for _, r := range rep.Rounds {
+			if why = r.Results[name].Unavailable; why == "" {
+				break
+			}
+		}
+		errs := make(map[string]string)
+		for _, m := range metrics {
+			for i, r := range rep.Rounds {
+				e, ok := r.Results[name].Errors[m.key]
+				if !ok {
+					delete(errs, m.key)
+					break
+				}
+				if i == len(rep.Rounds)-1 {
+					errs[m.key] = "in every round; the last: " + e
+				}
+			}
+		}
+		res[name] = result{Unavailable: why, Errors: errs}
+	}
+	rep.printTable(w, rep.Summary, res)
+}
+
+func (rep *report) printTable(w io.Writer, rs []row, results map[string]result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "metric\t%s\tusernat/slirp4netns\tusernat/pasta\ttarget\t\n", strings.Join(rep.names, "\t"))
+	for i, r := range rs {
+		m := metrics[i]
+		fmt.Fprintf(tw, "%s\t", m.name)
+		for _, name := range rep.names {
+			fmt.Fprintf(tw, "%s\t", cell(m, r, name, results[name]))
+		}
+		target := r.Target
+		if r.Met != nil {
+			if *r.Met {
+				target += " ok"
+			} else {
+				target += " MISSED"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", ratio(r.RatioSlirp), ratio(r.RatioPasta), target)
+	}
+	tw.Flush()
+	if results != nil {
+		var src []string
+		for _, name := range rep.names {
+			if s := results[name].Seen[outSource]; s != "" {
+				src = append(src, name+" "+s)
+			}
+		}
+		if len(src) > 0 {
+			fmt.Fprintf(w, "the server at %s saw the container's connection come from: %s\n", lanServer, strings.Join(src, ", "))
+		}
+	}
+	for _, name := range rep.names {
+		res := results[name]
+		if res.Unavailable != "" {
+			fmt.Fprintf(w, "%s: not available (%s)\n", name, res.Unavailable)
+		}
+		// One line per distinct error, naming the metrics it cost.
+		var errs []string
+		keys := make(map[string][]string)
+		for _, m := range metrics {
+			if e, ok := res.Errors[m.key]; ok {
+				if keys[e] == nil {
+					errs = append(errs, e)
+				}
+				keys[e] = append(keys[e], m.key)
+			}
+		}
+		for _, e := range errs {
+			fmt.Fprintf(w, "%s: %s: %s\n", name, strings.Join(keys[e], ", "), e)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func cell(m metric, r row, name string, res result) string {
+	v, ok := r.Values[name]
+	switch {
+	case ok && m.kind == keptKind:
+		s := "no"
+		if v == 1 {
+			s = "yes"
+		}
+		if seen := r.Seen[name]; seen != "" {
+			s += " (" + seen + ")"
+		}
+		return s
+	case ok && m.kind == cpuKind:
+		return fmt.Sprintf(m.format+" (%.2f)", v, r.Totals[name])
+	case ok:
+		return fmt.Sprintf(m.format+" %s", v, m.unit)
+	case res.Unavailable != "":
+		return "not available"
+	case res.Errors[m.key] != "":
+		return "error"
+	}
+	return "-"
+}
+
+func ratio(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", *p)
+}
+
+func (rep *report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(rep)
+}
+
+func machineInfo() machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		m.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
