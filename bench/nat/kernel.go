@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+
+	"github.com/usernat/usernat/internal/benchkit"
 )
 
 // kernelNATTool returns the program the kernel setup writes its rules
@@ -86,7 +88,7 @@ func kernelSetup(t *topology, tool string, mtu int) error {
 	if err := configureEnds(t, mtu); err != nil {
 		return err
 	}
-	if err := sysctl(t.host, "ipv4/ip_forward", "1"); err != nil {
+	if err := benchkit.Sysctl(t.host, "ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
 	if tool == "nft" {

@@ -15,143 +15,59 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"log"
 	"os"
 	"os/exec"
 	"os/signal"
 	"syscall"
-	"time"
 
+	"github.com/usernat/usernat/internal/benchkit"
 	"github.com/usernat/usernat/internal/netns"
 )
 
 const (
-	reexecEnv     = "USERNAT_BENCH_UNSHARED"
-	unavailEnv    = "USERNAT_BENCH_USERNAT_UNAVAILABLE" // why the outer process has no usernat binary
-	maxDuration   = time.Minute
-	maxRounds     = 10
-	maxParallel   = 64
-	minMTU        = 576
-	maxMTU        = 65520
-	exitInterrupt = 130
+	minMTU = 576
+	maxMTU = 65520
 )
 
+// config is the command line: the flags every bench program takes, and
+// the links' MTU.
 type config struct {
-	duration time.Duration
-	rounds   int
-	mtu      int
-	parallel int
-	usernat  string
-	tags     string
-	json     bool
-	install  bool
+	benchkit.Flags
+	mtu int
 }
 
 func main() {
 	var cfg config
-	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each measurement (at most 60s)")
-	flag.IntVar(&cfg.rounds, "rounds", 1, "rounds of kernel then usernat (at most 10)")
+	cfg.Register(flag.CommandLine, "kernel then usernat", "nftables, iproute2, util-linux")
 	flag.IntVar(&cfg.mtu, "mtu", 1500, "MTU of every link in both setups (576..65520; RootlessKit uses 65520)")
-	flag.IntVar(&cfg.parallel, "parallel", 4, "concurrent clients opening connections in the connections/s measurement")
-	flag.StringVar(&cfg.usernat, "usernat", "", "usernat binary (default: go build ./cmd/usernat into a temporary directory)")
-	flag.StringVar(&cfg.tags, "tags", "", "build tags for building ./cmd/usernat (go build -tags)")
-	flag.BoolVar(&cfg.json, "json", false, "print the results as JSON instead of tables")
-	flag.BoolVar(&cfg.install, "install", true, "apt-get install the Debian packages of missing tools (nftables, iproute2, util-linux)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench/nat: ")
-	switch {
-	case flag.NArg() > 0:
+	if flag.NArg() > 0 {
 		log.Fatalf("unexpected arguments %q", flag.Args())
-	case cfg.duration <= 0 || cfg.duration > maxDuration:
-		log.Fatal("-duration must be in (0, 60s]")
-	case cfg.rounds < 1 || cfg.rounds > maxRounds:
-		log.Fatal("-rounds must be in [1, 10]")
-	case cfg.mtu < minMTU || cfg.mtu > maxMTU:
+	}
+	if err := cfg.Check(); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.mtu < minMTU || cfg.mtu > maxMTU {
 		log.Fatalf("-mtu must be in [%d, %d]", minMTU, maxMTU)
-	case cfg.parallel < 1 || cfg.parallel > maxParallel:
-		log.Fatalf("-parallel must be in [1, %d]", maxParallel)
 	}
 	if os.Geteuid() != 0 {
 		log.Fatal("needs root: it creates network namespaces, veth and TAP devices and nftables rules")
 	}
 	if err := netns.CheckPrivate(); err != nil {
-		if os.Getenv(reexecEnv) != "" {
+		if os.Getenv(benchkit.ReexecEnv) != "" {
 			log.Fatal(err)
 		}
-		os.Exit(outer(cfg))
+		// The first run: tools, a usernat build, then this program
+		// again under `unshare --net`.
+		os.Exit(benchkit.Outer(cfg.Flags, ensureTools, func(args, env []string) (*exec.Cmd, error) {
+			return netns.Reexec(args, env...)
+		}))
 	}
 	os.Exit(inner(cfg))
-}
-
-// outer runs in the machine's own namespace and touches no device there:
-// it installs missing tools, builds usernat (which may need the module
-// proxy, out of reach from inside), and runs this program again under
-// `unshare --net`.
-func outer(cfg config) int {
-	if err := ensureTools(cfg.install); err != nil {
-		log.Print(err)
-		return 1
-	}
-	args := os.Args[1:]
-	env := []string{reexecEnv + "=1"}
-	if cfg.usernat == "" {
-		dir, err := os.MkdirTemp("", "usernat-bench-bin-")
-		if err != nil {
-			log.Print(err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		bin, err := compileUsernat(dir, cfg.tags)
-		if err != nil {
-			env = append(env, unavailEnv+"="+err.Error())
-		} else {
-			// The last -usernat on the command line wins.
-			args = append(args, "-usernat", bin)
-		}
-	}
-	cmd, err := netns.Reexec(args, env...)
-	if err != nil {
-		log.Print(err)
-		return 1
-	}
-	if err := cmd.Start(); err != nil {
-		log.Print(err)
-		return 1
-	}
-	// unshare execs this program, so the child is the inner run: pass it
-	// SIGTERM, and outlive it on SIGINT (which the terminal sends to both)
-	// to remove the build directory after it has cleaned up.
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case s := <-sigc:
-				cmd.Process.Signal(s)
-			case <-done:
-				return
-			}
-		}
-	}()
-	err = cmd.Wait()
-	close(done)
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			if ee.ExitCode() < 0 {
-				return exitInterrupt
-			}
-			return ee.ExitCode()
-		}
-		log.Print(err)
-		return 1
-	}
-	return 0
 }
 
 // inner runs inside the private namespace: it builds each setup, measures
@@ -160,7 +76,7 @@ func inner(cfg config) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	un, remove := usernatFrom(cfg)
+	un, remove := benchkit.UsernatFrom(cfg.Usernat, cfg.Tags)
 	defer remove()
 	nat, err := kernelNATTool()
 	if err != nil {
@@ -168,44 +84,22 @@ func inner(cfg config) int {
 		return 1
 	}
 	rep := newReport(cfg, nat)
-	if !cfg.json {
-		rep.printHeader(os.Stdout)
-	}
-	for r := range cfg.rounds {
-		progress("round %d of %d: kernel (docker0 bridge, %s DNAT and MASQUERADE)", r+1, cfg.rounds, nat)
+	return benchkit.RunRounds(ctx, cfg.Flags, rep, func(r int) {
+		progress("round %d of %d: kernel (docker0 bridge, %s DNAT and MASQUERADE)", r+1, cfg.Rounds, nat)
 		k := measureSetup(ctx, cfg, func() (*topology, error) { return buildKernel(nat, cfg.mtu) })
 		var u result
-		if un.reason != "" {
-			u = result{Unavailable: un.reason}
+		if un.Reason != "" {
+			u = result{Unavailable: un.Reason}
 		} else {
-			progress("round %d of %d: usernat (%s)", r+1, cfg.rounds, un.bin)
-			u = measureSetup(ctx, cfg, func() (*topology, error) { return buildUsernat(ctx, un.bin, cfg.mtu) })
+			progress("round %d of %d: usernat (%s)", r+1, cfg.Rounds, un.Bin)
+			u = measureSetup(ctx, cfg, func() (*topology, error) { return buildUsernat(ctx, un.Bin, cfg.mtu) })
 			if u.Unavailable != "" {
 				// It will not start better next round.
-				un.reason = u.Unavailable
+				un.Reason = u.Unavailable
 			}
 		}
-		if ctx.Err() != nil {
-			log.Print("interrupted; cleaned up")
-			return exitInterrupt
-		}
 		rep.add(k, u)
-		if !cfg.json {
-			rep.printRound(os.Stdout, r)
-		}
-	}
-	if cfg.json {
-		if err := rep.writeJSON(os.Stdout); err != nil {
-			log.Print(err)
-			return 1
-		}
-	} else if cfg.rounds > 1 {
-		rep.printSummary(os.Stdout)
-	}
-	if rep.kernelFailed() {
-		return 1
-	}
-	return 0
+	})
 }
 
 // measureSetup builds a topology, measures it and tears it down. A
@@ -219,6 +113,6 @@ func measureSetup(ctx context.Context, cfg config, build func() (*topology, erro
 	return measure(ctx, t, cfg)
 }
 
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/nat: "+format+"\n", args...)
-}
+// progress says what the run is doing, on standard error after the
+// program's name.
+func progress(format string, args ...any) { log.Printf(format, args...) }

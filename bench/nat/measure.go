@@ -3,7 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
+
+	"github.com/usernat/usernat/internal/benchkit"
 )
 
 // The metrics, in the order they are measured and printed.
@@ -27,13 +28,13 @@ type result struct {
 // in the container (port 80, published as 8080) and in the client
 // (192.168.2.104:5201, which the container reaches through masquerade).
 func measure(ctx context.Context, t *topology, cfg config) result {
-	limit := cfg.duration + ioGrace
-	ctr, err := serve(t.container, fmt.Sprintf(":%d", containerPort), limit)
+	limit := cfg.Duration + benchkit.IOGrace
+	ctr, err := benchkit.Serve(t.container, fmt.Sprintf(":%d", containerPort), limit)
 	if err != nil {
 		return result{Unavailable: "server in the container: " + err.Error()}
 	}
 	defer ctr.Close()
-	lan, err := serve(t.client, lanServer.String(), limit)
+	lan, err := benchkit.Serve(t.client, lanServer.String(), limit)
 	if err != nil {
 		return result{Unavailable: "server in the client: " + err.Error()}
 	}
@@ -60,10 +61,10 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 		fail(fmt.Errorf("masquerade: %w", outErr), outbound)
 	}
 
-	d := cfg.duration
+	d := cfg.Duration
 	if inErr == nil && ctx.Err() == nil {
 		progress("  TCP in through %s for %v", published, d)
-		if v, err := stream(ctx, t.client, published, d); err != nil {
+		if v, _, err := benchkit.Stream(ctx, t.client, published, d); err != nil {
 			fail(err, inbound)
 		} else {
 			r.Values[inbound] = v
@@ -71,7 +72,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	}
 	if outErr == nil && ctx.Err() == nil {
 		progress("  TCP out to %s for %v", lanServer, d)
-		if v, err := stream(ctx, t.container, lanServer, d); err != nil {
+		if v, _, err := benchkit.Stream(ctx, t.container, lanServer, d); err != nil {
 			fail(err, outbound)
 		} else {
 			r.Values[outbound] = v
@@ -79,16 +80,16 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	}
 	if inErr == nil && ctx.Err() == nil {
 		progress("  1-byte ping-pong through %s for %v", published, d)
-		if p50, p99, err := pingPong(ctx, t.client, published, d); err != nil {
+		if p50, p99, _, err := benchkit.PingPong(ctx, t.client, published, d); err != nil {
 			fail(err, latencyP50, latencyP99)
 		} else {
-			r.Values[latencyP50] = micros(p50)
-			r.Values[latencyP99] = micros(p99)
+			r.Values[latencyP50] = benchkit.Micros(p50)
+			r.Values[latencyP99] = benchkit.Micros(p99)
 		}
 	}
 	if inErr == nil && ctx.Err() == nil {
-		progress("  new connections through %s for %v, %d clients", published, d, cfg.parallel)
-		if v, err := connRate(ctx, t.client, published, d, cfg.parallel); err != nil {
+		progress("  new connections through %s for %v, %d clients", published, d, cfg.Parallel)
+		if v, _, err := benchkit.ConnRate(ctx, t.client, published, d, cfg.Parallel); err != nil {
 			fail(err, connsPerS)
 		} else {
 			r.Values[connsPerS] = v
@@ -96,5 +97,3 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	}
 	return r
 }
-
-func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

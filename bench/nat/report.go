@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
-	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/usernat/usernat/internal/benchkit"
 )
 
 // metric describes one row of the table and usernat's target for it,
@@ -65,22 +59,17 @@ type round struct {
 	Rows    []row  `json:"rows"`
 }
 
-type machine struct {
-	CPU    string `json:"cpu"`
-	CPUs   int    `json:"cpus"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
-}
+var _ benchkit.Report = (*report)(nil)
 
 type report struct {
-	Date      string  `json:"date"`
-	Machine   machine `json:"machine"`
-	MTU       int     `json:"mtu"`
-	Duration  string  `json:"duration"`
-	Parallel  int     `json:"parallel"`
-	KernelNAT string  `json:"kernel_nat"`
-	Rounds    []round `json:"rounds"`
-	Summary   []row   `json:"summary,omitempty"` // medians over the rounds
+	Date      string           `json:"date"`
+	Machine   benchkit.Machine `json:"machine"`
+	MTU       int              `json:"mtu"`
+	Duration  string           `json:"duration"`
+	Parallel  int              `json:"parallel"`
+	KernelNAT string           `json:"kernel_nat"`
+	Rounds    []round          `json:"rounds"`
+	Summary   []row            `json:"summary,omitempty"` // medians over the rounds
 
 	total int // rounds to run
 }
@@ -88,18 +77,17 @@ type report struct {
 func newReport(cfg config, natTool string) *report {
 	return &report{
 		Date:      time.Now().UTC().Format(time.RFC3339),
-		Machine:   machineInfo(),
+		Machine:   benchkit.MachineInfo(),
 		MTU:       cfg.mtu,
-		Duration:  cfg.duration.String(),
-		Parallel:  cfg.parallel,
+		Duration:  cfg.Duration.String(),
+		Parallel:  cfg.Parallel,
 		KernelNAT: natTool,
-		total:     cfg.rounds,
+		total:     cfg.Rounds,
 	}
 }
 
-func (rep *report) printHeader(w io.Writer) {
-	m := rep.Machine
-	fmt.Fprintf(w, "%s, %s, %d CPUs, Linux %s, %s\n\n", rep.Date, m.CPU, m.CPUs, m.Kernel, m.Go)
+func (rep *report) PrintHeader(w io.Writer) {
+	fmt.Fprintf(w, "%s, %s\n\n", rep.Date, rep.Machine)
 }
 
 func (rep *report) add(k, u result) {
@@ -111,9 +99,9 @@ func (rep *report) add(k, u result) {
 	rep.Summary = rows(medians(ks), medians(us))
 }
 
-// kernelFailed says whether any kernel measurement failed: the harness
+// Failed says whether any kernel measurement failed: the harness
 // itself, not usernat, is then at fault.
-func (rep *report) kernelFailed() bool {
+func (rep *report) Failed() bool {
 	for _, r := range rep.Rounds {
 		if r.Kernel.Unavailable != "" || len(r.Kernel.Errors) > 0 {
 			return true
@@ -151,27 +139,21 @@ func medians(rounds []map[string]float64) map[string]float64 {
 				vs = append(vs, v)
 			}
 		}
-		if len(vs) == 0 {
-			continue
-		}
-		slices.Sort(vs)
-		if n := len(vs); n%2 == 1 {
-			out[m.key] = vs[n/2]
-		} else {
-			out[m.key] = (vs[n/2-1] + vs[n/2]) / 2
+		if len(vs) > 0 {
+			out[m.key] = benchkit.Median(vs)
 		}
 	}
 	return out
 }
 
-func (rep *report) printRound(w io.Writer, i int) {
+func (rep *report) PrintRound(w io.Writer, i int) {
 	r := rep.Rounds[i]
 	fmt.Fprintf(w, "round %d of %d: MTU %d, %s per measurement, %d clients for connections/s; kernel NAT by %s\n",
 		i+1, rep.total, rep.MTU, rep.Duration, rep.Parallel, rep.KernelNAT)
 	printTable(w, r.Rows, r.Kernel, r.Usernat)
 }
 
-func (rep *report) printSummary(w io.Writer) {
+func (rep *report) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "median of %d rounds: MTU %d, %s per measurement\n", len(rep.Rounds), rep.MTU, rep.Duration)
 	printTable(w, rep.Summary, result{}, result{})
 }
@@ -200,20 +182,7 @@ func printTable(w io.Writer, rs []row, k, u result) {
 		if s.r.Unavailable != "" {
 			fmt.Fprintf(w, "%s: not available (%s)\n", s.name, s.r.Unavailable)
 		}
-		// One line per distinct error, naming the metrics it cost.
-		var errs []string
-		keys := make(map[string][]string)
-		for _, m := range metrics {
-			if e, ok := s.r.Errors[m.key]; ok {
-				if keys[e] == nil {
-					errs = append(errs, e)
-				}
-				keys[e] = append(keys[e], m.key)
-			}
-		}
-		for _, e := range errs {
-			fmt.Fprintf(w, "%s: %s: %s\n", s.name, strings.Join(keys[e], ", "), e)
-		}
+		benchkit.PrintErrors(w, s.name, metrics, s.r.Errors)
 	}
 	fmt.Fprintln(w)
 }
@@ -230,28 +199,5 @@ func cell(m metric, v *float64, r result) string {
 	return "-"
 }
 
-func (rep *report) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(rep)
-}
-
-func machineInfo() machine {
-	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
-	var uts unix.Utsname
-	if unix.Uname(&uts) == nil {
-		m.Kernel = unix.ByteSliceToString(uts.Release[:])
-	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPU = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	return m
-}
+// Key is the metric's key in results and JSON.
+func (m metric) Key() string { return m.key }

@@ -2,14 +2,12 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 
-	"github.com/usernat/usernat/internal/topo"
-
+	"github.com/usernat/usernat/internal/benchkit"
 	"github.com/usernat/usernat/internal/netns"
+	"github.com/usernat/usernat/internal/topo"
 )
 
 // The reference experiment's addresses (DESIGN.md), used only inside the
@@ -77,18 +75,6 @@ func (t *topology) Close() {
 	}
 }
 
-// sysctl writes a value under /proc/sys/net in ns. /proc/sys/net shows
-// the network namespace of the calling thread, which ns.Do sets.
-func sysctl(ns *netns.NS, name, value string) error {
-	path := "/proc/sys/net/" + name
-	return ns.Do(func() error {
-		if err := os.WriteFile(path, []byte(value+"\n"), 0); err != nil {
-			return fmt.Errorf("sysctl %s: %w", path, err)
-		}
-		return nil
-	})
-}
-
 // configureEnds sets what both setups share: the client's address on its
 // eth0 and a wide ephemeral port range where connections start, so the
 // connections/s run does not wait on port reuse in either setup.
@@ -100,7 +86,7 @@ func configureEnds(t *topology, mtu int) error {
 		return err
 	}
 	for _, ns := range []*netns.NS{t.client, t.container} {
-		if err := sysctl(ns, "ipv4/ip_local_port_range", "1024 65535"); err != nil {
+		if err := benchkit.Sysctl(ns, "ipv4/ip_local_port_range", "1024 65535"); err != nil {
 			return err
 		}
 	}

@@ -20,7 +20,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -28,57 +27,35 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
-	"time"
 
+	"github.com/usernat/usernat/internal/benchkit"
 	"github.com/usernat/usernat/internal/netns"
 )
 
-const (
-	reexecEnv     = "USERNAT_BENCH_UNSHARED"
-	unavailEnv    = "USERNAT_BENCH_USERNAT_UNAVAILABLE" // why the outer process has no usernat binary
-	maxDuration   = time.Minute
-	maxRounds     = 10
-	maxParallel   = 64
-	exitInterrupt = 130
-)
-
+// config is the command line: only the flags every bench program takes.
 type config struct {
-	duration time.Duration
-	rounds   int
-	parallel int
-	usernat  string
-	tags     string
-	json     bool
-	install  bool
+	benchkit.Flags
 }
 
 func main() {
 	var cfg config
-	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each measurement (at most 60s)")
-	flag.IntVar(&cfg.rounds, "rounds", 1, "rounds of slirp4netns, pasta and usernat (at most 10)")
-	flag.IntVar(&cfg.parallel, "parallel", 4, "concurrent clients opening connections in the connections/s measurement")
-	flag.StringVar(&cfg.usernat, "usernat", "", "usernat binary (default: go build ./cmd/usernat into a temporary directory)")
-	flag.StringVar(&cfg.tags, "tags", "", "build tags for building ./cmd/usernat (go build -tags)")
-	flag.BoolVar(&cfg.json, "json", false, "print the results as JSON instead of tables")
-	flag.BoolVar(&cfg.install, "install", true, "apt-get install the Debian packages of missing tools (slirp4netns, passt, iproute2, util-linux)")
+	cfg.Register(flag.CommandLine, "slirp4netns, pasta and usernat", "slirp4netns, passt, iproute2, util-linux")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench/rootless: ")
-	switch {
-	case flag.NArg() > 0:
+	if flag.NArg() > 0 {
 		log.Fatalf("unexpected arguments %q", flag.Args())
-	case cfg.duration <= 0 || cfg.duration > maxDuration:
-		log.Fatal("-duration must be in (0, 60s]")
-	case cfg.rounds < 1 || cfg.rounds > maxRounds:
-		log.Fatal("-rounds must be in [1, 10]")
-	case cfg.parallel < 1 || cfg.parallel > maxParallel:
-		log.Fatalf("-parallel must be in [1, %d]", maxParallel)
+	}
+	if err := cfg.Check(); err != nil {
+		log.Fatal(err)
 	}
 	if os.Geteuid() != 0 {
 		log.Fatal("needs root: it creates network and mount namespaces, veth devices and a tun node")
 	}
-	if os.Getenv(reexecEnv) == "" {
-		os.Exit(outer(cfg))
+	if os.Getenv(benchkit.ReexecEnv) == "" {
+		// The first run: tools, a usernat build, then this program
+		// again under `unshare --net --mount`.
+		os.Exit(benchkit.Outer(cfg.Flags, ensureTools, reexec))
 	}
 	if err := checkPrivate(); err != nil {
 		log.Fatal(err)
@@ -86,77 +63,18 @@ func main() {
 	os.Exit(inner(cfg))
 }
 
-// outer runs in the machine's own namespaces and touches no device there:
-// it installs missing tools, builds usernat (which may need the module
-// proxy, out of reach from inside), and runs this program again under
-// `unshare --net --mount`.
-func outer(cfg config) int {
-	if err := ensureTools(cfg.install); err != nil {
-		log.Print(err)
-		return 1
-	}
-	args := os.Args[1:]
-	env := []string{reexecEnv + "=1"}
-	if cfg.usernat == "" {
-		dir, err := os.MkdirTemp("", "usernat-bench-bin-")
-		if err != nil {
-			log.Print(err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		bin, err := compileUsernat(dir, cfg.tags)
-		if err != nil {
-			env = append(env, unavailEnv+"="+err.Error())
-		} else {
-			// The last -usernat on the command line wins.
-			args = append(args, "-usernat", bin)
-		}
-	}
+// reexec is netns.Reexec with a mount namespace too: --mount makes every
+// mount private (unshare's default propagation), so the tmpfs over
+// /dev/net stays inside.
+func reexec(args, env []string) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
-		log.Print(err)
-		return 1
+		return nil, err
 	}
-	// netns.Reexec, with a mount namespace too: --mount makes every mount
-	// private (unshare's default propagation), so the tmpfs over /dev/net
-	// stays inside.
 	cmd := exec.Command("unshare", append([]string{"--net", "--mount", "--propagation", "private", "--", self}, args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		log.Print(err)
-		return 1
-	}
-	// unshare execs this program, so the child is the inner run: pass it
-	// SIGTERM, and outlive it on SIGINT (which the terminal sends to both)
-	// to remove the build directory after it has cleaned up.
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case s := <-sigc:
-				cmd.Process.Signal(s)
-			case <-done:
-				return
-			}
-		}
-	}()
-	err = cmd.Wait()
-	close(done)
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			if ee.ExitCode() < 0 {
-				return exitInterrupt
-			}
-			return ee.ExitCode()
-		}
-		log.Print(err)
-		return 1
-	}
-	return 0
+	return cmd, nil
 }
 
 // checkPrivate refuses to run the inner part anywhere but in network and
@@ -200,15 +118,12 @@ func inner(cfg config) int {
 		return 1
 	}
 	defer undoTun()
-	un, remove := usernatFrom(cfg)
+	un, remove := benchkit.UsernatFrom(cfg.Usernat, cfg.Tags)
 	defer remove()
 
 	peers := []peer{slirp4netnsPeer(), pastaPeer(), usernatPeer(un)}
 	rep := newReport(cfg, peers)
-	if !cfg.json {
-		rep.printHeader(os.Stdout)
-	}
-	for r := range cfg.rounds {
+	return benchkit.RunRounds(ctx, cfg.Flags, rep, func(r int) {
 		results := make([]result, len(peers))
 		for i := range peers {
 			p := &peers[i]
@@ -216,7 +131,7 @@ func inner(cfg config) int {
 				results[i] = result{Unavailable: p.unavailable}
 				continue
 			}
-			progress("round %d of %d: %s", r+1, cfg.rounds, p.desc)
+			progress("round %d of %d: %s", r+1, cfg.Rounds, p.desc)
 			results[i] = measureSetup(ctx, cfg, p)
 			if p.name == usernatName && results[i].Unavailable != "" {
 				// It will not start better next round.
@@ -226,27 +141,8 @@ func inner(cfg config) int {
 				break
 			}
 		}
-		if ctx.Err() != nil {
-			log.Print("interrupted; cleaned up")
-			return exitInterrupt
-		}
 		rep.add(results)
-		if !cfg.json {
-			rep.printRound(os.Stdout, r)
-		}
-	}
-	if cfg.json {
-		if err := rep.writeJSON(os.Stdout); err != nil {
-			log.Print(err)
-			return 1
-		}
-	} else if cfg.rounds > 1 {
-		rep.printSummary(os.Stdout)
-	}
-	if rep.referenceFailed() {
-		return 1
-	}
-	return 0
+	})
 }
 
 // measureSetup builds a peer's topology, measures it and tears it down. A
@@ -263,6 +159,6 @@ func measureSetup(ctx context.Context, cfg config, p *peer) result {
 	return measure(ctx, t, cfg)
 }
 
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/rootless: "+format+"\n", args...)
-}
+// progress says what the run is doing, on standard error after the
+// program's name.
+func progress(format string, args ...any) { log.Printf(format, args...) }

@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"time"
+
+	"github.com/usernat/usernat/internal/benchkit"
 )
 
 // The metrics, in the order they are measured and printed. Each cpu key
@@ -46,21 +47,21 @@ type result struct {
 // as 8080 and 5353) and in the client (192.168.2.104:5201, which the
 // container connects out to).
 func measure(ctx context.Context, t *topology, cfg config) result {
-	limit := cfg.duration + ioGrace
-	if err := sysctl(t.container, "ipv4/ip_local_port_range", portRange); err != nil {
+	limit := cfg.Duration + benchkit.IOGrace
+	if err := benchkit.Sysctl(t.container, "ipv4/ip_local_port_range", portRange); err != nil {
 		return result{Unavailable: "container: " + err.Error()}
 	}
-	ctr, err := serve(t.container, fmt.Sprintf(":%d", containerPort), limit)
+	ctr, err := benchkit.Serve(t.container, fmt.Sprintf(":%d", containerPort), limit)
 	if err != nil {
 		return result{Unavailable: "server in the container: " + err.Error()}
 	}
 	defer ctr.Close()
-	ctrUDP, err := serveUDP(t.container, fmt.Sprintf(":%d", containerUDPPort))
+	ctrUDP, err := benchkit.ServeUDP(t.container, fmt.Sprintf(":%d", containerUDPPort))
 	if err != nil {
 		return result{Unavailable: "UDP server in the container: " + err.Error()}
 	}
 	defer ctrUDP.Close()
-	lan, err := serve(t.client, lanServer.String(), limit)
+	lan, err := benchkit.Serve(t.client, lanServer.String(), limit)
 	if err != nil {
 		return result{Unavailable: "server in the client: " + err.Error()}
 	}
@@ -104,14 +105,14 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	// cpu runs f and records the network process's CPU time during it,
 	// per unit (what f returns) under key and in all under total.
 	cpu := func(key, total string, f func() (units float64, err error)) {
-		before, berr := cpuTime(t.proc.pid())
+		before, berr := t.proc.CPUTime()
 		units, err := f()
 		if err != nil {
 			return
 		}
-		after, aerr := cpuTime(t.proc.pid())
+		after, aerr := t.proc.CPUTime()
 		if berr != nil || aerr != nil || units <= 0 {
-			fail(fmt.Errorf("CPU time of %s (pid %d): %v %v", t.proc.name, t.proc.pid(), berr, aerr), key)
+			fail(fmt.Errorf("CPU time of %s (pid %d): %v %v", t.proc.Name(), t.proc.Pid(), berr, aerr), key)
 			return
 		}
 		used := (after - before).Seconds()
@@ -119,11 +120,11 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 		r.Values[total] = used
 	}
 
-	d := cfg.duration
+	d := cfg.Duration
 	if inErr == nil && ctx.Err() == nil {
 		progress("  TCP in through %s for %v", published, d)
 		cpu(cpuIn, cpuInTotal, func() (float64, error) {
-			v, n, err := stream(ctx, t.client, published, d)
+			v, n, err := benchkit.Stream(ctx, t.client, published, d)
 			if err != nil {
 				fail(err, inbound, cpuIn)
 				return 0, err
@@ -135,7 +136,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	if outErr == nil && ctx.Err() == nil {
 		progress("  TCP out to %s for %v", lanServer, d)
 		cpu(cpuOut, cpuOutTotal, func() (float64, error) {
-			v, n, err := stream(ctx, t.container, lanServer, d)
+			v, n, err := benchkit.Stream(ctx, t.container, lanServer, d)
 			if err != nil {
 				fail(err, outbound, cpuOut)
 				return 0, err
@@ -147,20 +148,20 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	if inErr == nil && ctx.Err() == nil {
 		progress("  1-byte ping-pong through %s for %v", published, d)
 		cpu(cpuLatency, cpuLatencyTotal, func() (float64, error) {
-			p50, p99, n, err := pingPong(ctx, t.client, published, d)
+			p50, p99, n, err := benchkit.PingPong(ctx, t.client, published, d)
 			if err != nil {
 				fail(err, latencyP50, latencyP99, cpuLatency)
 				return 0, err
 			}
-			r.Values[latencyP50] = micros(p50)
-			r.Values[latencyP99] = micros(p99)
-			return float64(n+warmupPings) / 1000, nil
+			r.Values[latencyP50] = benchkit.Micros(p50)
+			r.Values[latencyP99] = benchkit.Micros(p99)
+			return float64(n+benchkit.WarmupPings) / 1000, nil
 		})
 	}
 	if inErr == nil && ctx.Err() == nil {
-		progress("  new connections through %s for %v, %d clients", published, d, cfg.parallel)
+		progress("  new connections through %s for %v, %d clients", published, d, cfg.Parallel)
 		cpu(cpuConns, cpuConnsTotal, func() (float64, error) {
-			v, n, err := connRate(ctx, t.client, published, d, cfg.parallel)
+			v, n, err := benchkit.ConnRate(ctx, t.client, published, d, cfg.Parallel)
 			if err != nil {
 				fail(err, connsPerS, cpuConns)
 				return 0, err
@@ -171,5 +172,3 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	}
 	return r
 }
-
-func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/usernat/usernat/internal/benchkit"
 )
 
 // The peers' names, as the report's columns and JSON keys say them.
@@ -59,7 +61,7 @@ func startSlirp4netns(ctx context.Context, t *topology) error {
 	}
 	t.onClose(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "slirp4netns.sock")
-	r, w, ready, err := readyPipe()
+	r, w, ready, err := benchkit.ReadyPipe()
 	if err != nil {
 		return err
 	}
@@ -68,14 +70,14 @@ func startSlirp4netns(ctx context.Context, t *topology) error {
 		"--api-socket", sock, "--ready-fd=3", "--netns-type=path", ctr.Path(), tap0}
 	cmd := exec.Command("slirp4netns", args...)
 	cmd.ExtraFiles = []*os.File{w}
-	p, err := startProc(t.host, slirpName, cmd)
+	p, err := benchkit.StartProc(t.host, slirpName, cmd)
 	w.Close() // the child has its own copy
 	if err != nil {
 		return err
 	}
-	t.onClose(p.stop)
+	t.onClose(p.Stop)
 	t.proc = p
-	if err := p.waitReady(ctx, ready); err != nil {
+	if err := p.WaitReady(ctx, ready); err != nil {
 		return fmt.Errorf("%w (ran: slirp4netns %s)", err, strings.Join(args, " "))
 	}
 	for _, fwd := range []struct {
@@ -83,7 +85,7 @@ func startSlirp4netns(ctx context.Context, t *topology) error {
 		host, ctr int
 	}{{"tcp", publishedPort, containerPort}, {"udp", publishedUDPPort, containerUDPPort}} {
 		if err := slirpHostfwd(sock, fwd.proto, fwd.host, slirpContainer.Addr(), fwd.ctr); err != nil {
-			return fmt.Errorf("add_hostfwd %s %d: %w%s", fwd.proto, fwd.host, err, p.out.suffix())
+			return fmt.Errorf("add_hostfwd %s %d: %w%s", fwd.proto, fwd.host, err, p.Output())
 		}
 	}
 	return nil
@@ -106,12 +108,12 @@ func slirpHostfwd(sock, proto string, hostPort int, guest netip.Addr, guestPort 
 	if err != nil {
 		return err
 	}
-	c, err := net.DialTimeout("unix", sock, dialTimeout)
+	c, err := net.DialTimeout("unix", sock, benchkit.DialTimeout)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(dialTimeout))
+	c.SetDeadline(time.Now().Add(benchkit.DialTimeout))
 	if _, err := c.Write(req); err != nil {
 		return err
 	}
@@ -172,19 +174,19 @@ func asNobody(args ...string) *exec.Cmd {
 
 func startPasta(ctx context.Context, t *topology) error {
 	// The container: sleep, in namespaces of its own, as nobody.
-	holder, err := startProc(t.host, "pasta's container", asNobody("unshare", "--user", "--map-root-user", "--net", "sleep", "infinity"))
+	holder, err := benchkit.StartProc(t.host, "pasta's container", asNobody("unshare", "--user", "--map-root-user", "--net", "sleep", "infinity"))
 	if err != nil {
 		return err
 	}
-	t.onClose(holder.stop)
-	nsFile := fmt.Sprintf("/proc/%d/ns/net", holder.pid())
+	t.onClose(holder.Stop)
+	nsFile := fmt.Sprintf("/proc/%d/ns/net", holder.Pid())
 	var ns *os.File
-	if err := holder.waitReady(ctx, func() error {
+	if err := holder.WaitReady(ctx, func() error {
 		// unshare has made the namespaces and mapped the user once it
 		// runs sleep.
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.pid()))
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Pid()))
 		if err != nil || strings.TrimSpace(string(comm)) != "sleep" {
-			return errNotYet
+			return benchkit.ErrNotYet
 		}
 		ns, err = os.Open(nsFile)
 		return err
@@ -219,16 +221,16 @@ func startPasta(ctx context.Context, t *topology) error {
 	args := []string{"pasta", "-f", "-q", "-4", "-l", logFile, "--config-net", "-m", itoa(mtu),
 		"-t", fmt.Sprintf("%d:%d", publishedPort, containerPort),
 		"-u", fmt.Sprintf("%d:%d", publishedUDPPort, containerUDPPort),
-		"-T", "none", "-U", "none", itoa(holder.pid())}
-	p, err := startProc(t.host, pastaName, asNobody(args...))
+		"-T", "none", "-U", "none", itoa(holder.Pid())}
+	p, err := benchkit.StartProc(t.host, pastaName, asNobody(args...))
 	if err != nil {
 		return err
 	}
-	t.onClose(p.stop)
+	t.onClose(p.Stop)
 	t.proc = p
 	// pasta has no ready signal: it is ready when the container has the
 	// host's address and both ports listen on the host.
-	if err := p.waitReady(ctx, func() error {
+	if err := p.WaitReady(ctx, func() error {
 		var addrOK bool
 		if err := ctr.Do(func() error {
 			addrOK = hasAddr(hostAddr.Addr())
@@ -237,7 +239,7 @@ func startPasta(ctx context.Context, t *topology) error {
 			return err
 		}
 		if !addrOK {
-			return fmt.Errorf("%w: the container has no address %s", errNotYet, hostAddr.Addr())
+			return fmt.Errorf("%w: the container has no address %s", benchkit.ErrNotYet, hostAddr.Addr())
 		}
 		return t.host.Do(func() error {
 			for _, l := range []struct {
@@ -247,14 +249,14 @@ func startPasta(ctx context.Context, t *topology) error {
 				if ok, err := listening(l.proto, l.port); err != nil {
 					return err
 				} else if !ok {
-					return fmt.Errorf("%w: nothing listens on %s port %d", errNotYet, l.proto, l.port)
+					return fmt.Errorf("%w: nothing listens on %s port %d", benchkit.ErrNotYet, l.proto, l.port)
 				}
 			}
 			return nil
 		})
 	}); err != nil {
 		if b, _ := os.ReadFile(logFile); len(b) > 0 {
-			err = fmt.Errorf("%w; log: %s", err, strings.Join(strings.Fields(string(b[max(0, len(b)-outputTail):])), " "))
+			err = fmt.Errorf("%w; log: %s", err, strings.Join(strings.Fields(string(b[max(0, len(b)-benchkit.OutputTail):])), " "))
 		}
 		return fmt.Errorf("%w (ran: setpriv ... %s)", err, strings.Join(args, " "))
 	}
@@ -281,13 +283,13 @@ func hasAddr(addr netip.Addr) bool {
 
 // usernatPeer runs usernat's host-socket mode on a container namespace of
 // this process's, with slirp4netns's addressing.
-func usernatPeer(un usernatBinary) peer {
-	p := peer{name: usernatName, desc: "usernat gateway --uplink host", unavailable: un.reason}
-	if un.bin != "" {
-		p.version = un.bin
-		p.desc += " (" + un.bin + ")"
+func usernatPeer(un benchkit.Usernat) peer {
+	p := peer{name: usernatName, desc: "usernat gateway --uplink host", unavailable: un.Reason}
+	if un.Bin != "" {
+		p.version = un.Bin
+		p.desc += " (" + un.Bin + ")"
 	}
-	p.start = func(ctx context.Context, t *topology) error { return startUsernat(ctx, t, un.bin) }
+	p.start = func(ctx context.Context, t *topology) error { return startUsernat(ctx, t, un.Bin) }
 	return p
 }
 
@@ -301,7 +303,7 @@ func startUsernat(ctx context.Context, t *topology, bin string) error {
 		return err
 	}
 	t.onClose(func() { os.RemoveAll(dir) })
-	r, w, ready, err := readyPipe()
+	r, w, ready, err := benchkit.ReadyPipe()
 	if err != nil {
 		return err
 	}
@@ -319,14 +321,14 @@ func startUsernat(ctx context.Context, t *topology, bin string) error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = []*os.File{w}
-	p, err := startProc(t.host, usernatName, cmd)
+	p, err := benchkit.StartProc(t.host, usernatName, cmd)
 	w.Close()
 	if err != nil {
 		return err
 	}
-	t.onClose(p.stop)
+	t.onClose(p.Stop)
 	t.proc = p
-	if err := p.waitReady(ctx, ready); err != nil {
+	if err := p.WaitReady(ctx, ready); err != nil {
 		return fmt.Errorf("%w (ran: %s %s)", err, bin, strings.Join(args, " "))
 	}
 	return nil

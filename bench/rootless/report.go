@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/usernat/usernat/internal/benchkit"
 )
 
 // metric describes one row of the table and usernat's target for it,
@@ -105,28 +101,23 @@ type round struct {
 	Rows    []row             `json:"rows"`
 }
 
-type machine struct {
-	CPU    string `json:"cpu"`
-	CPUs   int    `json:"cpus"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
-}
-
 type peerInfo struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"`
 }
 
+var _ benchkit.Report = (*report)(nil)
+
 type report struct {
-	Date         string     `json:"date"`
-	Machine      machine    `json:"machine"`
-	Peers        []peerInfo `json:"peers"`
-	LANMTU       int        `json:"lan_mtu"`
-	ContainerMTU int        `json:"container_mtu"`
-	Duration     string     `json:"duration"`
-	Parallel     int        `json:"parallel"`
-	Rounds       []round    `json:"rounds"`
-	Summary      []row      `json:"summary,omitempty"` // medians over the rounds
+	Date         string           `json:"date"`
+	Machine      benchkit.Machine `json:"machine"`
+	Peers        []peerInfo       `json:"peers"`
+	LANMTU       int              `json:"lan_mtu"`
+	ContainerMTU int              `json:"container_mtu"`
+	Duration     string           `json:"duration"`
+	Parallel     int              `json:"parallel"`
+	Rounds       []round          `json:"rounds"`
+	Summary      []row            `json:"summary,omitempty"` // medians over the rounds
 
 	names []string // the peers, in column order
 	total int      // rounds to run
@@ -135,12 +126,12 @@ type report struct {
 func newReport(cfg config, peers []peer) *report {
 	rep := &report{
 		Date:         time.Now().UTC().Format(time.RFC3339),
-		Machine:      machineInfo(),
+		Machine:      benchkit.MachineInfo(),
 		LANMTU:       1500,
 		ContainerMTU: mtu,
-		Duration:     cfg.duration.String(),
-		Parallel:     cfg.parallel,
-		total:        cfg.rounds,
+		Duration:     cfg.Duration.String(),
+		Parallel:     cfg.Parallel,
+		total:        cfg.Rounds,
 	}
 	for _, p := range peers {
 		rep.Peers = append(rep.Peers, peerInfo{p.name, p.version})
@@ -149,9 +140,8 @@ func newReport(cfg config, peers []peer) *report {
 	return rep
 }
 
-func (rep *report) printHeader(w io.Writer) {
-	m := rep.Machine
-	fmt.Fprintf(w, "%s, %s, %d CPUs, Linux %s, %s\n", rep.Date, m.CPU, m.CPUs, m.Kernel, m.Go)
+func (rep *report) PrintHeader(w io.Writer) {
+	fmt.Fprintf(w, "%s, %s\n", rep.Date, rep.Machine)
 	for _, p := range rep.Peers {
 		if p.Version != "" {
 			fmt.Fprintf(w, "%s: %s\n", p.Name, p.Version)
@@ -180,10 +170,10 @@ func (rep *report) add(results []result) {
 	rep.Summary = rep.rows(med, nil)
 }
 
-// referenceFailed says whether slirp4netns or pasta could not be started
+// Failed says whether slirp4netns or pasta could not be started
 // and measured at all: the harness, or the machine, is then at fault. A
 // metric one of them fails is reported as its own (they have bugs).
-func (rep *report) referenceFailed() bool {
+func (rep *report) Failed() bool {
 	for _, r := range rep.Rounds {
 		for _, name := range []string{slirpName, pastaName} {
 			if res := r.Results[name]; res.Unavailable != "" {
@@ -268,31 +258,26 @@ func medians(rounds []map[string]float64) map[string]float64 {
 					vs = append(vs, v)
 				}
 			}
-			if len(vs) == 0 {
-				continue
-			}
-			slices.Sort(vs)
-			switch n := len(vs); {
+			switch {
+			case len(vs) == 0:
 			case m.kind == keptKind:
-				out[key] = vs[0]
-			case n%2 == 1:
-				out[key] = vs[n/2]
+				out[key] = slices.Min(vs)
 			default:
-				out[key] = (vs[n/2-1] + vs[n/2]) / 2
+				out[key] = benchkit.Median(vs)
 			}
 		}
 	}
 	return out
 }
 
-func (rep *report) printRound(w io.Writer, i int) {
+func (rep *report) PrintRound(w io.Writer, i int) {
 	r := rep.Rounds[i]
 	fmt.Fprintf(w, "round %d of %d: %s per measurement, %d clients for connections/s; LAN MTU %d, container MTU %d\n",
 		i+1, rep.total, rep.Duration, rep.Parallel, rep.LANMTU, rep.ContainerMTU)
 	rep.printTable(w, r.Rows, r.Results)
 }
 
-func (rep *report) printSummary(w io.Writer) {
+func (rep *report) PrintSummary(w io.Writer) {
 	fmt.Fprintf(w, "median of %d rounds: %s per measurement (client address kept: yes only if kept in every round)\n",
 		len(rep.Rounds), rep.Duration)
 	// A peer no round measured is not available in the summary either,
@@ -359,20 +344,7 @@ func (rep *report) printTable(w io.Writer, rs []row, results map[string]result) 
 		if res.Unavailable != "" {
 			fmt.Fprintf(w, "%s: not available (%s)\n", name, res.Unavailable)
 		}
-		// One line per distinct error, naming the metrics it cost.
-		var errs []string
-		keys := make(map[string][]string)
-		for _, m := range metrics {
-			if e, ok := res.Errors[m.key]; ok {
-				if keys[e] == nil {
-					errs = append(errs, e)
-				}
-				keys[e] = append(keys[e], m.key)
-			}
-		}
-		for _, e := range errs {
-			fmt.Fprintf(w, "%s: %s: %s\n", name, strings.Join(keys[e], ", "), e)
-		}
+		benchkit.PrintErrors(w, name, metrics, res.Errors)
 	}
 	fmt.Fprintln(w)
 }
@@ -408,28 +380,5 @@ func ratio(p *float64) string {
 	return fmt.Sprintf("%.2f", *p)
 }
 
-func (rep *report) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(rep)
-}
-
-func machineInfo() machine {
-	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
-	var uts unix.Utsname
-	if unix.Uname(&uts) == nil {
-		m.Kernel = unix.ByteSliceToString(uts.Release[:])
-	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPU = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	return m
-}
+// Key is the metric's key in results and JSON.
+func (m metric) Key() string { return m.key }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernat/usernat/internal/benchkit"
 	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/internal/topo"
 )
@@ -44,19 +45,14 @@ const (
 	tunMinor   = 200
 	devNet     = "/dev/net"
 	devNetTun  = "/dev/net/tun"
-	procNetDir = "/proc/thread-self/net/" // the calling thread's namespace, inside place.Do
+	procNetDir = "/proc/thread-self/net/" // the calling thread's namespace, inside Place.Do
 )
 
-// place is a network namespace that code can run in: a *netns.NS this
-// process created, or one another process created (pasta's container).
-type place interface {
-	Do(fn func() error) error
-}
-
-var _ place = (*netns.NS)(nil)
-
-// nsPath is a network namespace this process holds open at path.
+// nsPath is a network namespace this process holds open at path: pasta's
+// container, which another process created.
 type nsPath string
+
+var _ benchkit.Place = nsPath("")
 
 func (p nsPath) Do(fn func() error) error { return netns.InPath(string(p), fn) }
 
@@ -67,8 +63,8 @@ func (p nsPath) Do(fn func() error) error { return netns.InPath(string(p), fn) }
 // before the namespaces are released.
 type topology struct {
 	host, client *netns.NS
-	container    place
-	proc         *proc // the network process
+	container    benchkit.Place
+	proc         *benchkit.Proc // the network process
 	undo         []func()
 }
 
@@ -112,7 +108,7 @@ func (t *topology) lan() error {
 	if err := t.host.IP("route", "add", "default", "via", routerAddr.Addr().String(), "dev", eth0); err != nil {
 		return err
 	}
-	return sysctl(t.client, "ipv4/ip_local_port_range", portRange)
+	return benchkit.Sysctl(t.client, "ipv4/ip_local_port_range", portRange)
 }
 
 func (t *topology) onClose(f func()) { t.undo = append(t.undo, f) }
@@ -122,7 +118,7 @@ func (t *topology) alive() error {
 	if t.proc == nil {
 		return nil
 	}
-	return t.proc.alive()
+	return t.proc.Alive()
 }
 
 // Close undoes the setup and releases the namespaces. Closing twice is
@@ -149,18 +145,6 @@ func (t *topology) newContainer() (*netns.NS, error) {
 	t.onClose(func() { ns.Close() })
 	t.container = ns
 	return ns, nil
-}
-
-// sysctl writes a value under /proc/sys/net in ns. /proc/sys/net shows
-// the network namespace of the calling thread, which Do sets.
-func sysctl(ns place, name, value string) error {
-	path := "/proc/sys/net/" + name
-	return ns.Do(func() error {
-		if err := os.WriteFile(path, []byte(value+"\n"), 0); err != nil {
-			return fmt.Errorf("sysctl %s: %w", path, err)
-		}
-		return nil
-	})
 }
 
 // privateTun mounts a tmpfs over /dev/net holding a tun node every user

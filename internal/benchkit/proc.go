@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -18,28 +17,28 @@ const (
 	readyTimeout = 15 * time.Second
 	stopTimeout  = 5 * time.Second
 	pollInterval = 50 * time.Millisecond
-	outputTail   = 4 << 10 // bytes of a process's output kept for error messages
-	clockTicks   = 100     // USER_HZ, the unit of /proc/PID/stat's times on every Linux
+	clockTicks   = 100 // USER_HZ, the unit of /proc/PID/stat's times on every Linux
 )
 
-// proc is a process the harness started: a network process, or the
-// process that holds pasta's container namespaces.
-type proc struct {
+// Proc is a process the harness started: a network process such as
+// usernat, or one that holds a namespace.
+type Proc struct {
 	name    string
 	cmd     *exec.Cmd
-	out     *tail
+	out     *Tail
 	exited  chan struct{}
 	waitErr error // set before exited is closed
 }
 
-// startProc starts cmd inside in, named name in messages.
-func startProc(in place, name string, cmd *exec.Cmd) (*proc, error) {
-	p := &proc{name: name, cmd: cmd, out: &tail{}, exited: make(chan struct{})}
+// StartProc starts cmd inside in, named name in messages. It takes cmd's
+// output, for error messages, and its process attributes.
+func StartProc(in Place, name string, cmd *exec.Cmd) (*Proc, error) {
+	p := &Proc{name: name, cmd: cmd, out: &Tail{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	// Its own process group keeps the terminal's SIGINT from it, so it
 	// stops when the harness says (after the measurement), and the
 	// parent-death signal keeps it from outliving a harness that crashed.
-	// (setpriv clears that signal when it changes the user; it is given
+	// (setpriv clears that signal when it changes the user; give it
 	// --pdeathsig to set it again.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// A child it leaves behind may hold the output pipe open: do not wait
@@ -55,22 +54,30 @@ func startProc(in place, name string, cmd *exec.Cmd) (*proc, error) {
 	return p, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// Name is the process's name in messages.
+func (p *Proc) Name() string { return p.name }
 
-// alive returns an error when the process has exited.
-func (p *proc) alive() error {
+// Pid is the process's ID.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Output is the end of the process's output for an error message: empty,
+// or "; output: ...".
+func (p *Proc) Output() string { return p.out.Suffix() }
+
+// Alive returns an error when the process has exited.
+func (p *Proc) Alive() error {
 	select {
 	case <-p.exited:
-		return fmt.Errorf("%s exited: %v%s", p.name, p.waitErr, p.out.suffix())
+		return fmt.Errorf("%s exited: %v%s", p.name, p.waitErr, p.out.Suffix())
 	default:
 		return nil
 	}
 }
 
-// waitReady waits until check returns nil, polling it, or the process
-// exits, or readyTimeout passes. A check that returns errNotYet is polled
-// again; any other error ends the wait.
-func (p *proc) waitReady(ctx context.Context, check func() error) error {
+// WaitReady waits until check returns nil, polling it, or the process
+// exits, or 15 seconds pass. A check that returns ErrNotYet (or wraps it)
+// is polled again; any other error ends the wait.
+func (p *Proc) WaitReady(ctx context.Context, check func() error) error {
 	deadline := time.Now().Add(readyTimeout)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
@@ -79,22 +86,22 @@ func (p *proc) waitReady(ctx context.Context, check func() error) error {
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, errNotYet) {
+		if !errors.Is(err, ErrNotYet) {
 			// A closed ready pipe usually means the process is exiting:
 			// say so, with its status.
 			select {
 			case <-p.exited:
-				return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.suffix())
+				return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.Suffix())
 			case <-time.After(time.Second):
-				return fmt.Errorf("%w%s", err, p.out.suffix())
+				return fmt.Errorf("%w%s", err, p.out.Suffix())
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %v%s", readyTimeout, err, p.out.suffix())
+			return fmt.Errorf("not ready after %v: %v%s", readyTimeout, err, p.out.Suffix())
 		}
 		select {
 		case <-p.exited:
-			return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.suffix())
+			return fmt.Errorf("exited before it was ready: %v%s", p.waitErr, p.out.Suffix())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
@@ -102,14 +109,15 @@ func (p *proc) waitReady(ctx context.Context, check func() error) error {
 	}
 }
 
-// errNotYet is what a readiness check returns while it should be polled
+// ErrNotYet is what a readiness check returns while it should be polled
 // again.
-var errNotYet = errors.New("not yet")
+var ErrNotYet = errors.New("not yet")
 
-// readyPipe makes the pipe a process signals readiness on (slirp4netns
+// ReadyPipe makes the pipe a process signals readiness on (slirp4netns
 // --ready-fd, usernat --ready-fd): w goes to the child as fd 3, and the
-// check returned says whether it has written to it. Close r when done.
-func readyPipe() (r, w *os.File, check func() error, err error) {
+// check returned, for WaitReady, says whether it has written to it. Close
+// w once the child has started, and r when done.
+func ReadyPipe() (r, w *os.File, check func() error, err error) {
 	r, w, err = os.Pipe()
 	if err != nil {
 		return nil, nil, nil, err
@@ -120,9 +128,9 @@ func readyPipe() (r, w *os.File, check func() error, err error) {
 		_, err := r.Read(b[:])
 		got <- err
 	}()
-	var done error = errNotYet
+	var done error = ErrNotYet
 	check = func() error {
-		if done != errNotYet {
+		if done != ErrNotYet {
 			return done
 		}
 		select {
@@ -134,15 +142,16 @@ func readyPipe() (r, w *os.File, check func() error, err error) {
 			}
 			return done
 		default:
-			return errNotYet
+			return ErrNotYet
 		}
 	}
 	return r, w, check, nil
 }
 
-// stop ends the process the way a user would, with SIGTERM, and kills it
-// if it takes too long. Then it kills what is left of its process group.
-func (p *proc) stop() {
+// Stop ends the process the way a user would, with SIGTERM, so it can
+// remove what it created, and kills it if it takes too long. Then it
+// kills what is left of its process group: helpers it may have started.
+func (p *Proc) Stop() {
 	pgid := p.cmd.Process.Pid
 	defer syscall.Kill(-pgid, syscall.SIGKILL)
 	select {
@@ -154,8 +163,8 @@ func (p *proc) stop() {
 	select {
 	case <-p.exited:
 		// ErrWaitDelay: it exited 0, leaving a child with its output.
-		if p.waitErr != nil && !errors.Is(p.waitErr, exec.ErrWaitDelay) && !killedBy(p.waitErr, syscall.SIGTERM) {
-			log.Printf("%s exit after SIGTERM: %v%s", p.name, p.waitErr, p.out.suffix())
+		if p.waitErr != nil && !errors.Is(p.waitErr, exec.ErrWaitDelay) && !KilledBy(p.waitErr, syscall.SIGTERM) {
+			log.Printf("%s exit after SIGTERM: %v%s", p.name, p.waitErr, p.out.Suffix())
 		}
 	case <-time.After(stopTimeout):
 		log.Printf("%s still running %v after SIGTERM; killing it", p.name, stopTimeout)
@@ -164,9 +173,9 @@ func (p *proc) stop() {
 	}
 }
 
-// killedBy says whether err is the exit of a process that sig ended,
+// KilledBy says whether err is the exit of a process that sig ended,
 // which is how a process without a handler for it stops.
-func killedBy(err error, sig syscall.Signal) bool {
+func KilledBy(err error, sig syscall.Signal) bool {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		return false
@@ -175,17 +184,25 @@ func killedBy(err error, sig syscall.Signal) bool {
 	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
-// cpuTime is the CPU time, user and system, that the process pid and its
+// CPUTime is the CPU time, user and system, that the process and its
+// threads have used so far.
+func (p *Proc) CPUTime() (time.Duration, error) { return CPUTime(p.Pid()) }
+
+// CPUTime is the CPU time, user and system, that the process pid and its
 // threads have used: utime and stime of /proc/PID/stat.
-func cpuTime(pid int) (time.Duration, error) {
+func CPUTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
 	}
+	return parseCPUTime(pid, string(b))
+}
+
+// parseCPUTime reads utime and stime from the text of /proc/PID/stat.
+func parseCPUTime(pid int, s string) (time.Duration, error) {
 	// The command name, field 2, is in parentheses and may hold spaces:
 	// count fields after its closing one. utime and stime are fields 14
 	// and 15, so the 12th and 13th after it.
-	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
@@ -203,31 +220,4 @@ func cpuTime(pid int) (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
-
-// tail keeps the last outputTail bytes written to it.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if over := len(t.buf) - outputTail; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(b), nil
-}
-
-// suffix is the output for an error message: empty, or "; output: ...".
-func (t *tail) suffix() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := strings.Join(strings.Fields(string(t.buf)), " ")
-	if s == "" {
-		return ""
-	}
-	return "; output: " + s
 }
