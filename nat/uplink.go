@@ -29,8 +29,9 @@ type Uplink interface {
 	// MTU returns the largest IP packet the uplink carries.
 	MTU() int
 	// Start begins delivering the IP packets that arrive from outside,
-	// each as a frame with the packet at frame[Headroom:], to deliver, from
-	// one goroutine, until Close. The frame is the gateway's until deliver
+	// each as a frame with the packet at frame[Headroom:], to deliver, one
+	// at a time (from one goroutine, or from several in turn, never two
+	// at once), until Close. The frame is the gateway's until deliver
 	// returns, and deliver may rewrite it in place. off describes work
 	// left for the packet (a pending checksum, TCP segmentation), with
 	// offsets from the start of frame; an uplink that does not offload

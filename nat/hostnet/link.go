@@ -60,16 +60,24 @@ func newStack(ln *link) (*stack.Stack, error) {
 
 // link is the stack's NIC: raw IPv4 packets, no link header. The gateway
 // injects packets on its own goroutine (the stack handles them there,
-// queueing TCP segments to its processors); packets the stack sends, and
-// those the uplink builds, wait in a bounded queue for the one goroutine
-// that hands them to the gateway, since the stack may send while it holds
-// locks and must not be entered again from there. It asks the stack for
-// GSO packets (HostGSOSupported) and passes them on as GSO frames.
+// queueing TCP segments to its processors). Packets the stack sends, and
+// those the uplink builds, go to the gateway one at a time: by the
+// goroutine that made them when nothing is waiting and nobody else is
+// delivering (a hand-off to another goroutine less per packet), else
+// through a bounded queue that one goroutine drains, in order. The
+// gateway never enters the stack from a packet of the uplink's, so a
+// packet the stack sends while it holds its locks can go at once. It asks
+// the stack for GSO packets (HostGSOSupported) and passes them on as GSO
+// frames.
 type link struct {
 	mtu   uint32
 	q     chan outFrame
 	pool  sync.Pool // *[]byte of Headroom + 64 KiB
 	drops atomic.Uint64
+
+	deliver atomic.Pointer[func([]byte, bridge.Offload)] // set by run
+	dmu     sync.Mutex                                   // held while a packet is delivered
+	pending atomic.Int64                                 // packets queued or being delivered by run
 
 	mu      sync.RWMutex
 	d       stack.NetworkDispatcher
@@ -158,8 +166,9 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	return n, nil
 }
 
-// queue copies the packet made of parts into a frame for the gateway, and
-// reports false when the queue is full.
+// queue copies the packet made of parts into a frame for the gateway and
+// delivers it, at once or through the queue; it reports false when the
+// queue is full.
 func (l *link) queue(parts [][]byte, off bridge.Offload) bool {
 	bp := l.pool.Get().(*[]byte)
 	n := nat.Headroom
@@ -171,18 +180,34 @@ func (l *link) queue(parts [][]byte, off bridge.Offload) bool {
 		}
 		n += copy((*bp)[n:], p)
 	}
+	// Order holds: a packet goes at once only when none is queued or
+	// being delivered from the queue, and with dmu held.
+	if d := l.deliver.Load(); d != nil && l.pending.Load() == 0 && l.dmu.TryLock() {
+		if l.pending.Load() == 0 {
+			(*d)((*bp)[:n], off)
+			l.dmu.Unlock()
+			l.pool.Put(bp)
+			return true
+		}
+		l.dmu.Unlock()
+	}
+	l.pending.Add(1)
 	select {
 	case l.q <- outFrame{bp, n, off}:
 		return true
 	default:
+		l.pending.Add(-1)
 		l.pool.Put(bp)
 		l.drops.Add(1)
 		return false
 	}
 }
 
-// run hands queued frames to deliver until ctx ends.
+// run hands queued frames to deliver until ctx ends, and lets queue
+// deliver in the meantime.
 func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
+	l.deliver.Store(&deliver)
+	defer l.deliver.Store(nil)
 	for {
 		select {
 		case <-ctx.Done():
@@ -195,7 +220,10 @@ func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
 				}
 			}
 		case f := <-l.q:
+			l.dmu.Lock()
 			deliver((*f.buf)[:f.n], f.off)
+			l.pending.Add(-1)
+			l.dmu.Unlock()
 			l.pool.Put(f.buf)
 		}
 	}
