@@ -51,7 +51,8 @@ type gatewayConfig struct {
 	Timeouts          conntrack.Timeouts
 	ConntrackMax      int
 	APISocket         string
-	ReadyFD           int // -1 for none
+	ReadyFD           int    // -1 for none
+	CPUProfile        string // write a CPU profile of the whole run here
 	Verbose           bool
 	Debug             bool
 }
@@ -133,6 +134,7 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 	fs.IntVar(&cfg.ConntrackMax, "conntrack-max", 0, "")
 	fs.StringVar(&cfg.APISocket, "api-socket", "", "")
 	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "")
 	fs.BoolVar(&cfg.Verbose, "v", false, "")
 	fs.BoolVar(&cfg.Debug, "debug", false, "")
 	pos, err := parseFlags(fs, args)

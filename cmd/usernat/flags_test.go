@@ -52,6 +52,7 @@ func TestParseGatewayArgs(t *testing.T) {
 			"-p", "9000-9009:10.88.0.4:9000-9009",
 			"--mtu", "65520",
 			"--offload=false",
+			"--cpuprofile", "/tmp/usernat.prof",
 			"--timeout", "udp=5", "--timeout", "tcp_established=3600", "--timeout=icmp=2",
 			"--conntrack-max", "1024",
 			"--ready-fd", itoa(int(w.Fd())),
@@ -86,7 +87,7 @@ func TestParseGatewayArgs(t *testing.T) {
 				t.Errorf("-p %d: %+v, want %+v", i, cfg.Publish[i], wantPub[i])
 			}
 		}
-		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 || cfg.Offload ||
+		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 || cfg.Offload || cfg.CPUProfile != "/tmp/usernat.prof" ||
 			cfg.ConntrackMax != 1024 || cfg.ReadyFD != int(w.Fd()) || !cfg.Verbose {
 			t.Errorf("config %+v", cfg)
 		}

@@ -81,6 +81,7 @@ It prints nothing unless something goes wrong or -v is given.
                              tcp_established, tcp_syn_sent, tcp_time_wait, udp,
                              udp_stream, icmp, generic, ... (repeatable)
   --conntrack-max N          most conntrack entries (default 262144)
+  --cpuprofile FILE          write a CPU profile of the run to FILE (go tool pprof)
   --api-socket PATH          the API socket, mode 0600 (default
                              /run/usernat.sock for root, else
                              $XDG_RUNTIME_DIR/usernat.sock)
