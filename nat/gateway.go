@@ -552,6 +552,14 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 	if inside && toBridge && (dst != g.subnet.Addr() || !g.claims(p) && !g.terminatedEntry(p)) {
 		return false
 	}
+	// Only the subnet's addresses speak through the uplink, and the
+	// uplink speaks only to them: a container spoofing another source
+	// gets nowhere (nor around the uplink's per-source cap), and the
+	// uplink's answer to such a source never loops back into it.
+	if inside && !g.subnet.Contains(p.Tuple.Src) || !inside && !toBridge {
+		g.stats.dropInvalid.Add(1)
+		return true
+	}
 	if p.Kind == conntrack.KindICMPError {
 		g.cross(frame, pkt, dst, inside, off)
 		return true

@@ -145,6 +145,13 @@ func TestGatewayTerminator(t *testing.T) {
 		t.Fatalf("inbound entry %v (%v, %v)", e, dir, ok)
 	}
 
+	// A container speaking from outside the subnet gets nowhere, and
+	// the uplink's packets only go to the subnet.
+	spoofed := ipPacket(netip.MustParseAddr("10.9.9.9"), remote, conntrack.ProtoTCP, tcpSeg(40003, 443, conntrack.TCPSyn, 1, 0))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, spoofed))
+	up.fromUplink(ipPacket(remote, netip.MustParseAddr("10.9.9.9"), conntrack.ProtoTCP, tcpSeg(443, 40003, conntrack.TCPRst, 0, 1)))
+	waitFor(t, "the spoofed packets dropped", func() bool { return pg.gw.Stats().DropInvalid >= 2 })
+
 	// The gateway still answers for itself.
 	req := ipPacket(ctrIP, gwIP, conntrack.ProtoICMP, icmpHeader(8, 0, 7, []byte("hi")))
 	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, req))

@@ -62,7 +62,10 @@ func (u *Uplink) unreserveLocked(src netip.Addr) {
 // addFlow registers a flow of src, whose place reserve took, and reports
 // false, with its place given back, when the uplink is closed or a flow
 // with the same tuple is already carried. id is the entry's when known.
-func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func()) (*flow, bool) {
+// register, when not nil, enters the flow in the uplink's tables for its
+// protocol, in the same critical section, so a release cannot come
+// between.
+func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func(), register func(*flow)) (*flow, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed || u.flows[orig] != nil {
@@ -71,6 +74,9 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 	}
 	f := &flow{u: u, orig: orig, src: src, id: id, born: time.Now(), stop: stop}
 	u.flows[orig] = f
+	if register != nil {
+		register(f)
+	}
 	return f, true
 }
 
@@ -177,6 +183,9 @@ func (u *Uplink) sweep() {
 	}
 	u.mu.Unlock()
 	now := time.Now()
+	u.mu.Lock()
+	u.ageSynsLocked(now)
+	u.mu.Unlock()
 	for _, f := range flows {
 		e, _, ok := tbl.Get(0, f.orig)
 		u.mu.Lock()

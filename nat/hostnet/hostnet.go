@@ -102,7 +102,7 @@ type Uplink struct {
 	perSrc  map[netip.Addr]int              // open flows per container address
 	pubs    map[nat.RuleID][]io_closer      // listeners of published ports
 	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
-	tcpSyn  map[synKey][]byte               // SYNs waiting for their host connection
+	tcpSyn  map[synKey]savedSyn             // SYNs waiting for their host connection
 	warned  map[string]bool                 // problems logged once
 
 	stats Stats
@@ -152,7 +152,7 @@ func New(cfg Config) (*Uplink, error) {
 		inbound: map[conntrack.Tuple]expectation{},
 		perSrc:  map[netip.Addr]int{},
 		pubs:    map[nat.RuleID][]io_closer{},
-		tcpSyn:  map[synKey][]byte{},
+		tcpSyn:  map[synKey]savedSyn{},
 		warned:  map[string]bool{},
 	}
 	if u.log == nil {

@@ -69,7 +69,7 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 // did not give would be a lie.
 func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 	t := p.Tuple
-	if t.Dst.IsLoopback() || u.Claims(t.Dst) {
+	if t.Dst.IsLoopback() || t.Dst.IsUnspecified() || u.Claims(t.Dst) {
 		u.stats.DropLoopback.Add(1)
 		return nil
 	}
@@ -126,23 +126,22 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		return nil
 	}
 	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping")}
-	f, added := u.addFlow(t, t.Src, eid, func() {
+	_, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()
 		if u.pings[pf.near] == pf {
 			delete(u.pings, pf.near)
 		}
 		u.mu.Unlock()
 		pf.file.Close()
+	}, func(f *flow) {
+		pf.f = f
+		u.pings[t] = pf
 	})
 	ok = true // addFlow has the place now, or gave it back
 	if !added {
 		pf.file.Close()
 		return nil
 	}
-	pf.f = f
-	u.mu.Lock()
-	u.pings[t] = pf
-	u.mu.Unlock()
 	u.stats.PingOpened.Add(1)
 	u.wg.Add(1)
 	go pf.read()

@@ -30,6 +30,17 @@ const maxInFlight = 1024
 // synKey names a SYN waiting for its host connection.
 type synKey = stack.TransportEndpointID
 
+// savedSyn is the last SYN of a connection being opened, and when it came.
+type savedSyn struct {
+	b  []byte
+	at time.Time
+}
+
+// maxSaved bounds the SYNs kept: those of the connections being opened,
+// and those the forwarder drops (a resent SYN of one in flight, or one
+// beyond maxInFlight), which age out.
+const maxSaved = 4 * maxInFlight
+
 // installTCP makes the stack hand every SYN from a container to handleTCP,
 // keeping a copy of the SYN: the packet that creates the flow's entry,
 // and the one an ICMP error about the flow must quote (Linux checks the
@@ -38,11 +49,18 @@ func (u *Uplink) installTCP() {
 	fwd := tcp.NewForwarder(u.st, 0, maxInFlight, u.handleTCP)
 	u.st.SetTransportProtocolHandler(tcp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
 		th := header.TCP(pkt.TransportHeader().Slice())
-		if len(th) >= header.TCPMinimumSize && th.Flags() == header.TCPFlagSyn {
+		if f := th.Flags(); len(th) >= header.TCPMinimumSize && f.Contains(header.TCPFlagSyn) && !f.Contains(header.TCPFlagAck) {
+			// The whole SYN, ECN flags and any data (TCP Fast Open)
+			// included; the latest of the connection replaces the last.
 			syn := append(append([]byte(nil), pkt.NetworkHeader().Slice()...), th...)
+			syn = append(syn, pkt.Data().AsRange().ToSlice()...)
+			now := time.Now()
 			u.mu.Lock()
-			if _, ok := u.tcpSyn[id]; !ok && len(u.tcpSyn) < maxInFlight {
-				u.tcpSyn[id] = syn
+			if len(u.tcpSyn) >= maxSaved {
+				u.ageSynsLocked(now)
+			}
+			if len(u.tcpSyn) < maxSaved {
+				u.tcpSyn[id] = savedSyn{syn, now}
 			}
 			u.mu.Unlock()
 		}
@@ -56,7 +74,17 @@ func (u *Uplink) takeSyn(id synKey) []byte {
 	defer u.mu.Unlock()
 	syn := u.tcpSyn[id]
 	delete(u.tcpSyn, id)
-	return syn
+	return syn.b
+}
+
+// ageSynsLocked forgets the SYNs older than a connection attempt lasts:
+// they belong to no attempt now. The caller holds u.mu.
+func (u *Uplink) ageSynsLocked(now time.Time) {
+	for id, s := range u.tcpSyn {
+		if now.Sub(s.at) > u.cfg.ConnectTimeout+time.Second {
+			delete(u.tcpSyn, id)
+		}
+	}
 }
 
 func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
@@ -70,6 +98,15 @@ func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
 // unreachable when unreachable, nothing when the destination stayed
 // silent. Then it carries the flow.
 func (u *Uplink) handleTCP(r *tcp.ForwarderRequest) {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		r.Complete(true)
+		return
+	}
+	u.wg.Add(1) // Close waits for the forwarder's goroutines too
+	u.mu.Unlock()
+	defer u.wg.Done()
 	id := r.ID() // local: the destination; remote: the container
 	syn := u.takeSyn(id)
 	var p conntrack.Packet
@@ -105,6 +142,7 @@ func (u *Uplink) handleTCP(r *tcp.ForwarderRequest) {
 	if terr != nil {
 		u.unreserve(ctr.Addr())
 		hc.Close()
+		u.tbl.Load().Delete(0, p.Tuple) // no flow holds it; a new SYN starts afresh
 		return
 	}
 	u.stats.TCPOpened.Add(1)
@@ -189,7 +227,7 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 			hc.Close()
 		})
 	}
-	f, ok := u.addFlow(orig, src, id, abort)
+	f, ok := u.addFlow(orig, src, id, abort, nil)
 	if !ok {
 		abort()
 		return
@@ -333,14 +371,24 @@ func (u *Uplink) presented(client netip.AddrPort) netip.AddrPort {
 // into the container at ctr.
 func (u *Uplink) serveTCP(l *net.TCPListener, ctr netip.AddrPort) {
 	defer u.wg.Done()
-	for {
+	for backoff := time.Duration(0); ; {
 		c, err := l.AcceptTCP()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				u.log.Warn("hostnet: published port stopped", "addr", l.Addr(), "err", err)
-			}
+		if errors.Is(err, net.ErrClosed) {
 			return
 		}
+		if err != nil {
+			// Out of file descriptors, say: wait, and try again, as
+			// net/http does; the port stays published.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			u.warnOnce("accept", "hostnet: published port cannot accept; retrying", "addr", l.Addr(), "err", err)
+			select {
+			case <-u.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
 		u.wg.Add(1)
 		go func() {
 			defer u.wg.Done()

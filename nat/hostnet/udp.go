@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -36,7 +37,7 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 		u.stats.DropMalformed.Add(1)
 		return
 	}
-	payload := pkt[ihl+8:]
+	payload := pkt[ihl+8 : ihl+int(binary.BigEndian.Uint16(pkt[ihl+4:]))] // Decode checked the UDP length
 	u.mu.Lock()
 	fl := u.udp[p.Tuple]
 	u.mu.Unlock()
@@ -132,17 +133,16 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 			fl.conn.Close()
 		}
 	}
-	f, ok := u.addFlow(orig, src, id, stop)
+	_, ok := u.addFlow(orig, src, id, stop, func(f *flow) {
+		fl.f = f
+		u.udp[fl.near] = fl
+	})
 	if !ok {
 		if !inbound {
 			fl.conn.Close()
 		}
 		return false
 	}
-	fl.f = f
-	u.mu.Lock()
-	u.udp[fl.near] = fl
-	u.mu.Unlock()
 	if !inbound {
 		u.wg.Add(1)
 		go fl.read()
@@ -191,6 +191,12 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 		u.mu.Lock()
 		fl := u.udp[near]
 		u.mu.Unlock()
+		if fl != nil && fl.conn != c {
+			// A flow of another socket's, unpublished or outbound:
+			// this client's flow is this socket's now.
+			fl.f.release()
+			fl = nil
+		}
 		if fl == nil {
 			dst := local
 			if dst.Addr().IsUnspecified() {
