@@ -27,14 +27,14 @@ type container struct {
 	v6   netip.Prefix
 }
 
-func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool, mtu int) *container {
+func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool, mtu int, direct bool) *container {
 	t.Helper()
 	ns, err := netns.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu, HardwareAddr: mac, Offload: offload})
+	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu, HardwareAddr: mac, Offload: offload, DirectWrite: direct})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,27 +62,32 @@ func TestIntegrationTwoNamespaces(t *testing.T) {
 		name               string
 		offloadA, offloadB bool
 		mtu                int
+		direct             bool // the bridge writes to the TAPs from the forwarding goroutine
 	}{
-		{"plain", false, false, MaxMTU},
-		{"offload", true, true, MaxMTU},
-		{"offload to plain", true, false, MaxMTU},
-		{"plain to offload", false, true, MaxMTU},
-		{"offload, MTU 1500", true, true, 1500},
-		{"offload to plain, MTU 1500", true, false, 1500},
+		{"plain", false, false, MaxMTU, false},
+		{"offload", true, true, MaxMTU, false},
+		{"offload to plain", true, false, MaxMTU, false},
+		{"plain to offload", false, true, MaxMTU, false},
+		{"offload, MTU 1500", true, true, 1500, false},
+		{"offload to plain, MTU 1500", true, false, 1500, false},
+		{"direct writes, offload to plain, MTU 1500", true, false, 1500, true},
 	} {
-		t.Run(tt.name, func(t *testing.T) { twoNamespaces(t, tt.offloadA, tt.offloadB, tt.mtu) })
+		t.Run(tt.name, func(t *testing.T) { twoNamespaces(t, tt.offloadA, tt.offloadB, tt.mtu, tt.direct) })
 	}
 }
 
-func twoNamespaces(t *testing.T, offloadA, offloadB bool, mtu int) {
+func twoNamespaces(t *testing.T, offloadA, offloadB bool, mtu int, direct bool) {
 	br, err := New(Config{Name: "usernat0", MTU: mtu})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer br.Close()
 	// Documentation prefixes, used only inside these namespaces.
-	a := newContainer(t, br, macA, "192.0.2.10/24", "2001:db8::a/64", offloadA, mtu)
-	b := newContainer(t, br, macB, "192.0.2.11/24", "2001:db8::b/64", offloadB, mtu)
+	a := newContainer(t, br, macA, "192.0.2.10/24", "2001:db8::a/64", offloadA, mtu, direct)
+	b := newContainer(t, br, macB, "192.0.2.11/24", "2001:db8::b/64", offloadB, mtu, direct)
+	if a.port.direct != direct || b.port.direct != direct {
+		t.Fatalf("TAPConfig.DirectWrite %v did not make the ports direct writers", direct)
+	}
 
 	t.Run("TAP set up", func(t *testing.T) {
 		out, err := a.ns.Run(context.Background(), "ip", "-o", "link", "show", "eth0")
