@@ -153,15 +153,14 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 func (pf *pingFlow) read() {
 	defer pf.u.wg.Done()
 	defer pf.f.release()
-	buf := make([]byte, 20+65535)
-	for {
-		n, err := pf.file.Read(buf[20:])
+	readLoop(pf.file, func(fd int, buf []byte) (int, error) {
+		n, err := unix.Read(fd, buf[20:])
 		if err != nil {
-			return
+			return n, err
 		}
 		m := buf[20 : 20+n]
 		if n < 8 || m[0] != icmpEchoReply {
-			continue
+			return n, nil
 		}
 		binary.BigEndian.PutUint16(m[4:], pf.near.ICMPID())
 		m[2], m[3] = 0, 0
@@ -169,5 +168,6 @@ func (pf *pingFlow) read() {
 		pkt := buf[:20+n]
 		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, pf.near.Dst, pf.near.Src)
 		pf.u.ln.queue([][]byte{pkt}, bridgeNone)
-	}
+		return n, nil
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -155,18 +156,51 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 func (fl *udpFlow) read() {
 	defer fl.u.wg.Done()
 	defer fl.f.release()
-	buf := make([]byte, 28+udpRead)
 	far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
 	ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
-	for {
-		n, err := fl.conn.Read(buf[28:])
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			continue // an ICMP port unreachable from far: UDP carries on
+	readLoop(fl.conn, func(fd int, buf []byte) (int, error) {
+		n, err := unix.Read(fd, buf[28:])
+		if err == nil {
+			fl.u.ln.queue([][]byte{udpPacket(buf, far, ctr, n)}, bridgeNone)
 		}
+		return n, err
+	})
+}
+
+// readBuf is the buffer of one datagram read from a host socket, behind
+// room for the headers of the packet it becomes.
+var readBuf = sync.Pool{New: func() any { b := make([]byte, 28+udpRead); return &b }}
+
+// readLoop reads a flow's socket with read until it fails for good (the
+// socket closed), holding a buffer only while a datagram is there to read:
+// an idle flow costs its goroutine and no 64 KiB. An ICMP error the
+// socket reports (ECONNREFUSED) is no end: UDP carries on.
+func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	var fatal error
+	for fatal == nil {
+		err := rc.Read(func(fd uintptr) bool {
+			bp := readBuf.Get().(*[]byte)
+			defer readBuf.Put(bp)
+			for {
+				_, err := read(int(fd), *bp)
+				switch err {
+				case nil, unix.ECONNREFUSED, unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false // wait for the next datagram
+				default:
+					fatal = err
+					return true
+				}
+			}
+		})
 		if err != nil {
 			return
 		}
-		fl.u.ln.queue([][]byte{udpPacket(buf, far, ctr, n)}, bridgeNone)
 	}
 }
 
