@@ -129,25 +129,14 @@ func TestIntegrationPublishedUDP(t *testing.T) {
 	}
 }
 
-// udpEcho runs a UDP server on addr in ns that answers each datagram with
-// the address it came from, a space, and the datagram.
+// udpEcho runs netns.UDPEcho on addr in ns for the test.
 func udpEcho(t *testing.T, ns *netns.NS, addr string) {
 	t.Helper()
-	pc, err := ns.ListenPacket("udp", addr)
+	c, err := netns.UDPEcho(ns, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo([]byte(from.String()+" "+string(buf[:n])), from)
-		}
-	}()
+	t.Cleanup(func() { c.Close() })
 }
 
 // udpRoundTrip sends msg on c until an answer comes, for at most 5 s.

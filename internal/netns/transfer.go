@@ -73,3 +73,24 @@ func Transfer(from *NS, dial string, to *NS, listen string, n int) (netip.AddrPo
 	}
 	return r.peer, nil
 }
+
+// UDPEcho serves UDP on addr in ns until the returned closer is closed:
+// it answers each datagram with the address it came from, a space, and
+// the datagram, so a test learns both what arrived and who the server saw.
+func UDPEcho(ns *NS, addr string) (io.Closer, error) {
+	pc, err := ns.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(from.String()+" "+string(buf[:n])), from)
+		}
+	}()
+	return pc, nil
+}

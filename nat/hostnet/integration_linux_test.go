@@ -183,24 +183,14 @@ func who(t *testing.T, ns *netns.NS, addr string) (string, error) {
 }
 
 // udpWhoServer answers each datagram on addr in ns with the address it
-// came from.
+// came from (netns.UDPEcho).
 func udpWhoServer(t *testing.T, ns *netns.NS, addr string) {
 	t.Helper()
-	pc, err := ns.ListenPacket("udp", addr)
+	c, err := netns.UDPEcho(ns, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			_, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo([]byte(from.String()), from)
-		}
-	}()
+	t.Cleanup(func() { c.Close() })
 }
 
 // udpWho sends a datagram from ns to addr and returns the answer and who
