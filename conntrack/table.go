@@ -273,34 +273,30 @@ func (t *Table) Track(zone Zone, p *Packet, nat Translator) (Result, error) {
 // host-socket uplink's: its entry says what crossed the proxy (say a
 // container's 172.17.0.4:40000 → 192.0.2.9:443, and the host socket's
 // 192.0.2.9:443 → 192.168.2.116:51000), while the packets the table sees
-// are those between one end and the proxy, which stand in for the other
-// end without translating anything. A packet whose tuple is one of the
-// entry's tuples goes in that tuple's direction (the container's
-// packets, original); a packet whose tuple is the reverse of one goes in
-// the other direction (the proxy's answers to the container, reply). So
-// the entry follows the TCP state, window and counters of the terminated
-// side. TrackTerminated never creates an entry — the proxy does, with
-// Track and a Translator giving its real tuple, once it has one — and ok
-// reports whether p belonged to a live entry. ICMP errors, fragments and
-// undecodable packets belong to none; Track handles the errors.
-func (t *Table) TrackTerminated(zone Zone, p *Packet) (res Result, ok bool) {
+// are those between one end and the proxy, which stands in for the other
+// end without translating anything. A packet from that end carries one of
+// the entry's tuples and goes in its direction (the container's packets:
+// original); a packet from the proxy (fromProxy) carries the reverse of
+// one and goes the other way (the proxy's answers to the container:
+// reply). So the entry follows the TCP state, window and counters of the
+// terminated side, with one lookup per packet. TrackTerminated never
+// creates an entry — the proxy does, with Track and a Translator giving
+// its real tuple, once it has one — and ok reports whether p belonged to
+// a live entry. ICMP errors, fragments and undecodable packets belong to
+// none; Track handles the errors.
+func (t *Table) TrackTerminated(zone Zone, p *Packet, fromProxy bool) (res Result, ok bool) {
 	if t.closed.Load() || p.Kind != KindFlow {
 		return Result{}, false
 	}
-	now := t.now()
-	k := makeKey(zone, p.Tuple)
-	if res, again := t.existing(&k, k.hash(t.seed), p, now, false); !again {
-		return res, true
+	tp := p.Tuple
+	if fromProxy {
+		if tp, ok = tp.Reverse(); !ok {
+			return Result{}, false
+		}
 	}
-	r, ok := p.Tuple.Reverse()
-	if !ok {
-		return Result{}, false
-	}
-	k = makeKey(zone, r)
-	if res, again := t.existing(&k, k.hash(t.seed), p, now, true); !again {
-		return res, true
-	}
-	return Result{}, false
+	k := makeKey(zone, tp)
+	res, again := t.existing(&k, k.hash(t.seed), p, t.now(), fromProxy)
+	return res, !again
 }
 
 // errRetry: an insertion lost a race and the lookup should run again.

@@ -662,7 +662,7 @@ func TestTrackTerminated(t *testing.T) {
 	tbl, _ := newTable(t, Config{})
 	ctr, remote, host := ap("172.17.0.4:40000"), ap("192.0.2.9:443"), ap("192.168.2.116:51000")
 	syn := decode(t, tcpPacket(ctr, remote, seg{flags: TCPSyn, seq: 100}))
-	if _, ok := tbl.TrackTerminated(0, syn); ok || tbl.Len() != 0 {
+	if _, ok := tbl.TrackTerminated(0, syn, false); ok || tbl.Len() != 0 {
 		t.Fatal("TrackTerminated took a packet of no flow, or created an entry")
 	}
 	// The proxy opened its host socket: it creates the entry with the SYN.
@@ -681,7 +681,7 @@ func TestTrackTerminated(t *testing.T) {
 		{remote, ctr, seg{flags: TCPAck, seq: 5001, ack: 201, data: 1000}, Reply},
 	}
 	for i, st := range steps {
-		res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(st.from, st.to, st.s)))
+		res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(st.from, st.to, st.s)), st.dir == Reply)
 		if !ok || res.Dir != st.dir || res.Class == ClassInvalid {
 			t.Fatalf("step %d: ok %v, dir %v, class %v; want dir %v", i, ok, res.Dir, res.Class, st.dir)
 		}
@@ -691,7 +691,7 @@ func TestTrackTerminated(t *testing.T) {
 		t.Fatalf("entry %v", e)
 	}
 	// Out of window for the conversation: invalid, as Track would say.
-	if res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(remote, ctr, seg{flags: TCPAck, seq: 5001 + 1<<30, ack: 201, data: 10}))); !ok || res.Class != ClassInvalid {
+	if res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(remote, ctr, seg{flags: TCPAck, seq: 5001 + 1<<30, ack: 201, data: 10})), true); !ok || res.Class != ClassInvalid {
 		t.Fatalf("out-of-window answer: ok %v class %v", ok, res.Class)
 	}
 
@@ -714,7 +714,7 @@ func TestTrackTerminated(t *testing.T) {
 		{web, client, seg{flags: TCPSyn | TCPAck, seq: 900, ack: 8}, Reply},
 		{client, web, seg{flags: TCPAck, seq: 8, ack: 901}, Original},
 	} {
-		res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(st.from, st.to, st.s)))
+		res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(st.from, st.to, st.s)), st.dir == Original)
 		if !ok || res.Dir != st.dir || res.Class == ClassInvalid {
 			t.Fatalf("inbound step %d: ok %v, dir %v, class %v; want dir %v", i, ok, res.Dir, res.Class, st.dir)
 		}

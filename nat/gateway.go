@@ -568,7 +568,7 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 		g.stats.dropInvalid.Add(1)
 		return true
 	}
-	res, ok := g.table.TrackTerminated(0, p)
+	res, ok := g.table.TrackTerminated(0, p, !inside) // the uplink is the proxy
 	switch {
 	case ok && res.Class == conntrack.ClassInvalid:
 		g.stats.dropInvalid.Add(1)
