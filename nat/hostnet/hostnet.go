@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -230,26 +231,31 @@ func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 // the first packet of a flow opens. It is called from the gateway's
 // goroutines and never waits for the network.
 func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
-	if len(frame) <= nat.Headroom {
+	pkt := frame[min(nat.Headroom, len(frame)):]
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		u.stats.DropMalformed.Add(1)
 		return
 	}
+	if n := int(binary.BigEndian.Uint16(pkt[2:])); n >= 20 && n <= len(pkt) {
+		pkt = pkt[:n] // no link padding
+	}
+	if conntrack.Proto(pkt[9]) == conntrack.ProtoTCP {
+		// The gateway decoded the packet already, and the stack checks
+		// it again: no third look. The stack takes its checksum as valid
+		// (it comes from a container's kernel over a TAP device, which
+		// may have left it to be computed), and a GSO packet as one large
+		// segment, the way GRO hands it over.
+		u.ln.inject(pkt)
+		return
+	}
+	// A datagram's checksum does not matter: only its payload leaves.
 	var p conntrack.Packet
-	pkt := frame[nat.Headroom:]
 	if p.Decode(pkt) != nil || !p.Tuple.Src.Is4() {
 		u.stats.DropMalformed.Add(1)
 		return
 	}
 	switch p.Tuple.Proto {
-	case conntrack.ProtoTCP:
-		// The stack takes the packet's checksum as valid (it comes from a
-		// container's kernel over a TAP device, which may have left it to
-		// be computed), and a GSO packet as one large segment, the way GRO
-		// hands it over.
-		u.ln.inject(pkt[:p.Len])
 	case conntrack.ProtoUDP:
-		if off.Flags&bridge.OffloadNeedsCsum != 0 {
-			bridge.CompleteChecksum(frame, &off)
-		}
 		u.sendUDP(&p, pkt[:p.Len])
 	case conntrack.ProtoICMP:
 		u.sendICMP(&p, pkt[:p.Len])
