@@ -103,6 +103,7 @@ type Uplink struct {
 	perSrc  map[netip.Addr]int              // open flows per container address
 	pubs    map[nat.RuleID][]io_closer      // listeners of published ports
 	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
+	dialing chan struct{}                   // a place per client being carried in (maxInFlight)
 	tcpSyn  map[synKey]savedSyn             // SYNs waiting for their host connection
 	warned  map[string]bool                 // problems logged once
 
@@ -154,6 +155,7 @@ func New(cfg Config) (*Uplink, error) {
 		perSrc:  map[netip.Addr]int{},
 		pubs:    map[nat.RuleID][]io_closer{},
 		tcpSyn:  map[synKey]savedSyn{},
+		dialing: make(chan struct{}, maxInFlight),
 		warned:  map[string]bool{},
 	}
 	if u.log == nil {
@@ -304,6 +306,7 @@ type Stats struct {
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
+	DropInFlight                                       atomic.Uint64 // clients of published ports beyond maxInFlight being opened
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -318,6 +321,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),
+		"drop_in_flight": s.DropInFlight.Load(),
 	}
 }
 

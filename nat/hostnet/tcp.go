@@ -389,9 +389,21 @@ func (u *Uplink) serveTCP(l *net.TCPListener, ctr netip.AddrPort) {
 			continue
 		}
 		backoff = 0
+		// As many clients are being carried in at once as the forwarder
+		// opens outbound connections, at most; the rest are reset, as a
+		// full listen queue would drop them.
+		select {
+		case u.dialing <- struct{}{}:
+		default:
+			u.stats.DropInFlight.Add(1)
+			c.SetLinger(0)
+			c.Close()
+			continue
+		}
 		u.wg.Add(1)
 		go func() {
 			defer u.wg.Done()
+			defer func() { <-u.dialing }()
 			u.inboundTCP(c, ctr)
 		}()
 	}
