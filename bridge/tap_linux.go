@@ -372,14 +372,21 @@ func (t *TAP) readRaw(fd uintptr) bool {
 
 // readv reads one frame with its virtio-net header into t.rhdr.
 func (t *TAP) readv(fd uintptr, buf []byte) (int, error) {
-	t.riov[0].Base = &t.rhdr[0]
-	t.riov[0].SetLen(vnetHdrLen)
-	t.riov[1].Base = nil
+	return vnetIO(unix.SYS_READV, fd, &t.riov, &t.rhdr, buf)
+}
+
+// vnetIO reads or writes (trap SYS_READV or SYS_WRITEV) one frame buf
+// behind the virtio-net header hdr, through iov, and returns the bytes
+// moved, header included.
+func vnetIO(trap, fd uintptr, iov *[2]unix.Iovec, hdr *[vnetHdrLen]byte, buf []byte) (int, error) {
+	iov[0].Base = &hdr[0]
+	iov[0].SetLen(vnetHdrLen)
+	iov[1].Base = nil
 	if len(buf) > 0 {
-		t.riov[1].Base = &buf[0]
+		iov[1].Base = &buf[0]
 	}
-	t.riov[1].SetLen(len(buf))
-	r, _, e := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&t.riov[0])), 2)
+	iov[1].SetLen(len(buf))
+	r, _, e := unix.Syscall(trap, fd, uintptr(unsafe.Pointer(&iov[0])), 2)
 	if e != 0 {
 		return 0, e
 	}
@@ -476,19 +483,8 @@ func (t *TAP) writev(fd uintptr) error {
 			binary.LittleEndian.PutUint16(t.whdr[4:], o.GSOSize)
 		}
 	}
-	buf := t.wbufs[t.wn]
-	t.wiov[0].Base = &t.whdr[0]
-	t.wiov[0].SetLen(vnetHdrLen)
-	t.wiov[1].Base = nil
-	if len(buf) > 0 {
-		t.wiov[1].Base = &buf[0]
-	}
-	t.wiov[1].SetLen(len(buf))
-	_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&t.wiov[0])), 2)
-	if e != 0 {
-		return e
-	}
-	return nil
+	_, err := vnetIO(unix.SYS_WRITEV, fd, &t.wiov, &t.whdr, t.wbufs[t.wn])
+	return err
 }
 
 func (t *TAP) mapErr(err error) error {
