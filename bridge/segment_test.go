@@ -199,8 +199,12 @@ func TestSegmentDoesNotAllocate(t *testing.T) {
 	buf := make([]byte, 2048)
 	n := 0
 	emit := func([]byte) { n++ }
-	if a := testing.AllocsPerRun(20, func() { _ = Segment(f, etherHeader, o, buf, emit) }); a != 0 {
+	var err error
+	if a := testing.AllocsPerRun(20, func() { err = Segment(f, etherHeader, o, buf, emit) }); a != 0 {
 		t.Fatalf("Segment allocates %v times per frame", a)
+	}
+	if err != nil || n != 21*42 { // 60000 bytes in 42 segments, 20 runs and a warm-up
+		t.Fatalf("Segment made %d segments: %v", n, err)
 	}
 }
 
