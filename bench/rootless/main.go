@@ -26,6 +26,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/usernat/usernat/internal/benchkit"
@@ -35,11 +37,35 @@ import (
 // config is the command line: only the flags every bench program takes.
 type config struct {
 	benchkit.Flags
+	Peers   map[string]bool // the peers measured; the others read "not selected"
+	Metrics map[string]bool // the measurements made: in, out, latency, conns
+}
+
+// notSelected is the Unavailable reason of a peer -peers left out.
+const notSelected = "not selected (-peers)"
+
+// metricNames are the measurements -metrics selects from, in order.
+var metricNames = []string{"in", "out", "latency", "conns"}
+
+// parseSet parses a comma-separated list of names from valid.
+func parseSet(flagName, list string, valid []string) (map[string]bool, error) {
+	set := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(valid, n) {
+			return nil, fmt.Errorf("-%s: %q is not one of %s", flagName, n, strings.Join(valid, ", "))
+		}
+		set[n] = true
+	}
+	return set, nil
 }
 
 func main() {
 	var cfg config
 	cfg.Register(flag.CommandLine, "slirp4netns, pasta and usernat", "slirp4netns, passt, iproute2, util-linux")
+	peerNames := []string{slirpName, pastaName, usernatName}
+	peerList := flag.String("peers", strings.Join(peerNames, ","), "the peers to measure, comma-separated")
+	metricList := flag.String("metrics", strings.Join(metricNames, ","), "the measurements to make, comma-separated: in, out, latency, conns")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench/rootless: ")
@@ -47,6 +73,13 @@ func main() {
 		log.Fatalf("unexpected arguments %q", flag.Args())
 	}
 	if err := cfg.Check(); err != nil {
+		log.Fatal(err)
+	}
+	var err error
+	if cfg.Peers, err = parseSet("peers", *peerList, peerNames); err != nil {
+		log.Fatal(err)
+	}
+	if cfg.Metrics, err = parseSet("metrics", *metricList, metricNames); err != nil {
 		log.Fatal(err)
 	}
 	if os.Geteuid() != 0 {
@@ -122,6 +155,11 @@ func inner(cfg config) int {
 	defer remove()
 
 	peers := []peer{slirp4netnsPeer(), pastaPeer(), usernatPeer(un)}
+	for i := range peers {
+		if !cfg.Peers[peers[i].name] {
+			peers[i].unavailable = notSelected
+		}
+	}
 	rep := newReport(cfg, peers)
 	return benchkit.RunRounds(ctx, cfg.Flags, rep, func(r int) {
 		results := make([]result, len(peers))

@@ -121,7 +121,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	}
 
 	d := cfg.Duration
-	if inErr == nil && ctx.Err() == nil {
+	if inErr == nil && cfg.Metrics["in"] && ctx.Err() == nil {
 		progress("  TCP in through %s for %v", published, d)
 		cpu(cpuIn, cpuInTotal, func() (float64, error) {
 			v, n, err := benchkit.Stream(ctx, t.client, published, d)
@@ -133,7 +133,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 			return float64(n) / 1e9, nil
 		})
 	}
-	if outErr == nil && ctx.Err() == nil {
+	if outErr == nil && cfg.Metrics["out"] && ctx.Err() == nil {
 		progress("  TCP out to %s for %v", lanServer, d)
 		cpu(cpuOut, cpuOutTotal, func() (float64, error) {
 			v, n, err := benchkit.Stream(ctx, t.container, lanServer, d)
@@ -145,7 +145,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 			return float64(n) / 1e9, nil
 		})
 	}
-	if inErr == nil && ctx.Err() == nil {
+	if inErr == nil && cfg.Metrics["latency"] && ctx.Err() == nil {
 		progress("  1-byte ping-pong through %s for %v", published, d)
 		cpu(cpuLatency, cpuLatencyTotal, func() (float64, error) {
 			p50, p99, n, err := benchkit.PingPong(ctx, t.client, published, d)
@@ -158,7 +158,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 			return float64(n+benchkit.WarmupPings) / 1000, nil
 		})
 	}
-	if inErr == nil && ctx.Err() == nil {
+	if inErr == nil && cfg.Metrics["conns"] && ctx.Err() == nil {
 		progress("  new connections through %s for %v, %d clients", published, d, cfg.Parallel)
 		cpu(cpuConns, cpuConnsTotal, func() (float64, error) {
 			v, n, err := benchkit.ConnRate(ctx, t.client, published, d, cfg.Parallel)

@@ -170,13 +170,13 @@ func (rep *report) add(results []result) {
 	rep.Summary = rep.rows(med, nil)
 }
 
-// Failed says whether slirp4netns or pasta could not be started
-// and measured at all: the harness, or the machine, is then at fault. A
+// Failed says whether slirp4netns or pasta, when selected, could not be
+// started and measured at all: the harness, or the machine, is then at fault. A
 // metric one of them fails is reported as its own (they have bugs).
 func (rep *report) Failed() bool {
 	for _, r := range rep.Rounds {
 		for _, name := range []string{slirpName, pastaName} {
-			if res := r.Results[name]; res.Unavailable != "" {
+			if res := r.Results[name]; res.Unavailable != "" && res.Unavailable != notSelected {
 				return true
 			}
 		}
