@@ -20,7 +20,12 @@ type flow struct {
 	// supersede, when set (under u.mu), ends the flow for a new one with
 	// the same original tuple, more gently than stop.
 	supersede func()
-	once      sync.Once
+	// opening (under u.mu) is set while a flow into the container waits
+	// for its handshake: a client reusing its port may still have the
+	// entry of its last connection in the table, which is not this
+	// flow's, so the flow learns its entry only once open (settle).
+	opening bool
+	once    sync.Once
 }
 
 // entryGrace is how long a flow may wait for its entry: an inbound flow's
@@ -151,12 +156,13 @@ func (u *Uplink) gone(orig conntrack.Tuple, id uint64) {
 	u.mu.Lock()
 	f := u.flows[orig]
 	var fid uint64
+	opening := false
 	if f != nil {
-		fid = f.id
+		fid, opening = f.id, f.opening
 	}
 	u.mu.Unlock()
 	switch {
-	case f == nil:
+	case f == nil || opening:
 	case fid != 0:
 		if fid == id {
 			f.release()
@@ -190,6 +196,8 @@ func (u *Uplink) sweep() {
 		e, _, ok := tbl.Get(0, f.orig)
 		u.mu.Lock()
 		switch {
+		case f.opening:
+			ok = true // its handshake has a deadline of its own
 		case ok && f.id == 0:
 			f.id = e.ID
 			ok = true
@@ -202,6 +210,19 @@ func (u *Uplink) sweep() {
 		if !ok {
 			f.release()
 		}
+	}
+}
+
+// settle ends the opening of f, whose handshake is done, and gives it its
+// entry, made by the handshake's first packet; a flow whose entry is
+// already gone is left to the sweep.
+func (u *Uplink) settle(f *flow) {
+	e, _, ok := u.tbl.Load().Get(0, f.orig)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f.opening = false
+	if ok && f.id == 0 {
+		f.id = e.ID
 	}
 }
 

@@ -105,7 +105,10 @@ type Uplink struct {
 	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
 	dialing chan struct{}                   // a place per client being carried in (maxInFlight)
 	tcpSyn  map[synKey]savedSyn             // SYNs waiting for their host connection
-	warned  map[string]bool                 // problems logged once
+
+	smu     sync.RWMutex
+	splices map[conntrack.Tuple]*splice // clients of published TCP ports, by the tuple of the container's packets
+	warned  map[string]bool             // problems logged once
 
 	stats Stats
 }
@@ -155,6 +158,7 @@ func New(cfg Config) (*Uplink, error) {
 		perSrc:  map[netip.Addr]int{},
 		pubs:    map[nat.RuleID][]io_closer{},
 		tcpSyn:  map[synKey]savedSyn{},
+		splices: map[conntrack.Tuple]*splice{},
 		dialing: make(chan struct{}, maxInFlight),
 		warned:  map[string]bool{},
 	}
@@ -242,6 +246,9 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 		pkt = pkt[:n] // no link padding
 	}
 	if conntrack.Proto(pkt[9]) == conntrack.ProtoTCP {
+		if u.toSplice(pkt) {
+			return
+		}
 		// The gateway decoded the packet already, and the stack checks
 		// it again: no third look. The stack takes its checksum as valid
 		// (it comes from a container's kernel over a TAP device, which
@@ -302,6 +309,7 @@ func (u *Uplink) Close() error {
 type Stats struct {
 	TCPOpened, TCPRefused, TCPUnreachable, TCPTimedOut atomic.Uint64
 	UDPOpened, PingOpened, InboundOpened               atomic.Uint64
+	InboundRefused                                     atomic.Uint64 // clients of published ports the container refused
 	Released                                           atomic.Uint64
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
@@ -316,7 +324,8 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"tcp_opened": s.TCPOpened.Load(), "tcp_refused": s.TCPRefused.Load(),
 		"tcp_unreachable": s.TCPUnreachable.Load(), "tcp_timed_out": s.TCPTimedOut.Load(),
 		"udp_opened": s.UDPOpened.Load(), "ping_opened": s.PingOpened.Load(),
-		"inbound_opened": s.InboundOpened.Load(), "released": s.Released.Load(),
+		"inbound_opened": s.InboundOpened.Load(), "inbound_refused": s.InboundRefused.Load(),
+		"released":       s.Released.Load(),
 		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),

@@ -180,6 +180,13 @@ func (l *link) queue(parts [][]byte, off bridge.Offload) bool {
 		}
 		n += copy((*bp)[n:], p)
 	}
+	return l.push(bp, n, off)
+}
+
+// push delivers the frame (*bp)[:n], a buffer of the link's pool, which it
+// takes, at once or through the queue; it reports false when the queue is
+// full.
+func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 	// Order holds: a packet goes at once only when none is queued or
 	// being delivered from the queue, and with dmu held.
 	if d := l.deliver.Load(); d != nil && l.pending.Load() == 0 && l.dmu.TryLock() {

@@ -13,7 +13,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -290,72 +289,6 @@ func (u *Uplink) pipe(dst, src halfCloser, abort func()) {
 	}
 }
 
-// dialContainer opens a TCP connection from the stack to the container
-// at dst, from src (a client's address, spoofed), and returns its
-// endpoint, which Abort resets.
-//
-// A client that reuses its port may come back while the stack's endpoint
-// of its last connection is still closing (waiting for the container's
-// last ACK); the address is then in use for a moment, and the dial tries
-// again until ctx ends.
-func (u *Uplink) dialContainer(ctx context.Context, src, dst netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, error) {
-	for {
-		ep, wq, err := u.tryDialContainer(ctx, src, dst)
-		if !errors.Is(err, errAddrInUse) {
-			return ep, wq, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil, err
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
-
-var errAddrInUse = errors.New("address in use")
-
-func (u *Uplink) tryDialContainer(ctx context.Context, src, dst netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, error) {
-	var wq waiter.Queue
-	ep, terr := u.st.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
-	if terr != nil {
-		return nil, nil, errors.New(terr.String())
-	}
-	ep.SocketOptions().SetReuseAddress(true)
-	if terr := ep.Bind(fullAddr(src)); terr != nil {
-		ep.Close()
-		if _, ok := terr.(*tcpip.ErrPortInUse); ok {
-			return nil, nil, errAddrInUse
-		}
-		return nil, nil, errors.New(terr.String())
-	}
-	we, ch := waiter.NewChannelEntry(waiter.WritableEvents)
-	wq.EventRegister(&we)
-	defer wq.EventUnregister(&we)
-	terr = ep.Connect(fullAddr(dst))
-	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
-		select {
-		case <-ch:
-			terr = ep.LastError()
-		case <-ctx.Done():
-			ep.Abort()
-			return nil, nil, ctx.Err()
-		}
-	}
-	if terr != nil {
-		ep.Close()
-		switch terr.(type) {
-		case *tcpip.ErrPortInUse, *tcpip.ErrDuplicateAddress, *tcpip.ErrBadLocalAddress: // Connect says so when the tuple is taken
-			return nil, nil, errAddrInUse
-		}
-		return nil, nil, errors.New(terr.String())
-	}
-	return ep, &wq, nil
-}
-
-func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
-	return tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(ap.Addr().Unmap().As4()), Port: ap.Port()}
-}
-
 // presented is the address a client of a published port is shown to the
 // container as: its own, or the gateway's for a client on the host's
 // loopback (the container cannot answer 127.0.0.1).
@@ -403,26 +336,32 @@ func (u *Uplink) serveTCP(l *net.TCPListener, ctr netip.AddrPort) {
 		u.wg.Add(1)
 		go func() {
 			defer u.wg.Done()
-			defer func() { <-u.dialing }()
-			u.inboundTCP(c, ctr)
+			var once sync.Once
+			opened := func() { once.Do(func() { <-u.dialing }) }
+			defer opened()
+			u.inboundTCP(c, ctr, opened)
 		}()
 	}
 }
 
-// inboundTCP carries the accepted client c into the container at ctr: the
-// flow's entry is the client to the published address, replied by the
-// container to the client (what the gateway creates when the first
-// packet passes, from the expectation made here).
-func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort) {
+// inboundTCP carries the accepted client c into the container at ctr,
+// through a splice, until the flow ends; opened is called once the
+// container answered. The flow's entry is the client to the published
+// address, replied by the container to the client (what the gateway
+// creates when the first packet passes, from the expectation made here).
+func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort, opened func()) {
 	client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
 	src := u.presented(client)
 	orig := conntrack.Tuple{Src: src.Addr(), Dst: local.Addr().Unmap(), SrcPort: src.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
 	reply := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoTCP}
 	seen := conntrack.Tuple{Src: src.Addr(), Dst: ctr.Addr(), SrcPort: src.Port(), DstPort: ctr.Port(), Proto: conntrack.ProtoTCP}
-	if !u.reserve(ctr.Addr()) {
+	refuse := func() {
 		c.SetLinger(0)
 		c.Close()
+	}
+	if !u.reserve(ctr.Addr()) {
+		refuse()
 		return
 	}
 	if !u.expect(seen, orig, reply) {
@@ -435,24 +374,44 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort) {
 		}
 		if !u.expect(seen, orig, reply) {
 			u.unreserve(ctr.Addr())
-			c.SetLinger(0)
-			c.Close()
+			refuse()
 			return
 		}
 	}
-	defer u.unexpect(seen)
-	ctx, cancel := context.WithTimeout(u.ctx, u.cfg.ConnectTimeout)
-	ep, wq, err := u.dialContainer(ctx, src, ctr)
-	cancel()
+	s, err := u.newSplice(c, src, ctr)
 	if err != nil {
+		u.unexpect(seen)
 		u.unreserve(ctr.Addr())
-		u.log.Debug("hostnet: published port: container did not answer", "ctr", ctr, "err", err)
-		c.SetLinger(0)
-		c.Close()
+		u.log.Debug("hostnet: published port", "ctr", ctr, "err", err)
+		refuse()
 		return
 	}
+	f, ok := u.addFlow(orig, ctr.Addr(), 0, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
+		// Superseded by the client's next connection on the same port,
+		// only the container's side is reset: a reset on the host socket
+		// would carry the tuple the client's new connection has now.
+		f.supersede = func() { s.abort(false, true, "the client reused its port") }
+		f.opening = true
+		u.smu.Lock()
+		u.splices[s.key] = s
+		u.smu.Unlock()
+	})
+	if !ok {
+		u.unexpect(seen)
+		refuse()
+		return
+	}
+	s.f = f
+	ok = s.connect()
+	u.unexpect(seen)
+	opened()
+	if !ok {
+		s.finish()
+		return
+	}
+	u.settle(f)
 	u.stats.InboundOpened.Add(1)
-	u.carry(orig, ctr.Addr(), 0, ep, wq, c)
+	s.run()
 }
 
 // expect registers the flow the uplink is about to open into the

@@ -1,0 +1,608 @@
+package hostnet_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usernat/usernat/nat"
+)
+
+// TCP through a published port, end to end: a client in the remote
+// namespace connects to the host's address, and the uplink carries it to
+// a server in the container. The test holds both ends, so each behaviour
+// is asserted on the side that observes it: bytes, ends of stream,
+// resets, and flow control.
+
+// pubTCPDial is where the remote's clients connect: the host's port 8080,
+// published to the container's port 80.
+const pubTCPDial = "198.51.100.1:8080"
+
+// connDeadline bounds every operation on a test's connections, so a hang
+// fails the test rather than blocking it.
+const connDeadline = 5 * time.Second
+
+// pubTCP is a gateway whose host port 8080 is published to the
+// container's port 80; l listens there, unless the test wants no server.
+type pubTCP struct {
+	*env
+	l *net.TCPListener
+}
+
+func newPubTCP(t *testing.T, ec envConfig, listen bool) *pubTCP {
+	t.Helper()
+	p := &pubTCP{env: newEnv(t, ec)}
+	rule, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.up.Publish(rule); err != nil {
+		t.Fatal(err)
+	}
+	if listen {
+		l, err := p.ctr.Listen("tcp", "172.17.0.4:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		p.l = l.(*net.TCPListener)
+	}
+	return p
+}
+
+// dial connects a client in the remote namespace to the published port.
+func (p *pubTCP) dial(t *testing.T) *net.TCPConn {
+	t.Helper()
+	c, err := p.remote.Dial(ctx(t), "tcp", pubTCPDial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(connDeadline))
+	return c.(*net.TCPConn)
+}
+
+// accept returns the container's end of the next connection.
+func (p *pubTCP) accept(t *testing.T) *net.TCPConn {
+	t.Helper()
+	p.l.SetDeadline(time.Now().Add(2 * time.Second))
+	c, err := p.l.AcceptTCP()
+	if err != nil {
+		t.Fatalf("the container's server accepted nothing: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(connDeadline))
+	return c
+}
+
+// pair connects a client and returns both ends: the client's, and the
+// container server's.
+func (p *pubTCP) pair(t *testing.T) (client, srv *net.TCPConn) {
+	t.Helper()
+	client = p.dial(t)
+	return client, p.accept(t)
+}
+
+// stream is the pseudo-random byte stream seed: what one end sends and
+// the other checks.
+func stream(seed uint64) *rand.ChaCha8 {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	return rand.NewChaCha8(s)
+}
+
+// sendStream writes the first n bytes of the stream seed to w.
+func sendStream(w io.Writer, seed uint64, n int64) error {
+	_, err := io.CopyN(w, stream(seed), n)
+	return err
+}
+
+// checkStream reads r to its end and returns how many bytes came; the
+// error says where they first differ from the stream seed, or how r
+// ended when it did not end cleanly.
+func checkStream(r io.Reader, seed uint64) (int64, error) {
+	want := stream(seed)
+	got, exp := make([]byte, 64<<10), make([]byte, 64<<10)
+	var n int64
+	for {
+		m, err := r.Read(got)
+		if m > 0 {
+			want.Read(exp[:m])
+			if !bytes.Equal(got[:m], exp[:m]) {
+				i := 0
+				for got[i] == exp[i] {
+					i++
+				}
+				return n + int64(i), fmt.Errorf("byte %d differs from what was sent", n+int64(i))
+			}
+			n += int64(m)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// 32 MiB each way at once over one connection, checked byte for byte, and
+// each end of stream seen after the last byte; the container sees the
+// client's own address.
+func TestIntegrationPublishedTCPBulk(t *testing.T) {
+	const n = 32 << 20
+	p := newPubTCP(t, envConfig{}, true)
+	client, srv := p.pair(t)
+	if got, want := srv.RemoteAddr().String(), client.LocalAddr().String(); got != want {
+		t.Errorf("the container sees the client as %s, want %s", got, want)
+	}
+	if got := srv.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); got != remoteAddr.Addr() {
+		t.Errorf("the container sees the client at %v, want the remote %v", got, remoteAddr.Addr())
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	send := func(c *net.TCPConn, seed uint64, who string) {
+		defer wg.Done()
+		if err := sendStream(c, seed, n); err != nil {
+			errs <- fmt.Errorf("%s sending: %w", who, err)
+			return
+		}
+		if err := c.CloseWrite(); err != nil {
+			errs <- fmt.Errorf("%s closing its write side: %w", who, err)
+		}
+	}
+	recv := func(c *net.TCPConn, seed uint64, who string) {
+		defer wg.Done()
+		if got, err := checkStream(c, seed); err != nil || got != n {
+			errs <- fmt.Errorf("%s received %d bytes of %d, then %v", who, got, n, err)
+		}
+	}
+	wg.Add(4)
+	go send(client, 1, "the client")
+	go send(srv, 2, "the container")
+	go recv(srv, 1, "the container")
+	go recv(client, 2, "the client")
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d MiB each way in %v", n>>20, time.Since(start))
+	if err := srv.Close(); err != nil {
+		t.Errorf("the container closing: %v", err)
+	}
+	if err := client.Close(); err != nil {
+		t.Errorf("the client closing: %v", err)
+	}
+}
+
+// Either side may close its write side and go on receiving: the other
+// reads the end of stream, and its answer still arrives whole, followed by
+// its own end of stream.
+func TestIntegrationPublishedTCPHalfClose(t *testing.T) {
+	const n = 256 << 10
+	for _, tc := range []struct {
+		name string
+		// first closes its write side first; second answers after
+		// reading first's end of stream.
+		clientFirst bool
+	}{{"client first", true}, {"container first", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPubTCP(t, envConfig{}, true)
+			client, srv := p.pair(t)
+			first, second := client, srv
+			firstName, secondName := "client", "container"
+			if !tc.clientFirst {
+				first, second = srv, client
+				firstName, secondName = "container", "client"
+			}
+			// The second side, in its goroutine: read to the end, then
+			// answer, then close.
+			done := make(chan error, 1)
+			go func() {
+				if got, err := checkStream(second, 1); err != nil || got != n {
+					done <- fmt.Errorf("the %s received %d bytes of %d, then %v", secondName, got, n, err)
+					return
+				}
+				if err := sendStream(second, 2, n); err != nil {
+					done <- fmt.Errorf("the %s answering after the end of stream: %w", secondName, err)
+					return
+				}
+				done <- second.Close()
+			}()
+			if err := sendStream(first, 1, n); err != nil {
+				t.Fatalf("the %s sending: %v", firstName, err)
+			}
+			if err := first.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := checkStream(first, 2)
+			if err != nil || got != n {
+				t.Errorf("after closing its write side, the %s received %d bytes of %d, then %v", firstName, got, n, err)
+			}
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// The container writes 1 MiB and closes while the client has read none
+// of it: the client, reading late, still gets all of it, then a clean end
+// of stream.
+func TestIntegrationPublishedTCPContainerClosesFirst(t *testing.T) {
+	const n = 1 << 20
+	p := newPubTCP(t, envConfig{}, true)
+	client, srv := p.pair(t)
+	closed := make(chan error, 1)
+	go func() {
+		err := sendStream(srv, 3, n)
+		if err == nil {
+			err = srv.Close()
+		}
+		closed <- err
+	}()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("the container writing and closing: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the container could not write 1 MiB and close in 2 s with the client not reading: the case under test did not happen")
+	}
+	time.Sleep(300 * time.Millisecond) // the client is slow to read
+	if got, err := checkStream(client, 3); err != nil || got != n {
+		t.Fatalf("the client received %d bytes of %d, then %v; want all, then the end of stream", got, n, err)
+	}
+}
+
+// A reset on either side reaches the other as a reset, not as an end of
+// stream, within 2 s, while it is blocked reading.
+func TestIntegrationPublishedTCPReset(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		fromClient bool
+	}{{"from the client", true}, {"from the container", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPubTCP(t, envConfig{}, true)
+			client, srv := p.pair(t)
+			// A byte each way first: the flow is carried end to end.
+			b := make([]byte, 1)
+			if _, err := client.Write([]byte("q")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(srv, b); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := srv.Write([]byte("a")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(client, b); err != nil {
+				t.Fatal(err)
+			}
+			resetter, reader, readerName := client, srv, "container"
+			if !tc.fromClient {
+				resetter, reader, readerName = srv, client, "client"
+			}
+			const wait = 100 * time.Millisecond // for the reader to block
+			reader.SetReadDeadline(time.Now().Add(wait + 2*time.Second))
+			type result struct {
+				n   int
+				err error
+			}
+			res := make(chan result, 1)
+			go func() {
+				n, err := reader.Read(make([]byte, 64))
+				res <- result{n, err}
+			}()
+			time.Sleep(wait)
+			resetter.SetLinger(0)
+			if err := resetter.Close(); err != nil {
+				t.Fatal(err)
+			}
+			r := <-res
+			switch {
+			case errors.Is(r.err, os.ErrDeadlineExceeded):
+				t.Fatalf("the %s's read did not return within 2 s of the reset", readerName)
+			case r.n != 0 || !errors.Is(r.err, syscall.ECONNRESET):
+				t.Fatalf("the %s read %d bytes, %v; want a connection reset", readerName, r.n, r.err)
+			}
+			if !waitFor(2*time.Second, func() bool { return p.up.Flows() == 0 }) {
+				t.Errorf("%d flows carried after the reset", p.up.Flows())
+			}
+		})
+	}
+}
+
+// With nothing listening on the container's port, the container answers
+// the uplink's SYN with a reset, and the client the host accepted is
+// reset at once, with no data.
+func TestIntegrationPublishedTCPNoServer(t *testing.T) {
+	p := newPubTCP(t, envConfig{}, false)
+	c, err := p.remote.Dial(ctx(t), "tcp", pubTCPDial)
+	n := 0
+	if err == nil {
+		// The host accepted the client; the reset follows.
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err = c.Read(make([]byte, 64))
+	} // else the reset came before connect(2) returned, as it may on a busy machine
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		t.Fatal("the client was neither reset nor closed within 2 s")
+	case n != 0 || !errors.Is(err, syscall.ECONNRESET):
+		t.Fatalf("the client read %d bytes, %v; want a connection reset", n, err)
+	}
+	if c := p.up.Counters()["inbound_opened"]; c != 0 {
+		t.Errorf("%d flows opened into the container, which has no server", c)
+	}
+	if !waitFor(2*time.Second, func() bool { return p.up.Flows() == 0 }) {
+		t.Errorf("%d flows carried", p.up.Flows())
+	}
+}
+
+// A reader that stops reading stops its writer: the writer's writes block
+// once the path's buffers are full, well short of what an unbounded
+// buffer would take in a second, and everything written arrives intact
+// when the reader reads again. Both ways.
+func TestIntegrationPublishedTCPBackPressure(t *testing.T) {
+	const (
+		// The reader reads nothing for stall, and longer if need be
+		// (up to maxStall, on a busy machine), until no write of the
+		// writer's has completed for idle: it is blocked, not slowed.
+		stall    = time.Second
+		idle     = 300 * time.Millisecond
+		maxStall = 3 * time.Second
+		// most is what the writer may get through meanwhile: the
+		// buffers of two sockets, the stack's endpoint and the copy
+		// between them hold a few MiB each; an unbounded buffer takes
+		// hundreds of MiB in a second.
+		most = 64 << 20
+	)
+	for _, tc := range []struct {
+		name           string
+		clientWrites   bool
+		writer, reader string
+	}{
+		{"container does not read", true, "client", "container"},
+		{"client does not read", false, "container", "client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPubTCP(t, envConfig{}, true)
+			client, srv := p.pair(t)
+			w, r := client, srv
+			if !tc.clientWrites {
+				w, r = srv, client
+			}
+			w.SetDeadline(time.Now().Add(maxStall + connDeadline))
+			r.SetDeadline(time.Now().Add(maxStall + connDeadline))
+			var written atomic.Int64
+			var stop atomic.Bool
+			wdone := make(chan error, 1)
+			go func() {
+				src := stream(4)
+				buf := make([]byte, 64<<10)
+				for !stop.Load() {
+					src.Read(buf)
+					if _, err := w.Write(buf); err != nil {
+						wdone <- err
+						return
+					}
+					written.Add(int64(len(buf)))
+				}
+				wdone <- w.CloseWrite()
+			}()
+			start := time.Now()
+			last, changed := int64(0), start
+			for {
+				time.Sleep(10 * time.Millisecond)
+				now := time.Now()
+				if n := written.Load(); n != last {
+					last, changed = n, now
+				}
+				if now.Sub(start) >= stall && now.Sub(changed) >= idle || now.Sub(start) >= maxStall || last >= most {
+					break
+				}
+			}
+			blocked := time.Since(changed) >= idle
+			stop.Store(true)
+			t.Logf("the %s wrote %d KiB in %v while the %s did not read", tc.writer, last>>10, time.Since(start).Round(time.Millisecond), tc.reader)
+			if last >= most {
+				t.Errorf("the %s wrote %d MiB while the %s read nothing, want under %d MiB", tc.writer, last>>20, tc.reader, most>>20)
+			} else if !blocked {
+				t.Errorf("the %s's writes went on for %v (%d KiB) while the %s read nothing; want them blocked", tc.writer, maxStall, last>>10, tc.reader)
+			}
+			if last == 0 {
+				t.Errorf("the %s wrote nothing", tc.writer)
+			}
+			got, err := checkStream(r, 4)
+			if werr := <-wdone; werr != nil {
+				t.Fatalf("the %s writing, once the %s read: %v", tc.writer, tc.reader, werr)
+			}
+			if err != nil || got != written.Load() {
+				t.Fatalf("the %s received %d bytes of %d, then %v", tc.reader, got, written.Load(), err)
+			}
+		})
+	}
+}
+
+// 200 clients connected at once each send a request and get its answer;
+// once they have all closed, the uplink carries no flow, and has given
+// back the sockets and goroutines it used, without waiting for the
+// conntrack entries to expire.
+func TestIntegrationPublishedTCPMany(t *testing.T) {
+	const (
+		clients = 200
+		size    = 1 << 10
+	)
+	p := newPubTCP(t, envConfig{}, true)
+	// answer is the container's reply to req: each byte inverted, so a
+	// reply carried to the wrong client shows.
+	answer := func(req []byte) []byte {
+		a := make([]byte, len(req))
+		for i, b := range req {
+			a[i] = ^b
+		}
+		return a
+	}
+	srvErrs := make(chan error, clients)
+	go func() {
+		for {
+			c, err := p.l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(connDeadline))
+				req := make([]byte, size)
+				if _, err := io.ReadFull(c, req); err != nil {
+					srvErrs <- fmt.Errorf("the container reading a request: %w", err)
+					return
+				}
+				if _, err := c.Write(answer(req)); err != nil {
+					srvErrs <- fmt.Errorf("the container answering: %w", err)
+					return
+				}
+				if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+					srvErrs <- fmt.Errorf("the container, after the request: %d more bytes, %v; want the end of stream", len(rest), err)
+				}
+			}()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	fds0, gor0 := countFDs(t), runtime.NumGoroutine()
+
+	conns := make([]net.Conn, clients)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	dialErrs := make(chan error, clients)
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := p.remote.Dial(ctx(t), "tcp", pubTCPDial)
+			if err != nil {
+				dialErrs <- err
+				return
+			}
+			c.SetDeadline(time.Now().Add(connDeadline))
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	close(dialErrs)
+	for err := range dialErrs {
+		t.Fatalf("a client connecting: %v", err)
+	}
+	if !waitFor(3*time.Second, func() bool { return p.up.Flows() == clients }) {
+		t.Fatalf("%d flows carried with %d clients connected", p.up.Flows(), clients)
+	}
+
+	cliErrs := make(chan error, clients)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := make([]byte, size)
+			stream(uint64(100 + i)).Read(req)
+			if _, err := c.Write(req); err != nil {
+				cliErrs <- fmt.Errorf("client %d sending: %w", i, err)
+				return
+			}
+			got := make([]byte, size)
+			if _, err := io.ReadFull(c, got); err != nil {
+				cliErrs <- fmt.Errorf("client %d reading the answer: %w", i, err)
+				return
+			}
+			if !bytes.Equal(got, answer(req)) {
+				cliErrs <- fmt.Errorf("client %d got an answer to another request", i)
+				return
+			}
+			c.(*net.TCPConn).CloseWrite()
+			if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+				cliErrs <- fmt.Errorf("client %d, after the answer: %d more bytes, %v; want the end of stream", i, len(rest), err)
+			}
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	close(cliErrs)
+	for err := range cliErrs {
+		t.Error(err)
+	}
+	// Each server goroutine reports before it closes, so before its
+	// client's end of stream.
+	for len(srvErrs) > 0 {
+		t.Error(<-srvErrs)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	if !waitFor(3*time.Second, func() bool { return p.up.Flows() == 0 }) {
+		t.Fatalf("%d flows carried after every client closed", p.up.Flows())
+	}
+	if !waitFor(5*time.Second, func() bool { return countFDs(t) <= fds0 && runtime.NumGoroutine() <= gor0 }) {
+		t.Fatalf("file descriptors %d (were %d), goroutines %d (were %d)", countFDs(t), fds0, runtime.NumGoroutine(), gor0)
+	}
+}
+
+// A server that speaks first (SMTP, SSH) is carried to a client that has
+// sent nothing: the uplink opens the container's side at once, not on the
+// client's first byte.
+func TestIntegrationPublishedTCPServerSpeaksFirst(t *testing.T) {
+	const banner = "220 ctr ESMTP ready\r\n"
+	p := newPubTCP(t, envConfig{}, true)
+	client := p.dial(t)
+	srvDone := make(chan error, 1)
+	go func() {
+		p.l.SetDeadline(time.Now().Add(2 * time.Second))
+		c, err := p.l.Accept()
+		if err != nil {
+			srvDone <- fmt.Errorf("the container's server accepted nothing: %w", err)
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(connDeadline))
+		if _, err := io.WriteString(c, banner); err != nil {
+			srvDone <- err
+			return
+		}
+		// Then the client's command, and the end of stream.
+		b, err := io.ReadAll(c)
+		if err == nil && string(b) != "QUIT\r\n" {
+			err = fmt.Errorf("the container received %q, want QUIT", b)
+		}
+		srvDone <- err
+	}()
+	client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got := make([]byte, len(banner))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != banner {
+		t.Fatalf("the client read %q, %v; want the banner %q", got, err, banner)
+	}
+	if _, err := io.WriteString(client, "QUIT\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	client.CloseWrite()
+	if err := <-srvDone; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,822 @@
+package hostnet
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// A splice carries a client of a published TCP port into the container
+// without the gVisor stack: the host socket holds the client's side, and
+// the splice speaks TCP to the container with the segments it needs and no
+// buffers of its own, as pasta does. Bytes from the client stay in the
+// host socket until the container acknowledges them: the splice peeks
+// them out (SO_PEEK_OFF keeps its place), sends them, and discards what
+// was acknowledged; going back to the last acknowledged byte is the
+// whole of retransmission. Bytes from the container are written to the
+// host socket as they come and acknowledged once written; what the host
+// socket cannot take at once waits in a buffer the splice's receive window
+// bounds, and the window closes while it waits.
+//
+// A splice costs one goroutine (which reads the host socket and sends to
+// the container) and no timers while the flow is idle; segments from the
+// container are handled on the gateway's goroutine, which writes them to
+// the host socket. Measured with bench/rootless against the stack's path
+// (2026-11-27): see bench/README.md.
+type splice struct {
+	u     *Uplink
+	hc    *net.TCPConn
+	rc    syscall.RawConn
+	fd    int            // hc's descriptor; used under mu while state is not done
+	from  netip.AddrPort // the client as the container sees it
+	to    netip.AddrPort // the container
+	key   conntrack.Tuple
+	f     *flow
+	pseud uint16 // sum of the pseudo-header's addresses and protocol
+
+	wake chan struct{} // cap 1: the reader has something to do
+
+	// The reader's peek, through readFn (no closure per call).
+	rbuf    []byte
+	rn      int
+	rerr    error
+	readFn  func(fd uintptr) bool
+	flushFn func(fd uintptr) bool
+
+	mu    sync.Mutex
+	state spliceState
+	// Sequence space of the bytes to the container: iss is the SYN's,
+	// sndUna the first byte not acknowledged, sndNxt the next to send,
+	// sndMax the highest sent, discarded the first byte still in the
+	// host socket.
+	iss, sndUna, sndNxt, sndMax, discarded uint32
+	sndWnd                                 uint32 // the container's window, in bytes
+	sndShift                               uint8  // its window scale
+	rcvShift                               uint8  // ours: 0 when the container does not scale
+	mss                                    int    // largest segment to the container
+	rcvNxt                                 uint32 // the next byte from the container
+	finSent, finAcked, hostEOF             bool
+	finSeq                                 uint32 // the sequence number of our FIN
+	finRcvd, shutWr                        bool   // the container's FIN came; the host socket's write side shut
+	over                                   []byte // bytes from the container the host socket has not taken yet
+	flushing                               bool   // a goroutine waits for the host socket to take them
+	rewind, wantWnd                        bool   // requests to the reader
+	reseek                                 bool   // the peek offset must follow a rewind
+	retries                                int
+	rto                                    time.Duration
+	timer                                  *time.Timer
+	deadline                               time.Time // of the handshake
+	hostErr                                bool      // the host socket failed: reset the container
+}
+
+type spliceState uint8
+
+const (
+	spliceSynSent spliceState = iota
+	spliceOpen
+	spliceDone
+)
+
+// Parameters of a splice.
+const (
+	// spliceWnd is the receive window offered to the container: what it
+	// may send that the host socket has not taken yet.
+	spliceWnd   = 512 << 10
+	spliceShift = 7 // our window scale: spliceWnd>>7 fits the 16-bit field
+	// spliceDiscard batches the discarding of acknowledged bytes from the
+	// host socket: one system call per this many, or at the end.
+	spliceDiscard = 64 << 10
+	spliceSynRTO  = time.Second
+	spliceMinRTO  = 200 * time.Millisecond
+	spliceMaxRTO  = 30 * time.Second
+	// spliceRetries is how many times a segment is sent again before the
+	// flow is reset, as Linux's tcp_retries2 (15) roughly.
+	spliceRetries = 15
+	// spliceMaxPayload is the most a segment to the container carries: a
+	// GSO frame of the largest IPv4 packet.
+	spliceMaxPayload = 0xffff - 40
+)
+
+// TCP flags.
+const (
+	tcpFin = 0x01
+	tcpSyn = 0x02
+	tcpRst = 0x04
+	tcpPsh = 0x08
+	tcpAck = 0x10
+)
+
+var (
+	isnSeed  = maphash.MakeSeed()
+	peekOffs atomic.Int32 // 1: SO_PEEK_OFF works on TCP; -1: it does not; 0: unknown
+)
+
+// isn is the initial sequence number of a splice from src to dst (RFC
+// 6528): a clock that advances every 64 ns, plus a secret hash of the
+// tuple, so a client reusing its port starts above its last connection
+// and the container's TIME_WAIT takes the new SYN.
+func isn(src, dst netip.AddrPort) uint32 {
+	var h maphash.Hash
+	h.SetSeed(isnSeed)
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	h.Write(s[:])
+	h.Write(d[:])
+	var p [4]byte
+	binary.BigEndian.PutUint16(p[:], src.Port())
+	binary.BigEndian.PutUint16(p[2:], dst.Port())
+	h.Write(p[:])
+	return uint32(h.Sum64()) + uint32(time.Now().UnixNano()>>6)
+}
+
+// newSplice makes the splice of the accepted client hc, shown to the
+// container as from, to the container at to. It does not send yet.
+func (u *Uplink) newSplice(hc *net.TCPConn, from, to netip.AddrPort) (*splice, error) {
+	rc, err := hc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	s := &splice{u: u, hc: hc, rc: rc, from: from, to: to, fd: -1, wake: make(chan struct{}, 1), rto: spliceMinRTO}
+	s.readFn, s.flushFn = s.peekRaw, s.flushRaw
+	if err := rc.Control(func(fd uintptr) { s.fd = int(fd) }); err != nil {
+		return nil, err
+	}
+	if err := s.usePeekOffset(); err != nil {
+		return nil, err
+	}
+
+	s.key = conntrack.Tuple{Src: to.Addr(), Dst: from.Addr(), SrcPort: to.Port(), DstPort: from.Port(), Proto: conntrack.ProtoTCP}
+	var w [12]byte
+	s4, d4 := from.Addr().As4(), to.Addr().As4()
+	copy(w[:], s4[:])
+	copy(w[4:], d4[:])
+	binary.BigEndian.PutUint16(w[8:], uint16(conntrack.ProtoTCP))
+	s.pseud = nat.Sum(w[:10], 0)
+	s.iss = isn(from, to)
+	s.sndUna, s.sndNxt, s.sndMax, s.discarded = s.iss, s.iss+1, s.iss+1, s.iss+1
+	return s, nil
+}
+
+// usePeekOffset turns on the host socket's peek offset (Linux 6.10 and
+// later for TCP), so each peek starts where the last one ended. Without
+// it, each peek skips the bytes sent and not acknowledged into a scratch
+// buffer.
+func (s *splice) usePeekOffset() error {
+	if peekOffs.Load() < 0 {
+		return nil
+	}
+	err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
+	switch {
+	case err == nil:
+		peekOffs.Store(1)
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOPROTOOPT):
+		peekOffs.Store(-1)
+	default:
+		return err
+	}
+	return nil
+}
+
+// connect sends the SYN and waits for the container's answer: it reports
+// whether the connection is open. A reset, silence past ConnectTimeout or
+// the uplink's end leave the splice done.
+func (s *splice) connect() bool {
+	s.mu.Lock()
+	s.deadline = time.Now().Add(s.u.cfg.ConnectTimeout)
+	s.rto = spliceSynRTO
+	s.armLocked()
+	s.mu.Unlock()
+	s.sendSyn()
+	for range s.wake {
+		s.mu.Lock()
+		st := s.state
+		s.mu.Unlock()
+		if st != spliceSynSent {
+			return st == spliceOpen
+		}
+	}
+	return false
+}
+
+// sendSyn sends the SYN, with our MSS and window scale.
+func (s *splice) sendSyn() {
+	var opts [8]byte
+	binary.BigEndian.PutUint32(opts[0:], 2<<24|4<<16|uint32(s.u.mtu-40)) // MSS
+	binary.BigEndian.PutUint32(opts[4:], 1<<24|3<<16|3<<8|spliceShift)   // NOP, window scale
+	s.send(s.iss, 0, tcpSyn, 0xffff, opts[:], nil, 0)
+}
+
+// send sends the container one segment: without payload when bp is nil,
+// else with n bytes already at the payload's place in the pooled frame
+// bp, which send takes.
+func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp *[]byte, n int) {
+	hl := 20 + len(opts)
+	if bp == nil {
+		bp, n = s.u.ln.pool.Get().(*[]byte), 0
+	}
+	b := (*bp)[nat.Headroom:]
+	total := 20 + hl + n
+	ipv4Header(b, total, conntrack.ProtoTCP, s.from.Addr(), s.to.Addr())
+	t := b[20:]
+	binary.BigEndian.PutUint16(t[0:], s.from.Port())
+	binary.BigEndian.PutUint16(t[2:], s.to.Port())
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], ack)
+	t[12] = byte(hl/4) << 4
+	t[13] = flags
+	binary.BigEndian.PutUint16(t[14:], wnd)
+	t[18], t[19] = 0, 0
+	copy(t[20:], opts)
+	// The checksum is left to the bridge or the container's kernel: the
+	// field holds the pseudo-header's sum.
+	var l [2]byte
+	binary.BigEndian.PutUint16(l[:], uint16(hl+n))
+	binary.BigEndian.PutUint16(t[16:], nat.Sum(l[:], s.pseud))
+	off := bridge.Offload{Flags: bridge.OffloadNeedsCsum, CsumStart: nat.Headroom + 20, CsumOffset: 16}
+	if n > s.mss && s.mss > 0 {
+		off.GSO, off.GSOSize, off.HdrLen = bridge.GSOTCPv4, uint16(s.mss), uint16(nat.Headroom+20+hl)
+	}
+	s.u.ln.push(bp, nat.Headroom+total, off)
+}
+
+// windowLocked is the receive window to advertise, scaled.
+func (s *splice) windowLocked() uint16 {
+	w := max(spliceWnd-len(s.over), 0) >> s.rcvShift
+	return uint16(min(w, 0xffff))
+}
+
+// ackLocked returns what a segment acknowledging the container carries.
+func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
+	return s.sndNxt, s.rcvNxt, s.windowLocked()
+}
+
+// signal wakes the reader.
+func (s *splice) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// interrupt wakes the reader, even from a wait for the host socket.
+func (s *splice) interrupt() {
+	s.signal()
+	s.hc.SetReadDeadline(time.Unix(1, 0))
+}
+
+// armLocked starts the timer for the segment outstanding, or a probe.
+func (s *splice) armLocked() {
+	if s.timer == nil {
+		s.timer = time.AfterFunc(s.rto, s.onTimer)
+		return
+	}
+	s.timer.Reset(s.rto)
+}
+
+func (s *splice) disarmLocked() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.retries, s.rto = 0, spliceMinRTO
+}
+
+// onTimer sends the SYN again, goes back to the last acknowledged byte,
+// or probes a closed window; a handshake past its deadline, or a segment
+// sent spliceRetries times, ends the flow.
+func (s *splice) onTimer() {
+	s.mu.Lock()
+	if s.state == spliceDone {
+		s.mu.Unlock()
+		return
+	}
+	if s.state == spliceSynSent {
+		if time.Now().After(s.deadline) {
+			s.mu.Unlock()
+			s.abort(true, false, "the container did not answer")
+			return
+		}
+		s.rto = min(2*s.rto, spliceMaxRTO)
+		s.armLocked()
+		s.mu.Unlock()
+		s.sendSyn()
+		return
+	}
+	if s.retries++; s.retries > spliceRetries {
+		s.mu.Unlock()
+		s.abort(true, true, "retransmissions exhausted")
+		return
+	}
+	s.rto = min(2*s.rto, spliceMaxRTO)
+	s.armLocked()
+	switch {
+	case s.sndUna != s.sndNxt:
+		s.rewind = true
+		s.mu.Unlock()
+		s.interrupt()
+	case s.wantWnd:
+		seq, ack, wnd := s.ackLocked()
+		s.mu.Unlock()
+		// A byte already acknowledged draws the container's window.
+		s.send(seq-1, ack, tcpAck, wnd, nil, nil, 0)
+	default:
+		s.mu.Unlock()
+	}
+}
+
+// run reads the host socket and sends to the container until the flow
+// is done, then releases it. The splice is open.
+func (s *splice) run() {
+	defer s.finish()
+	for {
+		s.mu.Lock()
+		if s.state == spliceDone {
+			s.mu.Unlock()
+			return
+		}
+		if s.rewind {
+			// Back to the first byte not acknowledged; a FIN not
+			// acknowledged goes again after it, when the peek finds the
+			// end of stream again.
+			s.rewind, s.reseek = false, true
+			s.sndNxt = s.sndUna
+			if s.finSent && !s.finAcked {
+				s.finSent, s.hostEOF = false, false
+			}
+		}
+		if !s.discardLocked(s.hostEOF) {
+			s.mu.Unlock()
+			s.abort(false, true, "discarding from the host socket failed")
+			return
+		}
+		skip := int(s.sndNxt - s.discarded)
+		if s.reseek && peekOffs.Load() > 0 {
+			s.reseek = false
+			if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, skip); err != nil {
+				s.mu.Unlock()
+				s.abort(true, true, "setting the peek offset failed")
+				return
+			}
+		}
+		can := int(int64(s.sndUna) + int64(s.sndWnd) - int64(s.sndNxt))
+		if peekOffs.Load() < 0 {
+			can = min(can, len(skipBuf())-skip) // the scratch bounds what is in flight
+		}
+		s.wantWnd = can <= 0 && !s.hostEOF && s.sndUna == s.sndNxt
+		if s.wantWnd {
+			s.armLocked()
+		}
+		wait := s.hostEOF || can <= 0
+		s.mu.Unlock()
+
+		if wait {
+			<-s.wake
+			continue
+		}
+		bp := s.u.ln.pool.Get().(*[]byte)
+		n, err := s.peek(bp, min(can, spliceMaxPayload))
+		switch {
+		case n > 0:
+			s.mu.Lock()
+			seq := s.sndNxt
+			s.sndNxt += uint32(n)
+			if int32(s.sndNxt-s.sndMax) > 0 {
+				s.sndMax = s.sndNxt
+			}
+			if s.timer == nil || s.sndUna == seq {
+				s.armLocked()
+			}
+			_, ack, wnd := s.ackLocked()
+			s.mu.Unlock()
+			s.send(seq, ack, tcpAck|tcpPsh, wnd, nil, bp, n)
+		case err == nil: // the client closed its side
+			s.u.ln.pool.Put(bp)
+			s.mu.Lock()
+			s.hostEOF = true
+			if s.finSent || s.state == spliceDone {
+				s.mu.Unlock()
+				continue
+			}
+			s.finSent, s.finSeq = true, s.sndNxt
+			s.sndNxt++
+			s.sndMax = max(s.sndMax, s.sndNxt)
+			s.armLocked()
+			seq, ack, wnd := s.finSeq, s.rcvNxt, s.windowLocked()
+			s.mu.Unlock()
+			s.send(seq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.u.ln.pool.Put(bp)
+			s.hc.SetReadDeadline(time.Time{}) // interrupted: see what is asked
+		default: // reset by the client, or closed under us
+			s.u.ln.pool.Put(bp)
+			s.abort(false, true, "reading the host socket failed")
+			return
+		}
+	}
+}
+
+// peek reads up to max bytes from the host socket, past the ones sent
+// already, into the frame bp at the
+// payload's place, waiting for the socket while it is empty. n is 0 with
+// a nil error at the client's end of stream.
+func (s *splice) peek(bp *[]byte, max int) (int, error) {
+	s.rbuf = (*bp)[nat.Headroom+40 : nat.Headroom+40+max]
+	s.rn, s.rerr = 0, nil
+	err := s.rc.Read(s.readFn)
+	s.rbuf = nil
+	if err != nil {
+		return 0, err
+	}
+	return s.rn, s.rerr
+}
+
+// peekRaw is peek's system call; it reports false to wait for the socket.
+func (s *splice) peekRaw(fd uintptr) bool {
+	var n int
+	var err error
+	if peekOffs.Load() > 0 {
+		n, err = recvPeek(fd, s.rbuf)
+	} else {
+		// Without a peek offset, the bytes to skip depend on what the
+		// gateway's goroutine discarded meanwhile.
+		s.mu.Lock()
+		n, err = recvPeekSkip(fd, s.rbuf, int(s.sndNxt-s.discarded))
+		s.mu.Unlock()
+	}
+	switch {
+	case err == unix.EINTR:
+		return s.peekRaw(fd)
+	case err == unix.EAGAIN:
+		return false
+	case err != nil:
+		s.rerr = err
+	default:
+		s.rn = n
+	}
+	return true
+}
+
+func recvPeek(fd uintptr, b []byte) (int, error) {
+	r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// skipBuf takes the bytes a peek without a peek offset skips, for every
+// splice at once: nobody reads it. It bounds the bytes in flight then.
+var skipBuf = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
+
+// recvPeekSkip peeks past skip bytes, into skipBuf.
+func recvPeekSkip(fd uintptr, b []byte, skip int) (int, error) {
+	iov := [2]unix.Iovec{{Base: &skipBuf()[0]}, {Base: &b[0]}}
+	iov[0].SetLen(skip)
+	iov[1].SetLen(len(b))
+	msg := unix.Msghdr{Iov: &iov[0], Iovlen: 2}
+	if skip == 0 {
+		msg.Iov, msg.Iovlen = &iov[1], 1
+	}
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if e != 0 {
+		return 0, e
+	}
+	n := int(r) - skip
+	if n < 0 {
+		return 0, unix.EAGAIN // nothing past what was sent
+	}
+	return n, nil
+}
+
+// discardLocked drops the acknowledged bytes from the host socket when
+// they are spliceDiscard or more, or when all is true, or when every byte
+// sent is acknowledged: the peeked bytes take room in the socket's receive
+// window, which may be small, and once nothing is in flight no other
+// acknowledgement would come to free it. It reports false when the host
+// socket failed.
+func (s *splice) discardLocked(all bool) bool {
+	end := s.sndUna // the bytes acknowledged end here; the FIN is none
+	if s.finSent && int32(end-s.finSeq) > 0 {
+		end = s.finSeq
+	}
+	n := int(end - s.discarded)
+	if n <= 0 || n < spliceDiscard && !all && s.sndUna != s.sndNxt || s.state == spliceDone {
+		return true
+	}
+	for n > 0 {
+		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, uintptr(n), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EINTR:
+		case e != 0 || r == 0:
+			return false
+		default:
+			n -= int(r)
+			s.discarded += uint32(r)
+		}
+	}
+	return true
+}
+
+// input handles a segment from the container: h is its TCP header and
+// payload its data. It runs on the gateway's goroutine.
+func (s *splice) input(h header.TCP, payload []byte) {
+	flags := uint8(h.Flags())
+	seq, ack := h.SequenceNumber(), h.AckNumber()
+	s.mu.Lock()
+	switch s.state {
+	case spliceDone:
+		s.mu.Unlock()
+		return
+	case spliceSynSent:
+		s.synSentLocked(h, flags, seq, ack)
+		return
+	}
+	if flags&tcpRst != 0 {
+		// In the window only (RFC 5961): anything else is not the
+		// container's.
+		ok := seq-s.rcvNxt < uint32(spliceWnd)
+		s.mu.Unlock()
+		if ok {
+			s.abort(true, false, "reset by the container")
+		}
+		return
+	}
+	if flags&tcpSyn != 0 || flags&tcpAck == 0 {
+		s.mu.Unlock()
+		return
+	}
+	opened := s.ackLocked0(ack, h.WindowSize())
+	if opened && !s.discardLocked(false) {
+		s.mu.Unlock()
+		s.abort(false, true, "discarding from the host socket failed")
+		return
+	}
+	reply := false
+	if len(payload) > 0 || flags&tcpFin != 0 {
+		reply = true
+		if d := s.rcvNxt - seq; int32(d) >= 0 && !s.finRcvd {
+			if int(d) < len(payload) && !s.takeLocked(payload[d:]) {
+				s.mu.Unlock()
+				s.abort(false, true, "writing to the host socket failed") // the client is gone
+				return
+			}
+			if flags&tcpFin != 0 && seq+uint32(len(payload)) == s.rcvNxt {
+				s.rcvNxt++
+				s.finRcvd = true
+				s.shutLocked()
+			}
+		}
+	}
+	done := s.doneLocked()
+	seqNxt, ackNxt, wnd := s.ackLocked()
+	s.mu.Unlock()
+	if reply {
+		s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
+	}
+	if opened || done {
+		s.signal()
+	}
+}
+
+// synSentLocked handles the container's answer to the SYN, and unlocks.
+func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
+	if flags&tcpAck == 0 || ack != s.iss+1 {
+		s.mu.Unlock()
+		return
+	}
+	if flags&tcpRst != 0 {
+		s.mu.Unlock()
+		s.u.stats.InboundRefused.Add(1)
+		s.abort(true, false, "refused by the container") // refused: so is the client
+		return
+	}
+	if flags&tcpSyn == 0 {
+		s.mu.Unlock()
+		return
+	}
+	o := header.ParseSynOptions(h.Options(), true)
+	s.mss = min(int(o.MSS), s.u.mtu-40)
+	if o.WS >= 0 {
+		s.sndShift, s.rcvShift = uint8(min(o.WS, 14)), spliceShift
+	}
+	s.sndWnd = uint32(h.WindowSize()) // not scaled in a SYN
+	s.rcvNxt = seq + 1
+	s.sndUna = s.iss + 1
+	s.state = spliceOpen
+	s.disarmLocked()
+	seqNxt, ackNxt, wnd := s.ackLocked()
+	s.mu.Unlock()
+	s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
+	s.signal()
+}
+
+// ackLocked0 takes the acknowledgement ack and window wnd of an open
+// splice, and reports whether the reader has more to send now.
+func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
+	if int32(ack-s.sndUna) < 0 || int32(ack-s.sndMax) > 0 {
+		return false // old, or for bytes never sent
+	}
+	before := s.sndUna + s.sndWnd
+	advanced := ack != s.sndUna
+	s.sndUna = ack
+	if int32(s.sndNxt-ack) < 0 {
+		s.sndNxt = ack // acknowledged past a rewind
+	}
+	s.sndWnd = uint32(wnd) << s.sndShift
+	if s.finSent && ack == s.finSeq+1 {
+		s.finAcked = true
+	}
+	switch {
+	case s.sndUna == s.sndNxt:
+		s.disarmLocked()
+	case advanced:
+		s.retries, s.rto = 0, spliceMinRTO
+		s.armLocked()
+	}
+	return advanced || s.sndUna+s.sndWnd != before
+}
+
+// takeLocked writes data from the container to the host socket, or keeps
+// what it does not take now, within the window. It reports false when the
+// host socket failed.
+func (s *splice) takeLocked(data []byte) bool {
+	if s.shutWr {
+		return true
+	}
+	if room := spliceWnd + 0xffff - len(s.over); len(data) > room {
+		data = data[:max(room, 0)] // beyond the window: sent again
+	}
+	n := 0
+	if len(s.over) == 0 {
+		var err error
+		n, err = sendHost(s.fd, data)
+		if err != nil && err != unix.EAGAIN {
+			return false
+		}
+	}
+	s.rcvNxt += uint32(len(data))
+	if n < len(data) {
+		s.over = append(s.over, data[n:]...)
+		if !s.flushing {
+			s.flushing = true
+			s.u.wg.Add(1)
+			go s.flush()
+		}
+	}
+	return true
+}
+
+// shutLocked shuts the host socket's write side once the container's FIN
+// came and every byte before it went.
+func (s *splice) shutLocked() {
+	if s.finRcvd && len(s.over) == 0 && !s.shutWr && s.state != spliceDone {
+		s.shutWr = true
+		unix.Shutdown(s.fd, unix.SHUT_WR)
+	}
+}
+
+// doneLocked marks the splice done when both sides closed and the
+// container has our FIN.
+func (s *splice) doneLocked() bool {
+	if s.state == spliceOpen && s.finAcked && s.shutWr {
+		s.state = spliceDone
+		s.disarmLocked()
+		return true
+	}
+	return false
+}
+
+func sendHost(fd int, b []byte) (int, error) {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), nil
+	}
+}
+
+// flush waits for the host socket to take the bytes kept for it, then
+// opens the window again.
+func (s *splice) flush() {
+	defer s.u.wg.Done()
+	err := s.rc.Write(s.flushFn)
+	s.mu.Lock()
+	s.flushing = false
+	if err != nil || s.hostErr {
+		s.mu.Unlock()
+		s.abort(false, true, "writing to the host socket failed")
+		return
+	}
+	s.shutLocked()
+	done := s.doneLocked()
+	seq, ack, wnd := s.ackLocked()
+	st := s.state
+	s.mu.Unlock()
+	if st == spliceOpen {
+		s.send(seq, ack, tcpAck, wnd, nil, nil, 0) // the window opens
+	}
+	if done {
+		s.signal()
+	}
+}
+
+// flushRaw is flush's system call: it reports false to wait for room.
+func (s *splice) flushRaw(fd uintptr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.over) > 0 && s.state != spliceDone {
+		n, err := sendHost(int(fd), s.over)
+		if err == unix.EAGAIN {
+			return false
+		}
+		if err != nil {
+			s.hostErr = true
+			return true
+		}
+		s.over = s.over[n:]
+	}
+	s.over = nil
+	return true
+}
+
+// abort ends the splice at once, for the reason why: resetHost resets the
+// client (else its socket closes), resetCtr the container.
+func (s *splice) abort(resetHost, resetCtr bool, why string) {
+	s.mu.Lock()
+	if s.state == spliceDone {
+		s.mu.Unlock()
+		return
+	}
+	s.u.log.Debug("hostnet: published port: flow ends", "client", s.from, "ctr", s.to, "why", why)
+	was := s.state
+	s.state = spliceDone
+	s.disarmLocked()
+	seq, ack := s.sndNxt, s.rcvNxt
+	if was == spliceSynSent {
+		seq = s.iss + 1
+	}
+	s.mu.Unlock()
+	if resetCtr {
+		s.send(seq, ack, tcpRst|tcpAck, 0, nil, nil, 0)
+	}
+	if resetHost {
+		s.hc.SetLinger(0)
+	}
+	s.hc.Close()
+	s.signal()
+}
+
+// finish releases a done splice: its host socket, its place in the
+// uplink's tables.
+func (s *splice) finish() {
+	s.hc.Close()
+	s.u.smu.Lock()
+	if s.u.splices[s.key] == s {
+		delete(s.u.splices, s.key)
+	}
+	s.u.smu.Unlock()
+	if s.f != nil {
+		s.f.ended()
+	}
+}
+
+// toSplice hands a TCP packet from a container to its splice, and reports
+// whether there was one.
+func (u *Uplink) toSplice(pkt []byte) bool {
+	ihl := int(pkt[0]&0xf) * 4
+	if ihl < 20 || len(pkt) < ihl+header.TCPMinimumSize {
+		return false
+	}
+	t := header.TCP(pkt[ihl:])
+	key := conntrack.Tuple{
+		Src: netip.AddrFrom4([4]byte(pkt[12:16])), Dst: netip.AddrFrom4([4]byte(pkt[16:20])),
+		SrcPort: t.SourcePort(), DstPort: t.DestinationPort(), Proto: conntrack.ProtoTCP,
+	}
+	u.smu.RLock()
+	s := u.splices[key]
+	u.smu.RUnlock()
+	if s == nil {
+		return false
+	}
+	if doff := int(t.DataOffset()); doff >= header.TCPMinimumSize && doff <= len(t) {
+		s.input(t[:doff], t[doff:])
+	}
+	return true
+}
