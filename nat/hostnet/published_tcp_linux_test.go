@@ -137,20 +137,10 @@ func checkStream(r io.Reader, seed uint64) (int64, error) {
 	}
 }
 
-// 32 MiB each way at once over one connection, checked byte for byte, and
-// each end of stream seen after the last byte; the container sees the
-// client's own address.
-func TestIntegrationPublishedTCPBulk(t *testing.T) {
-	const n = 32 << 20
-	p := newPubTCP(t, envConfig{}, true)
-	client, srv := p.pair(t)
-	if got, want := srv.RemoteAddr().String(), client.LocalAddr().String(); got != want {
-		t.Errorf("the container sees the client as %s, want %s", got, want)
-	}
-	if got := srv.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); got != remoteAddr.Addr() {
-		t.Errorf("the container sees the client at %v, want the remote %v", got, remoteAddr.Addr())
-	}
-	start := time.Now()
+// bothWays sends n bytes each way at once between client and srv, each
+// followed by its end of stream, and checks what each side receives.
+func bothWays(t *testing.T, client, srv *net.TCPConn, n int64) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	send := func(c *net.TCPConn, seed uint64, who string) {
@@ -179,6 +169,23 @@ func TestIntegrationPublishedTCPBulk(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// 32 MiB each way at once over one connection, checked byte for byte, and
+// each end of stream seen after the last byte; the container sees the
+// client's own address.
+func TestIntegrationPublishedTCPBulk(t *testing.T) {
+	const n = 32 << 20
+	p := newPubTCP(t, envConfig{}, true)
+	client, srv := p.pair(t)
+	if got, want := srv.RemoteAddr().String(), client.LocalAddr().String(); got != want {
+		t.Errorf("the container sees the client as %s, want %s", got, want)
+	}
+	if got := srv.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); got != remoteAddr.Addr() {
+		t.Errorf("the container sees the client at %v, want the remote %v", got, remoteAddr.Addr())
+	}
+	start := time.Now()
+	bothWays(t, client, srv, n)
 	t.Logf("%d MiB each way in %v", n>>20, time.Since(start))
 	if err := srv.Close(); err != nil {
 		t.Errorf("the container closing: %v", err)

@@ -51,9 +51,7 @@ type splice struct {
 
 	wake chan struct{} // cap 1: the reader has something to do
 
-	// The reader's peek, through readFn (no closure per call).
-	rbuf    []byte
-	rn      int
+	// The reader's callbacks (no closure per call), and its error.
 	rerr    error
 	readFn  func(fd uintptr) bool
 	flushFn func(fd uintptr) bool
@@ -70,8 +68,11 @@ type splice struct {
 	rcvShift                               uint8  // ours: 0 when the container does not scale
 	mss                                    int    // largest segment to the container
 	rcvNxt                                 uint32 // the next byte from the container
-	finSent, finAcked, hostEOF             bool
-	finSeq                                 uint32 // the sequence number of our FIN
+	rcvAcked                               uint32 // the last acknowledgement sent
+	ackDue                                 bool   // rcvNxt is to be acknowledged: by the next segment, or the delayed-ACK timer
+	dtimer                                 *time.Timer
+	finAt, finSent, finAcked, hostEOF      bool   // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
+	finSeq                                 uint32 // the sequence number of our FIN, once finAt
 	finRcvd, shutWr                        bool   // the container's FIN came; the host socket's write side shut
 	over                                   []byte // bytes from the container the host socket has not taken yet
 	flushing                               bool   // a goroutine waits for the host socket to take them
@@ -130,6 +131,8 @@ var (
 // 6528): a clock that advances every 64 ns, plus a secret hash of the
 // tuple, so a client reusing its port starts above its last connection
 // and the container's TIME_WAIT takes the new SYN.
+var isnOf = isn // tests move it, to cross the sequence space's end
+
 func isn(src, dst netip.AddrPort) uint32 {
 	var h maphash.Hash
 	h.SetSeed(isnSeed)
@@ -151,7 +154,7 @@ func (u *Uplink) newSplice(hc *net.TCPConn, from, to netip.AddrPort) (*splice, e
 		return nil, err
 	}
 	s := &splice{u: u, hc: hc, rc: rc, from: from, to: to, fd: -1, wake: make(chan struct{}, 1), rto: spliceMinRTO}
-	s.readFn, s.flushFn = s.peekRaw, s.flushRaw
+	s.readFn, s.flushFn = s.readRaw, s.flushRaw
 	if err := rc.Control(func(fd uintptr) { s.fd = int(fd) }); err != nil {
 		return nil, err
 	}
@@ -166,7 +169,7 @@ func (u *Uplink) newSplice(hc *net.TCPConn, from, to netip.AddrPort) (*splice, e
 	copy(w[4:], d4[:])
 	binary.BigEndian.PutUint16(w[8:], uint16(conntrack.ProtoTCP))
 	s.pseud = nat.Sum(w[:10], 0)
-	s.iss = isn(from, to)
+	s.iss = isnOf(from, to)
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = s.iss, s.iss+1, s.iss+1, s.iss+1
 	return s, nil
 }
@@ -247,7 +250,7 @@ func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp 
 	binary.BigEndian.PutUint16(l[:], uint16(hl+n))
 	binary.BigEndian.PutUint16(t[16:], nat.Sum(l[:], s.pseud))
 	off := bridge.Offload{Flags: bridge.OffloadNeedsCsum, CsumStart: nat.Headroom + 20, CsumOffset: 16}
-	if n > s.mss && s.mss > 0 {
+	if n > 0 && n > s.mss && s.mss > 0 { // s.mss is set before any payload goes
 		off.GSO, off.GSOSize, off.HdrLen = bridge.GSOTCPv4, uint16(s.mss), uint16(nat.Headroom+20+hl)
 	}
 	s.u.ln.push(bp, nat.Headroom+total, off)
@@ -259,9 +262,27 @@ func (s *splice) windowLocked() uint16 {
 	return uint16(min(w, 0xffff))
 }
 
-// ackLocked returns what a segment acknowledging the container carries.
+// ackLocked returns what a segment acknowledging the container carries,
+// and notes it sent: the caller sends the segment.
 func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
+	s.rcvAcked, s.ackDue = s.rcvNxt, false
 	return s.sndNxt, s.rcvNxt, s.windowLocked()
+}
+
+// ackDelay is how long an acknowledgement of the container's bytes may
+// wait for a segment of ours to ride on (an answer from the client, or
+// our FIN): far below the container's retransmission timeout (200 ms at
+// least), and short enough for a sender that waits for it (Nagle).
+const ackDelay = time.Millisecond
+
+// delayAckLocked schedules the acknowledgement of what came.
+func (s *splice) delayAckLocked() {
+	s.ackDue = true
+	if s.dtimer == nil {
+		s.dtimer = time.AfterFunc(ackDelay, s.ackIfDue)
+		return
+	}
+	s.dtimer.Reset(ackDelay)
 }
 
 // signal wakes the reader.
@@ -294,6 +315,15 @@ func (s *splice) disarmLocked() {
 	s.retries, s.rto = 0, spliceMinRTO
 }
 
+// stopLocked marks the splice done and stops its timers.
+func (s *splice) stopLocked() {
+	s.state = spliceDone
+	s.disarmLocked()
+	if s.dtimer != nil {
+		s.dtimer.Stop()
+	}
+}
+
 // onTimer sends the SYN again, goes back to the last acknowledged byte,
 // or probes a closed window; a handshake past its deadline, or a segment
 // sent spliceRetries times, ends the flow.
@@ -315,6 +345,10 @@ func (s *splice) onTimer() {
 		s.sendSyn()
 		return
 	}
+	if s.sndUna == s.sndNxt && !s.wantWnd {
+		s.mu.Unlock() // stopped too late: nothing is outstanding
+		return
+	}
 	if s.retries++; s.retries > spliceRetries {
 		s.mu.Unlock()
 		s.abort(true, true, "retransmissions exhausted")
@@ -324,6 +358,7 @@ func (s *splice) onTimer() {
 	s.armLocked()
 	switch {
 	case s.sndUna != s.sndNxt:
+		s.u.stats.InboundRetransmits.Add(1)
 		s.rewind = true
 		s.mu.Unlock()
 		s.interrupt()
@@ -362,111 +397,162 @@ func (s *splice) run() {
 			s.abort(false, true, "discarding from the host socket failed")
 			return
 		}
-		skip := int(s.sndNxt - s.discarded)
 		if s.reseek && peekOffs.Load() > 0 {
 			s.reseek = false
-			if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, skip); err != nil {
+			if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
 				s.mu.Unlock()
 				s.abort(true, true, "setting the peek offset failed")
 				return
 			}
 		}
-		can := int(int64(s.sndUna) + int64(s.sndWnd) - int64(s.sndNxt))
-		if peekOffs.Load() < 0 {
-			can = min(can, len(skipBuf())-skip) // the scratch bounds what is in flight
-		}
+		can := s.canLocked()
 		s.wantWnd = can <= 0 && !s.hostEOF && s.sndUna == s.sndNxt
 		if s.wantWnd {
 			s.armLocked()
 		}
-		wait := s.hostEOF || can <= 0
-		s.mu.Unlock()
-
-		if wait {
+		if s.hostEOF || can <= 0 {
+			ack, seq, wnd := s.ackDue, s.sndNxt, uint16(0)
+			var rcv uint32
+			if ack {
+				seq, rcv, wnd = s.ackLocked()
+			}
+			s.mu.Unlock()
+			if ack {
+				s.send(seq, rcv, tcpAck, wnd, nil, nil, 0)
+			}
 			<-s.wake
 			continue
 		}
-		bp := s.u.ln.pool.Get().(*[]byte)
-		n, err := s.peek(bp, min(can, spliceMaxPayload))
+		s.mu.Unlock()
+		s.rerr = nil
+		err := s.rc.Read(s.readFn)
 		switch {
-		case n > 0:
-			s.mu.Lock()
-			seq := s.sndNxt
-			s.sndNxt += uint32(n)
-			if int32(s.sndNxt-s.sndMax) > 0 {
-				s.sndMax = s.sndNxt
-			}
-			if s.timer == nil || s.sndUna == seq {
-				s.armLocked()
-			}
-			_, ack, wnd := s.ackLocked()
-			s.mu.Unlock()
-			s.send(seq, ack, tcpAck|tcpPsh, wnd, nil, bp, n)
-		case err == nil: // the client closed its side
-			s.u.ln.pool.Put(bp)
-			s.mu.Lock()
-			s.hostEOF = true
-			if s.finSent || s.state == spliceDone {
-				s.mu.Unlock()
-				continue
-			}
-			s.finSent, s.finSeq = true, s.sndNxt
-			s.sndNxt++
-			s.sndMax = max(s.sndMax, s.sndNxt)
-			s.armLocked()
-			seq, ack, wnd := s.finSeq, s.rcvNxt, s.windowLocked()
-			s.mu.Unlock()
-			s.send(seq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
+		case err == nil && s.rerr == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			s.u.ln.pool.Put(bp)
 			s.hc.SetReadDeadline(time.Time{}) // interrupted: see what is asked
 		default: // reset by the client, or closed under us
-			s.u.ln.pool.Put(bp)
 			s.abort(false, true, "reading the host socket failed")
 			return
 		}
 	}
 }
 
-// peek reads up to max bytes from the host socket, past the ones sent
-// already, into the frame bp at the
-// payload's place, waiting for the socket while it is empty. n is 0 with
-// a nil error at the client's end of stream.
-func (s *splice) peek(bp *[]byte, max int) (int, error) {
-	s.rbuf = (*bp)[nat.Headroom+40 : nat.Headroom+40+max]
-	s.rn, s.rerr = 0, nil
-	err := s.rc.Read(s.readFn)
-	s.rbuf = nil
-	if err != nil {
-		return 0, err
+// canLocked is how many bytes the container's window takes now.
+func (s *splice) canLocked() int {
+	can := int(int32(s.sndUna + s.sndWnd - s.sndNxt))
+	if peekOffs.Load() < 0 {
+		// The scratch buffer bounds what is in flight.
+		can = min(can, len(skipBuf())-int(s.sndNxt-s.discarded))
 	}
-	return s.rn, s.rerr
+	return min(can, spliceMaxPayload)
 }
 
-// peekRaw is peek's system call; it reports false to wait for the socket.
-func (s *splice) peekRaw(fd uintptr) bool {
-	var n int
-	var err error
-	if peekOffs.Load() > 0 {
-		n, err = recvPeek(fd, s.rbuf)
-	} else {
-		// Without a peek offset, the bytes to skip depend on what the
-		// gateway's goroutine discarded meanwhile.
+// readRaw sends the container what the host socket holds, as long as the
+// container's window takes it, from the host socket's read callback: it
+// reports false to wait for the socket, which keeps any wake-up that came
+// while it ran (a new call of rc.Read would not). It reports true to
+// leave the waiting to run: the
+// window is closed, the stream ended, something was asked (a rewind), or
+// the socket failed (s.rerr).
+func (s *splice) readRaw(fd uintptr) bool {
+	for {
 		s.mu.Lock()
-		n, err = recvPeekSkip(fd, s.rbuf, int(s.sndNxt-s.discarded))
+		can := s.canLocked()
+		if s.state == spliceDone || s.rewind || s.hostEOF || can <= 0 {
+			s.mu.Unlock()
+			return true
+		}
+		seq := s.sndNxt
 		s.mu.Unlock()
+		bp := s.u.ln.pool.Get().(*[]byte)
+		b := (*bp)[nat.Headroom+40 : nat.Headroom+40+can]
+		var n int
+		var err error
+		if peekOffs.Load() > 0 {
+			n, err = recvPeek(fd, b)
+		} else {
+			// Without a peek offset, the bytes to skip depend on what the
+			// gateway's goroutine discards meanwhile.
+			s.mu.Lock()
+			seq = s.sndNxt
+			n, err = recvPeekSkip(fd, b, int(s.sndNxt-s.discarded))
+			s.mu.Unlock()
+		}
+		switch {
+		case err == unix.EINTR:
+			s.u.ln.pool.Put(bp)
+			continue
+		case err == unix.EAGAIN:
+			s.u.ln.pool.Put(bp)
+			s.ackIfDue()
+			return false
+		case err != nil:
+			s.u.ln.pool.Put(bp)
+			s.rerr = err
+			return true
+		case n == 0: // the client closed its side
+			s.u.ln.pool.Put(bp)
+			s.sendFin()
+			return true
+		}
+		s.mu.Lock()
+		if s.state == spliceDone || s.rewind || s.sndNxt != seq {
+			// Done meanwhile, or the container acknowledged past what
+			// was peeked (after a rewind): the peek offset is stale.
+			s.reseek = s.reseek || s.sndNxt != seq
+			s.mu.Unlock()
+			s.u.ln.pool.Put(bp)
+			return true
+		}
+		s.sndNxt += uint32(n)
+		if int32(s.sndNxt-s.sndMax) > 0 {
+			s.sndMax = s.sndNxt
+		}
+		if s.timer == nil || s.sndUna == seq {
+			s.armLocked()
+		}
+		_, ack, wnd := s.ackLocked()
+		s.mu.Unlock()
+		// A short read does not mean the socket is drained: the
+		// client's FIN may have come with its last bytes, in the same
+		// wake-up, and only a read that finds nothing says it.
+		s.send(seq, ack, tcpAck|tcpPsh, wnd, nil, bp, n)
 	}
-	switch {
-	case err == unix.EINTR:
-		return s.peekRaw(fd)
-	case err == unix.EAGAIN:
-		return false
-	case err != nil:
-		s.rerr = err
-	default:
-		s.rn = n
+}
+
+// sendFin sends the container our FIN, the client's end of stream, once.
+func (s *splice) sendFin() {
+	s.mu.Lock()
+	s.hostEOF = true
+	if !s.finAt {
+		s.finAt, s.finSeq = true, s.sndNxt
 	}
-	return true
+	if s.finSent || s.state == spliceDone {
+		s.mu.Unlock()
+		return
+	}
+	s.finSent = true
+	s.sndNxt = s.finSeq + 1
+	if int32(s.sndNxt-s.sndMax) > 0 {
+		s.sndMax = s.sndNxt
+	}
+	s.armLocked()
+	_, ack, wnd := s.ackLocked()
+	seq := s.finSeq
+	s.mu.Unlock()
+	s.send(seq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
+}
+
+// ackIfDue sends the acknowledgement that waits, if one does.
+func (s *splice) ackIfDue() {
+	s.mu.Lock()
+	if !s.ackDue || s.state != spliceOpen {
+		s.mu.Unlock()
+		return
+	}
+	seq, ack, wnd := s.ackLocked()
+	s.mu.Unlock()
+	s.send(seq, ack, tcpAck, wnd, nil, nil, 0)
 }
 
 func recvPeek(fd uintptr, b []byte) (int, error) {
@@ -481,7 +567,9 @@ func recvPeek(fd uintptr, b []byte) (int, error) {
 // splice at once: nobody reads it. It bounds the bytes in flight then.
 var skipBuf = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
 
-// recvPeekSkip peeks past skip bytes, into skipBuf.
+// recvPeekSkip peeks past skip bytes, into skipBuf. With nothing past
+// them, it says EAGAIN unless the client's end of stream came (n 0, no
+// error), which it asks the socket's TCP state for.
 func recvPeekSkip(fd uintptr, b []byte, skip int) (int, error) {
 	iov := [2]unix.Iovec{{Base: &skipBuf()[0]}, {Base: &b[0]}}
 	iov[0].SetLen(skip)
@@ -495,11 +583,34 @@ func recvPeekSkip(fd uintptr, b []byte, skip int) (int, error) {
 		return 0, e
 	}
 	n := int(r) - skip
-	if n < 0 {
-		return 0, unix.EAGAIN // nothing past what was sent
+	switch {
+	case r == 0 && skip == 0:
+		return 0, nil // the end of stream
+	case n < 0:
+		return 0, unix.EAGAIN // cannot be: what was sent is still there
+	case n == 0:
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, err
+		}
+		switch info.State {
+		case tcpCloseWait, tcpLastAck, tcpClosing, tcpTimeWait, tcpClose:
+			return 0, nil // the client's FIN came: the end of stream
+		}
+		return 0, unix.EAGAIN
 	}
 	return n, nil
 }
+
+// TCP states of Linux's (include/net/tcp_states.h) in which the peer's FIN
+// has come.
+const (
+	tcpTimeWait  = 6
+	tcpClose     = 7
+	tcpCloseWait = 8
+	tcpLastAck   = 9
+	tcpClosing   = 11
+)
 
 // discardLocked drops the acknowledged bytes from the host socket when
 // they are spliceDiscard or more, or when all is true, or when every byte
@@ -509,7 +620,7 @@ func recvPeekSkip(fd uintptr, b []byte, skip int) (int, error) {
 // socket failed.
 func (s *splice) discardLocked(all bool) bool {
 	end := s.sndUna // the bytes acknowledged end here; the FIN is none
-	if s.finSent && int32(end-s.finSeq) > 0 {
+	if s.finAt && int32(end-s.finSeq) > 0 {
 		end = s.finSeq
 	}
 	n := int(end - s.discarded)
@@ -554,8 +665,15 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		}
 		return
 	}
-	if flags&tcpSyn != 0 || flags&tcpAck == 0 {
+	if flags&tcpAck == 0 {
 		s.mu.Unlock()
+		return
+	}
+	if flags&tcpSyn != 0 {
+		// The SYN-ACK again: our ACK of it was lost, or is late.
+		seqNxt, ackNxt, wnd := s.ackLocked()
+		s.mu.Unlock()
+		s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
 		return
 	}
 	opened := s.ackLocked0(ack, h.WindowSize())
@@ -564,26 +682,42 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		s.abort(false, true, "discarding from the host socket failed")
 		return
 	}
-	reply := false
+	now := false // acknowledge at once, else maybe later
 	if len(payload) > 0 || flags&tcpFin != 0 {
-		reply = true
-		if d := s.rcvNxt - seq; int32(d) >= 0 && !s.finRcvd {
+		now = true // out of order, or old: a duplicate ACK says where we are
+		if d := s.rcvNxt - seq; int32(d) >= 0 && !s.finRcvd && (int(d) < len(payload) || flags&tcpFin != 0) {
 			if int(d) < len(payload) && !s.takeLocked(payload[d:]) {
 				s.mu.Unlock()
 				s.abort(false, true, "writing to the host socket failed") // the client is gone
 				return
 			}
-			if flags&tcpFin != 0 && seq+uint32(len(payload)) == s.rcvNxt {
+			fin := flags&tcpFin != 0 && seq+uint32(len(payload)) == s.rcvNxt
+			if fin {
 				s.rcvNxt++
 				s.finRcvd = true
 				s.shutLocked()
 			}
+			// As a receiver's delayed ACK: at once for a FIN, a window
+			// that shrank (bytes kept for the host socket), or every
+			// second full segment; else with our next segment, or after
+			// ackDelay.
+			now = fin || len(s.over) > 0 || s.rcvNxt-s.rcvAcked >= 2*uint32(s.mss)
+			if !now {
+				s.delayAckLocked()
+			}
 		}
 	}
+	if len(payload) == 0 && flags&tcpFin == 0 && seq != s.rcvNxt {
+		now = true // a keep-alive or window probe, or a stray: the answer is where we are
+	}
 	done := s.doneLocked()
-	seqNxt, ackNxt, wnd := s.ackLocked()
+	var seqNxt, ackNxt uint32
+	var wnd uint16
+	if now {
+		seqNxt, ackNxt, wnd = s.ackLocked()
+	}
 	s.mu.Unlock()
-	if reply {
+	if now {
 		s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
 	}
 	if opened || done {
@@ -617,9 +751,10 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	s.sndUna = s.iss + 1
 	s.state = spliceOpen
 	s.disarmLocked()
-	seqNxt, ackNxt, wnd := s.ackLocked()
+	// The handshake's ACK goes with the client's first bytes when they
+	// are there already (the reader looks at once), else alone.
+	s.ackDue = true
 	s.mu.Unlock()
-	s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
 	s.signal()
 }
 
@@ -636,17 +771,22 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
 		s.sndNxt = ack // acknowledged past a rewind
 	}
 	s.sndWnd = uint32(wnd) << s.sndShift
-	if s.finSent && ack == s.finSeq+1 {
+	if s.finAt && ack == s.finSeq+1 {
 		s.finAcked = true
 	}
+	opened := advanced || s.sndUna+s.sndWnd != before
 	switch {
-	case s.sndUna == s.sndNxt:
+	case s.sndUna == s.sndNxt && !(s.wantWnd && s.sndWnd == 0):
 		s.disarmLocked()
+	case s.sndUna == s.sndNxt:
+		// The answer to a window probe: still closed. The container is
+		// there, so the probes go on, but never run out.
+		s.retries = 0
 	case advanced:
 		s.retries, s.rto = 0, spliceMinRTO
 		s.armLocked()
 	}
-	return advanced || s.sndUna+s.sndWnd != before
+	return opened
 }
 
 // takeLocked writes data from the container to the host socket, or keeps
@@ -692,8 +832,7 @@ func (s *splice) shutLocked() {
 // container has our FIN.
 func (s *splice) doneLocked() bool {
 	if s.state == spliceOpen && s.finAcked && s.shutWr {
-		s.state = spliceDone
-		s.disarmLocked()
+		s.stopLocked()
 		return true
 	}
 	return false
@@ -718,7 +857,9 @@ func (s *splice) flush() {
 	defer s.u.wg.Done()
 	err := s.rc.Write(s.flushFn)
 	s.mu.Lock()
-	s.flushing = false
+	if err != nil {
+		s.flushing = false
+	}
 	if err != nil || s.hostErr {
 		s.mu.Unlock()
 		s.abort(false, true, "writing to the host socket failed")
@@ -748,11 +889,13 @@ func (s *splice) flushRaw(fd uintptr) bool {
 		}
 		if err != nil {
 			s.hostErr = true
-			return true
+			break
 		}
 		s.over = s.over[n:]
 	}
-	s.over = nil
+	// Done in the same critical section as the last write: bytes the
+	// gateway's goroutine keeps from now on start a flush of their own.
+	s.over, s.flushing = nil, false
 	return true
 }
 
@@ -766,15 +909,18 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 	}
 	s.u.log.Debug("hostnet: published port: flow ends", "client", s.from, "ctr", s.to, "why", why)
 	was := s.state
-	s.state = spliceDone
-	s.disarmLocked()
+	s.stopLocked()
 	seq, ack := s.sndNxt, s.rcvNxt
 	if was == spliceSynSent {
 		seq = s.iss + 1
 	}
 	s.mu.Unlock()
 	if resetCtr {
-		s.send(seq, ack, tcpRst|tcpAck, 0, nil, nil, 0)
+		flags := uint8(tcpRst | tcpAck)
+		if was == spliceSynSent {
+			flags, ack = tcpRst, 0
+		}
+		s.send(seq, ack, flags, 0, nil, nil, 0)
 	}
 	if resetHost {
 		s.hc.SetLinger(0)

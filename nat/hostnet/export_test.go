@@ -1,0 +1,23 @@
+package hostnet
+
+import "net/netip"
+
+// SetPeekOffset makes the splices made from now on peek with SO_PEEK_OFF
+// (on, where the kernel has it) or by skipping the bytes sent, as on
+// kernels before 6.10; restore puts the last choice back.
+func SetPeekOffset(on bool) (restore func()) {
+	old := peekOffs.Load()
+	v := int32(-1)
+	if on {
+		v = 0 // found out again
+	}
+	peekOffs.Store(v)
+	return func() { peekOffs.Store(old) }
+}
+
+// SetISN makes the splices made from now on start their sequence numbers
+// at iss; restore puts the secret, clocked ones back.
+func SetISN(iss uint32) (restore func()) {
+	isnOf = func(netip.AddrPort, netip.AddrPort) uint32 { return iss }
+	return func() { isnOf = isn }
+}
