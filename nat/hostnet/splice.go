@@ -691,17 +691,17 @@ func (s *splice) input(h header.TCP, payload []byte) {
 				s.abort(false, true, "writing to the host socket failed") // the client is gone
 				return
 			}
-			fin := flags&tcpFin != 0 && seq+uint32(len(payload)) == s.rcvNxt
-			if fin {
+			if flags&tcpFin != 0 && seq+uint32(len(payload)) == s.rcvNxt {
 				s.rcvNxt++
 				s.finRcvd = true
 				s.shutLocked()
 			}
-			// As a receiver's delayed ACK: at once for a FIN, a window
-			// that shrank (bytes kept for the host socket), or every
-			// second full segment; else with our next segment, or after
-			// ackDelay.
-			now = fin || len(s.over) > 0 || s.rcvNxt-s.rcvAcked >= 2*uint32(s.mss)
+			// As a receiver's delayed ACK: at once for a window that
+			// shrank (bytes kept for the host socket), or every second
+			// full segment; else with our next segment, or after
+			// ackDelay. A FIN's too: the client usually closes its side
+			// within that time, and our FIN carries it.
+			now = len(s.over) > 0 || s.rcvNxt-s.rcvAcked >= 2*uint32(s.mss)
 			if !now {
 				s.delayAckLocked()
 			}
