@@ -110,7 +110,9 @@ func (f *flow) replaced() {
 }
 
 func (f *flow) end(stop bool) {
+	first := false
 	f.once.Do(func() {
+		first = true
 		u := f.u
 		u.mu.Lock()
 		if u.flows[f.orig] == f {
@@ -118,11 +120,13 @@ func (f *flow) end(stop bool) {
 			u.unreserveLocked(f.src)
 		}
 		u.mu.Unlock()
-		if stop {
-			f.stop()
-		}
 		u.stats.Released.Add(1)
 	})
+	// Outside the Once: stopping a flow may end it again (a splice
+	// whose reader left finishes on the spot), which is then nothing.
+	if first && stop {
+		f.stop()
+	}
 }
 
 // reap releases the flows whose entries leave the table: at once on the

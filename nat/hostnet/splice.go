@@ -83,6 +83,13 @@ type splice struct {
 	timer                                  *time.Timer
 	deadline                               time.Time // of the handshake
 	hostErr                                bool      // the host socket failed: reset the container
+	// onOpen, until called (once, then nil), tells the caller whether
+	// the handshake succeeded.
+	onOpen func(ok bool)
+	// readerGone says the reader left (its work done: the client's bytes
+	// all acknowledged, its FIN sent); whoever ends the splice then
+	// finishes it. finished says that happened.
+	readerGone, finished bool
 }
 
 type spliceState uint8
@@ -194,25 +201,27 @@ func (s *splice) usePeekOffset() error {
 	return nil
 }
 
-// connect sends the SYN and waits for the container's answer: it reports
-// whether the connection is open. A reset, silence past ConnectTimeout or
-// the uplink's end leave the splice done.
-func (s *splice) connect() bool {
+// start sends the SYN; the container's answer arrives on the gateway's
+// goroutine (input), which opens the splice and sends what the client
+// sent meanwhile, or resets the client. onOpen is told which, once.
+func (s *splice) start(onOpen func(ok bool)) {
 	s.mu.Lock()
+	s.onOpen = onOpen
 	s.deadline = time.Now().Add(s.u.cfg.ConnectTimeout)
 	s.rto = spliceSynRTO
 	s.armLocked()
 	s.mu.Unlock()
 	s.sendSyn()
-	for range s.wake {
-		s.mu.Lock()
-		st := s.state
-		s.mu.Unlock()
-		if st != spliceSynSent {
-			return st == spliceOpen
-		}
+}
+
+// openedLocked takes onOpen, to be called once unlocked.
+func (s *splice) openedLocked() func(bool) {
+	f := s.onOpen
+	s.onOpen = nil
+	if f == nil {
+		f = func(bool) {}
 	}
-	return false
+	return f
 }
 
 // sendSyn sends the SYN, with our MSS and window scale.
@@ -357,6 +366,13 @@ func (s *splice) onTimer() {
 	s.rto = min(2*s.rto, spliceMaxRTO)
 	s.armLocked()
 	switch {
+	case s.finSent && s.sndUna == s.finSeq:
+		// Only the FIN is outstanding: it goes again from here (the
+		// reader may have left).
+		s.u.stats.InboundRetransmits.Add(1)
+		_, ack, wnd := s.ackLocked()
+		s.mu.Unlock()
+		s.send(s.finSeq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
 	case s.sndUna != s.sndNxt:
 		s.u.stats.InboundRetransmits.Add(1)
 		s.rewind = true
@@ -375,10 +391,18 @@ func (s *splice) onTimer() {
 // run reads the host socket and sends to the container until the flow
 // is done, then releases it. The splice is open.
 func (s *splice) run() {
-	defer s.finish()
 	for {
 		s.mu.Lock()
 		if s.state == spliceDone {
+			s.mu.Unlock()
+			s.finish()
+			return
+		}
+		if s.finSent && s.sndUna == s.finSeq && !s.rewind {
+			// The client's bytes are all acknowledged, and its end of
+			// stream sent: nothing is left to read. The gateway's
+			// goroutine and the timer see the rest through.
+			s.readerGone = true
 			s.mu.Unlock()
 			return
 		}
@@ -406,11 +430,11 @@ func (s *splice) run() {
 			}
 		}
 		can := s.canLocked()
-		s.wantWnd = can <= 0 && !s.hostEOF && s.sndUna == s.sndNxt
+		s.wantWnd = s.state == spliceOpen && can <= 0 && !s.hostEOF && s.sndUna == s.sndNxt
 		if s.wantWnd {
 			s.armLocked()
 		}
-		if s.hostEOF || can <= 0 {
+		if s.state == spliceOpen && (s.hostEOF || can <= 0) {
 			ack, seq, wnd := s.ackDue, s.sndNxt, uint16(0)
 			var rcv uint32
 			if ack {
@@ -432,7 +456,6 @@ func (s *splice) run() {
 			s.hc.SetReadDeadline(time.Time{}) // interrupted: see what is asked
 		default: // reset by the client, or closed under us
 			s.abort(false, true, "reading the host socket failed")
-			return
 		}
 	}
 }
@@ -457,13 +480,20 @@ func (s *splice) canLocked() int {
 func (s *splice) readRaw(fd uintptr) bool {
 	for {
 		s.mu.Lock()
+		if s.state == spliceSynSent {
+			// The container's answer opens the splice and reads what
+			// came meanwhile, on the gateway's goroutine.
+			s.mu.Unlock()
+			return false
+		}
 		can := s.canLocked()
 		if s.state == spliceDone || s.rewind || s.hostEOF || can <= 0 {
 			s.mu.Unlock()
 			return true
 		}
+		// The peek and its sequence number go together: the gateway's
+		// goroutine peeks too, when the splice opens.
 		seq := s.sndNxt
-		s.mu.Unlock()
 		bp := s.u.ln.pool.Get().(*[]byte)
 		b := (*bp)[nat.Headroom+40 : nat.Headroom+40+can]
 		var n int
@@ -471,37 +501,22 @@ func (s *splice) readRaw(fd uintptr) bool {
 		if peekOffs.Load() > 0 {
 			n, err = recvPeek(fd, b)
 		} else {
-			// Without a peek offset, the bytes to skip depend on what the
-			// gateway's goroutine discards meanwhile.
-			s.mu.Lock()
-			seq = s.sndNxt
 			n, err = recvPeekSkip(fd, b, int(s.sndNxt-s.discarded))
-			s.mu.Unlock()
 		}
-		switch {
-		case err == unix.EINTR:
-			s.u.ln.pool.Put(bp)
-			continue
-		case err == unix.EAGAIN:
-			s.u.ln.pool.Put(bp)
-			s.ackIfDue()
-			return false
-		case err != nil:
-			s.u.ln.pool.Put(bp)
-			s.rerr = err
-			return true
-		case n == 0: // the client closed its side
-			s.u.ln.pool.Put(bp)
-			s.sendFin()
-			return true
-		}
-		s.mu.Lock()
-		if s.state == spliceDone || s.rewind || s.sndNxt != seq {
-			// Done meanwhile, or the container acknowledged past what
-			// was peeked (after a rewind): the peek offset is stale.
-			s.reseek = s.reseek || s.sndNxt != seq
+		if err != nil || n == 0 {
 			s.mu.Unlock()
 			s.u.ln.pool.Put(bp)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				s.ackIfDue()
+				return false
+			case err != nil:
+				s.rerr = err
+			default: // the client closed its side
+				s.sendFin()
+			}
 			return true
 		}
 		s.sndNxt += uint32(n)
@@ -623,7 +638,7 @@ func (s *splice) discardLocked(all bool) bool {
 	if s.finAt && int32(end-s.finSeq) > 0 {
 		end = s.finSeq
 	}
-	n := int(end - s.discarded)
+	n := int(int32(end - s.discarded))
 	if n <= 0 || n < spliceDiscard && !all && s.sndUna != s.sndNxt || s.state == spliceDone {
 		return true
 	}
@@ -720,7 +735,21 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	if now {
 		s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
 	}
-	if opened || done {
+	if done {
+		s.wrapUp()
+	} else if opened {
+		s.signal()
+	}
+}
+
+// wrapUp finishes a splice that is done: the reader does, unless it left.
+func (s *splice) wrapUp() {
+	s.mu.Lock()
+	gone := s.readerGone
+	s.mu.Unlock()
+	if gone {
+		s.finish()
+	} else {
 		s.signal()
 	}
 }
@@ -751,11 +780,19 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	s.sndUna = s.iss + 1
 	s.state = spliceOpen
 	s.disarmLocked()
+	open := s.openedLocked()
 	// The handshake's ACK goes with the client's first bytes when they
-	// are there already (the reader looks at once), else alone.
+	// are there already, else alone: what the client sent meanwhile is
+	// read here, the reader waiting for more.
 	s.ackDue = true
 	s.mu.Unlock()
-	s.signal()
+	open(true)
+	s.rerr = nil
+	if s.readRaw(uintptr(s.fd)); s.rerr != nil {
+		s.abort(false, true, "reading the host socket failed")
+		return
+	}
+	s.ackIfDue()
 }
 
 // ackLocked0 takes the acknowledgement ack and window wnd of an open
@@ -874,7 +911,7 @@ func (s *splice) flush() {
 		s.send(seq, ack, tcpAck, wnd, nil, nil, 0) // the window opens
 	}
 	if done {
-		s.signal()
+		s.wrapUp()
 	}
 }
 
@@ -910,6 +947,8 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 	s.u.log.Debug("hostnet: published port: flow ends", "client", s.from, "ctr", s.to, "why", why)
 	was := s.state
 	s.stopLocked()
+	open := s.openedLocked()
+	gone := s.readerGone
 	seq, ack := s.sndNxt, s.rcvNxt
 	if was == spliceSynSent {
 		seq = s.iss + 1
@@ -926,12 +965,23 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 		s.hc.SetLinger(0)
 	}
 	s.hc.Close()
+	open(false)
+	if gone {
+		s.finish()
+	}
 	s.signal()
 }
 
 // finish releases a done splice: its host socket, its place in the
 // uplink's tables.
 func (s *splice) finish() {
+	s.mu.Lock()
+	done := s.finished
+	s.finished = true
+	s.mu.Unlock()
+	if done {
+		return
+	}
 	s.hc.Close()
 	s.u.smu.Lock()
 	if s.u.splices[s.key] == s {

@@ -402,15 +402,14 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort, opened func()) {
 		return
 	}
 	s.f = f
-	ok = s.connect()
-	u.unexpect(seen)
-	opened()
-	if !ok {
-		s.finish()
-		return
-	}
-	u.settle(f)
-	u.stats.InboundOpened.Add(1)
+	s.start(func(ok bool) {
+		u.unexpect(seen)
+		opened()
+		if ok {
+			u.settle(f)
+			u.stats.InboundOpened.Add(1)
+		}
+	})
 	s.run()
 }
 
