@@ -386,7 +386,7 @@ func vnetIO(trap, fd uintptr, iov *[2]unix.Iovec, hdr *[vnetHdrLen]byte, buf []b
 		iov[1].Base = &buf[0]
 	}
 	iov[1].SetLen(len(buf))
-	r, _, e := unix.Syscall(trap, fd, uintptr(unsafe.Pointer(&iov[0])), 2)
+	r, _, e := unix.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&iov[0])), 2)
 	if e != 0 {
 		return 0, e
 	}

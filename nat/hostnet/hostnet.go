@@ -108,6 +108,7 @@ type Uplink struct {
 
 	smu     sync.RWMutex
 	splices map[conntrack.Tuple]*splice // clients of published TCP ports, by the tuple of the container's packets
+	poll    *poller                     // their host sockets
 	warned  map[string]bool             // problems logged once
 
 	stats Stats
@@ -172,7 +173,17 @@ func New(cfg Config) (*Uplink, error) {
 		return nil, err
 	}
 	u.st = st
+	if u.poll, err = newPoller(); err != nil {
+		st.Close()
+		st.Wait()
+		return nil, err
+	}
 	u.installTCP()
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		u.poll.run()
+	}()
 	return u, nil
 }
 
@@ -299,6 +310,7 @@ func (u *Uplink) Close() error {
 	for _, f := range flows {
 		f.release()
 	}
+	u.poll.close()
 	u.st.Close()
 	u.wg.Wait()
 	u.st.Wait()

@@ -1,7 +1,6 @@
 package hostnet
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -54,12 +53,12 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 		err := u.cfg.Namespace(func() error {
 			var err error
 			if p.Proto == conntrack.ProtoTCP {
-				// No keep-alive probes: the flow's entry times out idle
-				// connections, and each accept saves the system calls.
+				// The acceptor takes the listening socket over, and
+				// accepts with its own calls.
 				var nl net.Listener
-				nl, err = (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp4", at.String())
+				nl, err = net.Listen("tcp4", at.String())
 				if err == nil {
-					l = nl.(*net.TCPListener)
+					l, err = u.newAcceptor(nl.(*net.TCPListener), netip.AddrPortFrom(p.ContainerAddr, cp))
 				}
 			} else {
 				l, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at))
@@ -87,14 +86,21 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 		return 0, err
 	}
 	u.pubs[id] = ls
-	u.wg.Add(len(serve))
+	for _, sv := range serve {
+		if _, ok := sv.l.(*net.UDPConn); ok {
+			u.wg.Add(1) // under u.mu: Close cannot be waiting yet
+		}
+	}
 	u.mu.Unlock()
-	for _, s := range serve {
-		switch l := s.l.(type) {
-		case *net.TCPListener:
-			go u.serveTCP(l, s.ctr)
+	for _, sv := range serve {
+		switch l := sv.l.(type) {
+		case *acceptor:
+			if err := l.start(); err != nil {
+				u.Unpublish(id)
+				return 0, fmt.Errorf("hostnet: publish %v: %w", p, err)
+			}
 		case *net.UDPConn:
-			go u.serveUDP(l, s.ctr)
+			go u.serveUDP(l, sv.ctr)
 		}
 	}
 	u.log.Info("hostnet: published", "rule", p)

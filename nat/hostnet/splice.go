@@ -4,12 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/maphash"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -33,31 +31,25 @@ import (
 // socket cannot take at once waits in a buffer the splice's receive window
 // bounds, and the window closes while it waits.
 //
-// A splice costs one goroutine (which reads the host socket and sends to
-// the container) and no timers while the flow is idle; segments from the
-// container are handled on the gateway's goroutine, which writes them to
-// the host socket. Measured with bench/rootless against the stack's path
-// (2026-11-27): see bench/README.md.
+// A splice has no goroutine: the uplink's poller says when its host socket
+// has something, the gateway's goroutine brings the container's segments,
+// and timers (armed only while something is outstanding) the rest. Each
+// sends what it can there and then (pump). Measured with bench/rootless
+// against the stack's path: see bench/README.md.
 type splice struct {
 	u     *Uplink
-	hc    *net.TCPConn
-	rc    syscall.RawConn
-	fd    int            // hc's descriptor; used under mu while state is not done
 	from  netip.AddrPort // the client as the container sees it
 	to    netip.AddrPort // the container
 	key   conntrack.Tuple
 	f     *flow
 	pseud uint16 // sum of the pseudo-header's addresses and protocol
 
-	wake chan struct{} // cap 1: the reader has something to do
-
-	// The reader's callbacks (no closure per call), and its error.
-	rerr    error
-	readFn  func(fd uintptr) bool
-	flushFn func(fd uintptr) bool
-
-	mu    sync.Mutex
-	state spliceState
+	mu      sync.Mutex
+	fd      int    // the host socket, the splice's own: used under mu, closed when done
+	pollID  uint64 // its id in the poller
+	state   spliceState
+	pumping bool // a goroutine is in pump; again asks it for one more turn
+	again   bool
 	// Sequence space of the bytes to the container: iss is the SYN's,
 	// sndUna the first byte not acknowledged, sndNxt the next to send,
 	// sndMax the highest sent, discarded the first byte still in the
@@ -75,21 +67,17 @@ type splice struct {
 	finSeq                                 uint32 // the sequence number of our FIN, once finAt
 	finRcvd, shutWr                        bool   // the container's FIN came; the host socket's write side shut
 	over                                   []byte // bytes from the container the host socket has not taken yet
-	flushing                               bool   // a goroutine waits for the host socket to take them
-	rewind, wantWnd                        bool   // requests to the reader
+	flushing                               bool   // the poller watches the host socket for room for them
+	rewind, wantWnd                        bool   // go back to the first byte not acknowledged; the window is closed with nothing in flight
 	reseek                                 bool   // the peek offset must follow a rewind
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
 	deadline                               time.Time // of the handshake
-	hostErr                                bool      // the host socket failed: reset the container
 	// onOpen, until called (once, then nil), tells the caller whether
 	// the handshake succeeded.
-	onOpen func(ok bool)
-	// readerGone says the reader left (its work done: the client's bytes
-	// all acknowledged, its FIN sent); whoever ends the splice then
-	// finishes it. finished says that happened.
-	readerGone, finished bool
+	onOpen   func(ok bool)
+	finished bool
 }
 
 type spliceState uint8
@@ -153,22 +141,21 @@ func isn(src, dst netip.AddrPort) uint32 {
 	return uint32(h.Sum64()) + uint32(time.Now().UnixNano()>>6)
 }
 
-// newSplice makes the splice of the accepted client hc, shown to the
-// container as from, to the container at to. It does not send yet.
-func (u *Uplink) newSplice(hc *net.TCPConn, from, to netip.AddrPort) (*splice, error) {
-	rc, err := hc.SyscallConn()
-	if err != nil {
+// newSplice makes the splice of the accepted client fd, shown to the
+// container as from, to the container at to, and watches fd. It does not
+// send yet. fd is the splice's from now on, even on error.
+func (u *Uplink) newSplice(fd int, from, to netip.AddrPort) (*splice, error) {
+	s := &splice{u: u, fd: fd, from: from, to: to, rto: spliceMinRTO}
+	fail := func(err error) (*splice, error) {
+		rawClose(fd)
 		return nil, err
 	}
-	s := &splice{u: u, hc: hc, rc: rc, from: from, to: to, fd: -1, wake: make(chan struct{}, 1), rto: spliceMinRTO}
-	s.readFn, s.flushFn = s.readRaw, s.flushRaw
-	if err := rc.Control(func(fd uintptr) { s.fd = int(fd) }); err != nil {
-		return nil, err
+	if err := rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return fail(os.NewSyscallError("setsockopt", err))
 	}
 	if err := s.usePeekOffset(); err != nil {
-		return nil, err
+		return fail(err)
 	}
-
 	s.key = conntrack.Tuple{Src: to.Addr(), Dst: from.Addr(), SrcPort: to.Port(), DstPort: from.Port(), Proto: conntrack.ProtoTCP}
 	var w [12]byte
 	s4, d4 := from.Addr().As4(), to.Addr().As4()
@@ -178,6 +165,11 @@ func (u *Uplink) newSplice(hc *net.TCPConn, from, to netip.AddrPort) (*splice, e
 	s.pseud = nat.Sum(w[:10], 0)
 	s.iss = isnOf(from, to)
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = s.iss, s.iss+1, s.iss+1, s.iss+1
+	id, err := u.poll.add(fd, unix.EPOLLIN|unix.EPOLLRDHUP, s.ready)
+	if err != nil {
+		return fail(err)
+	}
+	s.pollID = id
 	return s, nil
 }
 
@@ -189,14 +181,14 @@ func (s *splice) usePeekOffset() error {
 	if peekOffs.Load() < 0 {
 		return nil
 	}
-	err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
+	err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
 	switch {
 	case err == nil:
 		peekOffs.Store(1)
 	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOPROTOOPT):
 		peekOffs.Store(-1)
 	default:
-		return err
+		return os.NewSyscallError("setsockopt", err)
 	}
 	return nil
 }
@@ -294,18 +286,16 @@ func (s *splice) delayAckLocked() {
 	s.dtimer.Reset(ackDelay)
 }
 
-// signal wakes the reader.
-func (s *splice) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+// ackIfDue sends the acknowledgement that waits, if one does.
+func (s *splice) ackIfDue() {
+	s.mu.Lock()
+	if !s.ackDue || s.state != spliceOpen {
+		s.mu.Unlock()
+		return
 	}
-}
-
-// interrupt wakes the reader, even from a wait for the host socket.
-func (s *splice) interrupt() {
-	s.signal()
-	s.hc.SetReadDeadline(time.Unix(1, 0))
+	seq, ack, wnd := s.ackLocked()
+	s.mu.Unlock()
+	s.send(seq, ack, tcpAck, wnd, nil, nil, 0)
 }
 
 // armLocked starts the timer for the segment outstanding, or a probe.
@@ -322,15 +312,6 @@ func (s *splice) disarmLocked() {
 		s.timer.Stop()
 	}
 	s.retries, s.rto = 0, spliceMinRTO
-}
-
-// stopLocked marks the splice done and stops its timers.
-func (s *splice) stopLocked() {
-	s.state = spliceDone
-	s.disarmLocked()
-	if s.dtimer != nil {
-		s.dtimer.Stop()
-	}
 }
 
 // onTimer sends the SYN again, goes back to the last acknowledged byte,
@@ -367,8 +348,7 @@ func (s *splice) onTimer() {
 	s.armLocked()
 	switch {
 	case s.finSent && s.sndUna == s.finSeq:
-		// Only the FIN is outstanding: it goes again from here (the
-		// reader may have left).
+		// Only the FIN is outstanding: it goes again by itself.
 		s.u.stats.InboundRetransmits.Add(1)
 		_, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
@@ -377,147 +357,115 @@ func (s *splice) onTimer() {
 		s.u.stats.InboundRetransmits.Add(1)
 		s.rewind = true
 		s.mu.Unlock()
-		s.interrupt()
-	case s.wantWnd:
+		s.pump()
+	default: // wantWnd
 		seq, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
 		// A byte already acknowledged draws the container's window.
 		s.send(seq-1, ack, tcpAck, wnd, nil, nil, 0)
-	default:
+	}
+}
+
+// ready is the poller's news of the host socket.
+func (s *splice) ready(events uint32) {
+	if events&unix.EPOLLOUT != 0 {
+		s.flush()
+	}
+	if events&^unix.EPOLLOUT != 0 {
+		s.pump()
+	}
+}
+
+// pump sends the container what the host socket holds, as far as the
+// container's window takes it, with a rewind first when one is asked; it
+// runs on whichever goroutine has news (the poller's, the gateway's, a
+// timer's), one at a time: a pump asked for while one runs makes that one
+// go round again, so segments go out in order and no news is lost.
+func (s *splice) pump() {
+	s.mu.Lock()
+	if s.pumping {
+		s.again = true
 		s.mu.Unlock()
+		return
 	}
-}
-
-// run reads the host socket and sends to the container until the flow
-// is done, then releases it. The splice is open.
-func (s *splice) run() {
+	s.pumping = true
 	for {
-		s.mu.Lock()
-		if s.state == spliceDone {
+		s.again = false
+		if why := s.pumpLocked(); why != "" {
+			s.pumping = false
 			s.mu.Unlock()
-			s.finish()
+			s.abort(true, true, why)
 			return
 		}
-		if s.finSent && s.sndUna == s.finSeq && !s.rewind {
-			// The client's bytes are all acknowledged, and its end of
-			// stream sent: nothing is left to read. The gateway's
-			// goroutine and the timer see the rest through.
-			s.readerGone = true
-			s.mu.Unlock()
-			return
+		if !s.again || s.state == spliceDone {
+			break
 		}
-		if s.rewind {
-			// Back to the first byte not acknowledged; a FIN not
-			// acknowledged goes again after it, when the peek finds the
-			// end of stream again.
-			s.rewind, s.reseek = false, true
-			s.sndNxt = s.sndUna
-			if s.finSent && !s.finAcked {
-				s.finSent, s.hostEOF = false, false
-			}
-		}
-		if !s.discardLocked(s.hostEOF) {
-			s.mu.Unlock()
-			s.abort(false, true, "discarding from the host socket failed")
-			return
-		}
-		if s.reseek && peekOffs.Load() > 0 {
-			s.reseek = false
-			if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
-				s.mu.Unlock()
-				s.abort(true, true, "setting the peek offset failed")
-				return
-			}
-		}
-		can := s.canLocked()
-		s.wantWnd = s.state == spliceOpen && can <= 0 && !s.hostEOF && s.sndUna == s.sndNxt
-		if s.wantWnd {
-			s.armLocked()
-		}
-		if s.state == spliceOpen && (s.hostEOF || can <= 0) {
-			ack, seq, wnd := s.ackDue, s.sndNxt, uint16(0)
-			var rcv uint32
-			if ack {
-				seq, rcv, wnd = s.ackLocked()
-			}
-			s.mu.Unlock()
-			if ack {
-				s.send(seq, rcv, tcpAck, wnd, nil, nil, 0)
-			}
-			<-s.wake
-			continue
-		}
-		s.mu.Unlock()
-		s.rerr = nil
-		err := s.rc.Read(s.readFn)
-		switch {
-		case err == nil && s.rerr == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			s.hc.SetReadDeadline(time.Time{}) // interrupted: see what is asked
-		default: // reset by the client, or closed under us
-			s.abort(false, true, "reading the host socket failed")
-		}
+	}
+	s.pumping = false
+	done := s.state == spliceDone
+	s.mu.Unlock()
+	if done {
+		s.finish()
 	}
 }
 
-// canLocked is how many bytes the container's window takes now.
-func (s *splice) canLocked() int {
-	can := int(int32(s.sndUna + s.sndWnd - s.sndNxt))
-	if peekOffs.Load() < 0 {
-		// The scratch buffer bounds what is in flight.
-		can = min(can, len(skipBuf())-int(s.sndNxt-s.discarded))
+// pumpLocked is one turn of pump; it unlocks to send, and says why the
+// splice must end, if it must.
+func (s *splice) pumpLocked() string {
+	if s.state != spliceOpen {
+		return ""
 	}
-	return min(can, spliceMaxPayload)
-}
-
-// readRaw sends the container what the host socket holds, as long as the
-// container's window takes it, from the host socket's read callback: it
-// reports false to wait for the socket, which keeps any wake-up that came
-// while it ran (a new call of rc.Read would not). It reports true to
-// leave the waiting to run: the
-// window is closed, the stream ended, something was asked (a rewind), or
-// the socket failed (s.rerr).
-func (s *splice) readRaw(fd uintptr) bool {
-	for {
-		s.mu.Lock()
-		if s.state == spliceSynSent {
-			// The container's answer opens the splice and reads what
-			// came meanwhile, on the gateway's goroutine.
-			s.mu.Unlock()
-			return false
+	if s.rewind {
+		// Back to the first byte not acknowledged; a FIN not
+		// acknowledged goes again after it, when the peek finds the
+		// end of stream again.
+		s.rewind, s.reseek = false, true
+		s.sndNxt = s.sndUna
+		if s.finSent && !s.finAcked {
+			s.finSent, s.hostEOF = false, false
 		}
+	}
+	if !s.discardLocked(s.hostEOF) {
+		return "discarding from the host socket failed"
+	}
+	if s.reseek && peekOffs.Load() > 0 {
+		s.reseek = false
+		if err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
+			return "setting the peek offset failed"
+		}
+	}
+	for s.state == spliceOpen && !s.hostEOF {
 		can := s.canLocked()
-		if s.state == spliceDone || s.rewind || s.hostEOF || can <= 0 {
-			s.mu.Unlock()
-			return true
+		if can <= 0 {
+			s.wantWnd = s.sndUna == s.sndNxt
+			if s.wantWnd {
+				s.armLocked() // probe the closed window
+			}
+			break
 		}
-		// The peek and its sequence number go together: the gateway's
-		// goroutine peeks too, when the splice opens.
+		s.wantWnd = false
 		seq := s.sndNxt
 		bp := s.u.ln.pool.Get().(*[]byte)
 		b := (*bp)[nat.Headroom+40 : nat.Headroom+40+can]
 		var n int
 		var err error
 		if peekOffs.Load() > 0 {
-			n, err = recvPeek(fd, b)
+			n, err = recvPeek(s.fd, b)
 		} else {
-			n, err = recvPeekSkip(fd, b, int(s.sndNxt-s.discarded))
+			n, err = recvPeekSkip(s.fd, b, int(s.sndNxt-s.discarded))
 		}
 		if err != nil || n == 0 {
-			s.mu.Unlock()
 			s.u.ln.pool.Put(bp)
 			switch {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
-				s.ackIfDue()
-				return false
 			case err != nil:
-				s.rerr = err
+				return "reading the host socket failed"
 			default: // the client closed its side
-				s.sendFin()
+				s.sendFinLocked()
 			}
-			return true
+			break
 		}
 		s.sndNxt += uint32(n)
 		if int32(s.sndNxt-s.sndMax) > 0 {
@@ -532,18 +480,36 @@ func (s *splice) readRaw(fd uintptr) bool {
 		// client's FIN may have come with its last bytes, in the same
 		// wake-up, and only a read that finds nothing says it.
 		s.send(seq, ack, tcpAck|tcpPsh, wnd, nil, bp, n)
+		s.mu.Lock()
 	}
+	if s.ackDue && s.state == spliceOpen {
+		seq, ack, wnd := s.ackLocked()
+		s.mu.Unlock()
+		s.send(seq, ack, tcpAck, wnd, nil, nil, 0)
+		s.mu.Lock()
+	}
+	return ""
 }
 
-// sendFin sends the container our FIN, the client's end of stream, once.
-func (s *splice) sendFin() {
-	s.mu.Lock()
+// canLocked is how many bytes the container's window takes now, in one
+// segment.
+func (s *splice) canLocked() int {
+	can := int(int32(s.sndUna + s.sndWnd - s.sndNxt))
+	if peekOffs.Load() < 0 {
+		// The scratch buffer bounds what is in flight.
+		can = min(can, len(skipBuf())-int(s.sndNxt-s.discarded))
+	}
+	return min(can, spliceMaxPayload)
+}
+
+// sendFinLocked sends the container our FIN, the client's end of stream,
+// once (again after a rewind); it unlocks to send.
+func (s *splice) sendFinLocked() {
 	s.hostEOF = true
 	if !s.finAt {
 		s.finAt, s.finSeq = true, s.sndNxt
 	}
-	if s.finSent || s.state == spliceDone {
-		s.mu.Unlock()
+	if s.finSent {
 		return
 	}
 	s.finSent = true
@@ -556,22 +522,11 @@ func (s *splice) sendFin() {
 	seq := s.finSeq
 	s.mu.Unlock()
 	s.send(seq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
-}
-
-// ackIfDue sends the acknowledgement that waits, if one does.
-func (s *splice) ackIfDue() {
 	s.mu.Lock()
-	if !s.ackDue || s.state != spliceOpen {
-		s.mu.Unlock()
-		return
-	}
-	seq, ack, wnd := s.ackLocked()
-	s.mu.Unlock()
-	s.send(seq, ack, tcpAck, wnd, nil, nil, 0)
 }
 
-func recvPeek(fd uintptr, b []byte) (int, error) {
-	r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+func recvPeek(fd int, b []byte) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
@@ -585,7 +540,7 @@ var skipBuf = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
 // recvPeekSkip peeks past skip bytes, into skipBuf. With nothing past
 // them, it says EAGAIN unless the client's end of stream came (n 0, no
 // error), which it asks the socket's TCP state for.
-func recvPeekSkip(fd uintptr, b []byte, skip int) (int, error) {
+func recvPeekSkip(fd int, b []byte, skip int) (int, error) {
 	iov := [2]unix.Iovec{{Base: &skipBuf()[0]}, {Base: &b[0]}}
 	iov[0].SetLen(skip)
 	iov[1].SetLen(len(b))
@@ -593,7 +548,7 @@ func recvPeekSkip(fd uintptr, b []byte, skip int) (int, error) {
 	if skip == 0 {
 		msg.Iov, msg.Iovlen = &iov[1], 1
 	}
-	r, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	if e != 0 {
 		return 0, e
 	}
@@ -604,7 +559,7 @@ func recvPeekSkip(fd uintptr, b []byte, skip int) (int, error) {
 	case n < 0:
 		return 0, unix.EAGAIN // cannot be: what was sent is still there
 	case n == 0:
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
 			return 0, err
 		}
@@ -643,7 +598,7 @@ func (s *splice) discardLocked(all bool) bool {
 		return true
 	}
 	for n > 0 {
-		r, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, uintptr(n), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, uintptr(n), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == unix.EINTR:
 		case e != 0 || r == 0:
@@ -736,21 +691,9 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
 	}
 	if done {
-		s.wrapUp()
-	} else if opened {
-		s.signal()
-	}
-}
-
-// wrapUp finishes a splice that is done: the reader does, unless it left.
-func (s *splice) wrapUp() {
-	s.mu.Lock()
-	gone := s.readerGone
-	s.mu.Unlock()
-	if gone {
 		s.finish()
-	} else {
-		s.signal()
+	} else if opened {
+		s.pump() // the window took more, or a rewind is wanted
 	}
 }
 
@@ -783,16 +726,11 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	open := s.openedLocked()
 	// The handshake's ACK goes with the client's first bytes when they
 	// are there already, else alone: what the client sent meanwhile is
-	// read here, the reader waiting for more.
+	// read here.
 	s.ackDue = true
 	s.mu.Unlock()
 	open(true)
-	s.rerr = nil
-	if s.readRaw(uintptr(s.fd)); s.rerr != nil {
-		s.abort(false, true, "reading the host socket failed")
-		return
-	}
-	s.ackIfDue()
+	s.pump()
 }
 
 // ackLocked0 takes the acknowledgement ack and window wnd of an open
@@ -848,9 +786,11 @@ func (s *splice) takeLocked(data []byte) bool {
 	if n < len(data) {
 		s.over = append(s.over, data[n:]...)
 		if !s.flushing {
+			// The poller says when there is room.
 			s.flushing = true
-			s.u.wg.Add(1)
-			go s.flush()
+			if s.u.poll.modify(s.fd, s.pollID, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLOUT) != nil {
+				return false
+			}
 		}
 	}
 	return true
@@ -861,7 +801,7 @@ func (s *splice) takeLocked(data []byte) bool {
 func (s *splice) shutLocked() {
 	if s.finRcvd && len(s.over) == 0 && !s.shutWr && s.state != spliceDone {
 		s.shutWr = true
-		unix.Shutdown(s.fd, unix.SHUT_WR)
+		rawShutdown(s.fd, unix.SHUT_WR)
 	}
 }
 
@@ -875,9 +815,18 @@ func (s *splice) doneLocked() bool {
 	return false
 }
 
+// stopLocked marks the splice done and stops its timers.
+func (s *splice) stopLocked() {
+	s.state = spliceDone
+	s.disarmLocked()
+	if s.dtimer != nil {
+		s.dtimer.Stop()
+	}
+}
+
 func sendHost(fd int, b []byte) (int, error) {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
@@ -888,52 +837,46 @@ func sendHost(fd int, b []byte) (int, error) {
 	}
 }
 
-// flush waits for the host socket to take the bytes kept for it, then
-// opens the window again.
+// flush writes the bytes kept for the host socket, now that the poller
+// says it has room, and opens the window again once they all went.
 func (s *splice) flush() {
-	defer s.u.wg.Done()
-	err := s.rc.Write(s.flushFn)
 	s.mu.Lock()
-	if err != nil {
-		s.flushing = false
-	}
-	if err != nil || s.hostErr {
+	if s.state == spliceDone || !s.flushing {
 		s.mu.Unlock()
-		s.abort(false, true, "writing to the host socket failed")
+		return
+	}
+	for len(s.over) > 0 {
+		n, err := sendHost(s.fd, s.over)
+		if err == unix.EAGAIN {
+			s.mu.Unlock()
+			return // the next room
+		}
+		if err != nil {
+			s.mu.Unlock()
+			s.abort(false, true, "writing to the host socket failed")
+			return
+		}
+		s.over = s.over[n:]
+	}
+	s.over, s.flushing = nil, false
+	if s.u.poll.modify(s.fd, s.pollID, unix.EPOLLIN|unix.EPOLLRDHUP) != nil {
+		s.mu.Unlock()
+		s.abort(true, true, "watching the host socket failed")
 		return
 	}
 	s.shutLocked()
 	done := s.doneLocked()
-	seq, ack, wnd := s.ackLocked()
-	st := s.state
+	var seq, ack uint32
+	var wnd uint16
+	if !done {
+		seq, ack, wnd = s.ackLocked()
+	}
 	s.mu.Unlock()
-	if st == spliceOpen {
-		s.send(seq, ack, tcpAck, wnd, nil, nil, 0) // the window opens
-	}
 	if done {
-		s.wrapUp()
+		s.finish()
+		return
 	}
-}
-
-// flushRaw is flush's system call: it reports false to wait for room.
-func (s *splice) flushRaw(fd uintptr) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for len(s.over) > 0 && s.state != spliceDone {
-		n, err := sendHost(int(fd), s.over)
-		if err == unix.EAGAIN {
-			return false
-		}
-		if err != nil {
-			s.hostErr = true
-			break
-		}
-		s.over = s.over[n:]
-	}
-	// Done in the same critical section as the last write: bytes the
-	// gateway's goroutine keeps from now on start a flush of their own.
-	s.over, s.flushing = nil, false
-	return true
+	s.send(seq, ack, tcpAck, wnd, nil, nil, 0) // the window opens
 }
 
 // abort ends the splice at once, for the reason why: resetHost resets the
@@ -948,11 +891,14 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 	was := s.state
 	s.stopLocked()
 	open := s.openedLocked()
-	gone := s.readerGone
 	seq, ack := s.sndNxt, s.rcvNxt
 	if was == spliceSynSent {
 		seq = s.iss + 1
 	}
+	if resetHost {
+		rawLinger0(s.fd)
+	}
+	s.closeLocked()
 	s.mu.Unlock()
 	if resetCtr {
 		flags := uint8(tcpRst | tcpAck)
@@ -961,15 +907,17 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 		}
 		s.send(seq, ack, flags, 0, nil, nil, 0)
 	}
-	if resetHost {
-		s.hc.SetLinger(0)
-	}
-	s.hc.Close()
 	open(false)
-	if gone {
-		s.finish()
+	s.finish()
+}
+
+// closeLocked closes the host socket of a done splice, once.
+func (s *splice) closeLocked() {
+	if s.fd >= 0 {
+		s.u.poll.remove(s.fd, s.pollID)
+		rawClose(s.fd)
+		s.fd = -1
 	}
-	s.signal()
 }
 
 // finish releases a done splice: its host socket, its place in the
@@ -978,11 +926,11 @@ func (s *splice) finish() {
 	s.mu.Lock()
 	done := s.finished
 	s.finished = true
+	s.closeLocked()
 	s.mu.Unlock()
 	if done {
 		return
 	}
-	s.hc.Close()
 	s.u.smu.Lock()
 	if s.u.splices[s.key] == s {
 		delete(s.u.splices, s.key)

@@ -6,10 +6,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -300,67 +302,138 @@ func (u *Uplink) presented(client netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a, client.Port())
 }
 
-// serveTCP accepts the clients of a published TCP port and carries each
-// into the container at ctr.
-func (u *Uplink) serveTCP(l *net.TCPListener, ctr netip.AddrPort) {
-	defer u.wg.Done()
-	for backoff := time.Duration(0); ; {
-		c, err := l.AcceptTCP()
-		if errors.Is(err, net.ErrClosed) {
+// acceptor accepts the clients of a published TCP port and carries each
+// into the container at ctr, through a splice; each is started here, on
+// the poller's goroutine, and goes on without a goroutine of its own.
+// The listening socket is the acceptor's (a duplicate of the listener's,
+// which is closed), so its number is never reused under it.
+type acceptor struct {
+	u     *Uplink
+	ctr   netip.AddrPort
+	local netip.AddrPort // the listener's address: its IP may be unspecified
+
+	mu      sync.Mutex
+	fd      int // -1 once closed
+	id      uint64
+	backoff time.Duration
+	retry   *time.Timer
+}
+
+// newAcceptor takes over the listening socket of l, which it closes.
+func (u *Uplink) newAcceptor(l *net.TCPListener, ctr netip.AddrPort) (*acceptor, error) {
+	defer l.Close()
+	a := &acceptor{u: u, ctr: ctr, local: l.Addr().(*net.TCPAddr).AddrPort(), fd: -1}
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var derr error
+	if err := rc.Control(func(fd uintptr) { a.fd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("fcntl", derr)
+	}
+	return a, nil
+}
+
+// start watches the listening socket, and accepts who waits already.
+func (a *acceptor) start() error {
+	a.mu.Lock()
+	id, err := a.u.poll.add(a.fd, unix.EPOLLIN, a.ready)
+	a.id = id
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	a.ready(0)
+	return nil
+}
+
+// ready takes every client waiting.
+func (a *acceptor) ready(uint32) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for a.fd >= 0 {
+		nfd, client, err := rawAccept4(a.fd)
+		switch {
+		case err == unix.EAGAIN:
+			a.backoff = 0
+			return
+		case err == unix.EINTR, err == unix.ECONNABORTED:
+			continue
+		case err != nil:
+			// Out of file descriptors, say: the client waits, and the
+			// poller says nothing more about it; try again later, as
+			// net/http does. The port stays published.
+			a.backoff = min(max(2*a.backoff, 5*time.Millisecond), time.Second)
+			a.u.warnOnce("accept", "hostnet: published port cannot accept; retrying", "addr", a.local, "err", os.NewSyscallError("accept4", err))
+			if a.retry == nil {
+				a.retry = time.AfterFunc(a.backoff, func() { a.ready(0) })
+			} else {
+				a.retry.Reset(a.backoff)
+			}
 			return
 		}
-		if err != nil {
-			// Out of file descriptors, say: wait, and try again, as
-			// net/http does; the port stays published.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			u.warnOnce("accept", "hostnet: published port cannot accept; retrying", "addr", l.Addr(), "err", err)
-			select {
-			case <-u.ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			continue
+		local := a.local
+		if local.Addr().IsUnspecified() {
+			local, _ = rawGetsockname(nfd)
 		}
-		backoff = 0
 		// As many clients are being carried in at once as the forwarder
 		// opens outbound connections, at most; the rest are reset, as a
 		// full listen queue would drop them.
 		select {
-		case u.dialing <- struct{}{}:
+		case a.u.dialing <- struct{}{}:
+			a.u.inboundTCP(nfd, client, local, a.ctr)
 		default:
-			u.stats.DropInFlight.Add(1)
-			c.SetLinger(0)
-			c.Close()
-			continue
+			a.u.stats.DropInFlight.Add(1)
+			resetClose(nfd)
 		}
-		u.wg.Add(1)
-		go func() {
-			defer u.wg.Done()
-			var once sync.Once
-			opened := func() { once.Do(func() { <-u.dialing }) }
-			defer opened()
-			u.inboundTCP(c, ctr, opened)
-		}()
 	}
 }
 
-// inboundTCP carries the accepted client c into the container at ctr,
-// through a splice, until the flow ends; opened is called once the
-// container answered. The flow's entry is the client to the published
-// address, replied by the container to the client (what the gateway
-// creates when the first packet passes, from the expectation made here).
-func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort, opened func()) {
-	client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+// Close stops accepting and closes the listening socket.
+func (a *acceptor) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.retry != nil {
+		a.retry.Stop()
+	}
+	if a.fd < 0 {
+		return nil
+	}
+	if a.id != 0 {
+		a.u.poll.remove(a.fd, a.id)
+	}
+	err := rawClose(a.fd)
+	a.fd = -1
+	return err
+}
+
+// resetClose closes the socket fd with a reset.
+func resetClose(fd int) {
+	rawLinger0(fd)
+	rawClose(fd)
+}
+
+// inboundTCP starts carrying the accepted client fd (from client, to the
+// host's local) into the container at ctr, through a splice; it holds a
+// place in u.dialing until the container answered. The flow's entry is
+// the client to the published address, replied by the container to the
+// client (what the gateway creates when the first packet passes, from the
+// expectation made here).
+func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort) {
+	var once sync.Once
+	opened := func() { once.Do(func() { <-u.dialing }) }
 	src := u.presented(client)
 	orig := conntrack.Tuple{Src: src.Addr(), Dst: local.Addr().Unmap(), SrcPort: src.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
 	reply := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoTCP}
 	seen := conntrack.Tuple{Src: src.Addr(), Dst: ctr.Addr(), SrcPort: src.Port(), DstPort: ctr.Port(), Proto: conntrack.ProtoTCP}
 	refuse := func() {
-		c.SetLinger(0)
-		c.Close()
+		resetClose(fd)
+		opened()
 	}
-	if !u.reserve(ctr.Addr()) {
+	if !client.IsValid() || !local.IsValid() || !u.reserve(ctr.Addr()) {
 		refuse()
 		return
 	}
@@ -378,12 +451,12 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort, opened func()) {
 			return
 		}
 	}
-	s, err := u.newSplice(c, src, ctr)
-	if err != nil {
+	s, err := u.newSplice(fd, src, ctr)
+	if err != nil { // fd is closed
 		u.unexpect(seen)
 		u.unreserve(ctr.Addr())
 		u.log.Debug("hostnet: published port", "ctr", ctr, "err", err)
-		refuse()
+		opened()
 		return
 	}
 	f, ok := u.addFlow(orig, ctr.Addr(), 0, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
@@ -398,7 +471,8 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort, opened func()) {
 	})
 	if !ok {
 		u.unexpect(seen)
-		refuse()
+		s.abort(true, false, "the uplink is closed, or the flow is carried already")
+		opened()
 		return
 	}
 	s.f = f
@@ -410,7 +484,6 @@ func (u *Uplink) inboundTCP(c *net.TCPConn, ctr netip.AddrPort, opened func()) {
 			u.stats.InboundOpened.Add(1)
 		}
 	})
-	s.run()
 }
 
 // expect registers the flow the uplink is about to open into the

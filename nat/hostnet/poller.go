@@ -1,0 +1,130 @@
+package hostnet
+
+import (
+	"os"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller waits for the host sockets of every splice at once: an epoll set
+// of its own, edge-triggered, which one goroutine waits on through Go's
+// netpoller (an epoll descriptor is readable while it has events). A
+// splice costs no goroutine, and one wake-up serves every socket that is
+// ready.
+type poller struct {
+	epfd int
+	f    *os.File // epfd, for the netpoller
+
+	mu   sync.Mutex
+	next uint64
+	subs map[uint64]func(events uint32) // by the id in the event's data
+
+	events [64]unix.EpollEvent // the goroutine's
+	waitFn func(uintptr) bool
+	fire   []func(uint32) // the goroutine's: what one wait found
+	fireEv []uint32
+}
+
+func newPoller() (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	p := &poller{epfd: epfd, f: os.NewFile(uintptr(epfd), "hostnet-epoll"), subs: map[uint64]func(uint32){}}
+	p.waitFn = p.wait
+	return p, nil
+}
+
+// add watches fd for events (edge-triggered), calling ready with what
+// happened, from the poller's goroutine; it returns the id that modify and
+// remove take.
+func (p *poller) add(fd int, events uint32, ready func(events uint32)) (uint64, error) {
+	p.mu.Lock()
+	p.next++
+	id := p.next
+	p.subs[id] = ready
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: events | unix.EPOLLET}
+	setID(&ev, id)
+	if err := rawEpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.mu.Lock()
+		delete(p.subs, id)
+		p.mu.Unlock()
+		return 0, os.NewSyscallError("epoll_ctl", err)
+	}
+	return id, nil
+}
+
+// modify changes the events fd, watched as id, is watched for.
+func (p *poller) modify(fd int, id uint64, events uint32) error {
+	ev := unix.EpollEvent{Events: events | unix.EPOLLET}
+	setID(&ev, id)
+	return rawEpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+}
+
+// remove stops watching fd, watched as id; the caller closes fd after.
+func (p *poller) remove(fd int, id uint64) {
+	rawEpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	p.mu.Lock()
+	delete(p.subs, id)
+	p.mu.Unlock()
+}
+
+// setID stores id in the event's data (Fd and Pad, 8 bytes).
+func setID(ev *unix.EpollEvent, id uint64) {
+	ev.Fd, ev.Pad = int32(id), int32(id>>32)
+}
+
+func getID(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// run delivers events until close.
+func (p *poller) run() {
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for rc.Read(p.waitFn) == nil {
+	}
+}
+
+// wait takes what is ready without blocking and delivers it; it reports
+// false to wait for more (the netpoller keeps a wake-up that came meanwhile).
+func (p *poller) wait(fd uintptr) bool {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		n := int(r)
+		if e != 0 || n == 0 {
+			return e != 0
+		}
+		p.mu.Lock()
+		for i := range n {
+			if f := p.subs[getID(&p.events[i])]; f != nil {
+				p.fire = append(p.fire, f)
+				p.fireEv = append(p.fireEv, p.events[i].Events)
+			}
+		}
+		p.mu.Unlock()
+		for i, f := range p.fire {
+			f(p.fireEv[i])
+		}
+		clear(p.fire)
+		p.fire, p.fireEv = p.fire[:0], p.fireEv[:0]
+		if n < len(p.events) {
+			return false
+		}
+	}
+}
+
+// close stops the goroutine (run returns) and closes the epoll set.
+func (p *poller) close() { p.f.Close() }
