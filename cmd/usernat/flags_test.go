@@ -53,6 +53,7 @@ func TestParseGatewayArgs(t *testing.T) {
 			"--mtu", "65520",
 			"--offload=false",
 			"--cpuprofile", "/tmp/usernat.prof",
+			"--procs", "3",
 			"--timeout", "udp=5", "--timeout", "tcp_established=3600", "--timeout=icmp=2",
 			"--conntrack-max", "1024",
 			"--ready-fd", itoa(int(w.Fd())),
@@ -87,7 +88,7 @@ func TestParseGatewayArgs(t *testing.T) {
 				t.Errorf("-p %d: %+v, want %+v", i, cfg.Publish[i], wantPub[i])
 			}
 		}
-		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 || cfg.Offload || cfg.CPUProfile != "/tmp/usernat.prof" ||
+		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 || cfg.Offload || cfg.CPUProfile != "/tmp/usernat.prof" || cfg.Procs != 3 ||
 			cfg.ConntrackMax != 1024 || cfg.ReadyFD != int(w.Fd()) || !cfg.Verbose {
 			t.Errorf("config %+v", cfg)
 		}
@@ -177,6 +178,8 @@ func TestParseGatewayArgs(t *testing.T) {
 		{"timeout zero", with("--timeout", "udp=0"), "above 0"},
 		{"timeout not seconds", with("--timeout", "udp=5s"), "whole number"},
 		{"timeout no equals", with("--timeout", "udp"), "NAME=SECONDS"},
+		{"procs negative", with("--procs", "-1"), "--procs -1"},
+		{"procs huge", with("--procs", "100000"), "--procs 100000"},
 		{"conntrack-max negative", with("--conntrack-max", "-1"), "--conntrack-max -1"},
 		{"conntrack-max huge", with("--conntrack-max", "2000000000"), "--conntrack-max"},
 		{"socket dir missing", with("--api-socket", filepath.Join(dir, "no", "api.sock")), "no such file"},
@@ -253,3 +256,26 @@ func TestPortNames(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// The gateway runs on one CPU with the host-socket uplink unless told
+// otherwise, by --procs or by GOMAXPROCS; with a TAP uplink Go chooses.
+func TestProcs(t *testing.T) {
+	host, tap := uplinkSpec{Host: true}, uplinkSpec{NetNS: "/proc/self/ns/net", IfName: "up0"}
+	for _, tc := range []struct {
+		uplink uplinkSpec
+		flag   int
+		env    string
+		want   int
+	}{
+		{host, 0, "", 1},
+		{host, 0, "4", 0},
+		{host, 2, "4", 2},
+		{tap, 0, "", 0},
+		{tap, 3, "", 3},
+	} {
+		cfg := &gatewayConfig{Uplink: tc.uplink, Procs: tc.flag}
+		if got := procs(cfg, tc.env); got != tc.want {
+			t.Errorf("uplink %+v, --procs %d, GOMAXPROCS=%q: %d, want %d", tc.uplink, tc.flag, tc.env, got, tc.want)
+		}
+	}
+}

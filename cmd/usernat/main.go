@@ -82,6 +82,9 @@ It prints nothing unless something goes wrong or -v is given.
                              udp_stream, icmp, generic, ... (repeatable)
   --conntrack-max N          most conntrack entries (default 262144)
   --cpuprofile FILE          write a CPU profile of the run to FILE (go tool pprof)
+  --procs N                  CPUs running usernat's code at once (default 1
+                             with --uplink host, else all; GOMAXPROCS, when
+                             set, is the default)
   --api-socket PATH          the API socket, mode 0600 (default
                              /run/usernat.sock for root, else
                              $XDG_RUNTIME_DIR/usernat.sock)
