@@ -13,14 +13,18 @@
 // (net.ipv4.ping_group_range). Published ports (Uplink.Publish) listen on
 // the host; each client is carried into the container from its own
 // address, for TCP and UDP, so the container sees who connects; a client
-// on the host's loopback is presented as the gateway's address.
+// on the host's loopback is presented as the gateway's address. A TCP
+// client is spliced into the container without the stack, as pasta does:
+// the uplink speaks TCP to the container itself, the client's bytes
+// staying in the host socket until the container acknowledges them, with
+// no goroutine per connection (one poller watches every host socket).
 //
 // Every flow has one entry in the gateway's conntrack table, whose reply
 // tuple is the host socket's (so `usernat conntrack -L` shows the source
 // translation the host performed), and whose state and counters follow
 // the container's side. When the entry leaves the table — idle past its
-// timeout, flushed, evicted — the flow's host socket, stack endpoint and
-// goroutines are released.
+// timeout, flushed, evicted — the flow's host socket, stack endpoint,
+// goroutines and timers are released.
 //
 // The uplink speaks IPv4, as the gateway does. By default a container
 // cannot reach the host's loopback; Config.HostLoopback maps an address
