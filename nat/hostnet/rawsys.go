@@ -83,3 +83,17 @@ func inet4(sa *unix.RawSockaddrInet4) netip.AddrPort {
 	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
 	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port)
 }
+
+// sockError takes the pending error of the socket fd (SO_ERROR).
+func sockError(fd int) error {
+	var v int32
+	l := uint32(4)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR, uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 {
+		return e
+	}
+	if v != 0 {
+		return unix.Errno(v)
+	}
+	return nil
+}

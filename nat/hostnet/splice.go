@@ -62,6 +62,7 @@ type splice struct {
 	rcvNxt                                 uint32 // the next byte from the container
 	rcvAcked                               uint32 // the last acknowledgement sent
 	ackDue                                 bool   // rcvNxt is to be acknowledged: by the next segment, or the delayed-ACK timer
+	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	dtimer                                 *time.Timer
 	finAt, finSent, finAcked, hostEOF      bool   // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
 	finSeq                                 uint32 // the sequence number of our FIN, once finAt
@@ -198,6 +199,11 @@ func (s *splice) usePeekOffset() error {
 // sent meanwhile, or resets the client. onOpen is told which, once.
 func (s *splice) start(onOpen func(ok bool)) {
 	s.mu.Lock()
+	if s.state == spliceDone {
+		s.mu.Unlock()
+		onOpen(false)
+		return
+	}
 	s.onOpen = onOpen
 	s.deadline = time.Now().Add(s.u.cfg.ConnectTimeout)
 	s.rto = spliceSynRTO
@@ -266,7 +272,7 @@ func (s *splice) windowLocked() uint16 {
 // ackLocked returns what a segment acknowledging the container carries,
 // and notes it sent: the caller sends the segment.
 func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
-	s.rcvAcked, s.ackDue = s.rcvNxt, false
+	s.rcvAcked, s.ackDue, s.ackNow = s.rcvNxt, false, false
 	return s.sndNxt, s.rcvNxt, s.windowLocked()
 }
 
@@ -373,6 +379,17 @@ func (s *splice) ready(events uint32) {
 	}
 	if events&^unix.EPOLLOUT != 0 {
 		s.pump()
+	}
+	if events&unix.EPOLLERR != 0 {
+		// A reset client, which neither a pump (when the window is
+		// closed, or the client's end of stream was read) nor a flush
+		// may have looked at.
+		s.mu.Lock()
+		failed := s.state != spliceDone && sockError(s.fd) != nil
+		s.mu.Unlock()
+		if failed {
+			s.abort(false, true, "the client's socket failed")
+		}
 	}
 }
 
@@ -482,7 +499,7 @@ func (s *splice) pumpLocked() string {
 		s.send(seq, ack, tcpAck|tcpPsh, wnd, nil, bp, n)
 		s.mu.Lock()
 	}
-	if s.ackDue && s.state == spliceOpen {
+	if s.ackNow && s.state == spliceOpen {
 		seq, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
 		s.send(seq, ack, tcpAck, wnd, nil, nil, 0)
@@ -681,6 +698,9 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		now = true // a keep-alive or window probe, or a stray: the answer is where we are
 	}
 	done := s.doneLocked()
+	// Done, the splice has no timer left to acknowledge the container's
+	// last FIN with, and nothing of ours to carry it: now, then.
+	now = now || done && s.ackDue
 	var seqNxt, ackNxt uint32
 	var wnd uint16
 	if now {
@@ -727,7 +747,7 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	// The handshake's ACK goes with the client's first bytes when they
 	// are there already, else alone: what the client sent meanwhile is
 	// read here.
-	s.ackDue = true
+	s.ackDue, s.ackNow = true, true
 	s.mu.Unlock()
 	open(true)
 	s.pump()
@@ -743,7 +763,8 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
 	advanced := ack != s.sndUna
 	s.sndUna = ack
 	if int32(s.sndNxt-ack) < 0 {
-		s.sndNxt = ack // acknowledged past a rewind
+		s.sndNxt = ack // acknowledged past a rewind: the peek follows
+		s.reseek = true
 	}
 	s.sndWnd = uint32(wnd) << s.sndShift
 	if s.finAt && ack == s.finSeq+1 {
@@ -927,6 +948,7 @@ func (s *splice) finish() {
 	done := s.finished
 	s.finished = true
 	s.closeLocked()
+	f := s.f
 	s.mu.Unlock()
 	if done {
 		return
@@ -936,8 +958,8 @@ func (s *splice) finish() {
 		delete(s.u.splices, s.key)
 	}
 	s.u.smu.Unlock()
-	if s.f != nil {
-		s.f.ended()
+	if f != nil {
+		f.ended()
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,5 +122,46 @@ func TestIntegrationPublishedTCPLostFrames(t *testing.T) {
 		t.Errorf("no frame was dropped: the test did not test retransmission")
 	} else {
 		t.Logf("%d frames dropped", d)
+	}
+}
+
+// A splice acknowledges as a receiver with delayed ACKs does: in a
+// request and answer exchange, each answer's acknowledgement rides on the
+// next request, one frame to the container per round. And the container
+// closing last has its FIN acknowledged at once, so its socket does not
+// wait in LAST_ACK for a retransmission.
+func TestIntegrationPublishedTCPAcks(t *testing.T) {
+	const rounds = 200
+	p := newPubTCP(t, envConfig{}, true)
+	client, srv := p.pair(t)
+	ctrPort := p.br.Ports()[0] // the container's eth0, the first port
+	before := ctrPort.Counters().TxFrames
+	converse(t, client, srv, rounds, 0)
+	// The rounds, the client's FIN and a little slack.
+	if n := ctrPort.Counters().TxFrames - before; n > rounds*11/10+5 {
+		t.Errorf("%d frames to the container for %d rounds, want about one a round", n, rounds)
+	}
+	srv.Close()
+	lastAck := func() (bool, error) {
+		var found bool
+		err := p.ctr.Do(func() error {
+			b, err := os.ReadFile("/proc/thread-self/net/tcp")
+			if err != nil {
+				return err
+			}
+			for _, l := range strings.Split(string(b), "\n")[1:] {
+				f := strings.Fields(l)
+				// local address, then state: port 80 is 0050, LAST_ACK 09.
+				if len(f) > 3 && strings.HasSuffix(f[1], ":0050") && f[3] == "09" {
+					found = true
+				}
+			}
+			return nil
+		})
+		return found, err
+	}
+	// The container's retransmission timeout is 200 ms at least.
+	if !waitFor(50*time.Millisecond, func() bool { found, err := lastAck(); return err == nil && !found }) {
+		t.Errorf("the container's socket is still in LAST_ACK: its FIN was not acknowledged")
 	}
 }

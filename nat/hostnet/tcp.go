@@ -465,6 +465,9 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort) {
 		// would carry the tuple the client's new connection has now.
 		f.supersede = func() { s.abort(false, true, "the client reused its port") }
 		f.opening = true
+		s.mu.Lock()
+		s.f = f
+		s.mu.Unlock()
 		u.smu.Lock()
 		u.splices[s.key] = s
 		u.smu.Unlock()
@@ -475,7 +478,6 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort) {
 		opened()
 		return
 	}
-	s.f = f
 	s.start(func(ok bool) {
 		u.unexpect(seen)
 		opened()
