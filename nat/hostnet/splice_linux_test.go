@@ -1,15 +1,18 @@
 package hostnet_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -163,5 +166,63 @@ func TestIntegrationPublishedTCPAcks(t *testing.T) {
 	// The container's retransmission timeout is 200 ms at least.
 	if !waitFor(50*time.Millisecond, func() bool { found, err := lastAck(); return err == nil && !found }) {
 		t.Errorf("the container's socket is still in LAST_ACK: its FIN was not acknowledged")
+	}
+}
+
+// Clients of a published port live as long as their entries: idle past
+// the established timeout, or flushed, 100 spliced connections end, reset
+// on both sides, and their sockets and the flows go.
+func TestIntegrationPublishedTCPLifecycle(t *testing.T) {
+	const n = 100
+	for _, tc := range []struct {
+		name  string
+		flush bool
+	}{{"idle", false}, {"flush", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			to := conntrack.Timeouts{TCPEstablished: 2 * time.Second}
+			if tc.flush {
+				to = conntrack.Timeouts{} // the defaults: only the flush ends them
+			}
+			p := newPubTCP(t, envConfig{timeouts: to}, true)
+			time.Sleep(100 * time.Millisecond)
+			fds0 := countFDs(t)
+			clients := make([]*net.TCPConn, n)
+			srvs := make([]*net.TCPConn, n)
+			for i := range n {
+				clients[i], srvs[i] = p.pair(t)
+				// One byte each way: the flow is carried both ways.
+				if _, err := clients[i].Write([]byte{1}); err != nil {
+					t.Fatal(err)
+				}
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(srvs[i], b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := p.up.Flows(); got != n {
+				t.Fatalf("%d flows carried, want %d", got, n)
+			}
+			if tc.flush {
+				p.gw.Table().Flush()
+			}
+			// Gone: each side's next read fails with a reset.
+			for i := range n {
+				for _, c := range []*net.TCPConn{clients[i], srvs[i]} {
+					c.SetReadDeadline(time.Now().Add(5 * time.Second))
+					if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+						t.Fatalf("connection %d, %v: read %v, want a reset", i, c.LocalAddr(), err)
+					}
+				}
+			}
+			if !waitFor(3*time.Second, func() bool { return p.up.Flows() == 0 }) {
+				t.Errorf("%d flows left", p.up.Flows())
+			}
+			for _, c := range append(clients, srvs...) {
+				c.Close()
+			}
+			if !waitFor(3*time.Second, func() bool { return countFDs(t) <= fds0 }) {
+				t.Errorf("%d file descriptors, %d before", countFDs(t), fds0)
+			}
+		})
 	}
 }
