@@ -226,7 +226,9 @@ func (u *Uplink) Inbound(t conntrack.Tuple) (orig, reply conntrack.Tuple, ok boo
 }
 
 // Start implements nat.Uplink: packets from the stack and the host
-// sockets go to deliver, from one goroutine.
+// sockets go to deliver one at a time, from whichever goroutine made them
+// (the stack's, a splice's pump, a host socket's reader), or from the
+// link's own when others are waiting.
 func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 	if u.tbl.Load() == nil {
 		return errors.New("hostnet: the uplink needs a gateway: give it to nat.New")
