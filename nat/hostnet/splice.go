@@ -50,12 +50,17 @@ type splice struct {
 	state   spliceState
 	pumping bool // a goroutine is in pump; again asks it for one more turn
 	again   bool
+	// blocked says the last pump stopped with bytes maybe left to send
+	// (the window was full, or its turn over): an acknowledgement that
+	// opens the window has the poller pump again.
+	blocked bool
 	// Sequence space of the bytes to the container: iss is the SYN's,
 	// sndUna the first byte not acknowledged, sndNxt the next to send,
 	// sndMax the highest sent, discarded the first byte still in the
 	// host socket.
 	iss, sndUna, sndNxt, sndMax, discarded uint32
 	sndWnd                                 uint32 // the container's window, in bytes
+	cwnd, ssthresh                         uint32 // congestion window and slow-start threshold, in bytes (RFC 5681)
 	sndShift                               uint8  // its window scale
 	rcvShift                               uint8  // ours: 0 when the container does not scale
 	mss                                    int    // largest segment to the container
@@ -107,6 +112,16 @@ const (
 	// spliceMaxPayload is the most a segment to the container carries: a
 	// GSO frame of the largest IPv4 packet.
 	spliceMaxPayload = 0xffff - 40
+	// spliceBurst is the most segments one turn of a pump sends (512 KiB
+	// of 64 KiB ones) before it lets the other flows go first.
+	spliceBurst = 8
+)
+
+// Events the poller watches a splice's host socket for: news to read, and
+// room to write while bytes wait for it (flushing).
+const (
+	spliceWatch      = unix.EPOLLIN | unix.EPOLLRDHUP
+	spliceWatchFlush = spliceWatch | unix.EPOLLOUT
 )
 
 // TCP flags.
@@ -166,7 +181,7 @@ func (u *Uplink) newSplice(fd int, from, to netip.AddrPort) (*splice, error) {
 	s.pseud = nat.Sum(w[:10], 0)
 	s.iss = isnOf(from, to)
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = s.iss, s.iss+1, s.iss+1, s.iss+1
-	id, err := u.poll.add(fd, unix.EPOLLIN|unix.EPOLLRDHUP, s.ready)
+	id, err := u.poll.add(fd, spliceWatch, s.ready)
 	if err != nil {
 		return fail(err)
 	}
@@ -361,6 +376,12 @@ func (s *splice) onTimer() {
 		s.send(s.finSeq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
 	case s.sndUna != s.sndNxt:
 		s.u.stats.InboundRetransmits.Add(1)
+		// A loss: the way to the container is full (a bridge port's
+		// queue, the container's backlog). Start again from one
+		// segment, as RFC 5681 says, or the flow keeps it full and the
+		// others' segments are lost each time they go.
+		s.ssthresh = max((s.sndMax-s.sndUna)/2, 2*uint32(s.mss))
+		s.cwnd = uint32(s.mss)
 		s.rewind = true
 		s.mu.Unlock()
 		s.pump()
@@ -451,8 +472,17 @@ func (s *splice) pumpLocked() string {
 			return "setting the peek offset failed"
 		}
 	}
-	for s.state == spliceOpen && !s.hostEOF {
+	for sent := 0; s.state == spliceOpen && !s.hostEOF; sent++ {
+		if sent == spliceBurst {
+			// The rest on the poller's next round.
+			if !s.rearmLocked() {
+				return "watching the host socket failed"
+			}
+			s.blocked = true
+			break
+		}
 		can := s.canLocked()
+		s.blocked = can <= 0
 		if can <= 0 {
 			s.wantWnd = s.sndUna == s.sndNxt
 			if s.wantWnd {
@@ -508,10 +538,23 @@ func (s *splice) pumpLocked() string {
 	return ""
 }
 
+// rearmLocked has the poller pump the splice on its next round: watching
+// again a socket that has something to read makes it news again.
+func (s *splice) rearmLocked() bool {
+	if s.state == spliceDone {
+		return true
+	}
+	watch := uint32(spliceWatch)
+	if s.flushing {
+		watch = spliceWatchFlush
+	}
+	return s.u.poll.modify(s.fd, s.pollID, watch) == nil
+}
+
 // canLocked is how many bytes the container's window takes now, in one
 // segment.
 func (s *splice) canLocked() int {
-	can := int(int32(s.sndUna + s.sndWnd - s.sndNxt))
+	can := int(int32(s.sndUna + min(s.sndWnd, s.cwnd) - s.sndNxt))
 	if peekOffs.Load() < 0 {
 		// The scratch buffer bounds what is in flight.
 		can = min(can, len(skipBuf())-int(s.sndNxt-s.discarded))
@@ -701,6 +744,15 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	// Done, the splice has no timer left to acknowledge the container's
 	// last FIN with, and nothing of ours to carry it: now, then.
 	now = now || done && s.ackDue
+	// A window that opened lets the client's next bytes go, if some
+	// wait: on the poller's goroutine, not this one, which must keep
+	// reading what the containers send (their queues overflow meanwhile).
+	repump := opened && !done && (s.blocked || s.rewind)
+	if repump && !s.rearmLocked() {
+		s.mu.Unlock()
+		s.abort(true, true, "watching the host socket failed")
+		return
+	}
 	var seqNxt, ackNxt uint32
 	var wnd uint16
 	if now {
@@ -712,8 +764,6 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	}
 	if done {
 		s.finish()
-	} else if opened {
-		s.pump() // the window took more, or a rewind is wanted
 	}
 }
 
@@ -739,6 +789,8 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 		s.sndShift, s.rcvShift = uint8(min(o.WS, 14)), spliceShift
 	}
 	s.sndWnd = uint32(h.WindowSize()) // not scaled in a SYN
+	// An initial window of ten segments (RFC 6928), no threshold yet.
+	s.cwnd, s.ssthresh = 10*uint32(s.mss), 1<<30
 	s.rcvNxt = seq + 1
 	s.sndUna = s.iss + 1
 	s.state = spliceOpen
@@ -759,8 +811,14 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
 	if int32(ack-s.sndUna) < 0 || int32(ack-s.sndMax) > 0 {
 		return false // old, or for bytes never sent
 	}
-	before := s.sndUna + s.sndWnd
+	before := s.sndUna + min(s.sndWnd, s.cwnd)
 	advanced := ack != s.sndUna
+	if acked := ack - s.sndUna; s.cwnd < s.ssthresh {
+		s.cwnd += min(acked, 2*uint32(s.mss)) // slow start, by bytes (RFC 3465, L = 2)
+	} else if s.cwnd > 0 {
+		s.cwnd += max(uint32(uint64(s.mss)*uint64(acked)/uint64(s.cwnd)), 1) // congestion avoidance
+	}
+	s.cwnd = min(s.cwnd, 1<<30)
 	s.sndUna = ack
 	if int32(s.sndNxt-ack) < 0 {
 		s.sndNxt = ack // acknowledged past a rewind: the peek follows
@@ -770,7 +828,7 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
 	if s.finAt && ack == s.finSeq+1 {
 		s.finAcked = true
 	}
-	opened := advanced || s.sndUna+s.sndWnd != before
+	opened := advanced || s.sndUna+min(s.sndWnd, s.cwnd) != before
 	switch {
 	case s.sndUna == s.sndNxt && !(s.wantWnd && s.sndWnd == 0):
 		s.disarmLocked()
@@ -809,7 +867,7 @@ func (s *splice) takeLocked(data []byte) bool {
 		if !s.flushing {
 			// The poller says when there is room.
 			s.flushing = true
-			if s.u.poll.modify(s.fd, s.pollID, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLOUT) != nil {
+			if s.u.poll.modify(s.fd, s.pollID, spliceWatchFlush) != nil {
 				return false
 			}
 		}
@@ -880,7 +938,7 @@ func (s *splice) flush() {
 		s.over = s.over[n:]
 	}
 	s.over, s.flushing = nil, false
-	if s.u.poll.modify(s.fd, s.pollID, unix.EPOLLIN|unix.EPOLLRDHUP) != nil {
+	if s.u.poll.modify(s.fd, s.pollID, spliceWatch) != nil {
 		s.mu.Unlock()
 		s.abort(true, true, "watching the host socket failed")
 		return

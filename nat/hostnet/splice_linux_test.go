@@ -226,3 +226,66 @@ func TestIntegrationPublishedTCPLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// One client uploading as fast as it can does not starve another: while
+// the first fills the container's window again and again, the second's
+// round trips go on. (When the gateway's goroutine sent the upload's
+// next window on each acknowledgement, it read the container's frames
+// too late, the TAP device's queue overflowed in the kernel, and the
+// other flow's answers were lost, again and again.)
+func TestIntegrationPublishedTCPNoStarvation(t *testing.T) {
+	const rounds = 200
+	p := newPubTCP(t, envConfig{}, true)
+	upC, upS := p.pair(t)
+	pingC, pingS := p.pair(t)
+	upC.SetDeadline(time.Time{})
+	upS.SetDeadline(time.Time{})
+	go io.Copy(io.Discard, upS)
+	stop := make(chan struct{})
+	uploaded := make(chan int64, 1)
+	go func() {
+		buf := make([]byte, 1<<20)
+		var n int64
+		defer func() { uploaded <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			m, err := upC.Write(buf)
+			n += int64(m)
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() { // the container echoes
+		b := make([]byte, 1)
+		for {
+			if _, err := io.ReadFull(pingS, b); err != nil {
+				return
+			}
+			if _, err := pingS.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the upload is under way
+	b := []byte{7}
+	for i := range rounds {
+		pingC.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := pingC.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(pingC, b); err != nil {
+			t.Fatalf("round trip %d during the upload: %v (the container's port: %+v; the uplink: %v)",
+				i, err, p.br.Ports()[0].Counters(), p.up.Counters())
+		}
+	}
+	close(stop)
+	upC.Close()
+	if n := <-uploaded; n < 1<<20 {
+		t.Errorf("the upload moved %d bytes: it was not under way", n)
+	}
+}
