@@ -34,7 +34,7 @@ func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu, HardwareAddr: mac, Offload: offload, DirectWrite: direct})
+	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu, HardwareAddr: mac, Offload: offload, DirectWrite: direct, RawIO: direct})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestIntegrationTwoNamespaces(t *testing.T) {
 		name               string
 		offloadA, offloadB bool
 		mtu                int
-		direct             bool // the bridge writes to the TAPs from the forwarding goroutine
+		direct             bool // the bridge writes to the TAPs from the forwarding goroutine, raw I/O (host mode's way)
 	}{
 		{"plain", false, false, MaxMTU, false},
 		{"offload", true, true, MaxMTU, false},
@@ -70,7 +70,7 @@ func TestIntegrationTwoNamespaces(t *testing.T) {
 		{"plain to offload", false, true, MaxMTU, false},
 		{"offload, MTU 1500", true, true, 1500, false},
 		{"offload to plain, MTU 1500", true, false, 1500, false},
-		{"direct writes, offload to plain, MTU 1500", true, false, 1500, true},
+		{"direct writes and raw I/O, offload to plain, MTU 1500", true, false, 1500, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) { twoNamespaces(t, tt.offloadA, tt.offloadB, tt.mtu, tt.direct) })
 	}
@@ -85,8 +85,8 @@ func twoNamespaces(t *testing.T, offloadA, offloadB bool, mtu int, direct bool) 
 	// Documentation prefixes, used only inside these namespaces.
 	a := newContainer(t, br, macA, "192.0.2.10/24", "2001:db8::a/64", offloadA, mtu, direct)
 	b := newContainer(t, br, macB, "192.0.2.11/24", "2001:db8::b/64", offloadB, mtu, direct)
-	if a.port.direct != direct || b.port.direct != direct {
-		t.Fatalf("TAPConfig.DirectWrite %v did not make the ports direct writers", direct)
+	if a.port.direct != direct || b.port.direct != direct || a.tap.raw != direct || b.tap.raw != direct {
+		t.Fatalf("TAPConfig.DirectWrite and RawIO %v did not make the ports direct writers with raw I/O", direct)
 	}
 
 	t.Run("TAP set up", func(t *testing.T) {
