@@ -378,8 +378,8 @@ func (s *splice) onTimer() {
 		s.u.stats.InboundRetransmits.Add(1)
 		// A loss: the way to the container is full (a bridge port's
 		// queue, the container's backlog). Start again from one
-		// segment, as RFC 5681 says, or the flow keeps it full and the
-		// others' segments are lost each time they go.
+		// segment, as RFC 5681 says, rather than send the whole window
+		// into it again.
 		s.ssthresh = max((s.sndMax-s.sndUna)/2, 2*uint32(s.mss))
 		s.cwnd = uint32(s.mss)
 		s.rewind = true
@@ -745,8 +745,8 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	// last FIN with, and nothing of ours to carry it: now, then.
 	now = now || done && s.ackDue
 	// A window that opened lets the client's next bytes go, if some
-	// wait: on the poller's goroutine, not this one, which must keep
-	// reading what the containers send (their queues overflow meanwhile).
+	// wait: on the poller's goroutine, so this one goes back to reading
+	// what the containers send.
 	repump := opened && !done && (s.blocked || s.rewind)
 	if repump && !s.rearmLocked() {
 		s.mu.Unlock()
