@@ -20,6 +20,11 @@ type flow struct {
 	// supersede, when set (under u.mu), ends the flow for a new one with
 	// the same original tuple, more gently than stop.
 	supersede func()
+	// peer (set once, before the flow is seen) is the real client of a
+	// flow into the container: clients on the host's loopback share the
+	// gateway's address, and only the same client reusing its port
+	// supersedes its last flow.
+	peer netip.AddrPort
 	// opening (under u.mu) is set while a flow into the container waits
 	// for its handshake: a client reusing its port may still have the
 	// entry of its last connection in the table, which is not this

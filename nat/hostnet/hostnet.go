@@ -330,6 +330,7 @@ type Stats struct {
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
 	DropInFlight                                       atomic.Uint64 // clients of published ports beyond maxInFlight being opened
+	DropCollision                                      atomic.Uint64 // loopback clients of published ports whose port another one, shown as the gateway too, holds
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -346,7 +347,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),
-		"drop_in_flight": s.DropInFlight.Load(),
+		"drop_in_flight": s.DropInFlight.Load(), "drop_collision": s.DropCollision.Load(),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -290,5 +291,63 @@ func TestIntegrationPublishedTCPNoStarvation(t *testing.T) {
 	upC.Close()
 	if n := <-uploaded; n < 1<<20 {
 		t.Errorf("the upload moved %d bytes: it was not under way", n)
+	}
+}
+
+// Two clients on the host's loopback with the same port are both shown to
+// the container as the gateway with that port: the same connection, to
+// the container. The one carried already stays; the other is reset.
+func TestIntegrationPublishedTCPLoopbackCollision(t *testing.T) {
+	p := newPubTCP(t, envConfig{}, true)
+	dialFrom := func(from string) (net.Conn, error) {
+		var c net.Conn
+		err := p.host.Do(func() error {
+			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(from))}
+			var err error
+			c, err = d.DialContext(ctx(t), "tcp", "127.0.0.1:8080")
+			return err
+		})
+		if c != nil {
+			t.Cleanup(func() { c.Close() })
+			c.SetDeadline(time.Now().Add(connDeadline))
+		}
+		return c, err
+	}
+	first, err := dialFrom("127.0.0.1:40001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := p.accept(t)
+	if got := srv.RemoteAddr().String(); got != gwAddr.Addr().String()+":40001" {
+		t.Fatalf("the container sees %s, want the gateway at port 40001", got)
+	}
+	echo := func(what string) {
+		t.Helper()
+		b := make([]byte, 1)
+		if _, err := first.Write([]byte{9}); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if _, err := io.ReadFull(srv, b); err != nil {
+			t.Fatalf("%s: the container read %v", what, err)
+		}
+		if _, err := srv.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(first, b); err != nil {
+			t.Fatalf("%s: the first client read %v", what, err)
+		}
+	}
+	echo("before")
+	second, err := dialFrom("127.0.0.2:40001")
+	if err == nil {
+		second.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = second.Read(make([]byte, 1))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the second client: %v, want a reset", err)
+	}
+	echo("after")
+	if n := p.up.Counters()["drop_collision"]; n != 1 {
+		t.Errorf("drop_collision %d, want 1", n)
 	}
 }

@@ -443,6 +443,15 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort) {
 		// client is done with it, so it ends now, as the kernel's
 		// conntrack reopens a closing entry for a new SYN.
 		if old := u.flowOf(orig); old != nil {
+			if old.peer != client {
+				// Another client on the host's loopback with the same
+				// port: shown as the gateway, both would be the same
+				// connection to the container. The live one stays.
+				u.stats.DropCollision.Add(1)
+				u.unreserve(ctr.Addr())
+				refuse()
+				return
+			}
 			old.replaced()
 		}
 		if !u.expect(seen, orig, reply) {
@@ -465,6 +474,7 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort) {
 		// would carry the tuple the client's new connection has now.
 		f.supersede = func() { s.abort(false, true, "the client reused its port") }
 		f.opening = true
+		f.peer = client
 		s.mu.Lock()
 		s.f = f
 		s.mu.Unlock()
