@@ -128,7 +128,7 @@ func (f *flow) end(stop bool) {
 		u.stats.Released.Add(1)
 	})
 	// Outside the Once: stopping a flow may end it again (a splice
-	// whose reader left finishes on the spot), which is then nothing.
+	// finishes on the spot), which is then nothing.
 	if first && stop {
 		f.stop()
 	}

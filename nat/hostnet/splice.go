@@ -806,7 +806,7 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 }
 
 // ackLocked0 takes the acknowledgement ack and window wnd of an open
-// splice, and reports whether the reader has more to send now.
+// splice, and reports whether more may be sent now (or a rewind is due).
 func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
 	if int32(ack-s.sndUna) < 0 || int32(ack-s.sndMax) > 0 {
 		return false // old, or for bytes never sent
