@@ -376,12 +376,7 @@ func (s *splice) onTimer() {
 		s.send(s.finSeq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
 	case s.sndUna != s.sndNxt:
 		s.u.stats.InboundRetransmits.Add(1)
-		// A loss: the way to the container is full (a bridge port's
-		// queue, the container's backlog). Start again from one
-		// segment, as RFC 5681 says, rather than send the whole window
-		// into it again.
-		s.ssthresh = max((s.sndMax-s.sndUna)/2, 2*uint32(s.mss))
-		s.cwnd = uint32(s.mss)
+		s.lossLocked()
 		s.rewind = true
 		s.mu.Unlock()
 		s.pump()
@@ -803,6 +798,15 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	s.mu.Unlock()
 	open(true)
 	s.pump()
+}
+
+// lossLocked is the congestion window's answer to a retransmission
+// timeout: the way to the container is full (a bridge port's queue, the
+// container's backlog), so it starts again from one segment, as RFC 5681
+// says, rather than send the whole window into it again.
+func (s *splice) lossLocked() {
+	s.ssthresh = max((s.sndMax-s.sndUna)/2, 2*uint32(s.mss))
+	s.cwnd = uint32(s.mss)
 }
 
 // ackLocked0 takes the acknowledgement ack and window wnd of an open

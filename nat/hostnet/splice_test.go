@@ -1,0 +1,61 @@
+package hostnet
+
+import "testing"
+
+// The congestion window of a splice (RFC 5681): sends are bounded by it
+// as well as by the container's window; it grows by bytes acknowledged in
+// slow start (at most two segments an ACK) and by about a segment a
+// window after; a retransmission timeout takes it to one segment, with
+// half of what was in flight as the threshold.
+func TestSpliceCongestionWindow(t *testing.T) {
+	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
+	peekOffs.Store(1)
+	const mss = 1000
+	s := &splice{mss: mss, state: spliceOpen}
+	defer s.stopLocked() // the retransmission timer ACKs arm
+	s.sndUna, s.sndNxt, s.sndMax = 1000, 1000, 1000
+	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10*mss, 1<<30
+	if got := s.canLocked(); got != 10*mss {
+		t.Fatalf("can send %d, want the initial window %d", got, 10*mss)
+	}
+	// Ten segments out, then acknowledged two at a time: slow start
+	// doubles the window.
+	s.sndNxt, s.sndMax = s.sndUna+10*mss, s.sndUna+10*mss
+	for range 5 {
+		s.ackLocked0(s.sndUna+2*mss, uint16(s.sndWnd>>s.sndShift))
+	}
+	if s.cwnd != 20*mss {
+		t.Errorf("after ten segments acknowledged, cwnd %d, want %d", s.cwnd, 20*mss)
+	}
+	// An ACK of a huge stretch counts two segments at most.
+	s.sndNxt, s.sndMax = s.sndUna+20*mss, s.sndUna+20*mss
+	s.ackLocked0(s.sndUna+20*mss, 0xffff)
+	if s.cwnd != 22*mss {
+		t.Errorf("after a stretch ACK, cwnd %d, want %d", s.cwnd, 22*mss)
+	}
+	// A timeout with 16 segments in flight.
+	s.sndNxt, s.sndMax = s.sndUna+16*mss, s.sndUna+16*mss
+	s.lossLocked()
+	if s.cwnd != mss || s.ssthresh != 8*mss {
+		t.Errorf("after a loss, cwnd %d and ssthresh %d, want %d and %d", s.cwnd, s.ssthresh, mss, 8*mss)
+	}
+	s.sndNxt = s.sndUna // rewound
+	if got := s.canLocked(); got != mss {
+		t.Errorf("after a loss, can send %d, want one segment", got)
+	}
+	// Past the threshold, about a segment a window.
+	s.cwnd = 8 * mss
+	s.sndNxt, s.sndMax = s.sndUna+8*mss, s.sndUna+8*mss
+	for range 8 {
+		s.ackLocked0(s.sndUna+mss, 0xffff)
+	}
+	if s.cwnd < 8*mss+mss*7/8 || s.cwnd > 9*mss {
+		t.Errorf("a window acknowledged in congestion avoidance: cwnd %d, want about %d", s.cwnd, 9*mss)
+	}
+	// The container's window bounds it too.
+	s.sndNxt = s.sndUna
+	s.sndWnd = 3 * mss
+	if got := s.canLocked(); got != 3*mss {
+		t.Errorf("with the container's window at 3 segments, can send %d", got)
+	}
+}
