@@ -230,15 +230,21 @@ func (p *offloadPipe) ReadFramesOffload(bufs [][]byte, sizes []int, meta []Offlo
 	return n, err
 }
 
+// WriteFramesOffload writes the frames one at a time, each Offload right
+// after its frame: the test reads a frame, then its Offload, and only
+// then the next frame, which a batch written whole before its Offloads
+// would wait for for ever.
 func (p *offloadPipe) WriteFramesOffload(bufs [][]byte, meta []Offload) (int, error) {
-	n, err := p.Pipe.WriteFrames(bufs)
-	for _, m := range meta[:n] {
+	for i := range bufs {
+		if _, err := p.Pipe.WriteFrames(bufs[i : i+1]); err != nil {
+			return i, err
+		}
 		select {
-		case p.out <- m:
+		case p.out <- meta[i]:
 		default: // the test stopped reading; never hold up Close
 		}
 	}
-	return n, err
+	return len(bufs), nil
 }
 
 // The bridge hands a GSO frame as it is to a port that passes offloads
