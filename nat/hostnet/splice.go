@@ -124,15 +124,6 @@ const (
 	spliceWatchFlush = spliceWatch | unix.EPOLLOUT
 )
 
-// TCP flags.
-const (
-	tcpFin = 0x01
-	tcpSyn = 0x02
-	tcpRst = 0x04
-	tcpPsh = 0x08
-	tcpAck = 0x10
-)
-
 var (
 	isnSeed  = maphash.MakeSeed()
 	peekOffs atomic.Int32 // 1: SO_PEEK_OFF works on TCP; -1: it does not; 0: unknown
@@ -242,7 +233,7 @@ func (s *splice) sendSyn() {
 	var opts [8]byte
 	binary.BigEndian.PutUint32(opts[0:], 2<<24|4<<16|uint32(s.u.mtu-40)) // MSS
 	binary.BigEndian.PutUint32(opts[4:], 1<<24|3<<16|3<<8|spliceShift)   // NOP, window scale
-	s.send(s.iss, 0, tcpSyn, 0xffff, opts[:], nil, 0)
+	s.send(s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
 }
 
 // send sends the container one segment: without payload when bp is nil,
@@ -316,7 +307,7 @@ func (s *splice) ackIfDue() {
 	}
 	seq, ack, wnd := s.ackLocked()
 	s.mu.Unlock()
-	s.send(seq, ack, tcpAck, wnd, nil, nil, 0)
+	s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
 }
 
 // armLocked starts the timer for the segment outstanding, or a probe.
@@ -373,7 +364,7 @@ func (s *splice) onTimer() {
 		s.u.stats.InboundRetransmits.Add(1)
 		_, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
-		s.send(s.finSeq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
+		s.send(s.finSeq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0)
 	case s.sndUna != s.sndNxt:
 		s.u.stats.InboundRetransmits.Add(1)
 		s.lossLocked()
@@ -384,7 +375,7 @@ func (s *splice) onTimer() {
 		seq, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
 		// A byte already acknowledged draws the container's window.
-		s.send(seq-1, ack, tcpAck, wnd, nil, nil, 0)
+		s.send(seq-1, ack, conntrack.TCPAck, wnd, nil, nil, 0)
 	}
 }
 
@@ -521,13 +512,13 @@ func (s *splice) pumpLocked() string {
 		// A short read does not mean the socket is drained: the
 		// client's FIN may have come with its last bytes, in the same
 		// wake-up, and only a read that finds nothing says it.
-		s.send(seq, ack, tcpAck|tcpPsh, wnd, nil, bp, n)
+		s.send(seq, ack, conntrack.TCPAck|conntrack.TCPPsh, wnd, nil, bp, n)
 		s.mu.Lock()
 	}
 	if s.ackNow && s.state == spliceOpen {
 		seq, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
-		s.send(seq, ack, tcpAck, wnd, nil, nil, 0)
+		s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
 		s.mu.Lock()
 	}
 	return ""
@@ -576,7 +567,7 @@ func (s *splice) sendFinLocked() {
 	_, ack, wnd := s.ackLocked()
 	seq := s.finSeq
 	s.mu.Unlock()
-	s.send(seq, ack, tcpFin|tcpAck, wnd, nil, nil, 0)
+	s.send(seq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0)
 	s.mu.Lock()
 }
 
@@ -680,7 +671,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		s.synSentLocked(h, flags, seq, ack)
 		return
 	}
-	if flags&tcpRst != 0 {
+	if flags&conntrack.TCPRst != 0 {
 		// In the window only (RFC 5961): anything else is not the
 		// container's.
 		ok := seq-s.rcvNxt < uint32(spliceWnd)
@@ -690,15 +681,15 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		}
 		return
 	}
-	if flags&tcpAck == 0 {
+	if flags&conntrack.TCPAck == 0 {
 		s.mu.Unlock()
 		return
 	}
-	if flags&tcpSyn != 0 {
+	if flags&conntrack.TCPSyn != 0 {
 		// The SYN-ACK again: our ACK of it was lost, or is late.
 		seqNxt, ackNxt, wnd := s.ackLocked()
 		s.mu.Unlock()
-		s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
+		s.send(seqNxt, ackNxt, conntrack.TCPAck, wnd, nil, nil, 0)
 		return
 	}
 	opened := s.ackLocked0(ack, h.WindowSize())
@@ -708,15 +699,15 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		return
 	}
 	now := false // acknowledge at once, else maybe later
-	if len(payload) > 0 || flags&tcpFin != 0 {
+	if len(payload) > 0 || flags&conntrack.TCPFin != 0 {
 		now = true // out of order, or old: a duplicate ACK says where we are
-		if d := s.rcvNxt - seq; int32(d) >= 0 && !s.finRcvd && (int(d) < len(payload) || flags&tcpFin != 0) {
+		if d := s.rcvNxt - seq; int32(d) >= 0 && !s.finRcvd && (int(d) < len(payload) || flags&conntrack.TCPFin != 0) {
 			if int(d) < len(payload) && !s.takeLocked(payload[d:]) {
 				s.mu.Unlock()
 				s.abort(false, true, "writing to the host socket failed") // the client is gone
 				return
 			}
-			if flags&tcpFin != 0 && seq+uint32(len(payload)) == s.rcvNxt {
+			if flags&conntrack.TCPFin != 0 && seq+uint32(len(payload)) == s.rcvNxt {
 				s.rcvNxt++
 				s.finRcvd = true
 				s.shutLocked()
@@ -732,7 +723,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 			}
 		}
 	}
-	if len(payload) == 0 && flags&tcpFin == 0 && seq != s.rcvNxt {
+	if len(payload) == 0 && flags&conntrack.TCPFin == 0 && seq != s.rcvNxt {
 		now = true // a keep-alive or window probe, or a stray: the answer is where we are
 	}
 	done := s.doneLocked()
@@ -755,7 +746,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	}
 	s.mu.Unlock()
 	if now {
-		s.send(seqNxt, ackNxt, tcpAck, wnd, nil, nil, 0)
+		s.send(seqNxt, ackNxt, conntrack.TCPAck, wnd, nil, nil, 0)
 	}
 	if done {
 		s.finish()
@@ -764,17 +755,17 @@ func (s *splice) input(h header.TCP, payload []byte) {
 
 // synSentLocked handles the container's answer to the SYN, and unlocks.
 func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
-	if flags&tcpAck == 0 || ack != s.iss+1 {
+	if flags&conntrack.TCPAck == 0 || ack != s.iss+1 {
 		s.mu.Unlock()
 		return
 	}
-	if flags&tcpRst != 0 {
+	if flags&conntrack.TCPRst != 0 {
 		s.mu.Unlock()
 		s.u.stats.InboundRefused.Add(1)
 		s.abort(true, false, "refused by the container") // refused: so is the client
 		return
 	}
-	if flags&tcpSyn == 0 {
+	if flags&conntrack.TCPSyn == 0 {
 		s.mu.Unlock()
 		return
 	}
@@ -959,7 +950,7 @@ func (s *splice) flush() {
 		s.finish()
 		return
 	}
-	s.send(seq, ack, tcpAck, wnd, nil, nil, 0) // the window opens
+	s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0) // the window opens
 }
 
 // abort ends the splice at once, for the reason why: resetHost resets the
@@ -984,9 +975,9 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 	s.closeLocked()
 	s.mu.Unlock()
 	if resetCtr {
-		flags := uint8(tcpRst | tcpAck)
+		flags := uint8(conntrack.TCPRst | conntrack.TCPAck)
 		if was == spliceSynSent {
-			flags, ack = tcpRst, 0
+			flags, ack = conntrack.TCPRst, 0
 		}
 		s.send(seq, ack, flags, 0, nil, nil, 0)
 	}
