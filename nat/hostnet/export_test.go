@@ -1,6 +1,9 @@
 package hostnet
 
-import "net/netip"
+import (
+	"net/netip"
+	"sync/atomic"
+)
 
 // SetPeekOffset makes the splices made from now on peek with SO_PEEK_OFF
 // (on, where the kernel has it) or by skipping the bytes sent, as on
@@ -15,9 +18,14 @@ func SetPeekOffset(on bool) (restore func()) {
 	return func() { peekOffs.Store(old) }
 }
 
+// PeekOffsetOn reports whether splices peek with SO_PEEK_OFF now.
+func PeekOffsetOn() bool { return peekOffs.Load() > 0 }
+
 // SetISN makes the splices made from now on start their sequence numbers
-// at iss; restore puts the secret, clocked ones back.
-func SetISN(iss uint32) (restore func()) {
-	isnOf = func(netip.AddrPort, netip.AddrPort) uint32 { return iss }
-	return func() { isnOf = isn }
+// at iss; restore puts the secret, clocked ones back. uses counts the
+// splices that did.
+func SetISN(iss uint32) (restore func(), uses *atomic.Int64) {
+	uses = new(atomic.Int64)
+	isnOf = func(netip.AddrPort, netip.AddrPort) uint32 { uses.Add(1); return iss }
+	return func() { isnOf = isn }, uses
 }

@@ -78,11 +78,15 @@ func TestIntegrationPublishedTCPSkippingPeek(t *testing.T) {
 	converse(t, client, srv, 10, 20*time.Millisecond)
 	client, srv = p.pair(t)
 	bothWays(t, client, srv, 8<<20)
+	if hostnet.PeekOffsetOn() {
+		t.Error("the splices peeked with SO_PEEK_OFF: the test did not test the other way")
+	}
 }
 
 // Sequence numbers that cross 2³² early in the stream, and a FIN after.
 func TestIntegrationPublishedTCPWraparound(t *testing.T) {
-	t.Cleanup(hostnet.SetISN(0xffffffff - 100_000)) // after the gateway closes
+	restore, uses := hostnet.SetISN(0xffffffff - 100_000)
+	t.Cleanup(restore) // after the gateway closes
 	p := newPubTCP(t, envConfig{}, true)
 	client, srv := p.pair(t)
 	bothWays(t, client, srv, 8<<20)
@@ -92,6 +96,9 @@ func TestIntegrationPublishedTCPWraparound(t *testing.T) {
 	// outside the container's window, which a wrong comparison does.
 	if r := p.up.Counters()["inbound_retransmits"]; r != 0 {
 		t.Errorf("%d retransmissions, want none", r)
+	}
+	if n := uses.Load(); n != 2 {
+		t.Errorf("%d splices started near 2³², want both", n)
 	}
 }
 
