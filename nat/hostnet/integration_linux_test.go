@@ -665,3 +665,25 @@ func TestIntegrationRepublishUDP(t *testing.T) {
 		}
 	}
 }
+
+// Publish says why it cannot publish: an uplink not given to a gateway
+// yet, or one closed.
+func TestIntegrationPublishErrors(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	p, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lone, err := hostnet.New(hostnet.Config{Gateway: gwAddr.Addr(), Namespace: e.host.Do})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lone.Close()
+	if _, err := lone.Publish(p); !errors.Is(err, hostnet.ErrNotAttached) {
+		t.Errorf("publishing on an uplink of no gateway: %v, want ErrNotAttached", err)
+	}
+	e.gw.Close()
+	if _, err := e.up.Publish(p); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("publishing on a closed uplink: %v, want net.ErrClosed", err)
+	}
+}

@@ -10,6 +10,11 @@ import (
 	"github.com/usernat/usernat/nat"
 )
 
+// ErrNotAttached is Publish's error before the uplink is given to a
+// gateway (nat.New), which holds the rules. A closed uplink's is
+// net.ErrClosed.
+var ErrNotAttached = errors.New("the uplink is not given to a gateway yet")
+
 // Publish publishes p: it listens on the host at p.HostAddr (every
 // address when zero) on each of p.HostPorts, for TCP or UDP, and carries
 // each client into the container at p.ContainerAddr, on the container port
@@ -75,9 +80,13 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 	u.mu.Lock()
 	rules := u.rules.Load()
 	if u.closed || rules == nil {
+		closed := u.closed
 		u.mu.Unlock()
 		closeAll()
-		return 0, errors.New("hostnet: publish: the uplink is closed, or not yet given to a gateway")
+		if closed {
+			return 0, fmt.Errorf("hostnet: publish %v: %w", p, net.ErrClosed)
+		}
+		return 0, fmt.Errorf("hostnet: publish %v: %w", p, ErrNotAttached)
 	}
 	id, err := rules.AddPublish(p)
 	if err != nil {
