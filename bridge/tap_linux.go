@@ -363,7 +363,7 @@ func (t *TAP) readRaw(fd uintptr) bool {
 		if t.vnet {
 			n, err = t.readv(fd, t.rbufs[t.rn])
 		} else {
-			n, err = unix.Read(int(fd), t.rbufs[t.rn])
+			n, err = plainIO(t.raw, unix.SYS_READ, fd, t.rbufs[t.rn])
 		}
 		switch err {
 		case nil:
@@ -386,6 +386,26 @@ func (t *TAP) readRaw(fd uintptr) bool {
 // readv reads one frame with its virtio-net header into t.rhdr.
 func (t *TAP) readv(fd uintptr, buf []byte) (int, error) {
 	return vnetIO(t.raw, unix.SYS_READV, fd, &t.riov, &t.rhdr, buf)
+}
+
+// plainIO reads or writes (trap SYS_READ or SYS_WRITE) one frame buf of a
+// device without virtio-net headers; raw as vnetIO's.
+func plainIO(raw bool, trap, fd uintptr, buf []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(buf) > 0 {
+		p = unsafe.Pointer(&buf[0])
+	}
+	var r uintptr
+	var e unix.Errno
+	if raw {
+		r, _, e = unix.RawSyscall(trap, fd, uintptr(p), uintptr(len(buf)))
+	} else {
+		r, _, e = unix.Syscall(trap, fd, uintptr(p), uintptr(len(buf)))
+	}
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
 
 // vnetIO reads or writes (trap SYS_READV or SYS_WRITEV) one frame buf
@@ -470,7 +490,7 @@ func (t *TAP) writeRaw(fd uintptr) bool {
 		if t.vnet {
 			err = t.writev(fd)
 		} else {
-			_, err = unix.Write(int(fd), t.wbufs[t.wn])
+			_, err = plainIO(t.raw, unix.SYS_WRITE, fd, t.wbufs[t.wn])
 		}
 		switch err {
 		case nil:
