@@ -2,6 +2,7 @@ package hostnet_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -686,4 +687,46 @@ func TestIntegrationPublishErrors(t *testing.T) {
 	if _, err := e.up.Publish(p); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("publishing on a closed uplink: %v, want net.ErrClosed", err)
 	}
+}
+
+// A datagram larger than the bridge's MTU reaches the container in
+// fragments, as from the real network: the uplink's answer packets carry
+// no DF bit, so the gateway fragments them (it dropped them before).
+func TestIntegrationOutboundUDPLarge(t *testing.T) {
+	const size = 3000
+	e := newEnv(t, envConfig{})
+	srv, err := e.remote.ListenPacket("udp", "198.51.100.2:5301")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 64)
+		big := bytes.Repeat([]byte{0x5a}, size)
+		for {
+			_, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(big, from)
+		}
+	}()
+	pc, err := e.ctr.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	to, _ := net.ResolveUDPAddr("udp", "198.51.100.2:5301")
+	buf := make([]byte, 2*size)
+	for range 5 {
+		pc.WriteTo([]byte("big"), to)
+		pc.SetReadDeadline(time.Now().Add(time.Second))
+		if n, _, err := pc.ReadFrom(buf); err == nil {
+			if n != size || !bytes.Equal(buf[:n], bytes.Repeat([]byte{0x5a}, size)) {
+				t.Fatalf("the container got %d bytes, want %d of 0x5a", n, size)
+			}
+			return
+		}
+	}
+	t.Fatalf("no %d-byte answer reached the container (the gateway: %+v)", size, e.gw.Stats())
 }

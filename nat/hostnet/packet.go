@@ -13,12 +13,18 @@ import (
 var bridgeNone bridge.Offload
 
 // ipv4Header writes a 20-byte IPv4 header for a packet of total bytes of
-// protocol proto from src to dst, with its checksum, into b.
+// protocol proto from src to dst, with its checksum, into b; DF for TCP
+// only.
 func ipv4Header(b []byte, total int, proto conntrack.Proto, src, dst netip.Addr) {
 	clear(b[:20])
 	b[0] = 0x45
 	binary.BigEndian.PutUint16(b[2:], uint16(total))
-	b[6] = 0x40 // DF
+	if proto == conntrack.ProtoTCP {
+		// TCP is cut to the container's MSS; a datagram larger than the
+		// bridge's MTU (a DNS answer, a big ping) must be fragmented on
+		// the way, as the host's kernel has put it together.
+		b[6] = 0x40 // DF
+	}
 	b[8] = 64
 	b[9] = byte(proto)
 	s, d := src.As4(), dst.As4()
