@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +27,7 @@ type pingFlow struct {
 	u    *Uplink
 	near conntrack.Tuple // the container's echo requests
 	file *os.File
+	rc   syscall.RawConn // file's, taken once
 	f    *flow
 }
 
@@ -50,12 +52,8 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	rc, err := pf.file.SyscallConn()
-	if err != nil {
-		return
-	}
 	msg := pkt[ihl:]
-	rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
+	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
 		if _, err := unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT); err == unix.EAGAIN {
 			u.stats.DropHostFull.Add(1)
 		}
@@ -126,6 +124,7 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		return nil
 	}
 	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping")}
+	pf.rc = rawConn(pf.file)
 	_, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()
 		if u.pings[pf.near] == pf {

@@ -127,7 +127,7 @@ func (u *Uplink) handleTCP(r *tcp.ForwarderRequest) {
 		u.refuseTCP(r, syn, dst, err)
 		return
 	}
-	local, _ := netip.ParseAddrPort(hc.LocalAddr().String())
+	local := hc.LocalAddr().(*net.TCPAddr).AddrPort()
 	remote := addrPort(id.LocalAddress, id.LocalPort) // as the container named it
 	reply := conntrack.Tuple{Src: remote.Addr(), Dst: local.Addr().Unmap(), SrcPort: remote.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
 	eid, ok := u.track(&p, reply)

@@ -21,6 +21,7 @@ type udpFlow struct {
 	u      *Uplink
 	near   conntrack.Tuple // the container's packets: container to far
 	conn   *net.UDPConn
+	rc     syscall.RawConn // conn's, taken once: each SyscallConn allocates
 	client netip.AddrPort  // inbound: where answers go; outbound: invalid
 	seen   conntrack.Tuple // inbound: the expectation made for the gateway
 	f      *flow
@@ -54,11 +55,7 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 // waiting: the gateway's goroutine calls it, and a socket whose buffer is
 // full drops the datagram, as a full link would.
 func (fl *udpFlow) send(payload []byte) {
-	rc, err := fl.conn.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Write(func(fd uintptr) bool {
+	fl.rc.Write(func(fd uintptr) bool {
 		var err error
 		if fl.client.IsValid() {
 			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, &unix.SockaddrInet4{Addr: fl.client.Addr().As4(), Port: int(fl.client.Port())})
@@ -100,7 +97,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		}
 		return nil
 	}
-	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	reply := conntrack.Tuple{Src: far.Addr(), Dst: local.Addr().Unmap(), SrcPort: far.Port(), DstPort: local.Port(), Proto: conntrack.ProtoUDP}
 	id, ok := u.track(p, reply)
 	if !ok {
@@ -108,7 +105,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		c.Close()
 		return nil
 	}
-	fl := &udpFlow{u: u, near: t, conn: c}
+	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c)}
 	if !u.startUDP(fl, t, t.Src, id) {
 		return nil
 	}
@@ -210,7 +207,8 @@ func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) {
 func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 	defer u.wg.Done()
 	buf := make([]byte, 28+udpRead)
-	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
 	for {
 		n, client, err := c.ReadFromUDPAddrPort(buf[28:])
 		if err != nil {
@@ -247,7 +245,7 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 			}
 			// The expectation stays while the flow lives: every packet
 			// until the gateway has made the entry may need it.
-			fl = &udpFlow{u: u, near: near, conn: c, client: client, seen: seen}
+			fl = &udpFlow{u: u, near: near, conn: c, rc: rawConn(c), client: client, seen: seen}
 			if !u.startUDP(fl, orig, ctr.Addr(), 0) {
 				u.unexpect(seen)
 				continue
@@ -256,4 +254,10 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 		}
 		u.ln.queue([][]byte{udpPacket(buf, src, ctr, n)}, bridgeNone)
 	}
+}
+
+// rawConn is c's RawConn; a socket's SyscallConn never fails.
+func rawConn(c syscall.Conn) syscall.RawConn {
+	rc, _ := c.SyscallConn()
+	return rc
 }
