@@ -101,9 +101,9 @@ func bracketed(a netip.Addr) string {
 	return a.String()
 }
 
-// containerPort returns the container port of host port hp, which the
+// ContainerPort returns the container port of host port hp, which the
 // rule's HostPorts contain.
-func (p *Publish) containerPort(hp uint16) uint16 {
+func (p *Publish) ContainerPort(hp uint16) uint16 {
 	if p.ContainerPorts.Len() == 1 {
 		return p.ContainerPorts.First
 	}
@@ -398,7 +398,7 @@ func (r *Rules) MatchPublish(orig conntrack.Tuple, local bool) (Mapping, RuleID,
 		if p.HostAddr.IsValid() && p.HostAddr != dst || !p.HostAddr.IsValid() && !local {
 			continue
 		}
-		cp := p.containerPort(orig.DstPort)
+		cp := p.ContainerPort(orig.DstPort)
 		return Mapping{DstAddr: p.ContainerAddr, DstPorts: PortRange{cp, cp}}, p.ID, true
 	}
 	return Mapping{}, 0, false

@@ -27,10 +27,7 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 		return 0, err
 	}
 	if !p.ContainerAddr.Is4() || p.HostAddr.IsValid() && !p.HostAddr.Unmap().Is4() {
-		return 0, fmt.Errorf("hostnet: publish %v: IPv4 only", p)
-	}
-	if n, m := p.HostPorts.Len(), p.ContainerPorts.Len(); m != 1 && m != n {
-		return 0, fmt.Errorf("hostnet: publish %v: %d host ports to %d container ports", p, n, m)
+		return 0, fmt.Errorf("hostnet: %w: publish %v: IPv4 only", nat.ErrBadRule, p)
 	}
 	host := p.HostAddr
 	if !host.IsValid() {
@@ -49,10 +46,7 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 	var serve []served
 	for i := range p.HostPorts.Len() {
 		hp := p.HostPorts.First + uint16(i)
-		cp := p.ContainerPorts.First
-		if p.ContainerPorts.Len() > 1 {
-			cp += uint16(i)
-		}
+		cp := p.ContainerPort(hp)
 		at := netip.AddrPortFrom(host, hp)
 		var l io_closer
 		err := u.cfg.Namespace(func() error {
