@@ -664,6 +664,10 @@ func TestIntegrationRepublishUDP(t *testing.T) {
 		if err := e.up.Unpublish(id); err != nil {
 			t.Fatal(err)
 		}
+		// Its flows end with it, not when the next socket meets them.
+		if n := e.up.Flows(); n != 0 {
+			t.Fatalf("round %d: %d flows after unpublishing, want 0", round, n)
+		}
 	}
 }
 
