@@ -84,6 +84,19 @@ type Translator interface {
 	Translate(t *Table, zone Zone, orig Tuple) (reply Tuple, status Status, err error)
 }
 
+// FixedReply is the Translator of an entry whose reply tuple is known
+// already, and the translation it stands for (SrcNAT, DstNAT): a flow a
+// proxy carries, whose other side is its own socket.
+type FixedReply struct {
+	Reply  Tuple
+	Status Status
+}
+
+// Translate implements Translator.
+func (f FixedReply) Translate(*Table, Zone, Tuple) (Tuple, Status, error) {
+	return f.Reply, f.Status, nil
+}
+
 // Result is what Track made of a packet.
 type Result struct {
 	Class Class

@@ -158,19 +158,19 @@ func TestNATHookAndICMPErrors(t *testing.T) {
 		t.Fatalf("reply matched %+v", res)
 	}
 	// A reply tuple another live entry uses is refused.
-	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), fixedReply{r1.Reply()})
+	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{r1.Reply(), SrcNAT})
 	if !errors.Is(err, ErrReplyInUse) || tbl.Len() != 2 || tbl.Stats().Clash != 4 { // tried 4 times
 		t.Fatalf("clashing reply: err %v, %d entries", err, tbl.Len())
 	}
 	// A reply tuple equal to another entry's original tuple is refused too.
-	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), fixedReply{r1.Orig()})
+	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{r1.Orig(), SrcNAT})
 	if !errors.Is(err, ErrReplyInUse) {
 		t.Fatalf("reply equal to an original tuple: %v", err)
 	}
 	// A Translator returning another protocol is refused.
 	bad := r1.Reply()
 	bad.Proto = ProtoTCP
-	if _, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), fixedReply{bad}); !errors.Is(err, ErrBadReply) {
+	if _, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{bad, SrcNAT}); !errors.Is(err, ErrBadReply) {
 		t.Fatalf("reply of another protocol: %v", err)
 	}
 
@@ -216,10 +216,6 @@ func TestNATHookAndICMPErrors(t *testing.T) {
 		t.Fatal("ICMP errors created entries")
 	}
 }
-
-type fixedReply struct{ r Tuple }
-
-func (f fixedReply) Translate(*Table, Zone, Tuple) (Tuple, Status, error) { return f.r, SrcNAT, nil }
 
 func TestZonesAreSeparate(t *testing.T) {
 	tbl, _ := newTable(t, Config{})
@@ -667,7 +663,7 @@ func TestTrackTerminated(t *testing.T) {
 	}
 	// The proxy opened its host socket: it creates the entry with the SYN.
 	reply := Tuple{Src: remote.Addr(), Dst: host.Addr(), SrcPort: remote.Port(), DstPort: host.Port(), Proto: ProtoTCP}
-	if _, err := tbl.Track(0, syn, fixedReply{reply}); err != nil {
+	if _, err := tbl.Track(0, syn, FixedReply{reply, SrcNAT}); err != nil {
 		t.Fatal(err)
 	}
 	steps := []struct {
@@ -703,7 +699,7 @@ func TestTrackTerminated(t *testing.T) {
 	in := Tuple{Src: web.Addr(), Dst: client.Addr(), SrcPort: web.Port(), DstPort: client.Port(), Proto: ProtoTCP}
 	psyn := decode(t, tcpPacket(client, web, seg{flags: TCPSyn, seq: 7}))
 	psyn.Tuple = orig // the entry is created under the tuple the client used
-	if _, err := tbl.Track(0, psyn, fixedReply{in}); err != nil {
+	if _, err := tbl.Track(0, psyn, FixedReply{in, SrcNAT}); err != nil {
 		t.Fatal(err)
 	}
 	for i, st := range []struct {

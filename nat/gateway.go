@@ -592,7 +592,7 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 	}
 	q := *p
 	q.Tuple = orig // the entry is the flow as it reached the host
-	if res, err := g.table.Track(0, &q, fixedReply(reply)); err != nil || res.Class == conntrack.ClassInvalid {
+	if res, err := g.table.Track(0, &q, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT}); err != nil || res.Class == conntrack.ClassInvalid {
 		g.stats.dropRefused.Add(1)
 		g.log.Debug("nat: inbound flow refused", "tuple", orig, "err", err)
 		return true
@@ -641,13 +641,6 @@ func (g *Gateway) cross(frame, pkt []byte, dst netip.Addr, inside bool, off brid
 		off = bridge.Offload{}
 	}
 	g.uplink.Send(frame, dst, off)
-}
-
-// fixedReply is the Translator of an entry whose reply tuple is known.
-type fixedReply conntrack.Tuple
-
-func (r fixedReply) Translate(*conntrack.Table, conntrack.Zone, conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
-	return conntrack.Tuple(r), conntrack.DstNAT, nil
 }
 
 // gsoSegmentSize is the size of the IP packets a GSO packet is cut into:

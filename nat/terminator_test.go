@@ -99,7 +99,7 @@ func TestGatewayTerminator(t *testing.T) {
 	var p conntrack.Packet
 	p.Decode(syn)
 	reply := conntrack.Tuple{Src: remote, Dst: hostIP, SrcPort: 443, DstPort: 51000, Proto: conntrack.ProtoTCP}
-	if _, err := up.table.Track(0, &p, fixedReply(reply)); err != nil {
+	if _, err := up.table.Track(0, &p, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT}); err != nil {
 		t.Fatal(err)
 	}
 	// Its answer reaches the container as it was.

@@ -238,19 +238,11 @@ func (u *Uplink) settle(f *flow) {
 // track creates the entry of a flow from the bridge, with the packet that
 // opened it and the host socket's tuple as the reply, and returns its ID.
 func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (uint64, bool) {
-	res, err := u.tbl.Load().Track(0, p, fixedReply(reply))
+	res, err := u.tbl.Load().Track(0, p, conntrack.FixedReply{Reply: reply, Status: conntrack.SrcNAT}) // the host translated the source
 	if err != nil || res.Class == conntrack.ClassInvalid {
 		u.stats.DropTableFull.Add(1)
 		u.log.Debug("hostnet: flow refused by conntrack", "tuple", p.Tuple, "err", err)
 		return 0, false
 	}
 	return res.ID, true
-}
-
-// fixedReply is the Translator of an entry whose reply tuple is known: the
-// host socket's. The host translated the source.
-type fixedReply conntrack.Tuple
-
-func (r fixedReply) Translate(*conntrack.Table, conntrack.Zone, conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
-	return conntrack.Tuple(r), conntrack.SrcNAT, nil
 }
