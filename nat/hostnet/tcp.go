@@ -228,6 +228,11 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 			hc.Close()
 		})
 	}
+	rc, err := hc.SyscallConn()
+	if err != nil {
+		abort()
+		return
+	}
 	f, ok := u.addFlow(orig, src, id, abort, nil)
 	if !ok {
 		abort()
@@ -239,8 +244,8 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 	var wg sync.WaitGroup
 	wg.Add(2)
 	u.wg.Add(3)
-	go func() { defer u.wg.Done(); defer wg.Done(); u.pipe(gc, hc, abort) }()
-	go func() { defer u.wg.Done(); defer wg.Done(); u.pipe(hc, gc, abort) }()
+	go func() { defer u.wg.Done(); defer wg.Done(); u.pipe(gc, hostReader{rc}, abort) }()
+	go func() { defer u.wg.Done(); defer wg.Done(); u.pipe(hc, stackReader{ep, wq, gc}, abort) }()
 	go func() {
 		defer u.wg.Done()
 		wg.Wait()
@@ -268,27 +273,113 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b 
 // pipe copies src to dst until src ends, then closes dst's write side; on
 // an error it aborts the flow. A slow dst slows the copy: the stack's
 // window, or the host socket's, closes, and src is not read meanwhile.
-func (u *Uplink) pipe(dst, src halfCloser, abort func()) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+// The copy buffer is src's only while bytes move (pooledReader).
+func (u *Uplink) pipe(dst halfCloser, src pooledReader, abort func()) {
 	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				abort()
-				return
-			}
-		}
-		if err == io.EOF {
+		rerr, werr := copyOnce(dst, src)
+		switch {
+		case werr != nil:
+			abort()
+			return
+		case rerr == io.EOF:
 			dst.CloseWrite()
 			return
-		}
-		if err != nil {
+		case rerr != nil:
 			abort()
 			return
 		}
 	}
+}
+
+// copyOnce moves one read of src to dst, and says how the read and the
+// write went. The buffer goes with its frame: the next read, which may
+// wait long, has no reference to it left on the stack.
+func copyOnce(dst io.Writer, src pooledReader) (rerr, werr error) {
+	bp, n, rerr := src.readPooled()
+	if n > 0 {
+		_, werr = dst.Write((*bp)[:n])
+		bufPool.Put(bp)
+	}
+	return rerr, werr
+}
+
+// pooledReader is one side of a carried flow, read into a buffer from
+// bufPool that it takes only once there is something to read: a flow that
+// waits holds no copy buffer (256 KiB a direction), so a container's idle
+// connections cost their goroutines and sockets only.
+type pooledReader interface {
+	// readPooled waits for bytes and reads them into a buffer of
+	// bufPool's, which it returns with them (the caller puts it back);
+	// with no bytes (n 0) there is no buffer, and err is io.EOF at the
+	// end of the stream.
+	readPooled() (bp *[]byte, n int, err error)
+}
+
+// hostReader reads a host socket: the read is tried with a buffer, which
+// goes back at once when the socket has nothing.
+type hostReader struct{ rc syscall.RawConn }
+
+func (h hostReader) readPooled() (*[]byte, int, error) {
+	var bp *[]byte
+	var n int
+	var rerr error
+	err := h.rc.Read(func(fd uintptr) bool {
+		bp = bufPool.Get().(*[]byte)
+		for {
+			r, e := unix.Read(int(fd), *bp)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				bufPool.Put(bp)
+				bp = nil
+				return false // wait for the netpoller
+			case nil:
+				n = r
+			default:
+				rerr = os.NewSyscallError("read", e)
+			}
+			return true
+		}
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err == nil && n == 0 {
+		err = io.EOF
+	}
+	if n == 0 && bp != nil {
+		bufPool.Put(bp)
+		bp = nil
+	}
+	return bp, n, err
+}
+
+// stackReader reads the stack's endpoint of the container's connection:
+// it waits for the endpoint to be readable (bytes, end of stream, or an
+// error), as the adapter's Read does, before it takes a buffer.
+type stackReader struct {
+	ep tcpip.Endpoint
+	wq *waiter.Queue
+	c  *gonet.TCPConn
+}
+
+func (s stackReader) readPooled() (*[]byte, int, error) {
+	if s.ep.Readiness(waiter.ReadableEvents) == 0 {
+		e, ch := waiter.NewChannelEntry(waiter.ReadableEvents)
+		s.wq.EventRegister(&e)
+		if s.ep.Readiness(waiter.ReadableEvents) == 0 {
+			<-ch
+		}
+		s.wq.EventUnregister(&e)
+	}
+	bp := bufPool.Get().(*[]byte)
+	n, err := s.c.Read(*bp)
+	if n == 0 {
+		bufPool.Put(bp)
+		bp = nil
+	}
+	return bp, n, err
 }
 
 // presented is the address a client of a published port is shown to the
