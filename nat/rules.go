@@ -316,6 +316,37 @@ func (r *Rules) load() *ruleSet {
 // publishes one of its ports for the same protocol and an overlapping host
 // address (an unset address overlaps every address of its family).
 func (r *Rules) AddPublish(p Publish) (RuleID, error) {
+	p = p.normal()
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.load()
+	if err := old.conflict(p); err != nil {
+		return 0, err
+	}
+	r.last++
+	p.ID = r.last
+	r.snap.Store(&ruleSet{publish: append(slices.Clip(old.publish), p), masq: old.masq})
+	return p.ID, nil
+}
+
+// CheckPublish reports whether AddPublish would take p now: nil, or an
+// error that wraps ErrBadRule or ErrRuleConflict. An uplink that opens
+// host sockets for a rule asks first, so a port published twice fails
+// as a conflict rather than as the socket's "address in use".
+func (r *Rules) CheckPublish(p Publish) error {
+	p = p.normal()
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	return r.load().conflict(p)
+}
+
+// normal is p as the rules keep it: addresses unmapped, an unspecified
+// host address unset, container ports set.
+func (p Publish) normal() Publish {
 	p.HostAddr, p.ContainerAddr = p.HostAddr.Unmap(), p.ContainerAddr.Unmap()
 	if p.HostAddr.IsValid() && p.HostAddr.IsUnspecified() {
 		p.HostAddr = netip.Addr{}
@@ -323,23 +354,21 @@ func (r *Rules) AddPublish(p Publish) (RuleID, error) {
 	if p.ContainerPorts.IsZero() {
 		p.ContainerPorts = p.HostPorts
 	}
-	if err := p.Validate(); err != nil {
-		return 0, err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	old := r.load()
-	for _, q := range old.publish {
+	return p
+}
+
+// conflict says which rule of s publishes one of normal rule p's ports
+// for the same protocol and an overlapping host address (an unset address
+// overlaps every address of its family), wrapping ErrRuleConflict.
+func (s *ruleSet) conflict(p Publish) error {
+	for _, q := range s.publish {
 		if q.Proto == p.Proto && q.ContainerAddr.Is4() == p.ContainerAddr.Is4() &&
 			(!q.HostAddr.IsValid() || !p.HostAddr.IsValid() || q.HostAddr == p.HostAddr) &&
 			q.HostPorts.First <= p.HostPorts.Last && p.HostPorts.First <= q.HostPorts.Last {
-			return 0, fmt.Errorf("%w: %v overlaps rule %d (%v)", ErrRuleConflict, p, q.ID, q)
+			return fmt.Errorf("%w: %v overlaps rule %d (%v)", ErrRuleConflict, p, q.ID, q)
 		}
 	}
-	r.last++
-	p.ID = r.last
-	r.snap.Store(&ruleSet{publish: append(slices.Clip(old.publish), p), masq: old.masq})
-	return p.ID, nil
+	return nil
 }
 
 // AddMasquerade adds masquerade rule m and returns its ID; the error wraps

@@ -211,6 +211,7 @@ func TestMatchPublish(t *testing.T) {
 	}
 }
 
+// AddPublish and CheckPublish refuse the same rules.
 func TestAddPublishConflict(t *testing.T) {
 	var r Rules
 	base := Publish{HostAddr: host4, Proto: conntrack.ProtoTCP, HostPorts: PortRange{8080, 8090}, ContainerAddr: cont4, ContainerPorts: PortRange{80, 80}}
@@ -232,6 +233,13 @@ func TestAddPublishConflict(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := base
 			tc.edit(&p)
+			// CheckPublish gives AddPublish's answer and adds nothing.
+			if err := r.CheckPublish(p); !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
+				t.Fatalf("CheckPublish: error %v, want %v", err, tc.err)
+			}
+			if n := len(r.Publishes()); n != 1 {
+				t.Fatalf("%d rules after CheckPublish, want 1", n)
+			}
 			id, err := r.AddPublish(p)
 			if !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
 				t.Fatalf("error %v, want %v", err, tc.err)

@@ -679,6 +679,27 @@ func TestIntegrationPublishErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	id, err := e.up.Publish(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Published again, in part or whole, on any host address or the
+	// same one: a conflict, not the socket's address in use.
+	for _, dup := range []string{"8080:172.17.0.4:80/tcp", "8079-8080:172.17.0.4:79-80/tcp", "127.0.0.1:8080:172.17.0.5:80/tcp"} {
+		q, err := nat.ParsePublish(dup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.up.Publish(q); !errors.Is(err, nat.ErrRuleConflict) {
+			t.Errorf("publishing %v after %v: %v, want ErrRuleConflict", q, p, err)
+		}
+	}
+	if n := len(e.up.Published()); n != 1 {
+		t.Errorf("%d rules published, want 1", n)
+	}
+	if err := e.up.Unpublish(id); err != nil {
+		t.Fatal(err)
+	}
 	lone, err := hostnet.New(hostnet.Config{Gateway: gwAddr.Addr(), Namespace: e.host.Do})
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,19 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 	if !p.ContainerAddr.Is4() || p.HostAddr.IsValid() && !p.HostAddr.Unmap().Is4() {
 		return 0, fmt.Errorf("hostnet: %w: publish %v: IPv4 only", nat.ErrBadRule, p)
 	}
+	u.mu.Lock()
+	closed := u.closed
+	u.mu.Unlock()
+	if closed {
+		return 0, fmt.Errorf("hostnet: publish %v: %w", p, net.ErrClosed)
+	}
+	// A port published already fails as a conflict, before its
+	// socket fails as an address in use.
+	if rules := u.rules.Load(); rules != nil {
+		if err := rules.CheckPublish(p); err != nil {
+			return 0, fmt.Errorf("hostnet: %w", err)
+		}
+	}
 	host := p.HostAddr
 	if !host.IsValid() {
 		host = netip.IPv4Unspecified()
