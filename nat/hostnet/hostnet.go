@@ -325,6 +325,7 @@ type Stats struct {
 	UDPOpened, PingOpened, InboundOpened               atomic.Uint64
 	InboundRefused                                     atomic.Uint64 // clients of published ports the container refused
 	InboundRetransmits                                 atomic.Uint64 // timeouts that sent a published port's client's bytes to the container again
+	InboundFastRetransmits                             atomic.Uint64 // the same after three duplicate ACKs, without waiting for the timeout
 	Released                                           atomic.Uint64
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
@@ -341,9 +342,9 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"tcp_unreachable": s.TCPUnreachable.Load(), "tcp_timed_out": s.TCPTimedOut.Load(),
 		"udp_opened": s.UDPOpened.Load(), "ping_opened": s.PingOpened.Load(),
 		"inbound_opened": s.InboundOpened.Load(), "inbound_refused": s.InboundRefused.Load(),
-		"inbound_retransmits": s.InboundRetransmits.Load(),
-		"released":            s.Released.Load(),
-		"drop_malformed":      s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
+		"inbound_retransmits": s.InboundRetransmits.Load(), "inbound_fast_retransmits": s.InboundFastRetransmits.Load(),
+		"released":       s.Released.Load(),
+		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),

@@ -76,6 +76,9 @@ type splice struct {
 	flushing                               bool   // the poller watches the host socket for room for them
 	rewind, wantWnd                        bool   // go back to the first byte not acknowledged; the window is closed with nothing in flight
 	reseek                                 bool   // the peek offset must follow a rewind
+	dupAcks                                int    // duplicate ACKs in a row (RFC 5681)
+	recover                                uint32 // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582)
+	requeue                                bool   // the timer is to send again what the queue to the gateway refused (localRetry)
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
@@ -215,7 +218,37 @@ func (s *splice) start(onOpen func(ok bool)) {
 	s.rto = spliceSynRTO
 	s.armLocked()
 	s.mu.Unlock()
-	s.sendSyn()
+	s.sendSynOrRequeue()
+}
+
+// sendSynOrRequeue sends the SYN; one the queue to the gateway refused
+// goes again after localRetry rather than after the SYN's timeout.
+func (s *splice) sendSynOrRequeue() {
+	if s.sendSyn() {
+		return
+	}
+	s.mu.Lock()
+	if s.state == spliceSynSent {
+		s.requeueLocked()
+	}
+	s.mu.Unlock()
+}
+
+// localRetry is how soon a segment the queue to the gateway refused (a
+// local drop: it never left) is sent again: the queue drains at the
+// gateway's pace, far faster than a retransmission timeout.
+const localRetry = time.Millisecond
+
+// requeueLocked has the timer send again, after localRetry, what the
+// queue to the gateway refused; the retransmission timer starts again
+// after (onTimer).
+func (s *splice) requeueLocked() {
+	s.requeue = true
+	if s.timer == nil {
+		s.timer = time.AfterFunc(localRetry, s.onTimer)
+		return
+	}
+	s.timer.Reset(localRetry)
 }
 
 // openedLocked takes onOpen, to be called once unlocked.
@@ -228,18 +261,20 @@ func (s *splice) openedLocked() func(bool) {
 	return f
 }
 
-// sendSyn sends the SYN, with our MSS and window scale.
-func (s *splice) sendSyn() {
+// sendSyn sends the SYN, with our MSS and window scale, and reports
+// whether it left (send).
+func (s *splice) sendSyn() bool {
 	var opts [8]byte
 	binary.BigEndian.PutUint32(opts[0:], 2<<24|4<<16|uint32(s.u.mtu-40)) // MSS
 	binary.BigEndian.PutUint32(opts[4:], 1<<24|3<<16|3<<8|spliceShift)   // NOP, window scale
-	s.send(s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
+	return s.send(s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
 }
 
 // send sends the container one segment: without payload when bp is nil,
 // else with n bytes already at the payload's place in the pooled frame
-// bp, which send takes.
-func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp *[]byte, n int) {
+// bp, which send takes. It reports false when the queue to the gateway
+// was full: the segment did not leave.
+func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp *[]byte, n int) bool {
 	hl := 20 + len(opts)
 	if bp == nil {
 		bp, n = s.u.ln.pool.Get().(*[]byte), 0
@@ -266,7 +301,7 @@ func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp 
 	if n > 0 && n > s.mss && s.mss > 0 { // s.mss is set before any payload goes
 		off.GSO, off.GSOSize, off.HdrLen = bridge.GSOTCPv4, uint16(s.mss), uint16(nat.Headroom+20+hl)
 	}
-	s.u.ln.push(bp, nat.Headroom+total, off)
+	return s.u.ln.push(bp, nat.Headroom+total, off)
 }
 
 // windowLocked is the receive window to advertise, scaled.
@@ -320,7 +355,7 @@ func (s *splice) armLocked() {
 }
 
 func (s *splice) disarmLocked() {
-	if s.timer != nil {
+	if s.timer != nil && !s.requeue {
 		s.timer.Stop()
 	}
 	s.retries, s.rto = 0, spliceMinRTO
@@ -335,6 +370,20 @@ func (s *splice) onTimer() {
 		s.mu.Unlock()
 		return
 	}
+	if s.requeue {
+		// What the queue refused goes again, and the retransmission
+		// timer starts again for it: neither is a retransmission.
+		s.requeue = false
+		s.armLocked()
+		syn := s.state == spliceSynSent
+		s.mu.Unlock()
+		if syn {
+			s.sendSynOrRequeue()
+		} else {
+			s.pump()
+		}
+		return
+	}
 	if s.state == spliceSynSent {
 		if time.Now().After(s.deadline) {
 			s.mu.Unlock()
@@ -344,7 +393,7 @@ func (s *splice) onTimer() {
 		s.rto = min(2*s.rto, spliceMaxRTO)
 		s.armLocked()
 		s.mu.Unlock()
-		s.sendSyn()
+		s.sendSynOrRequeue()
 		return
 	}
 	if s.sndUna == s.sndNxt && !s.wantWnd {
@@ -512,8 +561,16 @@ func (s *splice) pumpLocked() string {
 		// A short read does not mean the socket is drained: the
 		// client's FIN may have come with its last bytes, in the same
 		// wake-up, and only a read that finds nothing says it.
-		s.send(seq, ack, conntrack.TCPAck|conntrack.TCPPsh, wnd, nil, bp, n)
+		sent := s.send(seq, ack, conntrack.TCPAck|conntrack.TCPPsh, wnd, nil, bp, n)
 		s.mu.Lock()
+		if !sent {
+			// Never left: the bytes go again from here, on the next
+			// acknowledgement or after localRetry, whichever first
+			// (only a pump moves sndNxt back, and none ran meanwhile).
+			s.sndNxt, s.reseek, s.ackDue, s.blocked = seq, true, true, true
+			s.requeueLocked()
+			break
+		}
 	}
 	if s.ackNow && s.state == spliceOpen {
 		seq, ack, wnd := s.ackLocked()
@@ -567,8 +624,13 @@ func (s *splice) sendFinLocked() {
 	_, ack, wnd := s.ackLocked()
 	seq := s.finSeq
 	s.mu.Unlock()
-	s.send(seq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0)
+	sent := s.send(seq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0)
 	s.mu.Lock()
+	if !sent && s.finSent && !s.finAcked && s.sndNxt == seq+1 {
+		// Never left: the next pump finds the end of stream again.
+		s.finSent, s.hostEOF, s.sndNxt, s.ackDue = false, false, seq, true
+		s.requeueLocked()
+	}
 }
 
 func recvPeek(fd int, b []byte) (int, error) {
@@ -692,7 +754,8 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		s.send(seqNxt, ackNxt, conntrack.TCPAck, wnd, nil, nil, 0)
 		return
 	}
-	opened := s.ackLocked0(ack, h.WindowSize())
+	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
+	opened := s.ackLocked0(ack, h.WindowSize(), pure)
 	if opened && !s.discardLocked(false) {
 		s.mu.Unlock()
 		s.abort(false, true, "discarding from the host socket failed")
@@ -779,6 +842,7 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	s.cwnd, s.ssthresh = 10*uint32(s.mss), 1<<30
 	s.rcvNxt = seq + 1
 	s.sndUna = s.iss + 1
+	s.recover = s.iss // as RFC 6582 says: below every acknowledgement
 	s.state = spliceOpen
 	s.disarmLocked()
 	open := s.openedLocked()
@@ -801,10 +865,14 @@ func (s *splice) lossLocked() {
 }
 
 // ackLocked0 takes the acknowledgement ack and window wnd of an open
-// splice, and reports whether more may be sent now (or a rewind is due).
-func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
+// splice, from a segment that carried nothing else when pure, and reports
+// whether more may be sent now (or a rewind is due).
+func (s *splice) ackLocked0(ack uint32, wnd uint16, pure bool) bool {
 	if int32(ack-s.sndUna) < 0 || int32(ack-s.sndMax) > 0 {
 		return false // old, or for bytes never sent
+	}
+	if s.dupAckLocked(ack, wnd, pure) {
+		return true
 	}
 	before := s.sndUna + min(s.sndWnd, s.cwnd)
 	advanced := ack != s.sndUna
@@ -836,6 +904,32 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16) bool {
 		s.armLocked()
 	}
 	return opened
+}
+
+// dupAckLocked counts duplicate ACKs (RFC 5681: bytes in flight, none
+// acknowledged, nothing carried, the same window) and at the third has
+// the pump go back to the first byte not acknowledged, at once rather
+// than after a timeout: fast retransmission, with the congestion window
+// halved. What follows the lost segment goes again too (the container
+// does not offer SACK to a splice, which does not ask), so the recovery
+// ends with its first acknowledgement; duplicates those copies draw are
+// not counted again until recover is acknowledged (RFC 6582). It reports
+// whether the rewind is due.
+func (s *splice) dupAckLocked(ack uint32, wnd uint16, pure bool) bool {
+	if !pure || ack != s.sndUna || s.sndMax == s.sndUna || uint32(wnd)<<s.sndShift != s.sndWnd {
+		s.dupAcks = 0
+		return false
+	}
+	if s.dupAcks++; s.dupAcks != 3 || int32(ack-s.recover) <= 0 {
+		return false
+	}
+	s.ssthresh = max((s.sndMax-s.sndUna)/2, 2*uint32(s.mss))
+	s.cwnd = s.ssthresh
+	s.recover = s.sndMax
+	s.rewind = true
+	s.u.stats.InboundFastRetransmits.Add(1)
+	s.armLocked() // the timeout now counts from the rewind
+	return true
 }
 
 // takeLocked writes data from the container to the host socket, or keeps
@@ -892,6 +986,7 @@ func (s *splice) doneLocked() bool {
 // stopLocked marks the splice done and stops its timers.
 func (s *splice) stopLocked() {
 	s.state = spliceDone
+	s.requeue = false
 	s.disarmLocked()
 	if s.dtimer != nil {
 		s.dtimer.Stop()

@@ -22,14 +22,14 @@ func TestSpliceCongestionWindow(t *testing.T) {
 	// doubles the window.
 	s.sndNxt, s.sndMax = s.sndUna+10*mss, s.sndUna+10*mss
 	for range 5 {
-		s.ackLocked0(s.sndUna+2*mss, uint16(s.sndWnd>>s.sndShift))
+		s.ackLocked0(s.sndUna+2*mss, uint16(s.sndWnd>>s.sndShift), false)
 	}
 	if s.cwnd != 20*mss {
 		t.Errorf("after ten segments acknowledged, cwnd %d, want %d", s.cwnd, 20*mss)
 	}
 	// An ACK of a huge stretch counts two segments at most.
 	s.sndNxt, s.sndMax = s.sndUna+20*mss, s.sndUna+20*mss
-	s.ackLocked0(s.sndUna+20*mss, 0xffff)
+	s.ackLocked0(s.sndUna+20*mss, 0xffff, false)
 	if s.cwnd != 22*mss {
 		t.Errorf("after a stretch ACK, cwnd %d, want %d", s.cwnd, 22*mss)
 	}
@@ -47,7 +47,7 @@ func TestSpliceCongestionWindow(t *testing.T) {
 	s.cwnd = 8 * mss
 	s.sndNxt, s.sndMax = s.sndUna+8*mss, s.sndUna+8*mss
 	for range 8 {
-		s.ackLocked0(s.sndUna+mss, 0xffff)
+		s.ackLocked0(s.sndUna+mss, 0xffff, false)
 	}
 	if s.cwnd < 8*mss+mss*7/8 || s.cwnd > 9*mss {
 		t.Errorf("a window acknowledged in congestion avoidance: cwnd %d, want about %d", s.cwnd, 9*mss)
@@ -57,5 +57,53 @@ func TestSpliceCongestionWindow(t *testing.T) {
 	s.sndWnd = 3 * mss
 	if got := s.canLocked(); got != 3*mss {
 		t.Errorf("with the container's window at 3 segments, can send %d", got)
+	}
+}
+
+// Fast retransmission (RFC 5681, 6582): the third duplicate ACK in a row
+// has the splice go back to the first byte not acknowledged at once,
+// with the congestion window halved; a segment that carries bytes breaks
+// the row. The duplicates that the copies of bytes the container held
+// draw do not do it again, until what was in flight at the rewind is all
+// acknowledged.
+func TestSpliceFastRetransmit(t *testing.T) {
+	const mss, una, wnd = 1000, 5000, 0xffff
+	u := &Uplink{}
+	s := &splice{u: u, fd: -1, mss: mss, state: spliceOpen, rto: spliceMinRTO}
+	defer s.stopLocked()
+	s.sndUna, s.sndNxt, s.sndMax, s.recover = una, una+20*mss, una+20*mss, una-1
+	s.sndWnd, s.cwnd, s.ssthresh = wnd, 20*mss, 1<<30
+	dups := func(ack uint32, n int) {
+		for range n {
+			s.ackLocked0(ack, wnd, true)
+		}
+	}
+	dups(una, 2)
+	s.ackLocked0(una, wnd, false) // the container's bytes, with the same ACK
+	dups(una, 2)
+	if s.rewind {
+		t.Fatal("a rewind after two duplicates in a row")
+	}
+	if !s.ackLocked0(una, wnd, true) || !s.rewind {
+		t.Fatal("no rewind at the third duplicate")
+	}
+	if s.cwnd != 10*mss || s.ssthresh != 10*mss || s.recover != una+20*mss || u.stats.InboundFastRetransmits.Load() != 1 {
+		t.Fatalf("after the third duplicate: cwnd %d, ssthresh %d, recover %d, counted %d", s.cwnd, s.ssthresh, s.recover, u.stats.InboundFastRetransmits.Load())
+	}
+	// The pump rewinds; the lost segment's copy fills the hole, and
+	// copies of what the container holds beyond draw duplicates.
+	s.rewind, s.sndNxt = false, una
+	s.ackLocked0(una+12*mss, wnd, true)
+	s.sndNxt = una + 14*mss
+	dups(una+12*mss, 5)
+	if s.rewind {
+		t.Fatal("a second rewind before recover was acknowledged")
+	}
+	// Past recover, a new loss goes again at once.
+	s.sndNxt, s.sndMax = una+30*mss, una+30*mss
+	s.ackLocked0(una+21*mss, wnd, true)
+	dups(una+21*mss, 3)
+	if !s.rewind || u.stats.InboundFastRetransmits.Load() != 2 {
+		t.Fatalf("a loss past recover: rewind %v, counted %d", s.rewind, u.stats.InboundFastRetransmits.Load())
 	}
 }
