@@ -72,7 +72,8 @@ func newStack(ln *link) (*stack.Stack, error) {
 type link struct {
 	mtu   uint32
 	q     chan outFrame
-	pool  sync.Pool // *[]byte of Headroom + 64 KiB
+	pool  sync.Pool // *[]byte of Headroom + maxPacket
+	small sync.Pool // *[]byte of Headroom + smallPacket
 	drops atomic.Uint64
 
 	deliver atomic.Pointer[func([]byte, bridge.Offload)] // set by run
@@ -94,6 +95,12 @@ type outFrame struct {
 // maxPacket is the largest packet through the link: a GSO packet.
 const maxPacket = 65536
 
+// smallPacket is the largest packet that takes a small buffer: an ACK, a
+// DNS answer, a full Ethernet-sized segment. A queued frame holds its
+// buffer, so a queue of QueueLen ACKs takes QueueLen small buffers, not
+// QueueLen times 64 KiB (270 MB at the default).
+const smallPacket = 2048
+
 var (
 	_ stack.LinkEndpoint = (*link)(nil)
 	_ stack.GSOEndpoint  = (*link)(nil)
@@ -102,7 +109,26 @@ var (
 func newLink(mtu uint32, queue int) *link {
 	l := &link{mtu: mtu, q: make(chan outFrame, queue)}
 	l.pool.New = func() any { b := make([]byte, nat.Headroom+maxPacket); return &b }
+	l.small.New = func() any { b := make([]byte, nat.Headroom+smallPacket); return &b }
 	return l
+}
+
+// getBuf takes a buffer for a packet of size bytes (at most maxPacket)
+// behind nat.Headroom: a small one when it fits.
+func (l *link) getBuf(size int) *[]byte {
+	if size <= smallPacket {
+		return l.small.Get().(*[]byte)
+	}
+	return l.pool.Get().(*[]byte)
+}
+
+// putBuf gives back a buffer of getBuf's.
+func (l *link) putBuf(bp *[]byte) {
+	if len(*bp) == nat.Headroom+smallPacket {
+		l.small.Put(bp)
+		return
+	}
+	l.pool.Put(bp)
 }
 
 func (l *link) MTU() uint32                    { return l.mtu }
@@ -170,20 +196,23 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 // delivers it, at once or through the queue; it reports false when the
 // queue is full.
 func (l *link) queue(parts [][]byte, off bridge.Offload) bool {
-	bp := l.pool.Get().(*[]byte)
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	if size > maxPacket {
+		l.drops.Add(1)
+		return true // cannot be: the stack sends at most maxPacket
+	}
+	bp := l.getBuf(size)
 	n := nat.Headroom
 	for _, p := range parts {
-		if n+len(p) > len(*bp) {
-			l.pool.Put(bp)
-			l.drops.Add(1)
-			return true // cannot be: the stack sends at most maxPacket
-		}
 		n += copy((*bp)[n:], p)
 	}
 	return l.push(bp, n, off)
 }
 
-// push delivers the frame (*bp)[:n], a buffer of the link's pool, which it
+// push delivers the frame (*bp)[:n], a buffer of getBuf's, which it
 // takes, at once or through the queue; it reports false when the queue is
 // full.
 func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
@@ -193,7 +222,7 @@ func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 		if l.pending.Load() == 0 {
 			(*d)((*bp)[:n], off)
 			l.dmu.Unlock()
-			l.pool.Put(bp)
+			l.putBuf(bp)
 			return true
 		}
 		l.dmu.Unlock()
@@ -204,7 +233,7 @@ func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 		return true
 	default:
 		l.pending.Add(-1)
-		l.pool.Put(bp)
+		l.putBuf(bp)
 		l.drops.Add(1)
 		return false
 	}
@@ -221,7 +250,7 @@ func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
 			for {
 				select {
 				case f := <-l.q:
-					l.pool.Put(f.buf)
+					l.putBuf(f.buf)
 				default:
 					return
 				}
@@ -231,7 +260,7 @@ func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
 			deliver((*f.buf)[:f.n], f.off)
 			l.pending.Add(-1)
 			l.dmu.Unlock()
-			l.pool.Put(f.buf)
+			l.putBuf(f.buf)
 		}
 	}
 }

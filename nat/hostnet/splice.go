@@ -277,7 +277,7 @@ func (s *splice) sendSyn() bool {
 func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp *[]byte, n int) bool {
 	hl := 20 + len(opts)
 	if bp == nil {
-		bp, n = s.u.ln.pool.Get().(*[]byte), 0
+		bp, n = s.u.ln.getBuf(20+hl), 0
 	}
 	b := (*bp)[nat.Headroom:]
 	total := 20 + hl + n
@@ -527,7 +527,7 @@ func (s *splice) pumpLocked() string {
 		}
 		s.wantWnd = false
 		seq := s.sndNxt
-		bp := s.u.ln.pool.Get().(*[]byte)
+		bp := s.u.ln.getBuf(40 + can)
 		b := (*bp)[nat.Headroom+40 : nat.Headroom+40+can]
 		var n int
 		var err error
@@ -537,7 +537,7 @@ func (s *splice) pumpLocked() string {
 			n, err = recvPeekSkip(s.fd, b, int(s.sndNxt-s.discarded))
 		}
 		if err != nil || n == 0 {
-			s.u.ln.pool.Put(bp)
+			s.u.ln.putBuf(bp)
 			switch {
 			case err == unix.EINTR:
 				continue
