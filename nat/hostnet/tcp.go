@@ -55,14 +55,8 @@ func (u *Uplink) installTCP() {
 			// included; the latest of the connection replaces the last.
 			syn := append(append([]byte(nil), pkt.NetworkHeader().Slice()...), th...)
 			syn = append(syn, pkt.Data().AsRange().ToSlice()...)
-			now := time.Now()
 			u.mu.Lock()
-			if len(u.tcpSyn) >= maxSaved {
-				u.ageSynsLocked(now)
-			}
-			if len(u.tcpSyn) < maxSaved {
-				u.tcpSyn[id] = savedSyn{syn, now}
-			}
+			u.saveSynLocked(id, syn, time.Now())
 			u.mu.Unlock()
 		}
 		return fwd.HandlePacket(id, pkt)
@@ -78,9 +72,29 @@ func (u *Uplink) takeSyn(id synKey) []byte {
 	return syn.b
 }
 
+// synAgeEvery is how often, at most, the saved SYNs are aged when they
+// fill maxSaved: aging looks at each of them, which every SYN of a flood
+// must not pay for.
+const synAgeEvery = 100 * time.Millisecond
+
+// saveSynLocked keeps syn, the SYN of id, which came at now; when maxSaved
+// are kept, the old ones are forgotten first (at most every synAgeEvery),
+// and a SYN with no room is not kept: its connection is reset. The caller
+// holds u.mu.
+func (u *Uplink) saveSynLocked(id synKey, syn []byte, now time.Time) {
+	if _, again := u.tcpSyn[id]; !again && len(u.tcpSyn) >= maxSaved && now.Sub(u.synAged) >= synAgeEvery {
+		u.synAged = now
+		u.ageSynsLocked(now)
+	}
+	if _, again := u.tcpSyn[id]; again || len(u.tcpSyn) < maxSaved {
+		u.tcpSyn[id] = savedSyn{syn, now}
+	}
+}
+
 // ageSynsLocked forgets the SYNs older than a connection attempt lasts:
 // they belong to no attempt now. The caller holds u.mu.
 func (u *Uplink) ageSynsLocked(now time.Time) {
+	u.synScans++
 	for id, s := range u.tcpSyn {
 		if now.Sub(s.at) > u.cfg.ConnectTimeout+time.Second {
 			delete(u.tcpSyn, id)
