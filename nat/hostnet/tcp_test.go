@@ -13,7 +13,9 @@ import (
 // no room is not kept; and once the old ones age out there is room again.
 func TestSaveSynBounded(t *testing.T) {
 	u := &Uplink{tcpSyn: map[synKey]savedSyn{}, cfg: Config{ConnectTimeout: time.Second}}
-	id := func(i int) synKey { return synKey{RemotePort: uint16(i), LocalPort: uint16(i >> 16), RemoteAddress: tcpip.AddrFrom4([4]byte{10, 0, 0, 2})} }
+	id := func(i int) synKey {
+		return synKey{RemotePort: uint16(i), LocalPort: uint16(i >> 16), RemoteAddress: tcpip.AddrFrom4([4]byte{10, 0, 0, 2})}
+	}
 	t0 := time.Unix(1000, 0)
 	for i := range maxSaved {
 		u.saveSynLocked(id(i), []byte{1}, t0)
