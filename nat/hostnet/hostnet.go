@@ -107,6 +107,7 @@ type Uplink struct {
 	tcpSyn   map[synKey]savedSyn             // SYNs waiting for their host connection
 	synAged  time.Time                       // when they were last aged
 	synScans int                             // how many times, for the tests
+	pubMu    sync.Mutex                      // held by Publish
 
 	smu     sync.RWMutex
 	splices map[conntrack.Tuple]*splice // clients of published TCP ports, by the tuple of the container's packets
@@ -328,6 +329,7 @@ type Stats struct {
 	InboundRefused                                     atomic.Uint64 // clients of published ports the container refused
 	InboundRetransmits                                 atomic.Uint64 // timeouts that sent a published port's client's bytes to the container again
 	InboundFastRetransmits                             atomic.Uint64 // the same after three duplicate ACKs, without waiting for the timeout
+	InboundRequeued                                    atomic.Uint64 // segments to the container the full link queue refused, sent again soon after (they never left)
 	Released                                           atomic.Uint64
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
@@ -345,8 +347,9 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"udp_opened": s.UDPOpened.Load(), "ping_opened": s.PingOpened.Load(),
 		"inbound_opened": s.InboundOpened.Load(), "inbound_refused": s.InboundRefused.Load(),
 		"inbound_retransmits": s.InboundRetransmits.Load(), "inbound_fast_retransmits": s.InboundFastRetransmits.Load(),
-		"released":       s.Released.Load(),
-		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
+		"inbound_requeued": s.InboundRequeued.Load(),
+		"released":         s.Released.Load(),
+		"drop_malformed":   s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),

@@ -29,6 +29,10 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 	if !p.ContainerAddr.Is4() || p.HostAddr.IsValid() && !p.HostAddr.Unmap().Is4() {
 		return 0, fmt.Errorf("hostnet: %w: publish %v: IPv4 only", nat.ErrBadRule, p)
 	}
+	// One at a time: two rules for one port at once would both pass
+	// the check, and the second fail as an address in use.
+	u.pubMu.Lock()
+	defer u.pubMu.Unlock()
 	u.mu.Lock()
 	closed := u.closed
 	u.mu.Unlock()

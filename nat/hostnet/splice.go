@@ -79,6 +79,7 @@ type splice struct {
 	dupAcks                                int    // duplicate ACKs in a row (RFC 5681)
 	recover                                uint32 // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582)
 	requeue                                bool   // the timer is to send again what the queue to the gateway refused (localRetry)
+	refused                                int    // segments the queue refused in a row
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
@@ -236,19 +237,25 @@ func (s *splice) sendSynOrRequeue() {
 
 // localRetry is how soon a segment the queue to the gateway refused (a
 // local drop: it never left) is sent again: the queue drains at the
-// gateway's pace, far faster than a retransmission timeout.
+// gateway's pace, far faster than a retransmission timeout. It doubles
+// for each refusal in a row, to 256 ms; after spliceRetries the flow ends
+// (a SYN's, at the handshake's deadline).
 const localRetry = time.Millisecond
 
-// requeueLocked has the timer send again, after localRetry, what the
-// queue to the gateway refused; the retransmission timer starts again
-// after (onTimer).
+// requeueLocked has the timer send again what the queue to the gateway
+// refused, after localRetry (more after refusals in a row); the
+// retransmission timer starts again after (onTimer), and is not armed
+// meanwhile.
 func (s *splice) requeueLocked() {
 	s.requeue = true
+	s.u.stats.InboundRequeued.Add(1)
+	d := localRetry << min(s.refused, 8)
+	s.refused++
 	if s.timer == nil {
-		s.timer = time.AfterFunc(localRetry, s.onTimer)
+		s.timer = time.AfterFunc(d, s.onTimer)
 		return
 	}
-	s.timer.Reset(localRetry)
+	s.timer.Reset(d)
 }
 
 // openedLocked takes onOpen, to be called once unlocked.
@@ -345,8 +352,13 @@ func (s *splice) ackIfDue() {
 	s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
 }
 
-// armLocked starts the timer for the segment outstanding, or a probe.
+// armLocked starts the timer for the segment outstanding, or a probe;
+// not while it waits to send again what the queue refused (requeue),
+// which arms it after.
 func (s *splice) armLocked() {
+	if s.requeue {
+		return
+	}
 	if s.timer == nil {
 		s.timer = time.AfterFunc(s.rto, s.onTimer)
 		return
@@ -374,8 +386,13 @@ func (s *splice) onTimer() {
 		// What the queue refused goes again, and the retransmission
 		// timer starts again for it: neither is a retransmission.
 		s.requeue = false
-		s.armLocked()
 		syn := s.state == spliceSynSent
+		if s.refused > spliceRetries || syn && time.Now().After(s.deadline) {
+			s.mu.Unlock()
+			s.abort(true, !syn, "the queue to the container stayed full")
+			return
+		}
+		s.armLocked()
 		s.mu.Unlock()
 		if syn {
 			s.sendSynOrRequeue()
@@ -564,13 +581,10 @@ func (s *splice) pumpLocked() string {
 		sent := s.send(seq, ack, conntrack.TCPAck|conntrack.TCPPsh, wnd, nil, bp, n)
 		s.mu.Lock()
 		if !sent {
-			// Never left: the bytes go again from here, on the next
-			// acknowledgement or after localRetry, whichever first
-			// (only a pump moves sndNxt back, and none ran meanwhile).
-			s.sndNxt, s.reseek, s.ackDue, s.blocked = seq, true, true, true
-			s.requeueLocked()
+			s.refusedLocked(seq)
 			break
 		}
+		s.refused = 0
 	}
 	if s.ackNow && s.state == spliceOpen {
 		seq, ack, wnd := s.ackLocked()
@@ -605,6 +619,27 @@ func (s *splice) canLocked() int {
 	return min(can, spliceMaxPayload)
 }
 
+// refusedLocked takes back a segment from seq that the queue to the
+// gateway refused: it never left, so the bytes go again from there, on
+// the next acknowledgement (blocked) or after localRetry, whichever comes
+// first, with the congestion window halved as for any sign of a full
+// path. An acknowledgement that came meanwhile may have passed seq (of
+// an earlier copy, after a rewind): sndNxt never goes below sndUna, nor
+// forward.
+func (s *splice) refusedLocked(seq uint32) {
+	if int32(s.sndUna-seq) > 0 {
+		seq = s.sndUna
+	}
+	if int32(s.sndNxt-seq) > 0 {
+		s.sndNxt = seq
+	}
+	s.reseek, s.blocked = true, true
+	s.cwnd = max(s.cwnd/2, 2*uint32(s.mss))
+	s.ssthresh = s.cwnd
+	s.delayAckLocked() // the acknowledgement it carried
+	s.requeueLocked()
+}
+
 // sendFinLocked sends the container our FIN, the client's end of stream,
 // once (again after a rewind); it unlocks to send.
 func (s *splice) sendFinLocked() {
@@ -628,7 +663,8 @@ func (s *splice) sendFinLocked() {
 	s.mu.Lock()
 	if !sent && s.finSent && !s.finAcked && s.sndNxt == seq+1 {
 		// Never left: the next pump finds the end of stream again.
-		s.finSent, s.hostEOF, s.sndNxt, s.ackDue = false, false, seq, true
+		s.finSent, s.hostEOF, s.sndNxt = false, false, seq
+		s.delayAckLocked() // the acknowledgement it carried
 		s.requeueLocked()
 	}
 }
@@ -843,6 +879,7 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	s.rcvNxt = seq + 1
 	s.sndUna = s.iss + 1
 	s.recover = s.iss // as RFC 6582 says: below every acknowledgement
+	s.refused = 0
 	s.state = spliceOpen
 	s.disarmLocked()
 	open := s.openedLocked()

@@ -1,6 +1,31 @@
 package hostnet
 
-import "testing"
+import (
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// testUplink is an uplink for a splice in a unit test, whose timers may
+// fire before the test ends: frames wait in a link with no gateway, and
+// the log says nothing. The splice's socket is -1, so a timer's pump only
+// fails.
+func testUplink() *Uplink {
+	return &Uplink{ln: newLink(1500, 1024), log: slog.New(slog.DiscardHandler)}
+}
+
+// newTestSplice is an open splice of testUplink's, locked: a test calls
+// its ...Locked methods, and holds the lock until it has stopped it, so
+// a timer that fires meanwhile waits, then finds it done.
+func newTestSplice(mss int) *splice {
+	s := &splice{
+		u: testUplink(), fd: -1, mss: mss, state: spliceOpen, rto: spliceMinRTO,
+		from: netip.MustParseAddrPort("192.0.2.1:40000"), to: netip.MustParseAddrPort("10.0.2.100:80"),
+	}
+	s.mu.Lock()
+	return s
+}
 
 // The congestion window of a splice (RFC 5681): sends are bounded by it
 // as well as by the container's window; it grows by bytes acknowledged in
@@ -11,7 +36,8 @@ func TestSpliceCongestionWindow(t *testing.T) {
 	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
 	peekOffs.Store(1)
 	const mss = 1000
-	s := &splice{mss: mss, state: spliceOpen}
+	s := newTestSplice(mss)
+	defer s.mu.Unlock()
 	defer s.stopLocked() // the retransmission timer ACKs arm
 	s.sndUna, s.sndNxt, s.sndMax = 1000, 1000, 1000
 	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10*mss, 1<<30
@@ -68,8 +94,9 @@ func TestSpliceCongestionWindow(t *testing.T) {
 // acknowledged.
 func TestSpliceFastRetransmit(t *testing.T) {
 	const mss, una, wnd = 1000, 5000, 0xffff
-	u := &Uplink{}
-	s := &splice{u: u, fd: -1, mss: mss, state: spliceOpen, rto: spliceMinRTO}
+	s := newTestSplice(mss)
+	u := s.u
+	defer s.mu.Unlock()
 	defer s.stopLocked()
 	s.sndUna, s.sndNxt, s.sndMax, s.recover = una, una+20*mss, una+20*mss, una-1
 	s.sndWnd, s.cwnd, s.ssthresh = wnd, 20*mss, 1<<30
@@ -105,5 +132,64 @@ func TestSpliceFastRetransmit(t *testing.T) {
 	dups(una+21*mss, 3)
 	if !s.rewind || u.stats.InboundFastRetransmits.Load() != 2 {
 		t.Fatalf("a loss past recover: rewind %v, counted %d", s.rewind, u.stats.InboundFastRetransmits.Load())
+	}
+}
+
+// A segment the full queue refused is taken back: sndNxt goes back to it
+// (never below sndUna, which an acknowledgement of an earlier copy may
+// have moved past it meanwhile, nor forward), the window halves, the
+// acknowledgement it carried is due again, and the timer is to send it
+// again soon, not after a retransmission timeout.
+func TestSpliceRefused(t *testing.T) {
+	const mss = 1000
+	s := newTestSplice(mss)
+	defer s.mu.Unlock()
+	defer s.stopLocked()
+	s.sndUna, s.sndNxt, s.sndMax = 10*mss, 14*mss, 14*mss
+	s.cwnd = 20 * mss
+	s.refusedLocked(12 * mss)
+	if s.sndNxt != 12*mss || !s.reseek || !s.blocked || !s.ackDue || !s.requeue || s.cwnd != 10*mss {
+		t.Fatalf("after a refusal: sndNxt %d, reseek %v, blocked %v, ackDue %v, requeue %v, cwnd %d", s.sndNxt, s.reseek, s.blocked, s.ackDue, s.requeue, s.cwnd)
+	}
+	s.sndUna, s.sndNxt = 13*mss, 13*mss // acknowledged past it
+	s.refusedLocked(12 * mss)
+	if s.sndNxt != 13*mss {
+		t.Fatalf("a refusal behind sndUna took sndNxt to %d, want sndUna %d", s.sndNxt, s.sndUna)
+	}
+	s.sndNxt = 13 * mss
+	s.refusedLocked(13*mss + 500)
+	if s.sndNxt != 13*mss {
+		t.Fatalf("a refusal past sndNxt moved it to %d", s.sndNxt)
+	}
+	if s.refused != 3 || s.u.stats.InboundRequeued.Load() != 3 {
+		t.Fatalf("refused %d in a row, counted %d; want 3", s.refused, s.u.stats.InboundRequeued.Load())
+	}
+}
+
+// A queue that stays full ends the flow: a SYN refused past the
+// handshake's deadline, or any segment refused spliceRetries times in a
+// row; they are not sent every millisecond for ever.
+func TestSpliceRefusedForGood(t *testing.T) {
+	for _, syn := range []bool{true, false} {
+		s := newTestSplice(1000)
+		var opened []bool
+		s.onOpen = func(ok bool) { opened = append(opened, ok) }
+		if syn {
+			s.state = spliceSynSent
+			s.deadline = time.Now().Add(-time.Millisecond)
+		} else {
+			s.refused = spliceRetries + 1
+		}
+		s.requeue = true
+		s.mu.Unlock()
+		s.onTimer()
+		s.mu.Lock()
+		if s.state != spliceDone {
+			t.Errorf("SYN %v: the splice goes on", syn)
+		}
+		if syn && (len(opened) != 1 || opened[0]) {
+			t.Errorf("the caller was told %v, want that it failed", opened)
+		}
+		s.mu.Unlock()
 	}
 }

@@ -242,14 +242,15 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 			hc.Close()
 		})
 	}
-	rc, err := hc.SyscallConn()
-	if err != nil {
-		abort()
-		return
-	}
 	f, ok := u.addFlow(orig, src, id, abort, nil)
 	if !ok {
 		abort()
+		return
+	}
+	rc, err := hc.SyscallConn()
+	if err != nil { // cannot be, for a connection dialTCP made
+		abort()
+		f.ended()
 		return
 	}
 	u.mu.Lock()
