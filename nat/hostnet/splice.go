@@ -238,8 +238,8 @@ func (s *splice) sendSynOrRequeue() {
 // localRetry is how soon a segment the queue to the gateway refused (a
 // local drop: it never left) is sent again: the queue drains at the
 // gateway's pace, far faster than a retransmission timeout. It doubles
-// for each refusal in a row; after spliceRetries (about 33 s in all) the
-// flow ends, a SYN's at the handshake's deadline.
+// for each refusal in a row, to 16 s; after spliceRetries and one (about
+// 49 s in all) the flow ends, a SYN's at the handshake's deadline.
 const localRetry = time.Millisecond
 
 // requeueLocked has the timer send again what the queue to the gateway
@@ -249,7 +249,7 @@ const localRetry = time.Millisecond
 func (s *splice) requeueLocked() {
 	s.requeue = true
 	s.u.stats.InboundRequeued.Add(1)
-	d := localRetry << min(s.refused, spliceRetries)
+	d := localRetry << min(s.refused, 14)
 	s.refused++
 	if s.timer == nil {
 		s.timer = time.AfterFunc(d, s.onTimer)
