@@ -268,8 +268,26 @@ func TestIntegrationOutboundErrors(t *testing.T) {
 	if _, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7001"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("to a closed port: %v, want connection refused", err)
 	}
-	if _, err := e.ctr.Dial(ctx(t), "tcp", "192.0.2.99:80"); !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {
-		t.Errorf("to an unroutable address: %v, want unreachable", err)
+	// No route on the host: the host's ENETUNREACH reaches the container
+	// as ICMP network unreachable, which its kernel reports the same.
+	if _, err := e.ctr.Dial(ctx(t), "tcp", "192.0.2.99:80"); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Errorf("to an unroutable address: %v, want network unreachable", err)
+	}
+	// No neighbour at a routed address: the host's EHOSTUNREACH, once
+	// ARP gives up (one try of 100 ms here), comes as ICMP host
+	// unreachable.
+	if err := e.host.Do(func() error {
+		for f, v := range map[string]string{"mcast_solicit": "1", "retrans_time_ms": "100"} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/neigh/eth0/"+f, []byte(v), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.77:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("to an address with no neighbour: %v, want host unreachable", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the answers took %v", d)
@@ -277,8 +295,8 @@ func TestIntegrationOutboundErrors(t *testing.T) {
 	if t.Failed() {
 		t.Logf("uplink %v\ngateway %+v", e.up.Counters(), e.gw.Stats())
 	}
-	if c := e.up.Counters(); c["tcp_refused"] == 0 || c["tcp_unreachable"] == 0 {
-		t.Errorf("counters %v", c)
+	if c := e.up.Counters(); c["tcp_refused"] != 1 || c["tcp_unreachable"] != 2 {
+		t.Errorf("counters %v, want 1 refused, 2 unreachable", c)
 	}
 }
 
