@@ -3,6 +3,7 @@ package hostnet
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 )
 
 // SetPeekOffset makes the splices made from now on peek with SO_PEEK_OFF
@@ -28,4 +29,13 @@ func SetISN(iss uint32) (restore func(), uses *atomic.Int64) {
 	uses = new(atomic.Int64)
 	isnOf = func(netip.AddrPort, netip.AddrPort) uint32 { uses.Add(1); return iss }
 	return func() { isnOf = isn }, uses
+}
+
+// StallLink holds the delivery of u's link to the gateway for d, as a
+// busy gateway would: meanwhile frames wait in its queue, and a full
+// queue refuses them.
+func StallLink(u *Uplink, d time.Duration) {
+	u.ln.dmu.Lock()
+	time.Sleep(d)
+	u.ln.dmu.Unlock()
 }

@@ -349,7 +349,22 @@ func (s *splice) ackIfDue() {
 	}
 	seq, ack, wnd := s.ackLocked()
 	s.mu.Unlock()
-	s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
+	s.sendAck(seq, ack, wnd)
+}
+
+// sendAck sends a segment that only acknowledges; one the full queue to
+// the gateway refused is due again, after ackDelay (a lost handshake's ACK
+// kept the container's accept waiting for its SYN-ACK's second try, a
+// second later).
+func (s *splice) sendAck(seq, ack uint32, wnd uint16) {
+	if s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0) {
+		return
+	}
+	s.mu.Lock()
+	if s.state == spliceOpen {
+		s.delayAckLocked()
+	}
+	s.mu.Unlock()
 }
 
 // armLocked starts the timer for the segment outstanding, or a probe;
@@ -589,8 +604,11 @@ func (s *splice) pumpLocked() string {
 	if s.ackNow && s.state == spliceOpen {
 		seq, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
-		s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
+		sent := s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
 		s.mu.Lock()
+		if !sent && s.state == spliceOpen {
+			s.delayAckLocked() // again, soon
+		}
 	}
 	return ""
 }
@@ -787,7 +805,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		// The SYN-ACK again: our ACK of it was lost, or is late.
 		seqNxt, ackNxt, wnd := s.ackLocked()
 		s.mu.Unlock()
-		s.send(seqNxt, ackNxt, conntrack.TCPAck, wnd, nil, nil, 0)
+		s.sendAck(seqNxt, ackNxt, wnd)
 		return
 	}
 	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
@@ -845,7 +863,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	}
 	s.mu.Unlock()
 	if now {
-		s.send(seqNxt, ackNxt, conntrack.TCPAck, wnd, nil, nil, 0)
+		s.sendAck(seqNxt, ackNxt, wnd)
 	}
 	if done {
 		s.finish()
@@ -1082,7 +1100,7 @@ func (s *splice) flush() {
 		s.finish()
 		return
 	}
-	s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0) // the window opens
+	s.sendAck(seq, ack, wnd) // the window opens
 }
 
 // abort ends the splice at once, for the reason why: resetHost resets the

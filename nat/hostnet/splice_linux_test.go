@@ -124,15 +124,33 @@ func TestIntegrationPublishedTCPKeepAlive(t *testing.T) {
 // second for a SYN). Every byte comes, in order. When the splice took
 // such frames as sent, 2 to 11 timeouts fired in each run; now they are
 // rare (1 run in 20 to 40 saw one: a loss past the queue).
+//
+// The gateway is stalled for 2 ms every 10 ms, so the queue fills
+// whatever the machine's speed.
 func TestIntegrationPublishedTCPLostFrames(t *testing.T) {
 	const flows, n = 8, 2 << 20
 	p := newPubTCP(t, envConfig{uplink: hostnet.Config{QueueLen: 1}}, true)
+	done := make(chan struct{})
+	stalled := make(chan struct{})
+	go func() {
+		defer close(stalled)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(8 * time.Millisecond):
+				hostnet.StallLink(p.up, 2*time.Millisecond)
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	for range flows {
 		client, srv := p.pair(t)
 		wg.Go(func() { bothWays(t, client, srv, n) })
 	}
 	wg.Wait()
+	close(done)
+	<-stalled
 	c := p.up.Counters()
 	t.Logf("%d frames dropped, %d segments of the splices sent again, %d timeouts", c["drop_queue_full"], c["inbound_requeued"], c["inbound_retransmits"])
 	if c["inbound_requeued"] == 0 {
