@@ -103,6 +103,62 @@ func (c *Conn) LinkIndex(name string) (int, error) {
 	return index, nil
 }
 
+// LinkStats are a link's counters as `ip -s link` shows them: the first
+// eight of the kernel's rtnl_link_stats64.
+type LinkStats struct {
+	RxPackets, TxPackets, RxBytes, TxBytes uint64
+	RxErrors, TxErrors                     uint64
+	// RxDropped counts packets the link received that the stack dropped
+	// (a full backlog, a device with no room); TxDropped packets the
+	// stack sent that the device could not take (for a TAP, a reader too
+	// slow to drain its queue).
+	RxDropped, TxDropped uint64
+}
+
+// LinkStats returns the counters of the link with index.
+func (c *Conn) LinkStats(index int) (LinkStats, error) {
+	m := newMessage(unix.RTM_GETLINK, 0)
+	m.ifInfo(unix.AF_UNSPEC, int32(index), 0, 0)
+	var st LinkStats
+	found := false
+	err := c.request(m, func(typ uint16, data []byte) {
+		if typ == unix.RTM_NEWLINK && !found {
+			st, found = parseLinkStats(data)
+		}
+	})
+	if err == nil && !found {
+		err = errors.New("no IFLA_STATS64 in the answer")
+	}
+	if err != nil {
+		return LinkStats{}, &OpError{Op: fmt.Sprintf("read counters of link %d", index), Err: err}
+	}
+	return st, nil
+}
+
+// parseLinkStats finds IFLA_STATS64 among the attributes of an
+// RTM_NEWLINK message's data.
+func parseLinkStats(data []byte) (LinkStats, bool) {
+	if len(data) < unix.SizeofIfInfomsg {
+		return LinkStats{}, false
+	}
+	ne := binary.NativeEndian
+	for b := data[unix.SizeofIfInfomsg:]; len(b) >= unix.SizeofRtAttr; {
+		n, typ := int(ne.Uint16(b[0:])), ne.Uint16(b[2:])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER)
+		if n < unix.SizeofRtAttr || n > len(b) {
+			return LinkStats{}, false
+		}
+		if v := b[unix.SizeofRtAttr:n]; typ == unix.IFLA_STATS64 && len(v) >= 8*8 {
+			u := func(i int) uint64 { return ne.Uint64(v[8*i:]) }
+			return LinkStats{
+				RxPackets: u(0), TxPackets: u(1), RxBytes: u(2), TxBytes: u(3),
+				RxErrors: u(4), TxErrors: u(5), RxDropped: u(6), TxDropped: u(7),
+			}, true
+		}
+		b = b[min(len(b), (n+3)&^3):]
+	}
+	return LinkStats{}, false
+}
+
 // SetLinkUp brings the link up, as `ip link set dev DEV up`.
 func (c *Conn) SetLinkUp(index int) error {
 	m := newMessage(unix.RTM_NEWLINK, unix.NLM_F_ACK)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -207,5 +208,82 @@ func TestIntegrationConfigureLink(t *testing.T) {
 	}
 	if _, err := c.LinkIndex("eth0"); !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: %v", err)
+	}
+}
+
+// IFLA_STATS64 is found among a link message's attributes, after others
+// and the padding the kernel puts before it.
+func TestParseLinkStats(t *testing.T) {
+	m := newMessage(unix.RTM_NEWLINK, 0)
+	m.ifInfo(unix.AF_UNSPEC, 3, 0, 0)
+	m.attr(unix.IFLA_IFNAME, []byte("tap0\x00"))
+	m.attr(unix.IFLA_PAD, nil)
+	var v [24 * 8]byte // a newer kernel's longer struct
+	for i := range 24 {
+		binary.NativeEndian.PutUint64(v[8*i:], uint64(100+i))
+	}
+	m.attr(unix.IFLA_STATS64, v[:])
+	data := m.finish(1)[unix.SizeofNlMsghdr:]
+	st, ok := parseLinkStats(data)
+	want := LinkStats{100, 101, 102, 103, 104, 105, 106, 107}
+	if !ok || st != want {
+		t.Fatalf("parsed %+v %v, want %+v", st, ok, want)
+	}
+	if _, ok := parseLinkStats(data[:unix.SizeofIfInfomsg+12]); ok {
+		t.Error("found counters in a message cut short")
+	}
+}
+
+// The counters of a namespace's loopback count what was sent over it.
+func TestIntegrationLinkStats(t *testing.T) {
+	netns.RequirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	c, err := Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lo, err := c.LinkIndex("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := c.LinkStats(lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	err = ns.Do(func() error {
+		if err := c.SetLinkUp(lo); err != nil {
+			return err
+		}
+		s, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+		for range n {
+			if _, err := s.WriteTo([]byte("x"), to); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := c.LinkStats(lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after.TxPackets - before.TxPackets; d < n {
+		t.Errorf("%d packets sent over lo counted, want %d at least", d, n)
+	}
+	if _, err := c.LinkStats(9999); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("counters of no link: %v, want ENODEV", err)
 	}
 }
