@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -264,6 +265,10 @@ func TestIntegrationTAPFromFD(t *testing.T) {
 	if tap.Name() != "handed0" || tap.BatchSize() != 16 {
 		t.Errorf("Name %q BatchSize %d", tap.Name(), tap.BatchSize())
 	}
+	// Its device's namespace is found from the descriptor.
+	if _, err := tap.KernelCounters(); err != nil {
+		t.Errorf("KernelCounters of a TAP from a descriptor: %v", err)
+	}
 	// The kernel sends on an interface once it is up; read one frame
 	// (IPv6 router solicitation or MLD report) to prove the fd works.
 	if err := ns.SetLink("handed0", 0); err != nil {
@@ -310,5 +315,61 @@ func TestIntegrationOpenTAPErrors(t *testing.T) {
 			tap.Close()
 			t.Errorf("OpenTAP(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// A TAP's kernel counters show frames the bridge never saw: with nobody
+// reading the device, its queue fills and drops what its stack sends.
+func TestIntegrationTAPKernelCounters(t *testing.T) {
+	netns.RequirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	before, err := tap.KernelCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "tap0"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4000 // the device queues 500 or 1000, as the kernel sets it
+	err = ns.Do(func() error {
+		s, err := net.ListenPacket("udp4", ":0")
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		to := &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 9}
+		for range n {
+			if _, err := s.WriteTo([]byte("x"), to); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := tap.KernelCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d frames dropped by the device", after.TxDropped-before.TxDropped, n)
+	if d := after.TxDropped - before.TxDropped; d < n/4 {
+		t.Errorf("%d frames dropped by the device counted, want %d at least", d, n/4)
+	}
+	tap.Close()
+	if _, err := tap.KernelCounters(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("counters of a closed TAP: %v, want net.ErrClosed", err)
 	}
 }

@@ -56,6 +56,23 @@ type Namer interface {
 	Name() string
 }
 
+// KernelCounter is implemented by ports over a kernel device, such as a
+// TAP, whose counters show what the bridge's cannot: frames lost between
+// the bridge and the device's network stack.
+type KernelCounter interface {
+	KernelCounters() (KernelCounters, error)
+}
+
+// KernelCounters are a device's counters of frames lost on its side.
+type KernelCounters struct {
+	// RxDropped counts frames the bridge wrote that the device's stack
+	// dropped (its backlog full).
+	RxDropped uint64
+	// TxDropped counts frames the device's stack sent that the device
+	// could not queue for the bridge: the bridge read too slowly.
+	TxDropped uint64
+}
+
 // DirectWriter is implemented by ports whose WriteFrames never waits on
 // anyone and costs little, such as the gateway's router port, which
 // handles frames as they come. The bridge may then write a frame to the

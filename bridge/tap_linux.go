@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/songgao/water"
+	"github.com/usernat/usernat/internal/rtnl"
 	"golang.org/x/sys/unix"
 )
 
@@ -127,9 +128,10 @@ type TAP struct {
 }
 
 var (
-	_ Port        = (*TAP)(nil)
-	_ Namer       = (*TAP)(nil)
-	_ OffloadPort = (*TAP)(nil)
+	_ Port          = (*TAP)(nil)
+	_ Namer         = (*TAP)(nil)
+	_ OffloadPort   = (*TAP)(nil)
+	_ KernelCounter = (*TAP)(nil)
 )
 
 // OpenTAP creates (or attaches to) a TAP device as cfg says, sets its MTU
@@ -320,6 +322,62 @@ func l3Offset(frame []byte) int {
 		return etherHeader + vlanTag
 	}
 	return etherHeader
+}
+
+// tunGetDevNetNS is TUNGETDEVNETNS (_IO('T', 227), Linux 5.2), which
+// x/sys/unix lacks: a new descriptor of the device's network namespace.
+const tunGetDevNetNS = 0x54e3
+
+// KernelCounters implements KernelCounter. It reads the device's counters
+// in the device's network namespace, wherever that is (a TAP handed over
+// as a descriptor too), by its current name; it needs CAP_NET_ADMIN over
+// that namespace.
+func (t *TAP) KernelCounters() (KernelCounters, error) {
+	var nsfd int
+	var name string
+	var ierr error
+	err := t.rc.Control(func(fd uintptr) {
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			ierr = err
+			return
+		}
+		if err := unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); err != nil {
+			ierr = os.NewSyscallError("ioctl TUNGETIFF", err)
+			return
+		}
+		name = ifr.Name()
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, fd, tunGetDevNetNS, 0)
+		if e != 0 {
+			ierr = os.NewSyscallError("ioctl TUNGETDEVNETNS", e)
+			return
+		}
+		nsfd = int(r)
+	})
+	if err == nil {
+		err = ierr
+	}
+	if t.closed.Load() || errors.Is(err, os.ErrClosed) {
+		return KernelCounters{}, net.ErrClosed
+	}
+	if err != nil {
+		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", t.name, err)
+	}
+	defer unix.Close(nsfd)
+	c, err := rtnl.Open(fmt.Sprintf("/proc/self/fd/%d", nsfd))
+	if err != nil {
+		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", name, err)
+	}
+	defer c.Close()
+	index, err := c.LinkIndex(name)
+	if err != nil {
+		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", name, err)
+	}
+	st, err := c.LinkStats(index)
+	if err != nil {
+		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", name, err)
+	}
+	return KernelCounters{RxDropped: st.RxDropped, TxDropped: st.TxDropped}, nil
 }
 
 // WritesDirect implements DirectWriter: it reports TAPConfig.DirectWrite.

@@ -50,6 +50,14 @@ func (b *backend) Stats() (map[string]uint64, error) {
 	addCounters(m, "conntrack", b.gw.Table().Stats())
 	for _, p := range b.br.Ports() {
 		addCounters(m, "port."+p.Name(), p.Counters())
+		// The frames lost on the device's side, which the bridge's
+		// counters cannot show; left out when they cannot be read (no
+		// CAP_NET_ADMIN over the device's namespace).
+		if kc, ok := p.Port().(bridge.KernelCounter); ok {
+			if c, err := kc.KernelCounters(); err == nil {
+				addCounters(m, "port."+p.Name()+".kernel", c)
+			}
+		}
 	}
 	m["bridge.fdb_entries"] = uint64(len(b.br.FDB()))
 	m["bridge.fdb_full"] = b.br.FDBFull()

@@ -283,7 +283,7 @@ func TestIntegrationGateway(t *testing.T) {
 	}
 
 	stats := cli(t, bin, "stats", "--api-socket", sock)
-	mustContain(t, "stats", stats, "gateway.forwarded ", "conntrack.entries ", "port.eth0.rx_frames ")
+	mustContain(t, "stats", stats, "gateway.forwarded ", "conntrack.entries ", "port.eth0.rx_frames ", "port.eth0.kernel.tx_dropped ")
 	if m := regexp.MustCompile(`(?m)^gateway\.forwarded (\d+)$`).FindStringSubmatch(stats); m == nil || m[1] == "0" {
 		t.Errorf("stats: the gateway forwarded nothing:\n%s", stats)
 	}
