@@ -333,7 +333,7 @@ const tunGetDevNetNS = 0x54e3
 // as a descriptor too), by its current name; it needs CAP_NET_ADMIN over
 // that namespace.
 func (t *TAP) KernelCounters() (KernelCounters, error) {
-	var nsfd int
+	nsfd := -1
 	var name string
 	var ierr error
 	err := t.rc.Control(func(fd uintptr) {
@@ -354,6 +354,9 @@ func (t *TAP) KernelCounters() (KernelCounters, error) {
 		}
 		nsfd = int(r)
 	})
+	if nsfd >= 0 {
+		defer unix.Close(nsfd) // whatever happens next: it holds a namespace
+	}
 	if err == nil {
 		err = ierr
 	}
@@ -363,7 +366,6 @@ func (t *TAP) KernelCounters() (KernelCounters, error) {
 	if err != nil {
 		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", t.name, err)
 	}
-	defer unix.Close(nsfd)
 	c, err := rtnl.Open(fmt.Sprintf("/proc/self/fd/%d", nsfd))
 	if err != nil {
 		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", name, err)

@@ -330,6 +330,7 @@ type Stats struct {
 	InboundRetransmits                                 atomic.Uint64 // timeouts that sent a published port's client's bytes to the container again
 	InboundFastRetransmits                             atomic.Uint64 // the same after three duplicate ACKs, without waiting for the timeout
 	InboundRequeued                                    atomic.Uint64 // segments to the container the full link queue refused, sent again soon after (they never left)
+	InboundSynAckAgain                                 atomic.Uint64 // SYN-ACKs a container sent again: our ACK of its first was lost or late
 	Released                                           atomic.Uint64
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
@@ -347,9 +348,9 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"udp_opened": s.UDPOpened.Load(), "ping_opened": s.PingOpened.Load(),
 		"inbound_opened": s.InboundOpened.Load(), "inbound_refused": s.InboundRefused.Load(),
 		"inbound_retransmits": s.InboundRetransmits.Load(), "inbound_fast_retransmits": s.InboundFastRetransmits.Load(),
-		"inbound_requeued": s.InboundRequeued.Load(),
-		"released":         s.Released.Load(),
-		"drop_malformed":   s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
+		"inbound_requeued": s.InboundRequeued.Load(), "inbound_synack_again": s.InboundSynAckAgain.Load(),
+		"released":       s.Released.Load(),
+		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),

@@ -79,10 +79,13 @@ type splice struct {
 	dupAcks                                int    // duplicate ACKs in a row (RFC 5681)
 	recover                                uint32 // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582)
 	requeue                                bool   // the timer is to send again what the queue to the gateway refused (localRetry)
-	refused                                int    // segments the queue refused in a row
+	retrying                               bool   // the timer's retry of that is under way
+	giveUp                                 bool   // the queue refused the last retry allowed
+	refused                                int    // the timer's retries the queue refused in a row
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
+	timerAt                                time.Time // when timer is due; zero when stopped
 	deadline                               time.Time // of the handshake
 	// onOpen, until called (once, then nil), tells the caller whether
 	// the handshake succeeded.
@@ -223,39 +226,75 @@ func (s *splice) start(onOpen func(ok bool)) {
 }
 
 // sendSynOrRequeue sends the SYN; one the queue to the gateway refused
-// goes again after localRetry rather than after the SYN's timeout.
+// goes again after localRetry rather than after the SYN's timeout, until
+// the handshake's deadline.
 func (s *splice) sendSynOrRequeue() {
-	if s.sendSyn() {
+	sent := s.sendSyn()
+	s.mu.Lock()
+	if s.state != spliceSynSent {
+		s.mu.Unlock()
 		return
 	}
-	s.mu.Lock()
-	if s.state == spliceSynSent {
-		s.requeueLocked()
+	if sent {
+		s.sentLocked()
+		s.mu.Unlock()
+		return
+	}
+	if s.refusedLocked() || time.Now().After(s.deadline) {
+		s.mu.Unlock()
+		s.abort(true, false, "the queue to the container stayed full")
+		return
 	}
 	s.mu.Unlock()
 }
 
-// localRetry is how soon a segment the queue to the gateway refused (a
-// local drop: it never left) is sent again: the queue drains at the
-// gateway's pace, far faster than a retransmission timeout. It doubles
-// for each refusal in a row, to 16 s; after spliceRetries and one (about
-// 49 s in all) the flow ends, a SYN's at the handshake's deadline.
+// localRetry is how soon what the queue to the gateway refused (a local
+// drop: it never left) is sent again: the queue drains at the gateway's
+// pace, far faster than a retransmission timeout. It doubles for each
+// retry the queue refused in a row, to 16 s; when spliceRetries and one
+// were (about 49 s in all), the flow ends, a SYN's at the handshake's
+// deadline. Refusals of other sends meanwhile, one per client's chunk or
+// container's ACK, change neither.
 const localRetry = time.Millisecond
 
-// requeueLocked has the timer send again what the queue to the gateway
-// refused, after localRetry (more after refusals in a row); the
-// retransmission timer starts again after (onTimer), and is not armed
-// meanwhile.
-func (s *splice) requeueLocked() {
-	s.requeue = true
+// refusedLocked is the answer to a frame the queue to the gateway
+// refused: the timer is to send again, after localRetry or its back-off,
+// unless it is to already; the retransmission timer starts again after
+// (onTimer), and is not armed meanwhile. It reports whether to give up: a
+// retry of the timer's was refused the last time allowed.
+func (s *splice) refusedLocked() (giveUp bool) {
 	s.u.stats.InboundRequeued.Add(1)
-	d := localRetry << min(s.refused, 14)
-	s.refused++
-	if s.timer == nil {
-		s.timer = time.AfterFunc(d, s.onTimer)
-		return
+	if s.retrying {
+		s.retrying = false
+		if s.refused++; s.refused > spliceRetries {
+			return true
+		}
 	}
-	s.timer.Reset(d)
+	if s.requeue {
+		return false // the retry due stands
+	}
+	s.requeue = true
+	s.setTimerLocked(localRetry << min(s.refused, 14))
+	return false
+}
+
+// sentLocked notes a segment the queue took: the refusals in a row end,
+// and a retry still due comes at once (it then arms the retransmission
+// timer), not after a back-off the queue no longer needs.
+func (s *splice) sentLocked() {
+	s.refused, s.retrying = 0, false
+	if s.requeue {
+		s.setTimerLocked(localRetry)
+	}
+}
+
+// unackLocked undoes ackLocked for a segment the queue refused: its
+// acknowledgement, if it was new (ack, past prev, the last one sent), is
+// due again, with whatever goes next or the timer's retry.
+func (s *splice) unackLocked(prev, ack uint32) {
+	if ack != prev {
+		s.rcvAcked, s.ackDue = prev, true
+	}
 }
 
 // openedLocked takes onOpen, to be called once unlocked.
@@ -347,24 +386,36 @@ func (s *splice) ackIfDue() {
 		s.mu.Unlock()
 		return
 	}
+	prev := s.rcvAcked
 	seq, ack, wnd := s.ackLocked()
 	s.mu.Unlock()
-	s.sendAck(seq, ack, wnd)
+	s.sendAck(seq, ack, wnd, prev, false)
 }
 
-// sendAck sends a segment that only acknowledges; one the full queue to
-// the gateway refused is due again, after ackDelay (a lost handshake's ACK
-// kept the container's accept waiting for its SYN-ACK's second try, a
-// second later).
-func (s *splice) sendAck(seq, ack uint32, wnd uint16) {
+// sendAck sends a segment that only acknowledges; prev is the last
+// acknowledgement sent before it. One the full queue to the gateway
+// refused goes again with the timer's retry (refusedLocked) when it
+// acknowledged something new, or when must (the handshake's, a window
+// that opens): a lost handshake's ACK kept the container's accept waiting
+// a second, for its SYN-ACK's second try.
+func (s *splice) sendAck(seq, ack uint32, wnd uint16, prev uint32, must bool) {
 	if s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0) {
 		return
 	}
 	s.mu.Lock()
-	if s.state == spliceOpen {
-		s.delayAckLocked()
+	if s.state != spliceOpen || !must && ack == prev {
+		s.mu.Unlock()
+		return
 	}
+	s.ackDue = true // due again, even if not new
+	if ack != prev {
+		s.rcvAcked = prev
+	}
+	giveUp := s.refusedLocked()
 	s.mu.Unlock()
+	if giveUp {
+		s.abort(true, true, "the queue to the container stayed full")
+	}
 }
 
 // armLocked starts the timer for the segment outstanding, or a probe;
@@ -374,16 +425,26 @@ func (s *splice) armLocked() {
 	if s.requeue {
 		return
 	}
+	s.setTimerLocked(s.rto)
+}
+
+// setTimerLocked (re)arms the splice's one timer for d from now. A firing
+// of the timer's from before (it fired while this goroutine held the lock,
+// and waits for it) then finds it is not due, and does nothing: else it
+// would act as the timeout just re-armed, a retransmission for nothing.
+func (s *splice) setTimerLocked(d time.Duration) {
+	s.timerAt = time.Now().Add(d)
 	if s.timer == nil {
-		s.timer = time.AfterFunc(s.rto, s.onTimer)
+		s.timer = time.AfterFunc(d, s.onTimer)
 		return
 	}
-	s.timer.Reset(s.rto)
+	s.timer.Reset(d)
 }
 
 func (s *splice) disarmLocked() {
 	if s.timer != nil && !s.requeue {
 		s.timer.Stop()
+		s.timerAt = time.Time{}
 	}
 	s.retries, s.rto = 0, spliceMinRTO
 }
@@ -393,27 +454,33 @@ func (s *splice) disarmLocked() {
 // sent spliceRetries times, ends the flow.
 func (s *splice) onTimer() {
 	s.mu.Lock()
-	if s.state == spliceDone {
+	if s.state == spliceDone || s.timerAt.IsZero() || time.Now().Before(s.timerAt) {
 		s.mu.Unlock()
-		return
+		return // stopped, or armed again since this firing
 	}
+	s.timerAt = time.Time{}
 	if s.requeue {
 		// What the queue refused goes again, and the retransmission
 		// timer starts again for it: neither is a retransmission.
 		s.requeue = false
 		syn := s.state == spliceSynSent
-		if s.refused > spliceRetries || syn && time.Now().After(s.deadline) {
+		if syn && time.Now().After(s.deadline) {
 			s.mu.Unlock()
-			s.abort(true, !syn, "the queue to the container stayed full")
+			s.abort(true, false, "the queue to the container stayed full")
 			return
 		}
+		s.retrying = true
 		s.armLocked()
 		s.mu.Unlock()
 		if syn {
 			s.sendSynOrRequeue()
 		} else {
 			s.pump()
+			s.ackIfDue() // an acknowledgement the queue refused, if no segment took it
 		}
+		s.mu.Lock()
+		s.retrying = false
+		s.mu.Unlock()
 		return
 	}
 	if s.state == spliceSynSent {
@@ -588,6 +655,7 @@ func (s *splice) pumpLocked() string {
 		if s.timer == nil || s.sndUna == seq {
 			s.armLocked()
 		}
+		prev := s.rcvAcked
 		_, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
 		// A short read does not mean the socket is drained: the
@@ -595,20 +663,26 @@ func (s *splice) pumpLocked() string {
 		// wake-up, and only a read that finds nothing says it.
 		sent := s.send(seq, ack, conntrack.TCPAck|conntrack.TCPPsh, wnd, nil, bp, n)
 		s.mu.Lock()
+		if s.state != spliceOpen {
+			break // ended meanwhile
+		}
 		if !sent {
-			s.refusedLocked(seq)
+			s.unsendLocked(seq)
+			s.unackLocked(prev, ack)
+			if s.refusedLocked() {
+				return "the queue to the container stayed full"
+			}
 			break
 		}
-		s.refused = 0
+		s.sentLocked()
+	}
+	if s.giveUp {
+		return "the queue to the container stayed full"
 	}
 	if s.ackNow && s.state == spliceOpen {
-		seq, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
-		sent := s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
+		s.ackIfDue() // the handshake's: sent again if the queue refuses it
 		s.mu.Lock()
-		if !sent && s.state == spliceOpen {
-			s.delayAckLocked() // again, soon
-		}
 	}
 	return ""
 }
@@ -637,14 +711,14 @@ func (s *splice) canLocked() int {
 	return min(can, spliceMaxPayload)
 }
 
-// refusedLocked takes back a segment from seq that the queue to the
+// unsendLocked takes back a segment from seq that the queue to the
 // gateway refused: it never left, so the bytes go again from there, on
-// the next acknowledgement (blocked) or after localRetry, whichever comes
-// first, with the congestion window halved as for any sign of a full
-// path. An acknowledgement that came meanwhile may have passed seq (of
-// an earlier copy, after a rewind): sndNxt never goes below sndUna, nor
-// forward.
-func (s *splice) refusedLocked(seq uint32) {
+// the next acknowledgement (blocked) or the timer's retry, whichever
+// comes first. The congestion window halves, once a run of refusals, as
+// for any sign of a full path. An acknowledgement that came meanwhile may
+// have passed seq (of an earlier copy, after a rewind): sndNxt never goes
+// below sndUna, nor forward.
+func (s *splice) unsendLocked(seq uint32) {
 	if int32(s.sndUna-seq) > 0 {
 		seq = s.sndUna
 	}
@@ -652,10 +726,10 @@ func (s *splice) refusedLocked(seq uint32) {
 		s.sndNxt = seq
 	}
 	s.reseek, s.blocked = true, true
-	s.cwnd = max(s.cwnd/2, 2*uint32(s.mss))
-	s.ssthresh = s.cwnd
-	s.delayAckLocked() // the acknowledgement it carried
-	s.requeueLocked()
+	if !s.requeue {
+		s.cwnd = max(s.cwnd/2, 2*uint32(s.mss))
+		s.ssthresh = s.cwnd
+	}
 }
 
 // sendFinLocked sends the container our FIN, the client's end of stream,
@@ -674,16 +748,21 @@ func (s *splice) sendFinLocked() {
 		s.sndMax = s.sndNxt
 	}
 	s.armLocked()
+	prev := s.rcvAcked
 	_, ack, wnd := s.ackLocked()
 	seq := s.finSeq
 	s.mu.Unlock()
 	sent := s.send(seq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0)
 	s.mu.Lock()
-	if !sent && s.finSent && !s.finAcked && s.sndNxt == seq+1 {
+	switch {
+	case s.state != spliceOpen:
+	case sent:
+		s.sentLocked()
+	case s.finSent && !s.finAcked && s.sndNxt == seq+1:
 		// Never left: the next pump finds the end of stream again.
 		s.finSent, s.hostEOF, s.sndNxt = false, false, seq
-		s.delayAckLocked() // the acknowledgement it carried
-		s.requeueLocked()
+		s.unackLocked(prev, ack)
+		s.giveUp = s.refusedLocked()
 	}
 }
 
@@ -803,9 +882,11 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	}
 	if flags&conntrack.TCPSyn != 0 {
 		// The SYN-ACK again: our ACK of it was lost, or is late.
+		s.u.stats.InboundSynAckAgain.Add(1)
+		prev := s.rcvAcked
 		seqNxt, ackNxt, wnd := s.ackLocked()
 		s.mu.Unlock()
-		s.sendAck(seqNxt, ackNxt, wnd)
+		s.sendAck(seqNxt, ackNxt, wnd, prev, true)
 		return
 	}
 	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
@@ -856,14 +937,15 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		s.abort(true, true, "watching the host socket failed")
 		return
 	}
-	var seqNxt, ackNxt uint32
+	var seqNxt, ackNxt, prev uint32
 	var wnd uint16
 	if now {
+		prev = s.rcvAcked
 		seqNxt, ackNxt, wnd = s.ackLocked()
 	}
 	s.mu.Unlock()
 	if now {
-		s.sendAck(seqNxt, ackNxt, wnd)
+		s.sendAck(seqNxt, ackNxt, wnd, prev, false)
 	}
 	if done {
 		s.finish()
@@ -1090,9 +1172,10 @@ func (s *splice) flush() {
 	}
 	s.shutLocked()
 	done := s.doneLocked()
-	var seq, ack uint32
+	var seq, ack, prev uint32
 	var wnd uint16
 	if !done {
+		prev = s.rcvAcked
 		seq, ack, wnd = s.ackLocked()
 	}
 	s.mu.Unlock()
@@ -1100,7 +1183,7 @@ func (s *splice) flush() {
 		s.finish()
 		return
 	}
-	s.sendAck(seq, ack, wnd) // the window opens
+	s.sendAck(seq, ack, wnd, prev, true) // the window opens
 }
 
 // abort ends the splice at once, for the reason why: resetHost resets the

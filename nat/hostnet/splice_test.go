@@ -5,6 +5,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/usernat/usernat/bridge"
+	"golang.org/x/sys/unix"
 )
 
 // testUplink is an uplink for a splice in a unit test, whose timers may
@@ -137,9 +140,10 @@ func TestSpliceFastRetransmit(t *testing.T) {
 
 // A segment the full queue refused is taken back: sndNxt goes back to it
 // (never below sndUna, which an acknowledgement of an earlier copy may
-// have moved past it meanwhile, nor forward), the window halves, the
-// acknowledgement it carried is due again, and the timer is to send it
-// again soon, not after a retransmission timeout.
+// have moved past it meanwhile, nor forward), the window halves once a
+// run of refusals, and the timer is to send it again soon, not after a
+// retransmission timeout. Refusals outside the timer's retries (one per
+// client's chunk or container's ACK) do not lengthen the back-off.
 func TestSpliceRefused(t *testing.T) {
 	const mss = 1000
 	s := newTestSplice(mss)
@@ -147,49 +151,134 @@ func TestSpliceRefused(t *testing.T) {
 	defer s.stopLocked()
 	s.sndUna, s.sndNxt, s.sndMax = 10*mss, 14*mss, 14*mss
 	s.cwnd = 20 * mss
-	s.refusedLocked(12 * mss)
-	if s.sndNxt != 12*mss || !s.reseek || !s.blocked || !s.ackDue || !s.requeue || s.cwnd != 10*mss {
-		t.Fatalf("after a refusal: sndNxt %d, reseek %v, blocked %v, ackDue %v, requeue %v, cwnd %d", s.sndNxt, s.reseek, s.blocked, s.ackDue, s.requeue, s.cwnd)
+	refuse := func(seq uint32) {
+		s.unsendLocked(seq)
+		if s.refusedLocked() {
+			t.Fatal("gave up without a retry of the timer's")
+		}
+	}
+	refuse(12 * mss)
+	if s.sndNxt != 12*mss || !s.reseek || !s.blocked || !s.requeue || s.cwnd != 10*mss {
+		t.Fatalf("after a refusal: sndNxt %d, reseek %v, blocked %v, requeue %v, cwnd %d", s.sndNxt, s.reseek, s.blocked, s.requeue, s.cwnd)
 	}
 	s.sndUna, s.sndNxt = 13*mss, 13*mss // acknowledged past it
-	s.refusedLocked(12 * mss)
+	refuse(12 * mss)
 	if s.sndNxt != 13*mss {
 		t.Fatalf("a refusal behind sndUna took sndNxt to %d, want sndUna %d", s.sndNxt, s.sndUna)
 	}
 	s.sndNxt = 13 * mss
-	s.refusedLocked(13*mss + 500)
+	refuse(13*mss + 500)
 	if s.sndNxt != 13*mss {
 		t.Fatalf("a refusal past sndNxt moved it to %d", s.sndNxt)
 	}
-	if s.refused != 3 || s.u.stats.InboundRequeued.Load() != 3 {
-		t.Fatalf("refused %d in a row, counted %d; want 3", s.refused, s.u.stats.InboundRequeued.Load())
+	if s.cwnd != 10*mss || s.refused != 0 || s.u.stats.InboundRequeued.Load() != 3 {
+		t.Fatalf("after three refusals: cwnd %d, refused %d in a row, counted %d", s.cwnd, s.refused, s.u.stats.InboundRequeued.Load())
+	}
+	// The timer's retry, refused, counts; one that goes ends the run.
+	s.retrying = true
+	refuse(13 * mss)
+	if s.refused != 1 || s.retrying {
+		t.Fatalf("a refused retry: refused %d in a row, retrying %v", s.refused, s.retrying)
+	}
+	// A segment that goes ends the run; the retry still due comes at
+	// once, not after its back-off.
+	s.refused = 5
+	s.setTimerLocked(localRetry << 5)
+	s.sentLocked()
+	if s.refused != 0 || !s.requeue || time.Until(s.timerAt) > localRetry {
+		t.Fatalf("after a segment went: refused %d, requeue %v, retry in %v", s.refused, s.requeue, time.Until(s.timerAt))
 	}
 }
 
-// A queue that stays full ends the flow: a SYN refused past the
-// handshake's deadline, or any segment refused spliceRetries times in a
-// row; they are not sent every millisecond for ever.
-func TestSpliceRefusedForGood(t *testing.T) {
-	for _, syn := range []bool{true, false} {
-		s := newTestSplice(1000)
-		var opened []bool
-		s.onOpen = func(ok bool) { opened = append(opened, ok) }
-		if syn {
-			s.state = spliceSynSent
-			s.deadline = time.Now().Add(-time.Millisecond)
-		} else {
-			s.refused = spliceRetries + 1
-		}
-		s.requeue = true
-		s.mu.Unlock()
-		s.onTimer()
+// A firing of the timer that waited for the lock while the timer was
+// armed again is not the timeout armed: it does nothing. (It counted a
+// retransmission timeout for bytes just sent, 1 to 3 a run of
+// TestIntegrationPublishedTCPLostFrames in 1 run of 5.)
+func TestSpliceStaleTimer(t *testing.T) {
+	s := newTestSplice(1000)
+	s.sndUna, s.sndNxt, s.sndMax = 1000, 5000, 5000 // in flight
+	s.setTimerLocked(time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // it fires, and waits for the lock
+	s.setTimerLocked(time.Hour)       // bytes sent: the timeout starts again
+	s.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.stopLocked()
+	if n := s.u.stats.InboundRetransmits.Load(); n != 0 || s.sndNxt != 5000 {
+		t.Fatalf("a stale firing: %d retransmission timeouts, sndNxt %d", n, s.sndNxt)
+	}
+}
+
+// refusingSplice is an open splice whose client sent "hello" (its socket
+// one end of a socket pair) and whose link queue is full, so every frame
+// is refused until drain is called.
+func refusingSplice(t *testing.T) (s *splice, drain func()) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[1]) })
+	if _, err := unix.Write(fds[1], []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	s = newTestSplice(1000)
+	s.mu.Unlock()
+	s.u.ln = newLink(1500, 1)
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.close)
+	s.u.poll = p
+	s.fd = fds[0]
+	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
+	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
+	s.reseek = true // the peek offset at the first byte
+	s.u.ln.queue([][]byte{make([]byte, 40)}, bridge.Offload{})
+	t.Cleanup(func() {
 		s.mu.Lock()
-		if s.state != spliceDone {
-			t.Errorf("SYN %v: the splice goes on", syn)
-		}
-		if syn && (len(opened) != 1 || opened[0]) {
-			t.Errorf("the caller was told %v, want that it failed", opened)
-		}
+		s.stopLocked()
+		s.closeLocked()
 		s.mu.Unlock()
+	})
+	return s, func() { <-s.u.ln.q }
+}
+
+// A queue that stays full ends the flow, but only once the timer's own
+// retry, the last allowed, was refused too (after about 49 s of back-off);
+// a retry the queue takes goes on. A SYN refused past the handshake's
+// deadline ends it too. They are not sent every millisecond for ever.
+func TestSpliceRefusedForGood(t *testing.T) {
+	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
+	peekOffs.Store(1)
+
+	s, _ := refusingSplice(t)
+	s.requeue, s.refused, s.timerAt = true, spliceRetries, time.Now()
+	s.onTimer()
+	if s.state != spliceDone {
+		t.Errorf("the last retry allowed was refused: the splice goes on (refused %d)", s.refused)
+	}
+
+	s, drain := refusingSplice(t)
+	s.requeue, s.refused, s.timerAt = true, spliceRetries, time.Now()
+	drain()
+	s.onTimer()
+	s.mu.Lock()
+	if s.state != spliceOpen || s.refused != 0 || s.sndNxt != 1005 {
+		t.Errorf("a retry the queue took: state %v, refused %d, sndNxt %d; want open, 0, 1005", s.state, s.refused, s.sndNxt)
+	}
+	s.mu.Unlock()
+
+	s, _ = refusingSplice(t)
+	var opened []bool
+	s.onOpen = func(ok bool) { opened = append(opened, ok) }
+	s.state = spliceSynSent
+	s.deadline = time.Now().Add(-time.Millisecond)
+	s.requeue, s.timerAt = true, time.Now()
+	s.onTimer()
+	if s.state != spliceDone || len(opened) != 1 || opened[0] {
+		t.Errorf("a SYN past its deadline: state %v, the caller told %v", s.state, opened)
 	}
 }
