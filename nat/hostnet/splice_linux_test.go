@@ -129,14 +129,6 @@ func TestIntegrationPublishedTCPKeepAlive(t *testing.T) {
 func TestIntegrationPublishedTCPLostFrames(t *testing.T) {
 	const flows, n = 8, 2 << 20
 	p := newPubTCP(t, envConfig{uplink: hostnet.Config{QueueLen: 1}}, true)
-	// The container acknowledges at once (no delayed ACKs on its
-	// route): a container whose server writes and does not read may
-	// hold an ACK 200 ms, as long as a splice's retransmission timeout,
-	// which then fires for bytes it has (Linux counts DelayedACKLost).
-	// Such timeouts are not what this test counts.
-	if err := p.ctr.IP("route", "change", "default", "via", gwAddr.Addr().String(), "quickack", "1"); err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan struct{})
 	stalled := make(chan struct{})
 	defer func() {
