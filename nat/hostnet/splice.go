@@ -68,6 +68,7 @@ type splice struct {
 	rcvAcked                               uint32 // the last acknowledgement sent
 	ackDue                                 bool   // rcvNxt is to be acknowledged: by the next segment, or the delayed-ACK timer
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
+	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
 	dtimer                                 *time.Timer
 	finAt, finSent, finAcked, hostEOF      bool   // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
 	finSeq                                 uint32 // the sequence number of our FIN, once finAt
@@ -82,6 +83,7 @@ type splice struct {
 	retrying                               bool   // the timer's retry of that is under way
 	giveUp                                 bool   // the queue refused the last retry allowed
 	refused                                int    // the timer's retries the queue refused in a row
+	refusing                               bool   // segments are being refused: the window halved once for it
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
@@ -282,7 +284,7 @@ func (s *splice) refusedLocked() (giveUp bool) {
 // and a retry still due comes at once (it then arms the retransmission
 // timer), not after a back-off the queue no longer needs.
 func (s *splice) sentLocked() {
-	s.refused, s.retrying = 0, false
+	s.refused, s.retrying, s.refusing = 0, false, false
 	if s.requeue {
 		s.setTimerLocked(localRetry)
 	}
@@ -359,7 +361,7 @@ func (s *splice) windowLocked() uint16 {
 // ackLocked returns what a segment acknowledging the container carries,
 // and notes it sent: the caller sends the segment.
 func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
-	s.rcvAcked, s.ackDue, s.ackNow = s.rcvNxt, false, false
+	s.rcvAcked, s.ackDue, s.ackNow, s.ackMust = s.rcvNxt, false, false, false
 	return s.sndNxt, s.rcvNxt, s.windowLocked()
 }
 
@@ -386,10 +388,10 @@ func (s *splice) ackIfDue() {
 		s.mu.Unlock()
 		return
 	}
-	prev := s.rcvAcked
+	prev, must := s.rcvAcked, s.ackMust
 	seq, ack, wnd := s.ackLocked()
 	s.mu.Unlock()
-	s.sendAck(seq, ack, wnd, prev, false)
+	s.sendAck(seq, ack, wnd, prev, must)
 }
 
 // sendAck sends a segment that only acknowledges; prev is the last
@@ -407,7 +409,7 @@ func (s *splice) sendAck(seq, ack uint32, wnd uint16, prev uint32, must bool) {
 		s.mu.Unlock()
 		return
 	}
-	s.ackDue = true // due again, even if not new
+	s.ackDue, s.ackMust = true, s.ackMust || must // due again, even if not new
 	if ack != prev {
 		s.rcvAcked = prev
 	}
@@ -479,6 +481,9 @@ func (s *splice) onTimer() {
 			s.ackIfDue() // an acknowledgement the queue refused, if no segment took it
 		}
 		s.mu.Lock()
+		if s.retrying {
+			s.refused = 0 // nothing the retry sent was refused
+		}
 		s.retrying = false
 		s.mu.Unlock()
 		return
@@ -726,7 +731,8 @@ func (s *splice) unsendLocked(seq uint32) {
 		s.sndNxt = seq
 	}
 	s.reseek, s.blocked = true, true
-	if !s.requeue {
+	if !s.refusing {
+		s.refusing = true
 		s.cwnd = max(s.cwnd/2, 2*uint32(s.mss))
 		s.ssthresh = s.cwnd
 	}
@@ -977,6 +983,7 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	// An initial window of ten segments (RFC 6928), no threshold yet.
 	s.cwnd, s.ssthresh = 10*uint32(s.mss), 1<<30
 	s.rcvNxt = seq + 1
+	s.rcvAcked = seq // nothing acknowledged yet: the handshake's ACK is new, whatever the ISN
 	s.sndUna = s.iss + 1
 	s.recover = s.iss // as RFC 6582 says: below every acknowledgement
 	s.refused = 0

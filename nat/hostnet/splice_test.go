@@ -210,18 +210,20 @@ func TestSpliceStaleTimer(t *testing.T) {
 	}
 }
 
-// refusingSplice is an open splice whose client sent "hello" (its socket
+// refusingSplice is an open splice whose client sent data (its socket
 // one end of a socket pair) and whose link queue is full, so every frame
-// is refused until drain is called.
-func refusingSplice(t *testing.T) (s *splice, drain func()) {
+// is refused until drain is called; fill fills it again.
+func refusingSplice(t *testing.T, data string) (s *splice, drain, fill func()) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fds[1]) })
-	if _, err := unix.Write(fds[1], []byte("hello")); err != nil {
-		t.Fatal(err)
+	if data != "" {
+		if _, err := unix.Write(fds[1], []byte(data)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s = newTestSplice(1000)
 	s.mu.Unlock()
@@ -236,14 +238,23 @@ func refusingSplice(t *testing.T) (s *splice, drain func()) {
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
 	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
 	s.reseek = true // the peek offset at the first byte
-	s.u.ln.queue([][]byte{make([]byte, 40)}, bridge.Offload{})
+	fill = func() { s.u.ln.queue([][]byte{make([]byte, 40)}, bridge.Offload{}) }
+	fill()
 	t.Cleanup(func() {
 		s.mu.Lock()
 		s.stopLocked()
 		s.closeLocked()
 		s.mu.Unlock()
 	})
-	return s, func() { <-s.u.ln.q }
+	return s, func() { <-s.u.ln.q }, fill
+}
+
+// fire runs the splice's timer now, as if it were due.
+func fire(s *splice) {
+	s.mu.Lock()
+	s.timerAt = time.Now()
+	s.mu.Unlock()
+	s.onTimer()
 }
 
 // A queue that stays full ends the flow, but only once the timer's own
@@ -254,31 +265,84 @@ func TestSpliceRefusedForGood(t *testing.T) {
 	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
 	peekOffs.Store(1)
 
-	s, _ := refusingSplice(t)
-	s.requeue, s.refused, s.timerAt = true, spliceRetries, time.Now()
-	s.onTimer()
+	s, _, _ := refusingSplice(t, "hello")
+	s.requeue, s.refused = true, spliceRetries
+	fire(s)
 	if s.state != spliceDone {
 		t.Errorf("the last retry allowed was refused: the splice goes on (refused %d)", s.refused)
 	}
 
-	s, drain := refusingSplice(t)
-	s.requeue, s.refused, s.timerAt = true, spliceRetries, time.Now()
+	s, drain, _ := refusingSplice(t, "hello")
+	s.requeue, s.refused = true, spliceRetries
 	drain()
-	s.onTimer()
+	fire(s)
 	s.mu.Lock()
 	if s.state != spliceOpen || s.refused != 0 || s.sndNxt != 1005 {
 		t.Errorf("a retry the queue took: state %v, refused %d, sndNxt %d; want open, 0, 1005", s.state, s.refused, s.sndNxt)
 	}
 	s.mu.Unlock()
 
-	s, _ = refusingSplice(t)
+	s, _, _ = refusingSplice(t, "hello")
 	var opened []bool
 	s.onOpen = func(ok bool) { opened = append(opened, ok) }
 	s.state = spliceSynSent
 	s.deadline = time.Now().Add(-time.Millisecond)
-	s.requeue, s.timerAt = true, time.Now()
-	s.onTimer()
+	s.requeue = true
+	fire(s)
 	if s.state != spliceDone || len(opened) != 1 || opened[0] {
 		t.Errorf("a SYN past its deadline: state %v, the caller told %v", s.state, opened)
+	}
+}
+
+// A splice that only acknowledges (a download) through many short spells
+// of a full queue goes on: a retry of the timer's that goes ends the run
+// of refusals, though only a segment with data did before (the sixteenth
+// spell reset the flow).
+func TestSpliceAckOnlyRefusals(t *testing.T) {
+	s, drain, fill := refusingSplice(t, "")
+	for spell := range spliceRetries + 3 {
+		s.mu.Lock()
+		s.rcvNxt += 100 // the container's bytes, to acknowledge
+		s.ackDue = true
+		s.mu.Unlock()
+		s.ackIfDue() // refused
+		fire(s)      // the timer's retry, refused too
+		drain()
+		fire(s) // the next retry goes
+		fill()
+		s.mu.Lock()
+		state, refused, due := s.state, s.refused, s.ackDue
+		s.mu.Unlock()
+		if state != spliceOpen || refused != 0 || due {
+			t.Fatalf("after spell %d: state %v, refused %d in a row, ACK still due %v", spell, state, refused, due)
+		}
+	}
+}
+
+// An acknowledgement that must go though it acknowledges nothing new (a
+// window that opens) stays due, and must, through refused retries, until
+// one goes.
+func TestSpliceMustAckRetried(t *testing.T) {
+	s, drain, _ := refusingSplice(t, "")
+	s.mu.Lock()
+	prev := s.rcvAcked
+	seq, ack, wnd := s.ackLocked()
+	s.mu.Unlock()
+	s.sendAck(seq, ack, wnd, prev, true) // refused
+	for range 3 {
+		fire(s) // refused again
+		s.mu.Lock()
+		due, must, requeue := s.ackDue, s.ackMust, s.requeue
+		s.mu.Unlock()
+		if !due || !must || !requeue {
+			t.Fatalf("after a refused retry: due %v, must %v, retry due %v", due, must, requeue)
+		}
+	}
+	drain()
+	fire(s)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ackDue || s.ackMust || s.u.ln.drops.Load() != 4 {
+		t.Fatalf("after the retry that went: due %v, must %v, %d refused", s.ackDue, s.ackMust, s.u.ln.drops.Load())
 	}
 }
