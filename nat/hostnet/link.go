@@ -83,6 +83,10 @@ type link struct {
 	mu      sync.RWMutex
 	d       stack.NetworkDispatcher
 	onClose func()
+
+	wmu     sync.Mutex
+	waiters []func()    // told once when the queue next has room (onRoom)
+	waiting atomic.Bool // len(waiters) > 0
 }
 
 // outFrame is a packet for the gateway, at buf[Headroom:n].
@@ -239,6 +243,35 @@ func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 	}
 }
 
+// onRoom has f called once, soon after the queue next has room: a frame
+// of it was delivered. f runs on the goroutine that drains the queue and
+// must not block. A splice whose frame the full queue refused waits for
+// this, as Linux's TCP waits for its device queue to drain (TSQ), rather
+// than on a timer alone: a retry at a fixed pace lands when the queue has
+// room only by chance, and under stalls most did not.
+func (l *link) onRoom(f func()) {
+	l.wmu.Lock()
+	l.waiters = append(l.waiters, f)
+	l.waiting.Store(true)
+	l.wmu.Unlock()
+}
+
+// roomMade tells the waiters that the queue has room.
+func (l *link) roomMade() {
+	if !l.waiting.Load() {
+		return
+	}
+	l.wmu.Lock()
+	ws := l.waiters
+	l.waiters = nil
+	l.waiting.Store(false)
+	l.wmu.Unlock()
+	for i, f := range ws {
+		f()
+		ws[i] = nil
+	}
+}
+
 // run hands queued frames to deliver until ctx ends, and lets queue
 // deliver in the meantime.
 func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
@@ -261,6 +294,7 @@ func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
 			l.pending.Add(-1)
 			l.dmu.Unlock()
 			l.putBuf(f.buf)
+			l.roomMade()
 		}
 	}
 }

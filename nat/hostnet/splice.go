@@ -70,20 +70,22 @@ type splice struct {
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
 	dtimer                                 *time.Timer
-	finAt, finSent, finAcked, hostEOF      bool   // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
-	finSeq                                 uint32 // the sequence number of our FIN, once finAt
-	finRcvd, shutWr                        bool   // the container's FIN came; the host socket's write side shut
-	over                                   []byte // bytes from the container the host socket has not taken yet
-	flushing                               bool   // the poller watches the host socket for room for them
-	rewind, wantWnd                        bool   // go back to the first byte not acknowledged; the window is closed with nothing in flight
-	reseek                                 bool   // the peek offset must follow a rewind
-	dupAcks                                int    // duplicate ACKs in a row (RFC 5681)
-	recover                                uint32 // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582)
-	requeue                                bool   // the timer is to send again what the queue to the gateway refused (localRetry)
-	retrying                               bool   // the timer's retry of that is under way
-	giveUp                                 bool   // the queue refused the last retry allowed
-	refused                                int    // the timer's retries the queue refused in a row
-	refusing                               bool   // segments are being refused: the window halved once for it
+	finAt, finSent, finAcked, hostEOF      bool      // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
+	finSeq                                 uint32    // the sequence number of our FIN, once finAt
+	finRcvd, shutWr                        bool      // the container's FIN came; the host socket's write side shut
+	over                                   []byte    // bytes from the container the host socket has not taken yet
+	flushing                               bool      // the poller watches the host socket for room for them
+	rewind, wantWnd                        bool      // go back to the first byte not acknowledged; the window is closed with nothing in flight
+	reseek                                 bool      // the peek offset must follow a rewind
+	dupAcks                                int       // duplicate ACKs in a row (RFC 5681)
+	recover                                uint32    // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582)
+	requeue                                bool      // the timer is to send again what the queue to the gateway refused (localRetry)
+	retrying                               bool      // the timer's retry of that is under way
+	giveUp                                 bool      // the queue refused the last retry allowed
+	refused                                int       // the timer's retries the queue refused in a row
+	refusedSince                           time.Time // since when the queue refused every frame
+	wake                                   func()    // wakeNow, made once
+	refusing                               bool      // segments are being refused: the window halved once for it
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
@@ -251,13 +253,16 @@ func (s *splice) sendSynOrRequeue() {
 }
 
 // localRetry is how soon what the queue to the gateway refused (a local
-// drop: it never left) is sent again: the queue drains at the gateway's
-// pace, far faster than a retransmission timeout. It doubles for each
-// retry the queue refused in a row, to 16 s; when spliceRetries and one
-// were (about 49 s in all), the flow ends, a SYN's at the handshake's
-// deadline. Refusals of other sends meanwhile, one per client's chunk or
-// container's ACK, change neither.
+// drop: it never left) is sent again, at the latest: the link says when
+// its queue has room (onRoom), and the retry goes then. The timer is the
+// fallback; it doubles for each retry the queue refused in a row, to
+// 256 ms. A flow whose frames the queue refused for spliceQueueTimeout
+// ends, a SYN's at the handshake's deadline.
 const localRetry = time.Millisecond
+
+// spliceQueueTimeout is how long the queue to the gateway may refuse a
+// splice every frame before the flow ends: the gateway is stuck.
+const spliceQueueTimeout = time.Minute
 
 // refusedLocked is the answer to a frame the queue to the gateway
 // refused: the timer is to send again, after localRetry or its back-off,
@@ -266,9 +271,14 @@ const localRetry = time.Millisecond
 // retry of the timer's was refused the last time allowed.
 func (s *splice) refusedLocked() (giveUp bool) {
 	s.u.stats.InboundRequeued.Add(1)
+	now := time.Now()
+	if s.refusedSince.IsZero() {
+		s.refusedSince = now
+	}
 	if s.retrying {
 		s.retrying = false
-		if s.refused++; s.refused > spliceRetries {
+		s.refused++
+		if now.Sub(s.refusedSince) > spliceQueueTimeout {
 			return true
 		}
 	}
@@ -276,15 +286,29 @@ func (s *splice) refusedLocked() (giveUp bool) {
 		return false // the retry due stands
 	}
 	s.requeue = true
-	s.setTimerLocked(localRetry << min(s.refused, 14))
+	s.setTimerLocked(localRetry << min(s.refused, 8))
+	if s.wake == nil {
+		s.wake = s.wakeNow
+	}
+	s.u.ln.onRoom(s.wake)
 	return false
+}
+
+// wakeNow is the link's news that its queue has room: a retry due goes
+// at once.
+func (s *splice) wakeNow() {
+	s.mu.Lock()
+	if s.requeue && s.state != spliceDone {
+		s.setTimerLocked(0)
+	}
+	s.mu.Unlock()
 }
 
 // sentLocked notes a segment the queue took: the refusals in a row end,
 // and a retry still due comes at once (it then arms the retransmission
 // timer), not after a back-off the queue no longer needs.
 func (s *splice) sentLocked() {
-	s.refused, s.retrying, s.refusing = 0, false, false
+	s.refused, s.retrying, s.refusing, s.refusedSince = 0, false, false, time.Time{}
 	if s.requeue {
 		s.setTimerLocked(localRetry)
 	}
@@ -482,7 +506,7 @@ func (s *splice) onTimer() {
 		}
 		s.mu.Lock()
 		if s.retrying {
-			s.refused = 0 // nothing the retry sent was refused
+			s.refused, s.refusedSince = 0, time.Time{} // nothing the retry sent was refused
 		}
 		s.retrying = false
 		s.mu.Unlock()

@@ -258,22 +258,22 @@ func fire(s *splice) {
 }
 
 // A queue that stays full ends the flow, but only once the timer's own
-// retry, the last allowed, was refused too (after about 49 s of back-off);
-// a retry the queue takes goes on. A SYN refused past the handshake's
+// retry, past spliceQueueTimeout of refusals, was refused too; a retry
+// the queue takes goes on. A SYN refused past the handshake's
 // deadline ends it too. They are not sent every millisecond for ever.
 func TestSpliceRefusedForGood(t *testing.T) {
 	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
 	peekOffs.Store(1)
 
 	s, _, _ := refusingSplice(t, "hello")
-	s.requeue, s.refused = true, spliceRetries
+	s.requeue, s.refusedSince = true, time.Now().Add(-spliceQueueTimeout-time.Second)
 	fire(s)
 	if s.state != spliceDone {
 		t.Errorf("the last retry allowed was refused: the splice goes on (refused %d)", s.refused)
 	}
 
 	s, drain, _ := refusingSplice(t, "hello")
-	s.requeue, s.refused = true, spliceRetries
+	s.requeue, s.refusedSince = true, time.Now().Add(-spliceQueueTimeout-time.Second)
 	drain()
 	fire(s)
 	s.mu.Lock()
@@ -344,5 +344,32 @@ func TestSpliceMustAckRetried(t *testing.T) {
 	defer s.mu.Unlock()
 	if s.ackDue || s.ackMust || s.u.ln.drops.Load() != 4 {
 		t.Fatalf("after the retry that went: due %v, must %v, %d refused", s.ackDue, s.ackMust, s.u.ln.drops.Load())
+	}
+}
+
+// A splice waiting to send again what the queue refused is told when the
+// queue has room, and goes at once, not when its back-off ends: under
+// stalls, retries at a pace of their own landed in a full queue again and
+// again, and round trips took up to 32 s (stress tests, 16 flows, the
+// link stalled 0-50 ms every 0-20 ms).
+func TestSpliceWokenByRoom(t *testing.T) {
+	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
+	peekOffs.Store(1)
+	s, drain, _ := refusingSplice(t, "hello")
+	s.mu.Lock()
+	s.refused = 8 // the fallback timer in 256 ms
+	s.mu.Unlock()
+	s.pump() // refused
+	s.mu.Lock()
+	if !s.requeue || time.Until(s.timerAt) < 100*time.Millisecond {
+		t.Fatalf("after a refusal: retry due %v in %v", s.requeue, time.Until(s.timerAt))
+	}
+	s.mu.Unlock()
+	drain()
+	s.u.ln.roomMade() // as the link's goroutine does after delivering a frame
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Until(s.timerAt) > 0 {
+		t.Fatalf("told the queue has room, the retry is still %v away", time.Until(s.timerAt))
 	}
 }
