@@ -194,6 +194,24 @@ func udpWhoServer(t *testing.T, ns *netns.NS, addr string) {
 	t.Cleanup(func() { c.Close() })
 }
 
+// openUDPFlow opens a UDP flow from ns to the echo server at to: one
+// datagram, and its answer. The caller closes the socket, which holds the
+// flow's container end.
+func openUDPFlow(t *testing.T, ns *netns.NS, to *net.UDPAddr) net.Conn {
+	t.Helper()
+	pc, err := ns.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.WriteTo([]byte("x"), to)
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := pc.ReadFrom(make([]byte, 64)); err != nil {
+		pc.Close()
+		t.Fatalf("UDP flow to %v: %v", to, err)
+	}
+	return pc.(net.Conn)
+}
+
 // udpWho sends a datagram from ns to addr and returns the answer and who
 // it came from.
 func udpWho(t *testing.T, ns *netns.NS, addr string) (answer, from string) {
@@ -442,23 +460,12 @@ func TestIntegrationLifecycle(t *testing.T) {
 				}
 			}()
 			to5300, _ := net.ResolveUDPAddr("udp", "198.51.100.2:5300")
-			buf := make([]byte, 64)
 			for i := range tc.n {
 				c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7100")
 				if err != nil {
 					t.Fatalf("connection %d: %v", i, err)
 				}
-				mine = append(mine, c)
-				pc, err := e.ctr.ListenPacket("udp", ":0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				mine = append(mine, pc.(net.Conn))
-				pc.WriteTo([]byte("x"), to5300)
-				pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if _, _, err := pc.ReadFrom(buf); err != nil {
-					t.Fatalf("UDP flow %d: %v", i, err)
-				}
+				mine = append(mine, c, openUDPFlow(t, e.ctr, to5300))
 			}
 			// Every flow was carried. (Not all at once: on a loaded
 			// machine the first idle ones may expire before the last
@@ -852,7 +859,7 @@ func TestIntegrationIdleFlowMemory(t *testing.T) {
 	}
 
 	before := inUse()
-	b := make([]byte, 64)
+	b := make([]byte, 1)
 	for i := range n {
 		c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7200")
 		if err != nil {
@@ -863,7 +870,7 @@ func TestIntegrationIdleFlowMemory(t *testing.T) {
 		if _, err := c.Write([]byte{'x'}); err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
-		if _, err := io.ReadFull(c, b[:1]); err != nil {
+		if _, err := io.ReadFull(c, b); err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
@@ -873,17 +880,8 @@ func TestIntegrationIdleFlowMemory(t *testing.T) {
 	afterTCP := inUse()
 	check("TCP", afterTCP-before)
 
-	for i := range n {
-		pc, err := e.ctr.ListenPacket("udp", ":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		mine = append(mine, pc.(net.Conn))
-		pc.WriteTo([]byte("x"), to5300)
-		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, _, err := pc.ReadFrom(b); err != nil {
-			t.Fatalf("UDP flow %d: %v", i, err)
-		}
+	for range n {
+		mine = append(mine, openUDPFlow(t, e.ctr, to5300))
 	}
 	if !waitFor(5*time.Second, func() bool { return e.up.Flows() == 2*n }) {
 		t.Fatalf("%d flows carried, want %d", e.up.Flows(), 2*n)
