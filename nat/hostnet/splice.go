@@ -85,6 +85,7 @@ type splice struct {
 	refused                                int       // the timer's retries the queue refused in a row
 	refusedSince                           time.Time // since when the queue refused every frame
 	wake                                   func()    // wakeNow, made once
+	awaitingRoom                           bool      // wake is in the link's list
 	refusing                               bool      // segments are being refused: the window halved once for it
 	retries                                int
 	rto                                    time.Duration
@@ -287,10 +288,13 @@ func (s *splice) refusedLocked() (giveUp bool) {
 	}
 	s.requeue = true
 	s.setTimerLocked(localRetry << min(s.refused, 8))
-	if s.wake == nil {
-		s.wake = s.wakeNow
+	if !s.awaitingRoom { // once: the link's list stays one entry a splice
+		s.awaitingRoom = true
+		if s.wake == nil {
+			s.wake = s.wakeNow
+		}
+		s.u.ln.onRoom(s.wake)
 	}
-	s.u.ln.onRoom(s.wake)
 	return false
 }
 
@@ -298,6 +302,7 @@ func (s *splice) refusedLocked() (giveUp bool) {
 // at once.
 func (s *splice) wakeNow() {
 	s.mu.Lock()
+	s.awaitingRoom = false
 	if s.requeue && s.state != spliceDone {
 		s.setTimerLocked(0)
 	}

@@ -365,6 +365,18 @@ func TestSpliceWokenByRoom(t *testing.T) {
 		t.Fatalf("after a refusal: retry due %v in %v", s.requeue, time.Until(s.timerAt))
 	}
 	s.mu.Unlock()
+	// Its timer's retry, refused again before the queue had room: still
+	// one entry in the link's list.
+	s.mu.Lock()
+	s.requeue, s.retrying = false, true
+	s.refusedLocked()
+	s.mu.Unlock()
+	s.u.ln.wmu.Lock()
+	waiters := len(s.u.ln.waiters)
+	s.u.ln.wmu.Unlock()
+	if waiters != 1 {
+		t.Fatalf("%d entries in the link's list for one splice", waiters)
+	}
 	drain()
 	s.u.ln.roomMade() // as the link's goroutine does after delivering a frame
 	s.mu.Lock()
