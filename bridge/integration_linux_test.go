@@ -343,21 +343,7 @@ func TestIntegrationTAPKernelCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 4000 // the device queues 500 or 1000, as the kernel sets it
-	err = ns.Do(func() error {
-		s, err := net.ListenPacket("udp4", ":0")
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		to := &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 9}
-		for range n {
-			if _, err := s.WriteTo([]byte("x"), to); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := netns.SendUDP(ns, netip.MustParseAddrPort("10.9.0.2:9"), n); err != nil {
 		t.Fatal(err)
 	}
 	after, err := tap.KernelCounters()

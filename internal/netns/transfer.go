@@ -94,3 +94,21 @@ func UDPEcho(ns *NS, addr string) (io.Closer, error) {
 	}()
 	return pc, nil
 }
+
+// SendUDP sends n one-byte datagrams from a socket in ns to to, as fast
+// as they go: traffic for a test that counts packets (a link's counters,
+// a queue that overflows), not one that expects answers.
+func SendUDP(ns *NS, to netip.AddrPort, n int) error {
+	pc, err := ns.ListenPacket("udp4", ":0")
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	dst := net.UDPAddrFromAddrPort(to)
+	for range n {
+		if _, err := pc.WriteTo([]byte("x"), dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -256,24 +255,10 @@ func TestIntegrationLinkStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 10
-	err = ns.Do(func() error {
-		if err := c.SetLinkUp(lo); err != nil {
-			return err
-		}
-		s, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
-		for range n {
-			if _, err := s.WriteTo([]byte("x"), to); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := c.SetLinkUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.SendUDP(ns, netip.MustParseAddrPort("127.0.0.1:9"), n); err != nil {
 		t.Fatal(err)
 	}
 	after, err := c.LinkStats(lo)
