@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/songgao/water"
+	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/internal/rtnl"
 	"golang.org/x/sys/unix"
 )
@@ -147,7 +148,7 @@ func OpenTAP(cfg TAPConfig) (*TAP, error) {
 		return nil, fmt.Errorf("bridge: open TAP: MAC %v is not a unicast address", cfg.HardwareAddr)
 	}
 	var t *TAP
-	err := inNetNS(cfg.NetNS, func() error {
+	err := netns.InPath(cfg.NetNS, func() error {
 		if cfg.Offload {
 			f, name, err := createVnetTAP(cfg.Name)
 			if err != nil {
@@ -199,12 +200,9 @@ func OpenTAP(cfg TAPConfig) (*TAP, error) {
 // closes it on Close. The device's MTU and link state are left as they
 // are. batchSize zero means 16.
 func NewTAPFromFD(fd int, batchSize int) (*TAP, error) {
-	ifr, err := unix.NewIfreq("")
+	ifr, err := tunIfreq(fd)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: TAP from fd %d: %w", fd, err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
-		return nil, fmt.Errorf("bridge: TAP from fd %d: %w", fd, os.NewSyscallError("ioctl TUNGETIFF", err))
 	}
 	flags := ifr.Uint16()
 	switch {
@@ -324,35 +322,24 @@ func l3Offset(frame []byte) int {
 	return etherHeader
 }
 
-// tunGetDevNetNS is TUNGETDEVNETNS (_IO('T', 227), Linux 5.2), which
-// x/sys/unix lacks: a new descriptor of the device's network namespace.
-const tunGetDevNetNS = 0x54e3
-
 // KernelCounters implements KernelCounter. It reads the device's counters
 // in the device's network namespace, wherever that is (a TAP handed over
-// as a descriptor too), by its current name; it needs CAP_NET_ADMIN over
-// that namespace.
+// as a descriptor too, found with TUNGETDEVNETNS, Linux 5.2), by its
+// current name; it needs CAP_NET_ADMIN over that namespace, and to enter
+// it.
 func (t *TAP) KernelCounters() (KernelCounters, error) {
 	nsfd := -1
 	var name string
 	var ierr error
 	err := t.rc.Control(func(fd uintptr) {
-		ifr, err := unix.NewIfreq("")
-		if err != nil {
-			ierr = err
-			return
-		}
-		if err := unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); err != nil {
-			ierr = os.NewSyscallError("ioctl TUNGETIFF", err)
+		var ifr *unix.Ifreq
+		if ifr, ierr = tunIfreq(int(fd)); ierr != nil {
 			return
 		}
 		name = ifr.Name()
-		r, _, e := unix.Syscall(unix.SYS_IOCTL, fd, tunGetDevNetNS, 0)
-		if e != 0 {
-			ierr = os.NewSyscallError("ioctl TUNGETDEVNETNS", e)
-			return
+		if nsfd, ierr = unix.IoctlRetInt(int(fd), unix.TUNGETDEVNETNS); ierr != nil {
+			nsfd, ierr = -1, os.NewSyscallError("ioctl TUNGETDEVNETNS", ierr)
 		}
-		nsfd = int(r)
 	})
 	if nsfd >= 0 {
 		defer unix.Close(nsfd) // whatever happens next: it holds a namespace
@@ -360,26 +347,41 @@ func (t *TAP) KernelCounters() (KernelCounters, error) {
 	if err == nil {
 		err = ierr
 	}
-	if t.closed.Load() || errors.Is(err, os.ErrClosed) {
-		return KernelCounters{}, net.ErrClosed
+	var st rtnl.LinkStats
+	if err == nil {
+		st, err = linkStats(fmt.Sprintf("/proc/self/fd/%d", nsfd), name)
 	}
 	if err != nil {
-		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", t.name, err)
+		return KernelCounters{}, t.mapErr(fmt.Errorf("counters: %w", err))
 	}
-	c, err := rtnl.Open(fmt.Sprintf("/proc/self/fd/%d", nsfd))
+	return KernelCounters{RxDropped: st.RxDropped, TxDropped: st.TxDropped}, nil
+}
+
+// linkStats reads the counters of the link name in the namespace at path.
+func linkStats(path, name string) (rtnl.LinkStats, error) {
+	c, err := rtnl.Open(path)
 	if err != nil {
-		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", name, err)
+		return rtnl.LinkStats{}, err
 	}
 	defer c.Close()
 	index, err := c.LinkIndex(name)
 	if err != nil {
-		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", name, err)
+		return rtnl.LinkStats{}, err
 	}
-	st, err := c.LinkStats(index)
+	return c.LinkStats(index)
+}
+
+// tunIfreq asks the TUN/TAP device open as fd for its name and flags
+// (TUNGETIFF).
+func tunIfreq(fd int) (*unix.Ifreq, error) {
+	ifr, err := unix.NewIfreq("")
 	if err != nil {
-		return KernelCounters{}, fmt.Errorf("bridge: counters of TAP %s: %w", name, err)
+		return nil, err
 	}
-	return KernelCounters{RxDropped: st.RxDropped, TxDropped: st.TxDropped}, nil
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return nil, os.NewSyscallError("ioctl TUNGETIFF", err)
+	}
+	return ifr, nil
 }
 
 // WritesDirect implements DirectWriter: it reports TAPConfig.DirectWrite.
