@@ -383,6 +383,21 @@ func TestIntegrationTAPKernelCountersClose(t *testing.T) {
 		tap.Close()
 	}
 	before := fds()
+	// One after another on an open TAP: each call closes what it opened.
+	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if _, err := tap.KernelCounters(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tap.Close()
+	if after := fds(); after > before {
+		t.Fatalf("%d descriptors open after 20 calls, %d before", after, before)
+	}
+	// Racing Close.
 	for range 100 {
 		tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path()})
 		if err != nil {

@@ -229,6 +229,8 @@ func TestAddPublishConflict(t *testing.T) {
 		{"other family", func(p *Publish) { p.HostAddr, p.ContainerAddr = netip.Addr{}, cont6 }, nil},
 		{"bad proto", func(p *Publish) { p.Proto = conntrack.ProtoICMP; p.HostPorts = PortRange{1, 1} }, ErrBadRule},
 		{"bad ports", func(p *Publish) { p.HostPorts = PortRange{20, 10} }, ErrBadRule},
+		{"unspecified address, normalised", func(p *Publish) { p.HostAddr = netip.IPv4Unspecified() }, ErrRuleConflict},
+		{"container ports unset, normalised", func(p *Publish) { p.ContainerPorts = PortRange{} }, ErrRuleConflict},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := base

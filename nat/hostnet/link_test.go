@@ -38,4 +38,14 @@ func TestLinkBufferSizes(t *testing.T) {
 		}
 		l.putBuf(f.buf)
 	}
+	// Each went back to its own pool: a small buffer in the big pool
+	// would cut a large packet short later (copy truncates silently).
+	for range 100 {
+		if b := l.getBuf(1); len(*b) != nat.Headroom+smallPacket {
+			t.Fatalf("a small packet got a buffer of %d", len(*b)-nat.Headroom)
+		}
+		if b := l.getBuf(smallPacket + 1); len(*b) != nat.Headroom+maxPacket {
+			t.Fatalf("a large packet got a buffer of %d", len(*b)-nat.Headroom)
+		}
+	}
 }

@@ -379,9 +379,18 @@ func TestSpliceWokenByRoom(t *testing.T) {
 	}
 	drain()
 	s.u.ln.roomMade() // as the link's goroutine does after delivering a frame
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Until(s.timerAt) > 0 {
-		t.Fatalf("told the queue has room, the retry is still %v away", time.Until(s.timerAt))
+	// The bytes go well before the fallback timer's 256 ms.
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for {
+		s.mu.Lock()
+		sent := s.sndNxt
+		s.mu.Unlock()
+		if sent == 1005 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("told the queue has room, the retry has not gone (sndNxt %d)", sent)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
