@@ -94,20 +94,19 @@ type Uplink struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine of the uplink's
 
-	mu       sync.Mutex
-	closed   bool
-	flows    map[conntrack.Tuple]*flow       // by the entry's original tuple
-	udp      map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
-	pings    map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
-	inbound  map[conntrack.Tuple]expectation // flows being opened into the container, by the stack's tuple
-	perSrc   map[netip.Addr]int              // open flows per container address
-	pubs     map[nat.RuleID][]io_closer      // listeners of published ports
-	rules    atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
-	dialing  chan struct{}                   // a place per client being carried in (maxInFlight)
-	tcpSyn   map[synKey]savedSyn             // SYNs waiting for their host connection
-	synAged  time.Time                       // when they were last aged
-	synScans int                             // how many times, for the tests
-	pubMu    sync.Mutex                      // held by Publish
+	mu      sync.Mutex
+	closed  bool
+	flows   map[conntrack.Tuple]*flow       // by the entry's original tuple
+	udp     map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
+	pings   map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
+	inbound map[conntrack.Tuple]expectation // flows being opened into the container, by the stack's tuple
+	perSrc  map[netip.Addr]int              // open flows per container address
+	pubs    map[nat.RuleID][]io_closer      // listeners of published ports
+	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
+	dialing chan struct{}                   // a place per client being carried in (maxInFlight)
+	tcpSyn  map[synKey]savedSyn             // SYNs waiting for their host connection
+	synAged time.Time                       // when they were last aged
+	pubMu   sync.Mutex                      // held by Publish
 
 	smu     sync.RWMutex
 	splices map[conntrack.Tuple]*splice // clients of published TCP ports, by the tuple of the container's packets

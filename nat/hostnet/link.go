@@ -266,9 +266,8 @@ func (l *link) roomMade() {
 	l.waiters = nil
 	l.waiting.Store(false)
 	l.wmu.Unlock()
-	for i, f := range ws {
+	for _, f := range ws {
 		f()
-		ws[i] = nil
 	}
 }
 

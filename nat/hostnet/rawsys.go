@@ -3,6 +3,7 @@ package hostnet
 import (
 	"encoding/binary"
 	"net/netip"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -96,4 +97,10 @@ func sockError(fd int) error {
 		return unix.Errno(v)
 	}
 	return nil
+}
+
+// rawConn is c's RawConn; a socket's SyscallConn never fails.
+func rawConn(c syscall.Conn) syscall.RawConn {
+	rc, _ := c.SyscallConn()
+	return rc
 }

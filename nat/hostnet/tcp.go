@@ -82,11 +82,12 @@ const synAgeEvery = 100 * time.Millisecond
 // and a SYN with no room is not kept: its connection is reset. The caller
 // holds u.mu.
 func (u *Uplink) saveSynLocked(id synKey, syn []byte, now time.Time) {
-	if _, again := u.tcpSyn[id]; !again && len(u.tcpSyn) >= maxSaved && now.Sub(u.synAged) >= synAgeEvery {
+	_, again := u.tcpSyn[id]
+	if !again && len(u.tcpSyn) >= maxSaved && now.Sub(u.synAged) >= synAgeEvery {
 		u.synAged = now
 		u.ageSynsLocked(now)
 	}
-	if _, again := u.tcpSyn[id]; again || len(u.tcpSyn) < maxSaved {
+	if again || len(u.tcpSyn) < maxSaved {
 		u.tcpSyn[id] = savedSyn{syn, now}
 	}
 }
@@ -94,7 +95,6 @@ func (u *Uplink) saveSynLocked(id synKey, syn []byte, now time.Time) {
 // ageSynsLocked forgets the SYNs older than a connection attempt lasts:
 // they belong to no attempt now. The caller holds u.mu.
 func (u *Uplink) ageSynsLocked(now time.Time) {
-	u.synScans++
 	for id, s := range u.tcpSyn {
 		if now.Sub(s.at) > u.cfg.ConnectTimeout+time.Second {
 			delete(u.tcpSyn, id)
@@ -247,12 +247,7 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 		abort()
 		return
 	}
-	rc, err := hc.SyscallConn()
-	if err != nil { // cannot be, for a connection dialTCP made
-		abort()
-		f.ended()
-		return
-	}
+	rc := rawConn(hc)
 	u.mu.Lock()
 	f.supersede = supersede
 	u.mu.Unlock()

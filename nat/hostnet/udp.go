@@ -207,6 +207,7 @@ func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) {
 func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 	defer u.wg.Done()
 	buf := make([]byte, 28+udpRead)
+	rc := rawConn(c) // every client's flow answers through this socket
 	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
 	for {
@@ -245,7 +246,7 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 			}
 			// The expectation stays while the flow lives: every packet
 			// until the gateway has made the entry may need it.
-			fl = &udpFlow{u: u, near: near, conn: c, rc: rawConn(c), client: client, seen: seen}
+			fl = &udpFlow{u: u, near: near, conn: c, rc: rc, client: client, seen: seen}
 			if !u.startUDP(fl, orig, ctr.Addr(), 0) {
 				u.unexpect(seen)
 				continue
@@ -254,10 +255,4 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 		}
 		u.ln.queue([][]byte{udpPacket(buf, src, ctr, n)}, bridgeNone)
 	}
-}
-
-// rawConn is c's RawConn; a socket's SyscallConn never fails.
-func rawConn(c syscall.Conn) syscall.RawConn {
-	rc, _ := c.SyscallConn()
-	return rc
 }
