@@ -544,9 +544,12 @@ func (s *splice) onTimer() {
 	case s.finSent && s.sndUna == s.finSeq:
 		// Only the FIN is outstanding: it goes again by itself.
 		s.u.stats.InboundRetransmits.Add(1)
+		prev := s.rcvAcked
 		_, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
-		s.send(s.finSeq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0)
+		if !s.send(s.finSeq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0) {
+			s.ackRefused(prev, ack)
+		}
 	case s.sndUna != s.sndNxt:
 		s.u.stats.InboundRetransmits.Add(1)
 		s.lossLocked()
@@ -554,11 +557,29 @@ func (s *splice) onTimer() {
 		s.mu.Unlock()
 		s.pump()
 	default: // wantWnd
+		prev := s.rcvAcked
 		seq, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
 		// A byte already acknowledged draws the container's window.
-		s.send(seq-1, ack, conntrack.TCPAck, wnd, nil, nil, 0)
+		if !s.send(seq-1, ack, conntrack.TCPAck, wnd, nil, nil, 0) {
+			s.ackRefused(prev, ack)
+		}
 	}
+}
+
+// ackRefused is the answer to a retransmission or probe the queue refused
+// that carried ack, the acknowledgement after prev: the segment is the
+// retransmission timer's to send again, but the acknowledgement, if new,
+// is due again now (after ackDelay), not at that timeout.
+func (s *splice) ackRefused(prev, ack uint32) {
+	s.mu.Lock()
+	if s.state == spliceOpen {
+		s.unackLocked(prev, ack)
+		if s.ackDue {
+			s.delayAckLocked()
+		}
+	}
+	s.mu.Unlock()
 }
 
 // ready is the poller's news of the host socket.

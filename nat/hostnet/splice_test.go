@@ -394,3 +394,21 @@ func TestSpliceWokenByRoom(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A retransmission of our FIN alone that the queue refuses leaves the
+// acknowledgement it carried due (the delayed-ACK timer's): else the
+// container's bytes would wait for their own retransmission.
+func TestSpliceRefusedFinKeepsAck(t *testing.T) {
+	s, _, _ := refusingSplice(t, "")
+	s.mu.Lock()
+	s.finAt, s.finSent, s.finSeq = true, true, 1000
+	s.sndNxt, s.sndMax, s.hostEOF = 1001, 1001, true
+	s.rcvNxt = 100 // the container's bytes, not acknowledged yet
+	s.mu.Unlock()
+	fire(s) // the retransmission timeout: the FIN again, refused
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.u.stats.InboundRetransmits.Load() != 1 || !s.ackDue || s.rcvAcked == 100 {
+		t.Fatalf("after the refused FIN: %d timeouts, ACK due %v, last acknowledged %d", s.u.stats.InboundRetransmits.Load(), s.ackDue, s.rcvAcked)
+	}
+}
