@@ -19,8 +19,9 @@ func SetPeekOffset(on bool) (restore func()) {
 	return func() { peekOffs.Store(old) }
 }
 
-// PeekOffsetOn reports whether splices peek with SO_PEEK_OFF now.
-func PeekOffsetOn() bool { return peekOffs.Load() > 0 }
+// SkippingPeeks counts the peeks so far that skipped bytes in flight, as
+// splices without SO_PEEK_OFF do.
+func SkippingPeeks() int64 { return skippingPeeks.Load() }
 
 // SetISN makes the splices made from now on start their sequence numbers
 // at iss; restore puts the secret, clocked ones back. uses counts the

@@ -43,6 +43,10 @@ type splice struct {
 	key   conntrack.Tuple
 	f     *flow
 	pseud uint16 // sum of the pseudo-header's addresses and protocol
+	// peekOff says the host socket peeks from its peek offset
+	// (SO_PEEK_OFF), set when it is made: else each peek skips the bytes
+	// in flight.
+	peekOff bool
 
 	mu      sync.Mutex
 	fd      int    // the host socket, the splice's own: used under mu, closed when done
@@ -203,6 +207,7 @@ func (s *splice) usePeekOffset() error {
 	err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
 	switch {
 	case err == nil:
+		s.peekOff = true
 		peekOffs.Store(1)
 	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOPROTOOPT):
 		peekOffs.Store(-1)
@@ -655,7 +660,7 @@ func (s *splice) pumpLocked() string {
 	if !s.discardLocked(s.hostEOF) {
 		return "discarding from the host socket failed"
 	}
-	if s.reseek && peekOffs.Load() > 0 {
+	if s.reseek && s.peekOff {
 		s.reseek = false
 		if err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
 			return "setting the peek offset failed"
@@ -685,7 +690,7 @@ func (s *splice) pumpLocked() string {
 		b := (*bp)[nat.Headroom+40 : nat.Headroom+40+can]
 		var n int
 		var err error
-		if peekOffs.Load() > 0 {
+		if s.peekOff {
 			n, err = recvPeek(s.fd, b)
 		} else {
 			n, err = recvPeekSkip(s.fd, b, int(s.sndNxt-s.discarded))
@@ -759,7 +764,7 @@ func (s *splice) rearmLocked() bool {
 // segment.
 func (s *splice) canLocked() int {
 	can := int(int32(s.sndUna + min(s.sndWnd, s.cwnd) - s.sndNxt))
-	if peekOffs.Load() < 0 {
+	if !s.peekOff {
 		// The scratch buffer bounds what is in flight.
 		can = min(can, len(skipBuf())-int(s.sndNxt-s.discarded))
 	}
@@ -830,6 +835,10 @@ func recvPeek(fd int, b []byte) (int, error) {
 	return int(r), nil
 }
 
+// skippingPeeks counts the peeks that skipped bytes in flight (the tests
+// check the fallback ran).
+var skippingPeeks atomic.Int64
+
 // skipBuf takes the bytes a peek without a peek offset skips, for every
 // splice at once: nobody reads it. It bounds the bytes in flight then.
 var skipBuf = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
@@ -844,6 +853,9 @@ func recvPeekSkip(fd int, b []byte, skip int) (int, error) {
 	msg := unix.Msghdr{Iov: &iov[0], Iovlen: 2}
 	if skip == 0 {
 		msg.Iov, msg.Iovlen = &iov[1], 1
+	}
+	if skip > 0 {
+		skippingPeeks.Add(1)
 	}
 	r, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	if e != 0 {

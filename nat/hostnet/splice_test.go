@@ -36,10 +36,9 @@ func newTestSplice(mss int) *splice {
 // window after; a retransmission timeout takes it to one segment, with
 // half of what was in flight as the threshold.
 func TestSpliceCongestionWindow(t *testing.T) {
-	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
-	peekOffs.Store(1)
 	const mss = 1000
 	s := newTestSplice(mss)
+	s.peekOff = true
 	defer s.mu.Unlock()
 	defer s.stopLocked() // the retransmission timer ACKs arm
 	s.sndUna, s.sndNxt, s.sndMax = 1000, 1000, 1000
@@ -237,7 +236,7 @@ func refusingSplice(t *testing.T, data string) (s *splice, drain, fill func()) {
 	s.fd = fds[0]
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
 	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
-	s.reseek = true // the peek offset at the first byte
+	s.peekOff, s.reseek = true, true // the peek offset at the first byte
 	fill = func() { s.u.ln.queue([][]byte{make([]byte, 40)}, bridge.Offload{}) }
 	fill()
 	t.Cleanup(func() {
@@ -262,8 +261,6 @@ func fire(s *splice) {
 // the queue takes goes on. A SYN refused past the handshake's
 // deadline ends it too. They are not sent every millisecond for ever.
 func TestSpliceRefusedForGood(t *testing.T) {
-	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
-	peekOffs.Store(1)
 
 	s, _, _ := refusingSplice(t, "hello")
 	s.requeue, s.refusedSince = true, time.Now().Add(-spliceQueueTimeout-time.Second)
@@ -353,8 +350,6 @@ func TestSpliceMustAckRetried(t *testing.T) {
 // again, and round trips took up to 32 s (stress tests, 16 flows, the
 // link stalled 0-50 ms every 0-20 ms).
 func TestSpliceWokenByRoom(t *testing.T) {
-	defer func(old int32) { peekOffs.Store(old) }(peekOffs.Load())
-	peekOffs.Store(1)
 	s, drain, _ := refusingSplice(t, "hello")
 	s.mu.Lock()
 	s.refused = 8 // the fallback timer in 256 ms
