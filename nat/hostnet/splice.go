@@ -37,12 +37,11 @@ import (
 // sends what it can there and then (pump). Measured with bench/rootless
 // against the stack's path: see bench/README.md.
 type splice struct {
-	u     *Uplink
-	from  netip.AddrPort // the client as the container sees it
-	to    netip.AddrPort // the container
-	key   conntrack.Tuple
-	f     *flow
-	pseud uint16 // sum of the pseudo-header's addresses and protocol
+	u    *Uplink
+	from netip.AddrPort // the client as the container sees it
+	to   netip.AddrPort // the container
+	key  conntrack.Tuple
+	f    *flow
 	// peekOff says the host socket peeks from its peek offset
 	// (SO_PEEK_OFF), set when it is made: else each peek skips the bytes
 	// in flight.
@@ -85,7 +84,6 @@ type splice struct {
 	recover                                uint32    // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582)
 	requeue                                bool      // the timer is to send again what the queue to the gateway refused (localRetry)
 	retrying                               bool      // the timer's retry of that is under way
-	giveUp                                 bool      // the queue refused the last retry allowed
 	refused                                int       // the timer's retries the queue refused in a row
 	refusedSince                           time.Time // since when the queue refused every frame
 	wake                                   func()    // wakeNow, made once
@@ -180,12 +178,6 @@ func (u *Uplink) newSplice(fd int, from, to netip.AddrPort) (*splice, error) {
 		return fail(err)
 	}
 	s.key = conntrack.Tuple{Src: to.Addr(), Dst: from.Addr(), SrcPort: to.Port(), DstPort: from.Port(), Proto: conntrack.ProtoTCP}
-	var w [12]byte
-	s4, d4 := from.Addr().As4(), to.Addr().As4()
-	copy(w[:], s4[:])
-	copy(w[4:], d4[:])
-	binary.BigEndian.PutUint16(w[8:], uint16(conntrack.ProtoTCP))
-	s.pseud = nat.Sum(w[:10], 0)
 	s.iss = isnOf(from, to)
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = s.iss, s.iss+1, s.iss+1, s.iss+1
 	id, err := u.poll.add(fd, spliceWatch, s.ready)
@@ -376,9 +368,7 @@ func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp 
 	copy(t[20:], opts)
 	// The checksum is left to the bridge or the container's kernel: the
 	// field holds the pseudo-header's sum.
-	var l [2]byte
-	binary.BigEndian.PutUint16(l[:], uint16(hl+n))
-	binary.BigEndian.PutUint16(t[16:], nat.Sum(l[:], s.pseud))
+	binary.BigEndian.PutUint16(t[16:], pseudo(b, conntrack.ProtoTCP, hl+n))
 	off := bridge.Offload{Flags: bridge.OffloadNeedsCsum, CsumStart: nat.Headroom + 20, CsumOffset: 16}
 	if n > 0 && n > s.mss && s.mss > 0 { // s.mss is set before any payload goes
 		off.GSO, off.GSOSize, off.HdrLen = bridge.GSOTCPv4, uint16(s.mss), uint16(nat.Headroom+20+hl)
@@ -704,7 +694,9 @@ func (s *splice) pumpLocked() string {
 			case err != nil:
 				return "reading the host socket failed"
 			default: // the client closed its side
-				s.sendFinLocked()
+				if s.sendFinLocked() {
+					return "the queue to the container stayed full"
+				}
 			}
 			break
 		}
@@ -735,9 +727,6 @@ func (s *splice) pumpLocked() string {
 			break
 		}
 		s.sentLocked()
-	}
-	if s.giveUp {
-		return "the queue to the container stayed full"
 	}
 	if s.ackNow && s.state == spliceOpen {
 		s.mu.Unlock()
@@ -794,14 +783,15 @@ func (s *splice) unsendLocked(seq uint32) {
 }
 
 // sendFinLocked sends the container our FIN, the client's end of stream,
-// once (again after a rewind); it unlocks to send.
-func (s *splice) sendFinLocked() {
+// once (again after a rewind); it unlocks to send. It reports whether to
+// give up: the queue refused the last retry allowed (refusedLocked).
+func (s *splice) sendFinLocked() (giveUp bool) {
 	s.hostEOF = true
 	if !s.finAt {
 		s.finAt, s.finSeq = true, s.sndNxt
 	}
 	if s.finSent {
-		return
+		return false
 	}
 	s.finSent = true
 	s.sndNxt = s.finSeq + 1
@@ -823,8 +813,9 @@ func (s *splice) sendFinLocked() {
 		// Never left: the next pump finds the end of stream again.
 		s.finSent, s.hostEOF, s.sndNxt = false, false, seq
 		s.unackLocked(prev, ack)
-		s.giveUp = s.refusedLocked()
+		return s.refusedLocked()
 	}
+	return false
 }
 
 func recvPeek(fd int, b []byte) (int, error) {
