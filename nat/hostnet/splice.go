@@ -991,10 +991,15 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	// wait: on the poller's goroutine, so this one goes back to reading
 	// what the containers send.
 	repump := opened && !done && (s.blocked || s.rewind)
-	if repump && !s.rearmLocked() {
-		s.mu.Unlock()
-		s.abort(true, true, "watching the host socket failed")
-		return
+	if repump {
+		if !s.rearmLocked() {
+			s.mu.Unlock()
+			s.abort(true, true, "watching the host socket failed")
+			return
+		}
+		// The poller's pump is due: the next ACKs need not ask again
+		// (an epoll_ctl each); the pump says if it stays blocked.
+		s.blocked = false
 	}
 	var seqNxt, ackNxt, prev uint32
 	var wnd uint16
