@@ -34,17 +34,15 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 	u.pubMu.Lock()
 	defer u.pubMu.Unlock()
 	u.mu.Lock()
-	closed := u.closed
+	rules, err := u.publishableLocked()
 	u.mu.Unlock()
-	if closed {
-		return 0, fmt.Errorf("hostnet: publish %v: %w", p, net.ErrClosed)
+	if err != nil {
+		return 0, fmt.Errorf("hostnet: publish %v: %w", p, err)
 	}
 	// A port published already fails as a conflict, before its
 	// socket fails as an address in use.
-	if rules := u.rules.Load(); rules != nil {
-		if err := rules.CheckPublish(p); err != nil {
-			return 0, fmt.Errorf("hostnet: %w", err)
-		}
+	if err := rules.CheckPublish(p); err != nil {
+		return 0, fmt.Errorf("hostnet: %w", err)
 	}
 	host := p.HostAddr
 	if !host.IsValid() {
@@ -89,15 +87,10 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 		serve = append(serve, served{l, netip.AddrPortFrom(p.ContainerAddr, cp)})
 	}
 	u.mu.Lock()
-	rules := u.rules.Load()
-	if u.closed || rules == nil {
-		closed := u.closed
+	if rules, err = u.publishableLocked(); err != nil { // closed meanwhile
 		u.mu.Unlock()
 		closeAll()
-		if closed {
-			return 0, fmt.Errorf("hostnet: publish %v: %w", p, net.ErrClosed)
-		}
-		return 0, fmt.Errorf("hostnet: publish %v: %w", p, ErrNotAttached)
+		return 0, fmt.Errorf("hostnet: publish %v: %w", p, err)
 	}
 	id, err := rules.AddPublish(p)
 	if err != nil {
@@ -106,10 +99,8 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 		return 0, err
 	}
 	u.pubs[id] = ls
-	for _, sv := range serve {
-		if _, ok := sv.l.(*net.UDPConn); ok {
-			u.wg.Add(1) // under u.mu: Close cannot be waiting yet
-		}
+	if p.Proto == conntrack.ProtoUDP {
+		u.wg.Add(len(serve)) // under u.mu: Close cannot be waiting yet
 	}
 	u.mu.Unlock()
 	for _, sv := range serve {
@@ -168,4 +159,18 @@ func (u *Uplink) Published() []nat.Publish {
 		return r.Publishes()
 	}
 	return nil
+}
+
+// publishableLocked returns the gateway's rules, or why nothing can be
+// published: the uplink is closed (net.ErrClosed), or not attached to a
+// gateway yet (ErrNotAttached). The caller holds u.mu.
+func (u *Uplink) publishableLocked() (*nat.Rules, error) {
+	switch rules := u.rules.Load(); {
+	case u.closed:
+		return nil, net.ErrClosed
+	case rules == nil:
+		return nil, ErrNotAttached
+	default:
+		return rules, nil
+	}
 }
