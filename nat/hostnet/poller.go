@@ -23,8 +23,13 @@ type poller struct {
 
 	events [64]unix.EpollEvent // the goroutine's
 	waitFn func(uintptr) bool
-	fire   []func(uint32) // the goroutine's: what one wait found
-	fireEv []uint32
+	fire   []firing // the goroutine's: what one wait found
+}
+
+// firing is a subscriber's callback and the events it is told of.
+type firing struct {
+	ready  func(events uint32)
+	events uint32
 }
 
 func newPoller() (*poller, error) {
@@ -110,16 +115,15 @@ func (p *poller) wait(fd uintptr) bool {
 		p.mu.Lock()
 		for i := range n {
 			if f := p.subs[getID(&p.events[i])]; f != nil {
-				p.fire = append(p.fire, f)
-				p.fireEv = append(p.fireEv, p.events[i].Events)
+				p.fire = append(p.fire, firing{f, p.events[i].Events})
 			}
 		}
 		p.mu.Unlock()
-		for i, f := range p.fire {
-			f(p.fireEv[i])
+		for _, f := range p.fire {
+			f.ready(f.events)
 		}
 		clear(p.fire)
-		p.fire, p.fireEv = p.fire[:0], p.fireEv[:0]
+		p.fire = p.fire[:0]
 		if n < len(p.events) {
 			return false
 		}

@@ -267,7 +267,7 @@ func (u *Uplink) carry(orig conntrack.Tuple, src netip.Addr, id uint64, ep tcpip
 
 // halfCloser is a connection whose write side closes alone.
 type halfCloser interface {
-	io.ReadWriter
+	io.Writer
 	CloseWrite() error
 }
 
@@ -337,30 +337,24 @@ func (h hostReader) readPooled() (*[]byte, int, error) {
 		bp = bufPool.Get().(*[]byte)
 		for {
 			r, e := unix.Read(int(fd), *bp)
-			switch e {
-			case unix.EINTR:
+			switch {
+			case e == unix.EINTR:
 				continue
-			case unix.EAGAIN:
-				bufPool.Put(bp)
-				bp = nil
-				return false // wait for the netpoller
-			case nil:
+			case e == nil && r > 0:
 				n = r
-			default:
+				return true
+			case e == nil:
+				rerr = io.EOF
+			case e != unix.EAGAIN:
 				rerr = os.NewSyscallError("read", e)
 			}
-			return true
+			bufPool.Put(bp) // nothing read: the buffer goes back at once
+			bp = nil
+			return e != unix.EAGAIN // else wait for the netpoller
 		}
 	})
 	if err == nil {
 		err = rerr
-	}
-	if err == nil && n == 0 {
-		err = io.EOF
-	}
-	if n == 0 && bp != nil {
-		bufPool.Put(bp)
-		bp = nil
 	}
 	return bp, n, err
 }
