@@ -2,10 +2,14 @@ package hostnet
 
 import (
 	"bytes"
+	"context"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/nat"
+	"golang.org/x/sys/unix"
 )
 
 // A packet waiting in the link's queue holds a buffer of its size class:
@@ -47,5 +51,85 @@ func TestLinkBufferSizes(t *testing.T) {
 		if b := l.getBuf(smallPacket + 1); len(*b) != nat.Headroom+maxPacket {
 			t.Fatalf("a large packet got a buffer of %d", len(*b)-nat.Headroom)
 		}
+	}
+}
+
+// The link's goroutine tells the waiters, once, when it delivers a queued
+// frame: the queue has room again.
+func TestLinkRoomMade(t *testing.T) {
+	l := newLink(1500, 1)
+	ack := make([]byte, 40)
+	l.queue([][]byte{ack}, bridge.Offload{})
+	if l.queue([][]byte{ack}, bridge.Offload{}) {
+		t.Fatal("a full queue took a packet")
+	}
+	told := make(chan struct{}, 2)
+	l.onRoom(func() { told <- struct{}{} })
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		l.run(ctx, func([]byte, bridge.Offload) {})
+	}()
+	select {
+	case <-told:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a frame of the queue was delivered, and the waiter was not told")
+	}
+	cancel()
+	<-ran
+	l.wmu.Lock()
+	left := len(l.waiters)
+	l.wmu.Unlock()
+	if left != 0 || len(told) != 0 {
+		t.Fatalf("after telling: %d waiters listed, told %d more times", left, len(told))
+	}
+}
+
+// The poller delivers every socket's news when more are ready at once
+// than one wait takes (64): edge-triggered, a socket not delivered then
+// would never be again.
+func TestPollerManyReady(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		p.run()
+	}()
+	defer func() {
+		p.close()
+		<-ran
+	}()
+	const n = 150
+	var got atomic.Int32
+	all := make(chan struct{})
+	var writers []int
+	for range n {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+		if _, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {
+			if got.Add(1) == n {
+				close(all)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		writers = append(writers, fds[1])
+	}
+	p.mu.Lock() // the poller's goroutine delivers nothing until all are ready
+	for _, w := range writers {
+		unix.Write(w, []byte("x"))
+	}
+	p.mu.Unlock()
+	select {
+	case <-all:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%d of %d sockets' news delivered", got.Load(), n)
 	}
 }
