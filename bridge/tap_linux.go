@@ -56,8 +56,9 @@ type TAPConfig struct {
 	// one the scheduler sees lets its monitor hand the thread's P to
 	// another thread when it takes over 20 µs: a wake-up and two context
 	// switches. Measured with bench/rootless (the host-socket uplink,
-	// direct writes, 2026-11-27): CPU per round trip 0.072 -> 0.053 ms,
-	// per connection 0.086–0.092 -> 0.071. With bench/nat (the link
+	// direct writes, 2026-11-27; bench/README.md's table of steps): CPU
+	// per connection 0.109–0.123 -> 0.095 ms, per round trip
+	// 0.060–0.062 -> 0.044. With bench/nat (the link
 	// uplink, transmit goroutines) p50 latency went from 68–77 µs to
 	// 97–113 µs, so it is off by default.
 	RawIO bool

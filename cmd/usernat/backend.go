@@ -50,18 +50,28 @@ func (b *backend) Stats() (map[string]uint64, error) {
 	addCounters(m, "conntrack", b.gw.Table().Stats())
 	for _, p := range b.br.Ports() {
 		addCounters(m, "port."+p.Name(), p.Counters())
-		// The frames lost on the device's side, which the bridge's
-		// counters cannot show; left out when they cannot be read (no
-		// CAP_NET_ADMIN over the device's namespace).
-		if kc, ok := p.Port().(bridge.KernelCounter); ok {
-			if c, err := kc.KernelCounters(); err == nil {
-				addCounters(m, "port."+p.Name()+".kernel", c)
-			}
-		}
+		addKernelCounters(m, "port."+p.Name()+".kernel", p.Port())
 	}
 	m["bridge.fdb_entries"] = uint64(len(b.br.FDB()))
 	m["bridge.fdb_full"] = b.br.FDBFull()
 	return m, nil
+}
+
+// addKernelCounters adds the frames a port's device lost on its side,
+// which the bridge's counters cannot show, when the port has a device
+// (bridge.KernelCounter). When they cannot be read (no CAP_NET_ADMIN over
+// the device's namespace, a device renamed), prefix.unreadable says so,
+// rather than drops no one counted.
+func addKernelCounters(m map[string]uint64, prefix string, p bridge.Port) {
+	kc, ok := p.(bridge.KernelCounter)
+	if !ok {
+		return
+	}
+	if c, err := kc.KernelCounters(); err == nil {
+		addCounters(m, prefix, c)
+	} else {
+		m[prefix+".unreadable"] = 1
+	}
 }
 
 // addCounters adds the integer fields of the struct v to m, named

@@ -58,7 +58,7 @@ type gatewayConfig struct {
 	Debug             bool
 }
 
-// maxProcs bounds --procs, GOMAXPROCS's own limit.
+// maxProcs bounds --procs: a sanity bound, far above any machine's CPUs.
 const maxProcs = 1 << 10
 
 const (

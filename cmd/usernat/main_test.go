@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/internal/api"
 )
 
@@ -226,5 +229,28 @@ func TestAddCounters(t *testing.T) {
 	want := map[string]uint64{"x.forwarded": 1, "x.icmp_sent": 2, "x.drop_ttl": 3, "x.rx_frames": 4, "x.entries": 5, "x.ipv4_fragments": 7}
 	if fmt.Sprint(m) != fmt.Sprint(want) {
 		t.Errorf("addCounters = %v, want %v", m, want)
+	}
+}
+
+// countingPort is a port over a device whose counters read as given.
+type countingPort struct {
+	bridge.Port
+	c   bridge.KernelCounters
+	err error
+}
+
+func (p countingPort) KernelCounters() (bridge.KernelCounters, error) { return p.c, p.err }
+
+// A port's kernel counters show under kernel., and when they cannot be
+// read, kernel.unreadable says so; a port without a device has neither.
+func TestAddKernelCounters(t *testing.T) {
+	pipe, _ := bridge.NewPipe(bridge.PipeConfig{})
+	m := map[string]uint64{}
+	addKernelCounters(m, "port.a.kernel", countingPort{pipe, bridge.KernelCounters{RxDropped: 2, TxDropped: 3}, nil})
+	addKernelCounters(m, "port.b.kernel", countingPort{pipe, bridge.KernelCounters{}, os.ErrPermission})
+	addKernelCounters(m, "port.c.kernel", pipe)
+	want := map[string]uint64{"port.a.kernel.rx_dropped": 2, "port.a.kernel.tx_dropped": 3, "port.b.kernel.unreadable": 1}
+	if !maps.Equal(m, want) {
+		t.Fatalf("counters %v, want %v", m, want)
 	}
 }

@@ -137,9 +137,11 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 	names := portNames(cfg.Ports)
 	for i, p := range cfg.Ports {
 		// With the host uplink, the bridge writes to the containers'
-		// TAP devices from the goroutine that forwards: measured with
-		// bench/rootless, p50 latency 73–87 µs instead of 101–108, the
-		// rest unchanged (with the link uplink it measured worse).
+		// TAP devices from the goroutine that forwards (DirectWrite:
+		// measured with bench/rootless, p50 latency 73–87 µs instead of
+		// 101–108, the rest unchanged), with system calls the
+		// scheduler does not see (RawIO, bridge.TAPConfig says why);
+		// with the link uplink both measured worse.
 		tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: p.IfName, NetNS: p.NetNS, MTU: cfg.MTU, Offload: cfg.Offload, DirectWrite: cfg.Uplink.Host, RawIO: cfg.Uplink.Host})
 		if err != nil {
 			return nil, fmt.Errorf("--port %s:%s: %w", p.NetNS, p.IfName, err)
