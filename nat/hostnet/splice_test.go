@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/nat"
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // testUplink is an uplink for a splice in a unit test, whose timers may
@@ -405,5 +407,35 @@ func TestSpliceRefusedFinKeepsAck(t *testing.T) {
 	defer s.mu.Unlock()
 	if s.u.stats.InboundRetransmits.Load() != 1 || !s.ackDue || s.rcvAcked == 100 {
 		t.Fatalf("after the refused FIN: %d timeouts, ACK due %v, last acknowledged %d", s.u.stats.InboundRetransmits.Load(), s.ackDue, s.rcvAcked)
+	}
+}
+
+// The container's bytes, in order and short of two segments, are
+// acknowledged after ackDelay by one pure ACK, not at once: the delayed
+// ACK, which our next segment would usually carry instead.
+func TestSpliceDelayedAck(t *testing.T) {
+	s, drain, _ := refusingSplice(t, "")
+	drain() // the queue takes frames
+	s.mu.Lock()
+	s.rcvNxt, s.rcvAcked = 5000, 5000
+	s.mu.Unlock()
+	h := header.TCP(make([]byte, header.TCPMinimumSize))
+	h.Encode(&header.TCPFields{SeqNum: 5000, AckNum: 1000, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 0xffff})
+	s.input(h, []byte("hi"))
+	if n := len(s.u.ln.q); n != 0 {
+		t.Fatalf("%d frames at once for 2 bytes in order, want none", n)
+	}
+	select {
+	case f := <-s.u.ln.q:
+		tcp := header.TCP((*f.buf)[nat.Headroom+20 : f.n])
+		if tcp.Flags() != header.TCPFlagAck || tcp.AckNumber() != 5002 || f.n != nat.Headroom+40 {
+			t.Fatalf("the delayed frame: flags %v, ack %d, %d bytes; want a pure ACK of 5002", tcp.Flags(), tcp.AckNumber(), f.n-nat.Headroom)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no acknowledgement after ackDelay")
+	}
+	time.Sleep(5 * ackDelay)
+	if n := len(s.u.ln.q); n != 0 {
+		t.Fatalf("%d more frames after the delayed ACK", n)
 	}
 }
