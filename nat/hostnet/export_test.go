@@ -23,6 +23,9 @@ func SetPeekOffset(on bool) (restore func()) {
 // splices without SO_PEEK_OFF do.
 func SkippingPeeks() int64 { return skippingPeeks.Load() }
 
+// EmptyPeeks counts the reads of host sockets so far that found nothing.
+func EmptyPeeks() int64 { return emptyPeeks.Load() }
+
 // SetISN makes the splices made from now on start their sequence numbers
 // at iss; restore puts the secret, clocked ones back. uses counts the
 // splices that did.

@@ -57,6 +57,13 @@ type splice struct {
 	// (the window was full, or its turn over): an acknowledgement that
 	// opens the window has the poller pump again.
 	blocked bool
+	// toEmpty says a pump reads the host socket until it is empty. Else
+	// a short read ends the pump's reading: it took all the socket held,
+	// and what comes after is news the poller brings (edge-triggered).
+	// Not so once the poller told of the client's end of stream, an error
+	// or urgent data: a read takes bytes up to any of them but not it,
+	// and the news of it may have come already.
+	toEmpty bool
 	// Sequence space of the bytes to the container: iss is the SYN's,
 	// sndUna the first byte not acknowledged, sndNxt the next to send,
 	// sndMax the highest sent, discarded the first byte still in the
@@ -131,10 +138,11 @@ const (
 	spliceBurst = 8
 )
 
-// Events the poller watches a splice's host socket for: news to read, and
-// room to write while bytes wait for it (flushing).
+// Events the poller watches a splice's host socket for: news to read (the
+// client's bytes, its end of stream, urgent data), and room to write while
+// bytes wait for it (flushing).
 const (
-	spliceWatch      = unix.EPOLLIN | unix.EPOLLRDHUP
+	spliceWatch      = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLPRI
 	spliceWatchFlush = spliceWatch | unix.EPOLLOUT
 )
 
@@ -579,6 +587,11 @@ func (s *splice) ackRefused(prev, ack uint32) {
 
 // ready is the poller's news of the host socket.
 func (s *splice) ready(events uint32) {
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
+		s.mu.Lock()
+		s.toEmpty = true
+		s.mu.Unlock()
+	}
 	if events&unix.EPOLLOUT != 0 {
 		s.flush()
 	}
@@ -691,6 +704,7 @@ func (s *splice) pumpLocked() string {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
+				emptyPeeks.Add(1)
 			case err != nil:
 				return "reading the host socket failed"
 			default: // the client closed its side
@@ -710,9 +724,6 @@ func (s *splice) pumpLocked() string {
 		prev := s.rcvAcked
 		_, ack, wnd := s.ackLocked()
 		s.mu.Unlock()
-		// A short read does not mean the socket is drained: the
-		// client's FIN may have come with its last bytes, in the same
-		// wake-up, and only a read that finds nothing says it.
 		sent := s.send(seq, ack, conntrack.TCPAck|conntrack.TCPPsh, wnd, nil, bp, n)
 		s.mu.Lock()
 		if s.state != spliceOpen {
@@ -727,6 +738,9 @@ func (s *splice) pumpLocked() string {
 			break
 		}
 		s.sentLocked()
+		if n < can && !s.toEmpty {
+			break // a read that would find nothing saved (toEmpty)
+		}
 	}
 	if s.ackNow && s.state == spliceOpen {
 		s.mu.Unlock()
@@ -825,6 +839,10 @@ func recvPeek(fd int, b []byte) (int, error) {
 	}
 	return int(r), nil
 }
+
+// emptyPeeks counts the reads of host sockets that found nothing (for the
+// tests).
+var emptyPeeks atomic.Int64
 
 // skippingPeeks counts the peeks that skipped bytes in flight (the tests
 // check the fallback ran).
