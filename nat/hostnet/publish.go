@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -68,9 +69,14 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 			var err error
 			if p.Proto == conntrack.ProtoTCP {
 				// The acceptor takes the listening socket over, and
-				// accepts with its own calls.
+				// accepts with its own calls. A TCP socket, not Go's
+				// default MPTCP: a splice's host socket peeks from an
+				// offset and takes urgent data inline (sockOpts), which
+				// an MPTCP client's socket cannot.
+				var lc net.ListenConfig
+				lc.SetMultipathTCP(false)
 				var nl net.Listener
-				nl, err = net.Listen("tcp4", at.String())
+				nl, err = lc.Listen(context.Background(), "tcp4", at.String())
 				if err == nil {
 					l, err = u.newAcceptor(nl.(*net.TCPListener), netip.AddrPortFrom(p.ContainerAddr, cp))
 				}

@@ -171,50 +171,69 @@ func isn(src, dst netip.AddrPort) uint32 {
 }
 
 // newSplice makes the splice of the accepted client fd, shown to the
-// container as from, to the container at to, and watches fd. It does not
+// container as from, to the container at to, and watches fd, which has
+// the options of sockOpts: peek says it peeks from its offset. It does not
 // send yet. fd is the splice's from now on, even on error.
-func (u *Uplink) newSplice(fd int, from, to netip.AddrPort) (*splice, error) {
-	s := &splice{u: u, fd: fd, from: from, to: to, rto: spliceMinRTO}
-	fail := func(err error) (*splice, error) {
-		rawClose(fd)
-		return nil, err
-	}
-	if err := rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
-		return fail(os.NewSyscallError("setsockopt", err))
-	}
-	if err := s.usePeekOffset(); err != nil {
-		return fail(err)
-	}
+func (u *Uplink) newSplice(fd int, from, to netip.AddrPort, peek bool) (*splice, error) {
+	s := &splice{u: u, fd: fd, from: from, to: to, rto: spliceMinRTO, peekOff: peek}
 	s.key = conntrack.Tuple{Src: to.Addr(), Dst: from.Addr(), SrcPort: to.Port(), DstPort: from.Port(), Proto: conntrack.ProtoTCP}
 	s.iss = isnOf(from, to)
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = s.iss, s.iss+1, s.iss+1, s.iss+1
 	id, err := u.poll.add(fd, spliceWatch, s.ready)
 	if err != nil {
-		return fail(err)
+		rawClose(fd)
+		return nil, err
 	}
 	s.pollID = id
 	return s, nil
 }
 
-// usePeekOffset turns on the host socket's peek offset (Linux 6.10 and
-// later for TCP), so each peek starts where the last one ended. Without
-// it, each peek skips the bytes sent and not acknowledged into a scratch
-// buffer.
-func (s *splice) usePeekOffset() error {
-	if peekOffs.Load() < 0 {
-		return nil
+// sockOpts gives the TCP socket fd the options of a splice's host socket:
+//   - no Nagle: each segment of the container's goes on as it came;
+//   - urgent data inline (SO_OOBINLINE): else a read skips the urgent
+//     byte, and the stream to the container loses it;
+//   - a peek offset (SO_PEEK_OFF, Linux 6.10 and later for TCP), so each
+//     peek starts where the last one ended; without it, each peek skips
+//     the bytes sent and not acknowledged into a scratch buffer. Always
+//     when peek, which says fd's listener has one; else where the kernel
+//     has it (peekOffs).
+//
+// It reports whether fd peeks from its offset. A listening socket given
+// them passes them on to the sockets it accepts (Linux copies the
+// listener's socket), which saves a system call each (acceptor.optsOf).
+func sockOpts(fd int, peek bool) (bool, error) {
+	for _, opt := range [...]struct{ level, name int }{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY},
+		{unix.SOL_SOCKET, unix.SO_OOBINLINE},
+	} {
+		if err := rawSetsockoptInt(fd, opt.level, opt.name, 1); err != nil {
+			return false, os.NewSyscallError("setsockopt", err)
+		}
 	}
-	err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
+	if !peek && peekOffs.Load() < 0 {
+		return false, nil
+	}
+	err := rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
 	switch {
 	case err == nil:
-		s.peekOff = true
 		peekOffs.Store(1)
-	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOPROTOOPT):
+		return true, nil
+	case !peek && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT)):
 		peekOffs.Store(-1)
-	default:
-		return os.NewSyscallError("setsockopt", err)
+		return false, nil
 	}
-	return nil
+	return false, os.NewSyscallError("setsockopt", err)
+}
+
+// hasSockOpts reports whether the socket fd has the options sockOpts
+// gives, with a peek offset of 0 when peek.
+func hasSockOpts(fd int, peek bool) bool {
+	is := func(level, name, want int) bool {
+		v, err := unix.GetsockoptInt(fd, level, name)
+		return err == nil && v == want
+	}
+	return is(unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) && is(unix.SOL_SOCKET, unix.SO_OOBINLINE, 1) &&
+		(!peek || is(unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0))
 }
 
 // start sends the SYN; the container's answer arrives on the gateway's
@@ -705,6 +724,8 @@ func (s *splice) pumpLocked() string {
 				continue
 			case err == unix.EAGAIN:
 				emptyPeeks.Add(1)
+			case err == errAtMark:
+				s.blocked = true // the acknowledgement of what went repumps
 			case err != nil:
 				return "reading the host socket failed"
 			default: // the client closed its side
@@ -852,9 +873,17 @@ var skippingPeeks atomic.Int64
 // splice at once: nobody reads it. It bounds the bytes in flight then.
 var skipBuf = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
 
+// errAtMark says a peek past the bytes in flight found none, though the
+// host socket holds more: the peek stopped at urgent data's mark, as a
+// read does when it has read something. Only a peek from the mark passes
+// it: the splice waits for the bytes before it to be acknowledged and
+// discarded.
+var errAtMark = errors.New("hostnet: the peek stopped at urgent data")
+
 // recvPeekSkip peeks past skip bytes, into skipBuf. With nothing past
-// them, it says EAGAIN unless the client's end of stream came (n 0, no
-// error), which it asks the socket's TCP state for.
+// them, it says errAtMark when the socket holds more (SIOCINQ), else
+// EAGAIN unless the client's end of stream came (n 0, no error), which it
+// asks the socket's TCP state for.
 func recvPeekSkip(fd int, b []byte, skip int) (int, error) {
 	iov := [2]unix.Iovec{{Base: &skipBuf()[0]}, {Base: &b[0]}}
 	iov[0].SetLen(skip)
@@ -877,6 +906,13 @@ func recvPeekSkip(fd int, b []byte, skip int) (int, error) {
 	case n < 0:
 		return 0, unix.EAGAIN // cannot be: what was sent is still there
 	case n == 0:
+		inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ) // without a FIN's
+		if err != nil {
+			return 0, err
+		}
+		if inq > skip {
+			return 0, errAtMark
+		}
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
 			return 0, err

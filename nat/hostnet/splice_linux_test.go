@@ -391,6 +391,49 @@ func TestIntegrationPublishedTCPLoopbackCollision(t *testing.T) {
 	}
 }
 
+// Urgent data (MSG_OOB, as telnet and FTP send to interrupt) stays in the
+// stream, where it was sent: the container sees every byte in order. The
+// host socket takes it inline (SO_OOBINLINE), and a read stops at its
+// mark, so the splice reads on past it (the poller tells of it).
+func TestIntegrationPublishedTCPUrgent(t *testing.T) {
+	for _, peekOff := range []bool{true, false} {
+		t.Run(fmt.Sprintf("peek offset %v", peekOff), func(t *testing.T) {
+			t.Cleanup(hostnet.SetPeekOffset(peekOff)) // after the gateway closes
+			p := newPubTCP(t, envConfig{}, true)
+			client, srv := p.pair(t)
+			send := func(b string, flags int) {
+				t.Helper()
+				rc, err := client.SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cerr := rc.Write(func(fd uintptr) bool {
+					err = syscall.Sendto(int(fd), []byte(b), flags, nil)
+					return err != syscall.EAGAIN
+				}); cerr != nil || err != nil {
+					t.Fatal(cerr, err)
+				}
+			}
+			const want = "before ! after"
+			send("before ", 0)
+			send("!", syscall.MSG_OOB)
+			send(" after", 0)
+			// All of it before the client's FIN, whose news would have
+			// the splice read on anyway.
+			got := make([]byte, len(want))
+			if _, err := io.ReadFull(srv, got); err != nil || string(got) != want {
+				t.Fatalf("the container read %q, %v; want %q", got, err, want)
+			}
+			if err := client.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if rest, err := io.ReadAll(srv); err != nil || len(rest) > 0 {
+				t.Errorf("after the bytes sent the container read %q, %v; want the end of stream", rest, err)
+			}
+		})
+	}
+}
+
 // A read of the host socket that took less than it asked for took all the
 // socket held: the splice waits for the poller then, rather than read
 // again to find nothing (a system call per request in an exchange of

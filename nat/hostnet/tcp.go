@@ -412,6 +412,12 @@ type acceptor struct {
 	id      uint64
 	backoff time.Duration
 	retry   *time.Timer
+	// The listening socket has the options of a splice's (sockOpts),
+	// with a peek offset when peek. inherit says whether the sockets it
+	// accepts have them too: 1 yes, -1 no (each is given them), 0 not
+	// known before the first.
+	peek    bool
+	inherit int8
 }
 
 // newAcceptor takes over the listening socket of l, which it closes.
@@ -429,7 +435,28 @@ func (u *Uplink) newAcceptor(l *net.TCPListener, ctr netip.AddrPort) (*acceptor,
 	if derr != nil {
 		return nil, os.NewSyscallError("fcntl", derr)
 	}
+	if a.peek, err = sockOpts(a.fd, false); err != nil {
+		rawClose(a.fd)
+		return nil, err
+	}
 	return a, nil
+}
+
+// optsOf makes sure the accepted socket fd has the options of a splice's
+// host socket, and reports whether it peeks from its offset: inherited
+// from the listening socket, as the first accepted socket shows, or
+// given. Under a.mu.
+func (a *acceptor) optsOf(fd int) (bool, error) {
+	if a.inherit == 0 {
+		a.inherit = -1
+		if hasSockOpts(fd, a.peek) {
+			a.inherit = 1
+		}
+	}
+	if a.inherit > 0 {
+		return a.peek, nil
+	}
+	return sockOpts(fd, a.peek)
 }
 
 // start watches the listening socket, and accepts who waits already.
@@ -470,6 +497,12 @@ func (a *acceptor) ready(uint32) {
 			}
 			return
 		}
+		peek, err := a.optsOf(nfd)
+		if err != nil {
+			a.u.warnOnce("sockopt", "hostnet: published port cannot set up a client's socket", "addr", a.local, "err", err)
+			resetClose(nfd)
+			continue
+		}
 		local := a.local
 		if local.Addr().IsUnspecified() {
 			local, _ = rawGetsockname(nfd)
@@ -479,7 +512,7 @@ func (a *acceptor) ready(uint32) {
 		// full listen queue would drop them.
 		select {
 		case a.u.dialing <- struct{}{}:
-			a.u.inboundTCP(nfd, client, local, a.ctr)
+			a.u.inboundTCP(nfd, client, local, a.ctr, peek)
 		default:
 			a.u.stats.DropInFlight.Add(1)
 			resetClose(nfd)
@@ -512,12 +545,13 @@ func resetClose(fd int) {
 }
 
 // inboundTCP starts carrying the accepted client fd (from client, to the
-// host's local) into the container at ctr, through a splice; it holds a
+// host's local; with the options of sockOpts, peek says whether it peeks
+// from its offset) into the container at ctr, through a splice; it holds a
 // place in u.dialing until the container answered. The flow's entry is
 // the client to the published address, replied by the container to the
 // client (what the gateway creates when the first packet passes, from the
 // expectation made here).
-func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort) {
+func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool) {
 	var once sync.Once
 	opened := func() { once.Do(func() { <-u.dialing }) }
 	src := u.presented(client)
@@ -555,7 +589,7 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort) {
 			return
 		}
 	}
-	s, err := u.newSplice(fd, src, ctr)
+	s, err := u.newSplice(fd, src, ctr, peek)
 	if err != nil { // fd is closed
 		u.unexpect(seen)
 		u.unreserve(ctr.Addr())
