@@ -3,6 +3,9 @@ package hostnet
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,5 +134,43 @@ func TestPollerManyReady(t *testing.T) {
 	case <-all:
 	case <-time.After(5 * time.Second):
 		t.Fatalf("%d of %d sockets' news delivered", got.Load(), n)
+	}
+}
+
+// A descriptor the poller forgets and its owner closes is out of the epoll
+// set (the kernel's list of it, in fdinfo, no longer has it: closing took
+// it out), and the poller keeps nothing of it.
+func TestPollerForget(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	watched := func() int {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", p.epfd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "tfd:")
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	id, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := watched(); n != 1 {
+		t.Fatalf("%d descriptors in the epoll set, want the one added", n)
+	}
+	p.forget(id)
+	unix.Close(fds[0])
+	if len(p.subs) != 0 {
+		t.Errorf("the poller still has %d callbacks after forget", len(p.subs))
+	}
+	if n := watched(); n != 0 {
+		t.Errorf("%d descriptors in the epoll set after forget and close, want none", n)
 	}
 }

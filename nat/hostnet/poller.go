@@ -81,6 +81,16 @@ func (p *poller) remove(fd int, id uint64) {
 	p.mu.Unlock()
 }
 
+// forget stops delivering the events of fd, watched as id, which the
+// caller closes now: it must be fd's only descriptor, whose closing takes
+// it out of the epoll set. A system call less than remove (once per
+// connection).
+func (p *poller) forget(id uint64) {
+	p.mu.Lock()
+	delete(p.subs, id)
+	p.mu.Unlock()
+}
+
 // setID stores id in the event's data (Fd and Pad, 8 bytes).
 func setID(ev *unix.EpollEvent, id uint64) {
 	ev.Fd, ev.Pad = int32(id), int32(id>>32)

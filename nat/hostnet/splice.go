@@ -1340,7 +1340,7 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 // closeLocked closes the host socket of a done splice, once.
 func (s *splice) closeLocked() {
 	if s.fd >= 0 {
-		s.u.poll.remove(s.fd, s.pollID)
+		s.u.poll.forget(s.pollID)
 		rawClose(s.fd)
 		s.fd = -1
 	}
