@@ -150,36 +150,26 @@ func (a *Attachment) rxLoop() {
 			f.pool.Put(f)
 		}
 	}()
-	for {
-		var n int
-		var err error
-		if a.off != nil {
-			n, err = a.off.ReadFramesOffload(bufs, sizes, meta)
-		} else {
-			n, err = a.port.ReadFrames(bufs, sizes)
-		}
-		if n > 0 {
-			now := b.now()
-			ports := *b.ports.Load()
-			for i := range min(n, len(frames)) {
-				frames[i].meta = Offload{}
-				if meta != nil {
-					frames[i].meta = meta[i]
-				}
-				if a.input(frames[i], sizes[i], now, ports) {
-					frames[i] = get()
-					bufs[i] = frames[i].buf
-				}
+	take := func(n int) bool {
+		now := b.now()
+		ports := *b.ports.Load()
+		for i := range min(n, len(frames)) {
+			frames[i].meta = Offload{}
+			if meta != nil {
+				frames[i].meta = meta[i]
+			}
+			if a.input(frames[i], sizes[i], now, ports) {
+				frames[i] = get()
+				bufs[i] = frames[i].buf
 			}
 		}
-		if err != nil {
-			if !a.closing.Load() {
-				b.log.Warn("port read failed; detaching", "port", a.name, "err", err)
-			}
-			a.shutdown()
-			return
-		}
+		return true
 	}
+	err := ServeFrames(a.port, a.off, bufs, sizes, meta, take)
+	if !a.closing.Load() {
+		b.log.Warn("port read failed; detaching", "port", a.name, "err", err)
+	}
+	a.shutdown()
 }
 
 // Inject forwards frames as if the attachment's port had read them —

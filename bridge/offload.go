@@ -65,6 +65,48 @@ type OffloadPort interface {
 	WriteFramesOffload(bufs [][]byte, meta []Offload) (int, error)
 }
 
+// FrameServer is an OffloadPort that reads in a loop of its own, which
+// readers prefer to calling ReadFramesOffload again and again: a new call
+// cannot know that the last one found the device empty, so it reads once
+// more, to find nothing, where a loop of its own waits for the device's
+// news then. A system call less per wake-up.
+type FrameServer interface {
+	OffloadPort
+	// ServeFramesOffload reads frames into bufs as ReadFramesOffload
+	// does and hands each batch to fn, with its count; fn may put other
+	// buffers of the same size in bufs. It returns nil when fn returns
+	// false, else the error that ended the reading, as
+	// ReadFramesOffload's.
+	ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn func(n int) bool) error
+}
+
+// ServeFrames reads frames from port into bufs until a read fails or fn
+// says stop (it returns false), and hands each batch to fn, with its
+// count; fn may put other buffers of the same size in bufs. With off, the
+// port's offloading self (Offloading true), each frame's Offload is in
+// meta, and a FrameServer serves them in its own loop. It returns nil when
+// fn said stop, else the error of the read that failed.
+func ServeFrames(port Port, off OffloadPort, bufs [][]byte, sizes []int, meta []Offload, fn func(n int) bool) error {
+	if s, ok := off.(FrameServer); ok {
+		return s.ServeFramesOffload(bufs, sizes, meta, fn)
+	}
+	for {
+		var n int
+		var err error
+		if off != nil {
+			n, err = off.ReadFramesOffload(bufs, sizes, meta)
+		} else {
+			n, err = port.ReadFrames(bufs, sizes)
+		}
+		if n > 0 && !fn(n) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // MaxGSOFrame is the largest frame a GSO segment makes: a 64 KiB IP
 // packet behind an Ethernet header and a VLAN tag.
 const MaxGSOFrame = 65535 + etherHeader + vlanTag

@@ -94,16 +94,20 @@ type TAP struct {
 	// are built once so a call does not allocate. The bridge makes one
 	// read and one write at a time (see Port); the mutexes make TAP safe
 	// for other users too.
-	rmu    sync.Mutex
-	rbufs  [][]byte
-	rsizes []int
-	rn     int
-	rerr   error
-	rmeta  []Offload // nil when the caller wants plain frames
-	rtry   bool      // return rather than wait when nothing is waiting
-	rhdr   [vnetHdrLen]byte
-	riov   [2]unix.Iovec
-	readFn func(uintptr) bool
+	rmu     sync.Mutex
+	rbufs   [][]byte
+	rsizes  []int
+	rn      int
+	rerr    error
+	rmeta   []Offload // nil when the caller wants plain frames
+	rtry    bool      // return rather than wait when nothing is waiting
+	rempty  bool      // the last read found nothing (EAGAIN)
+	rnone   uint64    // reads that found nothing, for the tests
+	rserve  func(int) bool
+	rhdr    [vnetHdrLen]byte
+	riov    [2]unix.Iovec
+	readFn  func(uintptr) bool
+	serveFn func(uintptr) bool
 	// Plain reads of an offloading TAP: one frame at a time into big,
 	// GSO frames cut into segments one ReadFrames slot at a time.
 	big     []byte
@@ -256,6 +260,7 @@ func newTAP(f *os.File, name string, batch int) (*TAP, error) {
 	}
 	t := &TAP{f: f, rc: rc, name: name, batch: batch}
 	t.readFn = t.readRaw
+	t.serveFn = t.serveRaw
 	t.writeFn = t.writeRaw
 	return t, nil
 }
@@ -419,6 +424,43 @@ func (t *TAP) readLocked(bufs [][]byte, sizes []int, meta []Offload) (int, error
 	return n, t.mapErr(err)
 }
 
+// ServeFramesOffload implements FrameServer. Each buffer should hold
+// MaxGSOFrame bytes: a frame longer than its buffer is dropped.
+func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn func(n int) bool) error {
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	if t.closed.Load() {
+		return net.ErrClosed
+	}
+	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rerr = bufs, sizes, meta, fn, nil
+	err := t.rc.Read(t.serveFn)
+	rerr := t.rerr
+	t.rbufs, t.rsizes, t.rmeta, t.rserve = nil, nil, nil, nil
+	clear(t.riov[:])
+	if err == nil {
+		err = rerr
+	}
+	return t.mapErr(err)
+}
+
+// serveRaw is ServeFramesOffload's callback for rc.Read: it reads a batch
+// and hands it on, again and again, and has rc wait for the device's news
+// only when a read found nothing. All in one call of rc.Read: a new call
+// forgets the news that came before it (it resets the descriptor's
+// readiness), so it must read first, even when the last found nothing.
+func (t *TAP) serveRaw(fd uintptr) bool {
+	for {
+		t.rn, t.rempty = 0, false
+		t.readRaw(fd)
+		if t.rn > 0 && !t.rserve(t.rn) || t.rerr != nil {
+			return true
+		}
+		if t.rempty {
+			return false
+		}
+	}
+}
+
 func (t *TAP) readRaw(fd uintptr) bool {
 	for t.rn < len(t.rbufs) {
 		var n int
@@ -437,6 +479,8 @@ func (t *TAP) readRaw(fd uintptr) bool {
 			t.rn++
 		case unix.EINTR:
 		case unix.EAGAIN:
+			t.rempty = true
+			t.rnone++
 			return t.rn > 0 || t.rtry // wait for the poller only while empty-handed
 		default:
 			t.rerr = os.NewSyscallError("read", err)

@@ -86,14 +86,7 @@ func (l *link) run(ip ipHandler) error {
 	for i := range bufs {
 		bufs[i] = make([]byte, l.frameSize())
 	}
-	for {
-		var n int
-		var err error
-		if l.off != nil {
-			n, err = l.off.ReadFramesOffload(bufs, sizes, meta)
-		} else {
-			n, err = l.port.ReadFrames(bufs, sizes)
-		}
+	return bridge.ServeFrames(l.port, l.off, bufs, sizes, meta, func(n int) bool {
 		for i := range n {
 			var off bridge.Offload
 			if meta != nil {
@@ -101,10 +94,8 @@ func (l *link) run(ip ipHandler) error {
 			}
 			l.input(bufs[i][:min(sizes[i], len(bufs[i]))], off, ip)
 		}
-		if err != nil {
-			return err
-		}
-	}
+		return true
+	})
 }
 
 func (l *link) input(f []byte, off bridge.Offload, ip ipHandler) {
