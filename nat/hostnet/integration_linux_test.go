@@ -269,6 +269,39 @@ func TestIntegrationOutboundTCP(t *testing.T) {
 	}
 }
 
+// Urgent data from a remote server (MSG_OOB) reaches the container in the
+// stream, where it was sent: the host socket takes it inline.
+func TestIntegrationOutboundTCPUrgent(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	l, err := e.remote.Listen("tcp", "198.51.100.2:7002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sent := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			sent <- err
+			return
+		}
+		defer c.Close()
+		sent <- sendUrgent(c.(*net.TCPConn), "before ", "!", " after")
+	}()
+	c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(connDeadline))
+	if got, err := io.ReadAll(c); err != nil || string(got) != "before ! after" {
+		t.Errorf("the container read %q, %v; want %q", got, err, "before ! after")
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestIntegrationOutboundUDP(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	udpWhoServer(t, e.remote, "198.51.100.2:5300")

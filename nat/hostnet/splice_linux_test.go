@@ -391,6 +391,30 @@ func TestIntegrationPublishedTCPLoopbackCollision(t *testing.T) {
 	}
 }
 
+// sendUrgent writes before, then urgent as urgent data (MSG_OOB), then
+// after, to c.
+func sendUrgent(c *net.TCPConn, before, urgent, after string) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for _, part := range []struct {
+		b     string
+		flags int
+	}{{before, 0}, {urgent, syscall.MSG_OOB}, {after, 0}} {
+		if cerr := rc.Write(func(fd uintptr) bool {
+			err = syscall.Sendto(int(fd), []byte(part.b), part.flags, nil)
+			return err != syscall.EAGAIN
+		}); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Urgent data (MSG_OOB, as telnet and FTP send to interrupt) stays in the
 // stream, where it was sent: the container sees every byte in order. The
 // host socket takes it inline (SO_OOBINLINE), and a read stops at its
@@ -401,23 +425,10 @@ func TestIntegrationPublishedTCPUrgent(t *testing.T) {
 			t.Cleanup(hostnet.SetPeekOffset(peekOff)) // after the gateway closes
 			p := newPubTCP(t, envConfig{}, true)
 			client, srv := p.pair(t)
-			send := func(b string, flags int) {
-				t.Helper()
-				rc, err := client.SyscallConn()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if cerr := rc.Write(func(fd uintptr) bool {
-					err = syscall.Sendto(int(fd), []byte(b), flags, nil)
-					return err != syscall.EAGAIN
-				}); cerr != nil || err != nil {
-					t.Fatal(cerr, err)
-				}
-			}
 			const want = "before ! after"
-			send("before ", 0)
-			send("!", syscall.MSG_OOB)
-			send(" after", 0)
+			if err := sendUrgent(client, "before ", "!", " after"); err != nil {
+				t.Fatal(err)
+			}
 			// All of it before the client's FIN, whose news would have
 			// the splice read on anyway.
 			got := make([]byte, len(want))

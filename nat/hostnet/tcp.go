@@ -171,7 +171,7 @@ func (u *Uplink) dialTCP(dst netip.AddrPort) (*net.TCPConn, error) {
 	var c net.Conn
 	err := u.cfg.Namespace(func() error {
 		var err error
-		d := net.Dialer{LocalAddr: u.localAddr("tcp"), KeepAlive: -1}
+		d := net.Dialer{LocalAddr: u.localAddr("tcp"), KeepAlive: -1, Control: urgentInline}
 		if dst.Addr().IsLoopback() {
 			d.LocalAddr = nil
 		}
@@ -182,6 +182,20 @@ func (u *Uplink) dialTCP(dst netip.AddrPort) (*net.TCPConn, error) {
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
+}
+
+// urgentInline has the socket c take urgent data inline (SO_OOBINLINE): a
+// read would skip the urgent byte, and the stream to the container lose
+// it. A net.Dialer's Control.
+func urgentInline(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) { err = rawSetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_OOBINLINE, 1) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	return nil
 }
 
 // refuseTCP answers a container whose host connection failed.
