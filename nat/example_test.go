@@ -132,3 +132,16 @@ func ExampleParsePublish() {
 	// [2001:db8::1]:8443:[fd00::4]:443/tcp
 	// nat: bad rule: publish "8080:172.17.0.4": want [HOSTADDR:]HOSTPORT[-END]:CONTAINERADDR:CONTAINERPORT[-END][/tcp|/udp]
 }
+
+// ExamplePublish_Normal shows a rule built by hand as the rules keep it.
+func ExamplePublish_Normal() {
+	p := nat.Publish{
+		Proto:         conntrack.ProtoUDP,
+		HostAddr:      netip.IPv4Unspecified(),
+		HostPorts:     nat.PortRange{First: 5353, Last: 5354},
+		ContainerAddr: netip.MustParseAddr("::ffff:172.17.0.4"),
+	}
+	fmt.Println(p.Validate() != nil, p.Normal(), p.Normal().Validate())
+	// Output:
+	// true 5353-5354:172.17.0.4:5353-5354/udp <nil>
+}

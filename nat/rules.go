@@ -316,7 +316,7 @@ func (r *Rules) load() *ruleSet {
 // publishes one of its ports for the same protocol and an overlapping host
 // address (an unset address overlaps every address of its family).
 func (r *Rules) AddPublish(p Publish) (RuleID, error) {
-	p = p.normal()
+	p = p.Normal()
 	if err := p.Validate(); err != nil {
 		return 0, err
 	}
@@ -337,16 +337,18 @@ func (r *Rules) AddPublish(p Publish) (RuleID, error) {
 // host sockets for a rule asks first, so a port published twice fails
 // as a conflict rather than as the socket's "address in use".
 func (r *Rules) CheckPublish(p Publish) error {
-	p = p.normal()
+	p = p.Normal()
 	if err := p.Validate(); err != nil {
 		return err
 	}
 	return r.load().conflict(p)
 }
 
-// normal is p as the rules keep it: addresses unmapped, an unspecified
-// host address unset, container ports set.
-func (p Publish) normal() Publish {
+// Normal is p as the rules keep it (AddPublish): addresses unmapped, an
+// unspecified host address unset, container ports set (the host ports
+// when unset). An uplink that opens host sockets for a rule publishes
+// this, as the rules will show it.
+func (p Publish) Normal() Publish {
 	p.HostAddr, p.ContainerAddr = p.HostAddr.Unmap(), p.ContainerAddr.Unmap()
 	if p.HostAddr.IsValid() && p.HostAddr.IsUnspecified() {
 		p.HostAddr = netip.Addr{}
@@ -357,7 +359,7 @@ func (p Publish) normal() Publish {
 	return p
 }
 
-// conflict says which rule of s publishes one of normal rule p's ports
+// conflict says which rule of s publishes one of the ports of p (Normal)
 // for the same protocol and an overlapping host address (an unset address
 // overlaps every address of its family), wrapping ErrRuleConflict.
 func (s *ruleSet) conflict(p Publish) error {

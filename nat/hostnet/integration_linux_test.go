@@ -770,6 +770,27 @@ func TestIntegrationPublishErrors(t *testing.T) {
 	if err := e.up.Unpublish(id); err != nil {
 		t.Fatal(err)
 	}
+	// A rule built by hand as the gateway's rules take it: container
+	// ports unset (the host's), the unspecified host address, an
+	// IPv4-mapped container address. Published as they keep it.
+	hand := nat.Publish{
+		Proto:         conntrack.ProtoTCP,
+		HostAddr:      netip.IPv4Unspecified(),
+		HostPorts:     nat.PortRange{First: 8081, Last: 8081},
+		ContainerAddr: netip.AddrFrom16(netip.MustParseAddr("172.17.0.4").As16()),
+	}
+	hid, err := e.up.Publish(hand)
+	if err != nil {
+		t.Errorf("publishing %+v: %v, want it as Rules.AddPublish takes it", hand, err)
+	} else {
+		want := nat.Publish{ID: hid, Proto: conntrack.ProtoTCP, HostPorts: hand.HostPorts, ContainerPorts: hand.HostPorts, ContainerAddr: netip.MustParseAddr("172.17.0.4")}
+		if got := e.up.Published(); len(got) != 1 || got[0] != want {
+			t.Errorf("published %+v, want %+v", got, want)
+		}
+		if err := e.up.Unpublish(hid); err != nil {
+			t.Fatal(err)
+		}
+	}
 	lone, err := hostnet.New(hostnet.Config{Gateway: gwAddr.Addr(), Namespace: e.host.Do})
 	if err != nil {
 		t.Fatal(err)

@@ -24,10 +24,11 @@ var ErrNotAttached = errors.New("the uplink is not given to a gateway yet")
 // It returns the rule's id, for Unpublish; a port the host will not let
 // the uplink listen on is an error, and nothing is published.
 func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
+	p = p.Normal() // as the gateway's rules take it, and will show it
 	if err := p.Validate(); err != nil {
 		return 0, err
 	}
-	if !p.ContainerAddr.Is4() || p.HostAddr.IsValid() && !p.HostAddr.Unmap().Is4() {
+	if !p.ContainerAddr.Is4() {
 		return 0, fmt.Errorf("hostnet: %w: publish %v: IPv4 only", nat.ErrBadRule, p)
 	}
 	// One at a time: two rules for one port at once would both pass
