@@ -72,6 +72,7 @@ type Event struct {
 // counted in Lost.
 type Subscription struct {
 	c      chan Event
+	types  uint8 // the events it takes, a bit (1<<Type) each
 	lost   atomic.Uint64
 	subs   *subscribers
 	closed bool // under subs.mu
@@ -80,13 +81,34 @@ type Subscription struct {
 // DefaultEventBuffer is the buffer of a subscription made with size 0.
 const DefaultEventBuffer = 4096
 
+// allTypes are the bits of every EventType (Subscription.types).
+const allTypes = 1<<EventNew | 1<<EventUpdate | 1<<EventDestroy
+
+// SubscribeTo is Subscribe for the events of the given types only (every
+// type when none is given). The table builds no event for a subscriber
+// that does not take it: a reader of destroy events alone (to release
+// what an entry held) saves a snapshot, and a wake-up of its own, per
+// state change of every connection.
+func (t *Table) SubscribeTo(size int, types ...EventType) *Subscription {
+	mask := uint8(0)
+	for _, typ := range types {
+		mask |= 1 << typ & allTypes
+	}
+	if mask == 0 {
+		mask = allTypes
+	}
+	return t.subscribe(size, mask)
+}
+
 // Subscribe returns a subscription with a buffer of size events (0 means
 // DefaultEventBuffer). Close it when done.
-func (t *Table) Subscribe(size int) *Subscription {
+func (t *Table) Subscribe(size int) *Subscription { return t.subscribe(size, allTypes) }
+
+func (t *Table) subscribe(size int, types uint8) *Subscription {
 	if size <= 0 {
 		size = DefaultEventBuffer
 	}
-	s := &Subscription{c: make(chan Event, size), subs: &t.subs}
+	s := &Subscription{c: make(chan Event, size), types: types, subs: &t.subs}
 	t.subs.mu.Lock()
 	defer t.subs.mu.Unlock()
 	if t.subs.closed {
@@ -95,7 +117,7 @@ func (t *Table) Subscribe(size int) *Subscription {
 		return s
 	}
 	t.subs.list = append(t.subs.list, s)
-	t.subs.n.Store(int32(len(t.subs.list)))
+	t.subs.count()
 	return s
 }
 
@@ -121,7 +143,7 @@ func (s *Subscription) Close() error {
 			break
 		}
 	}
-	s.subs.n.Store(int32(len(s.subs.list)))
+	s.subs.count()
 	return nil
 }
 
@@ -129,18 +151,30 @@ type subscribers struct {
 	mu     sync.RWMutex
 	list   []*Subscription
 	closed bool
-	n      atomic.Int32 // len(list), read without the lock
+	types  atomic.Uint32 // the types some subscriber takes, read without the lock
 	lost   atomic.Uint64
 }
 
-// active reports whether anyone listens, so the packet path builds no
-// event for nobody.
-func (s *subscribers) active() bool { return s.n.Load() > 0 }
+// count notes the types the subscribers take. Under mu.
+func (s *subscribers) count() {
+	types := uint8(0)
+	for _, sub := range s.list {
+		types |= sub.types
+	}
+	s.types.Store(uint32(types))
+}
+
+// active reports whether anyone takes events of type typ, so the packet
+// path builds no event for nobody.
+func (s *subscribers) active(typ EventType) bool { return s.types.Load()&(1<<typ) != 0 }
 
 func (s *subscribers) emit(ev Event) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, sub := range s.list {
+		if sub.types&(1<<ev.Type) == 0 {
+			continue
+		}
 		select {
 		case sub.c <- ev:
 		default:
@@ -159,5 +193,5 @@ func (s *subscribers) closeAll() {
 		close(sub.c)
 	}
 	s.list = nil
-	s.n.Store(0)
+	s.types.Store(0)
 }

@@ -427,7 +427,7 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 	}
 	res.Status = Status(e.status.Load())
 	res.Class = classOf(dir, st)
-	if changed && !creating && t.subs.active() {
+	if changed && !creating && t.subs.active(EventUpdate) {
 		t.subs.emit(Event{Type: EventUpdate, Entry: t.snapshot(e, now)})
 	}
 	return res, actNone
@@ -522,7 +522,7 @@ func (t *Table) create(zone Zone, k *key, h uint64, p *Packet, now int64, nat Tr
 	res, _ := t.update(e, Original, p, now, true)
 	res.Created = true
 	t.stats.inserted.Add(1)
-	if t.subs.active() {
+	if t.subs.active(EventNew) {
 		// Under the shard locks, so no event of the entry can overtake it.
 		t.subs.emit(Event{Type: EventNew, Entry: t.snapshot(e, now)})
 	}
@@ -619,7 +619,7 @@ func (t *Table) deleteID(ref uint32, id uint64, why Reason) bool {
 	if !same {
 		return false
 	}
-	if t.subs.active() {
+	if t.subs.active(EventDestroy) {
 		t.subs.emit(Event{Type: EventDestroy, Reason: why, Entry: t.snapshot(e, t.now())})
 	}
 	t.shards[a].remove(ref&^1, uint32(h0))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -460,6 +461,48 @@ func TestEvents(t *testing.T) {
 	}
 	if err := tbl.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A subscription to some types of event gets those only, in order, beside
+// one that takes all; with no subscriber of a type, the table builds no
+// event of it (active says so to the packet path).
+func TestSubscribeTo(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	all := tbl.Subscribe(64)
+	gone := tbl.SubscribeTo(64, EventDestroy)
+	born := tbl.SubscribeTo(64, EventNew, EventDestroy)
+	c, s := ap("10.0.0.2:1234"), ap("192.0.2.9:53")
+	track(t, tbl, udpPacket(c, s, 1))
+	track(t, tbl, udpPacket(s, c, 1)) // an update: the first reply
+	clk.Advance(31 * time.Second)
+	tbl.Expire(0)
+	for _, sc := range []struct {
+		sub  *Subscription
+		want []string
+	}{
+		{all, []string{"NEW 1", "UPDATE 1", "DESTROY 1"}},
+		{gone, []string{"DESTROY 1"}},
+		{born, []string{"NEW 1", "DESTROY 1"}},
+	} {
+		var got []string
+		for len(sc.sub.Events()) > 0 {
+			ev := <-sc.sub.Events()
+			got = append(got, fmt.Sprintf("%v %d", ev.Type, ev.Entry.ID))
+		}
+		if !slices.Equal(got, sc.want) {
+			t.Errorf("subscription to %03b: events %q, want %q", sc.sub.types, got, sc.want)
+		}
+	}
+	all.Close()
+	born.Close()
+	if tbl.subs.active(EventNew) || tbl.subs.active(EventUpdate) || !tbl.subs.active(EventDestroy) {
+		t.Errorf("with a subscriber of destroy events alone: active new %v, update %v, destroy %v; want destroy only",
+			tbl.subs.active(EventNew), tbl.subs.active(EventUpdate), tbl.subs.active(EventDestroy))
+	}
+	gone.Close()
+	if tbl.subs.active(EventDestroy) {
+		t.Error("no subscriber left, and destroy events still built")
 	}
 }
 

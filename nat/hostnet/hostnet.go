@@ -208,7 +208,7 @@ func (u *Uplink) Attach(tbl *conntrack.Table, rules *nat.Rules) {
 		return
 	}
 	u.rules.Store(rules)
-	sub := tbl.Subscribe(0)
+	sub := tbl.SubscribeTo(0, conntrack.EventDestroy)
 	u.wg.Add(1)
 	go u.reap(sub)
 }
