@@ -80,6 +80,7 @@ type splice struct {
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
 	dtimer                                 *time.Timer
+	dtimerSet                              bool // dtimer will fire: it is not armed again before
 	finAt, finSent, finAcked, hostEOF      bool      // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
 	finSeq                                 uint32    // the sequence number of our FIN, once finAt
 	finRcvd, shutWr                        bool      // the container's FIN came; the host socket's write side shut
@@ -420,11 +421,19 @@ func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
 // wait for a segment of ours to ride on (an answer from the client, or
 // our FIN): far below the container's retransmission timeout (200 ms at
 // least), and short enough for a sender that waits for it (Nagle).
-const ackDelay = time.Millisecond
+var ackDelay = time.Millisecond // a variable for the tests
 
-// delayAckLocked schedules the acknowledgement of what came.
+// delayAckLocked schedules the acknowledgement of what came: within
+// ackDelay of the first byte not acknowledged, as Linux's delayed ACK
+// does, not pushed back by each segment after it (a timer operation
+// less per segment, and a sender of small segments at short intervals
+// would otherwise wait for its acknowledgement without end).
 func (s *splice) delayAckLocked() {
 	s.ackDue = true
+	if s.dtimerSet {
+		return
+	}
+	s.dtimerSet = true
 	if s.dtimer == nil {
 		s.dtimer = time.AfterFunc(ackDelay, s.ackIfDue)
 		return
@@ -435,6 +444,7 @@ func (s *splice) delayAckLocked() {
 // ackIfDue sends the acknowledgement that waits, if one does.
 func (s *splice) ackIfDue() {
 	s.mu.Lock()
+	s.dtimerSet = false
 	if !s.ackDue || s.state != spliceOpen {
 		s.mu.Unlock()
 		return
@@ -1246,6 +1256,7 @@ func (s *splice) stopLocked() {
 	s.disarmLocked()
 	if s.dtimer != nil {
 		s.dtimer.Stop()
+		s.dtimerSet = false
 	}
 }
 

@@ -439,3 +439,37 @@ func TestSpliceDelayedAck(t *testing.T) {
 		t.Fatalf("%d more frames after the delayed ACK", n)
 	}
 }
+
+// The delayed ACK goes within ackDelay of the first byte it acknowledges:
+// segments after it do not push it back.
+func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
+	old := ackDelay
+	ackDelay = 50 * time.Millisecond // long beside the machine's scheduling delays
+	t.Cleanup(func() { ackDelay = old })
+	s, drain, _ := refusingSplice(t, "")
+	drain() // the queue takes frames
+	s.mu.Lock()
+	s.rcvNxt, s.rcvAcked = 5000, 5000
+	s.mu.Unlock()
+	h := header.TCP(make([]byte, header.TCPMinimumSize))
+	for i := range 3 {
+		if i > 0 {
+			// Each byte inside the delay of the last: a timer armed
+			// again by each would not fire before the third.
+			time.Sleep(ackDelay * 4 / 5)
+		}
+		if n := len(s.u.ln.q); n > 0 {
+			break
+		}
+		h.Encode(&header.TCPFields{SeqNum: 5000 + uint32(i), AckNum: 1000, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 0xffff})
+		s.input(h, []byte("x"))
+	}
+	select {
+	case f := <-s.u.ln.q:
+		if tcp := header.TCP((*f.buf)[nat.Headroom+20 : f.n]); tcp.Flags() != header.TCPFlagAck || tcp.AckNumber() != 5002 {
+			t.Fatalf("flags %v, ack %d; want a pure ACK of the first two bytes, 5002", tcp.Flags(), tcp.AckNumber())
+		}
+	default:
+		t.Fatalf("no acknowledgement %v after the first byte, with bytes every %v", ackDelay*8/5, ackDelay*4/5)
+	}
+}
