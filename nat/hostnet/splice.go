@@ -80,7 +80,7 @@ type splice struct {
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
 	dtimer                                 *time.Timer
-	dtimerSet                              bool // dtimer will fire: it is not armed again before
+	dtimerSet                              bool      // dtimer will fire for the bytes not acknowledged: not armed again for more
 	finAt, finSent, finAcked, hostEOF      bool      // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
 	finSeq                                 uint32    // the sequence number of our FIN, once finAt
 	finRcvd, shutWr                        bool      // the container's FIN came; the host socket's write side shut
@@ -414,6 +414,9 @@ func (s *splice) windowLocked() uint16 {
 // and notes it sent: the caller sends the segment.
 func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
 	s.rcvAcked, s.ackDue, s.ackNow, s.ackMust = s.rcvNxt, false, false, false
+	// The next byte's delay starts from it: the timer is armed again
+	// then (Linux clears its delayed ACK's pending mark when an ACK goes).
+	s.dtimerSet = false
 	return s.sndNxt, s.rcvNxt, s.windowLocked()
 }
 
@@ -424,10 +427,11 @@ func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
 var ackDelay = time.Millisecond // a variable for the tests
 
 // delayAckLocked schedules the acknowledgement of what came: within
-// ackDelay of the first byte not acknowledged, as Linux's delayed ACK
-// does, not pushed back by each segment after it (a timer operation
-// less per segment, and a sender of small segments at short intervals
-// would otherwise wait for its acknowledgement without end).
+// ackDelay of the first byte not acknowledged since the last
+// acknowledgement went, as Linux's delayed ACK does, not pushed back by
+// each segment after it (a timer operation less per segment, and a
+// sender of small segments at short intervals would otherwise wait for
+// its acknowledgement without end).
 func (s *splice) delayAckLocked() {
 	s.ackDue = true
 	if s.dtimerSet {
