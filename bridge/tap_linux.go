@@ -370,11 +370,7 @@ func linkStats(path, name string) (rtnl.LinkStats, error) {
 		return rtnl.LinkStats{}, err
 	}
 	defer c.Close()
-	index, err := c.LinkIndex(name)
-	if err != nil {
-		return rtnl.LinkStats{}, err
-	}
-	return c.LinkStats(index)
+	return c.LinkStats(name)
 }
 
 // tunIfreq asks the TUN/TAP device open as fd for its name and flags

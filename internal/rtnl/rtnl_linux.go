@@ -82,25 +82,36 @@ func (c *Conn) Close() error {
 
 // LinkIndex returns the index of the link called name.
 func (c *Conn) LinkIndex(name string) (int, error) {
+	index, _, err := c.link(name)
+	return index, err
+}
+
+// link asks for the link named name: its index, and its counters when
+// the answer has them.
+func (c *Conn) link(name string) (int, *LinkStats, error) {
 	if name == "" || len(name) >= unix.IFNAMSIZ {
-		return 0, &OpError{Op: "find link " + name, Err: unix.EINVAL}
+		return 0, nil, &OpError{Op: "find link " + name, Err: unix.EINVAL}
 	}
 	m := newMessage(unix.RTM_GETLINK, 0)
 	m.ifInfo(unix.AF_UNSPEC, 0, 0, 0)
 	m.attr(unix.IFLA_IFNAME, append([]byte(name), 0))
 	var index int
+	var st *LinkStats
 	err := c.request(m, func(typ uint16, data []byte) {
-		if typ == unix.RTM_NEWLINK && len(data) >= unix.SizeofIfInfomsg {
+		if typ == unix.RTM_NEWLINK && len(data) >= unix.SizeofIfInfomsg && index == 0 {
 			index = int(int32(binary.NativeEndian.Uint32(data[4:8])))
+			if s, ok := parseLinkStats(data); ok {
+				st = &s
+			}
 		}
 	})
 	if err == nil && index == 0 {
 		err = errors.New("no link in the answer")
 	}
 	if err != nil {
-		return 0, &OpError{Op: "find link " + name, Err: err}
+		return 0, nil, &OpError{Op: "find link " + name, Err: err}
 	}
-	return index, nil
+	return index, st, nil
 }
 
 // LinkStats are a link's counters as `ip -s link` shows them: the first
@@ -115,24 +126,17 @@ type LinkStats struct {
 	RxDropped, TxDropped uint64
 }
 
-// LinkStats returns the counters of the link with index.
-func (c *Conn) LinkStats(index int) (LinkStats, error) {
-	m := newMessage(unix.RTM_GETLINK, 0)
-	m.ifInfo(unix.AF_UNSPEC, int32(index), 0, 0)
-	var st LinkStats
-	found := false
-	err := c.request(m, func(typ uint16, data []byte) {
-		if typ == unix.RTM_NEWLINK && !found {
-			st, found = parseLinkStats(data)
-		}
-	})
-	if err == nil && !found {
-		err = errors.New("no IFLA_STATS64 in the answer")
+// LinkStats returns the counters of the link named name, in one round
+// trip.
+func (c *Conn) LinkStats(name string) (LinkStats, error) {
+	_, st, err := c.link(name)
+	if err == nil && st == nil {
+		err = &OpError{Op: "read counters of link " + name, Err: errors.New("no IFLA_STATS64 in the answer")}
 	}
 	if err != nil {
-		return LinkStats{}, &OpError{Op: fmt.Sprintf("read counters of link %d", index), Err: err}
+		return LinkStats{}, err
 	}
-	return st, nil
+	return *st, nil
 }
 
 // parseLinkStats finds IFLA_STATS64 among the attributes of an

@@ -250,7 +250,7 @@ func TestIntegrationLinkStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := c.LinkStats(lo)
+	before, err := c.LinkStats("lo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,14 +261,14 @@ func TestIntegrationLinkStats(t *testing.T) {
 	if err := netns.SendUDP(ns, netip.MustParseAddrPort("127.0.0.1:9"), n); err != nil {
 		t.Fatal(err)
 	}
-	after, err := c.LinkStats(lo)
+	after, err := c.LinkStats("lo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := after.TxPackets - before.TxPackets; d < n {
 		t.Errorf("%d packets sent over lo counted, want %d at least", d, n)
 	}
-	if _, err := c.LinkStats(9999); !errors.Is(err, unix.ENODEV) {
+	if _, err := c.LinkStats("nope0"); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("counters of no link: %v, want ENODEV", err)
 	}
 }
