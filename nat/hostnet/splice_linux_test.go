@@ -461,3 +461,37 @@ func TestIntegrationPublishedTCPShortReads(t *testing.T) {
 		t.Errorf("%d reads of the host socket found nothing in %d rounds, want few", n, rounds)
 	}
 }
+
+// A client that speaks MPTCP reaches the container through a published
+// port as any other (the port listens on TCP, and the client falls back
+// to it), and the splices after it still peek from their offset. With
+// Go's default MPTCP listener, its socket refused SO_PEEK_OFF (which
+// turned the peek offset off for every splice after it) and a discarding
+// read (which reset the flow).
+func TestIntegrationPublishedTCPMultipathClient(t *testing.T) {
+	t.Cleanup(hostnet.SetPeekOffset(true)) // found out again; after the gateway closes
+	p := newPubTCP(t, envConfig{}, true)
+	var client *net.TCPConn
+	if err := p.remote.Do(func() error {
+		var d net.Dialer
+		d.SetMultipathTCP(true)
+		c, err := d.DialContext(ctx(t), "tcp4", pubTCPDial)
+		if err != nil {
+			return err
+		}
+		client = c.(*net.TCPConn)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	client.SetDeadline(time.Now().Add(connDeadline))
+	srv := p.accept(t)
+	bothWays(t, client, srv, 1<<20)
+	skipped := hostnet.SkippingPeeks()
+	client, srv = p.pair(t)
+	converse(t, client, srv, 5, 10*time.Millisecond)
+	if hostnet.SkippingPeeks() != skipped {
+		t.Error("after a client that speaks MPTCP, splices skip bytes in flight: the peek offset is off")
+	}
+}
