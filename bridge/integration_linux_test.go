@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -479,5 +480,73 @@ func TestIntegrationTAPServeFrames(t *testing.T) {
 	tap.Close()
 	if err := tap.ServeFramesOffload(bufs, sizes, meta, func(int) bool { return true }); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("ServeFramesOffload on a closed TAP: %v, want net.ErrClosed", err)
+	}
+}
+
+// Close ends ServeFramesOffload while frames keep coming: its loop looks
+// for Close between batches, since the descriptor closes only once no
+// read holds it, and the device under a flood never runs dry.
+func TestIntegrationTAPServeFramesCloseUnderFlood(t *testing.T) {
+	netns.RequirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "tap0"); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes, meta := make([][]byte, 8), make([]int, 8), make([]Offload, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, MaxGSOFrame)
+	}
+	var frames atomic.Int64
+	served := make(chan error, 1)
+	go func() {
+		served <- tap.ServeFramesOffload(bufs, sizes, meta, func(n int) bool {
+			frames.Add(int64(n))
+			time.Sleep(200 * time.Microsecond) // as forwarding takes time
+			return true
+		})
+	}()
+	pc, err := ns.ListenPacket("udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var stop atomic.Bool
+	flooding := make(chan struct{})
+	go func() {
+		defer close(flooding)
+		dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.9.0.2:9"))
+		for !stop.Load() {
+			pc.WriteTo([]byte("x"), dst)
+		}
+	}()
+	defer func() {
+		stop.Store(true)
+		<-flooding
+	}()
+	waitFor(t, "frames of the flood", func() bool { return frames.Load() > 1000 })
+	closed := make(chan struct{})
+	go func() {
+		tap.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("Close still waiting after 2 s of flood (%d frames served)", frames.Load())
+	}
+	if err := <-served; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("ServeFramesOffload after Close: %v, want net.ErrClosed", err)
 	}
 }

@@ -104,6 +104,7 @@ type TAP struct {
 	rempty  bool      // the last read found nothing (EAGAIN)
 	rnone   uint64    // reads that found nothing, for the tests
 	rserve  func(int) bool
+	rstop   bool // rserve said stop
 	rhdr    [vnetHdrLen]byte
 	riov    [2]unix.Iovec
 	readFn  func(uintptr) bool
@@ -428,11 +429,14 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 	if t.closed.Load() {
 		return net.ErrClosed
 	}
-	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rerr = bufs, sizes, meta, fn, nil
+	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rerr, t.rstop = bufs, sizes, meta, fn, nil, false
 	err := t.rc.Read(t.serveFn)
-	rerr := t.rerr
+	rerr, stop := t.rerr, t.rstop
 	t.rbufs, t.rsizes, t.rmeta, t.rserve = nil, nil, nil, nil
 	clear(t.riov[:])
+	if stop {
+		return nil
+	}
 	if err == nil {
 		err = rerr
 	}
@@ -444,11 +448,22 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 // only when a read found nothing. All in one call of rc.Read: a new call
 // forgets the news that came before it (it resets the descriptor's
 // readiness), so it must read first, even when the last found nothing.
+// Between batches it looks for Close, which waits for it to return (the
+// descriptor is closed once no read holds it): a device that never runs
+// dry would keep it waiting.
 func (t *TAP) serveRaw(fd uintptr) bool {
 	for {
+		if t.closed.Load() {
+			t.rerr = net.ErrClosed
+			return true
+		}
 		t.rn, t.rempty = 0, false
 		t.readRaw(fd)
-		if t.rn > 0 && !t.rserve(t.rn) || t.rerr != nil {
+		if t.rn > 0 && !t.rserve(t.rn) {
+			t.rstop = true
+			return true
+		}
+		if t.rerr != nil {
 			return true
 		}
 		if t.rempty {
