@@ -702,6 +702,7 @@ func (s *splice) pumpLocked() string {
 			return "setting the peek offset failed"
 		}
 	}
+	tries := 0
 	for sent := 0; s.state == spliceOpen && !s.hostEOF; sent++ {
 		if sent == spliceBurst {
 			// The rest on the poller's next round.
@@ -735,6 +736,12 @@ func (s *splice) pumpLocked() string {
 			s.u.ln.putBuf(bp)
 			switch {
 			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN && s.toEmpty && tries < atMarkTries && s.unpeekedLocked():
+				// A peek from urgent data's mark finds nothing while a
+				// signal waits (as discardLocked's reads); the bytes
+				// are there, and the poller's news of them was taken.
+				tries++
 				continue
 			case err == unix.EAGAIN:
 				emptyPeeks.Add(1)
@@ -875,6 +882,17 @@ func recvPeek(fd int, b []byte) (int, error) {
 	return int(r), nil
 }
 
+// atMarkTries bounds the reads that find nothing at urgent data's mark
+// while a signal waits, and are tried again.
+const atMarkTries = 8
+
+// unpeekedLocked reports whether the host socket holds bytes past those
+// sent (SIOCINQ), which a peek did not find.
+func (s *splice) unpeekedLocked() bool {
+	inq, err := unix.IoctlGetInt(s.fd, unix.SIOCINQ)
+	return err == nil && inq > int(s.sndNxt-s.discarded)
+}
+
 // emptyPeeks counts the reads of host sockets that found nothing (for the
 // tests).
 var emptyPeeks atomic.Int64
@@ -894,10 +912,17 @@ var skipBuf = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
 // discarded.
 var errAtMark = errors.New("hostnet: the peek stopped at urgent data")
 
+// peekSkipBetween, when set, runs between recvPeekSkip's two questions to
+// the socket (for the tests: bytes and a FIN that come then).
+var peekSkipBetween func()
+
 // recvPeekSkip peeks past skip bytes, into skipBuf. With nothing past
 // them, it says errAtMark when the socket holds more (SIOCINQ), else
 // EAGAIN unless the client's end of stream came (n 0, no error), which it
-// asks the socket's TCP state for.
+// asks the socket's TCP state for. The state first: a FIN comes after
+// every byte before it, so once the state shows it, SIOCINQ counts them
+// all; asked the other way round, bytes and a FIN that came between the
+// two would have looked like the end, and been lost.
 func recvPeekSkip(fd int, b []byte, skip int) (int, error) {
 	iov := [2]unix.Iovec{{Base: &skipBuf()[0]}, {Base: &b[0]}}
 	iov[0].SetLen(skip)
@@ -918,18 +943,23 @@ func recvPeekSkip(fd int, b []byte, skip int) (int, error) {
 	case r == 0 && skip == 0:
 		return 0, nil // the end of stream
 	case n < 0:
-		return 0, unix.EAGAIN // cannot be: what was sent is still there
+		// What was sent is still there: the peek stopped at a mark
+		// among those bytes (urgent data a sender pointed back at).
+		return 0, errAtMark
 	case n == 0:
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, err
+		}
+		if peekSkipBetween != nil {
+			peekSkipBetween()
+		}
 		inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ) // without a FIN's
 		if err != nil {
 			return 0, err
 		}
 		if inq > skip {
-			return 0, errAtMark
-		}
-		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			return 0, err
+			return 0, errAtMark // or bytes that came since the peek: their news comes too
 		}
 		switch info.State {
 		case tcpCloseWait, tcpLastAck, tcpClosing, tcpTimeWait, tcpClose:
@@ -965,10 +995,15 @@ func (s *splice) discardLocked(all bool) bool {
 	if n <= 0 || n < spliceDiscard && !all && s.sndUna != s.sndNxt || s.state == spliceDone {
 		return true
 	}
-	for n > 0 {
+	for tries := 0; n > 0; tries++ {
 		r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, uintptr(n), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == unix.EINTR:
+		case e == unix.EAGAIN && tries < atMarkTries:
+			// The bytes are there: a read from urgent data's mark
+			// finds none while a signal waits (Go's runtime sends
+			// SIGURG to preempt), and the signal is taken on the way
+			// back.
 		case e != 0 || r == 0:
 			return false
 		default:
