@@ -85,17 +85,18 @@ const DefaultEventBuffer = 4096
 const allTypes = 1<<EventNew | 1<<EventUpdate | 1<<EventDestroy
 
 // SubscribeTo is Subscribe for the events of the given types only (every
-// type when none is given). The table builds no event for a subscriber
-// that does not take it: a reader of destroy events alone (to release
-// what an entry held) saves a snapshot, and a wake-up of its own, per
-// state change of every connection.
+// type when none is given; a type that is none of EventNew, EventUpdate
+// and EventDestroy adds nothing). The table builds no event for a
+// subscriber that does not take it: a reader of destroy events alone (to
+// release what an entry held) saves a snapshot, and a wake-up of its own,
+// per state change of every connection.
 func (t *Table) SubscribeTo(size int, types ...EventType) *Subscription {
+	if len(types) == 0 {
+		return t.subscribe(size, allTypes)
+	}
 	mask := uint8(0)
 	for _, typ := range types {
-		mask |= 1 << typ & allTypes
-	}
-	if mask == 0 {
-		mask = allTypes
+		mask |= 1 << typ & allTypes // 0 for a type past the byte
 	}
 	return t.subscribe(size, mask)
 }

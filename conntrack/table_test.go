@@ -471,6 +471,7 @@ func TestSubscribeTo(t *testing.T) {
 	tbl, clk := newTable(t, Config{})
 	all := tbl.Subscribe(64)
 	gone := tbl.SubscribeTo(64, EventDestroy)
+	none := tbl.SubscribeTo(64, EventType(9))
 	born := tbl.SubscribeTo(64, EventNew, EventDestroy)
 	c, s := ap("10.0.0.2:1234"), ap("192.0.2.9:53")
 	track(t, tbl, udpPacket(c, s, 1))
@@ -484,6 +485,7 @@ func TestSubscribeTo(t *testing.T) {
 		{all, []string{"NEW 1", "UPDATE 1", "DESTROY 1"}},
 		{gone, []string{"DESTROY 1"}},
 		{born, []string{"NEW 1", "DESTROY 1"}},
+		{none, nil},
 	} {
 		var got []string
 		for len(sc.sub.Events()) > 0 {
@@ -496,6 +498,7 @@ func TestSubscribeTo(t *testing.T) {
 	}
 	all.Close()
 	born.Close()
+	none.Close()
 	if tbl.subs.active(EventNew) || tbl.subs.active(EventUpdate) || !tbl.subs.active(EventDestroy) {
 		t.Errorf("with a subscriber of destroy events alone: active new %v, update %v, destroy %v; want destroy only",
 			tbl.subs.active(EventNew), tbl.subs.active(EventUpdate), tbl.subs.active(EventDestroy))

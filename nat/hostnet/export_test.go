@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// SetPeekOffset makes the splices made from now on peek with SO_PEEK_OFF
+// SetPeekOffset makes the published ports made from now on (and their
+// splices: each port's listener decides for them) peek with SO_PEEK_OFF
 // (on, where the kernel has it) or by skipping the bytes sent, as on
 // kernels before 6.10; restore puts the last choice back.
 func SetPeekOffset(on bool) (restore func()) {

@@ -444,7 +444,7 @@ func TestSpliceDelayedAck(t *testing.T) {
 // segments after it do not push it back.
 func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
 	old := ackDelay
-	ackDelay = 50 * time.Millisecond // long beside the machine's scheduling delays
+	ackDelay = 100 * time.Millisecond // long beside the machine's scheduling delays
 	t.Cleanup(func() { ackDelay = old })
 	s, drain, _ := refusingSplice(t, "")
 	drain() // the queue takes frames
@@ -456,7 +456,7 @@ func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
 		if i > 0 {
 			// Each byte inside the delay of the last: a timer armed
 			// again by each would not fire before the third.
-			time.Sleep(ackDelay * 4 / 5)
+			time.Sleep(ackDelay * 3 / 5)
 		}
 		if n := len(s.u.ln.q); n > 0 {
 			break
@@ -466,10 +466,12 @@ func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
 	}
 	select {
 	case f := <-s.u.ln.q:
-		if tcp := header.TCP((*f.buf)[nat.Headroom+20 : f.n]); tcp.Flags() != header.TCPFlagAck || tcp.AckNumber() != 5002 {
-			t.Fatalf("flags %v, ack %d; want a pure ACK of the first two bytes, 5002", tcp.Flags(), tcp.AckNumber())
+		// Of both bytes, or of the first when the machine slept past
+		// the delay before the second.
+		if tcp := header.TCP((*f.buf)[nat.Headroom+20 : f.n]); tcp.Flags() != header.TCPFlagAck || tcp.AckNumber() != 5002 && tcp.AckNumber() != 5001 {
+			t.Fatalf("flags %v, ack %d; want a pure ACK of the first byte or two", tcp.Flags(), tcp.AckNumber())
 		}
 	default:
-		t.Fatalf("no acknowledgement %v after the first byte, with bytes every %v", ackDelay*8/5, ackDelay*4/5)
+		t.Fatalf("no acknowledgement %v after the first byte, with bytes every %v", ackDelay*6/5, ackDelay*3/5)
 	}
 }
