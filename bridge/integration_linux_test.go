@@ -322,25 +322,9 @@ func TestIntegrationOpenTAPErrors(t *testing.T) {
 // A TAP's kernel counters show frames the bridge never saw: with nobody
 // reading the device, its queue fills and drops what its stack sends.
 func TestIntegrationTAPKernelCounters(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tap.Close()
+	ns, tap := sendingTAP(t, false)
 	before, err := tap.KernelCounters()
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "tap0"); err != nil {
 		t.Fatal(err)
 	}
 	const n = 4000 // the device queues 500 or 1000, as the kernel sets it
@@ -359,6 +343,42 @@ func TestIntegrationTAPKernelCounters(t *testing.T) {
 	if _, err := tap.KernelCounters(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("counters of a closed TAP: %v, want net.ErrClosed", err)
 	}
+}
+
+// sendingTAP is a TAP device tap0 in a namespace of its own, with
+// 10.9.0.1/24 and a neighbour 10.9.0.2 (02:00:00:00:00:02): what the
+// namespace sends to 10.9.0.2 comes out of it as frames. Both are closed
+// when the test ends.
+func sendingTAP(t *testing.T, offload bool) (*netns.NS, *TAP) {
+	t.Helper()
+	netns.RequirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: offload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tap.Close() })
+	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "tap0"); err != nil {
+		t.Fatal(err)
+	}
+	return ns, tap
+}
+
+// offloadBatch makes n buffers of MaxGSOFrame bytes, with their sizes and
+// offload metadata, for ReadFramesOffload and ServeFramesOffload.
+func offloadBatch(n int) ([][]byte, []int, []Offload) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, MaxGSOFrame)
+	}
+	return bufs, make([]int, n), make([]Offload, n)
 }
 
 // KernelCounters racing Close leaves no descriptor open: each it leaked
@@ -422,28 +442,9 @@ func TestIntegrationTAPKernelCountersClose(t *testing.T) {
 // ReadFramesOffload calls reads twice (the next call cannot know the last
 // found nothing).
 func TestIntegrationTAPServeFrames(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tap.Close()
-	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "tap0"); err != nil {
-		t.Fatal(err)
-	}
+	ns, tap := sendingTAP(t, true)
 	const rounds = 100
-	bufs, sizes, meta := make([][]byte, 8), make([]int, 8), make([]Offload, 8)
-	for i := range bufs {
-		bufs[i] = make([]byte, MaxGSOFrame)
-	}
+	bufs, sizes, meta := offloadBatch(8)
 	udp := make(chan struct{}, rounds) // a frame of the test's own came
 	frames := 0
 	served := make(chan error, 1)
@@ -487,27 +488,8 @@ func TestIntegrationTAPServeFrames(t *testing.T) {
 // for Close between batches, since the descriptor closes only once no
 // read holds it, and the device under a flood never runs dry.
 func TestIntegrationTAPServeFramesCloseUnderFlood(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tap.Close()
-	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", "02:00:00:00:00:02", "dev", "tap0"); err != nil {
-		t.Fatal(err)
-	}
-	bufs, sizes, meta := make([][]byte, 8), make([]int, 8), make([]Offload, 8)
-	for i := range bufs {
-		bufs[i] = make([]byte, MaxGSOFrame)
-	}
+	ns, tap := sendingTAP(t, true)
+	bufs, sizes, meta := offloadBatch(8)
 	var frames atomic.Int64
 	served := make(chan error, 1)
 	go func() {

@@ -410,16 +410,23 @@ func TestSpliceRefusedFinKeepsAck(t *testing.T) {
 	}
 }
 
-// The container's bytes, in order and short of two segments, are
-// acknowledged after ackDelay by one pure ACK, not at once: the delayed
-// ACK, which our next segment would usually carry instead.
-func TestSpliceDelayedAck(t *testing.T) {
+// receivingSplice is an open splice whose queue to the gateway takes
+// frames, waiting for the container's byte 5000, and a header to send it
+// segments with.
+func receivingSplice(t *testing.T) (*splice, header.TCP) {
 	s, drain, _ := refusingSplice(t, "")
 	drain() // the queue takes frames
 	s.mu.Lock()
 	s.rcvNxt, s.rcvAcked = 5000, 5000
 	s.mu.Unlock()
-	h := header.TCP(make([]byte, header.TCPMinimumSize))
+	return s, header.TCP(make([]byte, header.TCPMinimumSize))
+}
+
+// The container's bytes, in order and short of two segments, are
+// acknowledged after ackDelay by one pure ACK, not at once: the delayed
+// ACK, which our next segment would usually carry instead.
+func TestSpliceDelayedAck(t *testing.T) {
+	s, h := receivingSplice(t)
 	h.Encode(&header.TCPFields{SeqNum: 5000, AckNum: 1000, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 0xffff})
 	s.input(h, []byte("hi"))
 	if n := len(s.u.ln.q); n != 0 {
@@ -446,12 +453,7 @@ func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
 	old := ackDelay
 	ackDelay = 100 * time.Millisecond // long beside the machine's scheduling delays
 	t.Cleanup(func() { ackDelay = old })
-	s, drain, _ := refusingSplice(t, "")
-	drain() // the queue takes frames
-	s.mu.Lock()
-	s.rcvNxt, s.rcvAcked = 5000, 5000
-	s.mu.Unlock()
-	h := header.TCP(make([]byte, header.TCPMinimumSize))
+	s, h := receivingSplice(t)
 	for i := range 3 {
 		if i > 0 {
 			// Each byte inside the delay of the last: a timer armed
