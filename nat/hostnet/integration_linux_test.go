@@ -660,6 +660,77 @@ func TestIntegrationPublishedPortReuse(t *testing.T) {
 	}
 }
 
+// Short connections out from a container that reuses its ports at once
+// (here a range of 100, 4 clients at a time), to a server that closes
+// first (HTTP/1.0): none is refused or broken. The container's side ends
+// last and keeps no TIME_WAIT, so a port comes back while the uplink's
+// stack may still hold the last connection on it.
+func TestIntegrationOutboundPortReuse(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	if err := e.ctr.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40099"), 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.remote.Listen("tcp", "198.51.100.2:7003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // read a byte, answer one, close first
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b := make([]byte, 1)
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Read(b); err == nil {
+					c.Write(b)
+				}
+				c.Close()
+			}()
+		}
+	}()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var bad []string
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 150 {
+				// A SYN the uplink drops waits a second for the
+				// container's retry: the 5 s deadline fails fast.
+				dctx, cancel := context.WithTimeout(ctx(t), 5*time.Second)
+				c, err := e.ctr.Dial(dctx, "tcp", "198.51.100.2:7003")
+				cancel()
+				if err == nil {
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					c.Write([]byte("x"))
+					var b []byte
+					b, err = io.ReadAll(c)
+					c.Close()
+					if err == nil && string(b) != "x" {
+						err = fmt.Errorf("read %q", b)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					bad = append(bad, err.Error())
+					mu.Unlock()
+					return // one is enough
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(bad) > 0 {
+		t.Fatalf("%d clients of 4 failed, such as %s", len(bad), bad[0])
+	}
+}
+
 // Connections to a destination that never answers time out, however
 // many; the uplink forgets them, and a connection after them works.
 func TestIntegrationSilentDestinations(t *testing.T) {

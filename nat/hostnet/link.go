@@ -24,7 +24,13 @@ const nicID tcpip.NICID = 1
 // takes packets to any address) and spoofing (it sends from any address),
 // with no address of its own and a default route. TCP options were
 // chosen by measurement (bench/rootless): CUBIC, SACK, receive buffer
-// moderation, buffers up to 8 MiB.
+// moderation, buffers up to 8 MiB. Its endpoints keep no TIME_WAIT: a
+// container reuses a port at once when the remote end closed first (its
+// side then ends last, without TIME_WAIT of its own), and the stack's
+// endpoint in TIME_WAIT dropped the new SYN (it hands such a SYN only to a
+// listening endpoint, and the uplink takes SYNs with a forwarder), so the
+// connection waited for the container's retries. The flow's conntrack
+// entry keeps the TIME_WAIT, as the kernel's does.
 func newStack(ln *link) (*stack.Stack, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
@@ -40,7 +46,8 @@ func newStack(ln *link) (*stack.Stack, error) {
 	cc := tcpip.CongestionControlOption("cubic")
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: 1 << 20, Max: 8 << 20}
-	for _, o := range []tcpip.SettableTransportProtocolOption{&sack, &mod, &cc, &snd, &rcv} {
+	tw := tcpip.TCPTimeWaitTimeoutOption(0)
+	for _, o := range []tcpip.SettableTransportProtocolOption{&sack, &mod, &cc, &snd, &rcv, &tw} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
 			return fail("TCP option", err)
 		}
