@@ -81,7 +81,7 @@ func runFuzzTrack(t *testing.T, in []byte) {
 	{
 		tbl, clk := newTable(t, Config{Max: 16})
 		gw := netip.MustParseAddr("203.0.113.1")
-		nats := []Translator{nil, &snat{gw: gw}, FixedReply{udpTuple("198.51.100.200:443", "203.0.113.1:1"), SrcNAT}, dnat{}}
+		nats := []Translator{nil, &snat{gw: gw}, FixedReply{Reply: udpTuple("198.51.100.200:443", "203.0.113.1:1"), Status: SrcNAT}, dnat{}}
 		for len(in) >= 2 {
 			ctl, n := in[0], int(in[1])
 			in = in[2:]

@@ -90,6 +90,13 @@ type Translator interface {
 type FixedReply struct {
 	Reply  Tuple
 	Status Status
+	// Supersede says Reply is the proxy's own socket's, which the host
+	// has just given it: an entry that still holds that tuple is of a
+	// socket gone (a connection closing in the table after its socket
+	// closed, a TIME_WAIT the host does not keep) and is destroyed for the
+	// new one (ReasonClosed), as a SYN reopens an entry in TIME_WAIT,
+	// rather than the new flow refused with ErrReplyInUse.
+	Supersede bool
 }
 
 // Translate implements Translator.
@@ -506,7 +513,8 @@ func (t *Table) create(zone Zone, k *key, h uint64, p *Packet, now int64, nat Tr
 	rk := makeKey(zone, reply)
 	rh := rk.hash(t.seed)
 
-	e, err := t.insert(k, h, &rk, rh)
+	fr, _ := nat.(FixedReply)
+	e, err := t.insert(k, h, &rk, rh, fr.Supersede)
 	if err != nil {
 		return Result{}, err
 	}
@@ -531,8 +539,10 @@ func (t *Table) create(zone Zone, k *key, h uint64, p *Packet, now int64, nat Tr
 }
 
 // insert adds an entry with keys k and rk to the index and returns it with
-// both shard locks held. On an error no lock is held.
-func (t *Table) insert(k *key, h uint64, rk *key, rh uint64) (*entry, error) {
+// both shard locks held. On an error no lock is held. A live entry that
+// holds rk is destroyed when supersede (FixedReply.Supersede), else
+// refused.
+func (t *Table) insert(k *key, h uint64, rk *key, rh uint64, supersede bool) (*entry, error) {
 	a, b := t.shardOf(h), t.shardOf(rh)
 	t.lockPair(a, b)
 	sa, sb := &t.shards[a], &t.shards[b]
@@ -551,11 +561,15 @@ func (t *Table) insert(k *key, h uint64, rk *key, rh uint64) (*entry, error) {
 			e := t.slab.at(ref)
 			id, live := e.id, e.deadline.Load() > now
 			t.unlockPair(a, b)
-			if live {
+			switch {
+			case !live:
+				t.deleteID(ref, id, ReasonTimeout)
+			case supersede:
+				t.deleteID(ref, id, ReasonClosed)
+			default:
 				t.stats.clash.Add(1)
 				return nil, fmt.Errorf("%w: %v", ErrReplyInUse, rk.tuple())
 			}
-			t.deleteID(ref, id, ReasonTimeout)
 			return nil, errRetry
 		}
 	}

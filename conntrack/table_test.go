@@ -159,19 +159,19 @@ func TestNATHookAndICMPErrors(t *testing.T) {
 		t.Fatalf("reply matched %+v", res)
 	}
 	// A reply tuple another live entry uses is refused.
-	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{r1.Reply(), SrcNAT})
+	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{Reply: r1.Reply(), Status: SrcNAT})
 	if !errors.Is(err, ErrReplyInUse) || tbl.Len() != 2 || tbl.Stats().Clash != 4 { // tried 4 times
 		t.Fatalf("clashing reply: err %v, %d entries", err, tbl.Len())
 	}
 	// A reply tuple equal to another entry's original tuple is refused too.
-	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{r1.Orig(), SrcNAT})
+	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{Reply: r1.Orig(), Status: SrcNAT})
 	if !errors.Is(err, ErrReplyInUse) {
 		t.Fatalf("reply equal to an original tuple: %v", err)
 	}
 	// A Translator returning another protocol is refused.
 	bad := r1.Reply()
 	bad.Proto = ProtoTCP
-	if _, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{bad, SrcNAT}); !errors.Is(err, ErrBadReply) {
+	if _, err = tbl.Track(0, decode(t, udpPacket(ap("10.1.2.5:7"), srv, 1)), FixedReply{Reply: bad, Status: SrcNAT}); !errors.Is(err, ErrBadReply) {
 		t.Fatalf("reply of another protocol: %v", err)
 	}
 
@@ -509,6 +509,35 @@ func TestSubscribeTo(t *testing.T) {
 	}
 }
 
+// A proxy's flow whose reply tuple, its own socket's, an entry of a
+// socket gone still holds (a connection the table keeps in TIME_WAIT, the
+// host's port given again) replaces that entry with Supersede, which is
+// destroyed as closed; without it, the new flow is refused.
+func TestFixedReplySupersede(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	sub := tbl.SubscribeTo(8, EventDestroy)
+	srv := ap("192.0.2.9:53")
+	reply := udpTuple("192.0.2.9:53", "198.51.100.1:33000") // the host socket's
+	old, err := tbl.Track(0, decode(t, udpPacket(ap("10.0.0.2:40000"), srv, 1)), FixedReply{Reply: reply, Status: SrcNAT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := decode(t, udpPacket(ap("10.0.0.2:40001"), srv, 1))
+	if _, err := tbl.Track(0, next, FixedReply{Reply: reply, Status: SrcNAT}); !errors.Is(err, ErrReplyInUse) {
+		t.Fatalf("without Supersede: %v, want ErrReplyInUse", err)
+	}
+	res, err := tbl.Track(0, next, FixedReply{Reply: reply, Status: SrcNAT, Supersede: true})
+	if err != nil || !res.Created || res.Reply() != reply {
+		t.Fatalf("with Supersede: %+v, %v; want a new entry with the reply %v", res, err, reply)
+	}
+	if _, _, ok := tbl.Get(0, old.Orig()); ok || tbl.Len() != 1 {
+		t.Fatalf("the old entry is still there (%d entries)", tbl.Len())
+	}
+	if ev := <-sub.Events(); ev.Type != EventDestroy || ev.Reason != ReasonClosed || ev.Entry.ID != old.ID {
+		t.Fatalf("event %v %v of entry %d, want entry %d destroyed as closed", ev.Type, ev.Reason, ev.Entry.ID, old.ID)
+	}
+}
+
 func TestDeleteFlushSetMark(t *testing.T) {
 	tbl, _ := newTable(t, Config{})
 	res := track(t, tbl, udpPacket(ap("10.0.0.2:1"), ap("192.0.2.9:53"), 1))
@@ -709,7 +738,7 @@ func TestTrackTerminated(t *testing.T) {
 	}
 	// The proxy opened its host socket: it creates the entry with the SYN.
 	reply := Tuple{Src: remote.Addr(), Dst: host.Addr(), SrcPort: remote.Port(), DstPort: host.Port(), Proto: ProtoTCP}
-	if _, err := tbl.Track(0, syn, FixedReply{reply, SrcNAT}); err != nil {
+	if _, err := tbl.Track(0, syn, FixedReply{Reply: reply, Status: SrcNAT}); err != nil {
 		t.Fatal(err)
 	}
 	steps := []struct {
@@ -745,7 +774,7 @@ func TestTrackTerminated(t *testing.T) {
 	in := Tuple{Src: web.Addr(), Dst: client.Addr(), SrcPort: web.Port(), DstPort: client.Port(), Proto: ProtoTCP}
 	psyn := decode(t, tcpPacket(client, web, seg{flags: TCPSyn, seq: 7}))
 	psyn.Tuple = orig // the entry is created under the tuple the client used
-	if _, err := tbl.Track(0, psyn, FixedReply{in, SrcNAT}); err != nil {
+	if _, err := tbl.Track(0, psyn, FixedReply{Reply: in, Status: SrcNAT}); err != nil {
 		t.Fatal(err)
 	}
 	for i, st := range []struct {

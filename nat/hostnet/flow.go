@@ -238,7 +238,10 @@ func (u *Uplink) settle(f *flow) {
 // track creates the entry of a flow from the bridge, with the packet that
 // opened it and the host socket's tuple as the reply, and returns its ID.
 func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (uint64, bool) {
-	res, err := u.tbl.Load().Track(0, p, conntrack.FixedReply{Reply: reply, Status: conntrack.SrcNAT}) // the host translated the source
+	// The host translated the source; the host socket's tuple is the
+	// host's to give, and an entry that still holds it is of a socket
+	// gone (Supersede).
+	res, err := u.tbl.Load().Track(0, p, conntrack.FixedReply{Reply: reply, Status: conntrack.SrcNAT, Supersede: true})
 	if err != nil || res.Class == conntrack.ClassInvalid {
 		u.stats.DropTableFull.Add(1)
 		u.log.Debug("hostnet: flow refused by conntrack", "tuple", p.Tuple, "err", err)

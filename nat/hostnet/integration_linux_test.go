@@ -662,15 +662,20 @@ func TestIntegrationPublishedPortReuse(t *testing.T) {
 
 // Short connections out from a container that reuses its ports at once
 // (here a range of 100, 4 clients at a time), to a server that closes
-// first (HTTP/1.0): none is refused or broken. The container's side ends
+// first (HTTP/1.0), through host sockets whose ports come back as soon
+// (another 100): none is refused or broken. The container's side ends
 // last and keeps no TIME_WAIT, so a port comes back while the uplink's
-// stack may still hold the last connection on it.
+// stack may still hold the last connection on it; and the host gives a
+// socket's tuple again while the table keeps the last flow with it in
+// TIME_WAIT, whose entry the new flow replaces.
 func TestIntegrationOutboundPortReuse(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	if err := e.ctr.Do(func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40099"), 0)
-	}); err != nil {
-		t.Fatal(err)
+	for _, ns := range []*netns.NS{e.ctr, e.host} {
+		if err := ns.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40099"), 0)
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	l, err := e.remote.Listen("tcp", "198.51.100.2:7003")
 	if err != nil {
