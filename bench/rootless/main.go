@@ -5,9 +5,10 @@
 // port 8080/tcp and 5353/udp of the host to the container's 80 and 53.
 // The same Go client measures all three: TCP throughput in through the
 // published port and out to a server on the LAN, request/response
-// latency and new connections per second through the published port, the
-// CPU time the network process spends on each, and whether the container
-// sees the client's own address. It prints each peer's numbers, usernat's
+// latency and new connections per second both ways (through the published
+// port, and from the container to the LAN server), the CPU time the
+// network process spends on each, and whether the container sees the
+// client's own address. It prints each peer's numbers, usernat's
 // ratios to the other two and the project's targets.
 //
 // It must run as root. It re-executes itself under
@@ -38,14 +39,14 @@ import (
 type config struct {
 	benchkit.Flags
 	Peers   map[string]bool // the peers measured; the others read "not selected"
-	Metrics map[string]bool // the measurements made: in, out, latency, conns
+	Metrics map[string]bool // the measurements made: in, out, latency, conns, latency-out, conns-out
 }
 
 // notSelected is the Unavailable reason of a peer -peers left out.
 const notSelected = "not selected (-peers)"
 
 // metricNames are the measurements -metrics selects from, in order.
-var metricNames = []string{"in", "out", "latency", "conns"}
+var metricNames = []string{"in", "out", "latency", "conns", "latency-out", "conns-out"}
 
 // parseSet parses a comma-separated list of names from valid.
 func parseSet(flagName, list string, valid []string) (map[string]bool, error) {
@@ -65,7 +66,7 @@ func main() {
 	cfg.Register(flag.CommandLine, "slirp4netns, pasta and usernat", "slirp4netns, passt, iproute2, util-linux")
 	peerNames := []string{slirpName, pastaName, usernatName}
 	peerList := flag.String("peers", strings.Join(peerNames, ","), "the peers to measure, comma-separated")
-	metricList := flag.String("metrics", strings.Join(metricNames, ","), "the measurements to make, comma-separated: in, out, latency, conns")
+	metricList := flag.String("metrics", strings.Join(metricNames, ","), "the measurements to make, comma-separated: "+strings.Join(metricNames, ", "))
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench/rootless: ")

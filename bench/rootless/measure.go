@@ -25,6 +25,13 @@ const (
 	connsPerS       = "conns_per_s"
 	cpuConns        = "conns_cpu_s_per_1000_conns"
 	cpuConnsTotal   = "conns_cpu_s"
+	latencyOutP50   = "latency_out_p50_us"
+	latencyOutP99   = "latency_out_p99_us"
+	cpuLatencyOut   = "latency_out_cpu_s_per_1000_round_trips"
+	cpuLatencyOutT  = "latency_out_cpu_s"
+	connsOutPerS    = "conns_out_per_s"
+	cpuConnsOut     = "conns_out_cpu_s_per_1000_conns"
+	cpuConnsOutT    = "conns_out_cpu_s"
 	keptTCP         = "client_address_kept_tcp"
 	keptUDP         = "client_address_kept_udp"
 
@@ -97,7 +104,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	}
 	seen, outErr := probe(ctx, t.container, "tcp", lanServer)
 	if outErr != nil {
-		fail(fmt.Errorf("outbound: %w", outErr), outbound, cpuOut)
+		fail(fmt.Errorf("outbound: %w", outErr), outbound, cpuOut, latencyOutP50, latencyOutP99, cpuLatencyOut, connsOutPerS, cpuConnsOut)
 	} else {
 		r.Seen[outSource] = seen.String()
 	}
@@ -145,30 +152,44 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 			return float64(n) / 1e9, nil
 		})
 	}
-	if inErr == nil && cfg.Metrics["latency"] && ctx.Err() == nil {
-		progress("  1-byte ping-pong through %s for %v", published, d)
-		cpu(cpuLatency, cpuLatencyTotal, func() (float64, error) {
-			p50, p99, n, err := benchkit.PingPong(ctx, t.client, published, d)
+	// The ping-pong and the connections, through the published port
+	// (in) and from the container to the LAN server (out).
+	pingPong := func(from benchkit.Place, dst netip.AddrPort, p50Key, p99Key, cpuKey, totalKey string) {
+		progress("  1-byte ping-pong to %s for %v", dst, d)
+		cpu(cpuKey, totalKey, func() (float64, error) {
+			p50, p99, n, err := benchkit.PingPong(ctx, from, dst, d)
 			if err != nil {
-				fail(err, latencyP50, latencyP99, cpuLatency)
+				fail(err, p50Key, p99Key, cpuKey)
 				return 0, err
 			}
-			r.Values[latencyP50] = benchkit.Micros(p50)
-			r.Values[latencyP99] = benchkit.Micros(p99)
+			r.Values[p50Key] = benchkit.Micros(p50)
+			r.Values[p99Key] = benchkit.Micros(p99)
 			return float64(n+benchkit.WarmupPings) / 1000, nil
 		})
 	}
-	if inErr == nil && cfg.Metrics["conns"] && ctx.Err() == nil {
-		progress("  new connections through %s for %v, %d clients", published, d, cfg.Parallel)
-		cpu(cpuConns, cpuConnsTotal, func() (float64, error) {
-			v, n, err := benchkit.ConnRate(ctx, t.client, published, d, cfg.Parallel)
+	conns := func(from benchkit.Place, dst netip.AddrPort, key, cpuKey, totalKey string) {
+		progress("  new connections to %s for %v, %d clients", dst, d, cfg.Parallel)
+		cpu(cpuKey, totalKey, func() (float64, error) {
+			v, n, err := benchkit.ConnRate(ctx, from, dst, d, cfg.Parallel)
 			if err != nil {
-				fail(err, connsPerS, cpuConns)
+				fail(err, key, cpuKey)
 				return 0, err
 			}
-			r.Values[connsPerS] = v
+			r.Values[key] = v
 			return float64(n) / 1000, nil
 		})
+	}
+	if inErr == nil && cfg.Metrics["latency"] && ctx.Err() == nil {
+		pingPong(t.client, published, latencyP50, latencyP99, cpuLatency, cpuLatencyTotal)
+	}
+	if inErr == nil && cfg.Metrics["conns"] && ctx.Err() == nil {
+		conns(t.client, published, connsPerS, cpuConns, cpuConnsTotal)
+	}
+	if outErr == nil && cfg.Metrics["latency-out"] && ctx.Err() == nil {
+		pingPong(t.container, lanServer, latencyOutP50, latencyOutP99, cpuLatencyOut, cpuLatencyOutT)
+	}
+	if outErr == nil && cfg.Metrics["conns-out"] && ctx.Err() == nil {
+		conns(t.container, lanServer, connsOutPerS, cpuConnsOut, cpuConnsOutT)
 	}
 	return r
 }
