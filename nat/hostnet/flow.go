@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -243,7 +244,11 @@ func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (uint64, bool
 	// gone (Supersede).
 	res, err := u.tbl.Load().Track(0, p, conntrack.FixedReply{Reply: reply, Status: conntrack.SrcNAT, Supersede: true})
 	if err != nil || res.Class == conntrack.ClassInvalid {
-		u.stats.DropTableFull.Add(1)
+		if errors.Is(err, conntrack.ErrTableFull) {
+			u.stats.DropTableFull.Add(1)
+		} else {
+			u.stats.DropConntrack.Add(1)
+		}
 		u.log.Debug("hostnet: flow refused by conntrack", "tuple", p.Tuple, "err", err)
 		return 0, false
 	}

@@ -336,6 +336,7 @@ type Stats struct {
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
 	DropInFlight                                       atomic.Uint64 // clients of published ports beyond maxInFlight being opened
 	DropCollision                                      atomic.Uint64 // loopback clients of published ports whose port another one, shown as the gateway too, holds
+	DropConntrack                                      atomic.Uint64 // flows conntrack refused, the table not full: a first packet it takes as invalid, a reply tuple in use
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -354,6 +355,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),
 		"drop_in_flight": s.DropInFlight.Load(), "drop_collision": s.DropCollision.Load(),
+		"drop_conntrack": s.DropConntrack.Load(),
 	}
 }
 

@@ -1,10 +1,13 @@
 package hostnet
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/usernat/usernat/conntrack"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // The saved SYNs are bounded by maxSaved. Full, they are aged at most
@@ -41,5 +44,40 @@ func TestSaveSynBounded(t *testing.T) {
 	u.saveSynLocked(id(maxSaved+5000), []byte{4}, later)
 	if _, ok := u.tcpSyn[id(maxSaved+5000)]; !ok || len(u.tcpSyn) != 1 {
 		t.Errorf("after aging: %d SYNs kept, the new one kept %v; want it alone", len(u.tcpSyn), ok)
+	}
+}
+
+// A flow conntrack refuses with room in the table counts as
+// drop_conntrack, not drop_table_full: here an ICMP echo reply as a
+// flow's first packet, which is invalid.
+func TestTrackRefusedCounter(t *testing.T) {
+	tbl, err := conntrack.New(conntrack.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Close()
+	u := &Uplink{log: slog.New(slog.DiscardHandler)}
+	u.tbl.Store(tbl)
+	b := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize)
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4([4]byte{10, 0, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{192, 0, 2, 9}),
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	ic := header.ICMPv4(b[header.IPv4MinimumSize:])
+	ic.SetType(header.ICMPv4EchoReply)
+	ic.SetIdent(7)
+	ic.SetSequence(1)
+	var p conntrack.Packet
+	if err := p.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	reply, _ := p.Tuple.Reverse()
+	if _, ok := u.track(&p, reply); ok {
+		t.Fatal("an echo reply opened a flow")
+	}
+	if c, f := u.stats.DropConntrack.Load(), u.stats.DropTableFull.Load(); c != 1 || f != 0 {
+		t.Errorf("drop_conntrack %d, drop_table_full %d; want 1 and 0", c, f)
 	}
 }
