@@ -422,7 +422,8 @@ func (t *TAP) readLocked(bufs [][]byte, sizes []int, meta []Offload) (int, error
 }
 
 // ServeFramesOffload implements FrameServer. Each buffer should hold
-// MaxGSOFrame bytes: a frame longer than its buffer is dropped.
+// MaxGSOFrame bytes: a frame longer than its buffer is dropped. Close ends
+// it, between two batches, with net.ErrClosed.
 func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn func(n int) bool) error {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
