@@ -582,34 +582,30 @@ func TestIntegrationPerSourceCap(t *testing.T) {
 	}
 }
 
-// Short connections through a published port from clients that reuse
-// their ports at once, as a busy client does (here from a range of 200
-// ports, 4 clients at a time): none that the host accepts is reset. The
-// new flow of a reused port replaces the old one, whose entry conntrack
-// reopens, and whose end must not end the new flow; the stack's endpoint
-// of the old one may still be closing. (A connect the host's own kernel
-// refuses, its TIME_WAIT socket still holding the port, is not usernat's
-// and not counted.)
-func TestIntegrationPublishedPortReuse(t *testing.T) {
-	e := newEnv(t, envConfig{})
-	if err := e.remote.Do(func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40199"), 0)
-	}); err != nil {
-		t.Fatal(err)
+// portRange sets the local port range of each of nss to r ("FIRST LAST"),
+// for tests of ports reused at once.
+func portRange(t *testing.T, r string, nss ...*netns.NS) {
+	t.Helper()
+	for _, ns := range nss {
+		if err := ns.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(r), 0)
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	p, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
+}
+
+// closeFirstServer serves TCP on addr in ns until the test ends: it reads
+// a byte of each client, answers it, and closes first (HTTP/1.0), keeping
+// the TIME_WAIT on its side.
+func closeFirstServer(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	l, err := ns.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.up.Publish(p); err != nil {
-		t.Fatal(err)
-	}
-	l, err := e.ctr.Listen("tcp", "172.17.0.4:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() { // read a byte, answer one, close first (HTTP/1.0)
+	t.Cleanup(func() { l.Close() })
+	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -625,6 +621,42 @@ func TestIntegrationPublishedPortReuse(t *testing.T) {
 			}()
 		}
 	}()
+}
+
+// exchangeByte is a client of closeFirstServer's on c: it sends a byte,
+// reads the answer and the end of stream, and closes c.
+func exchangeByte(c net.Conn) error {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(c)
+	if err == nil && string(b) != "x" {
+		err = fmt.Errorf("read %q, want x", b)
+	}
+	return err
+}
+
+// Short connections through a published port from clients that reuse
+// their ports at once, as a busy client does (here from a range of 200
+// ports, 4 clients at a time): none that the host accepts is reset. The
+// new flow of a reused port replaces the old one, whose entry conntrack
+// reopens, and whose end must not end the new flow; the stack's endpoint
+// of the old one may still be closing. (A connect the host's own kernel
+// refuses, its TIME_WAIT socket still holding the port, is not usernat's
+// and not counted.)
+func TestIntegrationPublishedPortReuse(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	portRange(t, "40000 40199", e.remote)
+	p, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.up.Publish(p); err != nil {
+		t.Fatal(err)
+	}
+	closeFirstServer(t, e.ctr, "172.17.0.4:80")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var bad []string
@@ -639,13 +671,9 @@ func TestIntegrationPublishedPortReuse(t *testing.T) {
 					continue
 				}
 				accepted.Add(1)
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				c.Write([]byte("x"))
-				b, err := io.ReadAll(c)
-				c.Close()
-				if err != nil || string(b) != "x" {
+				if err := exchangeByte(c); err != nil {
 					mu.Lock()
-					bad = append(bad, fmt.Sprintf("%v: read %q, %v", c.LocalAddr(), b, err))
+					bad = append(bad, fmt.Sprintf("%v: %v", c.LocalAddr(), err))
 					mu.Unlock()
 				}
 			}
@@ -670,34 +698,8 @@ func TestIntegrationPublishedPortReuse(t *testing.T) {
 // TIME_WAIT, whose entry the new flow replaces.
 func TestIntegrationOutboundPortReuse(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	for _, ns := range []*netns.NS{e.ctr, e.host} {
-		if err := ns.Do(func() error {
-			return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40099"), 0)
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := e.remote.Listen("tcp", "198.51.100.2:7003")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() { // read a byte, answer one, close first
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				b := make([]byte, 1)
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := c.Read(b); err == nil {
-					c.Write(b)
-				}
-				c.Close()
-			}()
-		}
-	}()
+	portRange(t, "40000 40099", e.ctr, e.host)
+	closeFirstServer(t, e.remote, "198.51.100.2:7003")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var bad []string
@@ -712,14 +714,7 @@ func TestIntegrationOutboundPortReuse(t *testing.T) {
 				c, err := e.ctr.Dial(dctx, "tcp", "198.51.100.2:7003")
 				cancel()
 				if err == nil {
-					c.SetDeadline(time.Now().Add(5 * time.Second))
-					c.Write([]byte("x"))
-					var b []byte
-					b, err = io.ReadAll(c)
-					c.Close()
-					if err == nil && string(b) != "x" {
-						err = fmt.Errorf("read %q", b)
-					}
+					err = exchangeByte(c)
 				}
 				if err != nil {
 					mu.Lock()
