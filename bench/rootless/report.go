@@ -35,31 +35,39 @@ const (
 	keptKind            // 1 when the container saw the client's own address
 )
 
-var metrics = []metric{
+var metrics = slices.Concat([]metric{
 	{key: inbound, name: fmt.Sprintf("TCP in: %s -> %s -> container:%d", clientAddr.Addr(), published, containerPort),
 		unit: "Gbit/s", format: "%.2f", higher: true, vs: [2]float64{1.5, 1}},
 	{key: cpuIn, total: cpuInTotal, name: "  network process CPU: s/GB (total s)", unit: "s/GB", format: "%.2f", kind: cpuKind},
 	{key: outbound, name: fmt.Sprintf("TCP out: container -> %s", lanServer),
 		unit: "Gbit/s", format: "%.2f", higher: true, vs: [2]float64{1.5, 1}},
 	{key: cpuOut, total: cpuOutTotal, name: "  network process CPU: s/GB (total s)", unit: "s/GB", format: "%.2f", kind: cpuKind},
-	{key: latencyP50, name: fmt.Sprintf("latency p50: 1-byte ping-pong via :%d", publishedPort),
-		unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
-	{key: latencyP99, name: fmt.Sprintf("latency p99: 1-byte ping-pong via :%d", publishedPort),
-		unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
-	{key: cpuLatency, total: cpuLatencyTotal, name: "  network process CPU: s/1000 round trips (total s)", unit: "s/1000 round trips", format: "%.3f", kind: cpuKind},
-	{key: connsPerS, name: fmt.Sprintf("new connections via :%d", publishedPort),
-		unit: "conn/s", format: "%.0f", higher: true, vs: [2]float64{1, 1}, strict: true},
-	{key: cpuConns, total: cpuConnsTotal, name: "  network process CPU: s/1000 connections (total s)", unit: "s/1000 connections", format: "%.3f", kind: cpuKind},
-	{key: latencyOutP50, name: fmt.Sprintf("latency p50 out: 1-byte ping-pong to %s", lanServer),
-		unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
-	{key: latencyOutP99, name: fmt.Sprintf("latency p99 out: 1-byte ping-pong to %s", lanServer),
-		unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
-	{key: cpuLatencyOut, total: cpuLatencyOutT, name: "  network process CPU: s/1000 round trips (total s)", unit: "s/1000 round trips", format: "%.3f", kind: cpuKind},
-	{key: connsOutPerS, name: fmt.Sprintf("new connections out to %s", lanServer),
-		unit: "conn/s", format: "%.0f", higher: true, vs: [2]float64{1, 1}, strict: true},
-	{key: cpuConnsOut, total: cpuConnsOutT, name: "  network process CPU: s/1000 connections (total s)", unit: "s/1000 connections", format: "%.3f", kind: cpuKind},
-	{key: keptTCP, name: fmt.Sprintf("client address kept: TCP via :%d", publishedPort), kind: keptKind},
-	{key: keptUDP, name: fmt.Sprintf("client address kept: UDP via :%d", publishedUDPPort), kind: keptKind},
+},
+	exchangeRows("", fmt.Sprintf("via :%d", publishedPort),
+		latencyP50, latencyP99, cpuLatency, cpuLatencyTotal, connsPerS, cpuConns, cpuConnsTotal),
+	exchangeRows(" out", fmt.Sprintf("to %s", lanServer),
+		latencyOutP50, latencyOutP99, cpuLatencyOut, cpuLatencyOutT, connsOutPerS, cpuConnsOut, cpuConnsOutT),
+	[]metric{
+		{key: keptTCP, name: fmt.Sprintf("client address kept: TCP via :%d", publishedPort), kind: keptKind},
+		{key: keptUDP, name: fmt.Sprintf("client address kept: UDP via :%d", publishedUDPPort), kind: keptKind},
+	},
+)
+
+// exchangeRows are the rows of the ping-pong and the new connections one
+// way (dir, "" in through the published port, " out" from the
+// container), to where: latency p50 and p99 and the CPU per round trip,
+// connections/s and the CPU per connection, each better than both peers'.
+func exchangeRows(dir, where, p50, p99, cpuRT, cpuRTTotal, conns, cpuConn, cpuConnTotal string) []metric {
+	return []metric{
+		{key: p50, name: fmt.Sprintf("latency p50%s: 1-byte ping-pong %s", dir, where),
+			unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
+		{key: p99, name: fmt.Sprintf("latency p99%s: 1-byte ping-pong %s", dir, where),
+			unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
+		{key: cpuRT, total: cpuRTTotal, name: "  network process CPU: s/1000 round trips (total s)", unit: "s/1000 round trips", format: "%.3f", kind: cpuKind},
+		{key: conns, name: fmt.Sprintf("new connections%s %s", dir, where),
+			unit: "conn/s", format: "%.0f", higher: true, vs: [2]float64{1, 1}, strict: true},
+		{key: cpuConn, total: cpuConnTotal, name: "  network process CPU: s/1000 connections (total s)", unit: "s/1000 connections", format: "%.3f", kind: cpuKind},
+	}
 }
 
 func (m metric) hasTarget() bool { return m.kind == keptKind || m.vs != [2]float64{} }
