@@ -18,22 +18,9 @@ func TestPeekSkipEndOfStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	rc, err := sc.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sc := loopbackPair(t, l)
 	var fd int
-	rc.Control(func(f uintptr) { fd = int(f) })
+	rawConn(sc).Control(func(f uintptr) { fd = int(f) })
 	inq := func() int { n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ); return n }
 	state := func() uint8 {
 		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
@@ -47,7 +34,7 @@ func TestPeekSkipEndOfStream(t *testing.T) {
 	}
 	peekSkipBetween = func() {
 		c.Write([]byte("xyz"))
-		c.(*net.TCPConn).CloseWrite()
+		c.CloseWrite()
 		for state() != tcpCloseWait {
 			runtime.Gosched()
 		}
@@ -65,4 +52,21 @@ func TestPeekSkipEndOfStream(t *testing.T) {
 	if n, err = recvPeekSkip(fd, b, 6); n != 0 || err != nil {
 		t.Fatalf("past them: %d bytes, %v; want the end of stream", n, err)
 	}
+}
+
+// loopbackPair connects a client to l, a TCP listener on loopback, and
+// returns both ends; they close when the test ends.
+func loopbackPair(t *testing.T, l net.Listener) (client, server *net.TCPConn) {
+	t.Helper()
+	c, err := net.Dial("tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
 }

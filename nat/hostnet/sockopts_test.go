@@ -30,19 +30,9 @@ func TestAcceptorSockOpts(t *testing.T) {
 			a.peek = peekOffs.Load() > 0
 		}
 		for i := range 3 {
-			c, err := net.Dial("tcp4", l.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			s, err := l.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			_, s := loopbackPair(t, l)
 			var peek, has bool
-			rc, _ := s.(*net.TCPConn).SyscallConn()
-			rc.Control(func(fd uintptr) {
+			rawConn(s).Control(func(fd uintptr) {
 				peek, err = a.optsOf(int(fd))
 				has = hasSockOpts(int(fd), peek)
 			})
