@@ -91,13 +91,17 @@ type FixedReply struct {
 	Reply  Tuple
 	Status Status
 	// Supersede says Reply is the proxy's own socket's, which the host
-	// has just given it: an entry that still holds that tuple is of a
-	// socket gone (a connection closing in the table after its socket
-	// closed, a TIME_WAIT the host does not keep) and is destroyed for the
-	// new one (ReasonClosed), as a SYN reopens an entry in TIME_WAIT,
-	// rather than the new flow refused with ErrReplyInUse.
+	// has just given it: an entry that still holds that tuple as its
+	// reply is of a socket gone (a connection closing in the table after
+	// its socket closed, a TIME_WAIT the host does not keep) and is
+	// destroyed for the new one (ReasonClosed), as a SYN reopens an entry
+	// in TIME_WAIT, rather than the new flow refused with ErrReplyInUse.
+	// An entry whose original tuple it is stays, and refuses the new.
 	Supersede bool
 }
+
+// supersedes reports Supersede, for Track (a *FixedReply too).
+func (f FixedReply) supersedes() bool { return f.Supersede }
 
 // Translate implements Translator.
 func (f FixedReply) Translate(*Table, Zone, Tuple) (Tuple, Status, error) {
@@ -513,8 +517,8 @@ func (t *Table) create(zone Zone, k *key, h uint64, p *Packet, now int64, nat Tr
 	rk := makeKey(zone, reply)
 	rh := rk.hash(t.seed)
 
-	fr, _ := nat.(FixedReply)
-	e, err := t.insert(k, h, &rk, rh, fr.Supersede)
+	sup, _ := nat.(interface{ supersedes() bool })
+	e, err := t.insert(k, h, &rk, rh, sup != nil && sup.supersedes())
 	if err != nil {
 		return Result{}, err
 	}
@@ -564,7 +568,9 @@ func (t *Table) insert(k *key, h uint64, rk *key, rh uint64, supersede bool) (*e
 			switch {
 			case !live:
 				t.deleteID(ref, id, ReasonTimeout)
-			case supersede:
+			case supersede && Dir(ref&1) == Reply:
+				// Another socket's reply tuple, gone; an entry whose
+				// original tuple this is, is a live flow's, and stays.
 				t.deleteID(ref, id, ReasonClosed)
 			default:
 				t.stats.clash.Add(1)

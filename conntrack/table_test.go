@@ -536,6 +536,16 @@ func TestFixedReplySupersede(t *testing.T) {
 	if ev := <-sub.Events(); ev.Type != EventDestroy || ev.Reason != ReasonClosed || ev.Entry.ID != old.ID {
 		t.Fatalf("event %v %v of entry %d, want entry %d destroyed as closed", ev.Type, ev.Reason, ev.Entry.ID, old.ID)
 	}
+	// A reply tuple that is another entry's original one is a live flow's:
+	// refused still, even through a pointer.
+	_, err = tbl.Track(0, decode(t, udpPacket(ap("10.0.0.2:40002"), srv, 1)), &FixedReply{Reply: res.Orig(), Status: SrcNAT, Supersede: true})
+	if !errors.Is(err, ErrReplyInUse) || tbl.Len() != 1 {
+		t.Fatalf("superseding an original tuple: %v, %d entries; want ErrReplyInUse and the entry kept", err, tbl.Len())
+	}
+	third, err := tbl.Track(0, decode(t, udpPacket(ap("10.0.0.2:40003"), srv, 1)), &FixedReply{Reply: reply, Status: SrcNAT, Supersede: true})
+	if err != nil || !third.Created {
+		t.Fatalf("Supersede through a *FixedReply: %+v, %v", third, err)
+	}
 }
 
 func TestDeleteFlushSetMark(t *testing.T) {
