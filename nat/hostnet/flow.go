@@ -244,9 +244,10 @@ func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (uint64, bool
 	// gone (Supersede).
 	res, err := u.tbl.Load().Track(0, p, conntrack.FixedReply{Reply: reply, Status: conntrack.SrcNAT, Supersede: true})
 	if err != nil || res.Class == conntrack.ClassInvalid {
-		if errors.Is(err, conntrack.ErrTableFull) {
+		switch {
+		case errors.Is(err, conntrack.ErrTableFull):
 			u.stats.DropTableFull.Add(1)
-		} else {
+		case !errors.Is(err, conntrack.ErrClosed): // closing down: not a refusal
 			u.stats.DropConntrack.Add(1)
 		}
 		u.log.Debug("hostnet: flow refused by conntrack", "tuple", p.Tuple, "err", err)

@@ -48,8 +48,9 @@ func TestSaveSynBounded(t *testing.T) {
 }
 
 // A flow conntrack refuses with room in the table counts as
-// drop_conntrack, not drop_table_full: here an ICMP echo reply as a
-// flow's first packet, which is invalid.
+// drop_conntrack, not drop_table_full: an ICMP echo reply as a flow's
+// first packet, which is invalid, and a reply tuple of another protocol,
+// an error. A table closed (the gateway closing) counts as neither.
 func TestTrackRefusedCounter(t *testing.T) {
 	tbl, err := conntrack.New(conntrack.Config{})
 	if err != nil {
@@ -77,7 +78,25 @@ func TestTrackRefusedCounter(t *testing.T) {
 	if _, ok := u.track(&p, reply); ok {
 		t.Fatal("an echo reply opened a flow")
 	}
-	if c, f := u.stats.DropConntrack.Load(), u.stats.DropTableFull.Load(); c != 1 || f != 0 {
-		t.Errorf("drop_conntrack %d, drop_table_full %d; want 1 and 0", c, f)
+	// An error with room in the table: an echo request, valid, with a
+	// reply of another protocol.
+	ic.SetType(header.ICMPv4Echo)
+	if err := p.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := p.Tuple.Reverse()
+	bad.Proto = conntrack.ProtoTCP
+	if _, ok := u.track(&p, bad); ok {
+		t.Fatal("a reply of another protocol opened a flow")
+	}
+	if c, f := u.stats.DropConntrack.Load(), u.stats.DropTableFull.Load(); c != 2 || f != 0 {
+		t.Errorf("drop_conntrack %d, drop_table_full %d; want 2 and 0", c, f)
+	}
+	// A closed table is no refusal.
+	tbl.Close()
+	good, _ := p.Tuple.Reverse()
+	u.track(&p, good)
+	if c := u.stats.DropConntrack.Load(); c != 2 {
+		t.Errorf("drop_conntrack %d after the table closed, want 2 still", c)
 	}
 }
