@@ -3,6 +3,7 @@ package hostnet
 import (
 	"encoding/binary"
 	"net/netip"
+	"os"
 	"syscall"
 	"unsafe"
 
@@ -30,6 +31,14 @@ func rawSetsockoptInt(fd, level, opt, v int) error {
 	x := int32(v)
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&x)), 4, 0)
 	return rawErr(e)
+}
+
+// setOn turns the option level, name of the socket fd on (sets it to 1).
+func setOn(fd, level, name int) error {
+	if err := rawSetsockoptInt(fd, level, name, 1); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	return nil
 }
 
 // rawLinger0 makes closing fd reset the connection.

@@ -203,13 +203,11 @@ func (u *Uplink) newSplice(fd int, from, to netip.AddrPort, peek bool) (*splice,
 // them passes them on to the sockets it accepts (Linux copies the
 // listener's socket), which saves a system call each (acceptor.optsOf).
 func sockOpts(fd int, peek bool) (bool, error) {
-	for _, opt := range [...]struct{ level, name int }{
-		{unix.IPPROTO_TCP, unix.TCP_NODELAY},
-		{unix.SOL_SOCKET, unix.SO_OOBINLINE},
-	} {
-		if err := rawSetsockoptInt(fd, opt.level, opt.name, 1); err != nil {
-			return false, os.NewSyscallError("setsockopt", err)
-		}
+	if err := setOn(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil {
+		return false, err
+	}
+	if err := setOn(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE); err != nil {
+		return false, err
 	}
 	if !peek && peekOffs.Load() < 0 {
 		return false, nil
@@ -411,13 +409,15 @@ func (s *splice) windowLocked() uint16 {
 }
 
 // ackLocked returns what a segment acknowledging the container carries,
-// and notes it sent: the caller sends the segment.
-func (s *splice) ackLocked() (seq, ack uint32, wnd uint16) {
+// and the acknowledgement sent before it (prev, for unackLocked should the
+// segment not go), and notes it sent: the caller sends the segment.
+func (s *splice) ackLocked() (seq, ack uint32, wnd uint16, prev uint32) {
+	prev = s.rcvAcked
 	s.rcvAcked, s.ackDue, s.ackNow, s.ackMust = s.rcvNxt, false, false, false
 	// The next byte's delay starts from it: the timer is armed again
 	// then (Linux clears its delayed ACK's pending mark when an ACK goes).
 	s.dtimerSet = false
-	return s.sndNxt, s.rcvNxt, s.windowLocked()
+	return s.sndNxt, s.rcvNxt, s.windowLocked(), prev
 }
 
 // ackDelay is how long an acknowledgement of the container's bytes may
@@ -453,8 +453,8 @@ func (s *splice) ackIfDue() {
 		s.mu.Unlock()
 		return
 	}
-	prev, must := s.rcvAcked, s.ackMust
-	seq, ack, wnd := s.ackLocked()
+	must := s.ackMust
+	seq, ack, wnd, prev := s.ackLocked()
 	s.mu.Unlock()
 	s.sendAck(seq, ack, wnd, prev, must)
 }
@@ -474,10 +474,8 @@ func (s *splice) sendAck(seq, ack uint32, wnd uint16, prev uint32, must bool) {
 		s.mu.Unlock()
 		return
 	}
+	s.unackLocked(prev, ack)
 	s.ackDue, s.ackMust = true, s.ackMust || must // due again, even if not new
-	if ack != prev {
-		s.rcvAcked = prev
-	}
 	giveUp := s.refusedLocked()
 	s.mu.Unlock()
 	if giveUp {
@@ -580,8 +578,7 @@ func (s *splice) onTimer() {
 	case s.finSent && s.sndUna == s.finSeq:
 		// Only the FIN is outstanding: it goes again by itself.
 		s.u.stats.InboundRetransmits.Add(1)
-		prev := s.rcvAcked
-		_, ack, wnd := s.ackLocked()
+		_, ack, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
 		if !s.send(s.finSeq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0) {
 			s.ackRefused(prev, ack)
@@ -593,8 +590,7 @@ func (s *splice) onTimer() {
 		s.mu.Unlock()
 		s.pump()
 	default: // wantWnd
-		prev := s.rcvAcked
-		seq, ack, wnd := s.ackLocked()
+		seq, ack, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
 		// A byte already acknowledged draws the container's window.
 		if !s.send(seq-1, ack, conntrack.TCPAck, wnd, nil, nil, 0) {
@@ -763,8 +759,7 @@ func (s *splice) pumpLocked() string {
 		if s.timer == nil || s.sndUna == seq {
 			s.armLocked()
 		}
-		prev := s.rcvAcked
-		_, ack, wnd := s.ackLocked()
+		_, ack, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
 		sent := s.send(seq, ack, conntrack.TCPAck|conntrack.TCPPsh, wnd, nil, bp, n)
 		s.mu.Lock()
@@ -855,8 +850,7 @@ func (s *splice) sendFinLocked() (giveUp bool) {
 		s.sndMax = s.sndNxt
 	}
 	s.armLocked()
-	prev := s.rcvAcked
-	_, ack, wnd := s.ackLocked()
+	_, ack, wnd, prev := s.ackLocked()
 	seq := s.finSeq
 	s.mu.Unlock()
 	sent := s.send(seq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0)
@@ -1045,8 +1039,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	if flags&conntrack.TCPSyn != 0 {
 		// The SYN-ACK again: our ACK of it was lost, or is late.
 		s.u.stats.InboundSynAckAgain.Add(1)
-		prev := s.rcvAcked
-		seqNxt, ackNxt, wnd := s.ackLocked()
+		seqNxt, ackNxt, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
 		s.sendAck(seqNxt, ackNxt, wnd, prev, true)
 		return
@@ -1107,8 +1100,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	var seqNxt, ackNxt, prev uint32
 	var wnd uint16
 	if now {
-		prev = s.rcvAcked
-		seqNxt, ackNxt, wnd = s.ackLocked()
+		seqNxt, ackNxt, wnd, prev = s.ackLocked()
 	}
 	s.mu.Unlock()
 	if now {
@@ -1344,8 +1336,7 @@ func (s *splice) flush() {
 	var seq, ack, prev uint32
 	var wnd uint16
 	if !done {
-		prev = s.rcvAcked
-		seq, ack, wnd = s.ackLocked()
+		seq, ack, wnd, prev = s.ackLocked()
 	}
 	s.mu.Unlock()
 	if done {

@@ -324,8 +324,7 @@ func TestSpliceAckOnlyRefusals(t *testing.T) {
 func TestSpliceMustAckRetried(t *testing.T) {
 	s, drain, _ := refusingSplice(t, "")
 	s.mu.Lock()
-	prev := s.rcvAcked
-	seq, ack, wnd := s.ackLocked()
+	seq, ack, wnd, prev := s.ackLocked()
 	s.mu.Unlock()
 	s.sendAck(seq, ack, wnd, prev, true) // refused
 	for range 3 {

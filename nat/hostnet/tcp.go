@@ -189,13 +189,10 @@ func (u *Uplink) dialTCP(dst netip.AddrPort) (*net.TCPConn, error) {
 // it. A net.Dialer's Control.
 func urgentInline(_, _ string, c syscall.RawConn) error {
 	var err error
-	if cerr := c.Control(func(fd uintptr) { err = rawSetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_OOBINLINE, 1) }); cerr != nil {
+	if cerr := c.Control(func(fd uintptr) { err = setOn(int(fd), unix.SOL_SOCKET, unix.SO_OOBINLINE) }); cerr != nil {
 		return cerr
 	}
-	if err != nil {
-		return os.NewSyscallError("setsockopt", err)
-	}
-	return nil
+	return err
 }
 
 // refuseTCP answers a container whose host connection failed.
