@@ -76,7 +76,8 @@ type FrameServer interface {
 	// does and hands each batch to fn, with its count; fn may put other
 	// buffers of the same size in bufs. It returns nil when fn returns
 	// false, else the error that ended the reading, as
-	// ReadFramesOffload's.
+	// ReadFramesOffload's. fn runs while the port is being read, which
+	// its Close may wait for: fn must not wait for the one closing it.
 	ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn func(n int) bool) error
 }
 

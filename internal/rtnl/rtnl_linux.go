@@ -82,36 +82,32 @@ func (c *Conn) Close() error {
 
 // LinkIndex returns the index of the link called name.
 func (c *Conn) LinkIndex(name string) (int, error) {
-	index, _, err := c.link(name)
+	index, _, _, err := c.link(name)
 	return index, err
 }
 
-// link asks for the link named name: its index, and its counters when
-// the answer has them.
-func (c *Conn) link(name string) (int, *LinkStats, error) {
+// link asks for the link named name: its index, and its counters (ok
+// when the answer has them).
+func (c *Conn) link(name string) (index int, st LinkStats, ok bool, err error) {
 	if name == "" || len(name) >= unix.IFNAMSIZ {
-		return 0, nil, &OpError{Op: "find link " + name, Err: unix.EINVAL}
+		return 0, LinkStats{}, false, &OpError{Op: "find link " + name, Err: unix.EINVAL}
 	}
 	m := newMessage(unix.RTM_GETLINK, 0)
 	m.ifInfo(unix.AF_UNSPEC, 0, 0, 0)
 	m.attr(unix.IFLA_IFNAME, append([]byte(name), 0))
-	var index int
-	var st *LinkStats
-	err := c.request(m, func(typ uint16, data []byte) {
+	err = c.request(m, func(typ uint16, data []byte) {
 		if typ == unix.RTM_NEWLINK && len(data) >= unix.SizeofIfInfomsg && index == 0 {
 			index = int(int32(binary.NativeEndian.Uint32(data[4:8])))
-			if s, ok := parseLinkStats(data); ok {
-				st = &s
-			}
+			st, ok = parseLinkStats(data)
 		}
 	})
 	if err == nil && index == 0 {
 		err = errors.New("no link in the answer")
 	}
 	if err != nil {
-		return 0, nil, &OpError{Op: "find link " + name, Err: err}
+		return 0, LinkStats{}, false, &OpError{Op: "find link " + name, Err: err}
 	}
-	return index, st, nil
+	return index, st, ok, nil
 }
 
 // LinkStats are a link's counters as `ip -s link` shows them: the first
@@ -129,14 +125,11 @@ type LinkStats struct {
 // LinkStats returns the counters of the link named name, in one round
 // trip.
 func (c *Conn) LinkStats(name string) (LinkStats, error) {
-	_, st, err := c.link(name)
-	if err == nil && st == nil {
+	_, st, ok, err := c.link(name)
+	if err == nil && !ok {
 		err = &OpError{Op: "read counters of link " + name, Err: errors.New("no IFLA_STATS64 in the answer")}
 	}
-	if err != nil {
-		return LinkStats{}, err
-	}
-	return *st, nil
+	return st, err
 }
 
 // parseLinkStats finds IFLA_STATS64 among the attributes of an
