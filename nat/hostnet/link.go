@@ -255,12 +255,19 @@ func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 // must not block. A splice whose frame the full queue refused waits for
 // this, as Linux's TCP waits for its device queue to drain (TSQ), rather
 // than on a timer alone: a retry at a fixed pace lands when the queue has
-// room only by chance, and under stalls most did not.
-func (l *link) onRoom(f func()) {
+// room only by chance, and under stalls most did not. It reports false,
+// and lists nothing, when the queue has room already (it drained since
+// the refusal): the caller goes again now. A listed f is told by the next
+// delivery from the queue, so none waits past it.
+func (l *link) onRoom(f func()) bool {
 	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if len(l.q) < cap(l.q) {
+		return false
+	}
 	l.waiters = append(l.waiters, f)
 	l.waiting.Store(true)
-	l.wmu.Unlock()
+	return true
 }
 
 // roomMade tells the waiters that the queue has room.

@@ -67,7 +67,9 @@ func TestLinkRoomMade(t *testing.T) {
 		t.Fatal("a full queue took a packet")
 	}
 	told := make(chan struct{}, 2)
-	l.onRoom(func() { told <- struct{}{} })
+	if !l.onRoom(func() { told <- struct{}{} }) {
+		t.Fatal("a full queue listed no waiter")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() {
@@ -86,6 +88,11 @@ func TestLinkRoomMade(t *testing.T) {
 	l.wmu.Unlock()
 	if left != 0 || len(told) != 0 {
 		t.Fatalf("after telling: %d waiters listed, told %d more times", left, len(told))
+	}
+	// With room already (the queue drained since the refusal), nothing
+	// is listed that no delivery would come to tell.
+	if l.onRoom(func() { t.Error("told with nothing queued") }) || len(l.waiters) != 0 {
+		t.Fatalf("a queue with room listed a waiter (%d listed)", len(l.waiters))
 	}
 }
 

@@ -312,11 +312,13 @@ func (s *splice) refusedLocked() (giveUp bool) {
 	s.requeue = true
 	s.setTimerLocked(localRetry << min(s.refused, 8))
 	if !s.awaitingRoom { // once: the link's list stays one entry a splice
-		s.awaitingRoom = true
 		if s.wake == nil {
 			s.wake = s.wakeNow
 		}
-		s.u.ln.onRoom(s.wake)
+		s.awaitingRoom = s.u.ln.onRoom(s.wake)
+		if !s.awaitingRoom {
+			s.setTimerLocked(0) // room already
+		}
 	}
 	return false
 }
