@@ -261,7 +261,7 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 		pkt = pkt[:n] // no link padding
 	}
 	if conntrack.Proto(pkt[9]) == conntrack.ProtoTCP {
-		if u.toSplice(pkt) {
+		if u.toSplice(pkt) || u.outboundTCP(pkt) {
 			return
 		}
 		// The gateway decoded the packet already, and the stack checks
@@ -330,6 +330,10 @@ type Stats struct {
 	InboundFastRetransmits                             atomic.Uint64 // the same after three duplicate ACKs, without waiting for the timeout
 	InboundRequeued                                    atomic.Uint64 // segments to the container the full link queue refused, sent again soon after (they never left)
 	InboundSynAckAgain                                 atomic.Uint64 // SYN-ACKs a container sent again: our ACK of its first was lost or late
+	OutboundRetransmits                                atomic.Uint64 // the same four for the containers' own connections: timeouts that sent bytes from the host again,
+	OutboundFastRetransmits                            atomic.Uint64 // fast retransmissions,
+	OutboundRequeued                                   atomic.Uint64 // segments the full link queue refused,
+	OutboundSynAgain                                   atomic.Uint64 // and SYNs a container sent again while its SYN-ACK was due
 	Released                                           atomic.Uint64
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
@@ -349,6 +353,8 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"inbound_opened": s.InboundOpened.Load(), "inbound_refused": s.InboundRefused.Load(),
 		"inbound_retransmits": s.InboundRetransmits.Load(), "inbound_fast_retransmits": s.InboundFastRetransmits.Load(),
 		"inbound_requeued": s.InboundRequeued.Load(), "inbound_synack_again": s.InboundSynAckAgain.Load(),
+		"outbound_retransmits": s.OutboundRetransmits.Load(), "outbound_fast_retransmits": s.OutboundFastRetransmits.Load(),
+		"outbound_requeued": s.OutboundRequeued.Load(), "outbound_syn_again": s.OutboundSynAgain.Load(),
 		"released":       s.Released.Load(),
 		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),

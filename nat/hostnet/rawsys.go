@@ -94,6 +94,29 @@ func inet4(sa *unix.RawSockaddrInet4) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port)
 }
 
+// rawBind4 binds the IPv4 socket fd to a.
+func rawBind4(fd int, a netip.AddrPort) error {
+	sa := sockaddr4(a)
+	_, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	return rawErr(e)
+}
+
+// rawConnect4 connects the IPv4 socket fd to a; a non-blocking one
+// returns EINPROGRESS, and connects later. It is raw as a write is: a
+// connection on the same machine does the listener's side of the
+// handshake in the caller.
+func rawConnect4(fd int, a netip.AddrPort) error {
+	sa := sockaddr4(a)
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	return rawErr(e)
+}
+
+func sockaddr4(a netip.AddrPort) unix.RawSockaddrInet4 {
+	sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Addr().Unmap().As4()}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], a.Port())
+	return sa
+}
+
 // sockError takes the pending error of the socket fd (SO_ERROR).
 func sockError(fd int) error {
 	var v int32

@@ -106,15 +106,26 @@ type splice struct {
 	// the handshake succeeded.
 	onOpen   func(ok bool)
 	finished bool
+	// out says the container opened the flow (outbound): its SYN came
+	// first, and our SYN-ACK answers it once the host connected. syn is
+	// that SYN until then, which an ICMP error about the flow quotes.
+	out bool
+	syn []byte
 }
 
 type spliceState uint8
 
 const (
-	spliceSynSent spliceState = iota
+	spliceSynSent    spliceState = iota // inbound: our SYN went to the container
+	spliceConnecting                    // outbound: the container's SYN came; the host socket connects
+	spliceSynRcvd                       // outbound: the host connected; our SYN-ACK went to the container
 	spliceOpen
 	spliceDone
 )
+
+// handshaking says the splice is not open yet, and its handshake with
+// the container has a deadline.
+func (st spliceState) handshaking() bool { return st < spliceOpen }
 
 // Parameters of a splice.
 const (
@@ -176,17 +187,39 @@ func isn(src, dst netip.AddrPort) uint32 {
 // the options of sockOpts: peek says it peeks from its offset. It does not
 // send yet. fd is the splice's from now on, even on error.
 func (u *Uplink) newSplice(fd int, from, to netip.AddrPort, peek bool) (*splice, error) {
+	s := u.spliceOf(fd, from, to, peek)
+	if err := s.watch(spliceWatch); err != nil {
+		rawClose(fd)
+		return nil, err
+	}
+	return s, nil
+}
+
+// spliceOf makes a splice of the host socket fd (-1 until there is one)
+// that speaks to the container at to as from, not watched yet.
+func (u *Uplink) spliceOf(fd int, from, to netip.AddrPort, peek bool) *splice {
 	s := &splice{u: u, fd: fd, from: from, to: to, rto: spliceMinRTO, peekOff: peek}
 	s.key = conntrack.Tuple{Src: to.Addr(), Dst: from.Addr(), SrcPort: to.Port(), DstPort: from.Port(), Proto: conntrack.ProtoTCP}
 	s.iss = isnOf(from, to)
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = s.iss, s.iss+1, s.iss+1, s.iss+1
-	id, err := u.poll.add(fd, spliceWatch, s.ready)
-	if err != nil {
-		rawClose(fd)
-		return nil, err
-	}
+	return s
+}
+
+// watch has the poller watch the splice's host socket for events.
+func (s *splice) watch(events uint32) error {
+	id, err := s.u.poll.add(s.fd, events, s.ready)
 	s.pollID = id
-	return s, nil
+	return err
+}
+
+// count adds one to the counter of the splice's direction: in, a
+// published port's client's, or out, a container's own connection's.
+func (s *splice) count(in, out *atomic.Uint64) {
+	if s.out {
+		out.Add(1)
+		return
+	}
+	in.Add(1)
 }
 
 // sockOpts gives the TCP socket fd the options of a splice's host socket:
@@ -253,13 +286,13 @@ func (s *splice) start(onOpen func(ok bool)) {
 	s.sendSynOrRequeue()
 }
 
-// sendSynOrRequeue sends the SYN; one the queue to the gateway refused
-// goes again after localRetry rather than after the SYN's timeout, until
-// the handshake's deadline.
+// sendSynOrRequeue sends the SYN (or the SYN-ACK, outbound); one the
+// queue to the gateway refused goes again after localRetry rather than
+// after the SYN's timeout, until the handshake's deadline.
 func (s *splice) sendSynOrRequeue() {
 	sent := s.sendSyn()
 	s.mu.Lock()
-	if s.state != spliceSynSent {
+	if s.state != spliceSynSent && s.state != spliceSynRcvd {
 		s.mu.Unlock()
 		return
 	}
@@ -294,7 +327,7 @@ const spliceQueueTimeout = time.Minute
 // (onTimer), and is not armed meanwhile. It reports whether to give up: a
 // retry of the timer's was refused the last time allowed.
 func (s *splice) refusedLocked() (giveUp bool) {
-	s.u.stats.InboundRequeued.Add(1)
+	s.count(&s.u.stats.InboundRequeued, &s.u.stats.OutboundRequeued)
 	now := time.Now()
 	if s.refusedSince.IsZero() {
 		s.refusedSince = now
@@ -363,13 +396,23 @@ func (s *splice) openedLocked() func(bool) {
 	return f
 }
 
-// sendSyn sends the SYN, with our MSS and window scale, and reports
-// whether it left (send).
+// sendSyn sends the SYN, with our MSS and window scale, or, outbound, the
+// SYN-ACK (with a window scale only if the container's SYN had one, RFC
+// 7323), and reports whether it left (send).
 func (s *splice) sendSyn() bool {
 	var opts [8]byte
 	binary.BigEndian.PutUint32(opts[0:], 2<<24|4<<16|uint32(s.u.mtu-40)) // MSS
 	binary.BigEndian.PutUint32(opts[4:], 1<<24|3<<16|3<<8|spliceShift)   // NOP, window scale
-	return s.send(s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
+	if !s.out {
+		return s.send(s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
+	}
+	s.mu.Lock()
+	ack, n := s.rcvNxt, 8
+	if s.rcvShift == 0 {
+		n = 4
+	}
+	s.mu.Unlock()
+	return s.send(s.iss, ack, conntrack.TCPSyn|conntrack.TCPAck, 0xffff, opts[:n], nil, 0)
 }
 
 // send sends the container one segment: without payload when bp is nil,
@@ -377,16 +420,22 @@ func (s *splice) sendSyn() bool {
 // bp, which send takes. It reports false when the queue to the gateway
 // was full: the segment did not leave.
 func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp *[]byte, n int) bool {
+	return s.u.sendTCP(s.from, s.to, s.mss, seq, ack, flags, wnd, opts, bp, n)
+}
+
+// sendTCP sends a container at to a segment from from, as splice.send
+// does, cut into segments of mss when it carries more (GSO).
+func (u *Uplink) sendTCP(from, to netip.AddrPort, mss int, seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp *[]byte, n int) bool {
 	hl := 20 + len(opts)
 	if bp == nil {
-		bp, n = s.u.ln.getBuf(20+hl), 0
+		bp, n = u.ln.getBuf(20+hl), 0
 	}
 	b := (*bp)[nat.Headroom:]
 	total := 20 + hl + n
-	ipv4Header(b, total, conntrack.ProtoTCP, s.from.Addr(), s.to.Addr())
+	ipv4Header(b, total, conntrack.ProtoTCP, from.Addr(), to.Addr())
 	t := b[20:]
-	binary.BigEndian.PutUint16(t[0:], s.from.Port())
-	binary.BigEndian.PutUint16(t[2:], s.to.Port())
+	binary.BigEndian.PutUint16(t[0:], from.Port())
+	binary.BigEndian.PutUint16(t[2:], to.Port())
 	binary.BigEndian.PutUint32(t[4:], seq)
 	binary.BigEndian.PutUint32(t[8:], ack)
 	t[12] = byte(hl/4) << 4
@@ -398,10 +447,10 @@ func (s *splice) send(seq, ack uint32, flags uint8, wnd uint16, opts []byte, bp 
 	// field holds the pseudo-header's sum.
 	binary.BigEndian.PutUint16(t[16:], pseudo(b, conntrack.ProtoTCP, hl+n))
 	off := bridge.Offload{Flags: bridge.OffloadNeedsCsum, CsumStart: nat.Headroom + 20, CsumOffset: 16}
-	if n > 0 && n > s.mss && s.mss > 0 { // s.mss is set before any payload goes
-		off.GSO, off.GSOSize, off.HdrLen = bridge.GSOTCPv4, uint16(s.mss), uint16(nat.Headroom+20+hl)
+	if n > 0 && n > mss && mss > 0 { // a splice's mss is set before any payload goes
+		off.GSO, off.GSOSize, off.HdrLen = bridge.GSOTCPv4, uint16(mss), uint16(nat.Headroom+20+hl)
 	}
-	return s.u.ln.push(bp, nat.Headroom+total, off)
+	return u.ln.push(bp, nat.Headroom+total, off)
 }
 
 // windowLocked is the receive window to advertise, scaled.
@@ -530,7 +579,7 @@ func (s *splice) onTimer() {
 		// What the queue refused goes again, and the retransmission
 		// timer starts again for it: neither is a retransmission.
 		s.requeue = false
-		syn := s.state == spliceSynSent
+		syn := s.state.handshaking()
 		if syn && time.Now().After(s.deadline) {
 			s.mu.Unlock()
 			s.abort(true, false, "the queue to the container stayed full")
@@ -553,7 +602,12 @@ func (s *splice) onTimer() {
 		s.mu.Unlock()
 		return
 	}
-	if s.state == spliceSynSent {
+	if s.state == spliceConnecting {
+		s.mu.Unlock()
+		s.refuse(unix.ETIMEDOUT) // the destination stayed silent
+		return
+	}
+	if s.state.handshaking() {
 		if time.Now().After(s.deadline) {
 			s.mu.Unlock()
 			s.abort(true, false, "the container did not answer")
@@ -579,14 +633,14 @@ func (s *splice) onTimer() {
 	switch {
 	case s.finSent && s.sndUna == s.finSeq:
 		// Only the FIN is outstanding: it goes again by itself.
-		s.u.stats.InboundRetransmits.Add(1)
+		s.count(&s.u.stats.InboundRetransmits, &s.u.stats.OutboundRetransmits)
 		_, ack, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
 		if !s.send(s.finSeq, ack, conntrack.TCPFin|conntrack.TCPAck, wnd, nil, nil, 0) {
 			s.ackRefused(prev, ack)
 		}
 	case s.sndUna != s.sndNxt:
-		s.u.stats.InboundRetransmits.Add(1)
+		s.count(&s.u.stats.InboundRetransmits, &s.u.stats.OutboundRetransmits)
 		s.lossLocked()
 		s.rewind = true
 		s.mu.Unlock()
@@ -618,9 +672,15 @@ func (s *splice) ackRefused(prev, ack uint32) {
 
 // ready is the poller's news of the host socket.
 func (s *splice) ready(events uint32) {
-	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI|unix.EPOLLOUT) != 0 {
 		s.mu.Lock()
-		s.toEmpty = true
+		if s.state == spliceConnecting {
+			s.connectedLocked(events)
+			return
+		}
+		if events&^unix.EPOLLOUT != 0 {
+			s.toEmpty = true
+		}
 		s.mu.Unlock()
 	}
 	if events&unix.EPOLLOUT != 0 {
@@ -1023,6 +1083,18 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	case spliceSynSent:
 		s.synSentLocked(h, flags, seq, ack)
 		return
+	case spliceConnecting:
+		// The container's SYN again, or its reset (it gave up): the
+		// host connection is not made yet.
+		rst := flags&conntrack.TCPRst != 0 && seq == s.rcvNxt
+		s.mu.Unlock()
+		if rst {
+			s.abort(true, false, "reset by the container")
+		}
+		return
+	case spliceSynRcvd:
+		s.synRcvdLocked(h, payload, flags, seq, ack)
+		return
 	}
 	if flags&conntrack.TCPRst != 0 {
 		// In the window only (RFC 5961): anything else is not the
@@ -1040,7 +1112,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 	}
 	if flags&conntrack.TCPSyn != 0 {
 		// The SYN-ACK again: our ACK of it was lost, or is late.
-		s.u.stats.InboundSynAckAgain.Add(1)
+		s.count(&s.u.stats.InboundSynAckAgain, &s.u.stats.OutboundSynAgain)
 		seqNxt, ackNxt, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
 		s.sendAck(seqNxt, ackNxt, wnd, prev, true)
@@ -1129,22 +1201,11 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 		s.mu.Unlock()
 		return
 	}
-	o := header.ParseSynOptions(h.Options(), true)
-	s.mss = min(int(o.MSS), s.u.mtu-40)
-	if o.WS >= 0 {
-		s.sndShift, s.rcvShift = uint8(min(o.WS, 14)), spliceShift
-	}
+	s.synOptsLocked(h.Options(), true)
 	s.sndWnd = uint32(h.WindowSize()) // not scaled in a SYN
-	// An initial window of ten segments (RFC 6928), no threshold yet.
-	s.cwnd, s.ssthresh = 10*uint32(s.mss), 1<<30
 	s.rcvNxt = seq + 1
 	s.rcvAcked = seq // nothing acknowledged yet: the handshake's ACK is new, whatever the ISN
-	s.sndUna = s.iss + 1
-	s.recover = s.iss // as RFC 6582 says: below every acknowledgement
-	s.refused = 0
-	s.state = spliceOpen
-	s.disarmLocked()
-	open := s.openedLocked()
+	open := s.establishLocked()
 	// The handshake's ACK goes with the client's first bytes when they
 	// are there already, else alone: what the client sent meanwhile is
 	// read here.
@@ -1152,6 +1213,120 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 	s.mu.Unlock()
 	open(true)
 	s.pump()
+}
+
+// synOptsLocked takes the options of the container's SYN (or SYN-ACK):
+// its MSS, and its window scale, with which ours is offered or agreed.
+func (s *splice) synOptsLocked(opts []byte, synAck bool) {
+	o := header.ParseSynOptions(opts, synAck)
+	s.mss = min(int(o.MSS), s.u.mtu-40)
+	if o.WS >= 0 {
+		s.sndShift, s.rcvShift = uint8(min(o.WS, 14)), spliceShift
+	}
+}
+
+// establishLocked opens the splice, whose handshake is done, and returns
+// onOpen, to be called once unlocked.
+func (s *splice) establishLocked() func(bool) {
+	// An initial window of ten segments (RFC 6928), no threshold yet.
+	s.cwnd, s.ssthresh = 10*uint32(s.mss), 1<<30
+	s.sndUna = s.iss + 1
+	s.recover = s.iss // as RFC 6582 says: below every acknowledgement
+	s.refused = 0
+	s.state = spliceOpen
+	s.disarmLocked()
+	return s.openedLocked()
+}
+
+// synRcvdLocked handles a segment of the container's while our SYN-ACK
+// waits for its acknowledgement, and unlocks: the ACK opens the splice,
+// and what else the segment carries is taken as an open splice's.
+func (s *splice) synRcvdLocked(h header.TCP, payload []byte, flags uint8, seq, ack uint32) {
+	switch {
+	case flags&conntrack.TCPRst != 0:
+		ok := seq == s.rcvNxt
+		s.mu.Unlock()
+		if ok {
+			s.abort(true, false, "reset by the container")
+		}
+		return
+	case flags&conntrack.TCPSyn != 0:
+		// The SYN again: our SYN-ACK was lost, or is late.
+		again := flags&conntrack.TCPAck == 0 && seq+1 == s.rcvNxt && !s.requeue
+		s.mu.Unlock()
+		if again {
+			s.count(&s.u.stats.InboundSynAckAgain, &s.u.stats.OutboundSynAgain)
+			s.sendSynOrRequeue()
+		}
+		return
+	case flags&conntrack.TCPAck == 0 || ack != s.iss+1:
+		s.mu.Unlock()
+		return
+	}
+	s.sndWnd = uint32(h.WindowSize()) << s.sndShift
+	open := s.establishLocked()
+	s.mu.Unlock()
+	open(true)
+	if len(payload) > 0 || flags&conntrack.TCPFin != 0 {
+		s.input(h, payload)
+	}
+	s.pump() // what the destination sent meanwhile (a server that speaks first)
+}
+
+// connectedLocked takes the poller's news of an outbound splice's host
+// socket while it connects, and unlocks: connected, the SYN-ACK goes to
+// the container; failed, the container hears what the network said.
+func (s *splice) connectedLocked(events uint32) {
+	err := sockError(s.fd)
+	if err == nil && events&unix.EPOLLOUT == 0 {
+		s.mu.Unlock()
+		return // not yet
+	}
+	if err != nil {
+		s.mu.Unlock()
+		s.refuse(err)
+		return
+	}
+	if err := s.u.poll.modify(s.fd, s.pollID, spliceWatch); err != nil {
+		s.mu.Unlock()
+		s.abort(true, true, "watching the host socket failed")
+		return
+	}
+	s.state, s.syn = spliceSynRcvd, nil
+	s.deadline = time.Now().Add(s.u.cfg.ConnectTimeout)
+	s.rto = spliceSynRTO
+	s.armLocked()
+	s.mu.Unlock()
+	s.sendSynOrRequeue()
+}
+
+// refuse ends an outbound splice whose host connection failed with err,
+// and answers the container as the network would: a reset for a refusal,
+// ICMP unreachable for an unreachable destination, nothing for one that
+// stayed silent.
+func (s *splice) refuse(err error) {
+	st := &s.u.stats
+	switch {
+	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ECONNRESET):
+		st.TCPRefused.Add(1)
+		s.abort(false, true, "refused: "+err.Error())
+	case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH):
+		st.TCPUnreachable.Add(1)
+		s.mu.Lock()
+		syn := s.syn
+		s.mu.Unlock()
+		s.abort(false, false, "unreachable: "+err.Error())
+		code := uint8(1) // host unreachable
+		if errors.Is(err, unix.ENETUNREACH) {
+			code = 0
+		}
+		if syn != nil {
+			s.u.sendUnreachable(syn, code)
+		}
+	default: // timed out, or any other failure: the container hears nothing
+		st.TCPTimedOut.Add(1)
+		s.abort(false, false, "connecting failed: "+err.Error())
+	}
 }
 
 // lossLocked is the congestion window's answer to a retransmission
@@ -1226,7 +1401,7 @@ func (s *splice) dupAckLocked(ack uint32, wnd uint16, pure bool) bool {
 	s.cwnd = s.ssthresh
 	s.recover = s.sndMax
 	s.rewind = true
-	s.u.stats.InboundFastRetransmits.Add(1)
+	s.count(&s.u.stats.InboundFastRetransmits, &s.u.stats.OutboundFastRetransmits)
 	s.armLocked() // the timeout now counts from the rewind
 	return true
 }
@@ -1356,7 +1531,11 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 		s.mu.Unlock()
 		return
 	}
-	s.u.log.Debug("hostnet: published port: flow ends", "client", s.from, "ctr", s.to, "why", why)
+	if s.out {
+		s.u.log.Debug("hostnet: outbound flow ends", "ctr", s.to, "dst", s.from, "why", why)
+	} else {
+		s.u.log.Debug("hostnet: published port: flow ends", "client", s.from, "ctr", s.to, "why", why)
+	}
 	was := s.state
 	s.stopLocked()
 	open := s.openedLocked()
@@ -1364,10 +1543,14 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 	if was == spliceSynSent {
 		seq = s.iss + 1
 	}
-	if resetHost {
+	if resetHost && s.fd >= 0 {
 		rawLinger0(s.fd)
 	}
 	s.closeLocked()
+	// An outbound flow that never opened leaves no entry behind: a new
+	// SYN from the container starts afresh, with its own host socket's
+	// tuple as the reply.
+	untrack := s.out && was.handshaking() && s.f != nil
 	s.mu.Unlock()
 	if resetCtr {
 		flags := uint8(conntrack.TCPRst | conntrack.TCPAck)
@@ -1377,6 +1560,9 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 		s.send(seq, ack, flags, 0, nil, nil, 0)
 	}
 	open(false)
+	if untrack {
+		s.u.tbl.Load().Delete(0, s.key)
+	}
 	s.finish()
 }
 

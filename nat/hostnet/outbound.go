@@ -1,0 +1,152 @@
+package hostnet
+
+import (
+	"net/netip"
+	"os"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/usernat/usernat/conntrack"
+)
+
+// outboundTCP starts carrying a container's new TCP connection to its
+// destination over a host socket, if pkt (with no splice of its own) is
+// the connection's SYN, and reports whether it was one. The host socket
+// connects first, and the container is answered as the network would
+// answer it: our SYN-ACK once the host connected (the splice then carries
+// the flow as a published port's, see splice), a reset when refused, ICMP
+// unreachable when unreachable, nothing when the destination stayed
+// silent. It runs on the gateway's goroutine and never waits: the
+// connection completes on the poller's.
+//
+// A SYN the uplink cannot carry now is reset (the destination is the
+// host's own loopback, the container has its cap of flows, conntrack
+// refuses it), or dropped when maxInFlight connections are being made
+// already: the container sends it again.
+func (u *Uplink) outboundTCP(pkt []byte) bool {
+	var p conntrack.Packet
+	if p.Decode(pkt) != nil || p.Kind != conntrack.KindFlow || p.TCP.Flags&(conntrack.TCPSyn|conntrack.TCPAck|conntrack.TCPRst) != conntrack.TCPSyn {
+		return false
+	}
+	ctr := netip.AddrPortFrom(p.Tuple.Src, p.Tuple.SrcPort)
+	named := netip.AddrPortFrom(p.Tuple.Dst, p.Tuple.DstPort) // the destination as the container named it
+	s := u.spliceOf(-1, named, ctr, false)
+	s.out, s.state = true, spliceConnecting
+	s.rcvNxt, s.rcvAcked = p.TCP.Seq+1, p.TCP.Seq
+	s.synOptsLocked(header.TCP(pkt[p.L4Off:]).Options(), false)
+	s.sndWnd = uint32(p.TCP.Window) // not scaled in a SYN
+	s.syn = append([]byte(nil), pkt[:p.Len]...)
+	// The splice takes the flow's segments from now on, a resent SYN's
+	// too, so the connection is made once.
+	u.smu.Lock()
+	if u.splices[s.key] != nil {
+		u.smu.Unlock()
+		return true // one came meanwhile
+	}
+	u.splices[s.key] = s
+	u.smu.Unlock()
+	reset := func() {
+		s.abort(false, true, "refused by the uplink")
+	}
+	dst, ok := u.hostDst(named)
+	if !ok || !u.reserve(ctr.Addr()) {
+		reset()
+		return true
+	}
+	select {
+	case u.dialing <- struct{}{}:
+		s.onOpen = func(ok bool) {
+			<-u.dialing
+			if ok {
+				u.stats.TCPOpened.Add(1)
+			}
+		}
+	default:
+		u.stats.DropInFlight.Add(1)
+		u.unreserve(ctr.Addr())
+		s.abort(false, false, "too many connections being made")
+		return true
+	}
+	fd, peek, err := u.connectTCP(dst)
+	if err != nil {
+		u.unreserve(ctr.Addr())
+		s.refuse(err)
+		return true
+	}
+	s.mu.Lock()
+	s.fd, s.peekOff = fd, peek
+	s.mu.Unlock()
+	local, err := rawGetsockname(fd)
+	if err != nil {
+		u.unreserve(ctr.Addr())
+		s.abort(true, true, "the host socket has no address")
+		return true
+	}
+	reply := conntrack.Tuple{Src: named.Addr(), Dst: local.Addr(), SrcPort: named.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
+	id, ok := u.track(&p, reply)
+	if !ok {
+		u.unreserve(ctr.Addr())
+		s.abort(true, true, "conntrack refused the flow")
+		return true
+	}
+	_, ok = u.addFlow(p.Tuple, ctr.Addr(), id, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
+		// Superseded, only the container's side is reset: a reset on the
+		// host socket would carry the tuple of a new connection.
+		f.supersede = func() { s.abort(false, true, "superseded") }
+		s.mu.Lock()
+		s.f = f
+		s.mu.Unlock()
+	})
+	if !ok {
+		s.abort(true, true, "the uplink is closed, or the flow is carried already")
+		return true
+	}
+	s.mu.Lock()
+	if s.state != spliceConnecting {
+		s.mu.Unlock()
+		return true // its entry went already
+	}
+	s.setTimerLocked(u.cfg.ConnectTimeout)
+	err = s.watch(spliceWatchFlush) // connected, the socket is writable
+	s.mu.Unlock()
+	if err != nil {
+		s.abort(true, true, "watching the host socket failed")
+	}
+	return true
+}
+
+// connectTCP starts connecting a new host socket to dst, and returns it
+// with the options of a splice's (sockOpts: peek says it peeks from its
+// offset), from the outbound address when one is set (not to the host's
+// loopback). The socket is non-blocking: the connection completes, or
+// fails, when it becomes writable; err is a failure to start.
+func (u *Uplink) connectTCP(dst netip.AddrPort) (fd int, peek bool, err error) {
+	err = u.cfg.Namespace(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		return os.NewSyscallError("socket", err)
+	})
+	if err != nil {
+		return -1, false, err
+	}
+	if peek, err = sockOpts(fd, false); err != nil {
+		rawClose(fd)
+		return -1, false, err
+	}
+	if a := u.cfg.OutboundAddr; a.IsValid() && !dst.Addr().IsLoopback() {
+		// The port is the connection's to choose, per destination.
+		rawSetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := rawBind4(fd, netip.AddrPortFrom(a, 0)); err != nil {
+			rawClose(fd)
+			return -1, false, os.NewSyscallError("bind", err)
+		}
+	}
+	switch err := rawConnect4(fd, dst); err {
+	case nil, unix.EINPROGRESS, unix.EINTR: // EINTR: it goes on regardless
+		return fd, peek, nil
+	default:
+		rawClose(fd)
+		return -1, false, os.NewSyscallError("connect", err)
+	}
+}
