@@ -3,28 +3,28 @@
 // and gvisor-tap-vsock do, so a process without privileges gives its
 // containers the outside world and published ports.
 //
-// Uplink implements nat.Terminator. A gVisor network stack, promiscuous
-// and spoofing, terminates each TCP connection a container opens as if it
-// were the destination, and the flow is carried over a host connection to
-// that destination; a refused host connection reaches the container as a
-// reset, an unreachable destination as ICMP unreachable. UDP flows are
-// carried over a host UDP socket each, without the stack, and ICMP echo
-// over unprivileged ICMP sockets where the host allows them
-// (net.ipv4.ping_group_range). Published ports (Uplink.Publish) listen on
-// the host; each client is carried into the container from its own
-// address, for TCP and UDP, so the container sees who connects; a client
-// on the host's loopback is presented as the gateway's address. A TCP
-// client is spliced into the container without the stack, as pasta does:
-// the uplink speaks TCP to the container itself, the client's bytes
-// staying in the host socket until the container acknowledges them, with
-// no goroutine per connection (one poller watches every host socket).
+// Uplink implements nat.Terminator. Each TCP connection is spliced
+// between a host socket and the container, as pasta does: the uplink
+// speaks TCP to the container itself, the bytes from the host staying in
+// the host socket until the container acknowledges them, with no
+// goroutine per connection (one poller watches every host socket). A
+// container's SYN opens a host connection to its destination, and is
+// answered once that connection is made; a refused host connection
+// reaches the container as a reset, an unreachable destination as ICMP
+// unreachable, a silent one as nothing. UDP flows are carried over a host
+// UDP socket each, and ICMP echo over unprivileged ICMP sockets where the
+// host allows them (net.ipv4.ping_group_range). Published ports
+// (Uplink.Publish) listen on the host; each client is carried into the
+// container from its own address, for TCP and UDP, so the container sees
+// who connects; a client on the host's loopback is presented as the
+// gateway's address.
 //
 // Every flow has one entry in the gateway's conntrack table, whose reply
 // tuple is the host socket's (so `usernat conntrack -L` shows the source
 // translation the host performed), and whose state and counters follow
 // the container's side. When the entry leaves the table — idle past its
-// timeout, flushed, evicted — the flow's host socket, stack endpoint,
-// goroutines and timers are released.
+// timeout, flushed, evicted — the flow's host socket, goroutines and
+// timers are released.
 //
 // The uplink speaks IPv4, as the gateway does. By default a container
 // cannot reach the host's loopback; Config.HostLoopback maps an address

@@ -199,9 +199,6 @@ func (u *Uplink) sweep() {
 	}
 	u.mu.Unlock()
 	now := time.Now()
-	u.mu.Lock()
-	u.ageSynsLocked(now)
-	u.mu.Unlock()
 	for _, f := range flows {
 		e, _, ok := tbl.Get(0, f.orig)
 		u.mu.Lock()

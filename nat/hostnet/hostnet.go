@@ -104,8 +104,6 @@ type Uplink struct {
 	pubs    map[nat.RuleID][]io_closer      // listeners of published ports
 	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
 	dialing chan struct{}                   // a place per client being carried in (maxInFlight)
-	tcpSyn  map[synKey]savedSyn             // SYNs waiting for their host connection
-	synAged time.Time                       // when they were last aged
 	pubMu   sync.Mutex                      // held by Publish
 
 	smu     sync.RWMutex
@@ -160,7 +158,6 @@ func New(cfg Config) (*Uplink, error) {
 		inbound: map[conntrack.Tuple]expectation{},
 		perSrc:  map[netip.Addr]int{},
 		pubs:    map[nat.RuleID][]io_closer{},
-		tcpSyn:  map[synKey]savedSyn{},
 		splices: map[conntrack.Tuple]*splice{},
 		dialing: make(chan struct{}, maxInFlight),
 		warned:  map[string]bool{},
@@ -180,7 +177,6 @@ func New(cfg Config) (*Uplink, error) {
 		st.Wait()
 		return nil, err
 	}
-	u.installTCP()
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
@@ -248,8 +244,9 @@ func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 }
 
 // Send implements nat.Uplink: a packet from a container to the outside.
-// TCP goes to the stack; UDP and ICMP echo to their host sockets, which
-// the first packet of a flow opens. It is called from the gateway's
+// TCP goes to its splice, which a SYN makes; UDP and ICMP echo to their
+// host sockets, which the first packet of a flow opens; a TCP segment of
+// no flow to the stack, which resets it. It is called from the gateway's
 // goroutines and never waits for the network.
 func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 	pkt := frame[min(nat.Headroom, len(frame)):]

@@ -8,6 +8,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
 )
 
 // outboundTCP starts carrying a container's new TCP connection to its
@@ -114,6 +115,16 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		s.abort(true, true, "watching the host socket failed")
 	}
 	return true
+}
+
+// sendUnreachable sends the container an ICMP destination unreachable
+// with code about pkt, one of its packets, from the gateway.
+func (u *Uplink) sendUnreachable(pkt []byte, code uint8) {
+	buf := make([]byte, 576)
+	msg, err := nat.Unreachable(buf, pkt, u.cfg.Gateway, code)
+	if err == nil {
+		u.ln.queue([][]byte{msg}, bridgeNone)
+	}
 }
 
 // connectTCP starts connecting a new host socket to dst, and returns it

@@ -19,11 +19,16 @@ import (
 	"github.com/usernat/usernat/nat"
 )
 
-// A splice carries a client of a published TCP port into the container
-// without the gVisor stack: the host socket holds the client's side, and
-// the splice speaks TCP to the container with the segments it needs and no
-// buffers of its own, as pasta does. Bytes from the client stay in the
-// host socket until the container acknowledges them: the splice peeks
+// A splice carries a TCP connection between a container and a host
+// socket: a client of a published port into the container (inbound: the
+// splice sends the SYN), or a connection the container opens (outbound:
+// the splice answers its SYN once the host socket connected). The host
+// socket holds the other end's side, and the splice speaks TCP to the
+// container with the segments it needs and no buffers of its own, as
+// pasta does. In the following, the client is the host socket's peer, a
+// published port's client or the destination of an outbound connection.
+// Bytes from the client stay in the host socket until the container
+// acknowledges them: the splice peeks
 // them out (SO_PEEK_OFF keeps its place), sends them, and discards what
 // was acknowledged; going back to the last acknowledged byte is the
 // whole of retransmission. Bytes from the container are written to the
@@ -35,7 +40,8 @@ import (
 // has something, the gateway's goroutine brings the container's segments,
 // and timers (armed only while something is outstanding) the rest. Each
 // sends what it can there and then (pump). Measured with bench/rootless
-// against the stack's path: see bench/README.md.
+// against the gVisor stack's path, which both directions took before:
+// see bench/README.md.
 type splice struct {
 	u    *Uplink
 	from netip.AddrPort // the client as the container sees it
