@@ -1,0 +1,189 @@
+package hostnet
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// outboundUplink is an uplink whose host-loopback address (the gateway's,
+// 10.0.2.2) leads to the host's 127.0.0.1, with a table and no gateway:
+// what it sends the container waits in its link's queue, and a test
+// hands it the container's segments (Send). Only loopback traffic.
+func outboundUplink(t *testing.T) (*Uplink, *conntrack.Table) {
+	t.Helper()
+	gw := netip.MustParseAddr("10.0.2.2")
+	u, err := New(Config{Gateway: gw, HostLoopback: gw, ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := conntrack.New(conntrack.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Attach(tbl, nil)
+	t.Cleanup(func() {
+		u.Close()
+		tbl.Close()
+	})
+	return u, tbl
+}
+
+// ctrSegment is a segment from the container, as the gateway hands it to
+// Send: behind nat.Headroom.
+func ctrSegment(from, to netip.AddrPort, seq, ack uint32, flags uint8, wnd uint16, opts, payload []byte) []byte {
+	hl := 20 + len(opts)
+	f := make([]byte, nat.Headroom+20+hl+len(payload))
+	b := f[nat.Headroom:]
+	ipv4Header(b, len(b), conntrack.ProtoTCP, from.Addr(), to.Addr())
+	h := header.TCP(b[20:])
+	h.Encode(&header.TCPFields{SrcPort: from.Port(), DstPort: to.Port(), SeqNum: seq, AckNum: ack, DataOffset: uint8(hl), Flags: header.TCPFlags(flags), WindowSize: wnd})
+	copy(b[40:], opts)
+	copy(b[20+hl:], payload)
+	return f
+}
+
+// nextSegment is the next segment the uplink sent the container.
+func nextSegment(t *testing.T, u *Uplink) header.TCP {
+	t.Helper()
+	select {
+	case f := <-u.ln.q:
+		pkt := append([]byte(nil), (*f.buf)[nat.Headroom:f.n]...)
+		u.ln.putBuf(f.buf)
+		return header.TCP(pkt[int(pkt[0]&0xf)*4:])
+	case <-time.After(5 * time.Second):
+		t.Fatal("no segment to the container")
+		return nil
+	}
+}
+
+// synOpts are a SYN's options: MSS 1460, and a window scale of 7 when ws.
+func synOpts(ws bool) []byte {
+	o := []byte{2, 4, 0x05, 0xb4}
+	if ws {
+		o = append(o, 1, 3, 3, 7)
+	}
+	return o
+}
+
+// A container's connection to the outside: its SYN connects a host socket
+// once, however often it comes, and is answered when connected, with a
+// window scale only if the SYN had one; a SYN again after the SYN-ACK
+// draws it again; the ACK opens the flow, and what the destination sent
+// meanwhile (a server that speaks first) follows, then bytes both ways.
+// The flow's entry has the host socket's tuple as its reply.
+func TestOutboundSplice(t *testing.T) {
+	for _, ws := range []bool{true, false} {
+		name := map[bool]string{true: "window scale", false: "no window scale"}[ws]
+		t.Run(name, func(t *testing.T) {
+			u, tbl := outboundUplink(t)
+			l, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+			ctr := netip.MustParseAddrPort("10.0.2.100:40000")
+			dst := netip.AddrPortFrom(u.cfg.Gateway, port)
+			const cseq = 1000
+			syn := ctrSegment(ctr, dst, cseq, 0, conntrack.TCPSyn, 64240, synOpts(ws), nil)
+			u.Send(syn, dst.Addr(), bridgeNone)
+			u.Send(syn, dst.Addr(), bridgeNone) // sent again while connecting
+			sa := nextSegment(t, u)
+			if sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck || sa.AckNumber() != cseq+1 {
+				t.Fatalf("answer to the SYN: flags %v, ack %d; want a SYN-ACK of %d", sa.Flags(), sa.AckNumber(), cseq+1)
+			}
+			o := header.ParseSynOptions(sa.Options(), true)
+			if o.MSS != uint16(u.mtu-40) || (o.WS >= 0) != ws {
+				t.Fatalf("SYN-ACK options: MSS %d, window scale %d; want MSS %d, a window scale %v", o.MSS, o.WS, u.mtu-40, ws)
+			}
+			srv, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			if _, err := srv.Write([]byte("banner")); err != nil {
+				t.Fatal(err)
+			}
+			l.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+				t.Fatal("the SYN sent again made a second host connection")
+			}
+			e, _, ok := tbl.Get(0, conntrack.Tuple{Src: ctr.Addr(), Dst: dst.Addr(), SrcPort: ctr.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoTCP})
+			if host := srv.RemoteAddr().(*net.TCPAddr).AddrPort(); !ok || e.Reply.Dst != host.Addr() || e.Reply.DstPort != host.Port() {
+				t.Fatalf("entry %v (found %v), want the reply to the host socket %v", e, ok, host)
+			}
+
+			// The SYN-ACK was lost: the SYN again draws it again.
+			u.Send(syn, dst.Addr(), bridgeNone)
+			if again := nextSegment(t, u); again.Flags() != sa.Flags() || again.SequenceNumber() != sa.SequenceNumber() {
+				t.Fatalf("after the SYN again: flags %v, seq %d; want the SYN-ACK again", again.Flags(), again.SequenceNumber())
+			}
+			if n := u.stats.OutboundSynAgain.Load(); n != 1 {
+				t.Errorf("outbound_syn_again %d, want 1", n)
+			}
+
+			iss := sa.SequenceNumber()
+			u.Send(ctrSegment(ctr, dst, cseq+1, iss+1, conntrack.TCPAck, 502, nil, nil), dst.Addr(), bridgeNone)
+			d := nextSegment(t, u)
+			if string(d.Payload()) != "banner" || d.SequenceNumber() != iss+1 {
+				t.Fatalf("after the handshake: seq %d, %q; want the banner from %d", d.SequenceNumber(), d.Payload(), iss+1)
+			}
+			u.Send(ctrSegment(ctr, dst, cseq+1, iss+7, conntrack.TCPAck|conntrack.TCPPsh, 502, nil, []byte("hello")), dst.Addr(), bridgeNone)
+			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, 5)
+			if _, err := io.ReadFull(srv, got); err != nil || string(got) != "hello" {
+				t.Fatalf("the destination read %q, %v; want hello", got, err)
+			}
+			if n := u.stats.TCPOpened.Load(); n != 1 {
+				t.Errorf("tcp_opened %d, want 1", n)
+			}
+		})
+	}
+}
+
+// A refused host connection reaches the container as a reset of its SYN,
+// and leaves no entry and no flow behind.
+func TestOutboundSpliceRefused(t *testing.T) {
+	u, tbl := outboundUplink(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+	l.Close() // nobody listens there now
+	ctr := netip.MustParseAddrPort("10.0.2.100:40001")
+	dst := netip.AddrPortFrom(u.cfg.Gateway, port)
+	u.Send(ctrSegment(ctr, dst, 7000, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	rst := nextSegment(t, u)
+	if rst.Flags() != header.TCPFlagRst|header.TCPFlagAck || rst.AckNumber() != 7001 {
+		t.Fatalf("answer: flags %v, ack %d; want a reset of the SYN, ack 7001", rst.Flags(), rst.AckNumber())
+	}
+	if n := u.stats.TCPRefused.Load(); n != 1 {
+		t.Errorf("tcp_refused %d, want 1", n)
+	}
+	for end := time.Now().Add(2 * time.Second); (u.Flows() != 0 || tbl.Len() != 0) && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	if u.Flows() != 0 || tbl.Len() != 0 {
+		t.Errorf("after the refusal: %d flows, %d entries; want none", u.Flows(), tbl.Len())
+	}
+	u.smu.RLock()
+	n := len(u.splices)
+	u.smu.RUnlock()
+	if n != 0 {
+		t.Errorf("%d splices left", n)
+	}
+	// The place in the connections being made is given back.
+	if n := len(u.dialing); n != 0 {
+		t.Errorf("%d places taken in the connections being made, want 0", n)
+	}
+}
