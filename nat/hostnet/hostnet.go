@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
-
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
@@ -33,9 +31,9 @@ type Config struct {
 	// address a client on the host's loopback is presented as. Required.
 	Gateway netip.Addr
 
-	// MTU is the largest IP packet between the gateway and the stack, at
-	// most 65520; 0 means 65520. It bounds the segments the stack sends
-	// (the bridge's MTU is the one that matters to containers).
+	// MTU is the largest IP packet between the gateway and the uplink, at
+	// most 65520; 0 means 65520. It bounds the MSS the uplink offers the
+	// containers (the bridge's MTU is the one that matters to them).
 	MTU int
 
 	// HostLoopback, when valid, is an address whose TCP and UDP flows go
@@ -58,9 +56,9 @@ type Config struct {
 	// once; 0 means no cap beyond the conntrack table's.
 	MaxFlowsPerSource int
 
-	// QueueLen is the number of packets the stack may have waiting for
-	// the gateway; beyond it they are dropped (TCP sends them again). 0
-	// means 4096.
+	// QueueLen is the number of packets the uplink may have waiting for
+	// the gateway; beyond it they are refused (a splice sends them again
+	// soon after, a datagram is dropped). 0 means 4096.
 	QueueLen int
 
 	// Namespace runs fn where host sockets are made: every socket the
@@ -83,7 +81,6 @@ type Uplink struct {
 	log *slog.Logger
 	mtu int
 
-	st  *stack.Stack
 	ln  *link
 	tbl atomic.Pointer[conntrack.Table]
 
@@ -99,7 +96,7 @@ type Uplink struct {
 	flows   map[conntrack.Tuple]*flow       // by the entry's original tuple
 	udp     map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
 	pings   map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
-	inbound map[conntrack.Tuple]expectation // flows being opened into the container, by the stack's tuple
+	inbound map[conntrack.Tuple]expectation // flows being opened into the container, by the tuple of their packets to it
 	perSrc  map[netip.Addr]int              // open flows per container address
 	pubs    map[nat.RuleID][]io_closer      // listeners of published ports
 	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
@@ -123,8 +120,8 @@ type expectation struct{ orig, reply conntrack.Tuple }
 
 var _ nat.Terminator = (*Uplink)(nil)
 
-// New makes an uplink: a gVisor stack on a link whose other end is the
-// gateway. It carries nothing until the gateway attaches and starts it.
+// New makes an uplink. It carries nothing until the gateway attaches and
+// starts it.
 func New(cfg Config) (*Uplink, error) {
 	if !cfg.Gateway.Is4() {
 		return nil, fmt.Errorf("hostnet: gateway address %v: need the gateway's IPv4 address on the bridge", cfg.Gateway)
@@ -166,15 +163,9 @@ func New(cfg Config) (*Uplink, error) {
 		u.log = slog.New(slog.DiscardHandler)
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
-	u.ln = newLink(uint32(cfg.MTU), cfg.QueueLen)
-	st, err := newStack(u.ln)
-	if err != nil {
-		return nil, err
-	}
-	u.st = st
+	u.ln = newLink(cfg.QueueLen)
+	var err error
 	if u.poll, err = newPoller(); err != nil {
-		st.Close()
-		st.Wait()
 		return nil, err
 	}
 	u.wg.Add(1)
@@ -192,7 +183,7 @@ func (u *Uplink) Addrs() []netip.Addr { return nil }
 func (u *Uplink) MTU() int { return u.mtu }
 
 // Offloading reports true: the uplink takes TCP packets larger than the
-// MTU (GSO) whole, as one segment to the stack, and packets whose
+// MTU (GSO) whole, as one segment to a splice, and packets whose
 // checksum is pending.
 func (u *Uplink) Offloading() bool { return true }
 
@@ -223,10 +214,10 @@ func (u *Uplink) Inbound(t conntrack.Tuple) (orig, reply conntrack.Tuple, ok boo
 	return e.orig, e.reply, ok
 }
 
-// Start implements nat.Uplink: packets from the stack and the host
-// sockets go to deliver one at a time, from whichever goroutine made them
-// (the stack's, a splice's pump, a host socket's reader), or from the
-// link's own when others are waiting.
+// Start implements nat.Uplink: packets from the host sockets go to
+// deliver one at a time, from whichever goroutine made them (a splice's
+// pump or timer, a host socket's reader), or from the link's own when
+// others are waiting.
 func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 	if u.tbl.Load() == nil {
 		return errors.New("hostnet: the uplink needs a gateway: give it to nat.New")
@@ -244,9 +235,9 @@ func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 }
 
 // Send implements nat.Uplink: a packet from a container to the outside.
-// TCP goes to its splice, which a SYN makes; UDP and ICMP echo to their
-// host sockets, which the first packet of a flow opens; a TCP segment of
-// no flow to the stack, which resets it. It is called from the gateway's
+// TCP goes to its splice, which a SYN makes (a segment of no flow is
+// reset); UDP and ICMP echo to their host sockets, which the first packet
+// of a flow opens. It is called from the gateway's
 // goroutines and never waits for the network.
 func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 	pkt := frame[min(nat.Headroom, len(frame)):]
@@ -261,12 +252,7 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 		if u.toSplice(pkt) || u.outboundTCP(pkt) {
 			return
 		}
-		// The gateway decoded the packet already, and the stack checks
-		// it again: no third look. The stack takes its checksum as valid
-		// (it comes from a container's kernel over a TAP device, which
-		// may have left it to be computed), and a GSO packet as one large
-		// segment, the way GRO hands it over.
-		u.ln.inject(pkt)
+		u.resetStray(pkt)
 		return
 	}
 	// A datagram's checksum does not matter: only its payload leaves.
@@ -285,8 +271,8 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 	}
 }
 
-// Close stops the uplink: it closes every flow and listener, the stack,
-// and waits for every goroutine. It is idempotent.
+// Close stops the uplink: it closes every flow and listener, and waits
+// for every goroutine. It is idempotent.
 func (u *Uplink) Close() error {
 	u.mu.Lock()
 	if u.closed {
@@ -312,9 +298,7 @@ func (u *Uplink) Close() error {
 		f.release()
 	}
 	u.poll.close()
-	u.st.Close()
 	u.wg.Wait()
-	u.st.Wait()
 	return nil
 }
 
@@ -331,11 +315,12 @@ type Stats struct {
 	OutboundFastRetransmits                            atomic.Uint64 // fast retransmissions,
 	OutboundRequeued                                   atomic.Uint64 // segments the full link queue refused,
 	OutboundSynAgain                                   atomic.Uint64 // and SYNs a container sent again while its SYN-ACK was due
+	TCPStrayReset                                      atomic.Uint64 // TCP segments of no flow from a container, answered with a reset
 	Released                                           atomic.Uint64
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
-	DropInFlight                                       atomic.Uint64 // clients of published ports beyond maxInFlight being opened
+	DropInFlight                                       atomic.Uint64 // TCP connections beyond maxInFlight being opened: a container's SYN dropped, a published port's client reset
 	DropCollision                                      atomic.Uint64 // loopback clients of published ports whose port another one, shown as the gateway too, holds
 	DropConntrack                                      atomic.Uint64 // flows conntrack refused, the table not full: a first packet it takes as invalid, a reply tuple in use
 }
@@ -352,8 +337,9 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"inbound_requeued": s.InboundRequeued.Load(), "inbound_synack_again": s.InboundSynAckAgain.Load(),
 		"outbound_retransmits": s.OutboundRetransmits.Load(), "outbound_fast_retransmits": s.OutboundFastRetransmits.Load(),
 		"outbound_requeued": s.OutboundRequeued.Load(), "outbound_syn_again": s.OutboundSynAgain.Load(),
-		"released":       s.Released.Load(),
-		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
+		"tcp_stray_reset": s.TCPStrayReset.Load(),
+		"released":        s.Released.Load(),
+		"drop_malformed":  s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),

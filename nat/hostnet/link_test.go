@@ -20,7 +20,7 @@ import (
 // packet one of maxPacket. With no gateway delivering, every packet
 // waits in the queue, and a full queue refuses the next one.
 func TestLinkBufferSizes(t *testing.T) {
-	l := newLink(1500, 3)
+	l := newLink(3)
 	ack := bytes.Repeat([]byte{1}, 40)
 	edge := bytes.Repeat([]byte{2}, smallPacket)
 	seg := bytes.Repeat([]byte{3}, smallPacket+1)
@@ -60,7 +60,7 @@ func TestLinkBufferSizes(t *testing.T) {
 // The link's goroutine tells the waiters, once, when it delivers a queued
 // frame: the queue has room again.
 func TestLinkRoomMade(t *testing.T) {
-	l := newLink(1500, 1)
+	l := newLink(1)
 	ack := make([]byte, 40)
 	l.queue([][]byte{ack}, bridge.Offload{})
 	if l.queue([][]byte{ack}, bridge.Offload{}) {

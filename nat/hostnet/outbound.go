@@ -117,6 +117,27 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	return true
 }
 
+// resetStray answers a container's TCP segment of no flow as a host with
+// no such connection does (RFC 9293, 3.10.7.1): with a reset whose
+// sequence number is the segment's acknowledgement. A segment of a flow
+// that ended (a FIN sent again after our last ACK was lost, a late
+// retransmission) is one. Every valid segment but a SYN (which makes a
+// flow) and a reset (which draws nothing) carries an ACK.
+func (u *Uplink) resetStray(pkt []byte) {
+	var p conntrack.Packet
+	if p.Decode(pkt) != nil || p.Kind != conntrack.KindFlow {
+		u.stats.DropMalformed.Add(1)
+		return
+	}
+	if p.TCP.Flags&(conntrack.TCPRst|conntrack.TCPAck) != conntrack.TCPAck {
+		return
+	}
+	u.stats.TCPStrayReset.Add(1)
+	from := netip.AddrPortFrom(p.Tuple.Dst, p.Tuple.DstPort)
+	to := netip.AddrPortFrom(p.Tuple.Src, p.Tuple.SrcPort)
+	u.sendTCP(from, to, 0, p.TCP.Ack, 0, conntrack.TCPRst, 0, nil, nil, 0)
+}
+
 // sendUnreachable sends the container an ICMP destination unreachable
 // with code about pkt, one of its packets, from the gateway.
 func (u *Uplink) sendUnreachable(pkt []byte, code uint8) {

@@ -187,3 +187,29 @@ func TestOutboundSpliceRefused(t *testing.T) {
 		t.Errorf("%d places taken in the connections being made, want 0", n)
 	}
 }
+
+// A container's TCP segment of no flow is answered with a reset, as a
+// host with no such connection answers it, whose sequence number is the
+// segment's acknowledgement; a reset draws nothing.
+func TestOutboundStrayReset(t *testing.T) {
+	u, _ := outboundUplink(t)
+	ctr := netip.MustParseAddrPort("10.0.2.100:40002")
+	dst := netip.MustParseAddrPort("192.0.2.7:80")
+	for i, flags := range []uint8{conntrack.TCPAck, conntrack.TCPFin | conntrack.TCPAck} {
+		ack := uint32(5000 + i)
+		u.Send(ctrSegment(ctr, dst, 100, ack, flags, 502, nil, []byte("late")), dst.Addr(), bridgeNone)
+		r := nextSegment(t, u)
+		if r.Flags() != header.TCPFlagRst || r.SequenceNumber() != ack || r.SourcePort() != dst.Port() || r.DestinationPort() != ctr.Port() {
+			t.Errorf("answer to a stray segment (flags %#x): flags %v, seq %d, ports %d>%d; want a reset from %d", flags, r.Flags(), r.SequenceNumber(), r.SourcePort(), r.DestinationPort(), ack)
+		}
+	}
+	u.Send(ctrSegment(ctr, dst, 400, 0, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
+	select {
+	case <-u.ln.q:
+		t.Error("a stray reset was answered")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if n := u.stats.TCPStrayReset.Load(); n != 2 {
+		t.Errorf("tcp_stray_reset %d, want 2", n)
+	}
+}

@@ -17,7 +17,7 @@ import (
 // the log says nothing. The splice's socket is -1, so a timer's pump only
 // fails.
 func testUplink() *Uplink {
-	return &Uplink{ln: newLink(1500, 1024), log: slog.New(slog.DiscardHandler)}
+	return &Uplink{ln: newLink(1024), log: slog.New(slog.DiscardHandler)}
 }
 
 // newTestSplice is an open splice of testUplink's, locked: a test calls
@@ -228,7 +228,7 @@ func refusingSplice(t *testing.T, data string) (s *splice, drain, fill func()) {
 	}
 	s = newTestSplice(1000)
 	s.mu.Unlock()
-	s.u.ln = newLink(1500, 1)
+	s.u.ln = newLink(1)
 	p, err := newPoller()
 	if err != nil {
 		t.Fatal(err)
