@@ -749,18 +749,23 @@ func (t *Table) lookup(zone Zone, tp Tuple, snap bool) (Entry, Dir, bool) {
 
 // Delete removes the entry that has tp as one of its tuples and reports
 // whether there was one. Subscribers see it destroyed with ReasonDeleted.
-func (t *Table) Delete(zone Zone, tp Tuple) bool {
+func (t *Table) Delete(zone Zone, tp Tuple) bool { return t.DeleteID(zone, tp, 0) }
+
+// DeleteID is Delete of the entry with ID id only (Result.ID, Entry.ID),
+// or of any when id is 0: the caller that made an entry removes it
+// without removing another that took its tuple since.
+func (t *Table) DeleteID(zone Zone, tp Tuple, id uint64) bool {
 	k := makeKey(zone, tp)
 	h := k.hash(t.seed)
 	s := &t.shards[t.shardOf(h)]
 	s.mu.RLock()
 	ref, ok := s.find(&t.slab, &k, uint32(h))
-	var id uint64
+	var found uint64
 	if ok {
-		id = t.slab.at(ref).id
+		found = t.slab.at(ref).id
 	}
 	s.mu.RUnlock()
-	return ok && t.deleteID(ref, id, ReasonDeleted)
+	return ok && (id == 0 || found == id) && t.deleteID(ref, found, ReasonDeleted)
 }
 
 // SetMark sets the mark of the entry that has tp as one of its tuples.

@@ -557,6 +557,17 @@ func TestDeleteFlushSetMark(t *testing.T) {
 	if !tbl.Delete(0, res.Reply()) || tbl.Delete(0, res.Orig()) || tbl.Len() != 0 {
 		t.Fatal("Delete by the reply tuple")
 	}
+	// DeleteID removes the entry with that ID only: not another that
+	// took the tuple since.
+	old := track(t, tbl, udpPacket(ap("10.0.0.2:1"), ap("192.0.2.9:53"), 1))
+	tbl.Delete(0, old.Orig())
+	res = track(t, tbl, udpPacket(ap("10.0.0.2:1"), ap("192.0.2.9:53"), 1))
+	if tbl.DeleteID(0, res.Orig(), old.ID) || tbl.Len() != 1 {
+		t.Fatal("DeleteID removed an entry with another ID")
+	}
+	if !tbl.DeleteID(0, res.Orig(), res.ID) || tbl.Len() != 0 {
+		t.Fatal("DeleteID did not remove the entry with its ID")
+	}
 	for i := range 3000 {
 		track(t, tbl, udpPacket(netip.AddrPortFrom(ip("10.0.0.2"), uint16(i+1)), ap("192.0.2.9:53"), 1))
 	}
