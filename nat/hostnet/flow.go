@@ -234,8 +234,9 @@ func (u *Uplink) settle(f *flow) {
 }
 
 // track creates the entry of a flow from the bridge, with the packet that
-// opened it and the host socket's tuple as the reply, and returns its ID.
-func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (uint64, bool) {
+// opened it and the host socket's tuple as the reply, and returns what
+// the table said (the entry's ID, whether this packet created it).
+func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (conntrack.Result, bool) {
 	// The host translated the source; the host socket's tuple is the
 	// host's to give, and an entry that still holds it is of a socket
 	// gone (Supersede).
@@ -248,7 +249,7 @@ func (u *Uplink) track(p *conntrack.Packet, reply conntrack.Tuple) (uint64, bool
 			u.stats.DropConntrack.Add(1)
 		}
 		u.log.Debug("hostnet: flow refused by conntrack", "tuple", p.Tuple, "err", err)
-		return 0, false
+		return conntrack.Result{}, false
 	}
-	return res.ID, true
+	return res, true
 }

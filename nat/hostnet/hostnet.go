@@ -91,17 +91,18 @@ type Uplink struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine of the uplink's
 
-	mu      sync.Mutex
-	closed  bool
-	flows   map[conntrack.Tuple]*flow       // by the entry's original tuple
-	udp     map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
-	pings   map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
-	inbound map[conntrack.Tuple]expectation // flows being opened into the container, by the tuple of their packets to it
-	perSrc  map[netip.Addr]int              // open flows per container address
-	pubs    map[nat.RuleID][]io_closer      // listeners of published ports
-	rules   atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
-	dialing chan struct{}                   // a place per client being carried in (maxInFlight)
-	pubMu   sync.Mutex                      // held by Publish
+	mu         sync.Mutex
+	closed     bool
+	flows      map[conntrack.Tuple]*flow       // by the entry's original tuple
+	udp        map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
+	pings      map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
+	inbound    map[conntrack.Tuple]expectation // flows being opened into the container, by the tuple of their packets to it
+	perSrc     map[netip.Addr]int              // open flows per container address
+	pubs       map[nat.RuleID][]io_closer      // listeners of published ports
+	rules      atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
+	dialing    chan struct{}                   // a place per client being carried in (maxInFlight)
+	connecting chan struct{}                   // a place per container's connection being made (maxInFlight)
+	pubMu      sync.Mutex                      // held by Publish
 
 	smu     sync.RWMutex
 	splices map[conntrack.Tuple]*splice // clients of published TCP ports, by the tuple of the container's packets
@@ -149,15 +150,16 @@ func New(cfg Config) (*Uplink, error) {
 	}
 	u := &Uplink{
 		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU,
-		flows:   map[conntrack.Tuple]*flow{},
-		udp:     map[conntrack.Tuple]*udpFlow{},
-		pings:   map[conntrack.Tuple]*pingFlow{},
-		inbound: map[conntrack.Tuple]expectation{},
-		perSrc:  map[netip.Addr]int{},
-		pubs:    map[nat.RuleID][]io_closer{},
-		splices: map[conntrack.Tuple]*splice{},
-		dialing: make(chan struct{}, maxInFlight),
-		warned:  map[string]bool{},
+		flows:      map[conntrack.Tuple]*flow{},
+		udp:        map[conntrack.Tuple]*udpFlow{},
+		pings:      map[conntrack.Tuple]*pingFlow{},
+		inbound:    map[conntrack.Tuple]expectation{},
+		perSrc:     map[netip.Addr]int{},
+		pubs:       map[nat.RuleID][]io_closer{},
+		splices:    map[conntrack.Tuple]*splice{},
+		dialing:    make(chan struct{}, maxInFlight),
+		connecting: make(chan struct{}, maxInFlight),
+		warned:     map[string]bool{},
 	}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)

@@ -118,7 +118,8 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		return nil
 	}
 	reply := conntrack.ICMPTuple(t.Dst, local, icmpEchoReply, 0, id)
-	eid, tracked := u.track(p, reply)
+	res, tracked := u.track(p, reply)
+	eid := res.ID
 	if !tracked {
 		unix.Close(fd)
 		return nil

@@ -30,6 +30,12 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	if p.Decode(pkt) != nil || p.Kind != conntrack.KindFlow || p.TCP.Flags&(conntrack.TCPSyn|conntrack.TCPAck|conntrack.TCPRst) != conntrack.TCPSyn {
 		return false
 	}
+	u.mu.Lock()
+	closed := u.closed
+	u.mu.Unlock()
+	if closed {
+		return true
+	}
 	ctr := netip.AddrPortFrom(p.Tuple.Src, p.Tuple.SrcPort)
 	named := netip.AddrPortFrom(p.Tuple.Dst, p.Tuple.DstPort) // the destination as the container named it
 	s := u.spliceOf(-1, named, ctr, false)
@@ -39,7 +45,9 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	s.sndWnd = uint32(p.TCP.Window) // not scaled in a SYN
 	s.syn = append([]byte(nil), pkt[:p.Len]...)
 	// The splice takes the flow's segments from now on, a resent SYN's
-	// too, so the connection is made once.
+	// too, so the connection is made once. Each step below takes what
+	// it needs under s.mu, where a reset from the container may have
+	// ended the splice meanwhile (abort): what was taken then goes back.
 	u.smu.Lock()
 	if u.splices[s.key] != nil {
 		u.smu.Unlock()
@@ -47,28 +55,33 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	}
 	u.splices[s.key] = s
 	u.smu.Unlock()
-	reset := func() {
-		s.abort(false, true, "refused by the uplink")
-	}
 	dst, ok := u.hostDst(named)
 	if !ok || !u.reserve(ctr.Addr()) {
-		reset()
+		s.abort(false, true, "refused by the uplink")
 		return true
 	}
 	select {
-	case u.dialing <- struct{}{}:
-		s.onOpen = func(ok bool) {
-			<-u.dialing
-			if ok {
-				u.stats.TCPOpened.Add(1)
-			}
-		}
+	case u.connecting <- struct{}{}:
 	default:
 		u.stats.DropInFlight.Add(1)
 		u.unreserve(ctr.Addr())
 		s.abort(false, false, "too many connections being made")
 		return true
 	}
+	s.mu.Lock()
+	if s.state != spliceConnecting {
+		s.mu.Unlock()
+		<-u.connecting
+		u.unreserve(ctr.Addr())
+		return true
+	}
+	s.onOpen = func(ok bool) {
+		<-u.connecting
+		if ok {
+			u.stats.TCPOpened.Add(1)
+		}
+	}
+	s.mu.Unlock()
 	fd, peek, err := u.connectTCP(dst)
 	if err != nil {
 		u.unreserve(ctr.Addr())
@@ -76,6 +89,12 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		return true
 	}
 	s.mu.Lock()
+	if s.state != spliceConnecting {
+		s.mu.Unlock()
+		rawClose(fd)
+		u.unreserve(ctr.Addr())
+		return true
+	}
 	s.fd, s.peekOff = fd, peek
 	s.mu.Unlock()
 	local, err := rawGetsockname(fd)
@@ -85,19 +104,21 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		return true
 	}
 	reply := conntrack.Tuple{Src: named.Addr(), Dst: local.Addr(), SrcPort: named.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
-	id, ok := u.track(&p, reply)
+	res, ok := u.track(&p, reply)
 	if !ok {
 		u.unreserve(ctr.Addr())
 		s.abort(true, true, "conntrack refused the flow")
 		return true
 	}
-	_, ok = u.addFlow(p.Tuple, ctr.Addr(), id, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
+	s.mu.Lock()
+	if res.Created {
+		s.entry = res.ID
+	}
+	s.mu.Unlock()
+	f, ok := u.addFlow(p.Tuple, ctr.Addr(), res.ID, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
 		// Superseded, only the container's side is reset: a reset on the
 		// host socket would carry the tuple of a new connection.
 		f.supersede = func() { s.abort(false, true, "superseded") }
-		s.mu.Lock()
-		s.f = f
-		s.mu.Unlock()
 	})
 	if !ok {
 		s.abort(true, true, "the uplink is closed, or the flow is carried already")
@@ -105,9 +126,12 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	}
 	s.mu.Lock()
 	if s.state != spliceConnecting {
+		// Ended before it had its flow, which it did not release.
 		s.mu.Unlock()
-		return true // its entry went already
+		f.ended()
+		return true
 	}
+	s.f = f
 	s.setTimerLocked(u.cfg.ConnectTimeout)
 	err = s.watch(spliceWatchFlush) // connected, the socket is writable
 	s.mu.Unlock()

@@ -95,10 +95,23 @@ func TestOutboundSplice(t *testing.T) {
 			const cseq = 1000
 			syn := ctrSegment(ctr, dst, cseq, 0, conntrack.TCPSyn, 64240, synOpts(ws), nil)
 			u.Send(syn, dst.Addr(), bridgeNone)
-			u.Send(syn, dst.Addr(), bridgeNone) // sent again while connecting
+			// Sent again: while connecting, it is ignored; once
+			// connected (on loopback, maybe already), it draws the
+			// SYN-ACK again.
+			u.Send(syn, dst.Addr(), bridgeNone)
 			sa := nextSegment(t, u)
 			if sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck || sa.AckNumber() != cseq+1 {
 				t.Fatalf("answer to the SYN: flags %v, ack %d; want a SYN-ACK of %d", sa.Flags(), sa.AckNumber(), cseq+1)
+			}
+			again := uint64(0)
+			select {
+			case f := <-u.ln.q:
+				u.ln.putBuf(f.buf)
+				again = 1
+			case <-time.After(100 * time.Millisecond):
+			}
+			if n := u.stats.OutboundSynAgain.Load(); n != again {
+				t.Fatalf("outbound_syn_again %d after %d more SYN-ACKs", n, again)
 			}
 			o := header.ParseSynOptions(sa.Options(), true)
 			if o.MSS != uint16(u.mtu-40) || (o.WS >= 0) != ws {
@@ -127,8 +140,8 @@ func TestOutboundSplice(t *testing.T) {
 			if again := nextSegment(t, u); again.Flags() != sa.Flags() || again.SequenceNumber() != sa.SequenceNumber() {
 				t.Fatalf("after the SYN again: flags %v, seq %d; want the SYN-ACK again", again.Flags(), again.SequenceNumber())
 			}
-			if n := u.stats.OutboundSynAgain.Load(); n != 1 {
-				t.Errorf("outbound_syn_again %d, want 1", n)
+			if n := u.stats.OutboundSynAgain.Load(); n != again+1 {
+				t.Errorf("outbound_syn_again %d, want %d", n, again+1)
 			}
 
 			iss := sa.SequenceNumber()
@@ -211,5 +224,57 @@ func TestOutboundStrayReset(t *testing.T) {
 	}
 	if n := u.stats.TCPStrayReset.Load(); n != 2 {
 		t.Errorf("tcp_stray_reset %d, want 2", n)
+	}
+}
+
+// The containers' connections being made and the published ports' clients
+// being carried in have places of their own: a container's connection is
+// made while every place of the clients' is taken.
+func TestOutboundSpliceOwnPlaces(t *testing.T) {
+	u, _ := outboundUplink(t)
+	for range cap(u.dialing) {
+		u.dialing <- struct{}{}
+	}
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctr := netip.MustParseAddrPort("10.0.2.100:40003")
+	dst := netip.AddrPortFrom(u.cfg.Gateway, l.Addr().(*net.TCPAddr).AddrPort().Port())
+	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("answer %v, want a SYN-ACK", sa.Flags())
+	}
+	if n := u.stats.DropInFlight.Load(); n != 0 {
+		t.Errorf("drop_in_flight %d", n)
+	}
+}
+
+// A flow the uplink cannot register (one with its tuple is still being
+// released) is reset, and the entry its SYN made goes: the container's
+// next SYN makes one afresh, with its own host socket's tuple.
+func TestOutboundSpliceUnregistered(t *testing.T) {
+	u, tbl := outboundUplink(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctr := netip.MustParseAddrPort("10.0.2.100:40004")
+	dst := netip.AddrPortFrom(u.cfg.Gateway, l.Addr().(*net.TCPAddr).AddrPort().Port())
+	orig := conntrack.Tuple{Src: ctr.Addr(), Dst: dst.Addr(), SrcPort: ctr.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoTCP}
+	u.mu.Lock()
+	u.flows[orig] = &flow{u: u, orig: orig, stop: func() {}}
+	u.mu.Unlock()
+	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	if r := nextSegment(t, u); r.Flags() != header.TCPFlagRst|header.TCPFlagAck || r.AckNumber() != 2 {
+		t.Fatalf("answer %v ack %d, want a reset of the SYN", r.Flags(), r.AckNumber())
+	}
+	if n := tbl.Len(); n != 0 {
+		t.Errorf("%d entries left, want none", n)
+	}
+	if n := len(u.connecting); n != 0 {
+		t.Errorf("%d places taken", n)
 	}
 }

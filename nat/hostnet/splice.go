@@ -117,6 +117,9 @@ type splice struct {
 	// that SYN until then, which an ICMP error about the flow quotes.
 	out bool
 	syn []byte
+	// entry is the ID of the conntrack entry an outbound splice's SYN
+	// created, which goes with the splice should it never open.
+	entry uint64
 }
 
 type spliceState uint8
@@ -684,7 +687,7 @@ func (s *splice) ready(events uint32) {
 			s.connectedLocked(events)
 			return
 		}
-		if events&^unix.EPOLLOUT != 0 {
+		if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLPRI) != 0 {
 			s.toEmpty = true
 		}
 		s.mu.Unlock()
@@ -1116,9 +1119,13 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		s.mu.Unlock()
 		return
 	}
+	if flags&conntrack.TCPSyn != 0 && s.out {
+		s.mu.Unlock() // a SYN-ACK from the side that sent the SYN
+		return
+	}
 	if flags&conntrack.TCPSyn != 0 {
 		// The SYN-ACK again: our ACK of it was lost, or is late.
-		s.count(&s.u.stats.InboundSynAckAgain, &s.u.stats.OutboundSynAgain)
+		s.u.stats.InboundSynAckAgain.Add(1)
 		seqNxt, ackNxt, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
 		s.sendAck(seqNxt, ackNxt, wnd, prev, true)
@@ -1310,28 +1317,33 @@ func (s *splice) connectedLocked(events uint32) {
 // and answers the container as the network would: a reset for a refusal,
 // ICMP unreachable for an unreachable destination, nothing for one that
 // stayed silent.
+// The splice must still be connecting: one that connected, or ended,
+// meanwhile (the poller, the timer and the gateway's goroutine each may
+// call this) is left as it is, and nothing is counted or sent.
 func (s *splice) refuse(err error) {
 	st := &s.u.stats
+	s.mu.Lock()
+	syn := s.syn
+	s.mu.Unlock()
 	switch {
 	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ECONNRESET):
-		st.TCPRefused.Add(1)
-		s.abort(false, true, "refused: "+err.Error())
+		if s.abortIn(spliceConnecting, false, true, "refused: "+err.Error()) {
+			st.TCPRefused.Add(1)
+		}
 	case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH):
+		if !s.abortIn(spliceConnecting, false, false, "unreachable: "+err.Error()) {
+			return
+		}
 		st.TCPUnreachable.Add(1)
-		s.mu.Lock()
-		syn := s.syn
-		s.mu.Unlock()
-		s.abort(false, false, "unreachable: "+err.Error())
 		code := uint8(1) // host unreachable
 		if errors.Is(err, unix.ENETUNREACH) {
 			code = 0
 		}
-		if syn != nil {
-			s.u.sendUnreachable(syn, code)
-		}
+		s.u.sendUnreachable(syn, code)
 	default: // timed out, or any other failure: the container hears nothing
-		st.TCPTimedOut.Add(1)
-		s.abort(false, false, "connecting failed: "+err.Error())
+		if s.abortIn(spliceConnecting, false, false, "connecting failed: "+err.Error()) {
+			st.TCPTimedOut.Add(1)
+		}
 	}
 }
 
@@ -1532,10 +1544,20 @@ func (s *splice) flush() {
 // abort ends the splice at once, for the reason why: resetHost resets the
 // client (else its socket closes), resetCtr the container.
 func (s *splice) abort(resetHost, resetCtr bool, why string) {
+	s.abortIn(anyState, resetHost, resetCtr, why)
+}
+
+// anyState is abortIn's state of a splice in any state.
+const anyState spliceState = 0xff
+
+// abortIn is abort of a splice in the state in (or in any, anyState), and
+// reports whether it ended the splice: not one done already, or in
+// another state.
+func (s *splice) abortIn(in spliceState, resetHost, resetCtr bool, why string) bool {
 	s.mu.Lock()
-	if s.state == spliceDone {
+	if s.state == spliceDone || in != anyState && s.state != in {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	if s.out {
 		s.u.log.Debug("hostnet: outbound flow ends", "ctr", s.to, "dst", s.from, "why", why)
@@ -1556,7 +1578,7 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 	// An outbound flow that never opened leaves no entry behind: a new
 	// SYN from the container starts afresh, with its own host socket's
 	// tuple as the reply.
-	untrack := s.out && was.handshaking() && s.f != nil
+	untrack := s.out && was.handshaking() && s.entry != 0
 	s.mu.Unlock()
 	if resetCtr {
 		flags := uint8(conntrack.TCPRst | conntrack.TCPAck)
@@ -1567,9 +1589,10 @@ func (s *splice) abort(resetHost, resetCtr bool, why string) {
 	}
 	open(false)
 	if untrack {
-		s.u.tbl.Load().Delete(0, s.key)
+		s.u.tbl.Load().DeleteID(0, s.key, s.entry)
 	}
 	s.finish()
+	return true
 }
 
 // closeLocked closes the host socket of a done splice, once.

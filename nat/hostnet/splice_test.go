@@ -476,3 +476,28 @@ func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
 		t.Fatalf("no acknowledgement %v after the first byte, with bytes every %v", ackDelay*6/5, ackDelay*3/5)
 	}
 }
+
+// Only news of an end of stream, an error or urgent data has the pumps
+// read the host socket until it is empty: bytes and room to write (a
+// flushing splice's IN|OUT) do not.
+func TestSpliceToEmpty(t *testing.T) {
+	for _, c := range []struct {
+		events uint32
+		want   bool
+	}{
+		{unix.EPOLLIN | unix.EPOLLOUT, false},
+		{unix.EPOLLIN, false},
+		{unix.EPOLLIN | unix.EPOLLRDHUP, true},
+		{unix.EPOLLPRI, true},
+	} {
+		s := newTestSplice(1000)
+		s.mu.Unlock()
+		s.ready(c.events) // the pump fails on the socket -1, and ends the splice
+		s.mu.Lock()
+		got := s.toEmpty
+		s.mu.Unlock()
+		if got != c.want {
+			t.Errorf("after events %#x: toEmpty %v, want %v", c.events, got, c.want)
+		}
+	}
+}

@@ -139,8 +139,8 @@ func (a *acceptor) ready(uint32) {
 		if local.Addr().IsUnspecified() {
 			local, _ = rawGetsockname(nfd)
 		}
-		// As many clients are being carried in at once as the forwarder
-		// opens outbound connections, at most; the rest are reset, as a
+		// As many clients are being carried in at once as containers'
+		// connections are being made, at most; the rest are reset, as a
 		// full listen queue would drop them.
 		select {
 		case a.u.dialing <- struct{}{}:

@@ -99,7 +99,8 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	}
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	reply := conntrack.Tuple{Src: far.Addr(), Dst: local.Addr().Unmap(), SrcPort: far.Port(), DstPort: local.Port(), Proto: conntrack.ProtoUDP}
-	id, ok := u.track(p, reply)
+	res, ok := u.track(p, reply)
+	id := res.ID
 	if !ok {
 		u.unreserve(t.Src)
 		c.Close()
