@@ -132,12 +132,34 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		return true
 	}
 	s.f = f
-	s.setTimerLocked(u.cfg.ConnectTimeout)
-	err = s.watch(spliceWatchFlush) // connected, the socket is writable
-	s.mu.Unlock()
-	if err != nil {
-		s.abort(true, true, "watching the host socket failed")
+	// A destination on this machine has often answered already: the
+	// handshake ran within connect's system call. Asking again says so
+	// (0), or that it goes on (EALREADY), or how it failed; connected,
+	// the container is answered now, not after a round through the
+	// poller, and the socket is watched without EPOLLOUT from the start.
+	watch, connected := uint32(spliceWatchFlush), false
+	switch err := rawConnect4(fd, dst); err {
+	case nil, unix.EISCONN:
+		watch, connected = spliceWatch, true
+	case unix.EALREADY, unix.EINTR:
+	default:
+		s.mu.Unlock()
+		s.refuse(os.NewSyscallError("connect", err))
+		return true
 	}
+	if err := s.watch(watch); err != nil {
+		s.mu.Unlock()
+		s.abort(true, true, "watching the host socket failed")
+		return true
+	}
+	if !connected {
+		s.setTimerLocked(u.cfg.ConnectTimeout) // the poller says when it connects
+		s.mu.Unlock()
+		return true
+	}
+	s.synAckDueLocked()
+	s.mu.Unlock()
+	s.sendSynOrRequeue()
 	return true
 }
 

@@ -1,12 +1,14 @@
 package hostnet
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/usernat/usernat/conntrack"
@@ -276,5 +278,54 @@ func TestOutboundSpliceUnregistered(t *testing.T) {
 	}
 	if n := len(u.connecting); n != 0 {
 		t.Errorf("%d places taken", n)
+	}
+}
+
+// A destination that answers late (its accept queue is full, so the
+// kernel drops the first SYN and sends it again a second later): the
+// container's SYN is answered only once the host connection is made,
+// which the poller reports (the SYN-ACK's own timeout, made long here,
+// does not send it).
+func TestOutboundSpliceConnectsLater(t *testing.T) {
+	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	spliceSynRTO = time.Minute
+	u, _ := outboundUplink(t)
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 0); err != nil { // room for one connection waiting
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(lfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*unix.SockaddrInet4).Port
+	first, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) // fills the queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	ctr := netip.MustParseAddrPort("10.0.2.100:40005")
+	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
+	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	select {
+	case f := <-u.ln.q:
+		u.ln.putBuf(f.buf)
+		t.Fatal("answered before the host connection was made")
+	case <-time.After(200 * time.Millisecond):
+	}
+	nfd, _, err := unix.Accept(lfd) // room for the SYN sent again
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(nfd)
+	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck || sa.AckNumber() != 2 {
+		t.Fatalf("answer %v ack %d, want the SYN-ACK", sa.Flags(), sa.AckNumber())
 	}
 }

@@ -145,7 +145,6 @@ const (
 	// spliceDiscard batches the discarding of acknowledged bytes from the
 	// host socket: one system call per this many, or at the end.
 	spliceDiscard = 64 << 10
-	spliceSynRTO  = time.Second
 	spliceMinRTO  = 200 * time.Millisecond
 	spliceMaxRTO  = 30 * time.Second
 	// spliceRetries is how many times a segment is sent again before the
@@ -158,6 +157,10 @@ const (
 	// of 64 KiB ones) before it lets the other flows go first.
 	spliceBurst = 8
 )
+
+// spliceSynRTO is the first timeout of a SYN or SYN-ACK to the container
+// (a variable for the tests).
+var spliceSynRTO = time.Second
 
 // Events the poller watches a splice's host socket for: news to read (the
 // client's bytes, its end of stream, urgent data), and room to write while
@@ -1305,12 +1308,19 @@ func (s *splice) connectedLocked(events uint32) {
 		s.abort(true, true, "watching the host socket failed")
 		return
 	}
+	s.synAckDueLocked()
+	s.mu.Unlock()
+	s.sendSynOrRequeue()
+}
+
+// synAckDueLocked moves an outbound splice whose host socket connected on
+// to answering the container: the caller sends the SYN-ACK once unlocked
+// (sendSynOrRequeue), which goes again until the handshake's deadline.
+func (s *splice) synAckDueLocked() {
 	s.state, s.syn = spliceSynRcvd, nil
 	s.deadline = time.Now().Add(s.u.cfg.ConnectTimeout)
 	s.rto = spliceSynRTO
 	s.armLocked()
-	s.mu.Unlock()
-	s.sendSynOrRequeue()
 }
 
 // refuse ends an outbound splice whose host connection failed with err,
