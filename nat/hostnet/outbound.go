@@ -111,6 +111,14 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		return true
 	}
 	s.mu.Lock()
+	if s.state != spliceConnecting {
+		s.mu.Unlock()
+		if res.Created {
+			u.tbl.Load().DeleteID(0, p.Tuple, res.ID)
+		}
+		u.unreserve(ctr.Addr())
+		return true
+	}
 	if res.Created {
 		s.entry = res.ID
 	}

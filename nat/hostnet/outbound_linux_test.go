@@ -198,7 +198,7 @@ func TestOutboundSpliceRefused(t *testing.T) {
 		t.Errorf("%d splices left", n)
 	}
 	// The place in the connections being made is given back.
-	if n := len(u.dialing); n != 0 {
+	if n := len(u.connecting); n != 0 {
 		t.Errorf("%d places taken in the connections being made, want 0", n)
 	}
 }
@@ -327,5 +327,21 @@ func TestOutboundSpliceConnectsLater(t *testing.T) {
 	unix.Close(nfd)
 	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck || sa.AckNumber() != 2 {
 		t.Fatalf("answer %v ack %d, want the SYN-ACK", sa.Flags(), sa.AckNumber())
+	}
+}
+
+// A host connection that failed after it was made (reset at once: EPIPE
+// when after the destination's FIN) is a refusal to the container: its
+// SYN is reset, not left to be sent again for a second connection.
+func TestOutboundSpliceResetAtOnce(t *testing.T) {
+	for _, err := range []error{unix.ECONNREFUSED, unix.ECONNRESET, unix.EPIPE, unix.ECONNABORTED} {
+		u := testUplink()
+		s := u.spliceOf(-1, netip.MustParseAddrPort("192.0.2.7:80"), netip.MustParseAddrPort("10.0.2.100:40006"), false)
+		s.out, s.state, s.rcvNxt = true, spliceConnecting, 101
+		s.refuse(err)
+		r := nextSegment(t, u)
+		if r.Flags() != header.TCPFlagRst|header.TCPFlagAck || r.AckNumber() != 101 || u.stats.TCPRefused.Load() != 1 {
+			t.Errorf("%v: answer %v ack %d, %d counted refused; want a reset of the SYN, counted", err, r.Flags(), r.AckNumber(), u.stats.TCPRefused.Load())
+		}
 	}
 }

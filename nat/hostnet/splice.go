@@ -418,13 +418,19 @@ func (s *splice) sendSyn() bool {
 	if !s.out {
 		return s.send(s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
 	}
+	// Sent under the lock: an abort meanwhile (the destination reset
+	// the host connection as soon as it was made) sends its reset after
+	// it, not before, and one before it leaves nothing to send.
 	s.mu.Lock()
-	ack, n := s.rcvNxt, 8
+	defer s.mu.Unlock()
+	if s.state != spliceSynRcvd {
+		return true // nothing to send, and nothing refused
+	}
+	n := 8
 	if s.rcvShift == 0 {
 		n = 4
 	}
-	s.mu.Unlock()
-	return s.send(s.iss, ack, conntrack.TCPSyn|conntrack.TCPAck, 0xffff, opts[:n], nil, 0)
+	return s.send(s.iss, s.rcvNxt, conntrack.TCPSyn|conntrack.TCPAck, 0xffff, opts[:n], nil, 0)
 }
 
 // send sends the container one segment: without payload when bp is nil,
@@ -1336,7 +1342,11 @@ func (s *splice) refuse(err error) {
 	syn := s.syn
 	s.mu.Unlock()
 	switch {
-	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ECONNRESET):
+	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.ECONNRESET), errors.Is(err, unix.EPIPE), errors.Is(err, unix.ECONNABORTED):
+		// Refused, or connected and reset at once (EPIPE: reset after
+		// its FIN): the container's SYN is reset, as a connection that
+		// never was, rather than left to be sent again (a connection
+		// more to a server that took one).
 		if s.abortIn(spliceConnecting, false, true, "refused: "+err.Error()) {
 			st.TCPRefused.Add(1)
 		}
