@@ -345,3 +345,24 @@ func TestOutboundSpliceResetAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A destination that answers within connect's system call (on this
+// machine, the handshake runs there) has the container's SYN answered
+// before Send returns, not after a round through the poller.
+func TestOutboundSpliceAnswersAtOnce(t *testing.T) {
+	u, _ := outboundUplink(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctr := netip.MustParseAddrPort("10.0.2.100:40007")
+	dst := netip.AddrPortFrom(u.cfg.Gateway, l.Addr().(*net.TCPAddr).AddrPort().Port())
+	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	if n := len(u.ln.q); n != 1 {
+		t.Fatalf("%d segments to the container when Send returned, want the SYN-ACK", n)
+	}
+	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("answer %v, want the SYN-ACK", sa.Flags())
+	}
+}
