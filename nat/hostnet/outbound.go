@@ -60,6 +60,18 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		s.abort(false, true, "refused by the uplink")
 		return true
 	}
+	// still locks s and reports true while it is connecting; else it
+	// unlocks, and gives back the place reserved and what undo releases.
+	still := func(undo func()) bool {
+		s.mu.Lock()
+		if s.state == spliceConnecting {
+			return true
+		}
+		s.mu.Unlock()
+		undo()
+		u.unreserve(ctr.Addr())
+		return false
+	}
 	select {
 	case u.connecting <- struct{}{}:
 	default:
@@ -68,11 +80,7 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		s.abort(false, false, "too many connections being made")
 		return true
 	}
-	s.mu.Lock()
-	if s.state != spliceConnecting {
-		s.mu.Unlock()
-		<-u.connecting
-		u.unreserve(ctr.Addr())
+	if !still(func() { <-u.connecting }) {
 		return true
 	}
 	s.onOpen = func(ok bool) {
@@ -88,11 +96,7 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		s.refuse(err)
 		return true
 	}
-	s.mu.Lock()
-	if s.state != spliceConnecting {
-		s.mu.Unlock()
-		rawClose(fd)
-		u.unreserve(ctr.Addr())
+	if !still(func() { rawClose(fd) }) {
 		return true
 	}
 	s.fd, s.peekOff = fd, peek
@@ -110,13 +114,11 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		s.abort(true, true, "conntrack refused the flow")
 		return true
 	}
-	s.mu.Lock()
-	if s.state != spliceConnecting {
-		s.mu.Unlock()
+	if !still(func() {
 		if res.Created {
 			u.tbl.Load().DeleteID(0, p.Tuple, res.ID)
 		}
-		u.unreserve(ctr.Addr())
+	}) {
 		return true
 	}
 	if res.Created {

@@ -75,6 +75,25 @@ func synOpts(ws bool) []byte {
 	return o
 }
 
+// loopbackDst listens on the host's 127.0.0.1, where the uplink's
+// host-loopback address leads, and returns the listener (closed when the
+// test ends) and its address as a container names it.
+func loopbackDst(t *testing.T, u *Uplink) (*net.TCPListener, netip.AddrPort) {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l.(*net.TCPListener), netip.AddrPortFrom(u.cfg.Gateway, l.Addr().(*net.TCPAddr).AddrPort().Port())
+}
+
+// sendSyn hands the uplink the SYN of a container at ctr to dst, with
+// sequence number seq, MSS 1460 and a window scale.
+func sendSyn(u *Uplink, ctr, dst netip.AddrPort, seq uint32) {
+	u.Send(ctrSegment(ctr, dst, seq, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+}
+
 // A container's connection to the outside: its SYN connects a host socket
 // once, however often it comes, and is answered when connected, with a
 // window scale only if the SYN had one; a SYN again after the SYN-ACK
@@ -86,14 +105,8 @@ func TestOutboundSplice(t *testing.T) {
 		name := map[bool]string{true: "window scale", false: "no window scale"}[ws]
 		t.Run(name, func(t *testing.T) {
 			u, tbl := outboundUplink(t)
-			l, err := net.Listen("tcp4", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+			l, dst := loopbackDst(t, u)
 			ctr := netip.MustParseAddrPort("10.0.2.100:40000")
-			dst := netip.AddrPortFrom(u.cfg.Gateway, port)
 			const cseq = 1000
 			syn := ctrSegment(ctr, dst, cseq, 0, conntrack.TCPSyn, 64240, synOpts(ws), nil)
 			u.Send(syn, dst.Addr(), bridgeNone)
@@ -127,7 +140,7 @@ func TestOutboundSplice(t *testing.T) {
 			if _, err := srv.Write([]byte("banner")); err != nil {
 				t.Fatal(err)
 			}
-			l.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
+			l.SetDeadline(time.Now().Add(200 * time.Millisecond))
 			if c, err := l.Accept(); err == nil {
 				c.Close()
 				t.Fatal("the SYN sent again made a second host connection")
@@ -169,15 +182,10 @@ func TestOutboundSplice(t *testing.T) {
 // and leaves no entry and no flow behind.
 func TestOutboundSpliceRefused(t *testing.T) {
 	u, tbl := outboundUplink(t)
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+	l, dst := loopbackDst(t, u)
 	l.Close() // nobody listens there now
 	ctr := netip.MustParseAddrPort("10.0.2.100:40001")
-	dst := netip.AddrPortFrom(u.cfg.Gateway, port)
-	u.Send(ctrSegment(ctr, dst, 7000, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	sendSyn(u, ctr, dst, 7000)
 	rst := nextSegment(t, u)
 	if rst.Flags() != header.TCPFlagRst|header.TCPFlagAck || rst.AckNumber() != 7001 {
 		t.Fatalf("answer: flags %v, ack %d; want a reset of the SYN, ack 7001", rst.Flags(), rst.AckNumber())
@@ -237,14 +245,9 @@ func TestOutboundSpliceOwnPlaces(t *testing.T) {
 	for range cap(u.dialing) {
 		u.dialing <- struct{}{}
 	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	_, dst := loopbackDst(t, u)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40003")
-	dst := netip.AddrPortFrom(u.cfg.Gateway, l.Addr().(*net.TCPAddr).AddrPort().Port())
-	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	sendSyn(u, ctr, dst, 1)
 	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
 		t.Fatalf("answer %v, want a SYN-ACK", sa.Flags())
 	}
@@ -258,18 +261,13 @@ func TestOutboundSpliceOwnPlaces(t *testing.T) {
 // next SYN makes one afresh, with its own host socket's tuple.
 func TestOutboundSpliceUnregistered(t *testing.T) {
 	u, tbl := outboundUplink(t)
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	_, dst := loopbackDst(t, u)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40004")
-	dst := netip.AddrPortFrom(u.cfg.Gateway, l.Addr().(*net.TCPAddr).AddrPort().Port())
 	orig := conntrack.Tuple{Src: ctr.Addr(), Dst: dst.Addr(), SrcPort: ctr.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoTCP}
 	u.mu.Lock()
 	u.flows[orig] = &flow{u: u, orig: orig, stop: func() {}}
 	u.mu.Unlock()
-	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	sendSyn(u, ctr, dst, 1)
 	if r := nextSegment(t, u); r.Flags() != header.TCPFlagRst|header.TCPFlagAck || r.AckNumber() != 2 {
 		t.Fatalf("answer %v ack %d, want a reset of the SYN", r.Flags(), r.AckNumber())
 	}
@@ -313,7 +311,7 @@ func TestOutboundSpliceConnectsLater(t *testing.T) {
 	defer first.Close()
 	ctr := netip.MustParseAddrPort("10.0.2.100:40005")
 	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
-	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	sendSyn(u, ctr, dst, 1)
 	select {
 	case f := <-u.ln.q:
 		u.ln.putBuf(f.buf)
@@ -351,14 +349,9 @@ func TestOutboundSpliceResetAtOnce(t *testing.T) {
 // before Send returns, not after a round through the poller.
 func TestOutboundSpliceAnswersAtOnce(t *testing.T) {
 	u, _ := outboundUplink(t)
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	_, dst := loopbackDst(t, u)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40007")
-	dst := netip.AddrPortFrom(u.cfg.Gateway, l.Addr().(*net.TCPAddr).AddrPort().Port())
-	u.Send(ctrSegment(ctr, dst, 1, 0, conntrack.TCPSyn, 64240, synOpts(true), nil), dst.Addr(), bridgeNone)
+	sendSyn(u, ctr, dst, 1)
 	if n := len(u.ln.q); n != 1 {
 		t.Fatalf("%d segments to the container when Send returned, want the SYN-ACK", n)
 	}
