@@ -271,6 +271,47 @@ func TestIntegrationOutboundTCP(t *testing.T) {
 
 // Urgent data from a remote server (MSG_OOB) reaches the container in the
 // stream, where it was sent: the host socket takes it inline.
+// A container's own connection carried both ways at once, 16 MiB each,
+// checked byte for byte, each end of stream after its last byte (the
+// container's FIN half-closes the host connection, which goes on
+// carrying the server's bytes), through the same splice as a published
+// port's; then the flow is released.
+func TestIntegrationOutboundTCPBothWays(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	l, err := e.remote.Listen("tcp", "198.51.100.2:7003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv, ok := <-accepted
+	if !ok {
+		t.Fatal("the server accepted nothing")
+	}
+	defer srv.Close()
+	deadline := time.Now().Add(time.Minute)
+	c.SetDeadline(deadline)
+	srv.SetDeadline(deadline)
+	bothWays(t, c.(*net.TCPConn), srv.(*net.TCPConn), 16<<20)
+	c.Close()
+	srv.Close()
+	if !waitFor(10*time.Second, func() bool { return e.up.Flows() == 0 }) {
+		t.Errorf("%d flows left after both sides closed", e.up.Flows())
+	}
+}
+
 func TestIntegrationOutboundTCPUrgent(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	l, err := e.remote.Listen("tcp", "198.51.100.2:7002")
