@@ -312,6 +312,32 @@ func TestIntegrationOutboundTCPBothWays(t *testing.T) {
 	}
 }
 
+// Config.OutboundAddr is the source of the containers' connections and
+// datagrams to the outside, not the host's first address; a connection
+// to the host-loopback address still comes from the host's loopback.
+func TestIntegrationOutboundAddr(t *testing.T) {
+	out := netip.MustParsePrefix("198.51.100.3/24")
+	e := newEnv(t, envConfig{uplink: hostnet.Config{OutboundAddr: out.Addr(), HostLoopback: gwAddr.Addr()}})
+	if err := e.host.AddAddr("eth0", out); err != nil {
+		t.Fatal(err)
+	}
+	whoServer(t, e.remote, "198.51.100.2:7004")
+	udpWhoServer(t, e.remote, "198.51.100.2:5304")
+	for range 3 { // each connection's port is its own
+		seen, err := who(t, e.ctr, "198.51.100.2:7004")
+		if a, perr := netip.ParseAddrPort(seen); err != nil || perr != nil || a.Addr() != out.Addr() {
+			t.Fatalf("the remote server saw TCP from %q (%v), want %v", seen, err, out.Addr())
+		}
+	}
+	if answer, _ := udpWho(t, e.ctr, "198.51.100.2:5304"); !strings.HasPrefix(answer, out.Addr().String()+":") {
+		t.Errorf("the remote server saw UDP from %q, want %v", answer, out.Addr())
+	}
+	whoServer(t, e.host, "127.0.0.1:7005")
+	if seen, err := who(t, e.ctr, netip.AddrPortFrom(gwAddr.Addr(), 7005).String()); err != nil || !strings.HasPrefix(seen, "127.0.0.1:") {
+		t.Errorf("the host's loopback server saw %q (%v), want a loopback client", seen, err)
+	}
+}
+
 func TestIntegrationOutboundTCPUrgent(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	l, err := e.remote.Listen("tcp", "198.51.100.2:7002")
