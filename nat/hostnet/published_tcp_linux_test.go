@@ -94,6 +94,33 @@ func (p *pubTCP) pair(t *testing.T) (client, srv *net.TCPConn) {
 	return client, p.accept(t)
 }
 
+// outPair connects the container to a server in the remote namespace,
+// its own connection out, and returns both ends: the server's, and the
+// container's.
+func outPair(t *testing.T, e *env) (remote, ctr *net.TCPConn) {
+	t.Helper()
+	l, err := e.remote.Listen("tcp", "198.51.100.2:7010")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7010")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	l.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Second))
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatalf("the remote server accepted nothing: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, x := range []net.Conn{c, s} {
+		x.SetDeadline(time.Now().Add(connDeadline))
+	}
+	return s.(*net.TCPConn), c.(*net.TCPConn)
+}
+
 // stream is the pseudo-random byte stream seed: what one end sends and
 // the other checks.
 func stream(seed uint64) *rand.ChaCha8 {
@@ -363,8 +390,9 @@ func TestIntegrationPublishedTCPNoServer(t *testing.T) {
 // A reader that stops reading stops its writer: the writer's writes block
 // once the path's buffers are full, well short of what an unbounded
 // buffer would take in a second, and everything written arrives intact
-// when the reader reads again. Both ways.
-func TestIntegrationPublishedTCPBackPressure(t *testing.T) {
+// when the reader reads again. Both ways, through a published port and
+// on a container's own connection out.
+func TestIntegrationTCPBackPressure(t *testing.T) {
 	const (
 		// The reader reads nothing for stall, and longer if need be
 		// (up to maxStall, on a busy machine), until no write of the
@@ -382,13 +410,21 @@ func TestIntegrationPublishedTCPBackPressure(t *testing.T) {
 		name           string
 		clientWrites   bool
 		writer, reader string
+		out            bool // the container's own connection to a server, not a published port's client
 	}{
-		{"container does not read", true, "client", "container"},
-		{"client does not read", false, "container", "client"},
+		{"container does not read", true, "client", "container", false},
+		{"client does not read", false, "container", "client", false},
+		{"outbound, container does not read", true, "server", "container", true},
+		{"outbound, server does not read", false, "container", "server", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPubTCP(t, envConfig{}, true)
-			client, srv := p.pair(t)
+			var client, srv *net.TCPConn
+			if tc.out {
+				// client is the remote server's end, srv the container's.
+				client, srv = outPair(t, newEnv(t, envConfig{}))
+			} else {
+				client, srv = newPubTCP(t, envConfig{}, true).pair(t)
+			}
 			w, r := client, srv
 			if !tc.clientWrites {
 				w, r = srv, client
