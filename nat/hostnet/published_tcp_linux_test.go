@@ -121,6 +121,22 @@ func outPair(t *testing.T, e *env) (remote, ctr *net.TCPConn) {
 	return s.(*net.TCPConn), c.(*net.TCPConn)
 }
 
+// tcpPair is a connection through a new gateway, and its two ends: a
+// published port's client's and the container server's, or when out the
+// container's own connection's, the remote server's end and the
+// container's.
+func tcpPair(t *testing.T, out bool) (e *env, client, srv *net.TCPConn) {
+	t.Helper()
+	if out {
+		e = newEnv(t, envConfig{})
+		client, srv = outPair(t, e)
+		return e, client, srv
+	}
+	p := newPubTCP(t, envConfig{}, true)
+	client, srv = p.pair(t)
+	return p.env, client, srv
+}
+
 // stream is the pseudo-random byte stream seed: what one end sends and
 // the other checks.
 func stream(seed uint64) *rand.ChaCha8 {
@@ -303,15 +319,20 @@ func TestIntegrationPublishedTCPContainerClosesFirst(t *testing.T) {
 }
 
 // A reset on either side reaches the other as a reset, not as an end of
-// stream, within 2 s, while it is blocked reading.
-func TestIntegrationPublishedTCPReset(t *testing.T) {
+// stream, within 2 s, while it is blocked reading: through a published
+// port, and on a container's own connection out (where the client is the
+// remote server).
+func TestIntegrationTCPReset(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		fromClient bool
-	}{{"from the client", true}, {"from the container", false}} {
+		out        bool
+	}{
+		{"from the client", true, false}, {"from the container", false, false},
+		{"outbound, from the server", true, true}, {"outbound, from the container", false, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPubTCP(t, envConfig{}, true)
-			client, srv := p.pair(t)
+			p, client, srv := tcpPair(t, tc.out)
 			// A byte each way first: the flow is carried end to end.
 			b := make([]byte, 1)
 			if _, err := client.Write([]byte("q")); err != nil {
@@ -418,13 +439,7 @@ func TestIntegrationTCPBackPressure(t *testing.T) {
 		{"outbound, server does not read", false, "container", "server", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var client, srv *net.TCPConn
-			if tc.out {
-				// client is the remote server's end, srv the container's.
-				client, srv = outPair(t, newEnv(t, envConfig{}))
-			} else {
-				client, srv = newPubTCP(t, envConfig{}, true).pair(t)
-			}
+			_, client, srv := tcpPair(t, tc.out)
 			w, r := client, srv
 			if !tc.clientWrites {
 				w, r = srv, client
