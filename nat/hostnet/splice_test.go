@@ -501,3 +501,32 @@ func TestSpliceToEmpty(t *testing.T) {
 		}
 	}
 }
+
+// A splice counts its retransmissions and refusals under its direction:
+// a published port's client's as inbound, a container's own connection's
+// as outbound.
+func TestSpliceCountsByDirection(t *testing.T) {
+	for _, out := range []bool{false, true} {
+		const mss, una, wnd = 1000, 5000, 0xffff
+		s := newTestSplice(mss)
+		s.out = out
+		s.sndUna, s.sndNxt, s.sndMax, s.recover = una, una+20*mss, una+20*mss, una-1
+		s.sndWnd, s.cwnd, s.ssthresh = wnd, 20*mss, 1<<30
+		for range 3 {
+			s.ackLocked0(una, wnd, true)
+		}
+		s.refusedLocked()
+		s.stopLocked()
+		s.mu.Unlock()
+		st := &s.u.stats
+		in := []uint64{st.InboundFastRetransmits.Load(), st.InboundRequeued.Load()}
+		outs := []uint64{st.OutboundFastRetransmits.Load(), st.OutboundRequeued.Load()}
+		want, none := in, outs
+		if out {
+			want, none = outs, in
+		}
+		if want[0] != 1 || want[1] != 1 || none[0] != 0 || none[1] != 0 {
+			t.Errorf("out %v: counted inbound %v, outbound %v (fast retransmissions, requeued)", out, in, outs)
+		}
+	}
+}
