@@ -8,11 +8,4 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require (
-	golang.org/x/exp v0.0.0-20250711185948-6ae5c78190dc // indirect
-	golang.org/x/time v0.15.0 // indirect
-)
-
-// Pinned for the gateway's netstack uplink (nat/hostnet) and header views;
-// the version is one the module proxy here serves.
-require gvisor.dev/gvisor v0.0.0-20260701204157-69c2d17aea96
+require github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect

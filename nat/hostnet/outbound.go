@@ -5,7 +5,6 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
@@ -41,7 +40,7 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	s := u.spliceOf(-1, named, ctr, false)
 	s.out, s.state = true, spliceConnecting
 	s.rcvNxt, s.rcvAcked = p.TCP.Seq+1, p.TCP.Seq
-	s.synOptsLocked(header.TCP(pkt[p.L4Off:]).Options(), false)
+	s.synOptsLocked(tcpSeg(pkt[p.L4Off:]).options())
 	s.sndWnd = uint32(p.TCP.Window) // not scaled in a SYN
 	s.syn = append([]byte(nil), pkt[:p.Len]...)
 	// The splice takes the flow's segments from now on, a resent SYN's

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
@@ -45,21 +44,20 @@ func ctrSegment(from, to netip.AddrPort, seq, ack uint32, flags uint8, wnd uint1
 	f := make([]byte, nat.Headroom+20+hl+len(payload))
 	b := f[nat.Headroom:]
 	ipv4Header(b, len(b), conntrack.ProtoTCP, from.Addr(), to.Addr())
-	h := header.TCP(b[20:])
-	h.Encode(&header.TCPFields{SrcPort: from.Port(), DstPort: to.Port(), SeqNum: seq, AckNum: ack, DataOffset: uint8(hl), Flags: header.TCPFlags(flags), WindowSize: wnd})
+	putTCP(b[20:], from.Port(), to.Port(), seq, ack, flags, wnd, hl)
 	copy(b[40:], opts)
 	copy(b[20+hl:], payload)
 	return f
 }
 
 // nextSegment is the next segment the uplink sent the container.
-func nextSegment(t *testing.T, u *Uplink) header.TCP {
+func nextSegment(t *testing.T, u *Uplink) tcpSeg {
 	t.Helper()
 	select {
 	case f := <-u.ln.q:
 		pkt := append([]byte(nil), (*f.buf)[nat.Headroom:f.n]...)
 		u.ln.putBuf(f.buf)
-		return header.TCP(pkt[int(pkt[0]&0xf)*4:])
+		return tcpSeg(pkt[int(pkt[0]&0xf)*4:])
 	case <-time.After(5 * time.Second):
 		t.Fatal("no segment to the container")
 		return nil
@@ -115,8 +113,8 @@ func TestOutboundSplice(t *testing.T) {
 			// SYN-ACK again.
 			u.Send(syn, dst.Addr(), bridgeNone)
 			sa := nextSegment(t, u)
-			if sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck || sa.AckNumber() != cseq+1 {
-				t.Fatalf("answer to the SYN: flags %v, ack %d; want a SYN-ACK of %d", sa.Flags(), sa.AckNumber(), cseq+1)
+			if sa.flags() != conntrack.TCPSyn|conntrack.TCPAck || sa.ack() != cseq+1 {
+				t.Fatalf("answer to the SYN: flags %#x, ack %d; want a SYN-ACK of %d", sa.flags(), sa.ack(), cseq+1)
 			}
 			again := uint64(0)
 			select {
@@ -128,9 +126,8 @@ func TestOutboundSplice(t *testing.T) {
 			if n := u.stats.OutboundSynAgain.Load(); n != again {
 				t.Fatalf("outbound_syn_again %d after %d more SYN-ACKs", n, again)
 			}
-			o := header.ParseSynOptions(sa.Options(), true)
-			if o.MSS != uint16(u.mtu-40) || (o.WS >= 0) != ws {
-				t.Fatalf("SYN-ACK options: MSS %d, window scale %d; want MSS %d, a window scale %v", o.MSS, o.WS, u.mtu-40, ws)
+			if mss, scale := synOptions(sa.options()); mss != u.mtu-40 || (scale >= 0) != ws {
+				t.Fatalf("SYN-ACK options: MSS %d, window scale %d; want MSS %d, a window scale %v", mss, scale, u.mtu-40, ws)
 			}
 			srv, err := l.Accept()
 			if err != nil {
@@ -152,18 +149,18 @@ func TestOutboundSplice(t *testing.T) {
 
 			// The SYN-ACK was lost: the SYN again draws it again.
 			u.Send(syn, dst.Addr(), bridgeNone)
-			if again := nextSegment(t, u); again.Flags() != sa.Flags() || again.SequenceNumber() != sa.SequenceNumber() {
-				t.Fatalf("after the SYN again: flags %v, seq %d; want the SYN-ACK again", again.Flags(), again.SequenceNumber())
+			if again := nextSegment(t, u); again.flags() != sa.flags() || again.seq() != sa.seq() {
+				t.Fatalf("after the SYN again: flags %#x, seq %d; want the SYN-ACK again", again.flags(), again.seq())
 			}
 			if n := u.stats.OutboundSynAgain.Load(); n != again+1 {
 				t.Errorf("outbound_syn_again %d, want %d", n, again+1)
 			}
 
-			iss := sa.SequenceNumber()
+			iss := sa.seq()
 			u.Send(ctrSegment(ctr, dst, cseq+1, iss+1, conntrack.TCPAck, 502, nil, nil), dst.Addr(), bridgeNone)
 			d := nextSegment(t, u)
-			if string(d.Payload()) != "banner" || d.SequenceNumber() != iss+1 {
-				t.Fatalf("after the handshake: seq %d, %q; want the banner from %d", d.SequenceNumber(), d.Payload(), iss+1)
+			if string(d.payload()) != "banner" || d.seq() != iss+1 {
+				t.Fatalf("after the handshake: seq %d, %q; want the banner from %d", d.seq(), d.payload(), iss+1)
 			}
 			u.Send(ctrSegment(ctr, dst, cseq+1, iss+7, conntrack.TCPAck|conntrack.TCPPsh, 502, nil, []byte("hello")), dst.Addr(), bridgeNone)
 			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -187,8 +184,8 @@ func TestOutboundSpliceRefused(t *testing.T) {
 	ctr := netip.MustParseAddrPort("10.0.2.100:40001")
 	sendSyn(u, ctr, dst, 7000)
 	rst := nextSegment(t, u)
-	if rst.Flags() != header.TCPFlagRst|header.TCPFlagAck || rst.AckNumber() != 7001 {
-		t.Fatalf("answer: flags %v, ack %d; want a reset of the SYN, ack 7001", rst.Flags(), rst.AckNumber())
+	if rst.flags() != conntrack.TCPRst|conntrack.TCPAck || rst.ack() != 7001 {
+		t.Fatalf("answer: flags %#x, ack %d; want a reset of the SYN, ack 7001", rst.flags(), rst.ack())
 	}
 	if n := u.stats.TCPRefused.Load(); n != 1 {
 		t.Errorf("tcp_refused %d, want 1", n)
@@ -222,8 +219,8 @@ func TestOutboundStrayReset(t *testing.T) {
 		ack := uint32(5000 + i)
 		u.Send(ctrSegment(ctr, dst, 100, ack, flags, 502, nil, []byte("late")), dst.Addr(), bridgeNone)
 		r := nextSegment(t, u)
-		if r.Flags() != header.TCPFlagRst || r.SequenceNumber() != ack || r.SourcePort() != dst.Port() || r.DestinationPort() != ctr.Port() {
-			t.Errorf("answer to a stray segment (flags %#x): flags %v, seq %d, ports %d>%d; want a reset from %d", flags, r.Flags(), r.SequenceNumber(), r.SourcePort(), r.DestinationPort(), ack)
+		if r.flags() != conntrack.TCPRst || r.seq() != ack || r.srcPort() != dst.Port() || r.dstPort() != ctr.Port() {
+			t.Errorf("answer to a stray segment (flags %#x): flags %#x, seq %d, ports %d>%d; want a reset from %d", flags, r.flags(), r.seq(), r.srcPort(), r.dstPort(), ack)
 		}
 	}
 	u.Send(ctrSegment(ctr, dst, 400, 0, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
@@ -248,8 +245,8 @@ func TestOutboundSpliceOwnPlaces(t *testing.T) {
 	_, dst := loopbackDst(t, u)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40003")
 	sendSyn(u, ctr, dst, 1)
-	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
-		t.Fatalf("answer %v, want a SYN-ACK", sa.Flags())
+	if sa := nextSegment(t, u); sa.flags() != conntrack.TCPSyn|conntrack.TCPAck {
+		t.Fatalf("answer %v, want a SYN-ACK", sa.flags())
 	}
 	if n := u.stats.DropInFlight.Load(); n != 0 {
 		t.Errorf("drop_in_flight %d", n)
@@ -268,8 +265,8 @@ func TestOutboundSpliceUnregistered(t *testing.T) {
 	u.flows[orig] = &flow{u: u, orig: orig, stop: func() {}}
 	u.mu.Unlock()
 	sendSyn(u, ctr, dst, 1)
-	if r := nextSegment(t, u); r.Flags() != header.TCPFlagRst|header.TCPFlagAck || r.AckNumber() != 2 {
-		t.Fatalf("answer %v ack %d, want a reset of the SYN", r.Flags(), r.AckNumber())
+	if r := nextSegment(t, u); r.flags() != conntrack.TCPRst|conntrack.TCPAck || r.ack() != 2 {
+		t.Fatalf("answer %v ack %d, want a reset of the SYN", r.flags(), r.ack())
 	}
 	if n := tbl.Len(); n != 0 {
 		t.Errorf("%d entries left, want none", n)
@@ -323,8 +320,8 @@ func TestOutboundSpliceConnectsLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(nfd)
-	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck || sa.AckNumber() != 2 {
-		t.Fatalf("answer %v ack %d, want the SYN-ACK", sa.Flags(), sa.AckNumber())
+	if sa := nextSegment(t, u); sa.flags() != conntrack.TCPSyn|conntrack.TCPAck || sa.ack() != 2 {
+		t.Fatalf("answer %v ack %d, want the SYN-ACK", sa.flags(), sa.ack())
 	}
 }
 
@@ -338,8 +335,8 @@ func TestOutboundSpliceResetAtOnce(t *testing.T) {
 		s.out, s.state, s.rcvNxt = true, spliceConnecting, 101
 		s.refuse(err)
 		r := nextSegment(t, u)
-		if r.Flags() != header.TCPFlagRst|header.TCPFlagAck || r.AckNumber() != 101 || u.stats.TCPRefused.Load() != 1 {
-			t.Errorf("%v: answer %v ack %d, %d counted refused; want a reset of the SYN, counted", err, r.Flags(), r.AckNumber(), u.stats.TCPRefused.Load())
+		if r.flags() != conntrack.TCPRst|conntrack.TCPAck || r.ack() != 101 || u.stats.TCPRefused.Load() != 1 {
+			t.Errorf("%v: answer %v ack %d, %d counted refused; want a reset of the SYN, counted", err, r.flags(), r.ack(), u.stats.TCPRefused.Load())
 		}
 	}
 }
@@ -355,7 +352,7 @@ func TestOutboundSpliceAnswersAtOnce(t *testing.T) {
 	if n := len(u.ln.q); n != 1 {
 		t.Fatalf("%d segments to the container when Send returned, want the SYN-ACK", n)
 	}
-	if sa := nextSegment(t, u); sa.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
-		t.Fatalf("answer %v, want the SYN-ACK", sa.Flags())
+	if sa := nextSegment(t, u); sa.flags() != conntrack.TCPSyn|conntrack.TCPAck {
+		t.Fatalf("answer %v, want the SYN-ACK", sa.flags())
 	}
 }

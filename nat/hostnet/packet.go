@@ -60,3 +60,58 @@ func pseudo(pkt []byte, proto conntrack.Proto, n int) uint16 {
 	binary.BigEndian.PutUint16(w[2:], uint16(n))
 	return nat.Sum(w[:], nat.Sum(pkt[12:20], 0))
 }
+
+// tcpSeg is a TCP segment from a container: its header, options and
+// payload. Its length is at least 20 bytes (tcpMinSize).
+type tcpSeg []byte
+
+// tcpMinSize is the length of a TCP header without options.
+const tcpMinSize = 20
+
+func (t tcpSeg) srcPort() uint16 { return binary.BigEndian.Uint16(t[0:]) }
+func (t tcpSeg) dstPort() uint16 { return binary.BigEndian.Uint16(t[2:]) }
+func (t tcpSeg) seq() uint32     { return binary.BigEndian.Uint32(t[4:]) }
+func (t tcpSeg) ack() uint32     { return binary.BigEndian.Uint32(t[8:]) }
+func (t tcpSeg) flags() uint8    { return t[13] }
+func (t tcpSeg) window() uint16  { return binary.BigEndian.Uint16(t[14:]) }
+
+// dataOff is the length of the header with its options, as it says.
+func (t tcpSeg) dataOff() int { return int(t[12]>>4) * 4 }
+
+// options are the header's options; none when its length is wrong.
+func (t tcpSeg) options() []byte {
+	if d := t.dataOff(); d > tcpMinSize && d <= len(t) {
+		return t[tcpMinSize:d]
+	}
+	return nil
+}
+
+// payload is what the segment carries after its header.
+func (t tcpSeg) payload() []byte { return t[min(t.dataOff(), len(t)):] }
+
+// synOptions reads the options of a SYN (or SYN-ACK): its MSS, 536 when
+// it has none (RFC 9293, 3.7.1), and its window scale, -1 when it has none
+// (RFC 7323), at most 14. Malformed options end the walk.
+func synOptions(o []byte) (mss, ws int) {
+	mss, ws = 536, -1
+	for len(o) > 0 {
+		switch o[0] {
+		case 0: // end of options
+			return mss, ws
+		case 1: // no-operation
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 || int(o[1]) < 2 || int(o[1]) > len(o) {
+			return mss, ws
+		}
+		switch {
+		case o[0] == 2 && o[1] == 4:
+			mss = int(binary.BigEndian.Uint16(o[2:]))
+		case o[0] == 3 && o[1] == 3:
+			ws = min(int(o[2]), 14)
+		}
+		o = o[o[1]:]
+	}
+	return mss, ws
+}

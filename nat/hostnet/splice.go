@@ -12,7 +12,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
@@ -1090,9 +1089,9 @@ func (s *splice) discardLocked(all bool) bool {
 
 // input handles a segment from the container: h is its TCP header and
 // payload its data. It runs on the gateway's goroutine.
-func (s *splice) input(h header.TCP, payload []byte) {
-	flags := uint8(h.Flags())
-	seq, ack := h.SequenceNumber(), h.AckNumber()
+func (s *splice) input(h tcpSeg, payload []byte) {
+	flags := h.flags()
+	seq, ack := h.seq(), h.ack()
 	s.mu.Lock()
 	switch s.state {
 	case spliceDone:
@@ -1141,7 +1140,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 		return
 	}
 	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
-	opened := s.ackLocked0(ack, h.WindowSize(), pure)
+	opened := s.ackLocked0(ack, h.window(), pure)
 	if opened && !s.discardLocked(false) {
 		s.mu.Unlock()
 		s.abort(false, true, "discarding from the host socket failed")
@@ -1208,7 +1207,7 @@ func (s *splice) input(h header.TCP, payload []byte) {
 }
 
 // synSentLocked handles the container's answer to the SYN, and unlocks.
-func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
+func (s *splice) synSentLocked(h tcpSeg, flags uint8, seq, ack uint32) {
 	if flags&conntrack.TCPAck == 0 || ack != s.iss+1 {
 		s.mu.Unlock()
 		return
@@ -1223,8 +1222,8 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 		s.mu.Unlock()
 		return
 	}
-	s.synOptsLocked(h.Options(), true)
-	s.sndWnd = uint32(h.WindowSize()) // not scaled in a SYN
+	s.synOptsLocked(h.options())
+	s.sndWnd = uint32(h.window()) // not scaled in a SYN
 	s.rcvNxt = seq + 1
 	s.rcvAcked = seq // nothing acknowledged yet: the handshake's ACK is new, whatever the ISN
 	open := s.establishLocked()
@@ -1238,14 +1237,19 @@ func (s *splice) synSentLocked(h header.TCP, flags uint8, seq, ack uint32) {
 }
 
 // synOptsLocked takes the options of the container's SYN (or SYN-ACK):
-// its MSS, and its window scale, with which ours is offered or agreed.
-func (s *splice) synOptsLocked(opts []byte, synAck bool) {
-	o := header.ParseSynOptions(opts, synAck)
-	s.mss = min(int(o.MSS), s.u.mtu-40)
-	if o.WS >= 0 {
-		s.sndShift, s.rcvShift = uint8(min(o.WS, 14)), spliceShift
+// its MSS, not below Linux's least (tcp_min_snd_mss, 48), and its window
+// scale, with which ours is offered or agreed.
+func (s *splice) synOptsLocked(opts []byte) {
+	mss, ws := synOptions(opts)
+	s.mss = max(min(mss, s.u.mtu-40), minMSS)
+	if ws >= 0 {
+		s.sndShift, s.rcvShift = uint8(ws), spliceShift
 	}
 }
+
+// minMSS is the least MSS a splice sends with, whatever the container's
+// SYN says: a tiny one would cost a segment every few bytes, and 0 none.
+const minMSS = 48
 
 // establishLocked opens the splice, whose handshake is done, and returns
 // onOpen, to be called once unlocked.
@@ -1263,7 +1267,7 @@ func (s *splice) establishLocked() func(bool) {
 // synRcvdLocked handles a segment of the container's while our SYN-ACK
 // waits for its acknowledgement, and unlocks: the ACK opens the splice,
 // and what else the segment carries is taken as an open splice's.
-func (s *splice) synRcvdLocked(h header.TCP, payload []byte, flags uint8, seq, ack uint32) {
+func (s *splice) synRcvdLocked(h tcpSeg, payload []byte, flags uint8, seq, ack uint32) {
 	switch {
 	case flags&conntrack.TCPRst != 0:
 		ok := seq == s.rcvNxt
@@ -1285,7 +1289,7 @@ func (s *splice) synRcvdLocked(h header.TCP, payload []byte, flags uint8, seq, a
 		s.mu.Unlock()
 		return
 	}
-	s.sndWnd = uint32(h.WindowSize()) << s.sndShift
+	s.sndWnd = uint32(h.window()) << s.sndShift
 	open := s.establishLocked()
 	s.mu.Unlock()
 	open(true)
@@ -1650,13 +1654,13 @@ func (s *splice) finish() {
 // whether there was one.
 func (u *Uplink) toSplice(pkt []byte) bool {
 	ihl := int(pkt[0]&0xf) * 4
-	if ihl < 20 || len(pkt) < ihl+header.TCPMinimumSize {
+	if ihl < 20 || len(pkt) < ihl+tcpMinSize {
 		return false
 	}
-	t := header.TCP(pkt[ihl:])
+	t := tcpSeg(pkt[ihl:])
 	key := conntrack.Tuple{
 		Src: netip.AddrFrom4([4]byte(pkt[12:16])), Dst: netip.AddrFrom4([4]byte(pkt[16:20])),
-		SrcPort: t.SourcePort(), DstPort: t.DestinationPort(), Proto: conntrack.ProtoTCP,
+		SrcPort: t.srcPort(), DstPort: t.dstPort(), Proto: conntrack.ProtoTCP,
 	}
 	u.smu.RLock()
 	s := u.splices[key]
@@ -1664,7 +1668,7 @@ func (u *Uplink) toSplice(pkt []byte) bool {
 	if s == nil {
 		return false
 	}
-	if doff := int(t.DataOffset()); doff >= header.TCPMinimumSize && doff <= len(t) {
+	if doff := t.dataOff(); doff >= tcpMinSize && doff <= len(t) {
 		s.input(t[:doff], t[doff:])
 	}
 	return true

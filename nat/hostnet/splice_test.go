@@ -1,15 +1,16 @@
 package hostnet
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // testUplink is an uplink for a splice in a unit test, whose timers may
@@ -412,13 +413,27 @@ func TestSpliceRefusedFinKeepsAck(t *testing.T) {
 // receivingSplice is an open splice whose queue to the gateway takes
 // frames, waiting for the container's byte 5000, and a header to send it
 // segments with.
-func receivingSplice(t *testing.T) (*splice, header.TCP) {
+func receivingSplice(t *testing.T) (*splice, tcpSeg) {
 	s, drain, _ := refusingSplice(t, "")
 	drain() // the queue takes frames
 	s.mu.Lock()
 	s.rcvNxt, s.rcvAcked = 5000, 5000
 	s.mu.Unlock()
-	return s, header.TCP(make([]byte, header.TCPMinimumSize))
+	return s, make(tcpSeg, tcpMinSize)
+}
+
+// putTCP writes a TCP header of hl bytes (its options after it are the
+// caller's) into t: ports, sequence and acknowledgement numbers, flags and
+// window; no checksum.
+func putTCP(t []byte, src, dst uint16, seq, ack uint32, flags uint8, wnd uint16, hl int) {
+	clear(t[:tcpMinSize])
+	binary.BigEndian.PutUint16(t[0:], src)
+	binary.BigEndian.PutUint16(t[2:], dst)
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], ack)
+	t[12] = byte(hl/4) << 4
+	t[13] = flags
+	binary.BigEndian.PutUint16(t[14:], wnd)
 }
 
 // The container's bytes, in order and short of two segments, are
@@ -426,16 +441,16 @@ func receivingSplice(t *testing.T) (*splice, header.TCP) {
 // ACK, which our next segment would usually carry instead.
 func TestSpliceDelayedAck(t *testing.T) {
 	s, h := receivingSplice(t)
-	h.Encode(&header.TCPFields{SeqNum: 5000, AckNum: 1000, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 0xffff})
+	putTCP(h, 0, 0, 5000, 1000, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
 	s.input(h, []byte("hi"))
 	if n := len(s.u.ln.q); n != 0 {
 		t.Fatalf("%d frames at once for 2 bytes in order, want none", n)
 	}
 	select {
 	case f := <-s.u.ln.q:
-		tcp := header.TCP((*f.buf)[nat.Headroom+20 : f.n])
-		if tcp.Flags() != header.TCPFlagAck || tcp.AckNumber() != 5002 || f.n != nat.Headroom+40 {
-			t.Fatalf("the delayed frame: flags %v, ack %d, %d bytes; want a pure ACK of 5002", tcp.Flags(), tcp.AckNumber(), f.n-nat.Headroom)
+		tcp := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
+		if tcp.flags() != conntrack.TCPAck || tcp.ack() != 5002 || f.n != nat.Headroom+40 {
+			t.Fatalf("the delayed frame: flags %#x, ack %d, %d bytes; want a pure ACK of 5002", tcp.flags(), tcp.ack(), f.n-nat.Headroom)
 		}
 	case <-time.After(time.Second):
 		t.Fatal("no acknowledgement after ackDelay")
@@ -462,15 +477,15 @@ func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
 		if n := len(s.u.ln.q); n > 0 {
 			break
 		}
-		h.Encode(&header.TCPFields{SeqNum: 5000 + uint32(i), AckNum: 1000, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 0xffff})
+		putTCP(h, 0, 0, 5000+uint32(i), 1000, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
 		s.input(h, []byte("x"))
 	}
 	select {
 	case f := <-s.u.ln.q:
 		// Of both bytes, or of the first when the machine slept past
 		// the delay before the second.
-		if tcp := header.TCP((*f.buf)[nat.Headroom+20 : f.n]); tcp.Flags() != header.TCPFlagAck || tcp.AckNumber() != 5002 && tcp.AckNumber() != 5001 {
-			t.Fatalf("flags %v, ack %d; want a pure ACK of the first byte or two", tcp.Flags(), tcp.AckNumber())
+		if tcp := tcpSeg((*f.buf)[nat.Headroom+20 : f.n]); tcp.flags() != conntrack.TCPAck || tcp.ack() != 5002 && tcp.ack() != 5001 {
+			t.Fatalf("flags %#x, ack %d; want a pure ACK of the first byte or two", tcp.flags(), tcp.ack())
 		}
 	default:
 		t.Fatalf("no acknowledgement %v after the first byte, with bytes every %v", ackDelay*6/5, ackDelay*3/5)
@@ -528,5 +543,36 @@ func TestSpliceCountsByDirection(t *testing.T) {
 		if want[0] != 1 || want[1] != 1 || none[0] != 0 || none[1] != 0 {
 			t.Errorf("out %v: counted inbound %v, outbound %v (fast retransmissions, requeued)", out, in, outs)
 		}
+	}
+}
+
+// synOptions reads a SYN's MSS (536 without one) and window scale (-1
+// without one, at most 14), past no-operations, and stops at the end of
+// options or at a malformed one.
+func TestSynOptions(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		opts    []byte
+		mss, ws int
+	}{
+		{"none", nil, 536, -1},
+		{"Linux's", []byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7}, 1460, 7},
+		{"scale too large", []byte{1, 3, 3, 15}, 536, 14},
+		{"after the end", []byte{0, 2, 4, 0x05, 0xb4}, 536, -1},
+		{"malformed length", []byte{2, 4, 0x05, 0xb4, 3, 9, 7}, 1460, -1},
+		{"zero length", []byte{8, 0, 2, 4, 0x05, 0xb4}, 536, -1},
+		{"cut short", []byte{2, 4, 0x05}, 536, -1},
+	} {
+		if mss, ws := synOptions(c.opts); mss != c.mss || ws != c.ws {
+			t.Errorf("%s: MSS %d, window scale %d; want %d, %d", c.name, mss, ws, c.mss, c.ws)
+		}
+	}
+	// And a splice never sends with less than minMSS.
+	s := newTestSplice(1000)
+	defer s.mu.Unlock()
+	s.u.mtu = 1500
+	s.synOptsLocked([]byte{2, 4, 0, 0})
+	if s.mss != minMSS {
+		t.Errorf("MSS 0 in the SYN: the splice sends %d-byte segments, want %d", s.mss, minMSS)
 	}
 }

@@ -1,12 +1,13 @@
 package hostnet
 
 import (
+	"encoding/binary"
 	"log/slog"
+	"net/netip"
 	"testing"
 
 	"github.com/usernat/usernat/conntrack"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"github.com/usernat/usernat/nat"
 )
 
 // A flow conntrack refuses with room in the table counts as
@@ -21,17 +22,18 @@ func TestTrackRefusedCounter(t *testing.T) {
 	defer tbl.Close()
 	u := &Uplink{log: slog.New(slog.DiscardHandler)}
 	u.tbl.Store(tbl)
-	b := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize)
-	ip := header.IPv4(b)
-	ip.Encode(&header.IPv4Fields{
-		TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{10, 0, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{192, 0, 2, 9}),
-	})
-	ip.SetChecksum(^ip.CalculateChecksum())
-	ic := header.ICMPv4(b[header.IPv4MinimumSize:])
-	ic.SetType(header.ICMPv4EchoReply)
-	ic.SetIdent(7)
-	ic.SetSequence(1)
+	// An ICMP echo reply from 10.0.0.2 to 192.0.2.9, id 7, sequence 1.
+	b := make([]byte, 28)
+	ipv4Header(b, len(b), conntrack.ProtoICMP, netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("192.0.2.9"))
+	ic := b[20:]
+	setEcho := func(typ byte) {
+		ic[0], ic[1] = typ, 0
+		binary.BigEndian.PutUint16(ic[4:], 7)
+		binary.BigEndian.PutUint16(ic[6:], 1)
+		binary.BigEndian.PutUint16(ic[2:], 0)
+		binary.BigEndian.PutUint16(ic[2:], nat.Checksum(ic))
+	}
+	setEcho(icmpEchoReply)
 	var p conntrack.Packet
 	if err := p.Decode(b); err != nil {
 		t.Fatal(err)
@@ -42,7 +44,7 @@ func TestTrackRefusedCounter(t *testing.T) {
 	}
 	// An error with room in the table: an echo request, valid, with a
 	// reply of another protocol.
-	ic.SetType(header.ICMPv4Echo)
+	setEcho(icmpEchoRequest)
 	if err := p.Decode(b); err != nil {
 		t.Fatal(err)
 	}
