@@ -576,3 +576,33 @@ func TestSynOptions(t *testing.T) {
 		t.Errorf("MSS 0 in the SYN: the splice sends %d-byte segments, want %d", s.mss, minMSS)
 	}
 }
+
+// Whatever a container sends, reading it as a TCP segment of no flow does
+// not fail: the SYN options, the header's fields, and the stray reset
+// (which only goes to the link's queue; no socket is opened).
+func FuzzContainerSegment(f *testing.F) {
+	f.Add([]byte{2, 4, 0x05, 0xb4, 1, 3, 3, 7})
+	syn := make([]byte, 40)
+	ipv4Header(syn, 40, conntrack.ProtoTCP, netip.MustParseAddr("10.0.2.100"), netip.MustParseAddr("192.0.2.7"))
+	putTCP(syn[20:], 40000, 80, 1, 0, conntrack.TCPAck, 502, tcpMinSize)
+	f.Add(syn)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		synOptions(b)
+		if len(b) >= tcpMinSize {
+			h := tcpSeg(b)
+			_, _, _, _, _, _ = h.srcPort(), h.dstPort(), h.seq(), h.ack(), h.flags(), h.window()
+			h.options()
+			h.payload()
+		}
+		u := testUplink()
+		u.splices = map[conntrack.Tuple]*splice{}
+		if len(b) >= 20 && b[0]>>4 == 4 {
+			u.toSplice(b)
+			u.resetStray(b)
+		}
+		for len(u.ln.q) > 0 {
+			fr := <-u.ln.q
+			u.ln.putBuf(fr.buf)
+		}
+	})
+}
