@@ -17,7 +17,7 @@ type flow struct {
 	src  netip.Addr // the container address counted against the per-source cap
 	id   uint64     // the entry's ID, 0 until seen; under u.mu
 	born time.Time
-	stop func() // closes the flow's sockets and endpoints
+	stop func() // closes the flow's sockets
 	// supersede, when set (under u.mu), ends the flow for a new one with
 	// the same original tuple, more gently than stop.
 	supersede func()
@@ -92,8 +92,8 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 }
 
 // release ends the flow: it leaves the uplink's tables and its sockets
-// and endpoints close (stop: a TCP flow is reset), which ends its
-// goroutines. It is idempotent, and does nothing after ended.
+// close (stop: a TCP flow is reset), which ends its goroutines and
+// timers. It is idempotent, and does nothing after ended.
 func (f *flow) release() { f.end(true) }
 
 // ended forgets a flow that ended by itself (a TCP flow both sides

@@ -44,12 +44,14 @@ type Config struct {
 	HostLoopback netip.Addr
 
 	// OutboundAddr, when valid, is the local address of the host sockets
-	// of outbound flows (slirp4netns's --outbound-addr).
+	// of outbound flows (slirp4netns's --outbound-addr), but for flows to
+	// the host's loopback (HostLoopback), which come from the loopback.
 	OutboundAddr netip.Addr
 
-	// ConnectTimeout bounds the host connection of an outbound TCP flow;
-	// a container whose destination stays silent that long gets no
-	// answer, as from the real network. 0 means 20 s.
+	// ConnectTimeout bounds the host connection of an outbound TCP flow
+	// (a container whose destination stays silent that long gets no
+	// answer, as from the real network), and each handshake with a
+	// container, until it answers the SYN or SYN-ACK. 0 means 20 s.
 	ConnectTimeout time.Duration
 
 	// MaxFlowsPerSource caps the flows one container address has open at
@@ -105,7 +107,7 @@ type Uplink struct {
 	pubMu      sync.Mutex                      // held by Publish
 
 	smu     sync.RWMutex
-	splices map[conntrack.Tuple]*splice // clients of published TCP ports, by the tuple of the container's packets
+	splices map[conntrack.Tuple]*splice // every TCP flow, by the tuple of the container's packets
 	poll    *poller                     // their host sockets
 	warned  map[string]bool             // problems logged once
 
@@ -382,14 +384,11 @@ func (u *Uplink) hostDst(dst netip.AddrPort) (netip.AddrPort, bool) {
 	return dst, true
 }
 
-// localAddr is the local address for host sockets of outbound flows.
-func (u *Uplink) localAddr(network string) net.Addr {
+// udpLocalAddr is the local address for host sockets of outbound UDP
+// flows (Config.OutboundAddr), or nil.
+func (u *Uplink) udpLocalAddr() *net.UDPAddr {
 	if !u.cfg.OutboundAddr.IsValid() {
 		return nil
 	}
-	ap := netip.AddrPortFrom(u.cfg.OutboundAddr, 0)
-	if network == "udp" {
-		return net.UDPAddrFromAddrPort(ap)
-	}
-	return net.TCPAddrFromAddrPort(ap)
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(u.cfg.OutboundAddr, 0))
 }

@@ -269,8 +269,6 @@ func TestIntegrationOutboundTCP(t *testing.T) {
 	}
 }
 
-// Urgent data from a remote server (MSG_OOB) reaches the container in the
-// stream, where it was sent: the host socket takes it inline.
 // A container's own connection carried both ways at once, 16 MiB each,
 // checked byte for byte, each end of stream after its last byte (the
 // container's FIN half-closes the host connection, which goes on
@@ -338,6 +336,8 @@ func TestIntegrationOutboundAddr(t *testing.T) {
 	}
 }
 
+// Urgent data from a remote server (MSG_OOB) reaches the container in the
+// stream, where it was sent: the host socket takes it inline.
 func TestIntegrationOutboundTCPUrgent(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	l, err := e.remote.Listen("tcp", "198.51.100.2:7002")
@@ -570,7 +570,7 @@ func TestIntegrationLifecycle(t *testing.T) {
 			// Every flow was carried. (Not all at once: on a loaded
 			// machine the first idle ones may expire before the last
 			// open, which made a count of flows at this point flaky.)
-			// The last handshakes finish in the stack just after the
+			// The last handshakes finish in the uplink just after the
 			// container's dial returns.
 			carried := func() bool {
 				c := e.up.Counters()
@@ -709,8 +709,8 @@ func exchangeByte(c net.Conn) error {
 // their ports at once, as a busy client does (here from a range of 200
 // ports, 4 clients at a time): none that the host accepts is reset. The
 // new flow of a reused port replaces the old one, whose entry conntrack
-// reopens, and whose end must not end the new flow; the stack's endpoint
-// of the old one may still be closing. (A connect the host's own kernel
+// reopens, and whose end must not end the new flow; the splice of the old
+// one may still be closing. (A connect the host's own kernel
 // refuses, its TIME_WAIT socket still holding the port, is not usernat's
 // and not counted.)
 func TestIntegrationPublishedPortReuse(t *testing.T) {
@@ -759,8 +759,8 @@ func TestIntegrationPublishedPortReuse(t *testing.T) {
 // (here a range of 100, 4 clients at a time), to a server that closes
 // first (HTTP/1.0), through host sockets whose ports come back as soon
 // (another 100): none is refused or broken. The container's side ends
-// last and keeps no TIME_WAIT, so a port comes back while the uplink's
-// stack may still hold the last connection on it; and the host gives a
+// last and keeps no TIME_WAIT, so a port comes back while the uplink may
+// still hold the last connection on it; and the host gives a
 // socket's tuple again while the table keeps the last flow with it in
 // TIME_WAIT, whose entry the new flow replaces.
 func TestIntegrationOutboundPortReuse(t *testing.T) {
@@ -807,7 +807,7 @@ func TestIntegrationSilentDestinations(t *testing.T) {
 		t.Fatal(err)
 	}
 	whoServer(t, e.remote, "198.51.100.2:7000")
-	const n = 1100 // more than the connections the stack opens at once
+	const n = 1100 // more than the connections the uplink makes at once (maxInFlight)
 	var wg sync.WaitGroup
 	var answered atomic.Int64
 	for i := range n {
@@ -985,9 +985,9 @@ func TestIntegrationOutboundUDPLarge(t *testing.T) {
 	t.Fatalf("no %d-byte answer reached the container (the gateway: %+v)", size, e.gw.Stats())
 }
 
-// An idle outbound flow holds no copy buffers: they are taken while
-// bytes move and given back when a side has nothing more to read, so a
-// container's pool of idle connections costs little memory. Each flow
+// An idle outbound flow holds no buffer: a splice's segments and a UDP
+// flow's datagrams take one only while they move, so a container's pool
+// of idle connections costs little memory. Each flow
 // here moves a datagram, or a byte both ways, first.
 func TestIntegrationIdleFlowMemory(t *testing.T) {
 	const n = 100
@@ -1021,7 +1021,7 @@ func TestIntegrationIdleFlowMemory(t *testing.T) {
 	udpWhoServer(t, e.remote, "198.51.100.2:5300")
 	to5300, _ := net.ResolveUDPAddr("udp", "198.51.100.2:5300")
 	inUse := func() int64 {
-		time.Sleep(100 * time.Millisecond) // the copies go back to waiting
+		time.Sleep(100 * time.Millisecond) // the flows go back to waiting
 		runtime.GC()
 		runtime.GC() // a pool's buffers survive one collection
 		var m runtime.MemStats

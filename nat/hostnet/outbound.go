@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 
@@ -17,8 +18,9 @@ import (
 // answer it: our SYN-ACK once the host connected (the splice then carries
 // the flow as a published port's, see splice), a reset when refused, ICMP
 // unreachable when unreachable, nothing when the destination stayed
-// silent. It runs on the gateway's goroutine and never waits: the
-// connection completes on the poller's.
+// silent. It runs on the gateway's goroutine and never waits: a
+// connection that did not complete within connect's system call (as one
+// on the same machine does) completes on the poller's.
 //
 // A SYN the uplink cannot carry now is reset (the destination is the
 // host's own loopback, the container has its cap of flows, conntrack
@@ -92,6 +94,11 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	fd, peek, err := u.connectTCP(dst)
 	if err != nil {
 		u.unreserve(ctr.Addr())
+		if se := (*os.SyscallError)(nil); !errors.As(err, &se) || se.Syscall != "connect" {
+			// No socket, or no outbound address: the host's trouble, not
+			// the network's answer, which the container hears as silence.
+			u.warnOnce("socket", "hostnet: cannot make a host socket for a container's connection", "dst", dst, "err", err)
+		}
 		s.refuse(err)
 		return true
 	}
@@ -124,11 +131,7 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		s.entry = res.ID
 	}
 	s.mu.Unlock()
-	f, ok := u.addFlow(p.Tuple, ctr.Addr(), res.ID, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
-		// Superseded, only the container's side is reset: a reset on the
-		// host socket would carry the tuple of a new connection.
-		f.supersede = func() { s.abort(false, true, "superseded") }
-	})
+	f, ok := u.addFlow(p.Tuple, ctr.Addr(), res.ID, func() { s.abort(true, true, "its entry left the table") }, nil)
 	if !ok {
 		s.abort(true, true, "the uplink is closed, or the flow is carried already")
 		return true

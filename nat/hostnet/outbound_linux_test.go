@@ -1,10 +1,12 @@
 package hostnet
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,9 +98,13 @@ func sendSyn(u *Uplink, ctr, dst netip.AddrPort, seq uint32) {
 // once, however often it comes, and is answered when connected, with a
 // window scale only if the SYN had one; a SYN again after the SYN-ACK
 // draws it again; the ACK opens the flow, and what the destination sent
-// meanwhile (a server that speaks first) follows, then bytes both ways.
-// The flow's entry has the host socket's tuple as its reply.
+// meanwhile (a server that speaks first) follows, then bytes both ways;
+// the container's window is read with its scale from the handshake's ACK
+// on. The flow's entry has the host socket's tuple as its reply. (The
+// SYN-ACK's own timeout is made long: only the test's SYNs draw it.)
 func TestOutboundSplice(t *testing.T) {
+	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	spliceSynRTO = time.Minute
 	for _, ws := range []bool{true, false} {
 		name := map[bool]string{true: "window scale", false: "no window scale"}[ws]
 		t.Run(name, func(t *testing.T) {
@@ -162,6 +168,13 @@ func TestOutboundSplice(t *testing.T) {
 			if string(d.payload()) != "banner" || d.seq() != iss+1 {
 				t.Fatalf("after the handshake: seq %d, %q; want the banner from %d", d.seq(), d.payload(), iss+1)
 			}
+			wnd := uint32(502)
+			if ws {
+				wnd <<= 7
+			}
+			if got := spliceOf(u, ctr, dst).sndWnd; got != wnd {
+				t.Errorf("the container's window after the handshake: %d, want %d", got, wnd)
+			}
 			u.Send(ctrSegment(ctr, dst, cseq+1, iss+7, conntrack.TCPAck|conntrack.TCPPsh, 502, nil, []byte("hello")), dst.Addr(), bridgeNone)
 			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
 			got := make([]byte, 5)
@@ -172,6 +185,36 @@ func TestOutboundSplice(t *testing.T) {
 				t.Errorf("tcp_opened %d, want 1", n)
 			}
 		})
+	}
+}
+
+// spliceOf returns the splice of the container's flow from ctr to dst,
+// with its fields as they are now.
+func spliceOf(u *Uplink, ctr, dst netip.AddrPort) *splice {
+	u.smu.RLock()
+	s := u.splices[conntrack.Tuple{Src: ctr.Addr(), Dst: dst.Addr(), SrcPort: ctr.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoTCP}]
+	u.smu.RUnlock()
+	if s == nil {
+		return &splice{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &splice{state: s.state, sndWnd: s.sndWnd}
+}
+
+// released fails the test unless the uplink holds nothing of a flow any
+// more: no flow, entry, splice, or place among the connections being
+// made.
+func released(t *testing.T, u *Uplink, tbl *conntrack.Table) {
+	t.Helper()
+	for end := time.Now().Add(2 * time.Second); (u.Flows() != 0 || tbl.Len() != 0) && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	u.smu.RLock()
+	n := len(u.splices)
+	u.smu.RUnlock()
+	if u.Flows() != 0 || tbl.Len() != 0 || n != 0 || len(u.connecting) != 0 {
+		t.Errorf("left: %d flows, %d entries, %d splices, %d places taken; want none", u.Flows(), tbl.Len(), n, len(u.connecting))
 	}
 }
 
@@ -190,22 +233,7 @@ func TestOutboundSpliceRefused(t *testing.T) {
 	if n := u.stats.TCPRefused.Load(); n != 1 {
 		t.Errorf("tcp_refused %d, want 1", n)
 	}
-	for end := time.Now().Add(2 * time.Second); (u.Flows() != 0 || tbl.Len() != 0) && time.Now().Before(end); {
-		time.Sleep(time.Millisecond)
-	}
-	if u.Flows() != 0 || tbl.Len() != 0 {
-		t.Errorf("after the refusal: %d flows, %d entries; want none", u.Flows(), tbl.Len())
-	}
-	u.smu.RLock()
-	n := len(u.splices)
-	u.smu.RUnlock()
-	if n != 0 {
-		t.Errorf("%d splices left", n)
-	}
-	// The place in the connections being made is given back.
-	if n := len(u.connecting); n != 0 {
-		t.Errorf("%d places taken in the connections being made, want 0", n)
-	}
+	released(t, u, tbl)
 }
 
 // A container's TCP segment of no flow is answered with a reset, as a
@@ -276,20 +304,18 @@ func TestOutboundSpliceUnregistered(t *testing.T) {
 	}
 }
 
-// A destination that answers late (its accept queue is full, so the
-// kernel drops the first SYN and sends it again a second later): the
-// container's SYN is answered only once the host connection is made,
-// which the poller reports (the SYN-ACK's own timeout, made long here,
-// does not send it).
-func TestOutboundSpliceConnectsLater(t *testing.T) {
-	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
-	spliceSynRTO = time.Minute
-	u, _ := outboundUplink(t)
+// fullListener listens on the host's 127.0.0.1 with its accept queue
+// full (one connection waits, with a backlog of 0): the kernel drops a
+// new SYN, and the connection is made when the SYN goes again (after a
+// second), if the test accepted the waiting one meanwhile. It returns the
+// listening socket and its port.
+func fullListener(t *testing.T) (fd, port int) {
+	t.Helper()
 	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(lfd)
+	t.Cleanup(func() { unix.Close(lfd) })
 	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -300,12 +326,25 @@ func TestOutboundSpliceConnectsLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := sa.(*unix.SockaddrInet4).Port
+	port = sa.(*unix.SockaddrInet4).Port
 	first, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) // fills the queue
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer first.Close()
+	t.Cleanup(func() { first.Close() })
+	return lfd, port
+}
+
+// A destination that answers late (its accept queue is full, so the
+// kernel drops the first SYN and sends it again a second later): the
+// container's SYN is answered only once the host connection is made,
+// which the poller reports (the SYN-ACK's own timeout, made long here,
+// does not send it).
+func TestOutboundSpliceConnectsLater(t *testing.T) {
+	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	spliceSynRTO = time.Minute
+	u, _ := outboundUplink(t)
+	lfd, port := fullListener(t)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40005")
 	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
 	sendSyn(u, ctr, dst, 1)
@@ -355,4 +394,54 @@ func TestOutboundSpliceAnswersAtOnce(t *testing.T) {
 	if sa := nextSegment(t, u); sa.flags() != conntrack.TCPSyn|conntrack.TCPAck {
 		t.Fatalf("answer %v, want the SYN-ACK", sa.flags())
 	}
+}
+
+// A container that resets its connection before the handshake ends (its
+// application closed the socket) has the host connection reset too, if it
+// was made, and nothing left behind; while connecting, the host socket is
+// closed and the container hears nothing more.
+func TestOutboundSpliceResetInHandshake(t *testing.T) {
+	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	spliceSynRTO = time.Minute
+	t.Run("after the SYN-ACK", func(t *testing.T) {
+		u, tbl := outboundUplink(t)
+		u.cfg.ConnectTimeout = time.Minute // only the reset ends the handshake
+		l, dst := loopbackDst(t, u)
+		ctr := netip.MustParseAddrPort("10.0.2.100:40008")
+		sendSyn(u, ctr, dst, 1)
+		sa := nextSegment(t, u)
+		srv, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		u.Send(ctrSegment(ctr, dst, 2, sa.seq()+1, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
+		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := srv.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the destination read %v, want a reset", err)
+		}
+		released(t, u, tbl)
+	})
+	t.Run("while connecting", func(t *testing.T) {
+		u, tbl := outboundUplink(t)
+		lfd, port := fullListener(t)
+		ctr := netip.MustParseAddrPort("10.0.2.100:40009")
+		dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
+		sendSyn(u, ctr, dst, 1)
+		if st := spliceOf(u, ctr, dst).state; st != spliceConnecting {
+			t.Fatalf("state %d, want connecting", st)
+		}
+		u.Send(ctrSegment(ctr, dst, 2, 0, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
+		released(t, u, tbl)
+		nfd, _, err := unix.Accept(lfd) // room for the SYN sent again, which no socket sends now
+		if err == nil {
+			unix.Close(nfd)
+		}
+		select {
+		case f := <-u.ln.q:
+			u.ln.putBuf(f.buf)
+			t.Error("the container was answered after its reset")
+		case <-time.After(1500 * time.Millisecond): // past the kernel's SYN retry
+		}
+	})
 }

@@ -90,7 +90,7 @@ func (t tcpSeg) options() []byte {
 func (t tcpSeg) payload() []byte { return t[min(t.dataOff(), len(t)):] }
 
 // synOptions reads the options of a SYN (or SYN-ACK): its MSS, 536 when
-// it has none (RFC 9293, 3.7.1), and its window scale, -1 when it has none
+// it has none or says 0 (RFC 9293, 3.7.1), and its window scale, -1 when it has none
 // (RFC 7323), at most 14. Malformed options end the walk.
 func synOptions(o []byte) (mss, ws int) {
 	mss, ws = 536, -1
@@ -106,7 +106,7 @@ func synOptions(o []byte) (mss, ws int) {
 			return mss, ws
 		}
 		switch {
-		case o[0] == 2 && o[1] == 4:
+		case o[0] == 2 && o[1] == 4 && binary.BigEndian.Uint16(o[2:]) != 0: // 0 is none, as Linux reads it
 			mss = int(binary.BigEndian.Uint16(o[2:]))
 		case o[0] == 3 && o[1] == 3:
 			ws = min(int(o[2]), 14)

@@ -422,9 +422,9 @@ func TestIntegrationTCPBackPressure(t *testing.T) {
 		idle     = 300 * time.Millisecond
 		maxStall = 3 * time.Second
 		// most is what the writer may get through meanwhile: the
-		// buffers of two sockets, the stack's endpoint and the copy
-		// between them hold a few MiB each; an unbounded buffer takes
-		// hundreds of MiB in a second.
+		// buffers of two sockets and the splice's window between them
+		// hold a few MiB; an unbounded buffer takes hundreds of MiB in
+		// a second.
 		most = 64 << 20
 	)
 	for _, tc := range []struct {

@@ -1669,7 +1669,7 @@ func (u *Uplink) toSplice(pkt []byte) bool {
 		return false
 	}
 	if doff := t.dataOff(); doff >= tcpMinSize && doff <= len(t) {
-		s.input(t[:doff], t[doff:])
+		s.input(t[:doff], t.payload())
 	}
 	return true
 }

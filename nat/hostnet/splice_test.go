@@ -562,6 +562,7 @@ func TestSynOptions(t *testing.T) {
 		{"malformed length", []byte{2, 4, 0x05, 0xb4, 3, 9, 7}, 1460, -1},
 		{"zero length", []byte{8, 0, 2, 4, 0x05, 0xb4}, 536, -1},
 		{"cut short", []byte{2, 4, 0x05}, 536, -1},
+		{"MSS 0", []byte{2, 4, 0, 0, 1, 3, 3, 2}, 536, 2},
 	} {
 		if mss, ws := synOptions(c.opts); mss != c.mss || ws != c.ws {
 			t.Errorf("%s: MSS %d, window scale %d; want %d, %d", c.name, mss, ws, c.mss, c.ws)
@@ -571,35 +572,56 @@ func TestSynOptions(t *testing.T) {
 	s := newTestSplice(1000)
 	defer s.mu.Unlock()
 	s.u.mtu = 1500
-	s.synOptsLocked([]byte{2, 4, 0, 0})
+	s.synOptsLocked([]byte{2, 4, 0, 1})
 	if s.mss != minMSS {
-		t.Errorf("MSS 0 in the SYN: the splice sends %d-byte segments, want %d", s.mss, minMSS)
+		t.Errorf("MSS 1 in the SYN: the splice sends %d-byte segments, want %d", s.mss, minMSS)
 	}
 }
 
-// Whatever a container sends, reading it as a TCP segment of no flow does
-// not fail: the SYN options, the header's fields, and the stray reset
-// (which only goes to the link's queue; no socket is opened).
+// Whatever a container sends does not fail the uplink: read as a SYN's
+// options and a header's fields, as a segment of no flow (the stray
+// reset, which only goes to the link's queue), and as a segment of a
+// splice in each state (with no host socket: whatever would use it ends
+// the splice). No socket is opened.
 func FuzzContainerSegment(f *testing.F) {
 	f.Add([]byte{2, 4, 0x05, 0xb4, 1, 3, 3, 7})
-	syn := make([]byte, 40)
-	ipv4Header(syn, 40, conntrack.ProtoTCP, netip.MustParseAddr("10.0.2.100"), netip.MustParseAddr("192.0.2.7"))
-	putTCP(syn[20:], 40000, 80, 1, 0, conntrack.TCPAck, 502, tcpMinSize)
-	f.Add(syn)
+	seg := make([]byte, 24)
+	for i := range 4 { // a SYN-ACK to a splice in each state
+		putTCP(seg, uint16(i)<<8, 0, 1, 2, conntrack.TCPSyn|conntrack.TCPAck, 502, 24)
+		copy(seg[20:], []byte{2, 4, 0x05, 0xb4})
+		f.Add(append([]byte(nil), seg...))
+	}
+	from, to := netip.MustParseAddrPort("192.0.2.7:80"), netip.MustParseAddrPort("10.0.2.100:40000")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		synOptions(b)
-		if len(b) >= tcpMinSize {
-			h := tcpSeg(b)
-			_, _, _, _, _, _ = h.srcPort(), h.dstPort(), h.seq(), h.ack(), h.flags(), h.window()
-			h.options()
-			h.payload()
+		if len(b) < tcpMinSize {
+			return
 		}
+		h := tcpSeg(b)
+		_, _, _, _, _, _ = h.srcPort(), h.dstPort(), h.seq(), h.ack(), h.flags(), h.window()
+		h.options()
+		h.payload()
+		p, err := newPoller()
+		if err != nil {
+			t.Skip(err)
+		}
+		defer p.close()
 		u := testUplink()
-		u.splices = map[conntrack.Tuple]*splice{}
-		if len(b) >= 20 && b[0]>>4 == 4 {
-			u.toSplice(b)
-			u.resetStray(b)
-		}
+		u.poll, u.mtu, u.splices = p, 1500, map[conntrack.Tuple]*splice{}
+		s := u.spliceOf(-1, from, to, false)
+		s.state = []spliceState{spliceSynSent, spliceConnecting, spliceSynRcvd, spliceOpen}[b[0]%4]
+		s.out = s.state == spliceConnecting || s.state == spliceSynRcvd
+		s.mss, s.rcvNxt, s.rcvAcked, s.sndWnd, s.cwnd = 1000, 1, 1, 1<<16, 10000
+		u.splices[s.key] = s
+		pkt := make([]byte, 20+len(b))
+		ipv4Header(pkt, len(pkt), conntrack.ProtoTCP, to.Addr(), from.Addr())
+		copy(pkt[20:], b)
+		binary.BigEndian.PutUint16(pkt[20:], to.Port()) // the splice's
+		binary.BigEndian.PutUint16(pkt[22:], from.Port())
+		u.toSplice(pkt)
+		s.abort(false, false, "the test ends") // its timers too
+		pkt[21]++                              // another port: no flow's
+		u.resetStray(pkt)
 		for len(u.ln.q) > 0 {
 			fr := <-u.ln.q
 			u.ln.putBuf(fr.buf)

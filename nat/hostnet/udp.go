@@ -82,7 +82,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	var c *net.UDPConn
 	err := u.cfg.Namespace(func() error {
 		var laddr *net.UDPAddr
-		if a, ok := u.localAddr("udp").(*net.UDPAddr); ok && !dst.Addr().IsLoopback() {
+		if a := u.udpLocalAddr(); a != nil && !dst.Addr().IsLoopback() {
 			laddr = a
 		}
 		var err error
