@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
@@ -333,6 +335,64 @@ func TestIntegrationOutboundAddr(t *testing.T) {
 	whoServer(t, e.host, "127.0.0.1:7005")
 	if seen, err := who(t, e.ctr, netip.AddrPortFrom(gwAddr.Addr(), 7005).String()); err != nil || !strings.HasPrefix(seen, "127.0.0.1:") {
 		t.Errorf("the host's loopback server saw %q (%v), want a loopback client", seen, err)
+	}
+}
+
+// A container's TCP segment of no flow (an ACK a raw socket sends, to a
+// port nothing listens on) comes back through the gateway as a reset,
+// whose sequence number is the segment's acknowledgement, as from a
+// remote host with no such connection.
+func TestIntegrationOutboundStrayReset(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	var fd int
+	if err := e.ctr.Do(func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	const ack = 0x5eed
+	seg := make([]byte, 20)
+	binary.BigEndian.PutUint16(seg[0:], 40100)
+	binary.BigEndian.PutUint16(seg[2:], 9)
+	binary.BigEndian.PutUint32(seg[4:], 77)
+	binary.BigEndian.PutUint32(seg[8:], ack)
+	seg[12], seg[13] = 5<<4, conntrack.TCPAck
+	binary.BigEndian.PutUint16(seg[14:], 1000)
+	var ph [12]byte // the pseudo-header
+	src, dst := ctrAddr.Addr().As4(), remoteAddr.Addr().As4()
+	copy(ph[0:], src[:])
+	copy(ph[4:], dst[:])
+	ph[9] = byte(conntrack.ProtoTCP)
+	binary.BigEndian.PutUint16(ph[10:], uint16(len(seg)))
+	binary.BigEndian.PutUint16(seg[16:], ^nat.Sum(seg, nat.Sum(ph[:], 0)))
+	if err := unix.Sendto(fd, seg, 0, &unix.SockaddrInet4{Addr: dst}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			t.Fatalf("no reset came back: %v", err)
+		}
+		pkt := buf[:n]
+		ihl := int(pkt[0]&0xf) * 4
+		if n < ihl+20 || netip.AddrFrom4([4]byte(pkt[12:16])) != remoteAddr.Addr() {
+			continue
+		}
+		tcp := pkt[ihl:]
+		if binary.BigEndian.Uint16(tcp[0:]) != 9 || binary.BigEndian.Uint16(tcp[2:]) != 40100 {
+			continue
+		}
+		if tcp[13] != conntrack.TCPRst || binary.BigEndian.Uint32(tcp[4:]) != ack {
+			t.Fatalf("the answer: flags %#x, seq %#x; want a reset from %#x", tcp[13], binary.BigEndian.Uint32(tcp[4:]), ack)
+		}
+		break
+	}
+	if n := e.up.Counters()["tcp_stray_reset"]; n != 1 {
+		t.Errorf("tcp_stray_reset %d, want 1", n)
 	}
 }
 
