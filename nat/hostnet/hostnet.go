@@ -252,20 +252,26 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 	if n := int(binary.BigEndian.Uint16(pkt[2:])); n >= 20 && n <= len(pkt) {
 		pkt = pkt[:n] // no link padding
 	}
-	if conntrack.Proto(pkt[9]) == conntrack.ProtoTCP {
-		if u.toSplice(pkt) || u.outboundTCP(pkt) {
-			return
-		}
-		u.resetStray(pkt)
-		return
+	if conntrack.Proto(pkt[9]) == conntrack.ProtoTCP && u.toSplice(pkt) {
+		return // a flow's segment: read where it is, not decoded
 	}
-	// A datagram's checksum does not matter: only its payload leaves.
+	// A flow's first packet, or a datagram (whose checksum does not
+	// matter: only its payload leaves).
 	var p conntrack.Packet
 	if p.Decode(pkt) != nil || !p.Tuple.Src.Is4() {
 		u.stats.DropMalformed.Add(1)
 		return
 	}
 	switch p.Tuple.Proto {
+	case conntrack.ProtoTCP:
+		switch {
+		case p.Kind != conntrack.KindFlow:
+			u.stats.DropMalformed.Add(1)
+		case p.TCP.Flags&(conntrack.TCPSyn|conntrack.TCPAck|conntrack.TCPRst) == conntrack.TCPSyn:
+			u.outboundTCP(&p, pkt)
+		default:
+			u.resetStray(&p)
+		}
 	case conntrack.ProtoUDP:
 		u.sendUDP(&p, pkt[:p.Len])
 	case conntrack.ProtoICMP:

@@ -12,8 +12,8 @@ import (
 )
 
 // outboundTCP starts carrying a container's new TCP connection to its
-// destination over a host socket, if pkt (with no splice of its own) is
-// the connection's SYN, and reports whether it was one. The host socket
+// destination over a host socket: pkt, decoded as p, is the connection's
+// SYN, and has no splice of its own. The host socket
 // connects first, and the container is answered as the network would
 // answer it: our SYN-ACK once the host connected (the splice then carries
 // the flow as a published port's, see splice), a reset when refused, ICMP
@@ -26,16 +26,12 @@ import (
 // host's own loopback, the container has its cap of flows, conntrack
 // refuses it), or dropped when maxInFlight connections are being made
 // already: the container sends it again.
-func (u *Uplink) outboundTCP(pkt []byte) bool {
-	var p conntrack.Packet
-	if p.Decode(pkt) != nil || p.Kind != conntrack.KindFlow || p.TCP.Flags&(conntrack.TCPSyn|conntrack.TCPAck|conntrack.TCPRst) != conntrack.TCPSyn {
-		return false
-	}
+func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 	u.mu.Lock()
 	closed := u.closed
 	u.mu.Unlock()
 	if closed {
-		return true
+		return
 	}
 	ctr := netip.AddrPortFrom(p.Tuple.Src, p.Tuple.SrcPort)
 	named := netip.AddrPortFrom(p.Tuple.Dst, p.Tuple.DstPort) // the destination as the container named it
@@ -52,14 +48,14 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	u.smu.Lock()
 	if u.splices[s.key] != nil {
 		u.smu.Unlock()
-		return true // one came meanwhile
+		return // one came meanwhile
 	}
 	u.splices[s.key] = s
 	u.smu.Unlock()
 	dst, ok := u.hostDst(named)
 	if !ok || !u.reserve(ctr.Addr()) {
 		s.abort(false, true, "refused by the uplink")
-		return true
+		return
 	}
 	// still locks s and reports true while it is connecting; else it
 	// unlocks, and gives back the place reserved and what undo releases.
@@ -79,10 +75,10 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 		u.stats.DropInFlight.Add(1)
 		u.unreserve(ctr.Addr())
 		s.abort(false, false, "too many connections being made")
-		return true
+		return
 	}
 	if !still(func() { <-u.connecting }) {
-		return true
+		return
 	}
 	s.onOpen = func(ok bool) {
 		<-u.connecting
@@ -100,10 +96,10 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 			u.warnOnce("socket", "hostnet: cannot make a host socket for a container's connection", "dst", dst, "err", err)
 		}
 		s.refuse(err)
-		return true
+		return
 	}
 	if !still(func() { rawClose(fd) }) {
-		return true
+		return
 	}
 	s.fd, s.peekOff = fd, peek
 	s.mu.Unlock()
@@ -111,21 +107,21 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	if err != nil {
 		u.unreserve(ctr.Addr())
 		s.abort(true, true, "the host socket has no address")
-		return true
+		return
 	}
 	reply := conntrack.Tuple{Src: named.Addr(), Dst: local.Addr(), SrcPort: named.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
-	res, ok := u.track(&p, reply)
+	res, ok := u.track(p, reply)
 	if !ok {
 		u.unreserve(ctr.Addr())
 		s.abort(true, true, "conntrack refused the flow")
-		return true
+		return
 	}
 	if !still(func() {
 		if res.Created {
 			u.tbl.Load().DeleteID(0, p.Tuple, res.ID)
 		}
 	}) {
-		return true
+		return
 	}
 	if res.Created {
 		s.entry = res.ID
@@ -134,14 +130,14 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	f, ok := u.addFlow(p.Tuple, ctr.Addr(), res.ID, func() { s.abort(true, true, "its entry left the table") }, nil)
 	if !ok {
 		s.abort(true, true, "the uplink is closed, or the flow is carried already")
-		return true
+		return
 	}
 	s.mu.Lock()
 	if s.state != spliceConnecting {
 		// Ended before it had its flow, which it did not release.
 		s.mu.Unlock()
 		f.ended()
-		return true
+		return
 	}
 	s.f = f
 	// A destination on this machine has often answered already: the
@@ -157,22 +153,21 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 	default:
 		s.mu.Unlock()
 		s.refuse(os.NewSyscallError("connect", err))
-		return true
+		return
 	}
 	if err := s.watch(watch); err != nil {
 		s.mu.Unlock()
 		s.abort(true, true, "watching the host socket failed")
-		return true
+		return
 	}
 	if !connected {
 		s.setTimerLocked(u.cfg.ConnectTimeout) // the poller says when it connects
 		s.mu.Unlock()
-		return true
+		return
 	}
 	s.synAckDueLocked()
 	s.mu.Unlock()
 	s.sendSynOrRequeue()
-	return true
 }
 
 // resetStray answers a container's TCP segment of no flow as a host with
@@ -180,13 +175,9 @@ func (u *Uplink) outboundTCP(pkt []byte) bool {
 // sequence number is the segment's acknowledgement. A segment of a flow
 // that ended (a FIN sent again after our last ACK was lost, a late
 // retransmission) is one. Every valid segment but a SYN (which makes a
-// flow) and a reset (which draws nothing) carries an ACK.
-func (u *Uplink) resetStray(pkt []byte) {
-	var p conntrack.Packet
-	if p.Decode(pkt) != nil || p.Kind != conntrack.KindFlow {
-		u.stats.DropMalformed.Add(1)
-		return
-	}
+// flow) and a reset (which draws nothing) carries an ACK. p is the
+// segment, decoded.
+func (u *Uplink) resetStray(p *conntrack.Packet) {
 	if p.TCP.Flags&(conntrack.TCPRst|conntrack.TCPAck) != conntrack.TCPAck {
 		return
 	}
