@@ -415,6 +415,11 @@ func TestOutboundSpliceResetInHandshake(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer srv.Close()
+		// A reset that is not at the container's next byte is not its.
+		u.Send(ctrSegment(ctr, dst, 3, sa.seq()+1, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
+		if st := spliceOf(u, ctr, dst).state; st != spliceSynRcvd {
+			t.Fatalf("after a reset out of the window: state %d, want still waiting for the ACK", st)
+		}
 		u.Send(ctrSegment(ctr, dst, 2, sa.seq()+1, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
 		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := srv.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {

@@ -1100,27 +1100,28 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 	case spliceSynSent:
 		s.synSentLocked(h, flags, seq, ack)
 		return
-	case spliceConnecting:
-		// The container's SYN again, or its reset (it gave up): the
-		// host connection is not made yet.
-		rst := flags&conntrack.TCPRst != 0 && seq == s.rcvNxt
-		s.mu.Unlock()
-		if rst {
-			s.abort(true, false, "reset by the container")
-		}
-		return
-	case spliceSynRcvd:
-		s.synRcvdLocked(h, payload, flags, seq, ack)
-		return
 	}
 	if flags&conntrack.TCPRst != 0 {
 		// In the window only (RFC 5961): anything else is not the
-		// container's.
-		ok := seq-s.rcvNxt < uint32(spliceWnd)
+		// container's. Before the container's SYN is acknowledged (an
+		// outbound handshake), the window is its next byte alone.
+		wnd := uint32(spliceWnd)
+		if s.state.handshaking() {
+			wnd = 1
+		}
+		ok := seq-s.rcvNxt < wnd
 		s.mu.Unlock()
 		if ok {
 			s.abort(true, false, "reset by the container")
 		}
+		return
+	}
+	switch s.state {
+	case spliceConnecting:
+		s.mu.Unlock() // its SYN again: the host connection is not made yet
+		return
+	case spliceSynRcvd:
+		s.synRcvdLocked(h, payload, flags, seq, ack)
 		return
 	}
 	if flags&conntrack.TCPAck == 0 {
@@ -1264,24 +1265,18 @@ func (s *splice) establishLocked() func(bool) {
 	return s.openedLocked()
 }
 
-// synRcvdLocked handles a segment of the container's while our SYN-ACK
-// waits for its acknowledgement, and unlocks: the ACK opens the splice,
-// and what else the segment carries is taken as an open splice's.
+// synRcvdLocked handles a segment of the container's (not a reset) while
+// our SYN-ACK waits for its acknowledgement, and unlocks: the ACK opens
+// the splice, and what else the segment carries is taken as an open
+// splice's.
 func (s *splice) synRcvdLocked(h tcpSeg, payload []byte, flags uint8, seq, ack uint32) {
 	switch {
-	case flags&conntrack.TCPRst != 0:
-		ok := seq == s.rcvNxt
-		s.mu.Unlock()
-		if ok {
-			s.abort(true, false, "reset by the container")
-		}
-		return
 	case flags&conntrack.TCPSyn != 0:
 		// The SYN again: our SYN-ACK was lost, or is late.
 		again := flags&conntrack.TCPAck == 0 && seq+1 == s.rcvNxt && !s.requeue
 		s.mu.Unlock()
 		if again {
-			s.count(&s.u.stats.InboundSynAckAgain, &s.u.stats.OutboundSynAgain)
+			s.u.stats.OutboundSynAgain.Add(1)
 			s.sendSynOrRequeue()
 		}
 		return
