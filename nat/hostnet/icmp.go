@@ -167,7 +167,7 @@ func (pf *pingFlow) read() {
 		binary.BigEndian.PutUint16(m[2:], nat.Checksum(m))
 		pkt := buf[:20+n]
 		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, pf.near.Dst, pf.near.Src)
-		pf.u.ln.queue([][]byte{pkt}, bridgeNone)
+		pf.u.ln.queue(pkt, bridgeNone)
 		return n, nil
 	})
 }

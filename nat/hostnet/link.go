@@ -72,23 +72,16 @@ func (l *link) putBuf(bp *[]byte) {
 	l.pool.Put(bp)
 }
 
-// queue copies the packet made of parts into a frame for the gateway and
-// delivers it, at once or through the queue; it reports false when the
-// queue is full.
-func (l *link) queue(parts [][]byte, off bridge.Offload) bool {
-	size := 0
-	for _, p := range parts {
-		size += len(p)
-	}
-	if size > maxPacket {
+// queue copies the packet pkt into a frame for the gateway and delivers
+// it, at once or through the queue; it reports false when the queue is
+// full.
+func (l *link) queue(pkt []byte, off bridge.Offload) bool {
+	if len(pkt) > maxPacket {
 		l.drops.Add(1)
 		return true // cannot be: nothing the uplink sends is larger
 	}
-	bp := l.getBuf(size)
-	n := nat.Headroom
-	for _, p := range parts {
-		n += copy((*bp)[n:], p)
-	}
+	bp := l.getBuf(len(pkt))
+	n := nat.Headroom + copy((*bp)[nat.Headroom:], pkt)
 	return l.push(bp, n, off)
 }
 

@@ -24,12 +24,12 @@ func TestLinkBufferSizes(t *testing.T) {
 	ack := bytes.Repeat([]byte{1}, 40)
 	edge := bytes.Repeat([]byte{2}, smallPacket)
 	seg := bytes.Repeat([]byte{3}, smallPacket+1)
-	for _, parts := range [][][]byte{{ack[:20], ack[20:]}, {edge}, {seg[:100], seg[100:]}} {
-		if !l.queue(parts, bridge.Offload{}) {
+	for _, pkt := range [][]byte{ack, edge, seg} {
+		if !l.queue(pkt, bridge.Offload{}) {
 			t.Fatal("the queue refused a packet with room left")
 		}
 	}
-	if l.queue([][]byte{ack}, bridge.Offload{}) || l.drops.Load() != 1 {
+	if l.queue(ack, bridge.Offload{}) || l.drops.Load() != 1 {
 		t.Fatalf("a full queue took a packet (drops %d)", l.drops.Load())
 	}
 	for i, want := range []struct {
@@ -62,8 +62,8 @@ func TestLinkBufferSizes(t *testing.T) {
 func TestLinkRoomMade(t *testing.T) {
 	l := newLink(1)
 	ack := make([]byte, 40)
-	l.queue([][]byte{ack}, bridge.Offload{})
-	if l.queue([][]byte{ack}, bridge.Offload{}) {
+	l.queue(ack, bridge.Offload{})
+	if l.queue(ack, bridge.Offload{}) {
 		t.Fatal("a full queue took a packet")
 	}
 	told := make(chan struct{}, 2)

@@ -193,7 +193,7 @@ func (u *Uplink) sendUnreachable(pkt []byte, code uint8) {
 	buf := make([]byte, 576)
 	msg, err := nat.Unreachable(buf, pkt, u.cfg.Gateway, code)
 	if err == nil {
-		u.ln.queue([][]byte{msg}, bridgeNone)
+		u.ln.queue(msg, bridgeNone)
 	}
 }
 

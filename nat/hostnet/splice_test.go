@@ -240,7 +240,7 @@ func refusingSplice(t *testing.T, data string) (s *splice, drain, fill func()) {
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
 	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
 	s.peekOff, s.reseek = true, true // the peek offset at the first byte
-	fill = func() { s.u.ln.queue([][]byte{make([]byte, 40)}, bridge.Offload{}) }
+	fill = func() { s.u.ln.queue(make([]byte, 40), bridge.Offload{}) }
 	fill()
 	t.Cleanup(func() {
 		s.mu.Lock()

@@ -159,7 +159,7 @@ func (fl *udpFlow) read() {
 	readLoop(fl.conn, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
-			fl.u.ln.queue([][]byte{udpPacket(buf, far, ctr, n)}, bridgeNone)
+			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
 		}
 		return n, err
 	})
@@ -254,6 +254,6 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 			}
 			u.stats.InboundOpened.Add(1)
 		}
-		u.ln.queue([][]byte{udpPacket(buf, src, ctr, n)}, bridgeNone)
+		u.ln.queue(udpPacket(buf, src, ctr, n), bridgeNone)
 	}
 }
