@@ -334,7 +334,14 @@ func (a *Attachment) enqueue(f *frame) {
 			err := a.transmitLocked(a.dbatch[:], a.dbufs[:0], a.dmeta[:0])
 			a.dbatch[0], a.dbufs[0] = nil, nil
 			a.txMu.Unlock()
-			a.afterTransmit(err)
+			if portGone(err) {
+				// Not detached here: this runs inside some port's read
+				// (its own, for a hairpin frame), which closing the port
+				// would wait for. Its read loop detaches it once its read
+				// ends, as it does for a port gone.
+				a.warnGone(err)
+				a.closing.Store(true)
+			}
 			return
 		}
 		a.txMu.Unlock()
@@ -499,16 +506,27 @@ func (a *Attachment) sent(bufs [][]byte, n int) {
 }
 
 // afterTransmit detaches the port when a write error says it is gone, and
-// reports whether it did.
+// reports whether it did. Only its own writer calls it: a port's Close
+// waits for its read, which a direct write may run inside (enqueue).
 func (a *Attachment) afterTransmit(err error) bool {
-	if err == nil || !(errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)) {
+	if !portGone(err) {
 		return false
 	}
+	a.warnGone(err)
+	a.shutdown()
+	return true
+}
+
+// portGone reports whether a write error says the port is gone.
+func portGone(err error) bool {
+	return err != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe))
+}
+
+// warnGone logs a port gone, once: not if it is being closed already.
+func (a *Attachment) warnGone(err error) {
 	if !a.closing.Load() {
 		a.b.log.Warn("port write failed; detaching", "port", a.name, "err", err)
 	}
-	a.shutdown()
-	return true
 }
 
 // drain releases what is left in the queue of a port that is going away.

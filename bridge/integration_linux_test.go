@@ -532,3 +532,80 @@ func TestIntegrationTAPServeFramesCloseUnderFlood(t *testing.T) {
 		t.Errorf("ServeFramesOffload after Close: %v, want net.ErrClosed", err)
 	}
 }
+
+// A TAP closed under the bridge while it forwards a flood back out of
+// itself (hairpin, written directly from its own read loop) is detached
+// without a hang: the direct write that finds it closed runs inside the
+// port's read, which the Close waits for, so it must not close the port
+// itself; its read loop does, once the read ends.
+func TestIntegrationTAPClosedUnderHairpin(t *testing.T) {
+	ns, err := netns.New()
+	netns.RequirePrivileged(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: true, DirectWrite: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closed by the test; after a hang, closing again would hang too.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			tap.Close()
+		}
+	})
+	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	peer := MAC{2, 0, 0, 0, 0, 2}
+	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", peer.String(), "dev", "tap0"); err != nil {
+		t.Fatal(err)
+	}
+	br, err := New(Config{Name: "br0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			br.Close()
+		}
+	})
+	a, err := br.AddPort(tap, PortConfig{Hairpin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.AddStatic(peer, a); err != nil { // the flood's destination is behind the port itself
+		t.Fatal(err)
+	}
+	pc, err := ns.ListenPacket("udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var stop atomic.Bool
+	flooding := make(chan struct{})
+	go func() {
+		defer close(flooding)
+		dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.9.0.2:9"))
+		for !stop.Load() {
+			pc.WriteTo([]byte("x"), dst)
+		}
+	}()
+	defer func() {
+		stop.Store(true)
+		<-flooding
+	}()
+	waitFor(t, "hairpinned frames", func() bool { return a.Counters().TxFrames > 1000 })
+	closed := make(chan struct{})
+	go func() {
+		tap.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still waiting after 5 s")
+	}
+	waitFor(t, "the port detached", func() bool { return len(br.Ports()) == 0 })
+}
