@@ -118,7 +118,7 @@ func (t *Table) subscribe(size int, types uint8) *Subscription {
 		return s
 	}
 	t.subs.list = append(t.subs.list, s)
-	t.subs.count()
+	t.subs.noteTypes()
 	return s
 }
 
@@ -144,7 +144,7 @@ func (s *Subscription) Close() error {
 			break
 		}
 	}
-	s.subs.count()
+	s.subs.noteTypes()
 	return nil
 }
 
@@ -156,8 +156,8 @@ type subscribers struct {
 	lost   atomic.Uint64
 }
 
-// count notes the types the subscribers take. Under mu.
-func (s *subscribers) count() {
+// noteTypes notes the types the subscribers take. Under mu.
+func (s *subscribers) noteTypes() {
 	types := uint8(0)
 	for _, sub := range s.list {
 		types |= sub.types

@@ -100,9 +100,6 @@ type FixedReply struct {
 	Supersede bool
 }
 
-// supersedes reports Supersede, for Track (a *FixedReply too).
-func (f FixedReply) supersedes() bool { return f.Supersede }
-
 // Translate implements Translator.
 func (f FixedReply) Translate(*Table, Zone, Tuple) (Tuple, Status, error) {
 	return f.Reply, f.Status, nil
@@ -517,8 +514,14 @@ func (t *Table) create(zone Zone, k *key, h uint64, p *Packet, now int64, nat Tr
 	rk := makeKey(zone, reply)
 	rh := rk.hash(t.seed)
 
-	sup, _ := nat.(interface{ supersedes() bool })
-	e, err := t.insert(k, h, &rk, rh, sup != nil && sup.supersedes())
+	supersede := false
+	switch f := nat.(type) {
+	case FixedReply:
+		supersede = f.Supersede
+	case *FixedReply:
+		supersede = f.Supersede
+	}
+	e, err := t.insert(k, h, &rk, rh, supersede)
 	if err != nil {
 		return Result{}, err
 	}
@@ -568,7 +571,7 @@ func (t *Table) insert(k *key, h uint64, rk *key, rh uint64, supersede bool) (*e
 			switch {
 			case !live:
 				t.deleteID(ref, id, ReasonTimeout)
-			case supersede && Dir(ref&1) == Reply:
+			case supersede && refDir(ref) == Reply:
 				// Another socket's reply tuple, gone; an entry whose
 				// original tuple this is, is a live flow's, and stays.
 				t.deleteID(ref, id, ReasonClosed)
