@@ -278,35 +278,13 @@ func TestIntegrationOutboundTCP(t *testing.T) {
 // port's; then the flow is released.
 func TestIntegrationOutboundTCPBothWays(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	l, err := e.remote.Listen("tcp", "198.51.100.2:7003")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			accepted <- c
-		}
-		close(accepted)
-	}()
-	c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7003")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	srv, ok := <-accepted
-	if !ok {
-		t.Fatal("the server accepted nothing")
-	}
-	defer srv.Close()
+	remote, c := outPair(t, e) // bothWays's client is the host socket's peer
 	deadline := time.Now().Add(time.Minute)
 	c.SetDeadline(deadline)
-	srv.SetDeadline(deadline)
-	bothWays(t, c.(*net.TCPConn), srv.(*net.TCPConn), 16<<20)
+	remote.SetDeadline(deadline)
+	bothWays(t, remote, c, 16<<20)
 	c.Close()
-	srv.Close()
+	remote.Close()
 	if !waitFor(10*time.Second, func() bool { return e.up.Flows() == 0 }) {
 		t.Errorf("%d flows left after both sides closed", e.up.Flows())
 	}
