@@ -322,7 +322,7 @@ func TestIntegrationOpenTAPErrors(t *testing.T) {
 // A TAP's kernel counters show frames the bridge never saw: with nobody
 // reading the device, its queue fills and drops what its stack sends.
 func TestIntegrationTAPKernelCounters(t *testing.T) {
-	ns, tap := sendingTAP(t, false)
+	ns, tap := sendingTAP(t, TAPConfig{})
 	before, err := tap.KernelCounters()
 	if err != nil {
 		t.Fatal(err)
@@ -347,9 +347,10 @@ func TestIntegrationTAPKernelCounters(t *testing.T) {
 
 // sendingTAP is a TAP device tap0 in a namespace of its own, with
 // 10.9.0.1/24 and a neighbour 10.9.0.2 (02:00:00:00:00:02): what the
-// namespace sends to 10.9.0.2 comes out of it as frames. Both are closed
-// when the test ends.
-func sendingTAP(t *testing.T, offload bool) (*netns.NS, *TAP) {
+// namespace sends to 10.9.0.2 comes out of it as frames; cfg gives the
+// rest of the TAP's configuration. Both are closed when the test ends (the
+// TAP not after a failure, which may have been a Close that hung).
+func sendingTAP(t *testing.T, cfg TAPConfig) (*netns.NS, *TAP) {
 	t.Helper()
 	netns.RequirePrivileged(t)
 	ns, err := netns.New()
@@ -357,11 +358,16 @@ func sendingTAP(t *testing.T, offload bool) (*netns.NS, *TAP) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: offload})
+	cfg.Name, cfg.NetNS = "tap0", ns.Path()
+	tap, err := OpenTAP(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tap.Close() })
+	t.Cleanup(func() {
+		if !t.Failed() { // after a Close that hung, another would too
+			tap.Close()
+		}
+	})
 	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +448,7 @@ func TestIntegrationTAPKernelCountersClose(t *testing.T) {
 // ReadFramesOffload calls reads twice (the next call cannot know the last
 // found nothing).
 func TestIntegrationTAPServeFrames(t *testing.T) {
-	ns, tap := sendingTAP(t, true)
+	ns, tap := sendingTAP(t, TAPConfig{Offload: true})
 	const rounds = 100
 	bufs, sizes, meta := offloadBatch(8)
 	udp := make(chan struct{}, rounds) // a frame of the test's own came
@@ -488,7 +494,7 @@ func TestIntegrationTAPServeFrames(t *testing.T) {
 // for Close between batches, since the descriptor closes only once no
 // read holds it, and the device under a flood never runs dry.
 func TestIntegrationTAPServeFramesCloseUnderFlood(t *testing.T) {
-	ns, tap := sendingTAP(t, true)
+	ns, tap := sendingTAP(t, TAPConfig{Offload: true})
 	bufs, sizes, meta := offloadBatch(8)
 	var frames atomic.Int64
 	served := make(chan error, 1)
@@ -499,35 +505,9 @@ func TestIntegrationTAPServeFramesCloseUnderFlood(t *testing.T) {
 			return true
 		})
 	}()
-	pc, err := ns.ListenPacket("udp4", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	var stop atomic.Bool
-	flooding := make(chan struct{})
-	go func() {
-		defer close(flooding)
-		dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.9.0.2:9"))
-		for !stop.Load() {
-			pc.WriteTo([]byte("x"), dst)
-		}
-	}()
-	defer func() {
-		stop.Store(true)
-		<-flooding
-	}()
+	floodUDP(t, ns)
 	waitFor(t, "frames of the flood", func() bool { return frames.Load() > 1000 })
-	closed := make(chan struct{})
-	go func() {
-		tap.Close()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(2 * time.Second):
-		t.Fatalf("Close still waiting after 2 s of flood (%d frames served)", frames.Load())
-	}
+	closeWithin(t, tap, 2*time.Second, func() string { return fmt.Sprintf("(%d frames served)", frames.Load()) })
 	if err := <-served; !errors.Is(err, net.ErrClosed) {
 		t.Errorf("ServeFramesOffload after Close: %v, want net.ErrClosed", err)
 	}
@@ -539,29 +519,8 @@ func TestIntegrationTAPServeFramesCloseUnderFlood(t *testing.T) {
 // port's read, which the Close waits for, so it must not close the port
 // itself; its read loop does, once the read ends.
 func TestIntegrationTAPClosedUnderHairpin(t *testing.T) {
-	ns, err := netns.New()
-	netns.RequirePrivileged(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: true, DirectWrite: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Closed by the test; after a hang, closing again would hang too.
-	t.Cleanup(func() {
-		if !t.Failed() {
-			tap.Close()
-		}
-	})
-	if err := ns.AddAddr("tap0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	peer := MAC{2, 0, 0, 0, 0, 2}
-	if err := ns.IP("neigh", "add", "10.9.0.2", "lladdr", peer.String(), "dev", "tap0"); err != nil {
-		t.Fatal(err)
-	}
+	ns, tap := sendingTAP(t, TAPConfig{Offload: true, DirectWrite: true})
+	peer := MAC{2, 0, 0, 0, 0, 2} // sendingTAP's neighbour
 	br, err := New(Config{Name: "br0"})
 	if err != nil {
 		t.Fatal(err)
@@ -578,11 +537,20 @@ func TestIntegrationTAPClosedUnderHairpin(t *testing.T) {
 	if err := br.AddStatic(peer, a); err != nil { // the flood's destination is behind the port itself
 		t.Fatal(err)
 	}
+	floodUDP(t, ns)
+	waitFor(t, "hairpinned frames", func() bool { return a.Counters().TxFrames > 1000 })
+	closeWithin(t, tap, 5*time.Second, func() string { return "" })
+	waitFor(t, "the port detached", func() bool { return len(br.Ports()) == 0 })
+}
+
+// floodUDP sends datagrams from ns to 10.9.0.2:9 (sendingTAP's neighbour,
+// out of its TAP) as fast as it can, until the test ends.
+func floodUDP(t *testing.T, ns *netns.NS) {
+	t.Helper()
 	pc, err := ns.ListenPacket("udp4", ":0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
 	var stop atomic.Bool
 	flooding := make(chan struct{})
 	go func() {
@@ -592,11 +560,17 @@ func TestIntegrationTAPClosedUnderHairpin(t *testing.T) {
 			pc.WriteTo([]byte("x"), dst)
 		}
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		stop.Store(true)
 		<-flooding
-	}()
-	waitFor(t, "hairpinned frames", func() bool { return a.Counters().TxFrames > 1000 })
+		pc.Close()
+	})
+}
+
+// closeWithin closes tap, and fails the test if Close still waits after d;
+// more says what else to report then.
+func closeWithin(t *testing.T, tap *TAP, d time.Duration, more func() string) {
+	t.Helper()
 	closed := make(chan struct{})
 	go func() {
 		tap.Close()
@@ -604,8 +578,7 @@ func TestIntegrationTAPClosedUnderHairpin(t *testing.T) {
 	}()
 	select {
 	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close still waiting after 5 s")
+	case <-time.After(d):
+		t.Fatalf("Close still waiting after %v %s", d, more())
 	}
-	waitFor(t, "the port detached", func() bool { return len(br.Ports()) == 0 })
 }
