@@ -104,15 +104,7 @@ func TestPollerManyReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		p.run()
-	}()
-	defer func() {
-		p.close()
-		<-ran
-	}()
+	defer p.close()
 	const n = 150
 	var got atomic.Int32
 	all := make(chan struct{})
@@ -132,11 +124,18 @@ func TestPollerManyReady(t *testing.T) {
 		}
 		writers = append(writers, fds[1])
 	}
-	p.mu.Lock() // the poller's goroutine delivers nothing until all are ready
-	for _, w := range writers {
+	for _, w := range writers { // all ready before the poller's goroutine waits
 		unix.Write(w, []byte("x"))
 	}
-	p.mu.Unlock()
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		p.run()
+	}()
+	defer func() {
+		p.close()
+		<-ran
+	}()
 	select {
 	case <-all:
 	case <-time.After(5 * time.Second):

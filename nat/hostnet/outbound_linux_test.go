@@ -103,7 +103,8 @@ func sendSyn(u *Uplink, ctr, dst netip.AddrPort, seq uint32) {
 // on. The flow's entry has the host socket's tuple as its reply. (The
 // SYN-ACK's own timeout is made long: only the test's SYNs draw it.)
 func TestOutboundSplice(t *testing.T) {
-	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	old := spliceSynRTO
+	t.Cleanup(func() { spliceSynRTO = old }) // after the uplinks' cleanups, which run first
 	spliceSynRTO = time.Minute
 	for _, ws := range []bool{true, false} {
 		name := map[bool]string{true: "window scale", false: "no window scale"}[ws]
@@ -181,8 +182,8 @@ func TestOutboundSplice(t *testing.T) {
 			if _, err := io.ReadFull(srv, got); err != nil || string(got) != "hello" {
 				t.Fatalf("the destination read %q, %v; want hello", got, err)
 			}
-			if n := u.stats.TCPOpened.Load(); n != 1 {
-				t.Errorf("tcp_opened %d, want 1", n)
+			if n, places := u.stats.TCPOpened.Load(), len(u.connecting); n != 1 || places != 0 {
+				t.Errorf("tcp_opened %d, %d places of connections being made taken; want 1, none", n, places)
 			}
 		})
 	}
@@ -302,6 +303,13 @@ func TestOutboundSpliceUnregistered(t *testing.T) {
 	if n := len(u.connecting); n != 0 {
 		t.Errorf("%d places taken", n)
 	}
+	u.mu.Lock()
+	delete(u.flows, orig) // released now
+	u.mu.Unlock()
+	sendSyn(u, ctr, dst, 1)
+	if sa := nextSegment(t, u); sa.flags() != conntrack.TCPSyn|conntrack.TCPAck || sa.ack() != 2 {
+		t.Fatalf("the next SYN: answer %v ack %d, want a SYN-ACK", sa.flags(), sa.ack())
+	}
 }
 
 // fullListener listens on the host's 127.0.0.1 with its accept queue
@@ -341,7 +349,8 @@ func fullListener(t *testing.T) (fd, port int) {
 // which the poller reports (the SYN-ACK's own timeout, made long here,
 // does not send it).
 func TestOutboundSpliceConnectsLater(t *testing.T) {
-	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	old := spliceSynRTO
+	t.Cleanup(func() { spliceSynRTO = old }) // after the uplink's cleanup, which runs first
 	spliceSynRTO = time.Minute
 	u, _ := outboundUplink(t)
 	lfd, port := fullListener(t)
@@ -401,7 +410,8 @@ func TestOutboundSpliceAnswersAtOnce(t *testing.T) {
 // was made, and nothing left behind; while connecting, the host socket is
 // closed and the container hears nothing more.
 func TestOutboundSpliceResetInHandshake(t *testing.T) {
-	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	old := spliceSynRTO
+	t.Cleanup(func() { spliceSynRTO = old }) // after the uplinks' cleanups, which run first
 	spliceSynRTO = time.Minute
 	t.Run("after the SYN-ACK", func(t *testing.T) {
 		u, tbl := outboundUplink(t)
@@ -447,6 +457,11 @@ func TestOutboundSpliceResetInHandshake(t *testing.T) {
 			u.ln.putBuf(f.buf)
 			t.Error("the container was answered after its reset")
 		case <-time.After(1500 * time.Millisecond): // past the kernel's SYN retry
+		}
+		unix.SetNonblock(lfd, true)
+		if nfd, _, err := unix.Accept(lfd); err == nil {
+			unix.Close(nfd)
+			t.Error("the host socket went on connecting after the container's reset")
 		}
 	})
 }

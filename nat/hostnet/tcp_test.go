@@ -60,7 +60,7 @@ func TestTrackRefusedCounter(t *testing.T) {
 	tbl.Close()
 	good, _ := p.Tuple.Reverse()
 	u.track(&p, good)
-	if c := u.stats.DropConntrack.Load(); c != 2 {
-		t.Errorf("drop_conntrack %d after the table closed, want 2 still", c)
+	if c, f := u.stats.DropConntrack.Load(), u.stats.DropTableFull.Load(); c != 2 || f != 0 {
+		t.Errorf("drop_conntrack %d, drop_table_full %d after the table closed; want 2 and 0 still", c, f)
 	}
 }
