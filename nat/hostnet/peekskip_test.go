@@ -4,6 +4,7 @@ import (
 	"net"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,15 +30,11 @@ func TestPeekSkipEndOfStream(t *testing.T) {
 	if _, err := c.Write([]byte("abc")); err != nil {
 		t.Fatal(err)
 	}
-	for inq() != 3 {
-		runtime.Gosched()
-	}
+	spinUntil(t, "the 3 bytes to arrive", func() bool { return inq() == 3 })
 	peekSkipBetween = func() {
 		c.Write([]byte("xyz"))
 		c.CloseWrite()
-		for state() != tcpCloseWait {
-			runtime.Gosched()
-		}
+		spinUntil(t, "the client's FIN", func() bool { return state() == tcpCloseWait })
 	}
 	defer func() { peekSkipBetween = nil }()
 	b := make([]byte, 64)
@@ -51,6 +48,17 @@ func TestPeekSkipEndOfStream(t *testing.T) {
 	}
 	if n, err = recvPeekSkip(fd, b, 6); n != 0 || err != nil {
 		t.Fatalf("past them: %d bytes, %v; want the end of stream", n, err)
+	}
+}
+
+// spinUntil yields until cond holds, and fails the test if it does not
+// within 5 s (on loopback it holds within microseconds).
+func spinUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); runtime.Gosched() {
+		if time.Now().After(end) {
+			t.Fatalf("waited 5 s for %s", what)
+		}
 	}
 }
 
