@@ -1,9 +1,13 @@
 package hostnet
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
 )
 
 // SetPeekOffset makes the published ports made from now on (and their
@@ -43,4 +47,14 @@ func StallLink(u *Uplink, d time.Duration) {
 	u.ln.dmu.Lock()
 	time.Sleep(d)
 	u.ln.dmu.Unlock()
+}
+
+// TCPSegment is a TCP segment from src to dst with no options or
+// payload, with its checksum: what a raw socket sends.
+func TCPSegment(src, dst netip.AddrPort, seq, ack uint32, flags uint8, wnd uint16) []byte {
+	b := make([]byte, 40)
+	ipv4Header(b, len(b), conntrack.ProtoTCP, src.Addr(), dst.Addr())
+	putTCPHeader(b[20:], src.Port(), dst.Port(), seq, ack, flags, wnd, tcpMinSize)
+	binary.BigEndian.PutUint16(b[36:], ^nat.Sum(b[20:], pseudo(b, conntrack.ProtoTCP, tcpMinSize)))
+	return b[20:]
 }

@@ -331,20 +331,9 @@ func TestIntegrationOutboundStrayReset(t *testing.T) {
 	}
 	defer unix.Close(fd)
 	const ack = 0x5eed
-	seg := make([]byte, 20)
-	binary.BigEndian.PutUint16(seg[0:], 40100)
-	binary.BigEndian.PutUint16(seg[2:], 9)
-	binary.BigEndian.PutUint32(seg[4:], 77)
-	binary.BigEndian.PutUint32(seg[8:], ack)
-	seg[12], seg[13] = 5<<4, conntrack.TCPAck
-	binary.BigEndian.PutUint16(seg[14:], 1000)
-	var ph [12]byte // the pseudo-header
-	src, dst := ctrAddr.Addr().As4(), remoteAddr.Addr().As4()
-	copy(ph[0:], src[:])
-	copy(ph[4:], dst[:])
-	ph[9] = byte(conntrack.ProtoTCP)
-	binary.BigEndian.PutUint16(ph[10:], uint16(len(seg)))
-	binary.BigEndian.PutUint16(seg[16:], ^nat.Sum(seg, nat.Sum(ph[:], 0)))
+	src := netip.AddrPortFrom(ctrAddr.Addr(), 40100)
+	seg := hostnet.TCPSegment(src, netip.AddrPortFrom(remoteAddr.Addr(), 9), 77, ack, conntrack.TCPAck, 1000)
+	dst := remoteAddr.Addr().As4()
 	if err := unix.Sendto(fd, seg, 0, &unix.SockaddrInet4{Addr: dst}); err != nil {
 		t.Fatal(err)
 	}
@@ -371,39 +360,6 @@ func TestIntegrationOutboundStrayReset(t *testing.T) {
 	}
 	if n := e.up.Counters()["tcp_stray_reset"]; n != 1 {
 		t.Errorf("tcp_stray_reset %d, want 1", n)
-	}
-}
-
-// Urgent data from a remote server (MSG_OOB) reaches the container in the
-// stream, where it was sent: the host socket takes it inline.
-func TestIntegrationOutboundTCPUrgent(t *testing.T) {
-	e := newEnv(t, envConfig{})
-	l, err := e.remote.Listen("tcp", "198.51.100.2:7002")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	sent := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			sent <- err
-			return
-		}
-		defer c.Close()
-		sent <- sendUrgent(c.(*net.TCPConn), "before ", "!", " after")
-	}()
-	c, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.2:7002")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(connDeadline))
-	if got, err := io.ReadAll(c); err != nil || string(got) != "before ! after" {
-		t.Errorf("the container read %q, %v; want %q", got, err, "before ! after")
-	}
-	if err := <-sent; err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -61,6 +61,20 @@ func pseudo(pkt []byte, proto conntrack.Proto, n int) uint16 {
 	return nat.Sum(w[:], nat.Sum(pkt[12:20], 0))
 }
 
+// putTCPHeader writes into t the 20 bytes of a TCP header from port src
+// to dst, with a checksum and urgent pointer of zero; hl is the length
+// of the header with its options, which the caller writes after.
+func putTCPHeader(t []byte, src, dst uint16, seq, ack uint32, flags uint8, wnd uint16, hl int) {
+	binary.BigEndian.PutUint16(t[0:], src)
+	binary.BigEndian.PutUint16(t[2:], dst)
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], ack)
+	t[12] = byte(hl/4) << 4
+	t[13] = flags
+	binary.BigEndian.PutUint16(t[14:], wnd)
+	clear(t[16:20])
+}
+
 // tcpSeg is a TCP segment from a container: its header, options and
 // payload. Its length is at least 20 bytes (tcpMinSize).
 type tcpSeg []byte

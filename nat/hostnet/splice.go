@@ -451,14 +451,7 @@ func (u *Uplink) sendTCP(from, to netip.AddrPort, mss int, seq, ack uint32, flag
 	total := 20 + hl + n
 	ipv4Header(b, total, conntrack.ProtoTCP, from.Addr(), to.Addr())
 	t := b[20:]
-	binary.BigEndian.PutUint16(t[0:], from.Port())
-	binary.BigEndian.PutUint16(t[2:], to.Port())
-	binary.BigEndian.PutUint32(t[4:], seq)
-	binary.BigEndian.PutUint32(t[8:], ack)
-	t[12] = byte(hl/4) << 4
-	t[13] = flags
-	binary.BigEndian.PutUint16(t[14:], wnd)
-	t[18], t[19] = 0, 0
+	putTCPHeader(t, from.Port(), to.Port(), seq, ack, flags, wnd, hl)
 	copy(t[20:], opts)
 	// The checksum is left to the bridge or the container's kernel: the
 	// field holds the pseudo-header's sum.

@@ -416,32 +416,35 @@ func sendUrgent(c *net.TCPConn, before, urgent, after string) error {
 }
 
 // Urgent data (MSG_OOB, as telnet and FTP send to interrupt) stays in the
-// stream, where it was sent: the container sees every byte in order. The
-// host socket takes it inline (SO_OOBINLINE), and a read stops at its
+// stream, where it was sent: the container sees every byte in order, from
+// a published port's client or from the server of its own connection.
+// The host socket takes it inline (SO_OOBINLINE), and a read stops at its
 // mark, so the splice reads on past it (the poller tells of it).
-func TestIntegrationPublishedTCPUrgent(t *testing.T) {
-	for _, peekOff := range []bool{true, false} {
-		t.Run(fmt.Sprintf("peek offset %v", peekOff), func(t *testing.T) {
-			t.Cleanup(hostnet.SetPeekOffset(peekOff)) // after the gateway closes
-			p := newPubTCP(t, envConfig{}, true)
-			client, srv := p.pair(t)
-			const want = "before ! after"
-			if err := sendUrgent(client, "before ", "!", " after"); err != nil {
-				t.Fatal(err)
-			}
-			// All of it before the client's FIN, whose news would have
-			// the splice read on anyway.
-			got := make([]byte, len(want))
-			if _, err := io.ReadFull(srv, got); err != nil || string(got) != want {
-				t.Fatalf("the container read %q, %v; want %q", got, err, want)
-			}
-			if err := client.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			if rest, err := io.ReadAll(srv); err != nil || len(rest) > 0 {
-				t.Errorf("after the bytes sent the container read %q, %v; want the end of stream", rest, err)
-			}
-		})
+func TestIntegrationTCPUrgent(t *testing.T) {
+	for _, out := range []bool{false, true} {
+		for _, peekOff := range []bool{true, false} {
+			name := fmt.Sprintf("%s, peek offset %v", map[bool]string{false: "published", true: "outbound"}[out], peekOff)
+			t.Run(name, func(t *testing.T) {
+				t.Cleanup(hostnet.SetPeekOffset(peekOff)) // after the gateway closes
+				_, client, srv := tcpPair(t, out)
+				const want = "before ! after"
+				if err := sendUrgent(client, "before ", "!", " after"); err != nil {
+					t.Fatal(err)
+				}
+				// All of it before the client's FIN, whose news would
+				// have the splice read on anyway.
+				got := make([]byte, len(want))
+				if _, err := io.ReadFull(srv, got); err != nil || string(got) != want {
+					t.Fatalf("the container read %q, %v; want %q", got, err, want)
+				}
+				if err := client.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if rest, err := io.ReadAll(srv); err != nil || len(rest) > 0 {
+					t.Errorf("after the bytes sent the container read %q, %v; want the end of stream", rest, err)
+				}
+			})
+		}
 	}
 }
 

@@ -421,26 +421,12 @@ func receivingSplice(t *testing.T) (*splice, tcpSeg) {
 	return s, make(tcpSeg, tcpMinSize)
 }
 
-// putTCP writes a TCP header of hl bytes (its options after it are the
-// caller's) into t: ports, sequence and acknowledgement numbers, flags and
-// window; no checksum.
-func putTCP(t []byte, src, dst uint16, seq, ack uint32, flags uint8, wnd uint16, hl int) {
-	clear(t[:tcpMinSize])
-	binary.BigEndian.PutUint16(t[0:], src)
-	binary.BigEndian.PutUint16(t[2:], dst)
-	binary.BigEndian.PutUint32(t[4:], seq)
-	binary.BigEndian.PutUint32(t[8:], ack)
-	t[12] = byte(hl/4) << 4
-	t[13] = flags
-	binary.BigEndian.PutUint16(t[14:], wnd)
-}
-
 // The container's bytes, in order and short of two segments, are
 // acknowledged after ackDelay by one pure ACK, not at once: the delayed
 // ACK, which our next segment would usually carry instead.
 func TestSpliceDelayedAck(t *testing.T) {
 	s, h := receivingSplice(t)
-	putTCP(h, 0, 0, 5000, 1000, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
+	putTCPHeader(h, 0, 0, 5000, 1000, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
 	s.input(h, []byte("hi"))
 	if n := len(s.u.ln.q); n != 0 {
 		t.Fatalf("%d frames at once for 2 bytes in order, want none", n)
@@ -476,7 +462,7 @@ func TestSpliceDelayedAckNotPushedBack(t *testing.T) {
 		if n := len(s.u.ln.q); n > 0 {
 			break
 		}
-		putTCP(h, 0, 0, 5000+uint32(i), 1000, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
+		putTCPHeader(h, 0, 0, 5000+uint32(i), 1000, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
 		s.input(h, []byte("x"))
 	}
 	select {
@@ -588,7 +574,7 @@ func FuzzContainerSegment(f *testing.F) {
 	f.Add([]byte{2, 4, 0x05, 0xb4, 1, 3, 3, 7})
 	seg := make([]byte, 24)
 	for i := range 4 { // a SYN-ACK to a splice in each state
-		putTCP(seg, uint16(i)<<8, 0, 1, 2, conntrack.TCPSyn|conntrack.TCPAck, 502, 24)
+		putTCPHeader(seg, uint16(i)<<8, 0, 1, 2, conntrack.TCPSyn|conntrack.TCPAck, 502, 24)
 		copy(seg[20:], []byte{2, 4, 0x05, 0xb4})
 		f.Add(append([]byte(nil), seg...))
 	}
