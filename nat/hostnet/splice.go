@@ -1135,11 +1135,6 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 	}
 	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
 	opened := s.ackLocked0(ack, h.window(), pure)
-	if opened && !s.discardLocked(false) {
-		s.mu.Unlock()
-		s.abort(false, true, "discarding from the host socket failed")
-		return
-	}
 	now := false // acknowledge at once, else maybe later
 	if len(payload) > 0 || flags&conntrack.TCPFin != 0 {
 		now = true // out of order, or old: a duplicate ACK says where we are
@@ -1164,6 +1159,13 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 				s.delayAckLocked()
 			}
 		}
+	}
+	// What the segment acknowledged leaves the host socket after its
+	// bytes went on: the client waits for them, no one for the discard.
+	if opened && !s.discardLocked(false) {
+		s.mu.Unlock()
+		s.abort(false, true, "discarding from the host socket failed")
+		return
 	}
 	if len(payload) == 0 && flags&conntrack.TCPFin == 0 && seq != s.rcvNxt {
 		now = true // a keep-alive or window probe, or a stray: the answer is where we are
