@@ -326,7 +326,7 @@ type Stats struct {
 	OutboundRequeued                                   atomic.Uint64 // segments the full link queue refused,
 	OutboundSynAgain                                   atomic.Uint64 // and SYNs a container sent again while its SYN-ACK was due
 	TCPStrayReset                                      atomic.Uint64 // TCP segments of no flow from a container, answered with a reset
-	Released                                           atomic.Uint64
+	Released                                           atomic.Uint64 // flows that ended and gave back their socket: opened, or failed while being opened
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
@@ -358,7 +358,8 @@ func (u *Uplink) Counters() map[string]uint64 {
 	}
 }
 
-// Flows returns the number of flows the uplink carries.
+// Flows returns the number of flows the uplink carries, those still being
+// opened included.
 func (u *Uplink) Flows() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
