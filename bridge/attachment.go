@@ -67,6 +67,7 @@ type Attachment struct {
 
 	once     sync.Once
 	done     chan struct{}
+	gone     chan struct{} // a direct write found the port gone: txLoop detaches it
 	wg       sync.WaitGroup
 	closeErr error
 
@@ -130,6 +131,7 @@ func (a *Attachment) shutdown() {
 }
 
 func (a *Attachment) rxLoop() {
+	defer a.b.wg.Done()
 	defer a.wg.Done()
 	b := a.b
 	frames := make([]*frame, a.batch)
@@ -337,10 +339,14 @@ func (a *Attachment) enqueue(f *frame) {
 			if portGone(err) {
 				// Not detached here: this runs inside some port's read
 				// (its own, for a hairpin frame), which closing the port
-				// would wait for. Its read loop detaches it once its read
-				// ends, as it does for a port gone.
+				// would wait for. Its transmit goroutine, which runs in
+				// no read, detaches it, as after a write of its own.
 				a.warnGone(err)
 				a.closing.Store(true)
+				select {
+				case a.gone <- struct{}{}:
+				default: // told already
+				}
 			}
 			return
 		}
@@ -361,6 +367,7 @@ func (a *Attachment) enqueue(f *frame) {
 }
 
 func (a *Attachment) txLoop() {
+	defer a.b.wg.Done()
 	defer a.wg.Done()
 	batch := make([]*frame, 0, a.batch)
 	bufs := make([][]byte, 0, a.batch)
@@ -373,6 +380,10 @@ func (a *Attachment) txLoop() {
 		case f := <-a.txq:
 			batch = append(batch[:0], f)
 		case <-a.done:
+			a.drain()
+			return
+		case <-a.gone:
+			a.shutdown()
 			a.drain()
 			return
 		}

@@ -79,6 +79,7 @@ type Bridge struct {
 	ports  atomic.Pointer[[]*Attachment] // copy on write; read lock-free per batch
 	nextID int
 	closed bool
+	wg     sync.WaitGroup // every port's goroutines, detached ones' too, for Close
 
 	capMu      sync.Mutex // guards changes to the capture sets
 	capsClosed bool       // under capMu: Close has taken the bridge's captures
@@ -196,6 +197,7 @@ func (b *Bridge) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 		batch: min(batch, 256),
 		txq:   make(chan *frame, cfg.QueueLen),
 		done:  make(chan struct{}),
+		gone:  make(chan struct{}, 1),
 	}
 	if off, ok := p.(OffloadPort); ok && off.Offloading() {
 		a.off = off
@@ -213,6 +215,7 @@ func (b *Bridge) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	b.ports.Store(&ports)
 
 	a.wg.Add(2)
+	b.wg.Add(2)
 	go a.rxLoop()
 	go a.txLoop()
 	b.log.Info("port added", "port", name)
@@ -309,5 +312,9 @@ func (b *Bridge) Close() error {
 			}
 		}
 	}
+	// Ports that detached themselves (their port failed) are gone from
+	// the set; their goroutines end on their own, and Close waits for
+	// them too.
+	b.wg.Wait()
 	return errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -334,6 +335,26 @@ func TestDetach(t *testing.T) {
 		tb.ends[1].Close()
 		waitFor(t, "detach", func() bool { return len(tb.b.Ports()) == 1 })
 	})
+	t.Run("bridge Close after a port failed", func(t *testing.T) {
+		// A port that failed detached itself; the bridge's Close waits
+		// for what it left running (here, the port's slow Close) all
+		// the same.
+		b, err := New(Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &failingPort{}
+		if _, err := b.AddPort(p, PortConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "detach", func() bool { return len(b.Ports()) == 0 })
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !p.closed.Load() {
+			t.Error("the bridge's Close returned while a port it had detached was still closing")
+		}
+	})
 	t.Run("bridge Close", func(t *testing.T) {
 		tb := newTestBridge(t, Config{}, 2)
 		if err := tb.b.Close(); err != nil {
@@ -354,6 +375,18 @@ func TestDetach(t *testing.T) {
 			t.Errorf("Capture after Close: %v, want net.ErrClosed", err)
 		}
 	})
+}
+
+// failingPort fails its first read; its Close takes a while.
+type failingPort struct{ closed atomic.Bool }
+
+func (*failingPort) ReadFrames([][]byte, []int) (int, error) { return 0, io.ErrUnexpectedEOF }
+func (*failingPort) WriteFrames(bufs [][]byte) (int, error)  { return len(bufs), nil }
+func (*failingPort) BatchSize() int                          { return 1 }
+func (p *failingPort) Close() error {
+	time.Sleep(50 * time.Millisecond)
+	p.closed.Store(true)
+	return nil
 }
 
 func TestConfig(t *testing.T) {

@@ -2,7 +2,9 @@ package bridge
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -104,5 +106,60 @@ func TestDirectTransmitKeepsOrder(t *testing.T) {
 	}
 	if rec.maxBatch < 2 || rec.writes == len(rec.seqs) {
 		t.Fatalf("the queue was never used (%d writes of %d frames, largest %d)", rec.writes, len(rec.seqs), rec.maxBatch)
+	}
+}
+
+// goneWriter is a DirectWriter port whose writes find it gone (io.EOF)
+// while its reads go on until it is closed.
+type goneWriter struct {
+	hello chan []byte
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (g *goneWriter) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
+	select {
+	case f := <-g.hello:
+		sizes[0] = copy(bufs[0], f)
+		return 1, nil
+	case <-g.done:
+		return 0, net.ErrClosed
+	}
+}
+
+func (g *goneWriter) WriteFrames([][]byte) (int, error) { return 0, io.EOF }
+func (g *goneWriter) BatchSize() int                    { return 8 }
+func (g *goneWriter) WritesDirect() bool                { return true }
+func (g *goneWriter) Close() error {
+	g.once.Do(func() { close(g.done) })
+	return nil
+}
+
+// A direct write that finds its port gone detaches and closes the port, as
+// the Port contract says, though it runs inside another port's read (and
+// closing the port there could wait for that read): the port's transmit
+// goroutine does it, even while the port's own reads go on.
+func TestDirectWriteGoneDetaches(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 1)
+	g := &goneWriter{hello: make(chan []byte, 1), done: make(chan struct{})}
+	g.hello <- ether(Broadcast, macB, 0x0800, 4, 0)
+	att, err := tb.b.AddPort(g, PortConfig{Name: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.expect(0, 0) // its MAC is learned
+	if _, err := tb.ends[0].WriteFrames([][]byte{ether(macB, macA, 0x0800, 64, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the port detached and closed", func() bool {
+		select {
+		case <-g.done:
+		default:
+			return false
+		}
+		return !slices.Contains(tb.b.Ports(), att)
+	})
+	if c := att.Counters(); c.DropTxError != 1 {
+		t.Errorf("%d frames counted dropped by a write error, want 1", c.DropTxError)
 	}
 }
