@@ -98,6 +98,7 @@ type splice struct {
 	requeue                                bool      // the timer is to send again what the queue to the gateway refused (localRetry)
 	retrying                               bool      // the timer's retry of that is under way
 	refused                                int       // the timer's retries the queue refused in a row
+	oowAt                                  time.Time // when a segment out of the window was last answered (oowLimit)
 	refusedSince                           time.Time // since when the queue refused every frame
 	wake                                   func()    // wakeNow, made once
 	awaitingRoom                           bool      // wake is in the link's list
@@ -1243,6 +1244,11 @@ func (s *splice) synOptsLocked(opts []byte) {
 	}
 }
 
+// oowLimit is the least time between two answers to segments out of a
+// splice's window, as Linux's tcp_invalid_ratelimit (500 ms): a container
+// sending such segments in a loop draws one each oowLimit.
+const oowLimit = 500 * time.Millisecond
+
 // minMSS is the least MSS a splice sends with, whatever the container's
 // SYN says: a tiny one would cost a segment every few bytes, and 0 none.
 const minMSS = 48
@@ -1266,9 +1272,27 @@ func (s *splice) establishLocked() func(bool) {
 // splice's.
 func (s *splice) synRcvdLocked(h tcpSeg, payload []byte, flags uint8, seq, ack uint32) {
 	switch {
+	case flags&conntrack.TCPSyn != 0 && flags&conntrack.TCPAck == 0 && seq+1 != s.rcvNxt:
+		// A SYN with another initial sequence number: the container
+		// forgot this connection and opens a new one from the same
+		// port. As Linux answers a SYN outside a request's window, an
+		// ACK of where we are, at most one each oowLimit: the
+		// container's reset of it ends this splice, and its next SYN
+		// makes a new one.
+		now := time.Now()
+		answer := now.Sub(s.oowAt) >= oowLimit
+		if answer {
+			s.oowAt = now
+		}
+		seqNxt, ackNxt, wnd := s.iss+1, s.rcvNxt, s.windowLocked()
+		s.mu.Unlock()
+		if answer {
+			s.send(seqNxt, ackNxt, conntrack.TCPAck, wnd, nil, nil, 0)
+		}
+		return
 	case flags&conntrack.TCPSyn != 0:
 		// The SYN again: our SYN-ACK was lost, or is late.
-		again := flags&conntrack.TCPAck == 0 && seq+1 == s.rcvNxt && !s.requeue
+		again := flags&conntrack.TCPAck == 0 && !s.requeue
 		s.mu.Unlock()
 		if again {
 			s.u.stats.OutboundSynAgain.Add(1)
