@@ -109,31 +109,11 @@ func TestDirectTransmitKeepsOrder(t *testing.T) {
 	}
 }
 
-// goneWriter is a DirectWriter port whose writes find it gone (io.EOF)
-// while its reads go on until it is closed.
-type goneWriter struct {
-	hello chan []byte
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (g *goneWriter) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
-	select {
-	case f := <-g.hello:
-		sizes[0] = copy(bufs[0], f)
-		return 1, nil
-	case <-g.done:
-		return 0, net.ErrClosed
-	}
-}
+// goneWriter is a recorder whose writes find it gone (io.EOF) while its
+// reads go on until it is closed.
+type goneWriter struct{ recorder }
 
 func (g *goneWriter) WriteFrames([][]byte) (int, error) { return 0, io.EOF }
-func (g *goneWriter) BatchSize() int                    { return 8 }
-func (g *goneWriter) WritesDirect() bool                { return true }
-func (g *goneWriter) Close() error {
-	g.once.Do(func() { close(g.done) })
-	return nil
-}
 
 // A direct write that finds its port gone detaches and closes the port, as
 // the Port contract says, though it runs inside another port's read (and
@@ -141,7 +121,7 @@ func (g *goneWriter) Close() error {
 // goroutine does it, even while the port's own reads go on.
 func TestDirectWriteGoneDetaches(t *testing.T) {
 	tb := newTestBridge(t, Config{}, 1)
-	g := &goneWriter{hello: make(chan []byte, 1), done: make(chan struct{})}
+	g := &goneWriter{recorder{hello: make(chan []byte, 1), done: make(chan struct{})}}
 	g.hello <- ether(Broadcast, macB, 0x0800, 4, 0)
 	att, err := tb.b.AddPort(g, PortConfig{Name: "gone"})
 	if err != nil {
