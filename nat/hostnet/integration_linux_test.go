@@ -471,6 +471,64 @@ func TestIntegrationPublished(t *testing.T) {
 	}
 }
 
+// A published range carries each host port to the container port at the
+// same place in its range, for TCP and UDP, from the client's address.
+func TestIntegrationPublishedRange(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	for _, spec := range []string{"8090-8092:172.17.0.4:90-92/tcp", "5360-5362:172.17.0.4:60-62/udp"} {
+		p, err := nat.ParsePublish(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.up.Publish(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		// Servers that say which port they are and whom they see.
+		l, err := e.ctr.Listen("tcp", fmt.Sprintf("172.17.0.4:%d", 90+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "%v %v\n", c.LocalAddr(), c.RemoteAddr())
+				c.Close()
+			}
+		}()
+		pc, err := e.ctr.ListenPacket("udp", fmt.Sprintf("172.17.0.4:%d", 60+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(fmt.Appendf(nil, "%v %v", pc.LocalAddr(), from), from)
+			}
+		}()
+	}
+	for i := range 3 {
+		seen, err := who(t, e.remote, fmt.Sprintf("198.51.100.1:%d", 8090+i))
+		if want := fmt.Sprintf("172.17.0.4:%d 198.51.100.2:", 90+i); err != nil || !strings.HasPrefix(seen, want) {
+			t.Errorf("TCP to host port %d: %q (%v), want %s...", 8090+i, seen, err, want)
+		}
+		answer, from := udpWho(t, e.remote, fmt.Sprintf("198.51.100.1:%d", 5360+i))
+		if want := fmt.Sprintf("172.17.0.4:%d 198.51.100.2:", 60+i); !strings.HasPrefix(answer, want) || from != fmt.Sprintf("198.51.100.1:%d", 5360+i) {
+			t.Errorf("UDP to host port %d: %q from %s, want %s... from that port", 5360+i, answer, from, want)
+		}
+	}
+}
+
 // By default the container cannot reach the host's loopback; with
 // HostLoopback it reaches it at the gateway's address.
 func TestIntegrationHostLoopback(t *testing.T) {
