@@ -440,15 +440,7 @@ func TestIntegrationPublished(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	whoServer(t, e.ctr, "172.17.0.4:80")
 	udpWhoServer(t, e.ctr, "172.17.0.4:53")
-	for _, spec := range []string{"8080:172.17.0.4:80/tcp", "5353:172.17.0.4:53/udp"} {
-		p, err := nat.ParsePublish(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.up.Publish(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publish(t, e.up, "8080:172.17.0.4:80/tcp", "5353:172.17.0.4:53/udp")
 	seen, err := who(t, e.remote, "198.51.100.1:8080")
 	if err != nil || !strings.HasPrefix(seen, "198.51.100.2:") {
 		t.Errorf("TCP from the remote: container saw %q (%v), want 198.51.100.2", seen, err)
@@ -475,32 +467,12 @@ func TestIntegrationPublished(t *testing.T) {
 // same place in its range, for TCP and UDP, from the client's address.
 func TestIntegrationPublishedRange(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	for _, spec := range []string{"8090-8092:172.17.0.4:90-92/tcp", "5360-5362:172.17.0.4:60-62/udp"} {
-		p, err := nat.ParsePublish(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.up.Publish(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publish(t, e.up, "8090-8092:172.17.0.4:90-92/tcp", "5360-5362:172.17.0.4:60-62/udp")
 	for i := range 3 {
 		// Servers that say which port they are and whom they see.
-		l, err := e.ctr.Listen("tcp", fmt.Sprintf("172.17.0.4:%d", 90+i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "%v %v\n", c.LocalAddr(), c.RemoteAddr())
-				c.Close()
-			}
-		}()
+		serveTCP(t, e.ctr, fmt.Sprintf("172.17.0.4:%d", 90+i), func(c net.Conn) {
+			fmt.Fprintf(c, "%v %v\n", c.LocalAddr(), c.RemoteAddr())
+		})
 		pc, err := e.ctr.ListenPacket("udp", fmt.Sprintf("172.17.0.4:%d", 60+i))
 		if err != nil {
 			t.Fatal(err)
@@ -719,6 +691,34 @@ func portRange(t *testing.T, r string, nss ...*netns.NS) {
 // the TIME_WAIT on its side.
 func closeFirstServer(t *testing.T, ns *netns.NS, addr string) {
 	t.Helper()
+	serveTCP(t, ns, addr, func(c net.Conn) {
+		b := make([]byte, 1)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(b); err == nil {
+			c.Write(b)
+		}
+	})
+}
+
+// publish publishes each rule of specs (as `usernat publish` takes them)
+// on up, failing the test if one cannot be.
+func publish(t *testing.T, up *hostnet.Uplink, specs ...string) {
+	t.Helper()
+	for _, spec := range specs {
+		p, err := nat.ParsePublish(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := up.Publish(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// serveTCP listens on addr in ns until the test ends, and hands each
+// client to serve in a goroutine of its own, closing it after.
+func serveTCP(t *testing.T, ns *netns.NS, addr string, serve func(net.Conn)) {
+	t.Helper()
 	l, err := ns.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -731,12 +731,8 @@ func closeFirstServer(t *testing.T, ns *netns.NS, addr string) {
 				return
 			}
 			go func() {
-				b := make([]byte, 1)
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := c.Read(b); err == nil {
-					c.Write(b)
-				}
-				c.Close()
+				defer c.Close()
+				serve(c)
 			}()
 		}
 	}()
@@ -768,13 +764,7 @@ func exchangeByte(c net.Conn) error {
 func TestIntegrationPublishedPortReuse(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	portRange(t, "40000 40199", e.remote)
-	p, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.up.Publish(p); err != nil {
-		t.Fatal(err)
-	}
+	publish(t, e.up, "8080:172.17.0.4:80/tcp")
 	closeFirstServer(t, e.ctr, "172.17.0.4:80")
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/usernat/usernat/nat"
 )
 
 // TCP through a published port, end to end: a client in the remote
@@ -43,13 +41,7 @@ type pubTCP struct {
 func newPubTCP(t *testing.T, ec envConfig, listen bool) *pubTCP {
 	t.Helper()
 	p := &pubTCP{env: newEnv(t, ec)}
-	rule, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.up.Publish(rule); err != nil {
-		t.Fatal(err)
-	}
+	publish(t, p.up, "8080:172.17.0.4:80/tcp")
 	if listen {
 		l, err := p.ctr.Listen("tcp", "172.17.0.4:80")
 		if err != nil {
