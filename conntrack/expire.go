@@ -21,7 +21,7 @@ type reaper struct {
 func (t *Table) Expire(budget int) int {
 	t.reap.mu.Lock()
 	defer t.reap.mu.Unlock()
-	now := t.now()
+	now := t.clockNow()
 	expired := func(e *entry) bool { return e.deadline.Load() <= now }
 	removed := 0
 	if budget <= 0 {
@@ -86,20 +86,39 @@ func (t *Table) scan(i, from, max int, pick func(*entry) bool) (out []victim, ne
 func (t *Table) reaper() {
 	defer close(t.done)
 	tickEvery := t.cfg.ExpireInterval
+	park := false // whether the coarse clock may stop while the table is quiet
 	if t.coarse {
 		tickEvery = min(coarseTick, tickEvery)
+		park = tickEvery < t.cfg.ExpireInterval
 	}
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
-	var since time.Duration
+	var since, quiet time.Duration
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-tick.C:
+		case <-t.kick:
+			// A packet after a quiet spell: keep the clock again.
+			tick.Reset(tickEvery)
+			quiet = 0
+			continue
+		}
+		if t.ticking.Load() == clockParked {
+			t.Expire(t.cfg.ExpireBatch) // ticking every ExpireInterval
+			continue
 		}
 		if t.coarse {
 			t.coarseNow.Store(t.readClock())
+		}
+		if park {
+			if t.ticking.CompareAndSwap(clockActive, clockQuiet) {
+				quiet = 0
+			} else if quiet += tickEvery; quiet >= parkAfter && t.ticking.CompareAndSwap(clockQuiet, clockParked) {
+				tick.Reset(t.cfg.ExpireInterval)
+				since = 0
+			}
 		}
 		if since += tickEvery; since >= t.cfg.ExpireInterval {
 			since = 0

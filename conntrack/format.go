@@ -81,7 +81,7 @@ func (e Entry) String() string { return string(e.AppendLine(nil, true)) }
 
 // List returns a snapshot of every live entry, oldest first.
 func (t *Table) List() []Entry {
-	now := t.now()
+	now := t.clockNow()
 	var out []Entry
 	for i := range t.shards {
 		s := &t.shards[i]

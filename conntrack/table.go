@@ -59,7 +59,10 @@ type Config struct {
 	// Clock tells the time for timeouts. nil means the system clock, read
 	// every 10 ms by the reaper and kept (a coarse clock, like the
 	// kernel's jiffies: reading the time on every packet costs more than
-	// the lookup), or read on every call when the reaper is off.
+	// the lookup), or read on every call when the reaper is off. A table
+	// that sees no packet for 100 ms stops keeping it, so that an idle
+	// table's reaper wakes only to expire entries; the next packet reads
+	// the clock itself, and the reaper keeps it again.
 	Clock Clock
 	// ExpireInterval is how often the background reaper runs; 0 means
 	// 200 ms, and a negative value starts no reaper: the caller calls
@@ -155,13 +158,30 @@ type Table struct {
 	stop     chan struct{}
 	done     chan struct{}
 	closeOne sync.Once
-	// coarse is set when the reaper keeps the time in coarseNow.
+	// coarse is set when the reaper keeps the time in coarseNow, every
+	// coarseTick while packets come (ticking says whether they did), and
+	// not at all once the table went quiet (clockParked), when the next
+	// packet reads the clock itself and kicks the reaper.
 	coarse    bool
 	coarseNow atomic.Int64
+	ticking   atomic.Int32
+	kick      chan struct{}
 }
 
 // coarseTick is how often the reaper refreshes the coarse clock.
 const coarseTick = 10 * time.Millisecond
+
+// parkAfter is how long a table must see no packet before its reaper
+// stops keeping the coarse clock, and ticks only to expire entries: an
+// idle gateway wakes five times a second, not a hundred.
+const parkAfter = 100 * time.Millisecond
+
+// The states of the coarse clock (Table.ticking).
+const (
+	clockQuiet  = iota // kept; no packet since the reaper's last tick
+	clockActive        // kept; a packet since the reaper's last tick
+	clockParked        // not kept: a packet reads the clock and kicks the reaper
+)
 
 type tableStats struct {
 	inserted, invalid, earlyDrop, refused, clash, expired, deleted atomic.Uint64
@@ -201,7 +221,7 @@ func New(cfg Config) (*Table, error) {
 	t.shards = make([]shard, 1<<nb)
 	t.shift = 64 - uint(nb)
 	t.slab.init(t.max)
-	t.stop, t.done = make(chan struct{}), make(chan struct{})
+	t.stop, t.done, t.kick = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	if t.cfg.ExpireInterval > 0 {
 		go t.reaper()
 	} else {
@@ -223,11 +243,37 @@ func (t *Table) Close() error {
 	return nil
 }
 
+// now is the time for a packet: the coarse clock's. The packet marks
+// the table active, and after a quiet spell reads the clock itself and
+// has the reaper keep it again.
 func (t *Table) now() int64 {
-	if t.coarse {
-		return t.coarseNow.Load()
+	if !t.coarse {
+		return t.readClock()
 	}
-	return t.readClock()
+	switch t.ticking.Load() {
+	case clockQuiet:
+		t.ticking.CompareAndSwap(clockQuiet, clockActive)
+	case clockParked:
+		n := t.readClock()
+		t.coarseNow.Store(n) // before the state says it is kept again
+		if t.ticking.CompareAndSwap(clockParked, clockActive) {
+			select {
+			case t.kick <- struct{}{}:
+			default:
+			}
+		}
+		return n
+	}
+	return t.coarseNow.Load()
+}
+
+// clockNow is the time for the reaper and for readers of the table: now,
+// but neither marking the table active nor waking its clock.
+func (t *Table) clockNow() int64 {
+	if !t.coarse || t.ticking.Load() == clockParked {
+		return t.readClock()
+	}
+	return t.coarseNow.Load()
 }
 
 func (t *Table) readClock() int64 { return int64(t.clock.Now().Sub(t.epoch)) }
@@ -643,7 +689,7 @@ func (t *Table) deleteID(ref uint32, id uint64, why Reason) bool {
 		return false
 	}
 	if t.subs.active(EventDestroy) {
-		t.subs.emit(Event{Type: EventDestroy, Reason: why, Entry: t.snapshot(e, t.now())})
+		t.subs.emit(Event{Type: EventDestroy, Reason: why, Entry: t.snapshot(e, t.clockNow())})
 	}
 	t.shards[a].remove(ref&^1, uint32(h0))
 	if k1 != k0 {

@@ -399,6 +399,47 @@ func TestSystemClock(t *testing.T) {
 	}
 }
 
+// A quiet table's reaper stops keeping the coarse clock, and ticks only
+// to expire entries (an idle gateway wakes five times a second, not a
+// hundred): entries still expire, and listing the table does not wake
+// the clock. The next packet reads the clock itself, so its entry's
+// timeout counts from then, and the reaper keeps the clock again.
+func TestSystemClockParks(t *testing.T) {
+	// Ticks of 10 ms, expiry every 2 s: the clock kept again within a
+	// second after a packet is the packet's kick, not the expiry's tick.
+	tbl, err := New(Config{Timeouts: Timeouts{UDP: 300 * time.Millisecond}, ExpireInterval: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Close()
+	until := func(what string, d time.Duration, cond func() bool) {
+		t.Helper()
+		for end := time.Now().Add(d); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("not %s after %v", what, d)
+			}
+		}
+	}
+	parked := func() bool { return tbl.ticking.Load() == clockParked }
+	track(t, tbl, udpPacket(ap("10.0.0.2:1"), ap("192.0.2.9:53"), 1))
+	until("parked", 5*time.Second, parked)
+	stopped := tbl.coarseNow.Load()
+	until("expired while parked", 10*time.Second, func() bool { return tbl.Len() == 0 })
+	tbl.List()
+	if !parked() || tbl.coarseNow.Load() != stopped {
+		t.Fatalf("parked %v, clock moved by %v: want the clock left alone by the reaper's expiry and by List",
+			parked(), time.Duration(tbl.coarseNow.Load()-stopped))
+	}
+	before := int64(time.Since(tbl.epoch))
+	track(t, tbl, udpPacket(ap("10.0.0.2:2"), ap("192.0.2.9:53"), 1))
+	if parked() || tbl.coarseNow.Load() < before {
+		t.Fatalf("after a packet: parked %v, clock %v behind; want it read afresh and kept",
+			parked(), time.Duration(before-tbl.coarseNow.Load()))
+	}
+	woken := tbl.coarseNow.Load()
+	until("kept by the reaper again", time.Second, func() bool { return tbl.coarseNow.Load() != woken })
+}
+
 func TestEvents(t *testing.T) {
 	tbl, clk := newTable(t, Config{})
 	sub := tbl.Subscribe(64)
