@@ -289,7 +289,9 @@ func (b *Bridge) FDBFull() uint64 { return b.fdb.full.Load() }
 func (b *Bridge) WriteFDB(w io.Writer) error { return writeFDB(w, b.name, b.FDB()) }
 
 // Close detaches and closes every port, stops every capture, and waits for
-// the bridge's goroutines to end. Closing twice is harmless.
+// the bridge's goroutines to end, those of ports that detached themselves
+// too (a port whose Close does not unblock its reads, as the Port contract
+// requires, keeps it waiting). Closing twice is harmless.
 func (b *Bridge) Close() error {
 	b.mu.Lock()
 	b.closed = true

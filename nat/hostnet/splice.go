@@ -1275,10 +1275,11 @@ func (s *splice) synRcvdLocked(h tcpSeg, payload []byte, flags uint8, seq, ack u
 	case flags&conntrack.TCPSyn != 0 && flags&conntrack.TCPAck == 0 && seq+1 != s.rcvNxt:
 		// A SYN with another initial sequence number: the container
 		// forgot this connection and opens a new one from the same
-		// port. As Linux answers a SYN outside a request's window, an
-		// ACK of where we are, at most one each oowLimit: the
-		// container's reset of it ends this splice, and its next SYN
-		// makes a new one.
+		// port. The answer is an ACK of where we are, at most one each
+		// oowLimit, as Linux answers a SYN outside a request's window
+		// (one inside it, rare, Linux resets with the request; this
+		// answers it the same as the others): the container's reset
+		// of the ACK ends this splice, and its next SYN makes a new one.
 		now := time.Now()
 		answer := now.Sub(s.oowAt) >= oowLimit
 		if answer {
