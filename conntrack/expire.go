@@ -2,6 +2,7 @@ package conntrack
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,6 +11,7 @@ type reaper struct {
 	mu    sync.Mutex
 	shard int
 	pos   int
+	wakes atomic.Uint64 // the reaper goroutine's wake-ups, for the tests
 }
 
 // Expire examines up to budget index slots, from where the last call
@@ -101,12 +103,19 @@ func (t *Table) reaper() {
 		case <-tick.C:
 		case <-t.kick:
 			// A packet after a quiet spell: keep the clock again.
+			t.reap.wakes.Add(1)
 			tick.Reset(tickEvery)
 			quiet = 0
 			continue
 		}
+		t.reap.wakes.Add(1)
 		if t.ticking.Load() == clockParked {
-			t.Expire(t.cfg.ExpireBatch) // ticking every ExpireInterval
+			// Ticking every ExpireInterval, and not at all once the
+			// table is empty: only a packet (which kicks) fills it.
+			t.Expire(t.cfg.ExpireBatch)
+			if t.Len() == 0 {
+				tick.Stop()
+			}
 			continue
 		}
 		if t.coarse {

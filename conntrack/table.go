@@ -61,8 +61,9 @@ type Config struct {
 	// kernel's jiffies: reading the time on every packet costs more than
 	// the lookup), or read on every call when the reaper is off. A table
 	// that sees no packet for 100 ms stops keeping it, so that an idle
-	// table's reaper wakes only to expire entries; the next packet reads
-	// the clock itself, and the reaper keeps it again.
+	// table's reaper wakes only to expire entries, and not at all once it
+	// is empty; the next packet reads the clock itself, and the reaper
+	// keeps it again.
 	Clock Clock
 	// ExpireInterval is how often the background reaper runs; 0 means
 	// 200 ms, and a negative value starts no reaper: the caller calls
@@ -172,8 +173,9 @@ type Table struct {
 const coarseTick = 10 * time.Millisecond
 
 // parkAfter is how long a table must see no packet before its reaper
-// stops keeping the coarse clock, and ticks only to expire entries: an
-// idle gateway wakes five times a second, not a hundred.
+// stops keeping the coarse clock, and ticks only to expire entries, until
+// none is left: an idle gateway wakes five times a second at most, not a
+// hundred.
 const parkAfter = 100 * time.Millisecond
 
 // The states of the coarse clock (Table.ticking).

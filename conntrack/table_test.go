@@ -401,13 +401,15 @@ func TestSystemClock(t *testing.T) {
 
 // A quiet table's reaper stops keeping the coarse clock, and ticks only
 // to expire entries (an idle gateway wakes five times a second, not a
-// hundred): entries still expire, and listing the table does not wake
-// the clock. The next packet reads the clock itself, so its entry's
-// timeout counts from then, and the reaper keeps the clock again.
+// hundred), and not at all once the table is empty: entries still
+// expire, and listing the table does not wake the clock. The next packet
+// reads the clock itself, so its entry's timeout counts from then, and
+// the reaper keeps the clock again.
 func TestSystemClockParks(t *testing.T) {
-	// Ticks of 10 ms, expiry every 2 s: the clock kept again within a
-	// second after a packet is the packet's kick, not the expiry's tick.
-	tbl, err := New(Config{Timeouts: Timeouts{UDP: 300 * time.Millisecond}, ExpireInterval: 2 * time.Second})
+	// Ticks of 10 ms, expiry every 500 ms; once the table is empty, the
+	// clock kept again after a packet is the packet's kick.
+	const expiry = 500 * time.Millisecond
+	tbl, err := New(Config{Timeouts: Timeouts{UDP: 300 * time.Millisecond}, ExpireInterval: expiry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,6 +428,11 @@ func TestSystemClockParks(t *testing.T) {
 	stopped := tbl.coarseNow.Load()
 	until("expired while parked", 10*time.Second, func() bool { return tbl.Len() == 0 })
 	tbl.List()
+	wakes := tbl.reap.wakes.Load()
+	time.Sleep(5 * expiry / 2) // past two expiry ticks
+	if n := tbl.reap.wakes.Load() - wakes; n != 0 {
+		t.Errorf("the reaper of an empty, parked table woke %d times in %v, want none", n, 5*expiry/2)
+	}
 	if !parked() || tbl.coarseNow.Load() != stopped {
 		t.Fatalf("parked %v, clock moved by %v: want the clock left alone by the reaper's expiry and by List",
 			parked(), time.Duration(tbl.coarseNow.Load()-stopped))
