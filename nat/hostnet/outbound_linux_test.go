@@ -103,9 +103,7 @@ func sendSyn(u *Uplink, ctr, dst netip.AddrPort, seq uint32) {
 // on. The flow's entry has the host socket's tuple as its reply. (The
 // SYN-ACK's own timeout is made long: only the test's SYNs draw it.)
 func TestOutboundSplice(t *testing.T) {
-	old := spliceSynRTO
-	t.Cleanup(func() { spliceSynRTO = old }) // after the uplinks' cleanups, which run first
-	spliceSynRTO = time.Minute
+	longSynRTO(t)
 	for _, ws := range []bool{true, false} {
 		name := map[bool]string{true: "window scale", false: "no window scale"}[ws]
 		t.Run(name, func(t *testing.T) {
@@ -183,6 +181,32 @@ func TestOutboundSplice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// longSynRTO makes the first timeout of our SYN-ACK a minute for the
+// test, so only the test's SYNs draw it again. Called before the test
+// makes its uplinks: cleanups run last first, so it is put back after
+// they close.
+func longSynRTO(t *testing.T) {
+	old := spliceSynRTO
+	t.Cleanup(func() { spliceSynRTO = old })
+	spliceSynRTO = time.Minute
+}
+
+// synRcvd starts a container's connection from ctr, with initial
+// sequence number seq, to the listener l at dst: it returns our SYN-ACK,
+// which the container has not acknowledged, and the destination's end of
+// the host connection (closed when the test ends).
+func synRcvd(t *testing.T, u *Uplink, l *net.TCPListener, ctr, dst netip.AddrPort, seq uint32) (tcpSeg, net.Conn) {
+	t.Helper()
+	sendSyn(u, ctr, dst, seq)
+	sa := nextSegment(t, u)
+	srv, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return sa, srv
 }
 
 // spliceSnapshot returns a copy of the state and send window of the
@@ -346,9 +370,7 @@ func fullListener(t *testing.T) (fd, port int) {
 // which the poller reports (the SYN-ACK's own timeout, made long here,
 // does not send it). The SYN sent again meanwhile is ignored.
 func TestOutboundSpliceConnectsLater(t *testing.T) {
-	old := spliceSynRTO
-	t.Cleanup(func() { spliceSynRTO = old }) // after the uplink's cleanup, which runs first
-	spliceSynRTO = time.Minute
+	longSynRTO(t)
 	u, _ := outboundUplink(t)
 	lfd, port := fullListener(t)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40005")
@@ -418,21 +440,13 @@ func TestOutboundSpliceAnswersAtOnce(t *testing.T) {
 // was made, and nothing left behind; while connecting, the host socket is
 // closed and the container hears nothing more.
 func TestOutboundSpliceResetInHandshake(t *testing.T) {
-	old := spliceSynRTO
-	t.Cleanup(func() { spliceSynRTO = old }) // after the uplinks' cleanups, which run first
-	spliceSynRTO = time.Minute
+	longSynRTO(t)
 	t.Run("after the SYN-ACK", func(t *testing.T) {
 		u, tbl := outboundUplink(t)
 		u.cfg.ConnectTimeout = time.Minute // only the reset ends the handshake
 		l, dst := loopbackDst(t, u)
 		ctr := netip.MustParseAddrPort("10.0.2.100:40008")
-		sendSyn(u, ctr, dst, 1)
-		sa := nextSegment(t, u)
-		srv, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
+		sa, srv := synRcvd(t, u, l, ctr, dst, 1)
 		// A reset that is not at the container's next byte is not its.
 		u.Send(ctrSegment(ctr, dst, 3, sa.seq()+1, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
 		if st := spliceSnapshot(u, ctr, dst).state; st != spliceSynRcvd {
@@ -481,19 +495,11 @@ func TestOutboundSpliceResetInHandshake(t *testing.T) {
 // container's reset of that ACK ends the splice and its host connection,
 // and its next SYN makes a new one.
 func TestOutboundSpliceNewISN(t *testing.T) {
-	old := spliceSynRTO
-	t.Cleanup(func() { spliceSynRTO = old }) // after the uplink's cleanup, which runs first
-	spliceSynRTO = time.Minute
+	longSynRTO(t)
 	u, tbl := outboundUplink(t)
 	l, dst := loopbackDst(t, u)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40010")
-	sendSyn(u, ctr, dst, 1000)
-	sa := nextSegment(t, u)
-	srv, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	sa, srv := synRcvd(t, u, l, ctr, dst, 1000)
 	sendSyn(u, ctr, dst, 5000)
 	if a := nextSegment(t, u); a.flags() != conntrack.TCPAck || a.seq() != sa.seq()+1 || a.ack() != 1001 {
 		t.Fatalf("answer to the new SYN: flags %#x, seq %d, ack %d; want an ACK, seq %d, ack 1001", a.flags(), a.seq(), a.ack(), sa.seq()+1)
