@@ -507,7 +507,7 @@ func TestIntegrationTAPServeFramesCloseUnderFlood(t *testing.T) {
 	}()
 	floodUDP(t, ns)
 	waitFor(t, "frames of the flood", func() bool { return frames.Load() > 1000 })
-	closeWithin(t, tap, closeLimit, func() string { return fmt.Sprintf("(%d frames served)", frames.Load()) })
+	closeWithin(t, tap, func() string { return fmt.Sprintf("(%d frames served)", frames.Load()) })
 	if err := <-served; !errors.Is(err, net.ErrClosed) {
 		t.Errorf("ServeFramesOffload after Close: %v, want net.ErrClosed", err)
 	}
@@ -539,7 +539,7 @@ func TestIntegrationTAPClosedUnderHairpin(t *testing.T) {
 	}
 	floodUDP(t, ns)
 	waitFor(t, "hairpinned frames", func() bool { return a.Counters().TxFrames > 1000 })
-	closeWithin(t, tap, closeLimit, func() string { return "" })
+	closeWithin(t, tap, func() string { return "" })
 	waitFor(t, "the port detached", func() bool { return len(br.Ports()) == 0 })
 }
 
@@ -573,9 +573,9 @@ func floodUDP(t *testing.T, ns *netns.NS) {
 // machine.
 const closeLimit = 10 * time.Second
 
-// closeWithin closes tap, and fails the test if Close still waits after d;
-// more says what else to report then.
-func closeWithin(t *testing.T, tap *TAP, d time.Duration, more func() string) {
+// closeWithin closes tap, and fails the test if Close still waits after
+// closeLimit; more says what else to report then.
+func closeWithin(t *testing.T, tap *TAP, more func() string) {
 	t.Helper()
 	closed := make(chan struct{})
 	go func() {
@@ -584,7 +584,7 @@ func closeWithin(t *testing.T, tap *TAP, d time.Duration, more func() string) {
 	}()
 	select {
 	case <-closed:
-	case <-time.After(d):
-		t.Fatalf("Close still waiting after %v %s", d, more())
+	case <-time.After(closeLimit):
+		t.Fatalf("Close still waiting after %v %s", closeLimit, more())
 	}
 }
