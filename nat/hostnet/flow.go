@@ -96,6 +96,29 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 // timers. It is idempotent, and does nothing after ended.
 func (f *flow) release() { f.end(true) }
 
+// drop ends the flow, as release does, and deletes its entry: for a flow
+// that ends while its entry would live on (its host socket failed, its
+// published port went), an entry whose reply tuple names a socket no
+// longer there. The flow's next packet makes a new entry, with its new
+// socket's tuple.
+func (f *flow) drop() {
+	tbl := f.u.tbl.Load()
+	f.u.mu.Lock()
+	id, ours := f.id, f.u.flows[f.orig] == f
+	f.u.mu.Unlock()
+	if id == 0 && ours {
+		// Not seen yet (an inbound flow, whose entry the gateway made):
+		// the entry of its tuple is its own while it holds the tuple.
+		if e, _, ok := tbl.Get(0, f.orig); ok {
+			id = e.ID
+		}
+	}
+	f.release()
+	if id != 0 {
+		tbl.DeleteID(0, f.orig, id)
+	}
+}
+
 // ended forgets a flow that ended by itself (a TCP flow both sides
 // closed), whose sockets are closed already: nothing is reset.
 func (f *flow) ended() { f.end(false) }
@@ -231,6 +254,29 @@ func (u *Uplink) settle(f *flow) {
 	if ok && f.id == 0 {
 		f.id = e.ID
 	}
+}
+
+// trackNew is track for a datagram flow's first packet (UDP, ICMP echo),
+// which has no flow: an entry the packet finds already is one no flow
+// carries any more (whose socket is gone), and is replaced by a new one,
+// with this socket's tuple. It reports false when the entry is another
+// flow's, made meanwhile by a packet of the same flow on another
+// goroutine: the caller drops this packet, and its socket.
+func (u *Uplink) trackNew(p *conntrack.Packet, reply conntrack.Tuple) (conntrack.Result, bool) {
+	res, ok := u.track(p, reply)
+	if !ok || res.Created {
+		return res, ok
+	}
+	orig := res.Orig()
+	if u.flowOf(orig) != nil {
+		return conntrack.Result{}, false
+	}
+	u.tbl.Load().DeleteID(0, orig, res.ID)
+	u.stats.StaleEntries.Add(1)
+	if res, ok = u.track(p, reply); ok && !res.Created {
+		return conntrack.Result{}, false // another came between: the next packet goes through it
+	}
+	return res, ok
 }
 
 // track creates the entry of a flow from the bridge, with the packet that

@@ -333,6 +333,8 @@ type Stats struct {
 	DropInFlight                                       atomic.Uint64 // TCP connections beyond maxInFlight being opened: a container's SYN dropped, a published port's client reset
 	DropCollision                                      atomic.Uint64 // loopback clients of published ports whose port another one, shown as the gateway too, holds
 	DropConntrack                                      atomic.Uint64 // flows conntrack refused, the table not full: a first packet it takes as invalid, a reply tuple in use
+	StaleEntries                                       atomic.Uint64 // entries no flow carried any more (their socket gone) that a datagram flow's first packet found, and replaced
+	HostSocketErrors                                   atomic.Uint64 // datagram flows ended by their host socket failing (not an ICMP error, which it reports and lives on)
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -355,6 +357,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),
 		"drop_in_flight": s.DropInFlight.Load(), "drop_collision": s.DropCollision.Load(),
 		"drop_conntrack": s.DropConntrack.Load(),
+		"stale_entries":  s.StaleEntries.Load(), "host_socket_errors": s.HostSocketErrors.Load(),
 	}
 }
 

@@ -87,29 +87,31 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		var err error
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
 		if err != nil {
-			return err
+			return os.NewSyscallError("socket", err)
 		}
 		if u.cfg.OutboundAddr.IsValid() {
 			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: u.cfg.OutboundAddr.As4()}); err != nil {
 				unix.Close(fd)
-				return err
+				return os.NewSyscallError("bind", err)
 			}
 		}
 		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: t.Dst.As4()}); err != nil {
 			unix.Close(fd)
-			return err
+			return os.NewSyscallError("connect", err)
 		}
 		sa, err := unix.Getsockname(fd)
 		if err != nil {
 			unix.Close(fd)
-			return err
+			return os.NewSyscallError("getsockname", err)
 		}
 		in := sa.(*unix.SockaddrInet4)
 		local, id = netip.AddrFrom4(in.Addr), uint16(in.Port)
 		return nil
 	})
 	if err != nil {
-		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		// Only the socket itself is the host's refusal: connect says
+		// EACCES too, of a broadcast address, which has no answer.
+		if se := (*os.SyscallError)(nil); errors.As(err, &se) && se.Syscall == "socket" && (se.Err == unix.EACCES || se.Err == unix.EPERM) {
 			u.stats.DropPingRefused.Add(1)
 			u.warnOnce("ping", "hostnet: ICMP echo to the outside refused: this process may not open ICMP sockets (see sysctl net.ipv4.ping_group_range)", "err", err)
 			return nil
@@ -118,7 +120,7 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		return nil
 	}
 	reply := conntrack.ICMPTuple(t.Dst, local, icmpEchoReply, 0, id)
-	res, tracked := u.track(p, reply)
+	res, tracked := u.trackNew(p, reply)
 	eid := res.ID
 	if !tracked {
 		unix.Close(fd)
@@ -152,8 +154,7 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 // container, with its identifier, until the socket closes.
 func (pf *pingFlow) read() {
 	defer pf.u.wg.Done()
-	defer pf.f.release()
-	readLoop(pf.file, func(fd int, buf []byte) (int, error) {
+	err := readLoop(pf.file, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[20:])
 		if err != nil {
 			return n, err
@@ -170,4 +171,5 @@ func (pf *pingFlow) read() {
 		pf.u.ln.queue(pkt, bridgeNone)
 		return n, nil
 	})
+	pf.u.readEnded(pf.f, "ICMP", pf.near.Dst, err)
 }

@@ -57,6 +57,7 @@ type envConfig struct {
 	uplink   hostnet.Config
 	timeouts conntrack.Timeouts
 	ping     bool // let the host's processes open ICMP sockets
+	ctMax    int  // the table's cap, when not the default
 }
 
 func newEnv(t *testing.T, ec envConfig) *env {
@@ -107,7 +108,7 @@ func newEnv(t *testing.T, ec envConfig) *env {
 	must(err)
 	e.gw, err = nat.New(nat.Config{
 		Bridge: e.br, Subnet: gwAddr, MTU: 1500, Uplink: e.up,
-		Conntrack: conntrack.Config{Timeouts: ec.timeouts},
+		Conntrack: conntrack.Config{Timeouts: ec.timeouts, Max: ec.ctMax},
 	})
 	if err != nil {
 		e.up.Close()
@@ -421,15 +422,19 @@ func TestIntegrationPing(t *testing.T) {
 }
 
 // Where the host does not let the process open ICMP sockets, echo to the
-// outside is refused, not faked.
+// outside is refused, not faked, and the log says why, once.
 func TestIntegrationPingRefused(t *testing.T) {
-	e := newEnv(t, envConfig{})
-	out, err := e.ctr.Run(ctx(t), "ping", "-c", "1", "-W", "1", "198.51.100.2")
+	logger, logs := logTo()
+	e := newEnv(t, envConfig{uplink: hostnet.Config{Logger: logger}})
+	out, err := e.ctr.Run(ctx(t), "ping", "-c", "2", "-i", "0.2", "-W", "1", "198.51.100.2")
 	if err == nil {
 		t.Fatalf("ping answered without ICMP sockets:\n%s", out)
 	}
-	if e.up.Counters()["drop_ping_refused"] == 0 {
-		t.Error("refusal not counted")
+	if n := e.up.Counters()["drop_ping_refused"]; n != 2 {
+		t.Errorf("drop_ping_refused %d, want the 2 echoes", n)
+	}
+	if n := strings.Count(logs.String(), "ping_group_range"); n != 1 {
+		t.Errorf("%d log lines name ping_group_range, want 1:\n%s", n, logs)
 	}
 }
 

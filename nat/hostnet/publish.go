@@ -128,7 +128,8 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 // Unpublish stops publishing the rule id: its listeners close. Flows
 // already carried go on until they end or their entries expire, as with
 // the kernel's NAT — but the UDP flows of the rule lose the socket they
-// answered from, and end.
+// answered from, and end with their entries: a container's next datagram
+// to such a client is a flow of its own, out from a port of its own.
 func (u *Uplink) Unpublish(id nat.RuleID) error {
 	u.mu.Lock()
 	ls, ok := u.pubs[id]
@@ -155,7 +156,7 @@ func (u *Uplink) Unpublish(id nat.RuleID) error {
 	}
 	u.mu.Unlock()
 	for _, fl := range ended {
-		fl.f.release()
+		fl.f.drop() // with their entries, which name the socket
 	}
 	return nil
 }

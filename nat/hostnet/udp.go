@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -23,6 +25,7 @@ type udpFlow struct {
 	conn   *net.UDPConn
 	rc     syscall.RawConn // conn's, taken once: each SyscallConn allocates
 	client netip.AddrPort  // inbound: where answers go; outbound: invalid
+	from   []byte          // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
 	seen   conntrack.Tuple // inbound: the expectation made for the gateway
 	f      *flow
 }
@@ -57,9 +60,12 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 func (fl *udpFlow) send(payload []byte) {
 	fl.rc.Write(func(fd uintptr) bool {
 		var err error
-		if fl.client.IsValid() {
+		switch {
+		case fl.from != nil:
+			_, err = unix.SendmsgN(int(fd), payload, fl.from, &unix.SockaddrInet4{Addr: fl.client.Addr().As4(), Port: int(fl.client.Port())}, unix.MSG_DONTWAIT)
+		case fl.client.IsValid():
 			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, &unix.SockaddrInet4{Addr: fl.client.Addr().As4(), Port: int(fl.client.Port())})
-		} else {
+		default:
 			_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
 		}
 		if err == unix.EAGAIN {
@@ -99,7 +105,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	}
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	reply := conntrack.Tuple{Src: far.Addr(), Dst: local.Addr().Unmap(), SrcPort: far.Port(), DstPort: local.Port(), Proto: conntrack.ProtoUDP}
-	res, ok := u.track(p, reply)
+	res, ok := u.trackNew(p, reply)
 	id := res.ID
 	if !ok {
 		u.unreserve(t.Src)
@@ -153,30 +159,31 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 // for the container until the socket closes.
 func (fl *udpFlow) read() {
 	defer fl.u.wg.Done()
-	defer fl.f.release()
 	far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
 	ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
-	readLoop(fl.conn, func(fd int, buf []byte) (int, error) {
+	err := readLoop(fl.conn, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
 			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
 		}
 		return n, err
 	})
+	fl.u.readEnded(fl.f, "UDP", far.Addr(), err)
 }
 
 // readBuf is the buffer of one datagram read from a host socket, behind
 // room for the headers of the packet it becomes.
 var readBuf = sync.Pool{New: func() any { b := make([]byte, 28+udpRead); return &b }}
 
-// readLoop reads a flow's socket with read until it fails for good (the
-// socket closed), holding a buffer only while a datagram is there to read:
-// an idle flow costs its goroutine and no 64 KiB. An ICMP error the
-// socket reports (ECONNREFUSED) is no end: UDP carries on.
-func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) {
+// readLoop reads a flow's socket with read until the socket closes, or
+// fails for good (the error it returns), holding a buffer only while a
+// datagram is there to read: an idle flow costs its goroutine and no 64
+// KiB. An ICMP error the socket reports (icmpReported) is no end: the
+// flow carries on, as UDP and echo do.
+func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return
+		return nil
 	}
 	var fatal error
 	for fatal == nil {
@@ -185,10 +192,10 @@ func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) {
 			defer readBuf.Put(bp)
 			for {
 				_, err := read(int(fd), *bp)
-				switch err {
-				case nil, unix.ECONNREFUSED, unix.EINTR:
+				switch {
+				case err == nil || err == unix.EINTR || icmpReported(err):
 					continue
-				case unix.EAGAIN:
+				case err == unix.EAGAIN:
 					return false // wait for the next datagram
 				default:
 					fatal = err
@@ -197,22 +204,65 @@ func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) {
 			}
 		})
 		if err != nil {
-			return
+			return nil // closed
 		}
 	}
+	return fatal
+}
+
+// icmpReported says whether err is what a connected datagram socket
+// reports of an ICMP error its destination, or a router on the way, sent
+// (Linux's icmp_err_convert): the news of one datagram, which the next
+// read clears, not the socket's end.
+func icmpReported(err error) bool {
+	switch err {
+	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET,
+		unix.ENOPROTOOPT, unix.EMSGSIZE, unix.EOPNOTSUPP, unix.EPROTO:
+		return true
+	}
+	return false
+}
+
+// readEnded ends the datagram flow f to dst, whose reader returned with
+// err: nil when its socket was closed (the flow released, or the uplink
+// closing), which is then nothing more; else the socket failed, and the
+// flow ends with its entry, which names the socket.
+func (u *Uplink) readEnded(f *flow, what string, dst netip.Addr, err error) {
+	if err == nil {
+		f.release()
+		return
+	}
+	u.stats.HostSocketErrors.Add(1)
+	u.warnOnce("read", "hostnet: a flow's host socket failed; the flow ends (logged once; counted in host_socket_errors)", "proto", what, "dst", dst, "err", os.NewSyscallError("read", err))
+	f.drop()
 }
 
 // serveUDP reads the datagrams of a published UDP port and carries each
 // client's into the container at ctr from the client's address; the
-// container's answers go back from the published port (sendUDP).
+// container's answers go back from the published port (sendUDP), and
+// from the address the client sent to.
 func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 	defer u.wg.Done()
 	buf := make([]byte, 28+udpRead)
 	rc := rawConn(c) // every client's flow answers through this socket
 	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
+	// Bound to every address, the socket is told which one each
+	// datagram came to (IP_PKTINFO): the kernel would answer from the
+	// address of its route to the client, which a client that sent to
+	// another of the host's addresses, on a connected socket, drops.
+	var oob []byte
+	if local.Addr().IsUnspecified() {
+		var err error
+		rc.Control(func(fd uintptr) { err = setOn(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO) })
+		if err != nil {
+			u.warnOnce("pktinfo", "hostnet: published UDP port answers from the host's route address, not the one each client sent to", "addr", local, "err", err)
+		} else {
+			oob = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+		}
+	}
 	for {
-		n, client, err := c.ReadFromUDPAddrPort(buf[28:])
+		n, oobn, _, client, err := c.ReadMsgUDPAddrPort(buf[28:], oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -225,35 +275,88 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 		u.mu.Lock()
 		fl := u.udp[near]
 		u.mu.Unlock()
-		if fl != nil && fl.conn != c {
-			// A flow of another socket's, unpublished or outbound:
-			// this client's flow is this socket's now.
-			fl.f.release()
+		switch {
+		case fl == nil:
+		case fl.client.IsValid() && fl.client != client:
+			// Another client on the host's loopback with the same
+			// port: shown as the gateway, both would be one flow to
+			// the container. The live one stays, as for TCP.
+			u.stats.DropCollision.Add(1)
+			continue
+		case fl.conn != c:
+			// The client's flow through another published port of a
+			// range to one container port, or the container's own flow
+			// to the address the client is shown as: this client's
+			// flow is this socket's now, with an entry of its own.
+			fl.f.drop()
 			fl = nil
 		}
 		if fl == nil {
-			dst := local
-			if dst.Addr().IsUnspecified() {
-				dst = netip.AddrPortFrom(u.cfg.Gateway, local.Port()) // bound to every address: name one
-			}
-			orig := conntrack.Tuple{Src: src.Addr(), Dst: dst.Addr().Unmap(), SrcPort: src.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoUDP}
-			seen, _ := near.Reverse()
-			if !u.reserve(ctr.Addr()) {
+			if fl = u.openInboundUDP(c, rc, client, src, ctr, local, pktinfoDst(oob[:oobn])); fl == nil {
 				continue
 			}
-			if !u.expect(seen, orig, near) {
-				u.unreserve(ctr.Addr())
-				continue
-			}
-			// The expectation stays while the flow lives: every packet
-			// until the gateway has made the entry may need it.
-			fl = &udpFlow{u: u, near: near, conn: c, rc: rc, client: client, seen: seen}
-			if !u.startUDP(fl, orig, ctr.Addr(), 0) {
-				u.unexpect(seen)
-				continue
-			}
-			u.stats.InboundOpened.Add(1)
 		}
 		u.ln.queue(udpPacket(buf, src, ctr, n), bridgeNone)
 	}
+}
+
+// openInboundUDP opens the flow of a published UDP port's new client,
+// shown to the container at ctr as src; to is the address the client
+// sent to, when the socket (bound to local) said. It returns nil, having
+// counted why, when the flow cannot be carried.
+func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, client, src, ctr, local netip.AddrPort, to netip.Addr) *udpFlow {
+	dst := local
+	if to.IsValid() {
+		dst = netip.AddrPortFrom(to, local.Port())
+	} else if dst.Addr().IsUnspecified() {
+		dst = netip.AddrPortFrom(u.cfg.Gateway, local.Port()) // bound to every address: name one
+	}
+	near := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP}
+	orig := conntrack.Tuple{Src: src.Addr(), Dst: dst.Addr(), SrcPort: src.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoUDP}
+	seen, _ := near.Reverse()
+	// Its entry is made by the gateway, from the flow's first datagram,
+	// so the table's cap cannot refuse it here: the uplink's flows,
+	// each to have an entry, stay within that cap themselves.
+	if tbl := u.tbl.Load(); tbl != nil && u.Flows() >= tbl.Max() {
+		u.stats.DropTableFull.Add(1)
+		return nil
+	}
+	if !u.reserve(ctr.Addr()) {
+		return nil
+	}
+	if !u.expect(seen, orig, near) {
+		u.unreserve(ctr.Addr())
+		return nil
+	}
+	// The expectation stays while the flow lives: every packet until
+	// the gateway has made the entry may need it.
+	fl := &udpFlow{u: u, near: near, conn: c, rc: rc, client: client, seen: seen}
+	if to.IsValid() {
+		fl.from = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: to.As4()})
+	}
+	if !u.startUDP(fl, orig, ctr.Addr(), 0) {
+		u.unexpect(seen)
+		return nil
+	}
+	u.stats.InboundOpened.Add(1)
+	return fl
+}
+
+// pktinfoDst returns the address a datagram was sent to, from the control
+// message IP_PKTINFO left in oob: the local address the packet came to
+// (ipi_spec_dst, which for a broadcast is the address answers go from).
+func pktinfoDst(oob []byte) netip.Addr {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return netip.Addr{}
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo {
+			info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&m.Data[0]))
+			if a := netip.AddrFrom4(info.Spec_dst); !a.IsUnspecified() {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
 }

@@ -1,0 +1,136 @@
+package hostnet_test
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat/hostnet"
+)
+
+// logBuffer keeps what a logger writes, for a test to read.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// logTo returns a logger of warnings and worse into a new logBuffer.
+func logTo() (*slog.Logger, *logBuffer) {
+	l := &logBuffer{}
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelWarn})), l
+}
+
+// prohibited routes 203.0.113.0/24 from the host through the remote
+// machine, which answers for 203.0.113.5 with ICMP "administratively
+// prohibited" (a host socket connected there reads EHOSTUNREACH), until
+// the returned func makes it a host that answers, with an echo server
+// on UDP port 53.
+func prohibited(t *testing.T, e *env) (heal func()) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"))
+	must(e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }))
+	must(e.remote.IP("route", "add", "prohibit", "203.0.113.5/32"))
+	return func() {
+		t.Helper()
+		must(e.remote.IP("route", "del", "prohibit", "203.0.113.5/32"))
+		must(e.remote.AddAddr("lo", netip.MustParsePrefix("203.0.113.5/32")))
+		udpWhoServer(t, e.remote, "203.0.113.5:53")
+	}
+}
+
+// An ICMP error from the network (a router's "administratively
+// prohibited") is the news of one datagram, not the end of the flow: the
+// flow, its host socket and its entry live on, and when the destination
+// answers, it sees the host socket the entry names.
+func TestIntegrationUDPICMPError(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	heal := prohibited(t, e)
+	c, err := e.ctr.ListenPacket("udp4", "172.17.0.4:41000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 5), Port: 53}
+	orig := conntrack.Tuple{Src: netip.MustParseAddr("172.17.0.4"), Dst: netip.MustParseAddr("203.0.113.5"), SrcPort: 41000, DstPort: 53, Proto: conntrack.ProtoUDP}
+	c.WriteTo([]byte("1"), dst)
+	if !waitFor(2*time.Second, func() bool { return e.up.Counters()["udp_opened"] == 1 }) {
+		t.Fatal("no flow opened for the first datagram")
+	}
+	time.Sleep(300 * time.Millisecond) // for the router's answer, and what the flow makes of it
+	en, _, ok := e.gw.Table().Get(0, orig)
+	if !ok || e.up.Flows() != 1 {
+		t.Fatalf("after the router's ICMP error: entry %v, %d flows; want both still there", ok, e.up.Flows())
+	}
+	heal()
+	c.WriteTo([]byte("2"), dst)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 256)
+	n, _, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := strings.Fields(string(buf[:n]))[0]
+	if want := netip.AddrPortFrom(en.Reply.Dst, en.Reply.DstPort).String(); seen != want {
+		t.Errorf("the destination saw %s; the entry's reply tuple names %s", seen, want)
+	}
+	if got := e.up.Counters(); got["udp_opened"] != 1 || got["host_socket_errors"] != 0 {
+		t.Errorf("udp_opened %d, host_socket_errors %d; want one socket, no failure", got["udp_opened"], got["host_socket_errors"])
+	}
+}
+
+// The same for echo: the router's error leaves the ICMP socket, so the
+// echo flow keeps its identifier and its one entry.
+func TestIntegrationPingICMPError(t *testing.T) {
+	e := newEnv(t, envConfig{ping: true})
+	prohibited(t, e)
+	out, err := e.ctr.Run(ctx(t), "ping", "-c", "3", "-i", "0.3", "-W", "1", "203.0.113.5")
+	if err == nil {
+		t.Fatalf("ping answered through a prohibited route:\n%s", out)
+	}
+	if c := e.up.Counters(); c["ping_opened"] != 1 || c["host_socket_errors"] != 0 || e.up.Flows() != 1 {
+		t.Errorf("ping_opened %d, host_socket_errors %d, %d flows; want one socket, alive", c["ping_opened"], c["host_socket_errors"], e.up.Flows())
+	}
+}
+
+// An echo to a broadcast address, which the ICMP socket may not send to
+// (connect says EACCES), goes unanswered, as a broadcast echo through
+// the kernel's NAT does; it is not the host refusing ICMP sockets, which
+// is logged, once, only when it is so.
+func TestIntegrationPingBroadcast(t *testing.T) {
+	logger, logs := logTo()
+	e := newEnv(t, envConfig{ping: true, uplink: hostnet.Config{Logger: logger}})
+	if out, err := e.ctr.Run(ctx(t), "ping", "-b", "-c", "1", "-W", "1", "198.51.100.255"); err == nil {
+		t.Errorf("broadcast echo answered:\n%s", out)
+	}
+	if n := e.up.Counters()["drop_ping_refused"]; n != 0 || strings.Contains(logs.String(), "ping_group_range") {
+		t.Errorf("a broadcast echo taken for the host's refusal: drop_ping_refused %d; log: %s", n, logs)
+	}
+	if out, err := e.ctr.Run(ctx(t), "ping", "-c", "1", "-W", "3", "198.51.100.2"); err != nil {
+		t.Errorf("ping after the broadcast: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,197 @@
+package hostnet_test
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/netns"
+	"github.com/usernat/usernat/nat"
+)
+
+// answers reads what pc receives until it has been quiet for quiet.
+func answers(pc net.PacketConn, quiet time.Duration) []string {
+	var got []string
+	buf := make([]byte, 2048)
+	for {
+		pc.SetReadDeadline(time.Now().Add(quiet))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			return got
+		}
+		got = append(got, string(buf[:n]))
+	}
+}
+
+// Two clients on the host's loopback with the same port (127.0.0.1:40000
+// and 127.0.0.2:40000) are both shown to the container as the gateway,
+// 172.17.0.1:40000: one flow to the container. The first keeps it; the
+// second's datagrams are dropped, not carried as the first's, and the
+// container's answers go to the first alone.
+func TestIntegrationPublishedUDPLoopbackCollision(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	udpWhoServer(t, e.ctr, "172.17.0.4:53")
+	publish(t, e.up, "5353:172.17.0.4:53/udp")
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5353}
+	var pcs []net.PacketConn
+	for _, a := range []string{"127.0.0.1:40000", "127.0.0.2:40000"} {
+		pc, err := e.host.ListenPacket("udp4", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		pcs = append(pcs, pc)
+	}
+	pcs[0].WriteTo([]byte("first"), to)
+	if got := answers(pcs[0], time.Second); len(got) != 1 || got[0] != "172.17.0.1:40000 first" {
+		t.Fatalf("first client: answers %q, want the container's one, to 172.17.0.1:40000", got)
+	}
+	pcs[1].WriteTo([]byte("second"), to)
+	got0, got1 := answers(pcs[0], 500*time.Millisecond), answers(pcs[1], 10*time.Millisecond)
+	if len(got0) != 0 || len(got1) != 0 {
+		t.Errorf("second client's datagram: answers %q to the first, %q to the second; want none", got0, got1)
+	}
+	if n := e.up.Counters()["drop_collision"]; n != 1 {
+		t.Errorf("drop_collision %d, want 1", n)
+	}
+	pcs[0].WriteTo([]byte("again"), to)
+	if got := answers(pcs[0], time.Second); len(got) != 1 || got[0] != "172.17.0.1:40000 again" {
+		t.Errorf("first client after the collision: answers %q", got)
+	}
+}
+
+// A UDP port published on every address answers each client from the
+// address it sent to, on a host with two: a client of the second, on a
+// connected socket, takes the answer. The flow's entry names that
+// address.
+func TestIntegrationPublishedUDPSecondAddress(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	if err := e.host.AddAddr("eth0", netip.MustParsePrefix("198.51.100.3/24")); err != nil {
+		t.Fatal(err)
+	}
+	udpWhoServer(t, e.ctr, "172.17.0.4:53")
+	publish(t, e.up, "5353:172.17.0.4:53/udp")
+	for _, addr := range []string{"198.51.100.3:5353", "198.51.100.1:5353"} {
+		c, err := e.remote.Dial(ctx(t), "udp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("who"))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 256)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Errorf("client of %s on a connected socket: no answer (%v)", addr, err)
+			continue
+		}
+		if !strings.HasPrefix(string(buf[:n]), "198.51.100.2:") {
+			t.Errorf("client of %s: container saw %q", addr, buf[:n])
+		}
+		cl := netip.MustParseAddrPort(c.LocalAddr().String())
+		host := netip.MustParseAddrPort(addr)
+		orig := conntrack.Tuple{Src: cl.Addr(), Dst: host.Addr(), SrcPort: cl.Port(), DstPort: host.Port(), Proto: conntrack.ProtoUDP}
+		if _, _, ok := e.gw.Table().Get(0, orig); !ok {
+			t.Errorf("no entry %v: the flow's entry should name the address the client sent to", orig)
+		}
+	}
+}
+
+// A published UDP port's flows are made before their entries, which the
+// gateway makes from each flow's first datagram: the uplink keeps them
+// within the table's cap itself, and a client beyond it is dropped and
+// counted, not carried for the seconds a flow may wait for its entry.
+func TestIntegrationPublishedUDPTableCap(t *testing.T) {
+	const limit = 16
+	e := newEnv(t, envConfig{ctMax: limit})
+	udpWhoServer(t, e.ctr, "172.17.0.4:53")
+	publish(t, e.up, "5353:172.17.0.4:53/udp")
+	to := netip.MustParseAddrPort("198.51.100.1:5353")
+	const clients = 100
+	peak := 0
+	for range clients {
+		if err := netns.SendUDP(e.remote, to, 1); err != nil {
+			t.Fatal(err)
+		}
+		peak = max(peak, e.up.Flows())
+	}
+	var c map[string]uint64
+	served := waitFor(5*time.Second, func() bool {
+		peak = max(peak, e.up.Flows())
+		c = e.up.Counters()
+		return c["inbound_opened"]+c["drop_table_full"] == clients
+	})
+	if !served {
+		t.Fatalf("of %d clients, %d carried and %d dropped", clients, c["inbound_opened"], c["drop_table_full"])
+	}
+	if peak > limit {
+		t.Errorf("%d flows carried at once, beyond the table's cap of %d", peak, limit)
+	}
+	if c["drop_table_full"] < clients-limit {
+		t.Errorf("%d clients dropped, want at least %d", c["drop_table_full"], clients-limit)
+	}
+}
+
+// Unpublished, a UDP port's flows end with their entries, which name its
+// socket: a container's next datagram to the client is a flow of its
+// own, out from another port, with an entry of its own, not sent under
+// the published port's entry.
+func TestIntegrationPublishedUDPUnpublish(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	srv, err := e.ctr.ListenPacket("udp4", "172.17.0.4:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	p, err := nat.ParsePublish("5353:172.17.0.4:53/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.up.Publish(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := e.remote.ListenPacket("udp4", "198.51.100.2:40053")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	cl.WriteTo([]byte("q"), &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 5353})
+	buf := make([]byte, 256)
+	srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, from, err := srv.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbound := conntrack.Tuple{Src: netip.MustParseAddr("198.51.100.2"), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: 40053, DstPort: 5353, Proto: conntrack.ProtoUDP}
+	if _, _, ok := e.gw.Table().Get(0, inbound); !ok {
+		t.Fatalf("no entry %v for the published port's flow", inbound)
+	}
+	if err := e.up.Unpublish(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := e.gw.Table().Get(0, inbound); ok {
+		t.Errorf("entry %v outlived its flow's socket", inbound)
+	}
+	srv.WriteTo([]byte("a"), from)
+	cl.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, src, err := cl.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("the container's datagram after Unpublish: %v", err)
+	}
+	host := netip.MustParseAddrPort(src.String())
+	if host.Port() == 5353 {
+		t.Errorf("answer from %v, the unpublished port", src)
+	}
+	out := conntrack.Tuple{Src: netip.MustParseAddr("172.17.0.4"), Dst: netip.MustParseAddr("198.51.100.2"), SrcPort: 53, DstPort: 40053, Proto: conntrack.ProtoUDP}
+	en, _, ok := e.gw.Table().Get(0, out)
+	if want := (conntrack.Tuple{Src: out.Dst, Dst: host.Addr(), SrcPort: out.DstPort, DstPort: host.Port(), Proto: conntrack.ProtoUDP}); !ok || en.Orig != out || en.Reply != want {
+		t.Errorf("entry of the container's flow: %v / %v (found %v), want %v / %v", en.Orig, en.Reply, ok, out, want)
+	}
+	if n := e.up.Counters()["stale_entries"]; n != 0 {
+		t.Errorf("stale_entries %d: Unpublish left an entry behind", n)
+	}
+}
