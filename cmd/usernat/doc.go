@@ -1,11 +1,22 @@
 // Command usernat runs Docker's bridge network in userspace — a bridge with
 // a TAP device in each container namespace, a gateway that publishes ports
 // (DNAT) and masquerades the subnet (SNAT) with every flow in a conntrack
-// table, and an uplink TAP on the outside network — and inspects it while
-// it runs. No iptables, nftables or kernel NAT is involved.
+// table, and an uplink — and inspects it while it runs. No iptables,
+// nftables or kernel NAT is involved.
 //
-// The Docker experiment, as root, with namespaces made by `ip netns add web`
-// and `ip netns add lan`:
+// The uplink is by default this process's own sockets (--uplink host), as
+// slirp4netns and pasta do it, for a process without privileges on the
+// host's network: containers' connections go out from the host's
+// addresses, and published ports listen on them, keeping each client's
+// address:
+//
+//	usernat gateway --subnet 10.0.2.2/24 --port /proc/PID/ns/net:tap0=10.0.2.100/24 \
+//	    --mtu 65520 -p 8080:10.0.2.100:80
+//
+// With --uplink tap:NETNS:IFNAME it is a TAP device on the outside network
+// instead, on which the gateway answers at its own address, as the
+// kernel's NAT would. The Docker experiment, as root, with namespaces made
+// by `ip netns add web` and `ip netns add lan`:
 //
 //	usernat gateway --subnet 172.17.0.1/16 --port web:eth0=172.17.0.4/16 \
 //	    --uplink tap:lan:eth0 --uplink-addr 192.168.2.116/24 -p 8080:172.17.0.4:80

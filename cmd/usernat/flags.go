@@ -17,6 +17,7 @@ import (
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/api"
 	"github.com/usernat/usernat/internal/rtnl"
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // portSpec is one --port: a TAP device IfName to create in NetNS, and the
@@ -47,7 +48,9 @@ type gatewayConfig struct {
 	// The host-socket uplink's options (--uplink host).
 	HostLoopback      netip.Addr
 	OutboundAddr      netip.Addr
+	OutboundIface     string // --outbound-addr as an interface's name: its address, found at start
 	MaxFlowsPerSource int
+	ConnectTimeout    time.Duration // 0 for hostnet's default
 	Timeouts          conntrack.Timeouts
 	ConntrackMax      int
 	APISocket         string
@@ -134,6 +137,7 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 	fs.StringVar(&hostLoopback, "host-loopback", "", "")
 	fs.StringVar(&outboundAddr, "outbound-addr", "", "")
 	fs.IntVar(&cfg.MaxFlowsPerSource, "max-flows-per-source", 0, "")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "")
 	fs.Var(&timeouts, "timeout", "")
 	fs.IntVar(&cfg.ConntrackMax, "conntrack-max", 0, "")
 	fs.StringVar(&cfg.APISocket, "api-socket", "", "")
@@ -182,8 +186,8 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 			return nil, err
 		}
 	} else {
-		if hostLoopback != "" || outboundAddr != "" || cfg.MaxFlowsPerSource != 0 {
-			return nil, usagef("--host-loopback, --outbound-addr and --max-flows-per-source go with --uplink host")
+		if hostLoopback != "" || outboundAddr != "" || cfg.MaxFlowsPerSource != 0 || cfg.ConnectTimeout != 0 {
+			return nil, usagef("--host-loopback, --outbound-addr, --max-flows-per-source and --connect-timeout go with --uplink host")
 		}
 		if uplinkAddr == "" {
 			return nil, usagef("--uplink-addr is required (the gateway's address on the uplink, such as 192.168.2.116/24)")
@@ -373,14 +377,35 @@ func parseHostOptions(cfg *gatewayConfig, uplinkAddr, uplinkVia, hostLoopback, o
 		}
 	}
 	if outboundAddr != "" {
-		if cfg.OutboundAddr, err = netip.ParseAddr(outboundAddr); err != nil || !cfg.OutboundAddr.Is4() {
-			return usagef("--outbound-addr %s: want an IPv4 address of the host's", outboundAddr)
+		// An address, or an interface whose address it is, as
+		// slirp4netns's --outbound-addr takes.
+		a, err := netip.ParseAddr(outboundAddr)
+		switch {
+		case err == nil && a.Is4():
+			cfg.OutboundAddr = a
+		case err != nil && ifaceName(outboundAddr):
+			cfg.OutboundIface = outboundAddr
+		default:
+			return usagef("--outbound-addr %s: want an IPv4 address of the host's, or an interface's name", outboundAddr)
 		}
 	}
 	if cfg.MaxFlowsPerSource < 0 {
 		return usagef("--max-flows-per-source %d: want 0 (no cap) or more", cfg.MaxFlowsPerSource)
 	}
+	if cfg.ConnectTimeout < 0 || cfg.ConnectTimeout > maxConnectTimeout {
+		return usagef("--connect-timeout %v: want more than 0, at most %v (0 means hostnet's %v)", cfg.ConnectTimeout, maxConnectTimeout, hostnet.DefaultConnectTimeout)
+	}
 	return nil
+}
+
+// maxConnectTimeout bounds --connect-timeout: Linux gives up a connection
+// whose SYN goes unanswered after about two minutes (tcp_syn_retries 6).
+const maxConnectTimeout = 10 * time.Minute
+
+// ifaceName says whether s can name a network interface on Linux: 1 to 15
+// bytes, none of them a slash, a colon or white space.
+func ifaceName(s string) bool {
+	return len(s) > 0 && len(s) < unix.IFNAMSIZ && s != "." && s != ".." && !strings.ContainsAny(s, "/: \t\n")
 }
 
 // procs is how many CPUs run the gateway's Go code at once (GOMAXPROCS),

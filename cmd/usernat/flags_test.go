@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/usernat/usernat/internal/api"
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 func TestParseGatewayArgs(t *testing.T) {
@@ -132,6 +134,10 @@ func TestParseGatewayArgs(t *testing.T) {
 		{"host loopback is loopback", []string{"--port", self + ":eth0", "--host-loopback", "127.0.0.1", "--api-socket", sock}, "--host-loopback 127.0.0.1"},
 		{"host loopback in subnet", []string{"--port", self + ":eth0", "--host-loopback", "172.17.0.9", "--api-socket", sock}, "only the gateway's address"},
 		{"outbound addr IPv6", []string{"--port", self + ":eth0", "--outbound-addr", "::1", "--api-socket", sock}, "--outbound-addr ::1"},
+		{"outbound addr neither", []string{"--port", self + ":eth0", "--outbound-addr", "eth0:1", "--api-socket", sock}, "or an interface's name"},
+		{"outbound iface too long", []string{"--port", self + ":eth0", "--outbound-addr", "abcdefghijklmnop", "--api-socket", sock}, "--outbound-addr abcdefghijklmnop"},
+		{"connect timeout negative", []string{"--port", self + ":eth0", "--connect-timeout", "-1s", "--api-socket", sock}, "--connect-timeout -1s"},
+		{"connect timeout on a tap uplink", with("--connect-timeout", "5s"), "go with --uplink host"},
 		{"flows per source negative", []string{"--port", self + ":eth0", "--max-flows-per-source", "-1", "--api-socket", sock}, "--max-flows-per-source -1"},
 		{"no uplink addr", []string{"--uplink", "tap:" + self + ":up0", "--api-socket", sock}, "--uplink-addr is required"},
 		{"unknown flag", with("--frobnicate"), "flag provided but not defined"},
@@ -277,5 +283,50 @@ func TestProcs(t *testing.T) {
 		if got := procs(cfg, tc.env); got != tc.want {
 			t.Errorf("uplink %+v, --procs %d, GOMAXPROCS=%q: %d, want %d", tc.uplink, tc.flag, tc.env, got, tc.want)
 		}
+	}
+}
+
+// The host-socket uplink gets each of its flags: the configuration the
+// command line makes is the one hostnet.New is given.
+func TestHostConfig(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	self := "/proc/self/ns/net"
+	parse := func(extra ...string) *gatewayConfig {
+		t.Helper()
+		cfg, err := parseGatewayArgs(append([]string{"--port", self + ":eth0", "--api-socket", sock}, extra...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	log := slog.New(slog.DiscardHandler)
+	hc, err := hostConfig(parse("--host-loopback", "172.17.0.1", "--outbound-addr", "192.0.2.7", "--max-flows-per-source", "100", "--connect-timeout", "7s"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields the command sets; the rest (Namespace, QueueLen, ...)
+	// are hostnet's defaults.
+	type set struct {
+		HostLoopback, OutboundAddr netip.Addr
+		MaxFlowsPerSource          int
+		ConnectTimeout             time.Duration
+		Logger                     *slog.Logger
+	}
+	of := func(hc hostnet.Config) set {
+		return set{hc.HostLoopback, hc.OutboundAddr, hc.MaxFlowsPerSource, hc.ConnectTimeout, hc.Logger}
+	}
+	if got, want := of(hc), (set{netip.MustParseAddr("172.17.0.1"), netip.MustParseAddr("192.0.2.7"), 100, 7 * time.Second, log}); got != want {
+		t.Errorf("hostnet.Config %+v, want %+v", got, want)
+	}
+	if hc, err := hostConfig(parse(), log); err != nil || of(hc) != (set{Logger: log}) || hc.Namespace != nil || hc.QueueLen != 0 {
+		t.Errorf("no flags: %+v (%v), want hostnet's defaults", hc, err)
+	}
+
+	// An interface: its IPv4 address, found when the gateway starts.
+	if hc, err := hostConfig(parse("--outbound-addr", "lo"), log); err != nil || hc.OutboundAddr != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("--outbound-addr lo: %v (%v), want 127.0.0.1", hc.OutboundAddr, err)
+	}
+	if _, err := hostConfig(parse("--outbound-addr", "nosuchif0"), log); err == nil || !strings.Contains(err.Error(), "--outbound-addr nosuchif0") {
+		t.Errorf("--outbound-addr nosuchif0: %v, want an error naming it", err)
 	}
 }

@@ -61,17 +61,23 @@ It prints nothing unless something goes wrong or -v is given.
   --host-loopback ADDR       with --uplink host: TCP and UDP to ADDR (the
                              gateway's, as slirp4netns's 10.0.2.2) reach the
                              host's 127.0.0.1; by default nothing does
-  --outbound-addr ADDR       with --uplink host: the local address of host
-                             sockets for outbound flows
+  --outbound-addr ADDR|IFNAME
+                             with --uplink host: the local address of host
+                             sockets for outbound flows, or the interface
+                             whose first IPv4 address it is (found at start)
   --max-flows-per-source N   with --uplink host: most flows one container
                              address has open (default 0, no cap)
+  --connect-timeout DURATION with --uplink host: how long a container's
+                             connection waits for a silent destination
+                             before it is dropped (default 20s)
   --uplink tap:NETNS:IFNAME  create the uplink TAP device IFNAME in NETNS
   --uplink-addr ADDR/PREFIX  the gateway's address on the uplink, such as
                              192.168.2.116/24
   --uplink-via ADDR          next hop on the uplink for destinations off its link
   -p, --publish [HOSTADDR:]HOSTPORT[-END]:CONTAINERADDR:CONTAINERPORT[-END][/tcp|/udp]
                              publish a port, as docker run -p (repeatable);
-                             HOSTADDR, when given, is the uplink address
+                             HOSTADDR, when given, is the host address to
+                             listen on (--uplink host) or the uplink address
   --mtu N                    MTU of the TAP devices, the bridge and the gateway
                              (default 1500, at most 65520)
   --offload=false            open the TAP devices without checksum and TCP
@@ -96,7 +102,11 @@ It prints nothing unless something goes wrong or -v is given.
 NETNS is a path, such as /proc/PID/ns/net or /run/netns/NAME, or a bare NAME
 meaning /run/netns/NAME. The uplink is IPv4; the bridge subnet too.
 
-Example, the Docker experiment (as root):
+Examples: a container's namespace networked as slirp4netns does it, its
+port 80 published on the host's 8080:
+  usernat gateway --subnet 10.0.2.2/24 --port /proc/PID/ns/net:tap0=10.0.2.100/24 \
+      --mtu 65520 -p 8080:10.0.2.100:80
+the Docker experiment (as root):
   usernat gateway --subnet 172.17.0.1/16 --port web:eth0=172.17.0.4/16 \
       --uplink tap:lan:eth0 --uplink-addr 192.168.2.116/24 -p 8080:172.17.0.4:80
 `

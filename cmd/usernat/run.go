@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -166,12 +167,11 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 		Logger:    log,
 	}
 	if cfg.Uplink.Host {
-		r.gw, err = startHostGateway(setup, hostnet.Config{
-			HostLoopback:      cfg.HostLoopback,
-			OutboundAddr:      cfg.OutboundAddr,
-			MaxFlowsPerSource: cfg.MaxFlowsPerSource,
-			Logger:            log,
-		})
+		hc, herr := hostConfig(cfg, log)
+		if herr != nil {
+			return nil, herr
+		}
+		r.gw, err = startHostGateway(setup, hc)
 	} else {
 		up, terr := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
 		if terr != nil {
@@ -194,6 +194,48 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// hostConfig is the host-socket uplink's configuration from the command
+// line: an --outbound-addr that names an interface is its first IPv4
+// address now, as slirp4netns takes it.
+func hostConfig(cfg *gatewayConfig, log *slog.Logger) (hostnet.Config, error) {
+	hc := hostnet.Config{
+		HostLoopback:      cfg.HostLoopback,
+		OutboundAddr:      cfg.OutboundAddr,
+		MaxFlowsPerSource: cfg.MaxFlowsPerSource,
+		ConnectTimeout:    cfg.ConnectTimeout,
+		Logger:            log,
+	}
+	if cfg.OutboundIface != "" {
+		a, err := ifaceAddr4(cfg.OutboundIface)
+		if err != nil {
+			return hc, fmt.Errorf("--outbound-addr %s: %w", cfg.OutboundIface, err)
+		}
+		hc.OutboundAddr = a
+		log.Info("outbound address", "interface", cfg.OutboundIface, "addr", a)
+	}
+	return hc, nil
+}
+
+// ifaceAddr4 returns the first IPv4 address of the interface name.
+func ifaceAddr4(name string) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, a := range addrs {
+		if p, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", name)
 }
 
 // portNames names the bridge ports after their devices, adding the
