@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
 )
@@ -82,7 +84,11 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 					l, err = u.newAcceptor(nl.(*net.TCPListener), netip.AddrPortFrom(p.ContainerAddr, cp))
 				}
 			} else {
-				l, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at))
+				var c *net.UDPConn
+				if c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at)); err == nil {
+					l = c
+					err = pktinfo(c, at)
+				}
 			}
 			return err
 		})
@@ -123,6 +129,23 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 	}
 	u.log.Info("hostnet: published", "rule", p)
 	return id, nil
+}
+
+// pktinfo has the UDP socket c, bound to at, told which address each
+// datagram came to (IP_PKTINFO) when at is every address, before the
+// first can come: serveUDP answers each client from the address it sent
+// to, where the kernel would answer from the address of its route to the
+// client, which a client that sent to another of the host's addresses, on
+// a connected socket, drops.
+func pktinfo(c *net.UDPConn, at netip.AddrPort) error {
+	if !at.Addr().IsUnspecified() {
+		return nil
+	}
+	var err error
+	if cerr := rawConn(c).Control(func(fd uintptr) { err = setOn(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO) }); cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // Unpublish stops publishing the rule id: its listeners close. Flows

@@ -247,19 +247,9 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 	rc := rawConn(c) // every client's flow answers through this socket
 	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
-	// Bound to every address, the socket is told which one each
-	// datagram came to (IP_PKTINFO): the kernel would answer from the
-	// address of its route to the client, which a client that sent to
-	// another of the host's addresses, on a connected socket, drops.
-	var oob []byte
+	var oob []byte // for IP_PKTINFO (pktinfo), bound to every address
 	if local.Addr().IsUnspecified() {
-		var err error
-		rc.Control(func(fd uintptr) { err = setOn(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO) })
-		if err != nil {
-			u.warnOnce("pktinfo", "hostnet: published UDP port answers from the host's route address, not the one each client sent to", "addr", local, "err", err)
-		} else {
-			oob = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
-		}
+		oob = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
 	}
 	for {
 		n, oobn, _, client, err := c.ReadMsgUDPAddrPort(buf[28:], oob)
