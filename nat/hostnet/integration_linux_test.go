@@ -1137,3 +1137,50 @@ func TestIntegrationIdleFlowMemory(t *testing.T) {
 	}
 	check("UDP", inUse()-afterTCP)
 }
+
+// A container that forgot its connection out (its FIN_WAIT_2 timed out
+// while the server kept its side open) and connects again from the same
+// port connects at once, as it would to a Linux peer: the splice still
+// open answers the new SYN with a challenge ACK (RFC 5961 4.2), the
+// container resets the old connection with it and sends its SYN again
+// within milliseconds, through the gateway's conntrack both times. Not
+// answered, the SYN would go on unanswered until the container gave up.
+func TestIntegrationOutboundNewSynOnOpen(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	if err := e.ctr.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/tcp_fin_timeout", []byte("1"), 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	defer close(hold)
+	serveTCP(t, e.remote, "198.51.100.2:7010", func(c net.Conn) { io.Copy(io.Discard, c); <-hold }) // never closes its side
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var c net.Conn
+		err := e.ctr.Do(func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{Port: 45002}, Control: func(_, _ string, rc syscall.RawConn) error {
+				var err error
+				rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+				return err
+			}}
+			var err error
+			c, err = d.DialContext(ctx, "tcp4", "198.51.100.2:7010")
+			return err
+		})
+		return c, err
+	}
+	c, err := dial(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("x"))
+	c.Close()                           // our FIN; the server keeps its side open
+	time.Sleep(2500 * time.Millisecond) // past tcp_fin_timeout: the container forgets it
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if c, err = dial(dctx); err != nil {
+		t.Fatalf("connecting again from the same port: %v after %v", err, time.Since(start).Round(time.Millisecond))
+	}
+	c.Close()
+}

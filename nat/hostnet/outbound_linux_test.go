@@ -488,41 +488,58 @@ func TestOutboundSpliceResetInHandshake(t *testing.T) {
 	})
 }
 
-// A container's SYN with another initial sequence number while our
-// SYN-ACK waits for its ACK (it forgot the connection, and opens a new
-// one from the same port) is answered as Linux answers a SYN outside a
-// request's window: an ACK of where the splice is, one per oowLimit. The
-// container's reset of that ACK ends the splice and its host connection,
-// and its next SYN makes a new one.
+// A container's SYN with another initial sequence number (it forgot the
+// connection, and opens a new one from the same port) is answered as
+// Linux answers it: while our SYN-ACK waits for its ACK, as a SYN outside
+// a request's window; once open (the container's FIN_WAIT_2 timed out
+// while the destination kept its side open), as a SYN on a synchronized
+// connection (RFC 5961 4.2). Either way the answer is an ACK of where the
+// splice is, one per oowLimit; the container's reset of that ACK ends the
+// splice and its host connection, and its next SYN makes a new one.
 func TestOutboundSpliceNewISN(t *testing.T) {
 	longSynRTO(t)
-	u, tbl := outboundUplink(t)
-	l, dst := loopbackDst(t, u)
-	ctr := netip.MustParseAddrPort("10.0.2.100:40010")
-	sa, srv := synRcvd(t, u, l, ctr, dst, 1000)
-	sendSyn(u, ctr, dst, 5000)
-	if a := nextSegment(t, u); a.flags() != conntrack.TCPAck || a.seq() != sa.seq()+1 || a.ack() != 1001 {
-		t.Fatalf("answer to the new SYN: flags %#x, seq %d, ack %d; want an ACK, seq %d, ack 1001", a.flags(), a.seq(), a.ack(), sa.seq()+1)
-	}
-	sendSyn(u, ctr, dst, 5000) // at once again: not answered
-	select {
-	case f := <-u.ln.q:
-		u.ln.putBuf(f.buf)
-		t.Fatal("a second answer within oowLimit")
-	case <-time.After(100 * time.Millisecond):
-	}
-	if n := u.stats.OutboundSynAgain.Load(); n != 0 {
-		t.Errorf("outbound_syn_again %d, want 0: a new SYN is not the old one again", n)
-	}
-	// The container's reset of the ACK, from its acknowledgement number.
-	u.Send(ctrSegment(ctr, dst, 1001, 0, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
-	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := srv.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("the destination read %v, want a reset", err)
-	}
-	released(t, u, tbl)
-	sendSyn(u, ctr, dst, 5000)
-	if sa2 := nextSegment(t, u); sa2.flags() != conntrack.TCPSyn|conntrack.TCPAck || sa2.ack() != 5001 {
-		t.Fatalf("answer to the new SYN once the old splice ended: flags %#x, ack %d; want a SYN-ACK of 5001", sa2.flags(), sa2.ack())
+	for i, open := range []bool{false, true} {
+		t.Run(map[bool]string{false: "handshake", true: "open"}[open], func(t *testing.T) {
+			u, tbl := outboundUplink(t)
+			l, dst := loopbackDst(t, u)
+			ctr := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.100"), uint16(40010+i))
+			sa, srv := synRcvd(t, u, l, ctr, dst, 1000)
+			if open {
+				u.Send(ctrSegment(ctr, dst, 1001, sa.seq()+1, conntrack.TCPAck, 502, nil, nil), dst.Addr(), bridgeNone)
+				if st := spliceSnapshot(u, ctr, dst).state; st != spliceOpen {
+					t.Fatalf("state %d after the handshake's ACK, want open", st)
+				}
+			}
+			sendSyn(u, ctr, dst, 5000)
+			if a := nextSegment(t, u); a.flags() != conntrack.TCPAck || a.seq() != sa.seq()+1 || a.ack() != 1001 {
+				t.Fatalf("answer to the new SYN: flags %#x, seq %d, ack %d; want an ACK, seq %d, ack 1001", a.flags(), a.seq(), a.ack(), sa.seq()+1)
+			}
+			sendSyn(u, ctr, dst, 5000) // at once again: not answered
+			select {
+			case f := <-u.ln.q:
+				u.ln.putBuf(f.buf)
+				t.Fatal("a second answer within oowLimit")
+			case <-time.After(100 * time.Millisecond):
+			}
+			if n := u.stats.OutboundSynAgain.Load(); n != 0 {
+				t.Errorf("outbound_syn_again %d, want 0: a new SYN is not the old one again", n)
+			}
+			// The container's reset of the ACK, from its acknowledgement number.
+			u.Send(ctrSegment(ctr, dst, 1001, 0, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
+			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := srv.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("the destination read %v, want a reset", err)
+			}
+			if open {
+				// The open connection's entry the gateway's conntrack
+				// closes, seeing the reset go by: here there is none.
+				tbl.Flush()
+			}
+			released(t, u, tbl)
+			sendSyn(u, ctr, dst, 5000)
+			if sa2 := nextSegment(t, u); sa2.flags() != conntrack.TCPSyn|conntrack.TCPAck || sa2.ack() != 5001 {
+				t.Fatalf("answer to the new SYN once the old splice ended: flags %#x, ack %d; want a SYN-ACK of 5001", sa2.flags(), sa2.ack())
+			}
+		})
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
 )
 
 // Without a peek offset, a peek that finds nothing past the bytes in
@@ -77,4 +80,60 @@ func loopbackPair(t *testing.T, l net.Listener) (client, server *net.TCPConn) {
 	}
 	t.Cleanup(func() { s.Close() })
 	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// resetInFlight is the host end of a loopback connection whose client sent
+// "hello", which the peer still holds, and then reset the connection.
+func resetInFlight(t *testing.T) int {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c, sc := loopbackPair(t, l)
+	var fd int
+	rawConn(sc).Control(func(f uintptr) { fd = int(f) })
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	spinUntil(t, "the bytes", func() bool { n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ); return n == 5 })
+	c.SetLinger(0)
+	c.Close()
+	spinUntil(t, "the reset", func() bool {
+		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return info.State == tcpClose
+	})
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(dup) })
+	return dup
+}
+
+// Without a peek offset, a client's reset while bytes are in flight is
+// the reset, not the end of stream: the peek past those bytes finds them,
+// so the kernel reports no error, and the socket's state (TCP_CLOSE) is
+// the same as after FINs both ways. Taken for the end, the container
+// would get our FIN first, and read a stream cut short as complete.
+func TestPeekSkipReset(t *testing.T) {
+	if n, err := recvPeekSkip(resetInFlight(t), make([]byte, 64), 5); err != unix.ECONNRESET {
+		t.Errorf("recvPeekSkip of a reset socket with 5 bytes in flight: %d, %v; want ECONNRESET", n, err)
+	}
+	s, drain, _ := refusingSplice(t, "")
+	drain()
+	s.mu.Lock()
+	s.u.ln = newLink(16) // room for every frame
+	s.fd, s.peekOff = resetInFlight(t), false
+	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1005, 1005, 1000 // "hello" in flight
+	s.mu.Unlock()
+	s.ready(unix.EPOLLIN | unix.EPOLLERR | unix.EPOLLHUP | unix.EPOLLRDHUP)
+	var got []uint8
+	for len(s.u.ln.q) > 0 {
+		f := <-s.u.ln.q
+		got = append(got, tcpSeg((*f.buf)[nat.Headroom+20:f.n]).flags())
+	}
+	if len(got) == 0 || got[0]&conntrack.TCPRst == 0 || got[0]&conntrack.TCPFin != 0 {
+		t.Errorf("the container got segments with flags %#x for the client's reset; want a reset first, no FIN", got)
+	}
 }

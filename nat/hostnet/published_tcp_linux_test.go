@@ -10,11 +10,14 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // TCP through a published port, end to end: a client in the remote
@@ -654,5 +657,39 @@ func TestIntegrationPublishedTCPServerSpeaksFirst(t *testing.T) {
 	client.CloseWrite()
 	if err := <-srvDone; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A client that sends and resets at once (as a server closing with bytes
+// unread does) is a reset to the container too, with a peek offset or
+// without: not a clean end of stream after the bytes, which would make a
+// stream cut short read as complete.
+func TestIntegrationTCPResetAfterData(t *testing.T) {
+	for _, peek := range []bool{true, false} {
+		t.Run(map[bool]string{true: "peek offset", false: "skipping peek"}[peek], func(t *testing.T) {
+			t.Cleanup(hostnet.SetPeekOffset(peek))
+			p := newPubTCP(t, envConfig{}, true)
+			const rounds = 20
+			clean := 0
+			for range rounds {
+				client, srv := p.pair(t)
+				client.Write([]byte(strings.Repeat("x", 3000)))
+				client.SetLinger(0)
+				client.Close()
+				srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+				_, err := io.ReadAll(srv)
+				switch {
+				case err == nil:
+					clean++
+				case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+				default:
+					t.Fatalf("the container read %v", err)
+				}
+				srv.Close()
+			}
+			if clean > 0 {
+				t.Errorf("of %d clients that reset, %d reached the container as a clean end of stream", rounds, clean)
+			}
+		})
 	}
 }

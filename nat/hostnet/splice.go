@@ -94,7 +94,7 @@ type splice struct {
 	rewind, wantWnd                        bool      // go back to the first byte not acknowledged; the window is closed with nothing in flight
 	reseek                                 bool      // the peek offset must follow a rewind
 	dupAcks                                int       // duplicate ACKs in a row (RFC 5681)
-	recover                                uint32    // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582)
+	recover                                uint32    // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
 	requeue                                bool      // the timer is to send again what the queue to the gateway refused (localRetry)
 	retrying                               bool      // the timer's retry of that is under way
 	refused                                int       // the timer's retries the queue refused in a row
@@ -416,7 +416,9 @@ func (s *splice) sendSyn() bool {
 	binary.BigEndian.PutUint32(opts[0:], 2<<24|4<<16|uint32(s.u.mtu-40)) // MSS
 	binary.BigEndian.PutUint32(opts[4:], 1<<24|3<<16|3<<8|spliceShift)   // NOP, window scale
 	if !s.out {
-		return s.send(s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
+		// Unlocked: what send reads under the lock (the MSS, which the
+		// container's SYN-ACK sets) a segment without payload needs not.
+		return s.u.sendTCP(s.from, s.to, 0, s.iss, 0, conntrack.TCPSyn, 0xffff, opts[:], nil, 0)
 	}
 	// Sent under the lock: an abort meanwhile (the destination reset
 	// the host connection as soon as it was made) sends its reset after
@@ -986,7 +988,8 @@ var peekSkipBetween func()
 // recvPeekSkip peeks past skip bytes, into skipBuf. With nothing past
 // them, it says errAtMark when the socket holds more (SIOCINQ), else
 // EAGAIN unless the client's end of stream came (n 0, no error), which it
-// asks the socket's TCP state for. The state first: a FIN comes after
+// asks the socket's TCP state for, or its reset (the error), which the
+// peek does not report when it found the bytes skipped. The state first: a FIN comes after
 // every byte before it, so once the state shows it, SIOCINQ counts them
 // all; asked the other way round, bytes and a FIN that came between the
 // two would have looked like the end, and been lost.
@@ -1029,7 +1032,14 @@ func recvPeekSkip(fd int, b []byte, skip int) (int, error) {
 			return 0, errAtMark // or bytes that came since the peek: their news comes too
 		}
 		switch info.State {
-		case tcpCloseWait, tcpLastAck, tcpClosing, tcpTimeWait, tcpClose:
+		case tcpClose:
+			// After the FIN both ways, or after a reset, whose error
+			// the peek did not report: it found bytes, those in flight.
+			if err := sockError(fd); err != nil {
+				return 0, err
+			}
+			return 0, nil
+		case tcpCloseWait, tcpLastAck, tcpClosing, tcpTimeWait:
 			return 0, nil // the client's FIN came: the end of stream
 		}
 		return 0, unix.EAGAIN
@@ -1096,17 +1106,21 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 		return
 	}
 	if flags&conntrack.TCPRst != 0 {
-		// In the window only (RFC 5961): anything else is not the
-		// container's. Before the container's SYN is acknowledged (an
-		// outbound handshake), the window is its next byte alone.
-		wnd := uint32(spliceWnd)
-		if s.state.handshaking() {
-			wnd = 1
-		}
-		ok := seq-s.rcvNxt < wnd
-		s.mu.Unlock()
-		if ok {
+		// As RFC 5961 and Linux: a reset at the next byte expected (or
+		// at the container's FIN, which Linux takes too) ends the
+		// splice; one elsewhere in the window advertised draws a
+		// challenge ACK, which a container that meant it answers with
+		// an exact reset; anything else is not the container's. Before
+		// its SYN is acknowledged (an outbound handshake), only the
+		// exact one counts.
+		switch {
+		case seq == s.rcvNxt || s.finRcvd && seq == s.rcvNxt-1:
+			s.mu.Unlock()
 			s.abort(true, false, "reset by the container")
+		case !s.state.handshaking() && seq-s.rcvNxt < max(uint32(s.windowLocked())<<s.rcvShift, 1):
+			s.challengeLocked(s.sndNxt)
+		default:
+			s.mu.Unlock()
 		}
 		return
 	}
@@ -1118,12 +1132,17 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 		s.synRcvdLocked(h, payload, flags, seq, ack)
 		return
 	}
-	if flags&conntrack.TCPAck == 0 {
-		s.mu.Unlock()
+	if flags&conntrack.TCPSyn != 0 && s.out {
+		// A SYN on an open connection (RFC 5961 4.2): the container
+		// forgot it (its FIN_WAIT_2 timed out while the destination
+		// kept its side open, or it restarted) and opens a new one
+		// from the same port. The challenge ACK draws its reset, which
+		// ends this splice, and its SYN again makes a new one.
+		s.challengeLocked(s.sndNxt)
 		return
 	}
-	if flags&conntrack.TCPSyn != 0 && s.out {
-		s.mu.Unlock() // a SYN-ACK from the side that sent the SYN
+	if flags&conntrack.TCPAck == 0 {
+		s.mu.Unlock()
 		return
 	}
 	if flags&conntrack.TCPSyn != 0 {
@@ -1249,6 +1268,24 @@ func (s *splice) synOptsLocked(opts []byte) {
 // sending such segments in a loop draws one each oowLimit.
 const oowLimit = 500 * time.Millisecond
 
+// challengeLocked answers a segment the splice does not take as it comes
+// (a SYN on a connection already made, a reset not at the next byte
+// expected: RFC 5961) with an ACK of where the splice is, from seq, at
+// most one each oowLimit, and unlocks. The container's answer to it, if
+// it meant the segment, is a reset the splice takes.
+func (s *splice) challengeLocked(seq uint32) {
+	now := time.Now()
+	answer := now.Sub(s.oowAt) >= oowLimit
+	if answer {
+		s.oowAt = now
+	}
+	ack, wnd := s.rcvNxt, s.windowLocked()
+	s.mu.Unlock()
+	if answer {
+		s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0)
+	}
+}
+
 // minMSS is the least MSS a splice sends with, whatever the container's
 // SYN says: a tiny one would cost a segment every few bytes, and 0 none.
 const minMSS = 48
@@ -1280,16 +1317,7 @@ func (s *splice) synRcvdLocked(h tcpSeg, payload []byte, flags uint8, seq, ack u
 		// (one inside it, rare, Linux resets with the request; this
 		// answers it the same as the others): the container's reset
 		// of the ACK ends this splice, and its next SYN makes a new one.
-		now := time.Now()
-		answer := now.Sub(s.oowAt) >= oowLimit
-		if answer {
-			s.oowAt = now
-		}
-		seqNxt, ackNxt, wnd := s.iss+1, s.rcvNxt, s.windowLocked()
-		s.mu.Unlock()
-		if answer {
-			s.send(seqNxt, ackNxt, conntrack.TCPAck, wnd, nil, nil, 0)
-		}
+		s.challengeLocked(s.iss + 1)
 		return
 	case flags&conntrack.TCPSyn != 0:
 		// The SYN again: our SYN-ACK was lost, or is late.
@@ -1414,6 +1442,12 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure bool) bool {
 	}
 	s.cwnd = min(s.cwnd, 1<<30)
 	s.sndUna = ack
+	if int32(ack-s.recover) > 0 {
+		// Past the last recovery: recover follows, one below the
+		// acknowledgement, so the two stay within 2^31 of each other
+		// and compare right however far the stream goes.
+		s.recover = ack - 1
+	}
 	if int32(s.sndNxt-ack) < 0 {
 		s.sndNxt = ack // acknowledged past a rewind: the peek follows
 		s.reseek = true

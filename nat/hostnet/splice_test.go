@@ -618,3 +618,93 @@ func FuzzContainerSegment(f *testing.F) {
 		}
 	})
 }
+
+// A reset from the container ends the splice only at the next byte
+// expected (RFC 5961 3.2, as Linux): one elsewhere in the window draws a
+// challenge ACK of where the splice is, at most one each oowLimit, whose
+// answer an exact reset would be; one outside the window, nothing.
+func TestSpliceResetExact(t *testing.T) {
+	state := func(s *splice) spliceState {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.state
+	}
+	s, h := receivingSplice(t) // rcvNxt 5000
+	for _, seq := range []uint32{5000 + 1000, 5000 + 2000} {
+		putTCPHeader(h, 0, 0, seq, 0, conntrack.TCPRst, 0, tcpMinSize)
+		s.input(h, nil)
+	}
+	if st := state(s); st == spliceDone {
+		t.Fatal("a reset at 6000, rcvNxt 5000, ended the splice")
+	}
+	select {
+	case f := <-s.u.ln.q:
+		if seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n]); seg.flags() != conntrack.TCPAck || seg.ack() != 5000 {
+			t.Fatalf("answer to an inexact reset: flags %#x ack %d; want an ACK of 5000", seg.flags(), seg.ack())
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no challenge ACK for a reset in the window")
+	}
+	if len(s.u.ln.q) != 0 {
+		t.Errorf("%d more answers to the second inexact reset within oowLimit, want none", len(s.u.ln.q))
+	}
+	putTCPHeader(h, 0, 0, 5000-1, 0, conntrack.TCPRst, 0, tcpMinSize) // behind: outside the window
+	s.input(h, nil)
+	if st := state(s); st == spliceDone || len(s.u.ln.q) != 0 {
+		t.Fatalf("a reset outside the window: state %d, %d answers; want nothing", st, len(s.u.ln.q))
+	}
+	putTCPHeader(h, 0, 0, 5000, 0, conntrack.TCPRst, 0, tcpMinSize)
+	s.input(h, nil)
+	if st := state(s); st != spliceDone {
+		t.Fatalf("a reset at rcvNxt left the splice in state %d", st)
+	}
+}
+
+// RFC 6582's recover follows the acknowledgements while no recovery is
+// under way: compared modulo 2^32, a recover left at the ISS would be
+// ahead of every acknowledgement once 2 GiB went, and three duplicate
+// ACKs would no longer retransmit at once.
+func TestSpliceRecoverFollows(t *testing.T) {
+	const mss, wnd = 1000, 0xffff
+	s := newTestSplice(mss)
+	defer s.mu.Unlock()
+	defer s.stopLocked()
+	s.iss = 1000
+	s.establishLocked()
+	s.sndWnd, s.ssthresh = wnd, 1<<30
+	for range 2049 { // 2^31 + 1 MiB, a MiB at a time, nothing lost
+		s.sndNxt, s.sndMax = s.sndUna+1<<20, s.sndUna+1<<20
+		s.ackLocked0(s.sndUna+1<<20, wnd, false)
+	}
+	s.sndNxt, s.sndMax = s.sndUna+20*mss, s.sndUna+20*mss
+	una := s.sndUna
+	for range 3 {
+		s.ackLocked0(una, wnd, true)
+	}
+	if !s.rewind {
+		t.Fatalf("3 duplicate ACKs after %d bytes: no fast retransmission (recover %d, una %d)", una-s.iss, s.recover, una)
+	}
+}
+
+// The inbound SYN goes without the splice's lock, and so reads nothing
+// the container's SYN-ACK writes under it (the MSS): a SYN sent again by
+// the timer as the SYN-ACK comes is no data race (go test -race).
+func TestSpliceSynUnlocked(t *testing.T) {
+	u := testUplink()
+	u.mtu = 1500
+	var err error
+	if u.poll, err = newPoller(); err != nil {
+		t.Fatal(err)
+	}
+	defer u.poll.close()
+	s := u.spliceOf(-1, netip.MustParseAddrPort("192.0.2.1:40000"), netip.MustParseAddrPort("10.0.2.100:80"), true)
+	s.state = spliceSynSent
+	h := make(tcpSeg, 24)
+	putTCPHeader(h, 0, 0, 7000, s.iss+1, conntrack.TCPSyn|conntrack.TCPAck, 0xffff, 24)
+	copy(h[20:], []byte{2, 4, 0x05, 0xb4}) // MSS 1460
+	done := make(chan struct{})
+	go func() { s.sendSyn(); close(done) }()
+	s.input(h, nil)
+	<-done
+	s.abort(false, false, "the test is done")
+}
