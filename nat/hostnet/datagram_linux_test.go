@@ -2,12 +2,14 @@ package hostnet_test
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -132,5 +134,41 @@ func TestIntegrationPingBroadcast(t *testing.T) {
 	}
 	if out, err := e.ctr.Run(ctx(t), "ping", "-c", "1", "-W", "3", "198.51.100.2"); err != nil {
 		t.Errorf("ping after the broadcast: %v\n%s", err, out)
+	}
+}
+
+// A connected UDP socket in the container hears what the network says of
+// its datagrams, as it would through the kernel's NAT: a closed port's
+// ICMP port unreachable is ECONNREFUSED on its next read, a router's
+// "administratively prohibited" EHOSTUNREACH.
+func TestIntegrationUDPUnreachable(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	prohibited(t, e)
+	for _, c := range []struct {
+		dst  string
+		want error
+	}{
+		{"198.51.100.2:9", syscall.ECONNREFUSED}, // no server there
+		{"203.0.113.5:53", syscall.EHOSTUNREACH},
+	} {
+		conn, err := e.ctr.Dial(ctx(t), "udp4", c.dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		var got error
+		for range 3 { // the first datagram opens the flow; its error may come before the reader
+			conn.Write([]byte("x"))
+			conn.SetReadDeadline(time.Now().Add(time.Second))
+			if _, got = conn.Read(make([]byte, 64)); errors.Is(got, c.want) {
+				break
+			}
+		}
+		if !errors.Is(got, c.want) {
+			t.Errorf("%s: the container's socket read %v, want %v", c.dst, got, c.want)
+		}
+	}
+	if n := e.up.Flows(); n != 2 {
+		t.Errorf("%d flows after the errors, want the 2, alive", n)
 	}
 }
