@@ -555,7 +555,7 @@ func TestIntegrationLifecycle(t *testing.T) {
 		name  string
 		n     int
 		flush bool
-	}{{"idle", 1000, false}, {"flush", 200, true}} {
+	}{{"idle", 1000, false}, {"flush", 1000, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			to := conntrack.Timeouts{UDP: 2 * time.Second, UDPStream: 2 * time.Second, TCPEstablished: 3 * time.Second}
 			if tc.flush {
@@ -614,7 +614,12 @@ func TestIntegrationLifecycle(t *testing.T) {
 				if !waitFor(5*time.Second, func() bool { return e.up.Flows() == 2*tc.n }) {
 					t.Fatalf("%d flows, want %d", e.up.Flows(), 2*tc.n)
 				}
+				// At once: the table's destroy events release them,
+				// within the uplink's one-second sweep for any event lost.
 				e.gw.Table().Flush()
+				if !waitFor(2*time.Second, func() bool { return e.up.Flows() == 0 }) {
+					t.Fatalf("2s after the flush: %d flows, %d entries", e.up.Flows(), e.gw.Table().Len())
+				}
 			}
 			if !waitFor(30*time.Second, func() bool { return e.gw.Table().Len() == 0 && e.up.Flows() == 0 }) {
 				t.Fatalf("after the timeouts: %d entries, %d flows", e.gw.Table().Len(), e.up.Flows())
