@@ -257,18 +257,20 @@ func TestIntegrationOutboundTCP(t *testing.T) {
 	if seen.Addr() != hostAddr.Addr() {
 		t.Fatalf("the remote server saw %v, want the host %v", seen, hostAddr.Addr())
 	}
-	var found bool
-	for _, en := range e.gw.Table().List() {
-		if en.Orig.Proto == conntrack.ProtoTCP && en.Orig.Src == ctrAddr.Addr() && en.Orig.DstPort == 7000 {
-			found = true
-			want := conntrack.Tuple{Src: remoteAddr.Addr(), Dst: hostAddr.Addr(), SrcPort: 7000, DstPort: seen.Port(), Proto: conntrack.ProtoTCP}
-			if en.Reply != want || en.Packets[0] == 0 || en.Packets[1] == 0 || en.Status&conntrack.SrcNAT == 0 {
-				t.Errorf("entry %v, want reply %v, both directions counted, SNAT", en, want)
+	// The entry follows the container's side: both ends closed, it is
+	// in TIME_WAIT, as the kernel's would be.
+	want := conntrack.Tuple{Src: remoteAddr.Addr(), Dst: hostAddr.Addr(), SrcPort: 7000, DstPort: seen.Port(), Proto: conntrack.ProtoTCP}
+	var en conntrack.Entry
+	found := waitFor(3*time.Second, func() bool {
+		for _, en = range e.gw.Table().List() {
+			if en.Reply == want {
+				return en.TCPState == conntrack.TCPTimeWait
 			}
 		}
-	}
-	if !found {
-		t.Fatalf("no conntrack entry for the flow:\n%v", e.gw.Table().List())
+		return false
+	})
+	if !found || en.Orig.Src != ctrAddr.Addr() || en.Orig.DstPort != 7000 || en.Packets[0] == 0 || en.Packets[1] == 0 || en.Status&conntrack.SrcNAT == 0 {
+		t.Errorf("entry %v, want reply %v, both directions counted, SNAT, TIME_WAIT once both ends closed:\n%v", en, want, e.gw.Table().List())
 	}
 }
 
@@ -370,6 +372,20 @@ func TestIntegrationOutboundUDP(t *testing.T) {
 	answer, from := udpWho(t, e.ctr, "198.51.100.2:5300")
 	if from != "198.51.100.2:5300" || !strings.HasPrefix(answer, "198.51.100.1:") {
 		t.Fatalf("answer %q from %s; want the host's address from the server", answer, from)
+	}
+	// The entry's reply tuple is the host socket's, the one the server
+	// saw, and both directions are counted.
+	seen := netip.MustParseAddrPort(strings.Fields(answer)[0])
+	want := conntrack.Tuple{Src: remoteAddr.Addr(), Dst: seen.Addr(), SrcPort: 5300, DstPort: seen.Port(), Proto: conntrack.ProtoUDP}
+	var en conntrack.Entry
+	var ok bool
+	for _, en = range e.gw.Table().List() {
+		if ok = en.Reply == want; ok {
+			break
+		}
+	}
+	if !ok || en.Orig.Src != ctrAddr.Addr() || en.Packets[0] == 0 || en.Packets[1] == 0 || en.Bytes[0] == 0 || en.Bytes[1] == 0 || en.Status&conntrack.SrcNAT == 0 {
+		t.Errorf("entry %v, want reply %v, both directions counted, SNAT:\n%v", en, want, e.gw.Table().List())
 	}
 }
 
