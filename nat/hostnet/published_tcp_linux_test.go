@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -405,8 +407,8 @@ func TestIntegrationPublishedTCPNoServer(t *testing.T) {
 
 // A reader that stops reading stops its writer: the writer's writes block
 // once the path's buffers are full, well short of what an unbounded
-// buffer would take in a second, and everything written arrives intact
-// when the reader reads again. Both ways, through a published port and
+// buffer would take in a second, no CPU spins meanwhile, and everything
+// written arrives intact when the reader reads again. Both ways, through a published port and
 // on a container's own connection out.
 func TestIntegrationTCPBackPressure(t *testing.T) {
 	const (
@@ -470,6 +472,17 @@ func TestIntegrationTCPBackPressure(t *testing.T) {
 				}
 			}
 			blocked := time.Since(changed) >= idle
+			if blocked {
+				// Blocked, nothing spins: the process (the uplink
+				// and the test's ends) uses a small part of a CPU
+				// while the writer waits; a loop waiting for the
+				// window to open would use all of one.
+				before := cpuTime(t)
+				time.Sleep(spinWindow)
+				if used := cpuTime(t) - before; used > spinWindow/2 {
+					t.Errorf("the process used %v of CPU in %v while the %s was blocked: something spins", used, spinWindow, tc.writer)
+				}
+			}
 			stop.Store(true)
 			t.Logf("the %s wrote %d KiB in %v while the %s did not read", tc.writer, last>>10, time.Since(start).Round(time.Millisecond), tc.reader)
 			if last >= most {
@@ -489,6 +502,19 @@ func TestIntegrationTCPBackPressure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// spinWindow is how long TestIntegrationTCPBackPressure watches the CPU
+// the process uses while a writer is blocked.
+const spinWindow = 500 * time.Millisecond
+
+// cpuTime is the CPU time, user and system, the test process has used.
+func cpuTime(t *testing.T) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // 200 clients connected at once each send a request and get its answer;
