@@ -543,3 +543,37 @@ func TestOutboundSpliceNewISN(t *testing.T) {
 		})
 	}
 }
+
+// The host's own loopback (127.0.0.0/8, and 0.0.0.0, which the host takes
+// for itself) is refused to a container even when the uplink maps an
+// address to it: a SYN there is reset and a datagram dropped, each
+// counted, and the server on the host's loopback sees no connection. Only
+// the mapped address leads there.
+func TestOutboundHostLoopbackRefused(t *testing.T) {
+	u, _ := outboundUplink(t)
+	l, mapped := loopbackDst(t, u)
+	port := mapped.Port()
+	ctr := netip.MustParseAddrPort("10.0.2.100:40030")
+	for i, a := range []string{"127.0.0.1", "127.0.0.2", "0.0.0.0"} {
+		dst := netip.AddrPortFrom(netip.MustParseAddr(a), port)
+		from := netip.AddrPortFrom(ctr.Addr(), ctr.Port()+uint16(i))
+		sendSyn(u, from, dst, 1000)
+		if r := nextSegment(t, u); r.flags()&conntrack.TCPRst == 0 || r.ack() != 1001 {
+			t.Errorf("SYN to %v: answer flags %#x ack %d, want a reset of it", dst, r.flags(), r.ack())
+		}
+		pkt := make([]byte, nat.Headroom+28+1)
+		udpPacket(pkt[nat.Headroom:], from, dst, 1)
+		u.Send(pkt, dst.Addr(), bridgeNone)
+	}
+	if n := u.stats.DropLoopback.Load(); n != 6 {
+		t.Errorf("drop_loopback %d, want 6 (3 SYNs, 3 datagrams)", n)
+	}
+	if n := u.Flows(); n != 0 {
+		t.Errorf("%d flows, want none", n)
+	}
+	l.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	if c, err := l.Accept(); err == nil {
+		c.Close()
+		t.Error("the server on the host's loopback accepted a connection")
+	}
+}
