@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/usernat/usernat/conntrack"
-	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/nat"
 )
 
@@ -113,9 +112,14 @@ func TestIntegrationPublishedUDPTableCap(t *testing.T) {
 	const clients = 100
 	peak := 0
 	for range clients {
-		if err := netns.SendUDP(e.remote, to, 1); err != nil {
+		// Each from a port of its own, held to the end: a port used
+		// again would be the same client.
+		pc, err := e.remote.ListenPacket("udp4", ":0")
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer pc.Close()
+		pc.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(to))
 		peak = max(peak, e.up.Flows())
 	}
 	var c map[string]uint64
