@@ -194,19 +194,6 @@ func isn(src, dst netip.AddrPort) uint32 {
 	return uint32(h.Sum64()) + uint32(time.Now().UnixNano()>>6)
 }
 
-// newSplice makes the splice of the accepted client fd, shown to the
-// container as from, to the container at to, and watches fd, which has
-// the options of sockOpts: peek says it peeks from its offset. It does not
-// send yet. fd is the splice's from now on, even on error.
-func (u *Uplink) newSplice(fd int, from, to netip.AddrPort, peek bool) (*splice, error) {
-	s := u.spliceOf(fd, from, to, peek)
-	if err := s.watch(spliceWatch); err != nil {
-		rawClose(fd)
-		return nil, err
-	}
-	return s, nil
-}
-
 // spliceOf makes a splice of the host socket fd (-1 until there is one)
 // that speaks to the container at to as from, not watched yet.
 func (u *Uplink) spliceOf(fd int, from, to netip.AddrPort, peek bool) *splice {

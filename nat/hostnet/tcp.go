@@ -216,19 +216,23 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 			old.replaced()
 		}
 		if !u.expect(seen, orig, reply) {
+			// The same connection to the container as a live flow's
+			// (the same client port to two published ports of one
+			// container port; a loopback client's port another
+			// one's, to another port), or the uplink is closed.
+			u.mu.Lock()
+			closed := u.closed
+			u.mu.Unlock()
+			if !closed {
+				u.stats.DropCollision.Add(1)
+			}
 			u.unreserve(ctr.Addr())
 			refuse()
 			return
 		}
 	}
-	s, err := u.newSplice(fd, src, ctr, peek)
-	if err != nil { // fd is closed
-		u.unexpect(seen)
-		u.unreserve(ctr.Addr())
-		u.log.Debug("hostnet: published port", "ctr", ctr, "err", err)
-		opened()
-		return
-	}
+	s := u.spliceOf(fd, src, ctr, peek)
+	clash := false
 	f, ok := u.addFlow(orig, ctr.Addr(), 0, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
 		// Superseded by the client's next connection on the same port,
 		// only the container's side is reset: a reset on the host socket
@@ -240,12 +244,35 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		s.f = f
 		s.mu.Unlock()
 		u.smu.Lock()
-		u.splices[s.key] = s
+		if clash = u.splices[s.key] != nil; !clash {
+			u.splices[s.key] = s
+		}
 		u.smu.Unlock()
 	})
 	if !ok {
 		u.unexpect(seen)
 		s.abort(true, false, "the uplink is closed, or the flow is carried already")
+		opened()
+		return
+	}
+	// Watched only now that it is the flow's: the poller's news of a
+	// client gone meanwhile ends the splice, and the flow with it.
+	var err error
+	s.mu.Lock()
+	if !clash {
+		err = s.watch(spliceWatch)
+	}
+	s.mu.Unlock()
+	if clash || err != nil {
+		why := "watching the host socket failed"
+		if clash {
+			// The container's side of another flow, made since expect
+			// looked: the same connection to the container.
+			u.stats.DropCollision.Add(1)
+			why = "another flow is the same connection to the container"
+		}
+		u.unexpect(seen)
+		s.abort(true, false, why)
 		opened()
 		return
 	}
@@ -260,15 +287,26 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 }
 
 // expect registers the flow the uplink is about to open into the
-// container, for Inbound; false when one with the same tuple is open.
+// container, for Inbound; false when one with the same tuple is open, or
+// one that is the same connection to the container (seen): the same
+// client port to two published ports of one container port, or two
+// clients on the host's loopback, both shown as the gateway.
 func (u *Uplink) expect(seen, orig, reply conntrack.Tuple) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if _, busy := u.inbound[seen]; busy || u.closed || u.flows[orig] != nil {
+	if _, busy := u.inbound[seen]; busy || u.closed || u.flows[orig] != nil || u.spliceAt(reply) {
 		return false
 	}
 	u.inbound[seen] = expectation{orig, reply}
 	return true
+}
+
+// spliceAt reports whether a splice speaks to the container on the tuple
+// key (its packets' to the container, reversed).
+func (u *Uplink) spliceAt(key conntrack.Tuple) bool {
+	u.smu.RLock()
+	defer u.smu.RUnlock()
+	return u.splices[key] != nil
 }
 
 // flowOf returns the flow of the entry orig, or nil.
