@@ -256,11 +256,24 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 	case tcpInvalid:
 		return tcpBad, 0
 	case TCPClose:
-		if class == segRst && c.flags[1-dir]&tfMaxAckSet != 0 &&
-			seqBefore(h.Seq, c.side[1-dir].maxack) && c.flags[dir]&tfLiberal == 0 {
-			// A RST below what the other side already acknowledged is
-			// stale or forged.
-			return tcpBad, 0
+		// What the other side acknowledged says where a reset belongs,
+		// unless a SYN let through since made it stale.
+		if class == segRst && c.flags[1-dir]&tfMaxAckSet != 0 && c.lastClass != segSyn {
+			maxack := c.side[1-dir].maxack
+			if seqBefore(h.Seq, maxack) && c.flags[dir]&tfLiberal == 0 {
+				// Below it: stale or forged.
+				return tcpBad, 0
+			}
+			// An established connection's reset not at it, nor just
+			// after this side's last segment (a train of them), leaves
+			// the state as it is, as Linux's conntrack does: the peer
+			// may answer it with a challenge ACK (RFC 5961), which a
+			// reset that was meant answers exactly. It has the close
+			// timeout meanwhile, which the challenge ACK undoes.
+			if old == TCPEstablished && status&Assured != 0 && h.Seq != maxack &&
+				!(c.lastClass == segAck && c.lastDir == dir && h.Seq == c.lastEnd) {
+				next = old
+			}
 		}
 	}
 

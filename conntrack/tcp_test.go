@@ -349,3 +349,74 @@ func TestTCPRstBeforeReplyDeletesEntry(t *testing.T) {
 		}
 	}
 }
+
+// A reset in an established connection's window but not at the next byte
+// the other side expects leaves the state as it is, as Linux's conntrack
+// does ("keep established state to allow a possible challenge ACK"): the
+// other side's challenge ACK (RFC 5961), which a splice sends, restores
+// the established timeout, and the connection lives on. A reset at that
+// byte, or one just after the same side's last segment (a train), closes
+// the entry.
+func TestTCPInexactResetKeepsEstablished(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		seq   uint32
+		close bool
+	}{
+		{"inexact", 1201, false},
+		{"exact", 201, true},
+		{"train", 0, true}, // just after the container's last segment: set below
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl, clk := newTable(t, Config{})
+			ctr, remote, host := ap("172.17.0.4:40000"), ap("192.0.2.9:443"), ap("192.168.2.116:51000")
+			syn := decode(t, tcpPacket(ctr, remote, seg{flags: TCPSyn, seq: 100, win: 65535}))
+			reply := Tuple{Src: remote.Addr(), Dst: host.Addr(), SrcPort: remote.Port(), DstPort: host.Port(), Proto: ProtoTCP}
+			if _, err := tbl.Track(0, syn, FixedReply{Reply: reply, Status: SrcNAT, Supersede: true}); err != nil {
+				t.Fatal(err)
+			}
+			step := func(name string, fromProxy bool, s seg) {
+				t.Helper()
+				from, to := ctr, remote
+				if fromProxy {
+					from, to = remote, ctr
+				}
+				if res, ok := tbl.TrackTerminated(0, decode(t, tcpPacket(from, to, s)), fromProxy); !ok || res.Class == ClassInvalid {
+					t.Fatalf("%s: ok %v, class %v", name, ok, res.Class)
+				}
+			}
+			step("SYN-ACK", true, seg{flags: TCPSyn | TCPAck, seq: 5000, ack: 101, win: 65535})
+			step("ACK", false, seg{flags: TCPAck, seq: 101, ack: 5001, win: 65535})
+			step("uplink's bytes", true, seg{flags: TCPAck | TCPPsh, seq: 5001, ack: 101, win: 65535, data: 10})
+			step("container's bytes", false, seg{flags: TCPAck | TCPPsh, seq: 101, ack: 5011, win: 65535, data: 100})
+			seq := tc.seq
+			if tc.name == "train" {
+				step("container's ACK", false, seg{flags: TCPAck, seq: 201, ack: 5011, win: 65535})
+				seq = 201
+				// The uplink acknowledged none of it: 201 is not its
+				// highest acknowledgement, only the container's last end.
+			} else {
+				step("uplink acknowledges", true, seg{flags: TCPAck, seq: 5011, ack: 201, win: 65535})
+			}
+			step("reset", false, seg{flags: TCPRst | TCPAck, seq: seq, ack: 5011, win: 65535})
+			e := mustGet(t, tbl, syn.Tuple)
+			if closed := e.TCPState == TCPClose; closed != tc.close {
+				t.Fatalf("after the reset at %d: state %v, want closed %v", seq, e.TCPState, tc.close)
+			}
+			if tc.close {
+				return
+			}
+			step("challenge ACK", true, seg{flags: TCPAck, seq: 5011, ack: 201, win: 65535})
+			// Not the close timeout any more: the established one, or,
+			// as in Linux, the unacknowledged one (5 minutes), since
+			// the reset's sequence number counts as the container's end.
+			if e := mustGet(t, tbl, syn.Tuple); e.TCPState != TCPEstablished || e.Timeout < DefaultTimeouts().TCPUnacknowledged {
+				t.Errorf("after the challenge ACK: state %v, timeout %v; want ESTABLISHED, a timeout of minutes", e.TCPState, e.Timeout)
+			}
+			clk.Advance(11 * time.Second)
+			if _, _, ok := tbl.Get(0, syn.Tuple); !ok {
+				t.Error("the live connection's entry expired 11 s after a reset it survived")
+			}
+		})
+	}
+}
