@@ -18,25 +18,8 @@ import (
 // reset it, with the client's and the listener's addresses.
 func resetClient(t *testing.T, l *net.TCPListener) (fd int, client, local netip.AddrPort) {
 	t.Helper()
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := l.AcceptTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, _ := srv.SyscallConn()
-	var derr error
-	rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
-	if derr != nil {
-		t.Fatal(derr)
-	}
-	unix.SetNonblock(fd, true)
-	client = srv.RemoteAddr().(*net.TCPAddr).AddrPort()
-	local = srv.LocalAddr().(*net.TCPAddr).AddrPort()
-	srv.Close()
-	c.(*net.TCPConn).SetLinger(0)
+	c, fd, client, local := acceptFrom(t, l, netip.AddrPort{})
+	c.SetLinger(0)
 	c.Close() // a reset: the accepted socket reports EPOLLERR as soon as it is watched
 	return fd, client, local
 }
@@ -112,15 +95,20 @@ func TestInboundResetAtOnce(t *testing.T) {
 	}
 }
 
-// acceptFrom dials l from the fixed local address from (SO_REUSEADDR: one
-// client port to two destinations) and returns the client's conn and the
-// accepted end as inboundTCP takes it: a non-blocking descriptor of its
-// own, with the client's and the listener's addresses.
+// acceptFrom dials l from the fixed local address from, when valid
+// (SO_REUSEADDR: one client port to two destinations), and returns the
+// client's conn and the accepted end as inboundTCP takes it: a
+// non-blocking descriptor of its own, with a splice's options, and the
+// client's and the listener's addresses.
 func acceptFrom(t *testing.T, l *net.TCPListener, from netip.AddrPort) (c *net.TCPConn, fd int, client, local netip.AddrPort) {
 	t.Helper()
-	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(from), Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(s uintptr) { unix.SetsockoptInt(int(s), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
-	}}
+	var d net.Dialer
+	if from.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(from)
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(s uintptr) { unix.SetsockoptInt(int(s), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+		}
+	}
 	cc, err := d.Dial("tcp4", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
