@@ -102,8 +102,8 @@ type Uplink struct {
 	perSrc     map[netip.Addr]int              // open flows per container address
 	pubs       map[nat.RuleID][]io_closer      // listeners of published ports
 	rules      atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
-	dialing    chan struct{}                   // a place per client being carried in (maxInFlight)
-	connecting chan struct{}                   // a place per container's connection being made (maxInFlight)
+	dialing    inFlight                        // the clients being carried in
+	connecting inFlight                        // the containers' connections being made
 	pubMu      sync.Mutex                      // held by Publish
 
 	smu     sync.RWMutex
@@ -152,16 +152,14 @@ func New(cfg Config) (*Uplink, error) {
 	}
 	u := &Uplink{
 		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU,
-		flows:      map[conntrack.Tuple]*flow{},
-		udp:        map[conntrack.Tuple]*udpFlow{},
-		pings:      map[conntrack.Tuple]*pingFlow{},
-		inbound:    map[conntrack.Tuple]expectation{},
-		perSrc:     map[netip.Addr]int{},
-		pubs:       map[nat.RuleID][]io_closer{},
-		splices:    map[conntrack.Tuple]*splice{},
-		dialing:    make(chan struct{}, maxInFlight),
-		connecting: make(chan struct{}, maxInFlight),
-		warned:     map[string]bool{},
+		flows:   map[conntrack.Tuple]*flow{},
+		udp:     map[conntrack.Tuple]*udpFlow{},
+		pings:   map[conntrack.Tuple]*pingFlow{},
+		inbound: map[conntrack.Tuple]expectation{},
+		perSrc:  map[netip.Addr]int{},
+		pubs:    map[nat.RuleID][]io_closer{},
+		splices: map[conntrack.Tuple]*splice{},
+		warned:  map[string]bool{},
 	}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
@@ -330,7 +328,7 @@ type Stats struct {
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
-	DropInFlight                                       atomic.Uint64 // TCP connections beyond maxInFlight being opened: a container's SYN dropped, a published port's client reset
+	DropInFlight                                       atomic.Uint64 // TCP connections beyond maxInFlight being opened (in all, or for one container): a container's SYN dropped, a published port's client reset
 	DropCollision                                      atomic.Uint64 // clients of published ports that would be the same flow to the container as a live one (loopback clients shown as the gateway with the same port; one client port to two published ports of one container port)
 	DropConntrack                                      atomic.Uint64 // flows conntrack refused, the table not full: a first packet it takes as invalid, a reply tuple in use
 	StaleEntries                                       atomic.Uint64 // entries no flow carried any more (their socket gone) that a datagram flow's first packet found, and replaced

@@ -68,7 +68,9 @@ func TestInboundResetAtOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for _, c := range cs[w*each : (w+1)*each] {
-				u.dialing <- struct{}{}
+				for !u.dialing.take(ctr.Addr()) { // the acceptor's place, as it takes one
+					time.Sleep(time.Millisecond)
+				}
 				u.inboundTCP(c.fd, c.client, c.local, ctr, false)
 			}
 		}()
@@ -89,9 +91,9 @@ func TestInboundResetAtOnce(t *testing.T) {
 	u.poll.mu.Lock()
 	subs := len(u.poll.subs)
 	u.poll.mu.Unlock()
-	if flows != 0 || splices != 0 || src != 0 || len(u.dialing) != 0 || subs != 0 {
+	if flows != 0 || splices != 0 || src != 0 || u.dialing.len() != 0 || subs != 0 {
 		t.Errorf("every client reset: %d flows left (%d opening), %d splices, %d places of the container, %d dialing, %d poller callbacks; want none",
-			flows, opening, splices, src, len(u.dialing), subs)
+			flows, opening, splices, src, u.dialing.len(), subs)
 	}
 }
 
@@ -158,7 +160,7 @@ func TestInboundSameContainerTuple(t *testing.T) {
 
 	// Flow A: handshake with the container.
 	ca, fd, client, local := acceptFrom(t, ls[0], from)
-	u.dialing <- struct{}{}
+	u.dialing.take(ctr.Addr())
 	u.inboundTCP(fd, client, local, ctr, false)
 	syn := nextSegment(t, u)
 	if syn.flags() != conntrack.TCPSyn {
@@ -169,7 +171,7 @@ func TestInboundSameContainerTuple(t *testing.T) {
 	nextSegment(t, u) // our ACK
 	// Flow B, the same client port to the other port.
 	_, fd, client, local = acceptFrom(t, ls[1], from)
-	u.dialing <- struct{}{}
+	u.dialing.take(ctr.Addr())
 	u.inboundTCP(fd, client, local, ctr, false)
 	if n := u.stats.DropCollision.Load(); n != 1 {
 		t.Errorf("drop_collision %d after flow B, want 1", n)

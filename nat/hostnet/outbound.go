@@ -69,19 +69,17 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 		u.unreserve(ctr.Addr())
 		return false
 	}
-	select {
-	case u.connecting <- struct{}{}:
-	default:
+	if !u.connecting.take(ctr.Addr()) {
 		u.stats.DropInFlight.Add(1)
 		u.unreserve(ctr.Addr())
 		s.abort(false, false, "too many connections being made")
 		return
 	}
-	if !still(func() { <-u.connecting }) {
+	if !still(func() { u.connecting.give(ctr.Addr()) }) {
 		return
 	}
 	s.onOpen = func(ok bool) {
-		<-u.connecting
+		u.connecting.give(ctr.Addr())
 		if ok {
 			u.stats.TCPOpened.Add(1)
 		}

@@ -176,7 +176,7 @@ func TestOutboundSplice(t *testing.T) {
 			if _, err := io.ReadFull(srv, got); err != nil || string(got) != "hello" {
 				t.Fatalf("the destination read %q, %v; want hello", got, err)
 			}
-			if n, places := u.stats.TCPOpened.Load(), len(u.connecting); n != 1 || places != 0 {
+			if n, places := u.stats.TCPOpened.Load(), u.connecting.len(); n != 1 || places != 0 {
 				t.Errorf("tcp_opened %d, %d places of connections being made taken; want 1, none", n, places)
 			}
 		})
@@ -235,8 +235,8 @@ func released(t *testing.T, u *Uplink, tbl *conntrack.Table) {
 	u.smu.RLock()
 	n := len(u.splices)
 	u.smu.RUnlock()
-	if u.Flows() != 0 || tbl.Len() != 0 || n != 0 || len(u.connecting) != 0 {
-		t.Errorf("left: %d flows, %d entries, %d splices, %d places taken; want none", u.Flows(), tbl.Len(), n, len(u.connecting))
+	if u.Flows() != 0 || tbl.Len() != 0 || n != 0 || u.connecting.len() != 0 {
+		t.Errorf("left: %d flows, %d entries, %d splices, %d places taken; want none", u.Flows(), tbl.Len(), n, u.connecting.len())
 	}
 }
 
@@ -289,8 +289,8 @@ func TestOutboundStrayReset(t *testing.T) {
 // made while every place of the clients' is taken.
 func TestOutboundSpliceOwnPlaces(t *testing.T) {
 	u, _ := outboundUplink(t)
-	for range cap(u.dialing) {
-		u.dialing <- struct{}{}
+	for i := range maxInFlight {
+		u.dialing.take(netip.AddrFrom4([4]byte{10, 0, 2, byte(101 + i/maxInFlightPerSource)}))
 	}
 	_, dst := loopbackDst(t, u)
 	ctr := netip.MustParseAddrPort("10.0.2.100:40003")
@@ -321,7 +321,7 @@ func TestOutboundSpliceUnregistered(t *testing.T) {
 	if n := tbl.Len(); n != 0 {
 		t.Errorf("%d entries left, want none", n)
 	}
-	if n := len(u.connecting); n != 0 {
+	if n := u.connecting.len(); n != 0 {
 		t.Errorf("%d places taken", n)
 	}
 	u.mu.Lock()
@@ -575,5 +575,70 @@ func TestOutboundHostLoopbackRefused(t *testing.T) {
 	if c, err := l.Accept(); err == nil {
 		c.Close()
 		t.Error("the server on the host's loopback accepted a connection")
+	}
+}
+
+// One container's connections being made hold at most a quarter of the
+// places: its next SYN is dropped (it sends it again), while another
+// container's connection is made. Connections to silent destinations
+// hold their places for ConnectTimeout, and one container's would else
+// take every place from the others.
+func TestOutboundInFlightPerSource(t *testing.T) {
+	u, _ := outboundUplink(t)
+	_, dst := loopbackDst(t, u)
+	a, b := netip.MustParseAddr("10.0.2.100"), netip.MustParseAddr("10.0.2.101")
+	for range maxInFlightPerSource { // a's connections to silent destinations
+		if !u.connecting.take(a) {
+			t.Fatal("no place for a")
+		}
+	}
+	sendSyn(u, netip.AddrPortFrom(a, 40040), dst, 1)
+	select {
+	case f := <-u.ln.q:
+		u.ln.putBuf(f.buf)
+		t.Fatal("a's SYN beyond its share was answered; want it dropped")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if n := u.stats.DropInFlight.Load(); n != 1 {
+		t.Errorf("drop_in_flight %d, want 1", n)
+	}
+	sendSyn(u, netip.AddrPortFrom(b, 40041), dst, 1)
+	if sa := nextSegment(t, u); sa.flags() != conntrack.TCPSyn|conntrack.TCPAck {
+		t.Fatalf("b's SYN: answer %#x, want a SYN-ACK", sa.flags())
+	}
+	for range maxInFlightPerSource {
+		u.connecting.give(a)
+	}
+	if n := u.connecting.len(); n != 1 { // b's, until its handshake ends
+		t.Errorf("%d places taken, want b's", n)
+	}
+}
+
+// inFlight bounds the places in all and per container, and gives back
+// exactly what it took.
+func TestInFlight(t *testing.T) {
+	var f inFlight
+	srcs := 0
+	for f.len() < maxInFlight {
+		src := netip.AddrFrom4([4]byte{10, 0, 2, byte(100 + srcs)})
+		n := 0
+		for f.take(src) {
+			n++
+		}
+		if n != maxInFlightPerSource {
+			t.Fatalf("%v took %d places, want %d", src, n, maxInFlightPerSource)
+		}
+		srcs++
+	}
+	if f.take(netip.MustParseAddr("10.0.3.1")) {
+		t.Fatal("a place beyond maxInFlight")
+	}
+	for i := range srcs {
+		for range maxInFlightPerSource {
+			f.give(netip.AddrFrom4([4]byte{10, 0, 2, byte(100 + i)}))
+		}
+	}
+	if f.len() != 0 || len(f.bySrc) != 0 {
+		t.Errorf("after every place was given back: %d taken, %d sources", f.len(), len(f.bySrc))
 	}
 }

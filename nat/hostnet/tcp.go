@@ -15,8 +15,55 @@ import (
 // maxInFlight bounds the TCP connections being opened at once, each way
 // (the host socket's connection and the container's handshake): a
 // container's SYNs beyond it are dropped and sent again, a published
-// port's clients beyond it reset.
-const maxInFlight = 1024
+// port's clients beyond it reset. One container has at most
+// maxInFlightPerSource of them: its connections to silent destinations,
+// or a container that does not answer its published ports' clients,
+// hold their places for ConnectTimeout, and would else take them all.
+const (
+	maxInFlight          = 1024
+	maxInFlightPerSource = maxInFlight / 4
+)
+
+// inFlight counts the TCP connections being opened one way, in all and
+// per container address, within maxInFlight and maxInFlightPerSource.
+type inFlight struct {
+	mu    sync.Mutex
+	n     int
+	bySrc map[netip.Addr]int
+}
+
+// take counts a connection of the container src about to be opened, and
+// reports false (counting nothing) when there is no place for it.
+func (f *inFlight) take(src netip.Addr) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n >= maxInFlight || f.bySrc[src] >= maxInFlightPerSource {
+		return false
+	}
+	if f.bySrc == nil {
+		f.bySrc = map[netip.Addr]int{}
+	}
+	f.n++
+	f.bySrc[src]++
+	return true
+}
+
+// give gives back a place take counted for src.
+func (f *inFlight) give(src netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.bySrc[src]--; f.bySrc[src] <= 0 {
+		delete(f.bySrc, src)
+	}
+}
+
+// len is how many connections are being opened.
+func (f *inFlight) len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
 
 // presented is the address a client of a published port is shown to the
 // container as: its own, or the gateway's for a client on the host's
@@ -142,10 +189,9 @@ func (a *acceptor) ready(uint32) {
 		// As many clients are being carried in at once as containers'
 		// connections are being made, at most; the rest are reset, as a
 		// full listen queue would drop them.
-		select {
-		case a.u.dialing <- struct{}{}:
+		if a.u.dialing.take(a.ctr.Addr()) {
 			a.u.inboundTCP(nfd, client, local, a.ctr, peek)
-		default:
+		} else {
 			a.u.stats.DropInFlight.Add(1)
 			resetClose(nfd)
 		}
@@ -185,7 +231,7 @@ func resetClose(fd int) {
 // expectation made here).
 func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool) {
 	var once sync.Once
-	opened := func() { once.Do(func() { <-u.dialing }) }
+	opened := func() { once.Do(func() { u.dialing.give(ctr.Addr()) }) }
 	src := u.presented(client)
 	orig := conntrack.Tuple{Src: src.Addr(), Dst: local.Addr().Unmap(), SrcPort: src.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
 	reply := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoTCP}
