@@ -18,6 +18,24 @@ type backend struct {
 	pub    publisher
 	subnet netip.Prefix
 	uplink netip.Addr
+	guest  netip.Addr // the container a request without guest_addr publishes to, if there is one (defaultGuest)
+}
+
+// defaultGuest is the container address a published port goes to when a
+// request names none, as slirp4netns's default guest (10.0.2.100) is: the
+// address of the one --port given one. With none, or several, a request
+// must name its container.
+func defaultGuest(ports []portSpec) netip.Addr {
+	var guest netip.Addr
+	for _, p := range ports {
+		if p.Addr.IsValid() {
+			if guest.IsValid() {
+				return netip.Addr{}
+			}
+			guest = p.Addr.Addr()
+		}
+	}
+	return guest
 }
 
 var (
@@ -26,6 +44,9 @@ var (
 )
 
 func (b *backend) AddHostFwd(f api.HostFwd) (int, error) {
+	if !f.GuestAddr.IsValid() {
+		f.GuestAddr = b.guest // Podman's requests have guest_addr "", RootlessKit's may
+	}
 	if err := checkFwd(f, b.subnet, b.uplink); err != nil {
 		return 0, err
 	}

@@ -104,7 +104,10 @@ func runFDB(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 && pos[0] != "show" {
+	if len(pos) > 0 && pos[0] == "show" { // as bridge fdb show
+		pos = pos[1:]
+	}
+	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
 	return printText(ctx, cf, stdout, (*api.Client).FDBList)

@@ -479,7 +479,7 @@ func parseVia(s string, uplink netip.Prefix) (netip.Addr, error) {
 func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink netip.Addr) error {
 	switch {
 	case !f.GuestAddr.IsValid():
-		return errors.New("the container address is required")
+		return errors.New("the container address is required: the gateway has no one container to choose (one --port with an address)")
 	case !subnet.Masked().Contains(f.GuestAddr):
 		return fmt.Errorf("container address %v is outside the bridge subnet %v", f.GuestAddr, subnet.Masked())
 	case f.GuestAddr == subnet.Addr():

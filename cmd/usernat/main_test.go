@@ -117,6 +117,8 @@ func TestClientCommands(t *testing.T) {
 		{[]string{"nat", s}, 2, "", "give -L"},
 		{[]string{"fdb", s}, 0, "02:42:ac:11:00:04 dev eth0 master usernat0\n", ""},
 		{[]string{"fdb", "show", s}, 0, "02:42:ac:11:00:04 dev eth0 master usernat0\n", ""},
+		{[]string{"fdb", "show", "bogus", s}, 2, "", `unexpected argument "bogus"`},
+		{[]string{"fdb", "bogus", s}, 2, "", `unexpected argument "bogus"`},
 		{[]string{"publish", "8080:172.17.0.4:80", s}, 0, "2\n", ""},
 		{[]string{"publish", s, "192.168.2.116:5353-5354:172.17.0.5:53-54/udp"}, 0, "3\n", ""},
 		{[]string{"publish", "8080:172.17.0.6:80", s}, 1, "", "usernat publish: nat: port already published"},

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/usernat/usernat/internal/api"
 
 	"github.com/usernat/usernat/nat"
 )
@@ -21,4 +26,42 @@ func (n *natRulesForTest) publisher(t *testing.T) publisher {
 	}
 	n.masq = int(id)
 	return newPublisher(&n.r)
+}
+
+// A request without guest_addr, as Podman sends every one ("") and
+// RootlessKit some, publishes to the default guest, as slirp4netns's go
+// to 10.0.2.100: the one container given an address (--port ...=ADDR).
+// With none, or several, it is refused, saying why.
+func TestBackendDefaultGuest(t *testing.T) {
+	one := []portSpec{{IfName: "tap0", Addr: netip.MustParsePrefix("172.17.0.4/16")}, {IfName: "tap1"}}
+	two := append(one, portSpec{IfName: "tap2", Addr: netip.MustParsePrefix("172.17.0.5/16")})
+	if g := defaultGuest(one); g != netip.MustParseAddr("172.17.0.4") {
+		t.Errorf("one port with an address: default guest %v", g)
+	}
+	if g := defaultGuest(two); g.IsValid() {
+		t.Errorf("two ports with addresses: default guest %v, want none", g)
+	}
+	for _, ports := range [][]portSpec{one, two} {
+		var r natRulesForTest
+		b := &backend{pub: r.publisher(t), subnet: netip.MustParsePrefix("172.17.0.1/16"), guest: defaultGuest(ports)}
+		sock := filepath.Join(t.TempDir(), "api.sock")
+		srv, err := api.Listen(sock, b, api.ServerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		c := &api.Client{Path: sock}
+		// Podman's request, guest_addr "", with slirp4netns's tcp4.
+		err = c.Call(context.Background(), api.CmdAddHostFwd, map[string]any{"proto": "tcp4", "host_addr": "0.0.0.0", "host_port": 8080, "guest_addr": "", "guest_port": 80}, nil)
+		if len(ports) == len(one) {
+			if err != nil {
+				t.Fatalf("one container: %v", err)
+			}
+			if got := b.pub.List(); len(got) != 1 || got[0].GuestAddr != netip.MustParseAddr("172.17.0.4") || got[0].Proto != "tcp" {
+				t.Errorf("published %+v, want tcp to 172.17.0.4", got)
+			}
+		} else if err == nil || !strings.Contains(err.Error(), "no one container to choose") {
+			t.Errorf("two containers: %v, want a refusal saying why", err)
+		}
+	}
 }

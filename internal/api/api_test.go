@@ -140,8 +140,8 @@ func TestSlirp4netnsWire(t *testing.T) {
 	steps := []struct{ req, resp string }{
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "0.0.0.0", "host_port": 8080, "guest_addr": "172.17.0.4", "guest_port": 80}}`,
 			`{"return":{"id":1}}`},
-		{`{"execute": "add_hostfwd", "arguments": {"proto": "udp", "host_port": 5353, "guest_addr": "172.17.0.5", "guest_port": 53}}`,
-			`{"return":{"id":2}}`},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "udp4", "host_port": 5353, "guest_addr": "172.17.0.5", "guest_port": 53}}`,
+			`{"return":{"id":2}}`}, // udp4: slirp4netns's IPv4 alone
 		{`{"execute": "list_hostfwd"}`,
 			`{"return":{"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,"guest_addr":"172.17.0.4","guest_port":80},{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]}}`},
 		{`{"execute": "remove_hostfwd", "arguments": {"id": 1}}`, `{"return":{}}`},
@@ -166,6 +166,7 @@ func TestBadRequests(t *testing.T) {
 		{`not json`, "bad request: cannot parse JSON"},
 		{`{"execute": "frobnicate"}`, `bad request: unknown command "frobnicate"`},
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "sctp", "host_port": 1, "guest_addr": "172.17.0.4", "guest_port": 1}}`, `bad request: proto "sctp"`},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp6", "host_port": 1, "guest_addr": "172.17.0.4", "guest_port": 1}}`, `proto "tcp6": IPv6 forwarding is not supported`},
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 0, "guest_addr": "172.17.0.4", "guest_port": 1}}`, "bad request: host_port 0"},
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 80, "guest_addr": "172.17.0.4", "guest_port": 70000}}`, "bad request: guest_port 70000"},
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 80, "host_port_end": 79, "guest_addr": "172.17.0.4", "guest_port": 80}}`, "bad request: host ports 80-79"},

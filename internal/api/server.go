@@ -309,6 +309,14 @@ func (s *Server) execute(req Request) (any, error) {
 			return nil, err
 		}
 		f.ID = 0
+		// slirp4netns takes tcp4 and udp4 for IPv4 alone, which is all
+		// usernat forwards, and tcp6 and udp6 for IPv6 alone.
+		switch f.Proto {
+		case "tcp4", "udp4":
+			f.Proto = f.Proto[:3]
+		case "tcp6", "udp6":
+			return nil, fmt.Errorf("bad request: proto %q: IPv6 forwarding is not supported", f.Proto)
+		}
 		if !f.HostAddr.IsValid() {
 			f.HostAddr = netip.IPv4Unspecified()
 			if f.GuestAddr.Is6() {
