@@ -164,7 +164,10 @@ func inner(cfg config) int {
 	rep := newReport(cfg, peers)
 	return benchkit.RunRounds(ctx, cfg.Flags, rep, func(r int) {
 		results := make([]result, len(peers))
-		for i := range peers {
+		// Each round starts with the next peer, so a machine that
+		// grows busier or quieter within a round favours none.
+		for k := range peers {
+			i := (k + r) % len(peers)
 			p := &peers[i]
 			if p.unavailable != "" {
 				results[i] = result{Unavailable: p.unavailable}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/usernat/usernat/internal/benchkit"
 )
@@ -112,6 +113,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	// cpu runs f and records the network process's CPU time during it,
 	// per unit (what f returns) under key and in all under total.
 	cpu := func(key, total string, f func() (units float64, err error)) {
+		settle(ctx, t.proc)
 		before, berr := t.proc.CPUTime()
 		units, err := f()
 		if err != nil {
@@ -192,4 +194,24 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 		conns(t.container, lanServer, connsOutPerS, cpuConnsOut, cpuConnsOutT)
 	}
 	return r
+}
+
+// settle waits, up to a second, until the network process is idle (under
+// 2 ms of CPU in 100 ms): what the last measurement left it doing
+// (closing flows, expiring entries) is not charged to the next.
+func settle(ctx context.Context, p *benchkit.Proc) {
+	for range 10 {
+		a, err := p.CPUTime()
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if b, err := p.CPUTime(); err != nil || b-a < 2*time.Millisecond {
+			return
+		}
+	}
 }

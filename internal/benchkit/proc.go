@@ -27,7 +27,8 @@ type Proc struct {
 	cmd     *exec.Cmd
 	out     *Tail
 	exited  chan struct{}
-	waitErr error // set before exited is closed
+	waitErr error     // set before exited is closed
+	cg      *cpuGroup // where its CPU time is read, when one could be made
 }
 
 // StartProc starts cmd inside in, named name in messages. It takes cmd's
@@ -47,6 +48,7 @@ func StartProc(in Place, name string, cmd *exec.Cmd) (*Proc, error) {
 	if err := in.Do(cmd.Start); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
+	p.cg, _ = newCPUGroup(cmd.Process.Pid) // else /proc/PID/stat's ticks
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.exited)
@@ -153,7 +155,12 @@ func ReadyPipe() (r, w *os.File, check func() error, err error) {
 // kills what is left of its process group: helpers it may have started.
 func (p *Proc) Stop() {
 	pgid := p.cmd.Process.Pid
-	defer syscall.Kill(-pgid, syscall.SIGKILL)
+	defer func() {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		if p.cg != nil {
+			p.removeGroup()
+		}
+	}()
 	select {
 	case <-p.exited:
 		return
@@ -185,8 +192,29 @@ func KilledBy(err error, sig syscall.Signal) bool {
 }
 
 // CPUTime is the CPU time, user and system, that the process and its
-// threads have used so far.
-func (p *Proc) CPUTime() (time.Duration, error) { return CPUTime(p.Pid()) }
+// threads have used so far: to the nanosecond from its cgroup, when it
+// has one, else in ticks of 10 ms.
+func (p *Proc) CPUTime() (time.Duration, error) {
+	if p.cg != nil {
+		return p.cg.usage()
+	}
+	return CPUTime(p.Pid())
+}
+
+// CPUPrecise says whether CPUTime counts to the nanosecond (a cgroup).
+func (p *Proc) CPUPrecise() bool { return p.cg != nil }
+
+// removeGroup removes the process's cgroup once what it held has gone
+// (the kernel takes a moment to empty it after the last exit).
+func (p *Proc) removeGroup() {
+	for range 50 {
+		if err := p.cg.remove(); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log.Printf("%s: cgroup %s left behind", p.name, p.cg.dir)
+}
 
 // CPUTime is the CPU time, user and system, that the process pid and its
 // threads have used: utime and stime of /proc/PID/stat.

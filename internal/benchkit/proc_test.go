@@ -111,3 +111,39 @@ func TestProcWaitReadyCanceled(t *testing.T) {
 	}
 	p.Stop()
 }
+
+// As root, a process the harness starts has a cgroup of its own, whose
+// CPU time counts to the nanosecond (a process that used 30 ms shows 30
+// ms, not 0 or 40 in ticks of 10 ms), and which Stop removes.
+func TestIntegrationProcCPUGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: no cgroup of its own, CPU time in ticks")
+	}
+	defer goleak.VerifyNone(t)
+	// A busy loop for about 30 ms of CPU, then a wait for the stop.
+	p, err := StartProc(here{}, "busy process", exec.Command("sh", "-c", `end=$(($(date +%s%N) + 30000000)); while [ $(date +%s%N) -lt $end ]; do :; done; echo done; exec sleep 60`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if !p.CPUPrecise() {
+		t.Fatal("no cgroup for the process, as root")
+	}
+	dir := p.cg.dir
+	if err := p.WaitReady(context.Background(), func() error {
+		if !strings.Contains(p.Output(), "done") {
+			return ErrNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	used, err := p.CPUTime()
+	if err != nil || used < 20*time.Millisecond || used%(10*time.Millisecond) == 0 {
+		t.Errorf("CPU time %v (%v): want about 30 ms, counted finer than ticks", used, err)
+	}
+	p.Stop()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup %s after Stop: %v, want it removed", dir, err)
+	}
+}
