@@ -252,8 +252,28 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 		a.ctr.dropInvalid.Add(1)
 		return false
 	}
+	if rx.meta.GSO != GSONone && gsoSegmentFrame(buf[:size], rx.meta) > b.maxFrame {
+		// Its segments would be larger than the bridge's frames, as
+		// such a frame without GSO is.
+		a.ctr.dropOversize.Add(1)
+		return false
+	}
+	if dst.linkLocal() {
+		// As Linux's bridge (group_fwd_mask 0): 802.1D's reserved
+		// groups are the link's own, not forwarded. STP's
+		// (01:80:C2:00:00:00) is, the bridge running no STP.
+		a.ctr.dropLinkLocal.Add(1)
+		return false
+	}
 	if s := a.security.Load(); s != nil && !s.allows(buf) {
 		a.ctr.dropFiltered.Add(1)
+		return false
+	}
+	if a.closing.Load() {
+		// Being detached: what it reads now neither learns (its
+		// entries are flushed, or about to be) nor goes anywhere, as
+		// Linux's bridge disables a port before it flushes it.
+		a.ctr.dropDetached.Add(1)
 		return false
 	}
 	if b.fdb.learn(src, a, now) {

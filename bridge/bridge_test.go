@@ -1,10 +1,13 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -442,5 +445,131 @@ func TestForwardAllocs(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("%d-byte frame: %v allocations per frame, want 0", size, allocs)
 		}
+	}
+}
+
+// IEEE 802.1D's reserved group addresses (01:80:C2:00:00:01-0F: pause,
+// LACP, 802.1X, LLDP) are the link's own: not forwarded, as Linux's bridge
+// does not (group_fwd_mask 0), and counted. STP's (…:00) is forwarded by a
+// bridge that runs no STP, as Linux's does.
+func TestLinkLocalNotForwarded(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 3)
+	for i, last := range []byte{0x01, 0x02, 0x03, 0x0e, 0x0f} {
+		tb.send(0, ether(MAC{0x01, 0x80, 0xc2, 0, 0, last}, macA, 0x88cc, 50, byte(10+i)))
+	}
+	tb.send(0, ether(MAC{0x01, 0x80, 0xc2, 0, 0, 0}, macA, 0x0026, 50, 7)) // STP
+	for j := 1; j < 3; j++ {
+		tb.expect(j, 7) // the first frame each sees: none of the reserved ones
+	}
+	tb.barrier(0, 8, macA)
+	if got := tb.ports[0].Counters().DropLinkLocal; got != 5 {
+		t.Errorf("DropLinkLocal = %d, want 5", got)
+	}
+}
+
+// A GSO frame whose segments would be larger than the bridge's frames is
+// dropped as oversize, as such a frame without GSO is: a container that
+// raised its own MTU does not send a plain port 9 KB frames on a 1500
+// bridge.
+func TestGSOSegmentsWithinMTU(t *testing.T) {
+	br, err := New(Config{MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	oa, ob := NewPipe(PipeConfig{})
+	da, db := NewPipe(PipeConfig{})
+	off := &offloadPipe{Pipe: oa, in: make(chan Offload, 4), out: make(chan Offload, 4)}
+	a, err := br.AddPort(off, PortConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.AddPort(da, PortConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	for i, mss := range []int{9000, 1400} {
+		f, o := gsoFrame(false, make([]byte, 20000), mss, 0x18)
+		copy(f[0:6], Broadcast[:])
+		f[len(f)-1] = byte(i)
+		off.in <- o
+		if err := ob.WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := recvPipe(t, db)                                 // the first segment of the second frame, not one of the first's
+	if len(s) > br.maxFrame || len(s) != 14+20+32+1400 { // gsoFrame's TCP header has 12 bytes of options
+		t.Errorf("plain port got a %d-byte segment first; want the 1400-byte MSS frame's (the 9000's dropped)", len(s))
+	}
+	if got := a.Counters().DropOversize; got != 1 {
+		t.Errorf("DropOversize = %d, want 1", got)
+	}
+}
+
+// A GSO frame whose one segment would be an IPv4 packet over 65535 bytes
+// is refused: its total length would wrap.
+func TestSegmentIPLengthBound(t *testing.T) {
+	f, o := gsoFrame(false, make([]byte, MaxGSOFrame-etherHeader-20-32), 65535, 0x18)
+	if !o.Valid(len(f)) {
+		t.Fatalf("the frame (%d bytes) is not valid for its offload", len(f))
+	}
+	err := Segment(f, etherHeader, o, make([]byte, 1<<17), func(seg []byte) {
+		t.Errorf("a segment of %d bytes of IP, total length %d", len(seg)-etherHeader, binary.BigEndian.Uint16(seg[etherHeader+2:]))
+	})
+	if !errors.Is(err, ErrBadGSO) {
+		t.Errorf("Segment: %v, want ErrBadGSO", err)
+	}
+}
+
+// detachingPort reads one frame from src only once its bridge has let it
+// go (Close under way), then reports closed.
+type detachingPort struct {
+	b      *Bridge
+	frame  []byte
+	sent   bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (p *detachingPort) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
+	if !p.sent {
+		p.sent = true
+		for len(p.b.Ports()) != 1 { // until detached
+			runtime.Gosched()
+		}
+		sizes[0] = copy(bufs[0], p.frame)
+		return 1, nil
+	}
+	<-p.closed
+	return 0, net.ErrClosed
+}
+func (p *detachingPort) WriteFrames(b [][]byte) (int, error) { return len(b), nil }
+func (p *detachingPort) BatchSize() int                      { return 1 }
+func (p *detachingPort) Close() error                        { p.once.Do(func() { close(p.closed) }); return nil }
+
+// A frame a port reads while it is being detached learns nothing, as
+// Linux's bridge disables a port before flushing its entries: its MAC came
+// back behind the dead port after the flush, for 300 s.
+func TestNoLearningWhileDetaching(t *testing.T) {
+	b, err := New(Config{Clock: newManualClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	q1, q2 := NewPipe(PipeConfig{})
+	defer q2.Close()
+	if _, err := b.AddPort(q1, PortConfig{Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	p := &detachingPort{b: b, frame: ether(Broadcast, macD, etherTypeTest, 50, 1), closed: make(chan struct{})}
+	a, err := b.AddPort(p, PortConfig{Name: "dying"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if e := findFDB(b.FDB(), macD); e != nil {
+		t.Errorf("FDB holds %v behind a port that was closed", *e)
+	}
+	if got := a.Counters().DropDetached; got != 1 {
+		t.Errorf("DropDetached = %d, want 1", got)
 	}
 }

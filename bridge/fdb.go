@@ -118,6 +118,11 @@ func (f *fdb) learn(mac MAC, port *Attachment, now int64) (moved bool) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if port.closing.Load() {
+		// Detached since input looked: flushPort, which runs under
+		// f.mu once closing is set, has flushed it or will.
+		return false
+	}
 	if e := f.m[mac]; e != nil { // learned by another port meanwhile
 		if !e.static {
 			e.seen.Store(now)

@@ -95,3 +95,11 @@ func (m MAC) IsZero() bool { return m == MAC{} }
 // isStation reports whether m may appear as a frame's source and be
 // learned: neither a group address nor zero, as Linux's is_valid_ether_addr.
 func (m MAC) isStation() bool { return !m.IsMulticast() && !m.IsZero() }
+
+// linkLocal reports whether m is one of IEEE 802.1D's reserved group
+// addresses a bridge does not forward: 01:80:C2:00:00:01 to 0F (pause,
+// LACP, 802.1X, LLDP, ...); not 00, STP's, which a bridge without STP
+// forwards.
+func (m MAC) linkLocal() bool {
+	return m[0] == 0x01 && m[1] == 0x80 && m[2] == 0xc2 && m[3] == 0 && m[4] == 0 && m[5] != 0 && m[5] <= 0x0f
+}

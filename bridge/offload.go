@@ -129,6 +129,14 @@ func (o Offload) Valid(n int) bool {
 	return false
 }
 
+// gsoSegmentFrame is the length of the largest frame the GSO frame
+// (valid for o) is cut into: its headers and one segment of payload.
+func gsoSegmentFrame(frame []byte, o Offload) int {
+	l4 := int(o.CsumStart)
+	hdr := l4 + int(frame[l4+12]>>4)*4
+	return hdr + min(int(o.GSOSize), max(len(frame)-hdr, 0))
+}
+
 // CompleteChecksum computes the pending checksum of frame, as o describes
 // it, in software, the way the kernel's skb_checksum_help does: the field
 // holds the pseudo-header sum, and the ones' complement of the sum from
@@ -233,6 +241,10 @@ func (s *segmenter) init(frame []byte, l3 int, o Offload) error {
 	thl := int(frame[l4+12]>>4) * 4
 	hdr := l4 + thl
 	if thl < 20 || hdr > len(frame) {
+		return ErrBadGSO
+	}
+	// The largest segment's IP packet must fit its length field.
+	if ip := hdr - l3 + min(int(o.GSOSize), len(frame)-hdr); kind == GSOTCPv4 && ip > 65535 || kind == GSOTCPv6 && ip-40 > 65535 {
 		return ErrBadGSO
 	}
 	*s = segmenter{
