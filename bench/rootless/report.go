@@ -109,7 +109,10 @@ type row struct {
 	RatioSlirp *float64           `json:"usernat_per_slirp4netns,omitempty"`
 	RatioPasta *float64           `json:"usernat_per_pasta,omitempty"`
 	Target     string             `json:"target,omitempty"`
-	Met        *bool              `json:"met,omitempty"`
+	Met        *bool              `json:"met,omitempty"` // nil: no verdict (usernat, or a reference the target names, not measured)
+	// Rounds, in the summary, is how many rounds a value is the median
+	// of, where fewer than all measured it (the others failed).
+	Rounds map[string]int `json:"rounds,omitempty"`
 }
 
 type round struct {
@@ -184,6 +187,26 @@ func (rep *report) add(results []result) {
 		med[name] = medians(per)
 	}
 	rep.Summary = rep.rows(med, nil)
+	for i, m := range metrics {
+		r := &rep.Summary[i]
+		for _, name := range rep.names {
+			if _, ok := r.Values[name]; !ok {
+				continue
+			}
+			n := 0
+			for _, rd := range rep.Rounds {
+				if _, ok := rd.Results[name].Values[m.key]; ok {
+					n++
+				}
+			}
+			if n < len(rep.Rounds) {
+				if r.Rounds == nil {
+					r.Rounds = make(map[string]int)
+				}
+				r.Rounds[name] = n
+			}
+		}
+	}
 }
 
 // Failed says whether slirp4netns or pasta, when selected, could not be
@@ -233,10 +256,12 @@ func (rep *report) rows(vals map[string]map[string]float64, seen map[string]resu
 			out = append(out, r)
 			continue
 		}
-		allMet, compared := true, false
+		allMet, compared, missing := true, false, false
 		for i, ref := range []string{slirpName, pastaName} {
 			v, ok := r.Values[ref]
 			if !hasU || !ok || v <= 0 {
+				// A target against both is judged against both.
+				missing = missing || m.vs[i] != 0
 				continue
 			}
 			ratio := u / v
@@ -250,7 +275,7 @@ func (rep *report) rows(vals map[string]map[string]float64, seen map[string]resu
 				allMet = allMet && m.met(ratio, m.vs[i])
 			}
 		}
-		if compared {
+		if compared && !missing {
 			r.Met = &allMet
 		}
 		out = append(out, r)
@@ -378,9 +403,9 @@ func cell(m metric, r row, name string, res result) string {
 		}
 		return s
 	case ok && m.kind == cpuKind:
-		return fmt.Sprintf(m.format+" (%.2f)", v, r.Totals[name])
+		return fmt.Sprintf(m.format+" (%.2f)", v, r.Totals[name]) + partial(r, name)
 	case ok:
-		return fmt.Sprintf(m.format+" %s", v, m.unit)
+		return fmt.Sprintf(m.format+" %s", v, m.unit) + partial(r, name)
 	case res.Unavailable != "":
 		return "not available"
 	case res.Errors[m.key] != "":
@@ -398,3 +423,11 @@ func ratio(p *float64) string {
 
 // Key is the metric's key in results and JSON.
 func (m metric) Key() string { return m.key }
+
+// partial marks a summary value that fewer rounds than all measured.
+func partial(r row, name string) string {
+	if n, ok := r.Rounds[name]; ok {
+		return fmt.Sprintf(" [%d rounds]", n)
+	}
+	return ""
+}

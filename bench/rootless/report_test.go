@@ -1,0 +1,51 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// The summary says how many rounds a median comes from when some failed,
+// and gives no verdict on a target against both references when one was
+// not measured: the median of one surviving round is not the median of
+// three, and a target against both is not met against one.
+func TestSummaryPartial(t *testing.T) {
+	rep := newReport(config{}, []peer{{name: slirpName}, {name: pastaName}, {name: usernatName}})
+	for r := range 3 {
+		res := []result{
+			{Values: map[string]float64{inbound: 6, outbound: 3}},
+			{Values: map[string]float64{inbound: 10}}, // pasta: TCP out fails every round
+			{Values: map[string]float64{inbound: 20, outbound: 13}},
+		}
+		if r < 2 {
+			res[0].Values[connsPerS] = 6000 // slirp4netns: conns fail in the last round
+			res[1].Values[connsPerS] = 8000
+			res[2].Values[connsPerS] = 7000 + float64(r)
+		}
+		rep.add(res)
+	}
+	row := func(key string) row {
+		for i, m := range metrics {
+			if m.key == key {
+				return rep.Summary[i]
+			}
+		}
+		t.Fatalf("no row %s", key)
+		return row{}
+	}
+	if in := row(inbound); in.Rounds != nil || in.Met == nil || !*in.Met {
+		t.Errorf("TCP in, measured every round: rounds %v, met %v; want no count, met", in.Rounds, in.Met)
+	}
+	if out := row(outbound); out.Met != nil {
+		t.Errorf("TCP out, pasta never measured: met %v, want no verdict", *out.Met)
+	}
+	c := row(connsPerS)
+	if c.Rounds[slirpName] != 2 || c.Rounds[usernatName] != 2 || c.Rounds[pastaName] != 2 {
+		t.Errorf("connections, measured in 2 rounds of 3: rounds %v", c.Rounds)
+	}
+	var b strings.Builder
+	rep.PrintSummary(&b)
+	if !strings.Contains(b.String(), "[2 rounds]") {
+		t.Errorf("the summary does not mark the medians of 2 rounds:\n%s", b.String())
+	}
+}
