@@ -690,6 +690,12 @@ func (t *Table) deleteID(ref uint32, id uint64, why Reason) bool {
 	if !same {
 		return false
 	}
+	if why == ReasonTimeout && e.deadline.Load() > t.clockNow() {
+		// A packet refreshed it since the reaper picked it (its time
+		// read before the reaper's): as Linux's gc checks again
+		// before it kills, it lives.
+		return false
+	}
 	if t.subs.active(EventDestroy) {
 		t.subs.emit(Event{Type: EventDestroy, Reason: why, Entry: t.snapshot(e, t.clockNow())})
 	}
@@ -781,7 +787,7 @@ func (t *Table) lookup(zone Zone, tp Tuple, snap bool) (Entry, Dir, bool) {
 	k := makeKey(zone, tp)
 	h := k.hash(t.seed)
 	s := &t.shards[t.shardOf(h)]
-	now := t.now()
+	now := t.clockNow() // a look, not a packet: a parked clock stays parked
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ref, ok := s.find(&t.slab, &k, uint32(h))
@@ -805,32 +811,49 @@ func (t *Table) Delete(zone Zone, tp Tuple) bool { return t.DeleteID(zone, tp, 0
 // DeleteID is Delete of the entry with ID id only (Result.ID, Entry.ID),
 // or of any when id is 0: the caller that made an entry removes it
 // without removing another that took its tuple since.
+//
+// An entry expired but not reaped yet is not found, as Get does not find
+// it: it goes now, destroyed as timed out, and DeleteID reports false.
 func (t *Table) DeleteID(zone Zone, tp Tuple, id uint64) bool {
 	k := makeKey(zone, tp)
 	h := k.hash(t.seed)
 	s := &t.shards[t.shardOf(h)]
+	now := t.clockNow()
 	s.mu.RLock()
 	ref, ok := s.find(&t.slab, &k, uint32(h))
 	var found uint64
+	expired := false
 	if ok {
-		found = t.slab.at(ref).id
+		e := t.slab.at(ref)
+		found, expired = e.id, e.deadline.Load() <= now
 	}
 	s.mu.RUnlock()
+	if ok && expired {
+		t.deleteID(ref, found, ReasonTimeout)
+		return false
+	}
 	return ok && (id == 0 || found == id) && t.deleteID(ref, found, ReasonDeleted)
 }
 
-// SetMark sets the mark of the entry that has tp as one of its tuples.
+// SetMark sets the mark of the entry that has tp as one of its tuples;
+// false when there is none (or it expired).
 func (t *Table) SetMark(zone Zone, tp Tuple, mark uint32) bool {
 	k := makeKey(zone, tp)
 	h := k.hash(t.seed)
 	s := &t.shards[t.shardOf(h)]
+	now := t.clockNow()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ref, ok := s.find(&t.slab, &k, uint32(h))
-	if ok {
-		t.slab.at(ref).mark.Store(mark)
+	if !ok {
+		return false
 	}
-	return ok
+	e := t.slab.at(ref)
+	if e.deadline.Load() <= now {
+		return false
+	}
+	e.mark.Store(mark)
+	return true
 }
 
 // Flush removes every entry; subscribers see each destroyed with
