@@ -112,4 +112,3 @@ func TestReaperSparesRefreshedEntry(t *testing.T) {
 		t.Errorf("an entry refreshed by a packet 1 ms ago (30 s to live) was destroyed: %v %v", ev.Type, ev.Reason)
 	}
 }
-
