@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -71,15 +72,18 @@ type Gateway struct {
 	clock  Clock
 	epoch  time.Time
 	subnet netip.Prefix
-	table  *conntrack.Table
-	ownTbl bool
-	uplink Uplink
-	term   Terminator // uplink, when it terminates flows; else nil
-	inside *link      // the router port on the bridge
-	att    *bridge.Attachment
-	rules  Rules
-	ports  Allocator
-	reasm  *Reassembler
+	// broadcast is the subnet's broadcast address: the bridge's own
+	// traffic, never forwarded.
+	broadcast netip.Addr
+	table     *conntrack.Table
+	ownTbl    bool
+	uplink    Uplink
+	term      Terminator // uplink, when it terminates flows; else nil
+	inside    *link      // the router port on the bridge
+	att       *bridge.Attachment
+	rules     Rules
+	ports     Allocator
+	reasm     *Reassembler
 
 	out, in flowTranslator // for flows that start on the bridge, and outside
 
@@ -125,6 +129,7 @@ type gatewayStats struct {
 	dropInvalid, dropNoRule, dropRefused   atomic.Uint64
 	dropTooBig, dropFragments, dropRewrite atomic.Uint64
 	icmpSent, gso, segmented               atomic.Uint64
+	dropMartian                            atomic.Uint64
 }
 
 // Stats are the gateway's counters.
@@ -146,6 +151,7 @@ type Stats struct {
 	DropTooBig    uint64 // DF packets over the MTU (fragmentation needed was sent)
 	DropFragments uint64 // fragments that were not reassembled
 	DropRewrite   uint64 // packets the rewriter refused
+	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's too), 0.0.0.0/8, 127.0.0.0/8
 }
 
 // New starts a gateway on cfg.Bridge.
@@ -164,7 +170,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, subnet: cfg.Subnet, uplink: cfg.Uplink}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, subnet: cfg.Subnet, uplink: cfg.Uplink, broadcast: broadcastOf(cfg.Subnet)}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -384,8 +390,8 @@ func (g *Gateway) Stats() Stats {
 		DropTTL: s.dropTTL.Load(), DropInvalid: s.dropInvalid.Load(),
 		DropNoRule: s.dropNoRule.Load(), DropRefused: s.dropRefused.Load(),
 		DropTooBig: s.dropTooBig.Load(), DropFragments: s.dropFragments.Load(),
-		DropRewrite: s.dropRewrite.Load(),
-		GSO:         s.gso.Load(), Segmented: s.segmented.Load(),
+		DropRewrite: s.dropRewrite.Load(), DropMartian: s.dropMartian.Load(),
+		GSO: s.gso.Load(), Segmented: s.segmented.Load(),
 	}
 }
 
@@ -425,8 +431,14 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	frame, pkt = frame[:Headroom+p.Len], pkt[:p.Len] // drop Ethernet padding
-	if !off.Valid(len(frame)) || off.GSO != bridge.GSONone && p.Tuple.Proto != conntrack.ProtoTCP {
+	if !off.Valid(len(frame)) || off.GSO != bridge.GSONone && p.Tuple.Proto != conntrack.ProtoTCP || !csumAtL4(&p, off) {
 		g.stats.dropMalformed.Add(1)
+		return
+	}
+	if g.martian(p.Tuple.Src) || g.martian(p.Tuple.Dst) {
+		// As Linux's routing: never forwarded, nor answered with an
+		// error (a multicast, a broadcast, this host's loopback).
+		g.stats.dropMartian.Add(1)
 		return
 	}
 	if p.Tuple.Src.Is6() {
@@ -498,10 +510,25 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			g.stats.dropRewrite.Add(1)
 			return
 		}
-		g.route(frame, pkt, to.Src, inside, false, bridge.Offload{})
+		// Forwarded as any packet is: a hop less, and dropped at the
+		// last, without an error about an error.
+		g.route(frame, pkt, to.Src, inside, true, bridge.Offload{})
 		return
 	}
 	to, _ = res.Tuple(1 - res.Dir).Reverse()
+	if !g.isOwn(to.Dst) && pkt[8] <= 1 {
+		// To the gateway's own address, but routed on once translated
+		// (a published port, hairpin): its TTL runs out here, as in
+		// Linux's ip_forward after DNAT, and its new entry goes.
+		g.stats.dropTTL.Add(1)
+		if res.Created {
+			g.table.DeleteID(0, res.Orig(), res.ID)
+		}
+		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+			return TimeExceeded(buf, pkt, from)
+		})
+		return
+	}
 	if g.isOwn(to.Dst) {
 		if off.GSO != bridge.GSONone {
 			g.stats.dropInvalid.Add(1) // no stream to the gateway gets that far
@@ -641,6 +668,49 @@ func (g *Gateway) cross(frame, pkt []byte, dst netip.Addr, inside bool, off brid
 		off = bridge.Offload{}
 	}
 	g.uplink.Send(frame, dst, off)
+}
+
+// csumAtL4 reports whether off's pending checksum, if any, is the
+// transport header's own (TCP's or UDP's checksum field): one anywhere
+// else would be written over what the gateway rewrites, or read outside
+// the packet.
+func csumAtL4(p *conntrack.Packet, off bridge.Offload) bool {
+	if off.Flags&bridge.OffloadNeedsCsum == 0 {
+		return true
+	}
+	var field uint16
+	switch p.Tuple.Proto {
+	case conntrack.ProtoTCP:
+		field = 16
+	case conntrack.ProtoUDP:
+		field = 6
+	default:
+		return false
+	}
+	return p.Kind == conntrack.KindFlow && int(off.CsumStart) == Headroom+p.L4Off && off.CsumOffset == field
+}
+
+// broadcastOf is the broadcast address of the IPv4 prefix p (none for a
+// /31 or /32, which have none).
+func broadcastOf(p netip.Prefix) netip.Addr {
+	if p.Bits() >= 31 {
+		return netip.Addr{}
+	}
+	a := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(a[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(a[:], v)
+	return netip.AddrFrom4(a)
+}
+
+// martian reports whether a is an address no router forwards to or from:
+// multicast, the limited broadcast and the subnet's, 0.0.0.0/8 and
+// 127.0.0.0/8.
+func (g *Gateway) martian(a netip.Addr) bool {
+	if a.IsMulticast() || a.IsLoopback() || a == g.broadcast {
+		return true
+	}
+	b := a.As4()
+	return b[0] == 0 || a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // gsoSegmentSize is the size of the IP packets a GSO packet is cut into:
