@@ -102,14 +102,38 @@ func (t *neighTable) hold(a netip.Addr, pkt []byte, now int64) (ask bool, droppe
 	return ask, dropped
 }
 
-// roomLocked makes room for one entry, dropping expired ones, and reports
-// whether there is room. The caller holds t.mu.
+// roomLocked makes room for one entry, dropping expired ones, else the
+// one confirmed longest ago (Linux's forced gc at gc_thresh3 evicts
+// likewise, rather than refuse): a container that spoofed thousands of
+// senders in ARP requests must not keep one started later from being
+// resolved for minutes. The caller holds t.mu.
 func (t *neighTable) roomLocked(now int64) bool {
 	if len(t.m) < neighMax {
 		return true
 	}
 	t.expireLocked(now)
-	return len(t.m) < neighMax
+	if len(t.m) < neighMax {
+		return true
+	}
+	var oldest netip.Addr
+	var at int64
+	for a, n := range t.m {
+		if !oldest.IsValid() || n.seen < at {
+			oldest, at = a, n.seen
+		}
+	}
+	t.dropLocked(oldest)
+	return true
+}
+
+// dropLocked removes the entry of a, with its queue.
+func (t *neighTable) dropLocked(a netip.Addr) int {
+	n := t.m[a]
+	for _, p := range n.queue {
+		t.queued -= len(p)
+	}
+	delete(t.m, a)
+	return len(n.queue)
 }
 
 // expire drops entries nobody confirmed for a long time and pending
@@ -126,11 +150,7 @@ func (t *neighTable) expireLocked(now int64) int {
 	for a, n := range t.m {
 		if n.resolved && now-n.seen > 4*int64(neighReachable) ||
 			!n.resolved && now-n.seen > int64(neighGiveUp) {
-			dropped += len(n.queue)
-			for _, p := range n.queue {
-				t.queued -= len(p)
-			}
-			delete(t.m, a)
+			dropped += t.dropLocked(a)
 		}
 	}
 	return dropped
