@@ -25,16 +25,17 @@ var _ conntrack.Translator = (*flowTranslator)(nil)
 
 // Translate chooses the reply tuple of a new flow:
 //
-//   - to a published port (an uplink address and a publish rule), DNAT to
-//     the container; when the flow comes from the bridge too (hairpin), also
-//     SNAT to the gateway's bridge address, so the replies come back
-//     through the gateway;
+//   - to a published port (an address of the gateway's, the uplink's or
+//     its bridge address, as Docker's PREROUTING matches any local one,
+//     and a publish rule), DNAT to the container; when the flow comes from
+//     the bridge too (hairpin), also SNAT to the gateway's bridge address,
+//     so the replies come back through the gateway;
 //   - from the subnet to anywhere else outside, masquerade to the uplink
 //     address (unless turned off);
 //   - anything else is not translated.
 func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, orig conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
 	g := t.g
-	if m, _, ok := g.rules.MatchPublish(orig, g.isUplinkAddr(orig.Dst)); ok {
+	if m, _, ok := g.rules.MatchPublish(orig, g.isOwn(orig.Dst)); ok {
 		if t.inside {
 			m.SrcAddr = g.subnet.Addr() // hairpin
 		}
