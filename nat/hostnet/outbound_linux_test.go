@@ -66,6 +66,18 @@ func nextSegment(t *testing.T, u *Uplink) tcpSeg {
 	}
 }
 
+// noSegment fails the test with why if the uplink sends the container a
+// segment within 100 ms.
+func noSegment(t *testing.T, u *Uplink, why string) {
+	t.Helper()
+	select {
+	case f := <-u.ln.q:
+		u.ln.putBuf(f.buf)
+		t.Fatal(why)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 // synOpts are a SYN's options: MSS 1460, and a window scale of 7 when ws.
 func synOpts(ws bool) []byte {
 	o := []byte{2, 4, 0x05, 0xb4}
@@ -376,20 +388,11 @@ func TestOutboundSpliceConnectsLater(t *testing.T) {
 	ctr := netip.MustParseAddrPort("10.0.2.100:40005")
 	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
 	sendSyn(u, ctr, dst, 1)
-	quiet := func(what string) {
-		t.Helper()
-		select {
-		case f := <-u.ln.q:
-			u.ln.putBuf(f.buf)
-			t.Fatal(what)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	quiet("answered before the host connection was made")
+	noSegment(t, u, "answered before the host connection was made")
 	// The container's SYN again, while connecting: ignored, not
 	// answered with a SYN-ACK of a connection not made.
 	sendSyn(u, ctr, dst, 1)
-	quiet("a SYN sent again while connecting was answered")
+	noSegment(t, u, "a SYN sent again while connecting was answered")
 	if n := u.stats.OutboundSynAgain.Load(); n != 0 {
 		t.Fatalf("outbound_syn_again %d while connecting", n)
 	}
@@ -515,12 +518,7 @@ func TestOutboundSpliceNewISN(t *testing.T) {
 				t.Fatalf("answer to the new SYN: flags %#x, seq %d, ack %d; want an ACK, seq %d, ack 1001", a.flags(), a.seq(), a.ack(), sa.seq()+1)
 			}
 			sendSyn(u, ctr, dst, 5000) // at once again: not answered
-			select {
-			case f := <-u.ln.q:
-				u.ln.putBuf(f.buf)
-				t.Fatal("a second answer within oowLimit")
-			case <-time.After(100 * time.Millisecond):
-			}
+			noSegment(t, u, "a second answer within oowLimit")
 			if n := u.stats.OutboundSynAgain.Load(); n != 0 {
 				t.Errorf("outbound_syn_again %d, want 0: a new SYN is not the old one again", n)
 			}
@@ -593,12 +591,7 @@ func TestOutboundInFlightPerSource(t *testing.T) {
 		}
 	}
 	sendSyn(u, netip.AddrPortFrom(a, 40040), dst, 1)
-	select {
-	case f := <-u.ln.q:
-		u.ln.putBuf(f.buf)
-		t.Fatal("a's SYN beyond its share was answered; want it dropped")
-	case <-time.After(100 * time.Millisecond):
-	}
+	noSegment(t, u, "a's SYN beyond its share was answered; want it dropped")
 	if n := u.stats.DropInFlight.Load(); n != 1 {
 		t.Errorf("drop_in_flight %d, want 1", n)
 	}
