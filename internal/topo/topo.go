@@ -68,11 +68,11 @@ type Container struct {
 }
 
 // New builds the experiment. Close undoes it.
-func New(cfg Config) (t *Topo, err error) {
-	t = &Topo{}
+func New(cfg Config) (_ *Topo, err error) {
+	t := &Topo{}
 	defer func() {
 		if err != nil {
-			t.Close()
+			t.Close() // t, not the result: an error returns nil
 		}
 	}()
 	mtu, upMTU := cfg.MTU, cfg.UplinkMTU
