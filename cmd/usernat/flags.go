@@ -509,7 +509,8 @@ func checkDevices(ports []portSpec, up uplinkSpec) error {
 		ifname string
 	}
 	seen := map[dev]string{}
-	add := func(what, ns, ifname string) error {
+	routed := map[nsID]string{} // the --port whose address routes its namespace through the gateway
+	add := func(what, ns, ifname string, addressed bool) error {
 		id, err := statNS(ns)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
@@ -519,15 +520,23 @@ func checkDevices(ports []portSpec, up uplinkSpec) error {
 			return fmt.Errorf("%s: device %s in %s is already %s", what, ifname, ns, other)
 		}
 		seen[d] = what
+		if addressed {
+			// Each gets a default route via the gateway: a namespace
+			// has room for one.
+			if other, ok := routed[id]; ok {
+				return fmt.Errorf("%s: %s is in the same namespace and has an address too; give one of them its address (and the default route) only", what, other)
+			}
+			routed[id] = what
+		}
 		return nil
 	}
 	if !up.Host {
-		if err := add("--uplink", up.NetNS, up.IfName); err != nil {
+		if err := add("--uplink", up.NetNS, up.IfName, false); err != nil {
 			return err
 		}
 	}
 	for _, p := range ports {
-		if err := add("--port "+p.NetNS+":"+p.IfName, p.NetNS, p.IfName); err != nil {
+		if err := add("--port "+p.NetNS+":"+p.IfName, p.NetNS, p.IfName, p.Addr.IsValid()); err != nil {
 			return err
 		}
 	}

@@ -47,7 +47,7 @@ func TestParseGatewayArgs(t *testing.T) {
 			"--subnet", "10.88.0.1/24",
 			"--port", self+":eth0=10.88.0.4/24",
 			"--port", self+":eth1",
-			"--port="+self+":eth2=10.88.0.5/16",
+			"--port="+self+":eth2", // one address a namespace: it gets the default route
 			"--uplink-via", "192.168.2.1",
 			"-p", "8080:10.88.0.4:80",
 			"--publish", "192.168.2.116:5353:10.88.0.5:53/udp",
@@ -67,7 +67,11 @@ func TestParseGatewayArgs(t *testing.T) {
 		wantPorts := []portSpec{
 			{self, "eth0", netip.MustParsePrefix("10.88.0.4/24")},
 			{self, "eth1", netip.Prefix{}},
-			{self, "eth2", netip.MustParsePrefix("10.88.0.5/16")},
+			{self, "eth2", netip.Prefix{}},
+		}
+		// A prefix other than the subnet's, containing the gateway.
+		if p, err := parsePort(self+":eth2=10.88.0.5/16", netip.MustParsePrefix("10.88.0.1/24")); err != nil || p.Addr != netip.MustParsePrefix("10.88.0.5/16") {
+			t.Errorf("parsePort: %+v, %v", p, err)
 		}
 		if len(cfg.Ports) != 3 {
 			t.Fatalf("ports %+v", cfg.Ports)
@@ -134,6 +138,7 @@ func TestParseGatewayArgs(t *testing.T) {
 		{"host loopback is loopback", []string{"--port", self + ":eth0", "--host-loopback", "127.0.0.1", "--api-socket", sock}, "--host-loopback 127.0.0.1"},
 		{"host loopback in subnet", []string{"--port", self + ":eth0", "--host-loopback", "172.17.0.9", "--api-socket", sock}, "only the gateway's address"},
 		{"outbound addr IPv6", []string{"--port", self + ":eth0", "--outbound-addr", "::1", "--api-socket", sock}, "--outbound-addr ::1"},
+		{"two addressed ports in one namespace", []string{"--port", self + ":eth0=172.17.0.4/16", "--port", pid + ":eth1=172.17.0.5/16", "--api-socket", sock}, "has an address too"},
 		{"outbound addr neither", []string{"--port", self + ":eth0", "--outbound-addr", "eth0:1", "--api-socket", sock}, "or an interface's name"},
 		{"outbound iface too long", []string{"--port", self + ":eth0", "--outbound-addr", "abcdefghijklmnop", "--api-socket", sock}, "--outbound-addr abcdefghijklmnop"},
 		{"connect timeout negative", []string{"--port", self + ":eth0", "--connect-timeout", "-1s", "--api-socket", sock}, "--connect-timeout -1s"},

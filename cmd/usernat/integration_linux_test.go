@@ -420,3 +420,35 @@ func TestIntegrationHostUplink(t *testing.T) {
 		t.Errorf("exit: %v\n%s", err, g.log())
 	}
 }
+
+// A gateway told to stop while it starts (SIGINT or SIGTERM between its
+// start and its ready signal) undoes what it made and exits without
+// writing the ready fd: a supervisor waiting on it heard "ready" from a
+// gateway going away.
+func TestIntegrationGatewayStoppedWhileStarting(t *testing.T) {
+	netns.RequirePrivileged(t)
+	ctr := newNS(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the signal came while it started
+	err = runGateway(ctx, []string{"--port", ctr.Path() + ":tap0=10.0.2.100/24", "--subnet", "10.0.2.2/24",
+		"--api-socket", sock, "--ready-fd", strconv.Itoa(int(w.Fd()))}, io.Discard)
+	w.Close()
+	if err != nil {
+		t.Fatalf("runGateway: %v", err)
+	}
+	if b, _ := io.ReadAll(r); len(b) != 0 {
+		t.Errorf("the ready fd says %q", b)
+	}
+	if out, err := ctr.Run(context.Background(), "ip", "link", "show", "tap0"); err == nil {
+		t.Errorf("tap0 left behind:\n%s", out)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("API socket left behind: %v", err)
+	}
+}

@@ -71,7 +71,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {
-			return err
+			return fmt.Errorf("--cpuprofile %s: %w", cfg.CPUProfile, err)
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
@@ -83,6 +83,12 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	g, err := startAll(cfg, log)
 	if err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		// Told to stop while starting: a supervisor waiting on the
+		// ready fd must not hear "ready" from a gateway going away.
+		log.Info("shutting down before ready")
+		return g.close(log)
 	}
 	log.Info("gateway ready", "subnet", cfg.Subnet, "uplink", cfg.UplinkAddr, "ports", len(cfg.Ports), "api-socket", cfg.APISocket)
 	if cfg.ReadyFD >= 0 {
