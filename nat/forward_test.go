@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -113,5 +114,32 @@ func TestRelatedLosesHop(t *testing.T) {
 	}
 	if st := gw.Stats(); st.ICMPSent != 0 {
 		t.Errorf("%d ICMP messages sent about an error", st.ICMPSent)
+	}
+}
+
+// A frame of EtherType IPv4 to the gateway's MAC that holds an IPv6 header
+// decodes as IPv6, and is dropped as malformed: the martian check, before
+// the IPv6 one, read its addresses as IPv4 and panicked the gateway.
+func TestForwardIPv6InIPv4Frame(t *testing.T) {
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	pkt := make([]byte, 40+8)
+	pkt[0] = 0x60
+	binary.BigEndian.PutUint16(pkt[4:], 8) // payload length
+	pkt[6] = 17                            // UDP
+	pkt[7] = 64
+	copy(pkt[8:24], []byte{0x20, 0x01, 0x0d, 0xb8, 15: 1})
+	copy(pkt[24:40], []byte{0x20, 0x01, 0x0d, 0xb8, 15: 2})
+	binary.BigEndian.PutUint16(pkt[40:], 5000)
+	binary.BigEndian.PutUint16(pkt[42:], 53)
+	binary.BigEndian.PutUint16(pkt[44:], 8)
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("gateway panicked on an IPv6 packet: %v", r)
+		}
+	}()
+	gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, pkt), true, bridge.Offload{})
+	if st := gw.Stats(); st.DropMalformed != 1 {
+		t.Errorf("DropMalformed %d, want 1", st.DropMalformed)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 )
 
@@ -158,5 +159,32 @@ func FuzzRewriteICMPError(f *testing.F) {
 		if valid && restorable && !bytes.Equal(pkt, orig) {
 			t.Fatalf("rewrite and back:\n got %x\nwant %x", pkt, orig)
 		}
+	})
+}
+
+// FuzzForward hands the gateway arbitrary packets, from the bridge or from
+// outside, with arbitrary offload metadata, as a container's kernel or a
+// custom port may send them: whatever comes, the gateway drops or forwards
+// it, and never panics (a pending checksum before the IP header, and an
+// IPv6 header in an IPv4 frame, each did).
+func FuzzForward(f *testing.F) {
+	udp := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 10))
+	f.Add(udp, true, uint8(0), uint8(0), uint16(0), uint16(0), uint16(0), uint16(0))
+	f.Add(udp, true, uint8(bridge.OffloadNeedsCsum), uint8(0), uint16(0), uint16(Headroom+20), uint16(6), uint16(0))
+	tcp := ipPacket(ctrIP, clientIP, conntrack.ProtoTCP, tcpHeader(5000, 80, 4000))
+	f.Add(tcp, true, uint8(bridge.OffloadNeedsCsum), uint8(bridge.GSOTCPv4), uint16(1448), uint16(0), uint16(16), uint16(54))
+	f.Add(tcp, false, uint8(bridge.OffloadNeedsCsum), uint8(bridge.GSOTCPv4), uint16(1448), uint16(Headroom+20), uint16(16), uint16(54))
+	v6 := make([]byte, 48)
+	v6[0], v6[5], v6[6], v6[7] = 0x60, 8, 17, 64
+	f.Add(v6, true, uint8(0), uint8(0), uint16(0), uint16(0), uint16(0), uint16(0))
+	port := &offloadSink{sink: sink{done: make(chan struct{})}}
+	gw := sinkGateway(f, port, 1500)
+	f.Fuzz(func(t *testing.T, pkt []byte, inside bool, flags, gso uint8, gsoSize, csumStart, csumOffset, hdrLen uint16) {
+		src, dst := ctrMAC, gw.MAC()
+		if !inside {
+			src, dst = clientMAC, gw.inside.mac
+		}
+		off := bridge.Offload{Flags: flags, GSO: gso, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset, HdrLen: hdrLen}
+		gw.forward(frame(dst, src, etherTypeIP4, pkt), inside, off)
 	})
 }

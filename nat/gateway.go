@@ -435,14 +435,14 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		g.stats.dropMalformed.Add(1)
 		return
 	}
+	if p.Tuple.Src.Is6() {
+		g.stats.dropMalformed.Add(1) // the link uplink is IPv4 only
+		return
+	}
 	if g.martian(p.Tuple.Src) || g.martian(p.Tuple.Dst) {
 		// As Linux's routing: never forwarded, nor answered with an
 		// error (a multicast, a broadcast, this host's loopback).
 		g.stats.dropMartian.Add(1)
-		return
-	}
-	if p.Tuple.Src.Is6() {
-		g.stats.dropMalformed.Add(1) // the link uplink is IPv4 only
 		return
 	}
 	if !ipv4HeaderOK(pkt) {
@@ -706,8 +706,8 @@ func broadcastOf(p netip.Prefix) netip.Addr {
 // multicast, the limited broadcast and the subnet's, 0.0.0.0/8 and
 // 127.0.0.0/8.
 func (g *Gateway) martian(a netip.Addr) bool {
-	if a.IsMulticast() || a.IsLoopback() || a == g.broadcast {
-		return true
+	if !a.Is4() || a.IsMulticast() || a.IsLoopback() || a == g.broadcast {
+		return true // an IPv6 address too: none is routed here
 	}
 	b := a.As4()
 	return b[0] == 0 || a == netip.AddrFrom4([4]byte{255, 255, 255, 255})

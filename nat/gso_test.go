@@ -49,7 +49,7 @@ func gsoPacket(dst bridge.MAC, payload, mss int) ([]byte, bridge.Offload) {
 
 // sinkGateway is a gateway whose uplink is port, with the client's MAC
 // known on it, and no reaper (ExpireInterval -1).
-func sinkGateway(t *testing.T, port bridge.Port, mtu int) *Gateway {
+func sinkGateway(t testing.TB, port bridge.Port, mtu int) *Gateway {
 	t.Helper()
 	br, err := bridge.New(bridge.Config{})
 	if err != nil {
