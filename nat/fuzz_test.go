@@ -174,8 +174,10 @@ func FuzzForward(f *testing.F) {
 	tcp := ipPacket(ctrIP, clientIP, conntrack.ProtoTCP, tcpHeader(5000, 80, 4000))
 	f.Add(tcp, true, uint8(bridge.OffloadNeedsCsum), uint8(bridge.GSOTCPv4), uint16(1448), uint16(0), uint16(16), uint16(54))
 	f.Add(tcp, false, uint8(bridge.OffloadNeedsCsum), uint8(bridge.GSOTCPv4), uint16(1448), uint16(Headroom+20), uint16(16), uint16(54))
-	v6 := make([]byte, 48) // an IPv6 UDP header in an IPv4 frame
+	v6 := make([]byte, 48) // an IPv6 UDP header in an IPv4 frame, 2001:db8::1 to 2001:db8::2
 	v6[0], v6[5], v6[6], v6[7], v6[23], v6[39], v6[45] = 0x60, 8, 17, 64, 1, 2, 8
+	copy(v6[8:], []byte{0x20, 0x01, 0x0d, 0xb8})
+	copy(v6[24:], []byte{0x20, 0x01, 0x0d, 0xb8})
 	f.Add(v6, true, uint8(0), uint8(0), uint16(0), uint16(0), uint16(0), uint16(0))
 	port := &offloadSink{sink: sink{done: make(chan struct{})}}
 	gw := sinkGateway(f, port, 1500)
