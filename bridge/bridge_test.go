@@ -573,3 +573,20 @@ func TestNoLearningWhileDetaching(t *testing.T) {
 		t.Errorf("DropDetached = %d, want 1", got)
 	}
 }
+
+// A frame a port being detached read moves no MAC known behind another
+// port to it: learn's check for a detached port was on its slow path only
+// (a new MAC), and a known one moved behind the dead port, where its
+// frames were flooded until its own port sent again.
+func TestNoMoveToDetachedPort(t *testing.T) {
+	f := newFDB(300*time.Second, 8192)
+	a, b := &Attachment{name: "a"}, &Attachment{name: "b"}
+	mac := MAC{0x02, 0, 0, 0, 0, 1}
+	f.learn(mac, b, 1)
+	a.closing.Store(true)
+	f.flushPort(a)
+	f.learn(mac, a, 2) // a's frame, read before the detach
+	if got := f.lookup(mac, 2); got != b {
+		t.Errorf("MAC behind %v after the detached port's frame, want b", got.Name())
+	}
+}

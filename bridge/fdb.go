@@ -110,6 +110,15 @@ func (f *fdb) learn(mac MAC, port *Attachment, now int64) (moved bool) {
 			e.seen.Store(now)
 		}
 		if old := e.port.Load(); old != port {
+			// A move, rare: under the read lock, so a port being
+			// detached (closing set, then flushPort under the write
+			// lock) either sees its entry flushed after, or is seen
+			// closing here and gets none.
+			f.mu.RLock()
+			defer f.mu.RUnlock()
+			if port.closing.Load() {
+				return false
+			}
 			e.port.Store(port)
 			return old != nil
 		}

@@ -11,8 +11,9 @@ import (
 )
 
 // cpuGroup is a cgroup of its own for one process the harness started,
-// whose CPU time it reads to the nanosecond: every thread's, exited ones
-// and children too. /proc/PID/stat counts in ticks of 10 ms, too coarse
+// whose CPU time it reads to the microsecond (cgroup v2's usage_usec) or
+// the nanosecond (v1's cpuacct.usage): every thread's, exited ones and
+// children too. /proc/PID/stat counts in ticks of 10 ms, too coarse
 // for a peer that uses 20 ms in a measurement.
 type cpuGroup struct {
 	dir  string

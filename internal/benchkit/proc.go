@@ -192,7 +192,7 @@ func KilledBy(err error, sig syscall.Signal) bool {
 }
 
 // CPUTime is the CPU time, user and system, that the process and its
-// threads have used so far: to the nanosecond from its cgroup, when it
+// threads have used so far: to the microsecond from its cgroup, when it
 // has one, else in ticks of 10 ms.
 func (p *Proc) CPUTime() (time.Duration, error) {
 	if p.cg != nil {
@@ -201,7 +201,7 @@ func (p *Proc) CPUTime() (time.Duration, error) {
 	return CPUTime(p.Pid())
 }
 
-// CPUPrecise says whether CPUTime counts to the nanosecond (a cgroup).
+// CPUPrecise says whether CPUTime counts finer than ticks (a cgroup).
 func (p *Proc) CPUPrecise() bool { return p.cg != nil }
 
 // removeGroup removes the process's cgroup once what it held has gone

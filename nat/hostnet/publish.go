@@ -86,8 +86,11 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 			} else {
 				var c *net.UDPConn
 				if c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at)); err == nil {
-					l = c
-					err = pktinfo(c, at)
+					if err = pktinfo(c, at); err != nil {
+						c.Close() // not in ls yet: closeAll does not see it
+					} else {
+						l = c
+					}
 				}
 			}
 			return err
