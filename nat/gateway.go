@@ -630,11 +630,15 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 
 // terminatedEntry reports whether a packet from the bridge to the
 // gateway's own address belongs to a flow of the uplink's: one it opened
-// for a client on the host's loopback, which it presents as the gateway.
-// (The gateway's own flows, pings and refusals, are not translated.)
+// for a client on the host's loopback, which it presents as the gateway,
+// so the entry's original source is the gateway's address. (The
+// gateway's own flows, pings and refusals, are not translated; its
+// hairpins, a container's connection to a port published on the
+// gateway's address, are translated by the gateway itself, from a
+// container's address.)
 func (g *Gateway) terminatedEntry(p *conntrack.Packet) bool {
 	e, _, ok := g.table.Get(0, p.Tuple)
-	return ok && e.Status&(conntrack.SrcNAT|conntrack.DstNAT) != 0
+	return ok && e.Status&(conntrack.SrcNAT|conntrack.DstNAT) != 0 && e.Orig.Src == g.subnet.Addr()
 }
 
 // claims reports whether a packet from the bridge to the gateway's own

@@ -14,6 +14,7 @@ const (
 	neighReachable  = 60 * time.Second // a resolved entry is used this long after its last confirmation
 	neighRetry      = time.Second      // between ARP requests for one address
 	neighGiveUp     = 3 * time.Second  // a pending entry and its queue are dropped after this
+	neighGrace      = 5 * time.Second  // a full table drops its oldest entry only if confirmed longer ago
 	neighQueueLen   = 8                // packets held per unresolved address
 	neighQueueBytes = 1 << 20          // and at most this much held in all
 )
@@ -103,10 +104,12 @@ func (t *neighTable) hold(a netip.Addr, pkt []byte, now int64) (ask bool, droppe
 }
 
 // roomLocked makes room for one entry, dropping expired ones, else the
-// one confirmed longest ago (Linux's forced gc at gc_thresh3 evicts
-// likewise, rather than refuse): a container that spoofed thousands of
-// senders in ARP requests must not keep one started later from being
-// resolved for minutes. The caller holds t.mu.
+// one confirmed longest ago if that was more than neighGrace ago, as
+// Linux's forced gc at gc_thresh3 drops entries not updated for 5 s: a
+// container that spoofed thousands of senders in ARP requests keeps one
+// started later from being resolved seconds, not the minutes its entries
+// live, and cannot push out entries in use. It reports whether there is
+// room. The caller holds t.mu.
 func (t *neighTable) roomLocked(now int64) bool {
 	if len(t.m) < neighMax {
 		return true
@@ -121,6 +124,9 @@ func (t *neighTable) roomLocked(now int64) bool {
 		if !oldest.IsValid() || n.seen < at {
 			oldest, at = a, n.seen
 		}
+	}
+	if now-at < int64(neighGrace) {
+		return false
 	}
 	t.dropLocked(oldest)
 	return true

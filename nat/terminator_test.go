@@ -200,3 +200,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// With a Terminator uplink, a container reaching a published port through
+// the gateway's bridge address is a hairpin the gateway translates itself,
+// both ways: the answer goes back to the first container, not to the
+// uplink untranslated (the gateway took the hairpin entry, translated as
+// the uplink's are, for the uplink's own).
+func TestGatewayTerminatorHairpin(t *testing.T) {
+	pg, up := newTermGateway(t, netip.Addr{})
+	gwMAC := pg.resolveGateway()
+	if _, err := pg.gw.Rules().AddPublish(Publish{Proto: conntrack.ProtoTCP, HostPorts: PortRange{8080, 8080}, ContainerAddr: ctrIP, ContainerPorts: PortRange{80, 80}}); err != nil {
+		t.Fatal(err)
+	}
+	other, otherMAC := netip.MustParseAddr("172.17.0.5"), bridge.MustParseMAC("02:42:ac:11:00:05")
+	now := pg.gw.now()
+	pg.gw.inside.neigh.learn(ctrIP, ctrMAC, now, true)
+	pg.gw.inside.neigh.learn(other, otherMAC, now, true)
+	syn := ipPacket(other, gwIP, conntrack.ProtoTCP, tcpSeg(40000, 8080, conntrack.TCPSyn, 1, 0))
+	pg.container.WriteFrame(frame(gwMAC, otherMAC, etherTypeIP4, syn))
+	in := pg.read(pg.container)[etherHeader:]
+	if src, dst := netip.AddrFrom4([4]byte(in[12:16])), netip.AddrFrom4([4]byte(in[16:20])); src != gwIP || dst != ctrIP || binary.BigEndian.Uint16(in[22:]) != 80 {
+		t.Fatalf("the SYN reached the bridge as %v > %v port %d, want the gateway to 172.17.0.4:80", src, dst, binary.BigEndian.Uint16(in[22:]))
+	}
+	sport := binary.BigEndian.Uint16(in[20:])
+	synack := ipPacket(ctrIP, gwIP, conntrack.ProtoTCP, tcpSeg(80, sport, conntrack.TCPSyn|conntrack.TCPAck, 9000, 2))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, synack))
+	back := pg.read(pg.container)[etherHeader:]
+	if src, dst := netip.AddrFrom4([4]byte(back[12:16])), netip.AddrFrom4([4]byte(back[16:20])); src != gwIP || dst != other ||
+		binary.BigEndian.Uint16(back[20:]) != 8080 || binary.BigEndian.Uint16(back[22:]) != 40000 {
+		t.Fatalf("the answer reached the bridge as %v:%d > %v:%d, want 172.17.0.1:8080 > 172.17.0.5:40000",
+			src, binary.BigEndian.Uint16(back[20:]), dst, binary.BigEndian.Uint16(back[22:]))
+	}
+	if n := len(up.packets()); n != 0 {
+		t.Errorf("the uplink got %d of the hairpin's packets", n)
+	}
+}
