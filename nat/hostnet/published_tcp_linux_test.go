@@ -719,3 +719,18 @@ func TestIntegrationTCPResetAfterData(t *testing.T) {
 		})
 	}
 }
+
+// A container reaching a published port through the gateway's address on
+// the bridge is carried by the gateway itself (hairpin, as Docker's DNAT
+// takes any local address), not by the uplink: it reaches the service,
+// which sees the gateway. Its answers went to the uplink untranslated, and
+// the connection hung.
+func TestIntegrationPublishedHairpin(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	whoServer(t, e.ctr, "172.17.0.4:80")
+	publish(t, e.up, "8080:172.17.0.4:80/tcp")
+	seen, err := who(t, e.ctr, "172.17.0.1:8080")
+	if err != nil || !strings.HasPrefix(seen, "172.17.0.1:") {
+		t.Fatalf("the container through the gateway's address: saw %q (%v), want the gateway", seen, err)
+	}
+}
