@@ -3,6 +3,7 @@ package nat
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/usernat/usernat/bridge"
@@ -10,13 +11,14 @@ import (
 
 // Neighbour table limits. Every table here has a cap and an expiry.
 const (
-	neighMax        = 4096             // resolved and pending entries together
-	neighReachable  = 60 * time.Second // a resolved entry is used this long after its last confirmation
-	neighRetry      = time.Second      // between ARP requests for one address
-	neighGiveUp     = 3 * time.Second  // a pending entry and its queue are dropped after this
-	neighGrace      = 5 * time.Second  // a full table drops its oldest entry only if confirmed longer ago
-	neighQueueLen   = 8                // packets held per unresolved address
-	neighQueueBytes = 1 << 20          // and at most this much held in all
+	neighMax        = 4096                   // resolved and pending entries together
+	neighReachable  = 60 * time.Second       // a resolved entry is used this long after its last confirmation
+	neighRetry      = time.Second            // between ARP requests for one address
+	neighGiveUp     = 3 * time.Second        // a pending entry and its queue are dropped after this
+	neighGrace      = 5 * time.Second        // a full table drops no entry a packet went to more recently
+	neighRefuse     = 100 * time.Millisecond // a full table that found no entry to drop says no this long without looking
+	neighQueueLen   = 8                      // packets held per unresolved address
+	neighQueueBytes = 1 << 20                // and at most this much held in all
 )
 
 // neigh is one entry of the neighbour (ARP) table.
@@ -26,15 +28,20 @@ type neigh struct {
 	seen     int64 // when last confirmed (resolved) or first asked for (pending)
 	asked    int64 // when the last request went out
 	queue    [][]byte
+	// used is when a packet last went to it (to the second; 0: never),
+	// which a full table keeps it for.
+	used atomic.Int64
 }
 
 // neighTable maps the IPv4 addresses on one link to MAC addresses and holds
 // the packets that wait for a resolution. Lookups of resolved neighbours
 // take only the read lock.
 type neighTable struct {
-	mu     sync.RWMutex
-	m      map[netip.Addr]*neigh
-	queued int // bytes held in all queues
+	mu       sync.RWMutex
+	m        map[netip.Addr]*neigh
+	queued   int   // bytes held in all queues
+	refused  int64 // when a full table last found no entry to drop,
+	refusing bool  // if it has
 }
 
 func newNeighTable() *neighTable { return &neighTable{m: make(map[netip.Addr]*neigh)} }
@@ -46,6 +53,9 @@ func (t *neighTable) lookup(a netip.Addr, now int64) (bridge.MAC, bool) {
 	n := t.m[a]
 	if n == nil || !n.resolved || now-n.seen > int64(neighReachable) {
 		return bridge.MAC{}, false
+	}
+	if now-n.used.Load() >= int64(time.Second) { // a store a second, not one a packet
+		n.used.Store(now)
 	}
 	return n.mac, true
 }
@@ -104,31 +114,41 @@ func (t *neighTable) hold(a netip.Addr, pkt []byte, now int64) (ask bool, droppe
 }
 
 // roomLocked makes room for one entry, dropping expired ones, else the
-// one confirmed longest ago if that was more than neighGrace ago, as
-// Linux's forced gc at gc_thresh3 drops entries not updated for 5 s: a
-// container that spoofed thousands of senders in ARP requests keeps one
-// started later from being resolved seconds, not the minutes its entries
-// live, and cannot push out entries in use. It reports whether there is
-// room. The caller holds t.mu.
+// entry no packet went to for the longest time (never, first; then the
+// one confirmed longest ago), if none went to it within neighGrace. Spoofed
+// senders a container floods the table with in ARP requests are never
+// used, and go before any neighbour in use, which the flood cannot push
+// out; one started later is resolved at once. (Linux's forced gc, at
+// gc_thresh3, likewise drops entries nobody holds.) Refused, it says no
+// again without looking for neighRefuse, rather than scan the full table
+// under the write lock on every packet. The caller holds t.mu.
 func (t *neighTable) roomLocked(now int64) bool {
 	if len(t.m) < neighMax {
 		return true
+	}
+	if t.refusing && now-t.refused < int64(neighRefuse) {
+		return false
 	}
 	t.expireLocked(now)
 	if len(t.m) < neighMax {
 		return true
 	}
-	var oldest netip.Addr
-	var at int64
+	var victim netip.Addr
+	var vUsed, vSeen int64
 	for a, n := range t.m {
-		if !oldest.IsValid() || n.seen < at {
-			oldest, at = a, n.seen
+		u := n.used.Load()
+		if u != 0 && now-u < int64(neighGrace) {
+			continue // in use
+		}
+		if !victim.IsValid() || u < vUsed || u == vUsed && n.seen < vSeen {
+			victim, vUsed, vSeen = a, u, n.seen
 		}
 	}
-	if now-at < int64(neighGrace) {
+	if !victim.IsValid() {
+		t.refused, t.refusing = now, true
 		return false
 	}
-	t.dropLocked(oldest)
+	t.dropLocked(victim)
 	return true
 }
 

@@ -68,34 +68,66 @@ func TestNeighbourTable(t *testing.T) {
 	}
 }
 
-// A full table makes room for a new neighbour by dropping the one
-// confirmed longest ago, if that was more than neighGrace ago, as Linux's
-// forced gc drops entries not updated for 5 s: a container that filled
-// the table by spoofing senders in ARP requests kept one started later
-// from being resolved until the entries expired (4 minutes); entries
-// confirmed within the grace are kept, so a flood cannot push out those
-// in use.
-func TestNeighFullEvictsOldest(t *testing.T) {
+// A full table makes room for a new neighbour by dropping the entry no
+// packet went to for the longest time, never first: a container that
+// fills the table by spoofing senders in ARP requests (entries nothing is
+// ever sent to) pushes out no neighbour in use, and keeps none from being
+// resolved (before, a new one waited for the entries to expire, 4
+// minutes). A table whose every entry is in use refuses, and says no again
+// without a scan for neighRefuse.
+func TestNeighFullEvictsUnused(t *testing.T) {
 	nt := newNeighTable()
+	sec := int64(time.Second)
+	inUse, inUseMAC := netip.MustParseAddr("172.17.0.4"), bridge.MustParseMAC("02:42:ac:11:00:04")
+	nt.learn(inUse, inUseMAC, 0, true)
 	attacker := bridge.MustParseMAC("02:42:ac:11:66:66")
-	for i := range neighMax {
-		nt.learn(netip.AddrFrom4([4]byte{172, 17, byte(100 + i/250), byte(1 + i%250)}), attacker, int64(i), true)
+	spoofed := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{172, 17, byte(100 + i/250), byte(1 + i%250)}) }
+	for i := range neighMax - 1 {
+		nt.learn(spoofed(i), attacker, sec+int64(i), true)
 	}
 	newIP, newMAC := netip.MustParseAddr("172.17.0.9"), bridge.MustParseMAC("02:42:ac:11:00:09")
-	soon := int64(time.Second)
-	nt.learn(newIP, newMAC, soon, true)
-	if _, ok := nt.lookup(newIP, soon); ok {
-		t.Error("a full table of entries confirmed a second ago made room: a flood could push out entries in use")
+	for now := 2 * sec; now < 10*sec; now += sec {
+		nt.lookup(inUse, now) // packets go to it
+		for i := range neighMax - 1 {
+			nt.learn(spoofed(i), attacker, now, false) // the flood refreshes its senders
+		}
 	}
-	late := int64(neighGrace + time.Second)
-	nt.learn(newIP, newMAC, late, true)
-	if mac, ok := nt.lookup(newIP, late); !ok || mac != newMAC {
-		t.Fatalf("a neighbour after %d others %v later: %v %v, want resolved", neighMax, time.Duration(late), mac, ok)
+	nt.learn(newIP, newMAC, 10*sec, true)
+	if mac, ok := nt.lookup(newIP, 10*sec); !ok || mac != newMAC {
+		t.Errorf("a new neighbour in a table full of spoofed senders: %v %v, want resolved", mac, ok)
+	}
+	if _, ok := nt.lookup(inUse, 10*sec); !ok {
+		t.Error("the neighbour in use was pushed out")
 	}
 	if n := len(nt.list()); n != neighMax {
 		t.Errorf("%d entries, want the cap, %d", n, neighMax)
 	}
-	if _, ok := nt.m[netip.AddrFrom4([4]byte{172, 17, 100, 1})]; ok {
-		t.Error("the oldest entry is still there")
+
+	// Every entry in use: refused, then refused without a scan.
+	full := newNeighTable()
+	for i := range neighMax {
+		full.learn(spoofed(i), attacker, 0, true)
+		full.lookup(spoofed(i), sec)
+	}
+	full.learn(newIP, newMAC, 2*sec, true)
+	if _, ok := full.m[newIP]; ok || !full.refusing || full.refused != 2*sec {
+		t.Errorf("a table whose every entry is in use took a new one (refusing %v at %d)", full.refusing, full.refused)
+	}
+	full.learn(newIP, newMAC, 2*sec+int64(neighRefuse)/2, true)
+	if full.refused != 2*sec {
+		t.Error("a second refusal within neighRefuse scanned again")
+	}
+
+	// A pending entry dropped for room takes its queue with it.
+	pend := newNeighTable()
+	for i := range neighMax {
+		pend.hold(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), []byte{1, 2}, int64(i))
+	}
+	pend.hold(newIP, []byte{1, 2}, int64(neighMax)) // none expired yet
+	if _, ok := pend.m[netip.AddrFrom4([4]byte{10, 0, 0, 0})]; ok || pend.m[newIP] == nil {
+		t.Error("the new pending entry did not take the oldest's place")
+	}
+	if pend.queued != 2*neighMax {
+		t.Errorf("%d bytes queued, want %d: a dropped entry's queue counted still", pend.queued, 2*neighMax)
 	}
 }
