@@ -129,11 +129,19 @@ func (o Offload) Valid(n int) bool {
 	return false
 }
 
+// HeaderLen is the length, from the frame's start, of the headers a TCP
+// GSO frame (valid for o) repeats in each segment: up to the end of its
+// TCP header, whose length it reads at CsumStart. (o.HdrLen is the
+// sender's hint, which not every kernel fills in.)
+func (o Offload) HeaderLen(frame []byte) int {
+	l4 := int(o.CsumStart)
+	return l4 + int(frame[l4+12]>>4)*4
+}
+
 // gsoSegmentFrame is the length of the largest frame the GSO frame
 // (valid for o) is cut into: its headers and one segment of payload.
 func gsoSegmentFrame(frame []byte, o Offload) int {
-	l4 := int(o.CsumStart)
-	hdr := l4 + int(frame[l4+12]>>4)*4
+	hdr := o.HeaderLen(frame)
 	return hdr + min(int(o.GSOSize), max(len(frame)-hdr, 0))
 }
 

@@ -543,7 +543,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	// counts.
 	size := len(pkt)
 	if off.GSO != bridge.GSONone {
-		size = gsoSegmentSize(pkt, off)
+		size = gsoSegmentSize(frame, off)
 	}
 	if out := g.mtuTowards(to.Dst); size > out {
 		if pkt[6]&0x40 != 0 { // DF
@@ -717,11 +717,10 @@ func (g *Gateway) martian(a netip.Addr) bool {
 	return b[0] == 0 || a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
-// gsoSegmentSize is the size of the IP packets a GSO packet is cut into:
-// its headers and one segment's payload.
-func gsoSegmentSize(pkt []byte, off bridge.Offload) int {
-	l4 := int(off.CsumStart) - Headroom
-	return l4 + int(pkt[l4+12]>>4)*4 + int(off.GSOSize)
+// gsoSegmentSize is the size of the IP packets a GSO packet, at
+// frame[Headroom:], is cut into: its headers and one segment's payload.
+func gsoSegmentSize(frame []byte, off bridge.Offload) int {
+	return off.HeaderLen(frame) - Headroom + int(off.GSOSize)
 }
 
 // route sends a translated packet towards dst: to the bridge when dst is on
@@ -743,7 +742,7 @@ func (g *Gateway) route(frame, pkt []byte, dst netip.Addr, inside, forwarded boo
 	if off.GSO != bridge.GSONone {
 		g.stats.gso.Add(1)
 	}
-	if off.GSO != bridge.GSONone && (!offloads || gsoSegmentSize(pkt, off) > mtu) {
+	if off.GSO != bridge.GSONone && (!offloads || gsoSegmentSize(frame, off) > mtu) {
 		g.stats.segmented.Add(1)
 		err := bridge.Segment(frame, Headroom, off, sc.seg, func(seg []byte) {
 			g.fragment(seg, seg[Headroom:], dst, mtu, send, sc)
