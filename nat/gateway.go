@@ -482,10 +482,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	// A packet to be routed dies here when its TTL runs out; one for the
 	// gateway itself does not.
 	if !g.isOwn(p.Tuple.Dst) && pkt[8] <= 1 {
-		g.stats.dropTTL.Add(1)
-		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
-			return TimeExceeded(buf, pkt, from)
-		})
+		g.timeExceeded(pkt, inside)
 		return
 	}
 
@@ -520,13 +517,10 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		// To the gateway's own address, but routed on once translated
 		// (a published port, hairpin): its TTL runs out here, as in
 		// Linux's ip_forward after DNAT, and its new entry goes.
-		g.stats.dropTTL.Add(1)
 		if res.Created {
 			g.table.DeleteID(0, res.Orig(), res.ID)
 		}
-		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
-			return TimeExceeded(buf, pkt, from)
-		})
+		g.timeExceeded(pkt, inside)
 		return
 	}
 	if g.isOwn(to.Dst) {
@@ -674,6 +668,15 @@ func (g *Gateway) cross(frame, pkt []byte, dst netip.Addr, inside bool, off brid
 	g.uplink.Send(frame, dst, off)
 }
 
+// timeExceeded drops pkt, whose TTL ran out on its way through, and
+// answers its sender with ICMP time exceeded.
+func (g *Gateway) timeExceeded(pkt []byte, inside bool) {
+	g.stats.dropTTL.Add(1)
+	g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+		return TimeExceeded(buf, pkt, from)
+	})
+}
+
 // csumAtL4 reports whether off's pending checksum, if any, is the
 // transport header's own (TCP's or UDP's checksum field): one anywhere
 // else would be written over what the gateway rewrites, or read outside
@@ -714,7 +717,7 @@ func (g *Gateway) martian(a netip.Addr) bool {
 		return true // an IPv6 address too: none is routed here
 	}
 	b := a.As4()
-	return b[0] == 0 || a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	return b[0] == 0 || b == [4]byte{255, 255, 255, 255}
 }
 
 // gsoSegmentSize is the size of the IP packets a GSO packet, at
