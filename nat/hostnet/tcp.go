@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -244,7 +245,12 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		refuse()
 		return
 	}
-	if !u.expect(seen, orig, reply) {
+	if err := u.expect(seen, orig, reply); err != nil {
+		if err == errUplinkClosed {
+			u.unreserve(ctr.Addr())
+			refuse()
+			return
+		}
 		// A client that reuses its port comes back while the flow of its
 		// last connection is still closing on the container's side: the
 		// client is done with it, so it ends now, as the kernel's
@@ -261,15 +267,12 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 			}
 			old.replaced()
 		}
-		if !u.expect(seen, orig, reply) {
+		if err := u.expect(seen, orig, reply); err != nil {
 			// The same connection to the container as a live flow's
 			// (the same client port to two published ports of one
 			// container port; a loopback client's port another
 			// one's, to another port), or the uplink is closed.
-			u.mu.Lock()
-			closed := u.closed
-			u.mu.Unlock()
-			if !closed {
+			if err == errFlowTaken {
 				u.stats.DropCollision.Add(1)
 			}
 			u.unreserve(ctr.Addr())
@@ -332,19 +335,29 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 	})
 }
 
+// Why expect refuses a flow.
+var (
+	errUplinkClosed = errors.New("hostnet: the uplink is closed")
+	errFlowTaken    = errors.New("hostnet: a flow with the tuple is open or being opened")
+)
+
 // expect registers the flow the uplink is about to open into the
-// container, for Inbound; false when one with the same tuple is open, or
-// one that is the same connection to the container (seen): the same
-// client port to two published ports of one container port, or two
-// clients on the host's loopback, both shown as the gateway.
-func (u *Uplink) expect(seen, orig, reply conntrack.Tuple) bool {
+// container, for Inbound. It says errFlowTaken when one with the same
+// tuple is open, or one that is the same connection to the container
+// (seen): the same client port to two published ports of one container
+// port, or two clients on the host's loopback, both shown as the gateway;
+// errUplinkClosed once the uplink is closed.
+func (u *Uplink) expect(seen, orig, reply conntrack.Tuple) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if _, busy := u.inbound[seen]; busy || u.closed || u.flows[orig] != nil || u.spliceAt(reply) {
-		return false
+	if u.closed {
+		return errUplinkClosed
+	}
+	if _, busy := u.inbound[seen]; busy || u.flows[orig] != nil || u.spliceAt(reply) {
+		return errFlowTaken
 	}
 	u.inbound[seen] = expectation{orig, reply}
-	return true
+	return nil
 }
 
 // spliceAt reports whether a splice speaks to the container on the tuple

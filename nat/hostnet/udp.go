@@ -348,7 +348,7 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, client, src,
 	if !u.reserve(ctr.Addr()) {
 		return nil
 	}
-	if !u.expect(seen, orig, near) {
+	if u.expect(seen, orig, near) != nil {
 		u.unreserve(ctr.Addr())
 		return nil
 	}
