@@ -49,6 +49,21 @@ func Unreachable(buf, pkt []byte, from netip.Addr, code uint8) ([]byte, error) {
 	return icmpError(buf, pkt, from, 3, code, 0, 1, code, 0)
 }
 
+// ICMPError builds, in buf, the IPv4 ICMP error of type typ and code
+// code about pkt, an IPv4 packet, with info in the four bytes after the
+// checksum (the next-hop MTU of "fragmentation needed", a parameter
+// problem's pointer in its first byte), from address from to pkt's source:
+// an error the gateway passes on for a network that sent it. As the
+// others, it makes none about an ICMP error, a fragment other than the
+// first, or a packet from or to a broadcast or multicast address. The
+// result is appended to buf[:0].
+func ICMPError(buf, pkt []byte, from netip.Addr, typ, code uint8, info uint32) ([]byte, error) {
+	if !from.Unmap().Is4() {
+		return nil, errFamily
+	}
+	return icmpError(buf, pkt, from, typ, code, info, 0, 0, 0)
+}
+
 func icmpError(buf, pkt []byte, from netip.Addr, typ4, code4 uint8, info4 uint32, typ6, code6 uint8, info6 uint32) ([]byte, error) {
 	h, err := parseIP(pkt, false)
 	if err != nil {

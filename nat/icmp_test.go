@@ -30,6 +30,7 @@ func TestFragNeeded(t *testing.T) {
 		{"time exceeded v4", func(b []byte) ([]byte, error) { return TimeExceeded(b, big4, gw4) }, big4, 11, 0, 0, gw4, 576},
 		{"time exceeded v6", func(b []byte) ([]byte, error) { return TimeExceeded(b, big6, gw6) }, big6, 3, 0, 0, gw6, 1280},
 		{"port unreachable v4", func(b []byte) ([]byte, error) { return Unreachable(b, big4, gw4, 3) }, big4, 3, 3, 0, gw4, 576},
+		{"a router's parameter problem", func(b []byte) ([]byte, error) { return ICMPError(b, big4, router4, 12, 0, 9<<24) }, big4, 12, 0, 9 << 24, router4, 576},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			buf := make([]byte, 0, 1500)
@@ -93,6 +94,7 @@ func TestICMPErrorRefused(t *testing.T) {
 		{"ipv6 multicast time exceeded", ErrNoICMP, func() ([]byte, error) { return TimeExceeded(nil, mcast6, host6) }},
 		{"ipv6 multicast too big is allowed", nil, func() ([]byte, error) { return FragNeeded(nil, mcast6, host6, 1280) }},
 		{"family", ErrMismatch, func() ([]byte, error) { return TimeExceeded(nil, mcast6, gw) }},
+		{"ICMPError is IPv4's", ErrMismatch, func() ([]byte, error) { return ICMPError(nil, mcast6, host6, 3, 1, 0) }},
 		{"malformed", ErrMalformed, func() ([]byte, error) { return TimeExceeded(nil, later[:15], gw) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package hostnet_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
@@ -171,4 +172,118 @@ func TestIntegrationUDPUnreachable(t *testing.T) {
 	if n := e.up.Flows(); n != 2 {
 		t.Errorf("%d flows after the errors, want the 2, alive", n)
 	}
+}
+
+// unreachableToo adds to prohibited's routes one to 203.0.113.6 that the
+// remote machine answers with ICMP host unreachable (code 1): an error
+// Linux takes for a soft one, which a socket without IP_RECVERR never
+// hears.
+func unreachableToo(t *testing.T, e *env) {
+	t.Helper()
+	if err := e.remote.IP("route", "add", "unreachable", "203.0.113.6/32"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A router's errors about a container's echo requests reach the
+// container from the router, as through the kernel's NAT, about the
+// container's own echo: ping says which router and what it said, soft
+// errors (host unreachable) as well as hard ones (filtered).
+func TestIntegrationPingErrorsForwarded(t *testing.T) {
+	e := newEnv(t, envConfig{ping: true})
+	prohibited(t, e)
+	unreachableToo(t, e)
+	for _, c := range []struct{ dst, want string }{
+		{"203.0.113.5", "From 198.51.100.2 icmp_seq=1 Packet filtered"},
+		{"203.0.113.6", "From 198.51.100.2 icmp_seq=1 Destination Host Unreachable"},
+	} {
+		out, err := e.ctr.Run(ctx(t), "ping", "-c", "1", "-W", "2", c.dst)
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("ping %s: %v; want %q in:\n%s", c.dst, err, c.want, out)
+		}
+	}
+	if n := e.up.Counters()["host_errors"]; n != 2 {
+		t.Errorf("host_errors %d, want 2", n)
+	}
+}
+
+// The same for UDP: a container's socket with IP_RECVERR hears each
+// error as the network sent it, type, code and sender (the router, or
+// the destination itself for a closed port), about its own datagram.
+func TestIntegrationUDPErrorsForwarded(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	prohibited(t, e)
+	unreachableToo(t, e)
+	for _, c := range []struct {
+		dst        string
+		code       uint8
+		from       string
+		hardErrnum syscall.Errno
+	}{
+		{"198.51.100.2:9", 3, "198.51.100.2", syscall.ECONNREFUSED},  // the destination's port unreachable
+		{"203.0.113.5:53", 13, "198.51.100.2", syscall.EHOSTUNREACH}, // filtered by the router
+		{"203.0.113.6:53", 1, "198.51.100.2", syscall.EHOSTUNREACH},  // host unreachable, soft
+	} {
+		conn, err := e.ctr.Dial(ctx(t), "udp4", c.dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		rc, _ := conn.(*net.UDPConn).SyscallConn()
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1) })
+		conn.Write([]byte("x"))
+		ee, from, ok := queuedError(rc, 3*time.Second)
+		if !ok {
+			t.Errorf("%s: no error queued on the container's socket", c.dst)
+			continue
+		}
+		if ee.Origin != 2 || ee.Type != 3 || ee.Code != c.code || ee.Errno != uint32(c.hardErrnum) || from != c.from {
+			t.Errorf("%s: origin %d type %d code %d errno %d from %s; want ICMP type 3 code %d (%v) from %s",
+				c.dst, ee.Origin, ee.Type, ee.Code, ee.Errno, from, c.code, c.hardErrnum, c.from)
+		}
+	}
+	if n := e.up.Flows(); n != 3 {
+		t.Errorf("%d flows after the errors, want the 3, alive", n)
+	}
+}
+
+// extendedErr is what a test reads of struct sock_extended_err.
+type extendedErr struct {
+	Errno              uint32
+	Origin, Type, Code uint8
+}
+
+// queuedError waits up to d for an error on the error queue of a socket
+// with IP_RECVERR, and returns it with the address of its sender.
+func queuedError(rc syscall.RawConn, d time.Duration) (extendedErr, string, bool) {
+	var ee extendedErr
+	var from string
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		got := false
+		rc.Control(func(fd uintptr) {
+			buf, oob := make([]byte, 512), make([]byte, 512)
+			_, oobn, _, _, err := syscall.Recvmsg(int(fd), buf, oob, syscall.MSG_ERRQUEUE|syscall.MSG_DONTWAIT)
+			if err != nil {
+				return
+			}
+			msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+			if err != nil {
+				return
+			}
+			for _, m := range msgs {
+				if m.Header.Level == syscall.IPPROTO_IP && m.Header.Type == syscall.IP_RECVERR && len(m.Data) >= 16+8 {
+					ee.Errno = binary.NativeEndian.Uint32(m.Data[0:])
+					ee.Origin, ee.Type, ee.Code = m.Data[4], m.Data[5], m.Data[6]
+					from = netip.AddrFrom4([4]byte(m.Data[16+4 : 16+8])).String()
+					got = true
+				}
+			}
+		})
+		if got {
+			return ee, from, true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ee, from, false
 }

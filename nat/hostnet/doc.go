@@ -13,7 +13,9 @@
 // reaches the container as a reset, an unreachable destination as ICMP
 // unreachable, a silent one as nothing. UDP flows are carried over a host
 // UDP socket each, and ICMP echo over unprivileged ICMP sockets where the
-// host allows them (net.ipv4.ping_group_range). Published ports
+// host allows them (net.ipv4.ping_group_range); the ICMP errors the
+// network sends about them reach the container from their sender, about
+// the container's own datagram. Published ports
 // (Uplink.Publish) listen on the host; each client is carried into the
 // container from its own address, for TCP and UDP, so the container sees
 // who connects; a client on the host's loopback is presented as the

@@ -333,6 +333,7 @@ type Stats struct {
 	DropConntrack                                      atomic.Uint64 // flows conntrack refused, the table not full: a first packet it takes as invalid, a reply tuple in use
 	StaleEntries                                       atomic.Uint64 // entries no flow carried any more (their socket gone) that a datagram flow's first packet found, and replaced
 	HostSocketErrors                                   atomic.Uint64 // datagram flows ended by their host socket failing (not an ICMP error, which it reports and lives on)
+	HostErrors                                         atomic.Uint64 // ICMP errors the network sent about the datagram flows (UDP, echo), passed on to their containers
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -356,6 +357,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_in_flight": s.DropInFlight.Load(), "drop_collision": s.DropCollision.Load(),
 		"drop_conntrack": s.DropConntrack.Load(),
 		"stale_entries":  s.StaleEntries.Load(), "host_socket_errors": s.HostSocketErrors.Load(),
+		"host_errors": s.HostErrors.Load(),
 	}
 }
 

@@ -89,6 +89,10 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		if err != nil {
 			return os.NewSyscallError("socket", err)
 		}
+		if err := setRecvErr(fd); err != nil { // forwardErrors
+			unix.Close(fd)
+			return err
+		}
 		if u.cfg.OutboundAddr.IsValid() {
 			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: u.cfg.OutboundAddr.As4()}); err != nil {
 				unix.Close(fd)
@@ -154,9 +158,13 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 // container, with its identifier, until the socket closes.
 func (pf *pingFlow) read() {
 	defer pf.u.wg.Done()
+	es := errorSender{near: pf.near, inner: echoInner(pf.near)}
 	err := readLoop(pf.file, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[20:])
 		if err != nil {
+			if icmpReported(err) {
+				pf.u.forwardErrors(fd, &es) // "Destination Host Unreachable", from whoever said so
+			}
 			return n, err
 		}
 		m := buf[20 : 20+n]

@@ -92,7 +92,15 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 			laddr = a
 		}
 		var err error
-		c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst))
+		if c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst)); err != nil {
+			return err
+		}
+		// The network's errors about the flow's datagrams, whole, for
+		// the container (forwardErrors).
+		rawConn(c).Control(func(fd uintptr) { err = setRecvErr(int(fd)) })
+		if err != nil {
+			c.Close()
+		}
 		return err
 	})
 	if err != nil {
@@ -161,17 +169,16 @@ func (fl *udpFlow) read() {
 	defer fl.u.wg.Done()
 	far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
 	ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
+	es := errorSender{near: fl.near, inner: udpInner(fl.near)}
 	err := readLoop(fl.conn, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
 			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
-		} else if code, ok := unreachableCode(err); ok {
-			// The network's answer to one of the flow's datagrams:
-			// the container hears it too, about a datagram of the
-			// flow's (the socket does not say which), as its own
-			// connected socket would from the real network.
-			var q [28]byte
-			fl.u.sendUnreachable(udpPacket(q[:], ctr, far, 0), code)
+		} else if icmpReported(err) {
+			// The network's answers to the flow's datagrams: the
+			// container hears them too, as its own socket would from
+			// the real network.
+			fl.u.forwardErrors(fd, &es)
 		}
 		return n, err
 	})
@@ -228,33 +235,6 @@ func icmpReported(err error) bool {
 		return true
 	}
 	return false
-}
-
-// unreachableCode is the ICMP destination unreachable code of an error a
-// connected datagram socket reports, or false for an error that is none,
-// or needs more than a code (a datagram too big wants the path's MTU,
-// which the socket does not give). Such a socket hears only the codes
-// Linux takes for hard errors (icmp_err_convert), and the container's
-// socket will too, so the code is one of those that makes the error:
-// EHOSTUNREACH and ENETUNREACH stand for several, and are answered as
-// "administratively prohibited", what a REJECT rule or a prohibit route
-// sends, whose errno the container's socket then reads.
-func unreachableCode(err error) (uint8, bool) {
-	switch err {
-	case unix.ENOPROTOOPT:
-		return 2, true
-	case unix.ECONNREFUSED:
-		return 3, true
-	case unix.EHOSTDOWN:
-		return 7, true // host unknown
-	case unix.ENONET:
-		return 8, true // host isolated
-	case unix.ENETUNREACH:
-		return 9, true // network administratively prohibited
-	case unix.EHOSTUNREACH:
-		return 13, true // communication administratively prohibited
-	}
-	return 0, false
 }
 
 // readEnded ends the datagram flow f to dst, whose reader returned with

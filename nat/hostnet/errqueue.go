@@ -1,0 +1,170 @@
+package hostnet
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// The ICMP errors of datagram flows.
+//
+// A flow's host socket asks for IP_RECVERR, so the host's kernel queues
+// every ICMP error about the socket's datagrams whole: its type and code,
+// the next hop's MTU, the address of the router (or host) that sent it,
+// and the part of the datagram it quotes. The uplink hands each to the
+// container as that sender's error about the container's own datagram,
+// which is what the container would get through the kernel's NAT: ping's
+// "Destination Host Unreachable" from the router that said so, a UDP
+// socket's ECONNREFUSED or EHOSTUNREACH (only for the codes Linux takes
+// for hard errors, as there), fragmentation needed with the MTU.
+
+// maxQuoted bounds the part of a datagram an error the uplink sends
+// quotes: with its IPv4 and ICMP headers, and the container's IPv4
+// header, the error stays within the 576 bytes every IPv4 host takes.
+const maxQuoted = 576 - 20 - 8 - 20
+
+// errorSender is where the ICMP errors a flow's socket hears come from,
+// and what they are about.
+type errorSender struct {
+	near conntrack.Tuple // the flow as the container sent it
+	// inner writes into b[20:] the transport header and data of the
+	// container's datagram that quoted, the part of the host's datagram
+	// after the transport header (UDP) or from the echo header on (ICMP),
+	// stands for, and returns their length (0 for none).
+	inner func(b, quoted []byte) int
+}
+
+// sizeofExtendedErr is the size of struct sock_extended_err.
+const sizeofExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
+
+// setRecvErr asks the kernel to queue the ICMP errors about fd's
+// datagrams (IP_RECVERR).
+func setRecvErr(fd int) error { return setOn(fd, unix.IPPROTO_IP, unix.IP_RECVERR) }
+
+// forwardErrors takes the errors queued on fd, the socket of the flow es
+// describes, and sends the container each the network sent (origin
+// ICMP). It reads until the queue is empty, which also clears the
+// socket's pending error.
+func (u *Uplink) forwardErrors(fd int, es *errorSender) {
+	var data [maxQuoted]byte
+	var oob [128]byte
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(fd, data[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		// A quote cut short (MSG_TRUNC) is still the datagram's start.
+		ee, from, ok := extendedErr(oob[:oobn])
+		if !ok || ee.Origin != unix.SO_EE_ORIGIN_ICMP {
+			continue
+		}
+		u.sendHostError(es, ee, from, data[:n])
+	}
+}
+
+// extendedErr finds the IP_RECVERR message among the control messages
+// of an error queue's read: the error, and the address of its sender
+// (invalid when the kernel gave none).
+func extendedErr(oob []byte) (unix.SockExtendedErr, netip.Addr, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return unix.SockExtendedErr{}, netip.Addr{}, false
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.IPPROTO_IP || m.Header.Type != unix.IP_RECVERR || len(m.Data) < sizeofExtendedErr {
+			continue
+		}
+		ee := *(*unix.SockExtendedErr)(unsafe.Pointer(&m.Data[0]))
+		var from netip.Addr
+		// SO_EE_OFFENDER: a sockaddr_in right after the error.
+		if off := m.Data[sizeofExtendedErr:]; len(off) >= unix.SizeofSockaddrInet4 &&
+			binary.NativeEndian.Uint16(off) == unix.AF_INET {
+			from = netip.AddrFrom4([4]byte(off[4:8]))
+		}
+		return ee, from, true
+	}
+	return unix.SockExtendedErr{}, netip.Addr{}, false
+}
+
+// sendHostError sends the container the error ee about its datagram of
+// the flow es, which the host's quoted: hostError's packet.
+func (u *Uplink) sendHostError(es *errorSender, ee unix.SockExtendedErr, from netip.Addr, quoted []byte) {
+	var buf [576]byte
+	if msg := hostError(buf[:0], es, ee, from, quoted); msg != nil {
+		u.stats.HostErrors.Add(1)
+		u.ln.queue(msg, bridgeNone)
+	}
+}
+
+// hostError builds in buf the error ee (destination unreachable, time
+// exceeded or parameter problem; nil for others) about the container's
+// datagram of the flow es, quoting what the error quoted of the host's,
+// from the address that sent it: a router on the way, or the
+// destination. An error the host's loopback sent (a flow to an address
+// mapped there) comes from the address the container used.
+func hostError(buf []byte, es *errorSender, ee unix.SockExtendedErr, from netip.Addr, quoted []byte) []byte {
+	var info uint32
+	switch ee.Type {
+	case 3: // destination unreachable
+		if ee.Code == 4 { // fragmentation needed: the next hop's MTU
+			info = ee.Info & 0xffff
+		}
+	case 11: // time exceeded
+	case 12: // parameter problem: the pointer, in the first byte
+		info = ee.Info << 24
+	default:
+		return nil
+	}
+	if !from.IsValid() || !from.Is4() || from.IsLoopback() || from.IsUnspecified() || from.IsMulticast() {
+		from = es.near.Dst
+	}
+	var pkt [20 + 8 + maxQuoted]byte
+	n := es.inner(pkt[:], quoted[:min(len(quoted), maxQuoted)])
+	if n == 0 {
+		return nil
+	}
+	ipv4Header(pkt[:], 20+n, es.near.Proto, es.near.Src, es.near.Dst)
+	msg, err := nat.ICMPError(buf, pkt[:20+n], from, ee.Type, ee.Code, info)
+	if err != nil {
+		return nil
+	}
+	return msg
+}
+
+// udpInner is the container's UDP datagram of the flow near that a
+// host error quotes: its header, and what the error quotes of the data.
+func udpInner(near conntrack.Tuple) func(b, quoted []byte) int {
+	return func(b, quoted []byte) int {
+		u := b[20:]
+		binary.BigEndian.PutUint16(u[0:], near.SrcPort)
+		binary.BigEndian.PutUint16(u[2:], near.DstPort)
+		n := 8 + copy(u[8:], quoted)
+		binary.BigEndian.PutUint16(u[4:], uint16(n))
+		u[6], u[7] = 0, 0 // no checksum: the quote may be cut short
+		return n
+	}
+}
+
+// echoInner is the container's echo request of the flow near that a
+// host error quotes: the host's echo, with the container's identifier.
+func echoInner(near conntrack.Tuple) func(b, quoted []byte) int {
+	return func(b, quoted []byte) int {
+		if len(quoted) < 8 || quoted[0] != icmpEchoRequest {
+			return 0
+		}
+		m := b[20:]
+		n := copy(m, quoted)
+		old, id := binary.BigEndian.Uint16(m[4:]), near.ICMPID()
+		binary.BigEndian.PutUint16(m[4:], id)
+		binary.BigEndian.PutUint16(m[2:], nat.UpdateChecksum16(binary.BigEndian.Uint16(m[2:]), old, id))
+		return n
+	}
+}
