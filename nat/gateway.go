@@ -585,6 +585,13 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 		g.cross(frame, pkt, dst, inside, off)
 		return true
 	}
+	if inside && !toBridge && pkt[8] <= 1 {
+		// Out of hops at the gateway, as through the kernel's NAT (the
+		// first hop a container's traceroute finds); the uplink sends
+		// the others with one less (hostnet).
+		g.timeExceeded(pkt, inside)
+		return true
+	}
 	if p.Kind != conntrack.KindFlow {
 		g.stats.dropInvalid.Add(1)
 		return true

@@ -235,3 +235,38 @@ func TestGatewayTerminatorHairpin(t *testing.T) {
 		t.Errorf("the uplink got %d of the hairpin's packets", n)
 	}
 }
+
+// A container's packet whose TTL runs out at the gateway dies there,
+// with time exceeded from the gateway, as through the kernel's NAT (the
+// first hop of a traceroute), and the uplink never sees it; one with a
+// hop to spare reaches the uplink with its TTL as it was (the uplink
+// sends it on with one less). A packet to the gateway's own address
+// claimed by the uplink (the host's loopback) is delivered, not routed.
+func TestGatewayTerminatorTTL(t *testing.T) {
+	pg, up := newTermGateway(t, gwIP)
+	gwMAC := pg.resolveGateway()
+	remote := netip.MustParseAddr("198.51.100.2")
+	probe := ipPacket(ctrIP, remote, conntrack.ProtoUDP, udpHeader(40000, 33434, 4))
+	probe[8] = 1
+	fillChecksums(probe)
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, probe))
+	got := pg.read(pg.container)[etherHeader:]
+	if got[9] != byte(conntrack.ProtoICMP) || got[20] != 11 || netip.AddrFrom4([4]byte(got[12:16])) != gwIP {
+		t.Fatalf("the container got % x; want time exceeded from the gateway", got)
+	}
+	if len(up.packets()) != 0 || pg.gw.Table().Len() != 0 {
+		t.Fatalf("the uplink got %d packets, the table has %d entries; want none", len(up.packets()), pg.gw.Table().Len())
+	}
+	probe[8] = 2
+	fillChecksums(probe)
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, probe))
+	waitFor(t, "the TTL 2 probe at the uplink", func() bool { return len(up.packets()) == 1 })
+	if got := up.packets()[0]; !bytes.Equal(got, probe) {
+		t.Fatalf("the uplink got\n% x\nwant the probe unchanged\n% x", got, probe)
+	}
+	own := ipPacket(ctrIP, gwIP, conntrack.ProtoUDP, udpHeader(40000, 53, 4))
+	own[8] = 1
+	fillChecksums(own)
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, own))
+	waitFor(t, "the claimed datagram at the uplink", func() bool { return len(up.packets()) == 2 })
+}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,4 +288,106 @@ func queuedError(rc syscall.RawConn, d time.Duration) (extendedErr, string, bool
 		time.Sleep(20 * time.Millisecond)
 	}
 	return ee, from, false
+}
+
+// A container's traceroute finds the gateway, then the routers beyond
+// the host, as through the kernel's NAT: a datagram with TTL 1 dies at
+// the gateway, one with 2 leaves the host with 1 and dies at the next
+// router (198.51.100.2), whose time exceeded reaches the container. Each
+// for UDP (one flow per probe, as traceroute's) and echo (one flow whose
+// probes change TTL, as traceroute -I's).
+func TestIntegrationTraceroute(t *testing.T) {
+	e := newEnv(t, envConfig{ping: true})
+	if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
+		t.Fatal(err)
+	}
+	// The remote machine forwards 203.0.113.7 back to the host, which
+	// does not forward: a path whose second hop is 198.51.100.2.
+	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ttl  int
+		from string
+	}{{1, "172.17.0.1"}, {2, "198.51.100.2"}} {
+		conn, err := e.ctr.Dial(ctx(t), "udp4", fmt.Sprintf("203.0.113.7:%d", 33433+c.ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		rc, _ := conn.(*net.UDPConn).SyscallConn()
+		rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1)
+			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, c.ttl)
+		})
+		conn.Write([]byte("probe"))
+		ee, from, ok := queuedError(rc, 3*time.Second)
+		if !ok || ee.Origin != 2 || ee.Type != 11 || from != c.from {
+			t.Errorf("UDP with TTL %d: error %v (origin %d type %d) from %s; want time exceeded from %s", c.ttl, ok, ee.Origin, ee.Type, from, c.from)
+		}
+		out, err := e.ctr.Run(ctx(t), "ping", "-c", "1", "-W", "2", "-t", strconv.Itoa(c.ttl), "203.0.113.7")
+		if want := "From " + c.from + " icmp_seq=1 Time to live exceeded"; err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("ping with TTL %d: %v; want %q in:\n%s", c.ttl, err, want, out)
+		}
+	}
+
+	// One echo flow whose TTL changes: the first probe leaves the host
+	// with 2 and is lost beyond the remote machine (which sends the host
+	// a redirect, since it sends the probe back where it came from: news
+	// an ICMP socket reports, and no end of the flow); the second, with
+	// 1, dies there.
+	pc, err := e.ctr.ListenPacket("ip4:icmp", "172.17.0.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	rc, _ := pc.(*net.IPConn).SyscallConn()
+	dst := &net.IPAddr{IP: net.IPv4(203, 0, 113, 7)}
+	for seq, ttl := range []int{3, 2} {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, ttl) })
+		echo := []byte{8, 0, 0, 0, 0x42, 0x42, 0, byte(seq + 1), 'p'}
+		binary.BigEndian.PutUint16(echo[2:], ^icmpSum(echo))
+		if _, err := pc.WriteTo(echo, dst); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	buf := make([]byte, 1500)
+	for {
+		pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no time exceeded for the echo flow's second probe: %v", err)
+		}
+		m := buf[:n]
+		if n < 8+20+8 || m[0] != 11 {
+			continue
+		}
+		inner := m[8+20:]
+		if from.String() != "198.51.100.2" || binary.BigEndian.Uint16(inner[4:]) != 0x4242 || inner[7] != 2 {
+			t.Errorf("time exceeded from %s about echo id %#x seq %d; want from 198.51.100.2 about id 0x4242 seq 2", from, binary.BigEndian.Uint16(inner[4:]), inner[7])
+		}
+		break
+	}
+	if c := e.up.Counters(); c["ping_opened"] != 2 || c["host_socket_errors"] != 0 {
+		t.Errorf("ping_opened %d, host_socket_errors %d; want 2 (the second ping, one flow of two probes), none failed", c["ping_opened"], c["host_socket_errors"])
+	}
+}
+
+// icmpSum is the ones' complement sum of b (even length or padded).
+func icmpSum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
 }

@@ -3,6 +3,7 @@ package hostnet
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +23,28 @@ import (
 // "Destination Host Unreachable" from the router that said so, a UDP
 // socket's ECONNREFUSED or EHOSTUNREACH (only for the codes Linux takes
 // for hard errors, as there), fragmentation needed with the MTU.
+
+// hostTTL is the TTL a container's datagram pkt leaves the host with:
+// its own, less the gateway's hop, as the kernel's NAT forwards it. The
+// gateway answers one that arrives with 1 or less (time exceeded), so a
+// container's traceroute finds the gateway, then the routers beyond the
+// host, whose time exceeded errors forwardErrors hands on.
+func hostTTL(pkt []byte) uint8 { return max(pkt[8], 2) - 1 }
+
+// ttlSetting is the IP_TTL a flow's socket was last given (0: none yet).
+// The datagrams of a flow come with one TTL, but for a traceroute's, so
+// the socket is told at its first and at a change.
+type ttlSetting struct{ v atomic.Uint32 }
+
+// set gives fd, the flow's socket, ttl as its IP_TTL, unless it has it.
+func (s *ttlSetting) set(fd int, ttl uint8) {
+	if uint8(s.v.Load()) == ttl {
+		return
+	}
+	if rawSetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, int(ttl)) == nil {
+		s.v.Store(uint32(ttl))
+	}
+}
 
 // maxQuoted bounds the part of a datagram an error the uplink sends
 // quotes: with its IPv4 and ICMP headers, and the container's IPv4

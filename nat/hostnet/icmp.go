@@ -28,6 +28,7 @@ type pingFlow struct {
 	near conntrack.Tuple // the container's echo requests
 	file *os.File
 	rc   syscall.RawConn // file's, taken once
+	hops ttlSetting      // the socket's TTL
 	f    *flow
 }
 
@@ -52,8 +53,9 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	msg := pkt[ihl:]
+	msg, ttl := pkt[ihl:], hostTTL(pkt)
 	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
+		pf.hops.set(int(fd), ttl)
 		if _, err := unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT); err == unix.EAGAIN {
 			u.stats.DropHostFull.Add(1)
 		}

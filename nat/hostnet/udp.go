@@ -27,6 +27,7 @@ type udpFlow struct {
 	client netip.AddrPort  // inbound: where answers go; outbound: invalid
 	from   []byte          // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
 	seen   conntrack.Tuple // inbound: the expectation made for the gateway
+	hops   ttlSetting      // outbound: the socket's TTL
 	f      *flow
 }
 
@@ -51,15 +52,19 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	fl.send(payload)
+	fl.send(payload, hostTTL(pkt))
 }
 
 // send writes a datagram from the container to the host socket without
 // waiting: the gateway's goroutine calls it, and a socket whose buffer is
-// full drops the datagram, as a full link would.
-func (fl *udpFlow) send(payload []byte) {
+// full drops the datagram, as a full link would. An outbound flow's
+// datagram leaves with ttl (hostTTL).
+func (fl *udpFlow) send(payload []byte, ttl uint8) {
 	fl.rc.Write(func(fd uintptr) bool {
 		var err error
+		if !fl.client.IsValid() {
+			fl.hops.set(int(fd), ttl)
+		}
 		switch {
 		case fl.from != nil:
 			_, err = unix.SendmsgN(int(fd), payload, fl.from, &unix.SockaddrInet4{Addr: fl.client.Addr().As4(), Port: int(fl.client.Port())}, unix.MSG_DONTWAIT)
@@ -226,12 +231,13 @@ func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) error 
 
 // icmpReported says whether err is what a connected datagram socket
 // reports of an ICMP error its destination, or a router on the way, sent
-// (Linux's icmp_err_convert): the news of one datagram, which the next
-// read clears, not the socket's end.
+// (Linux's icmp_err_convert; an ICMP socket's redirect and source quench
+// are EREMOTEIO): the news of one datagram, which the next read clears,
+// not the socket's end.
 func icmpReported(err error) bool {
 	switch err {
 	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET,
-		unix.ENOPROTOOPT, unix.EMSGSIZE, unix.EOPNOTSUPP, unix.EPROTO:
+		unix.ENOPROTOOPT, unix.EMSGSIZE, unix.EOPNOTSUPP, unix.EPROTO, unix.EREMOTEIO:
 		return true
 	}
 	return false
