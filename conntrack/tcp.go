@@ -110,7 +110,7 @@ var tcpNext = func() (t [2][segClasses][TCPSynSent2 + 1]TCPState) {
 	// LAST_ACK TIME_WAIT CLOSE SYN_SENT2.
 	t[Original] = [segClasses][TCPSynSent2 + 1]TCPState{
 		segSyn:    {SS, SS, IG, IG, IG, IG, IG, SS, SS, S2}, // a SYN in TIME_WAIT or CLOSE reopens
-		segSynAck: {IV, IV, IG, IG, IG, IG, IG, IG, IG, SR}, // the originator answers a SYN only in a simultaneous open
+		segSynAck: {IV, IV, SR, IV, IV, IV, IV, IV, IV, SR}, // the originator answers a SYN only in a simultaneous open
 		segFin:    {IV, IV, FW, FW, LA, LA, LA, TW, CL, IV},
 		segAck:    {ES, IV, ES, ES, CW, CW, TW, TW, CL, IV}, // an ACK with no entry: picked up mid-stream
 		segRst:    {IV, CL, CL, CL, CL, CL, CL, CL, CL, CL},
@@ -135,6 +135,7 @@ const (
 	tfLiberal                 // do not check sequence numbers from this side
 	tfDataUnacked             // this side sent data the other has not acknowledged
 	tfMaxAckSet               // maxack holds an acknowledgment seen
+	tfSimOpen                 // SYN_SENT2 was seen (flags[Original] only)
 )
 
 // tcpRetransLimit is how many identical retransmissions make a connection
@@ -163,6 +164,8 @@ type tcpConn struct {
 	lastSeq   uint32
 	lastAck   uint32
 	lastEnd   uint32
+	lastScale uint8 // window scale of the last ignored SYN
+	lastOpts  uint8 // tfWindowScale, tfSACKPerm of the last ignored SYN
 }
 
 // tcpVerdict is what the state machine decided about one segment.
@@ -241,6 +244,7 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 	old := c.state
 	class := segClass(h.Flags)
 	next := tcpNext[dir][class][old]
+	skipWindow := false
 
 	switch next {
 	case TCPSynSent:
@@ -250,15 +254,44 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 			return tcpReopen, 0
 		}
 	case tcpIgnore:
+		if class == segSynAck && c.lastClass == segSyn && c.lastDir != dir && h.Ack == c.lastEnd {
+			// The SYN/ACK answers the SYN we ignored: the ends are in
+			// sync and we are not. Resynchronise from that SYN.
+			o := c.lastDir
+			c.side[o] = tcpSide{end: c.lastEnd, maxend: c.lastEnd, maxwin: max(uint32(c.lastWin), 1)}
+			c.scale[o], c.flags[o] = c.lastScale, c.lastOpts|c.flags[o]&tfLiberal
+			c.side[dir], c.scale[dir] = tcpSide{}, 0
+			c.flags[dir] &= tfLiberal
+			old, next = TCPSynSent, TCPSynRecv
+			break
+		}
 		c.lastDir, c.lastClass = dir, class
-		c.lastSeq, c.lastAck, c.lastEnd = h.Seq, h.Ack, segEnd(h)
+		c.lastSeq, c.lastAck, c.lastEnd, c.lastWin = h.Seq, h.Ack, segEnd(h), h.Window
+		if class == segSyn {
+			c.lastScale, c.lastOpts = 0, 0
+			if h.WScale >= 0 {
+				c.lastScale, c.lastOpts = uint8(h.WScale), tfWindowScale
+			}
+			if h.SACKPerm {
+				c.lastOpts |= tfSACKPerm
+			}
+		}
 		return tcpIgnored, 0
+	case TCPSynSent2:
+		c.flags[Original] |= tfSimOpen
+	case TCPSynRecv:
+		if dir == Reply && class == segAck && c.flags[Original]&tfSimOpen != 0 {
+			next = TCPEstablished
+		}
 	case tcpInvalid:
 		return tcpBad, 0
 	case TCPClose:
+		if class != segRst {
+			break
+		}
 		// What the other side acknowledged says where a reset belongs,
 		// unless a SYN let through since made it stale.
-		if class == segRst && c.flags[1-dir]&tfMaxAckSet != 0 && c.lastClass != segSyn {
+		if c.flags[1-dir]&tfMaxAckSet != 0 && c.lastClass != segSyn {
 			maxack := c.side[1-dir].maxack
 			if seqBefore(h.Seq, maxack) && c.flags[dir]&tfLiberal == 0 {
 				// Below it: stale or forged.
@@ -266,18 +299,26 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 			}
 			// An established connection's reset not at it, nor just
 			// after this side's last segment (a train of them), leaves
-			// the state as it is, as Linux's conntrack does: the peer
-			// may answer it with a challenge ACK (RFC 5961), which a
-			// reset that was meant answers exactly. It has the close
-			// timeout meanwhile, which the challenge ACK undoes.
-			if old == TCPEstablished && status&Assured != 0 && h.Seq != maxack &&
-				!(c.lastClass == segAck && c.lastDir == dir && h.Seq == c.lastEnd) {
-				next = old
+			// the state as it is (challenge ACK, RFC 5961).
+			established := old == TCPEstablished && status&Assured != 0
+			if !established || h.Seq == maxack ||
+				c.lastClass == segAck && c.lastDir == dir && h.Seq == c.lastEnd {
+				break
 			}
+			next = old
+		}
+		if (status&SeenReply != 0 && c.lastClass == segSyn ||
+			status&Assured == 0 && c.lastClass == segAck) && h.Ack == c.lastEnd {
+			// A reset answering a SYN, or the ACK of a half-open
+			// connection, that we let through: no window check.
+			skipWindow = true
+		} else if old == TCPSynSent && c.lastClass == segAck && c.lastDir == Reply && h.Seq == c.lastAck {
+			// A reset answering a challenge ACK to the SYN.
+			skipWindow = true
 		}
 	}
 
-	if !c.inWindow(h, dir, class, old) {
+	if !skipWindow && !c.inWindow(h, dir, class, old) {
 		return tcpBad, 0
 	}
 
@@ -332,7 +373,7 @@ const maxAckWindowUnknown = 66000
 // regardless.
 func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) bool {
 	sender, receiver := &c.side[dir], &c.side[1-dir]
-	seq, ack, win := h.Seq, h.Ack, uint32(h.Window)
+	seq, ack, win, winRaw := h.Seq, h.Ack, uint32(h.Window), h.Window
 	end := segEnd(h)
 
 	sack := ack
@@ -366,7 +407,7 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 				receiver.end++ // the answer to a keepalive probe
 			}
 		}
-	case (state == TCPSynSent && dir == Original || state == TCPSynRecv && dir == Reply) &&
+	case h.Flags&TCPSyn != 0 && (state == TCPSynSent && dir == Original || state == TCPSynRecv && dir == Reply) &&
 		seqAfter(end, sender.end):
 		// A new SYN (or SYN/ACK) with a higher sequence number: the
 		// sender restarted (RFC 793).
@@ -424,12 +465,12 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 		c.flags[1-dir] &^= tfDataUnacked
 	}
 	if class == segAck {
-		if c.lastDir == dir && c.lastSeq == seq && c.lastAck == ack && c.lastEnd == end && c.lastWin == uint16(min(win, 0xffff)) {
+		if c.lastDir == dir && c.lastSeq == seq && c.lastAck == ack && c.lastEnd == end && c.lastWin == winRaw {
 			if c.retrans < 255 {
 				c.retrans++
 			}
 		} else {
-			c.lastSeq, c.lastAck, c.lastEnd, c.lastWin = seq, ack, end, uint16(min(win, 0xffff))
+			c.lastSeq, c.lastAck, c.lastEnd, c.lastWin = seq, ack, end, winRaw
 			c.retrans = 0
 		}
 	}

@@ -86,7 +86,7 @@ var tcpPaths = map[TCPState][]struct {
 var tcpExpect = map[Dir]map[string]string{
 	Original: {
 		"syn":    "SS SS ig ig ig ig ig re re S2",
-		"synack": "-- -- ig ig ig ig ig ig ig SR",
+		"synack": "-- -- SR -- -- -- -- -- -- SR",
 		"fin":    "-- -- FW FW LA LA LA TW CL --",
 		"ack":    "ES -- ES ES CW CW TW TW CL --",
 		"rst":    "-- xx CL CL CL CL CL CL CL CL",
@@ -418,5 +418,177 @@ func TestTCPInexactResetKeepsEstablished(t *testing.T) {
 				t.Error("the live connection's entry expired 11 s after a reset it survived")
 			}
 		})
+	}
+}
+
+// Linux (nf_conntrack_tcp_packet, TCP_CONNTRACK_IGNORE case b): a SYN/ACK
+// that acknowledges a SYN the tracker ignored resynchronises the entry
+// (the endpoints are in sync, the firewall is not): SYN_RECV, and the
+// client's ACK then establishes the new connection.
+func TestTCPIgnoredSynResync(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40101"), ap("198.51.100.200:80"))
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	k.send(Original, TCPAck|TCPPsh, 100)
+	k.send(Reply, TCPAck, 0)
+	// Both ends forget the connection (the client reboots, the server
+	// times it out); the gateway's entry stays ESTABLISHED. The client
+	// reconnects from the same port with a fresh ISN.
+	const cISN, sISN = 0x12345678, 0x55550000
+	syn := seg{flags: TCPSyn, seq: cISN, win: 4096}
+	if r := track(t, tbl, tcpPacket(k.c, k.s, syn)); r.Class == ClassInvalid {
+		t.Fatalf("SYN: %v", r.Class)
+	}
+	synack := seg{flags: TCPSyn | TCPAck, seq: sISN, ack: cISN + 1, win: 4096}
+	if r := track(t, tbl, tcpPacket(k.s, k.c, synack)); r.Class == ClassInvalid {
+		t.Fatalf("SYN/ACK: %v", r.Class)
+	}
+	if e, _ := k.entry(); e.TCPState != TCPSynRecv {
+		t.Errorf("after SYN/ACK acknowledging the ignored SYN: %v, Linux: SYN_RECV", e.TCPState)
+	}
+	ack := seg{flags: TCPAck, seq: cISN + 1, ack: sISN + 1, win: 4096}
+	if r := track(t, tbl, tcpPacket(k.c, k.s, ack)); r.Class == ClassInvalid {
+		t.Fatalf("the new connection's ACK is INVALID (the gateway drops it)")
+	}
+	data := seg{flags: TCPAck | TCPPsh, seq: cISN + 1, ack: sISN + 1, win: 4096, data: 50}
+	if r := track(t, tbl, tcpPacket(k.c, k.s, data)); r.Class == ClassInvalid {
+		t.Fatalf("the new connection's data is INVALID")
+	}
+}
+
+// Linux: SYN_SENT2 marks a simultaneous open, and an ACK from the reply
+// side in SYN_RECV then establishes the connection.
+func TestTCPSimultaneousOpenReplyAck(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40102"), ap("198.51.100.200:5000"))
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn, 0)
+	if e, _ := k.entry(); e.TCPState != TCPSynSent2 {
+		t.Fatalf("state %v", e.TCPState)
+	}
+	k.send(Original, TCPSyn|TCPAck, 0)
+	if e, _ := k.entry(); e.TCPState != TCPSynRecv {
+		t.Fatalf("state %v", e.TCPState)
+	}
+	if r := k.send(Reply, TCPAck, 0); r.Class == ClassInvalid {
+		t.Fatalf("reply ACK invalid")
+	}
+	if e, _ := k.entry(); e.TCPState != TCPEstablished {
+		t.Fatalf("simultaneous open, reply ACK in SYN_RECV: %v, Linux: ESTABLISHED", e.TCPState)
+	}
+}
+
+// Linux (TCP_CONNTRACK_CLOSE case): "RST sent to invalid SYN ... we had let
+// through": a RST whose ACK is the end of the SYN that was ignored closes
+// the entry, without the window check.
+func TestTCPResetToIgnoredSyn(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40104"), ap("198.51.100.200:80"))
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	k.send(Original, TCPAck|TCPPsh, 100)
+	k.send(Reply, TCPAck, 0)
+	// The server went away; the client reconnects from the same port.
+	const cISN = 0x12345678
+	if r := track(t, tbl, tcpPacket(k.c, k.s, seg{flags: TCPSyn, seq: cISN, win: 4096})); r.Class == ClassInvalid {
+		t.Fatalf("SYN: %v", r.Class)
+	}
+	// Nothing listens any more: the server refuses it.
+	r := track(t, tbl, tcpPacket(k.s, k.c, seg{flags: TCPRst | TCPAck, seq: 0, ack: cISN + 1}))
+	if r.Class == ClassInvalid {
+		t.Fatal("the RST refusing the new SYN is INVALID (dropped: the client never hears the refusal)")
+	}
+}
+
+// Linux counts a segment as a retransmission only when its raw window
+// (win_raw) equals the last one. Window updates (same seq and ack, a
+// growing window) are not retransmissions, and must not drop an idle
+// established connection's timeout from 5 days to tcp_max_retrans (5 min).
+func TestTCPWindowUpdatesNotRetransmissions(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40105"), ap("198.51.100.200:80"))
+	k.send(Original, TCPSyn, 0) // both SYNs offer window scale 7
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	k.send(Reply, TCPAck|TCPPsh, 1000) // a download
+	// The client acknowledges it, then opens its window as the
+	// application reads: same seq, same ack, growing raw window.
+	for _, w := range []uint16{1000, 2000, 3000, 4000} {
+		s := seg{flags: TCPAck, seq: k.cNext, ack: k.sNext, win: w}
+		if r := track(t, tbl, tcpPacket(k.c, k.s, s)); r.Class == ClassInvalid {
+			t.Fatalf("window update %d invalid", w)
+		}
+	}
+	if e, _ := k.entry(); e.Timeout != DefaultTimeouts().TCPEstablished {
+		t.Fatalf("idle ESTABLISHED connection after window updates: timeout %v, Linux: %v", e.Timeout, DefaultTimeouts().TCPEstablished)
+	}
+}
+
+// Linux (TCP_CONNTRACK_CLOSE case): "Reset in response to a challenge-ack
+// we let through earlier": in SYN_SENT, a reply ACK (the server's RFC 5961
+// challenge ACK to a SYN of a connection it still holds) is ignored and
+// its ack noted; the client's RST at that ack passes without window check.
+func TestTCPResetAnsweringChallengeAck(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	c, s := ap("192.0.2.10:40106"), ap("198.51.100.200:80")
+	const cISN, oldServerAck, oldServerSeq = 1000, 0x10000000, 0x40000000
+	if r := track(t, tbl, tcpPacket(c, s, seg{flags: TCPSyn, seq: cISN, win: 4096})); !r.Created {
+		t.Fatal("SYN")
+	}
+	// The server still holds an old connection on this 4-tuple.
+	if r := track(t, tbl, tcpPacket(s, c, seg{flags: TCPAck, seq: oldServerSeq, ack: oldServerAck, win: 4096})); r.Class == ClassInvalid {
+		t.Fatal("challenge ACK invalid")
+	}
+	// The client, which knows no such connection, resets it (RFC 793).
+	r := track(t, tbl, tcpPacket(c, s, seg{flags: TCPRst, seq: oldServerAck}))
+	if r.Class == ClassInvalid {
+		t.Fatal("the client's RST answering the challenge ACK is INVALID: the server never drops its stale connection")
+	}
+}
+
+// Linux re-initialises a sender's window data on a new SYN (tcph->syn)
+// with a higher sequence number in SYN_SENT/SYN_RECV, and on nothing
+// else: a server's first data in SYN_RECV (TCP Fast Open, or the client's
+// ACK reordered behind it) keeps the server's window scale, so the
+// client's data within the scaled window is valid.
+func TestTCPDataInSynRecvKeepsWindowScale(t *testing.T) {
+	for _, early := range []bool{false, true} {
+		t.Run(fmt.Sprintf("serverDataBeforeClientAck=%v", early), func(t *testing.T) {
+			tbl, clk := newTable(t, Config{})
+			k := newConn(t, tbl, clk, ap("192.0.2.10:40107"), ap("198.51.100.200:25"))
+			k.send(Original, TCPSyn, 0)     // window scale 7
+			k.send(Reply, TCPSyn|TCPAck, 0) // window scale 7
+			if early {
+				k.send(Reply, TCPAck|TCPPsh, 100) // the banner, in SYN_RECV
+				k.send(Original, TCPAck, 0)
+			} else {
+				k.send(Original, TCPAck, 0)
+				k.send(Reply, TCPAck|TCPPsh, 100)
+			}
+			k.send(Original, TCPAck, 0)
+			// The server's window is 4096 << 7 = 512 KiB: 10 segments of
+			// 1400 bytes fit.
+			for i := range 10 {
+				if r := k.send(Original, TCPAck|TCPPsh, 1400); r.Class == ClassInvalid {
+					t.Fatalf("client segment %d (offset %d) INVALID", i, i*1400)
+				}
+			}
+		})
+	}
+}
+
+// Linux's table: an original-direction SYN/ACK is INVALID in ESTABLISHED
+// (and every later state): "Invalid SYN/ACK packets sent by the client".
+func TestTCPOriginalSynAckInvalid(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40108"), ap("198.51.100.200:80"))
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	if r := k.send(Original, TCPSyn|TCPAck, 0); r.Class != ClassInvalid {
+		t.Fatalf("client SYN/ACK in ESTABLISHED: %v, Linux: INVALID", r.Class)
 	}
 }
