@@ -92,11 +92,12 @@ type Gateway struct {
 	// the bridge's; each is used only by that side's goroutine.
 	scratch [2]sideScratch
 
-	stats    gatewayStats
-	wg       sync.WaitGroup
-	stop     chan struct{}
-	closeOne sync.Once
-	closed   atomic.Bool
+	icmpTokens tokenBucket
+	stats      gatewayStats
+	wg         sync.WaitGroup
+	stop       chan struct{}
+	closeOne   sync.Once
+	closed     atomic.Bool
 }
 
 // sideScratch is one side's working memory.
@@ -143,7 +144,7 @@ type Stats struct {
 	GSO, Segmented uint64
 	// Drops, by reason.
 	DropMalformed uint64 // undecodable headers
-	DropChecksum  uint64 // bad IPv4 header, or transport checksum of a new flow
+	DropChecksum  uint64 // bad IPv4 header checksum, or a bad ICMP, UDP or TCP checksum of a packet to the gateway itself (which it answers otherwise)
 	DropTTL       uint64 // TTL ran out (time exceeded was sent)
 	DropInvalid   uint64 // conntrack found them invalid (out of state, errors about nothing)
 	DropNoRule    uint64 // from outside, for no flow and no publish rule
@@ -450,12 +451,13 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	sc := &g.scratch[sideIndex(inside)]
+	fragMax := 0 // for a reassembled packet, its largest fragment (Linux's frag_max_size)
 	if p.Kind == conntrack.KindFragment {
 		if off.Flags&bridge.OffloadNeedsCsum != 0 {
 			g.stats.dropMalformed.Add(1) // a fragment's checksum is its sender's
 			return
 		}
-		whole, err := g.reasm.Add(pkt, sc.whole[Headroom:])
+		whole, maxFrag, err := g.reasm.add(pkt, sc.whole[Headroom:])
 		if err != nil {
 			g.stats.dropFragments.Add(1)
 			return
@@ -464,6 +466,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			return // more fragments to come
 		}
 		frame, pkt = sc.whole[:Headroom+len(whole)], whole
+		fragMax = maxFrag
 		if p.Decode(pkt) != nil || p.Kind == conntrack.KindFragment {
 			g.stats.dropMalformed.Add(1)
 			return
@@ -540,6 +543,12 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		size = gsoSegmentSize(frame, off)
 	}
 	if out := g.mtuTowards(to.Dst); size > out {
+		if fragMax > 0 && fragMax <= out {
+			// Its sender's fragments fit: fragment it again, as
+			// Linux does (ignore_df after nf_defrag).
+			pkt[6] &^= 0x40
+			putIPv4Checksum(pkt)
+		}
 		if pkt[6]&0x40 != 0 { // DF
 			g.stats.dropTooBig.Add(1)
 			g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {

@@ -1,7 +1,9 @@
 package nat
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -239,5 +241,98 @@ func TestGatewayRefusesTCPWithRST(t *testing.T) {
 	}
 	if n := pg.gw.Table().Len(); n != 0 {
 		t.Fatalf("%d entries after the refused connection, want 0", n)
+	}
+}
+
+// Fragments that each fit the uplink MTU, with DF set (as Linux's
+// forwarding sends a reassembled DF datagram on, IPSKB_FRAG_PMTU), must go
+// on as fragments: Linux's nf_defrag sets ignore_df, and ip_exceeds_mtu
+// compares frag_max_size, the largest fragment, with the MTU. Answering
+// "fragmentation needed, MTU 1500" to a sender whose fragments are no
+// larger would black-hole it.
+func TestReassembledDFFragmentsFit(t *testing.T) {
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	pkt := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 2000))
+	frags := fragment4(t, pkt, 1500)
+	for _, f := range frags {
+		f[6] |= 0x40 // DF on every fragment
+		putIPv4Checksum(f)
+		gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, f), true, bridge.Offload{})
+	}
+	st := gw.Stats()
+	if port.sent != len(frags) || st.DropTooBig != 0 || st.ICMPSent != 0 {
+		t.Fatalf("%d fragments of <= 1500 bytes with DF: %d sent, DropTooBig %d, ICMPSent %d; want them forwarded",
+			len(frags), port.sent, st.DropTooBig, st.ICMPSent)
+	}
+}
+
+// RFC 1812 4.3.2.7 / RFC 1122 3.2.2: no ICMP error about an ICMP error.
+// Linux's __icmp_send reads the inner type of a first fragment too, and
+// so do the builders.
+func TestNoErrorAboutFirstFragmentOfError(t *testing.T) {
+	gw := netip.MustParseAddr("172.17.0.1")
+	quoted := ipPacket(cont4, client4, conntrack.ProtoUDP, udpHeader(1, 2, 600))
+	icmpErr := ipPacket(router4, cont4, conntrack.ProtoICMP, icmpHeader(3, 3, 0, quoted))
+	first := fragment4(t, icmpErr, 576)[0]
+	if _, err := TimeExceeded(nil, first, gw); !errors.Is(err, ErrNoICMP) {
+		t.Fatalf("time exceeded about the first fragment of an ICMP error: err %v, want ErrNoICMP", err)
+	}
+}
+
+// RFC 1812 4.3.2.8: a router MUST be able to limit the rate of the ICMP
+// errors it sends; Linux does by default (icmp_ratelimit 1 s per
+// destination with a burst of 6, icmp_msgs_per_sec 1000 burst 50); 100 leaves room for refill.
+func TestICMPErrorRateLimited(t *testing.T) {
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	// A spoofed source outside: UDP to a closed port on the host address.
+	pkt := ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, 9, 10))
+	for i := range 1000 {
+		binary.BigEndian.PutUint16(pkt[20:], uint16(10000+i)) // a new flow each
+		fillChecksums(pkt)
+		gw.forward(frame(gw.inside.mac, clientMAC, etherTypeIP4, bytes.Clone(pkt)), false, bridge.Offload{})
+	}
+	if st := gw.Stats(); st.ICMPSent > 100 {
+		t.Fatalf("%d port unreachables sent to one address at once (%d frames out); want a rate limit", st.ICMPSent, port.sent)
+	}
+}
+
+// A ping to the gateway that arrived in fragments is answered in
+// fragments within the link's MTU, as Linux's icmp_reply is (RFC 1122
+// 3.3.3: a host fragments what exceeds the MTU).
+func TestLocalReplyFragmented(t *testing.T) {
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	req := ipPacket(clientIP, hostIP, conntrack.ProtoICMP, icmpHeader(8, 0, 77, bytes.Repeat([]byte{0xab}, 2500)))
+	for _, f := range fragment4(t, req, 1500) {
+		gw.forward(frame(gw.inside.mac, clientMAC, etherTypeIP4, f), false, bridge.Offload{})
+	}
+	if port.sent == 0 {
+		t.Fatal("no reply")
+	}
+	if n := len(port.last) - Headroom; n > 1500 {
+		t.Fatalf("echo reply of %d bytes sent on an uplink of MTU 1500 (%d frames)", n, port.sent)
+	}
+}
+
+// RFC 1122 4.1.3.4 (UDP) and 4.2.2.7 (TCP): a datagram or segment with a
+// wrong checksum MUST be silently discarded; Linux's udp_rcv and tcp_v4_rcv
+// check it before answering port unreachable or RST, and so does the
+// gateway.
+func TestLocalBadChecksumUnanswered(t *testing.T) {
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	udp := ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, 9, 10))
+	udp[20+6] ^= 0x55 // break the UDP checksum
+	tcp := ipPacket(clientIP, hostIP, conntrack.ProtoTCP, tcpHeader(5001, 9, 0))
+	tcp[20+13] = conntrack.TCPSyn
+	fillChecksums(tcp)
+	tcp[20+16] ^= 0x55 // break the TCP checksum
+	for _, p := range [][]byte{udp, tcp} {
+		gw.forward(frame(gw.inside.mac, clientMAC, etherTypeIP4, p), false, bridge.Offload{})
+	}
+	if port.sent != 0 {
+		t.Fatalf("%d answers (ICMPSent %d) to a UDP datagram and a TCP SYN with bad checksums; want none", port.sent, gw.Stats().ICMPSent)
 	}
 }

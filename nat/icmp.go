@@ -76,9 +76,10 @@ func icmpError(buf, pkt []byte, from netip.Addr, typ4, code4 uint8, info4 uint32
 		return nil, ErrNoICMP
 	}
 	l4 := pkt[h.l4:h.end]
-	if !h.frag && len(l4) > 0 {
-		if h.proto == conntrack.ProtoICMP && !h.v6 && isICMPError(h.proto, l4[0]) ||
-			h.proto == conntrack.ProtoICMPv6 && h.v6 && l4[0] < 128 {
+	if h.proto == conntrack.ProtoICMP && !h.v6 || h.proto == conntrack.ProtoICMPv6 && h.v6 {
+		// A first fragment carries the type too; one that cannot be
+		// read is taken for an error, as Linux's __icmp_send does.
+		if len(l4) == 0 || !h.v6 && isICMPError(h.proto, l4[0]) || h.v6 && l4[0] < 128 {
 			return nil, ErrNoICMP
 		}
 	}

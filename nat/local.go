@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
@@ -73,6 +74,8 @@ func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 		}
 		g.stats.icmpSent.Add(1)
 		g.sendBack(frame, netip.AddrFrom4([4]byte(pkt[16:20])), inside)
+	case (p.Tuple.Proto == conntrack.ProtoUDP || p.Tuple.Proto == conntrack.ProtoTCP) && !l4ChecksumOK(pkt, ihl, p.Tuple.Proto):
+		g.stats.dropChecksum.Add(1) // RFC 1122 4.1.3.4, 4.2.2.7: silently discarded
 	case p.Tuple.Proto == conntrack.ProtoUDP:
 		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
 			return Unreachable(buf, pkt, from, codePortUnreachable)
@@ -128,11 +131,20 @@ func tcpReset(buf, pkt []byte, h *conntrack.TCPHeader) []byte {
 // sendBack sends a packet the gateway originated to dst, on the side the
 // packet that caused it came in by.
 func (g *Gateway) sendBack(frame []byte, dst netip.Addr, inside bool) {
+	send, mtu := g.uplink.Send, g.uplink.MTU()
 	if inside {
-		g.inside.send(frame, dst, bridge.Offload{})
-	} else {
-		g.uplink.Send(frame, dst, bridge.Offload{})
+		send, mtu = g.inside.send, g.inside.mtu
 	}
+	pkt := frame[Headroom:]
+	if len(pkt) > mtu {
+		// An answer to a reassembled request: fragmented, as Linux's
+		// ICMP socket (IP_PMTUDISC_DONT) sends it.
+		pkt[6] &^= 0x40
+		putIPv4Checksum(pkt)
+		g.fragment(frame, pkt, dst, mtu, send, &g.scratch[sideIndex(inside)])
+		return
+	}
+	send(frame, dst, bridge.Offload{})
 }
 
 // sendError sends the ICMP error that build makes about pkt back to pkt's
@@ -153,6 +165,47 @@ func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from
 	if err != nil {
 		return
 	}
+	// RFC 1812 4.3.2.8, as Linux's icmp_global_allow (1000/s, burst
+	// 50); fragmentation needed is never limited (PMTU discovery).
+	if msg[20] != 3 || msg[21] != 4 {
+		if !g.icmpTokens.allow(g.clock.Now().UnixNano()) {
+			return
+		}
+	}
 	g.stats.icmpSent.Add(1)
 	g.sendBack(sc.msg[:Headroom+len(msg)], netip.AddrFrom4([4]byte(msg[16:20])), inside)
+}
+
+// l4ChecksumOK verifies the TCP or UDP checksum of the IPv4 packet pkt (an
+// IPv4 UDP checksum of zero is none).
+func l4ChecksumOK(pkt []byte, ihl int, proto conntrack.Proto) bool {
+	l4 := pkt[ihl:]
+	if proto == conntrack.ProtoUDP && len(l4) >= 8 && cksumAt(l4, 6) == 0 {
+		return true
+	}
+	return Sum(l4, pseudoHeaderSum(pkt[12:16], pkt[16:20], proto, len(l4))) == 0xffff
+}
+
+// tokenBucket limits the ICMP errors the gateway sends.
+type tokenBucket struct {
+	mu     sync.Mutex
+	tokens float64
+	last   int64
+	init   bool
+}
+
+func (b *tokenBucket) allow(now int64) bool {
+	const rate, burst = 1000.0, 50.0
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.init {
+		b.tokens, b.last, b.init = burst, now, true
+	}
+	b.tokens = min(burst, b.tokens+float64(now-b.last)*rate/1e9)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -136,6 +136,10 @@ type datagram struct {
 	nextOff   int
 	nextProto uint8
 	charged   int
+	// maxLen is the IP length of the largest fragment; maxDF whether it
+	// had DF.
+	maxLen int
+	maxDF  bool
 }
 
 type fragment struct {
@@ -185,13 +189,20 @@ func (r *Reassembler) Stats() ReassemblyStats {
 // (bad lengths, a datagram over 65535 bytes), ErrOverlap, or
 // ErrReassemblyFull.
 func (r *Reassembler) Add(frag []byte, buf []byte) ([]byte, error) {
+	out, _, err := r.add(frag, buf)
+	return out, err
+}
+
+// add is Add, and tells the IP length of the datagram's largest fragment
+// (Linux's frag_max_size) with the reassembled packet.
+func (r *Reassembler) add(frag []byte, buf []byte) ([]byte, int, error) {
 	h, err := parseIP(frag, false)
 	if err != nil {
 		r.malformed.Add(1)
-		return nil, err
+		return nil, 0, err
 	}
 	if !h.frag {
-		return nil, ErrNotFragment
+		return nil, 0, ErrNotFragment
 	}
 	var (
 		k       = fragKey{v6: h.v6}
@@ -215,10 +226,10 @@ func (r *Reassembler) Add(frag []byte, buf []byte) ([]byte, error) {
 	switch {
 	case more && (len(data) == 0 || len(data)%8 != 0):
 		r.malformed.Add(1)
-		return nil, errFragLength
+		return nil, 0, errFragLength
 	case h.v6 && hl-40+off+len(data) > 65535, !h.v6 && hl+off+len(data) > 65535:
 		r.malformed.Add(1)
-		return nil, errFragSize
+		return nil, 0, errFragSize
 	}
 
 	r.mu.Lock()
@@ -229,14 +240,14 @@ func (r *Reassembler) Add(frag []byte, buf []byte) ([]byte, error) {
 	if d == nil {
 		if len(r.datagrams) >= r.cfg.MaxDatagrams {
 			r.full.Add(1)
-			return nil, ErrReassemblyFull
+			return nil, 0, ErrReassemblyFull
 		}
 		d = &datagram{key: k, deadline: now.Add(r.cfg.Timeout), end: -1}
 		r.datagrams[k] = d
 		r.pushLocked(d)
 	}
 	if d.dead {
-		return nil, ErrOverlap
+		return nil, 0, ErrOverlap
 	}
 
 	end := off + len(data)
@@ -247,23 +258,23 @@ func (r *Reassembler) Add(frag []byte, buf []byte) ([]byte, error) {
 		more && d.end >= 0 && end > d.end:
 		r.malformed.Add(1)
 		r.killLocked(d)
-		return nil, errFragEnd
+		return nil, 0, errFragEnd
 	}
 	i, _ := slices.BinarySearchFunc(d.frags, off, func(f fragment, off int) int { return f.off - off })
 	if dup := i < len(d.frags) && d.frags[i].off == off && len(d.frags[i].data) == len(data); dup {
 		// RFC 5722 errata 3089: an exact duplicate may be ignored.
 		r.duplicates.Add(1)
-		return nil, nil
+		return nil, 0, nil
 	}
 	if i > 0 && d.frags[i-1].off+len(d.frags[i-1].data) > off || i < len(d.frags) && end > d.frags[i].off {
 		r.overlaps.Add(1)
 		r.killLocked(d)
-		return nil, ErrOverlap
+		return nil, 0, ErrOverlap
 	}
 	if len(d.frags) >= maxFrags {
 		r.malformed.Add(1)
 		r.killLocked(d)
-		return nil, errFragCount
+		return nil, 0, errFragCount
 	}
 	cost := len(data) + fragOverhead
 	if off == 0 {
@@ -274,10 +285,13 @@ func (r *Reassembler) Add(frag []byte, buf []byte) ([]byte, error) {
 		if len(d.frags) == 0 {
 			r.removeLocked(d)
 		}
-		return nil, ErrReassemblyFull
+		return nil, 0, ErrReassemblyFull
 	}
 	r.bytes += cost
 	d.charged += cost
+	if h.end > d.maxLen {
+		d.maxLen, d.maxDF = h.end, !h.v6 && frag[6]&0x40 != 0
+	}
 	d.frags = slices.Insert(d.frags, i, fragment{off, slices.Clone(data)})
 	d.have += len(data)
 	if !more {
@@ -290,18 +304,19 @@ func (r *Reassembler) Add(frag []byte, buf []byte) ([]byte, error) {
 		}
 	}
 	if d.end < 0 || d.have != d.end || d.header == nil {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if n := len(d.header) + d.end; !d.key.v6 && n > 65535 || d.key.v6 && n-40 > 65535 {
 		// Each fragment fitted with its own header; not with the first's.
 		r.malformed.Add(1)
 		r.removeLocked(d)
-		return nil, errFragSize
+		return nil, 0, errFragSize
 	}
 	out := d.build(buf[:0])
+	maxLen := d.maxLen
 	r.removeLocked(d)
 	r.reassembled.Add(1)
-	return out, nil
+	return out, maxLen, nil
 }
 
 // build appends the reassembled datagram d to b.
@@ -319,6 +334,9 @@ func (d *datagram) build(b []byte) []byte {
 	}
 	binary.BigEndian.PutUint16(b[2:4], uint16(n))
 	b[6] &= 0x40 // keep DF; clear MF and the offset
+	if !d.maxDF {
+		b[6] = 0 // as Linux: DF only if the largest fragment had it
+	}
 	b[7] = 0
 	putIPv4Checksum(b)
 	return b
