@@ -484,6 +484,8 @@ func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink netip.Addr) error {
 		return fmt.Errorf("container address %v is outside the bridge subnet %v", f.GuestAddr, subnet.Masked())
 	case f.GuestAddr == subnet.Addr():
 		return fmt.Errorf("container address %v is the gateway's", f.GuestAddr)
+	case f.HostAddr.IsValid() && !f.HostAddr.Is4():
+		return fmt.Errorf("host address %v: the uplink is IPv4", f.HostAddr)
 	case uplink.IsValid() && f.HostAddr.IsValid() && !f.HostAddr.IsUnspecified() && f.HostAddr != uplink:
 		return fmt.Errorf("host address %v is not the gateway's uplink address %v", f.HostAddr, uplink)
 	}

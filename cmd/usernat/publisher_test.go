@@ -65,3 +65,26 @@ func TestBackendDefaultGuest(t *testing.T) {
 		}
 	}
 }
+
+// add_hostfwd with an IPv6 host address, "::" above all (Podman passes
+// the address of -p [::]:8080:80 through), is refused, as slirp4netns
+// refuses it ("bad arguments.host_addr") and as -p does: the uplink is
+// IPv4, and taking "::" for every IPv4 address would publish where the
+// user did not ask.
+func TestBackendIPv6HostAddrRefused(t *testing.T) {
+	for _, addr := range []string{"::", "::ffff:0.0.0.0", "fd00::1"} {
+		var r natRulesForTest
+		b := &backend{pub: r.publisher(t), subnet: netip.MustParsePrefix("172.17.0.1/16"), guest: netip.MustParseAddr("172.17.0.4")}
+		sock := filepath.Join(t.TempDir(), "api.sock")
+		srv, err := api.Listen(sock, b, api.ServerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		c := &api.Client{Path: sock}
+		err = c.Call(context.Background(), api.CmdAddHostFwd, map[string]any{"proto": "tcp", "host_addr": addr, "host_port": 8080, "guest_addr": "172.17.0.4", "guest_port": 80}, nil)
+		if err == nil || len(b.pub.List()) != 0 {
+			t.Errorf("host_addr %q: %v, published %+v; want a refusal", addr, err, b.pub.List())
+		}
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -134,7 +136,9 @@ func raw(t *testing.T, path, req string, halfClose bool) string {
 }
 
 // TestSlirp4netnsWire checks the bytes a slirp4netns client such as
-// RootlessKit sends and reads.
+// RootlessKit sends and reads. list_hostfwd's entries are both where
+// slirp4netns's manual has them, under "return", and where slirp4netns
+// 1.2.0 puts them, at the top level.
 func TestSlirp4netnsWire(t *testing.T) {
 	_, path := serve(t, newFake(), ServerConfig{})
 	steps := []struct{ req, resp string }{
@@ -143,13 +147,13 @@ func TestSlirp4netnsWire(t *testing.T) {
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "udp4", "host_port": 5353, "guest_addr": "172.17.0.5", "guest_port": 53}}`,
 			`{"return":{"id":2}}`}, // udp4: slirp4netns's IPv4 alone
 		{`{"execute": "list_hostfwd"}`,
-			`{"return":{"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,"guest_addr":"172.17.0.4","guest_port":80},{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]}}`},
+			`{"return":{"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,"guest_addr":"172.17.0.4","guest_port":80},{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]},"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":8080,"guest_addr":"172.17.0.4","guest_port":80},{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]}`},
 		{`{"execute": "remove_hostfwd", "arguments": {"id": 1}}`, `{"return":{}}`},
 		{`{"execute": "remove_hostfwd", "arguments": {"id": 1}}`, `{"error":{"desc":"no forward with id 1"}}`},
 		{`{"execute": "list_hostfwd", "arguments": {}}`,
-			`{"return":{"entries":[{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]}}`},
+			`{"return":{"entries":[{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]},"entries":[{"id":2,"proto":"udp","host_addr":"0.0.0.0","host_port":5353,"guest_addr":"172.17.0.5","guest_port":53}]}`},
 		{`{"execute": "remove_hostfwd", "arguments": {"id": 2}}`, `{"return":{}}`},
-		{`{"execute": "list_hostfwd"}`, `{"return":{"entries":[]}}`},
+		{`{"execute": "list_hostfwd"}`, `{"return":{"entries":[]},"entries":[]}`},
 	}
 	for i, st := range steps {
 		// Alternate clients that half-close and clients that do not.
@@ -503,5 +507,79 @@ func TestServe(t *testing.T) {
 	}
 	if _, err := Serve(nil, newFake(), ServerConfig{}); err == nil {
 		t.Error("Serve(nil) succeeded")
+	}
+}
+
+// slirp4netns 1.2.0 answers list_hostfwd with the entries at the top
+// level, {"entries":[...]} (api.c; its own test reads `jq .entries[0].id`),
+// where its manual shows them under "return": the server answers both
+// ways, so a script written against either reads the same from usernat.
+func TestListShapeAsSlirp4netns(t *testing.T) {
+	_, path := serve(t, newFake(), ServerConfig{})
+	raw(t, path, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 8080, "guest_addr": "10.0.2.100", "guest_port": 80}}`, true)
+	got := raw(t, path, `{"execute": "list_hostfwd"}`, true)
+	var r struct {
+		Entries []map[string]any `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(got), &r); err != nil || len(r.Entries) != 1 || r.Entries[0]["id"] != float64(1) {
+		t.Errorf("list_hostfwd reply %s: no top-level entries as slirp4netns gives", got)
+	}
+	var m struct {
+		Return struct {
+			Entries []map[string]any `json:"entries"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal([]byte(got), &m); err != nil || len(m.Return.Entries) != 1 {
+		t.Errorf("list_hostfwd reply %s: no entries under return, as the manual has them", got)
+	}
+}
+
+// TestListenRaceHelper is TestListenTwoProcessesAtOnce's process: when USERNAT_RACE_PATH is set, wait until USERNAT_RACE_AT
+// (unix nanoseconds), Listen on the path, print "ok" or the error, and
+// hold the socket a moment.
+func TestListenRaceHelper(t *testing.T) {
+	path := os.Getenv("USERNAT_RACE_PATH")
+	if path == "" {
+		t.Skip("helper")
+	}
+	at, _ := strconv.ParseInt(os.Getenv("USERNAT_RACE_AT"), 10, 64)
+	time.Sleep(time.Until(time.Unix(0, at)))
+	s, err := Listen(path, newFake(), ServerConfig{})
+	if err != nil {
+		fmt.Println("RESULT err", err)
+		return
+	}
+	fmt.Println("RESULT ok")
+	time.Sleep(300 * time.Millisecond)
+	s.Close()
+}
+
+// Two gateways started at once on one socket path: at most one may own
+// it; the other must fail with ErrInUse, as bind(2) would have.
+func TestListenTwoProcessesAtOnce(t *testing.T) {
+	for round := range 10 {
+		path := filepath.Join(t.TempDir(), "api.sock")
+		at := time.Now().Add(300 * time.Millisecond).UnixNano()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		oks := 0
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd := exec.Command(os.Args[0], "-test.run=^TestListenRaceHelper$", "-test.count=1")
+				cmd.Env = append(os.Environ(), "USERNAT_RACE_PATH="+path, "USERNAT_RACE_AT="+strconv.FormatInt(at, 10))
+				out, _ := cmd.CombinedOutput()
+				if strings.Contains(string(out), "RESULT ok") {
+					mu.Lock()
+					oks++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if oks > 1 {
+			t.Fatalf("round %d: both processes' Listen(%s) succeeded; the first's socket was replaced by the second's", round, path)
+		}
 	}
 }

@@ -105,6 +105,9 @@ func (c *Client) call(ctx context.Context, execute string, args, result any) err
 	if resp.Error != nil {
 		return resp.Error
 	}
+	if resp.Return == nil && resp.Entries != nil { // slirp4netns's list_hostfwd
+		resp.Return, _ = json.Marshal(map[string]json.RawMessage{"entries": resp.Entries})
+	}
 	if resp.Return == nil {
 		return errors.New("bad response: neither return nor error")
 	}

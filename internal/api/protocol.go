@@ -27,10 +27,15 @@ type Request struct {
 }
 
 // Response is the answer to a Request: exactly one of Return and Error is
-// set.
+// set, and with list_hostfwd's Return, Entries too.
 type Response struct {
 	Return json.RawMessage `json:"return,omitempty"`
 	Error  *Error          `json:"error,omitempty"`
+	// Entries are list_hostfwd's entries again, at the top level, where
+	// slirp4netns 1.2.0 puts them (its manual has them under "return",
+	// where they are too). A client reads either; slirp4netns itself
+	// sends this alone.
+	Entries json.RawMessage `json:"entries,omitempty"`
 }
 
 // Error is an error the server answered with. Client methods return it as

@@ -170,9 +170,15 @@ func listenPrivate(path string) (*net.UnixListener, error) {
 		return fail(err)
 	}
 	if tmp != path {
-		if err := os.Rename(tmp, path); err != nil {
+		// link(2), not rename(2): rename would replace a socket another
+		// server put at path since clearStale looked.
+		if err := os.Link(tmp, path); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				err = ErrInUse
+			}
 			return fail(err)
 		}
+		os.Remove(tmp)
 	}
 	return l, nil
 }
@@ -291,6 +297,10 @@ func (s *Server) answer(r io.Reader) (resp Response) {
 	b, err := json.Marshal(ret)
 	if err != nil {
 		return s.fail(req.Execute, fmt.Errorf("internal error: %w", err))
+	}
+	if l, ok := ret.(ListResult); ok {
+		e, _ := json.Marshal(l.Entries)
+		return Response{Return: b, Entries: e}
 	}
 	return Response{Return: b}
 }
