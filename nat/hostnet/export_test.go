@@ -58,3 +58,11 @@ func TCPSegment(src, dst netip.AddrPort, seq, ack uint32, flags uint8, wnd uint1
 	binary.BigEndian.PutUint16(b[36:], ^nat.Sum(b[20:], pseudo(b, conntrack.ProtoTCP, tcpMinSize)))
 	return b[20:]
 }
+
+// SetSweepInterval makes the uplinks started from now on check their
+// flows against the table every d; restore puts the last interval back.
+func SetSweepInterval(d time.Duration) (restore func()) {
+	old := sweepInterval
+	sweepInterval = d
+	return func() { sweepInterval = old }
+}

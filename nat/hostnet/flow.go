@@ -40,8 +40,9 @@ const entryGrace = 5 * time.Second
 
 // sweepInterval is how often the uplink checks its flows against the
 // table, which catches what the table's events (which may be dropped when
-// too many come at once) missed.
-const sweepInterval = time.Second
+// too many come at once) missed. A variable for tests, which read the
+// events' work alone with the sweep put off.
+var sweepInterval = time.Second
 
 // reserve counts a flow of src about to open, and reports false (counting
 // nothing) when src has MaxFlowsPerSource flows open or opening already.

@@ -23,11 +23,12 @@ type udpFlow struct {
 	u      *Uplink
 	near   conntrack.Tuple // the container's packets: container to far
 	conn   *net.UDPConn
-	rc     syscall.RawConn // conn's, taken once: each SyscallConn allocates
-	client netip.AddrPort  // inbound: where answers go; outbound: invalid
-	from   []byte          // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
-	seen   conntrack.Tuple // inbound: the expectation made for the gateway
-	hops   ttlSetting      // outbound: the socket's TTL
+	rc     syscall.RawConn     // conn's, taken once: each SyscallConn allocates
+	client netip.AddrPort      // inbound: where answers go; outbound: invalid
+	to     *unix.SockaddrInet4 // inbound: client, for sendmsg (made once, not per datagram)
+	from   []byte              // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
+	seen   conntrack.Tuple     // inbound: the expectation made for the gateway
+	hops   ttlSetting          // outbound: the socket's TTL
 	f      *flow
 }
 
@@ -67,9 +68,9 @@ func (fl *udpFlow) send(payload []byte, ttl uint8) {
 		}
 		switch {
 		case fl.from != nil:
-			_, err = unix.SendmsgN(int(fd), payload, fl.from, &unix.SockaddrInet4{Addr: fl.client.Addr().As4(), Port: int(fl.client.Port())}, unix.MSG_DONTWAIT)
+			_, err = unix.SendmsgN(int(fd), payload, fl.from, fl.to, unix.MSG_DONTWAIT)
 		case fl.client.IsValid():
-			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, &unix.SockaddrInet4{Addr: fl.client.Addr().As4(), Port: int(fl.client.Port())})
+			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, fl.to)
 		default:
 			_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
 		}
@@ -340,7 +341,8 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, client, src,
 	}
 	// The expectation stays while the flow lives: every packet until
 	// the gateway has made the entry may need it.
-	fl := &udpFlow{u: u, near: near, conn: c, rc: rc, client: client, seen: seen}
+	fl := &udpFlow{u: u, near: near, conn: c, rc: rc, client: client, seen: seen,
+		to: &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())}}
 	if to.IsValid() {
 		fl.from = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: to.As4()})
 	}
