@@ -216,6 +216,11 @@ func New(cfg Config) (*Gateway, error) {
 	port := &routerPort{done: make(chan struct{})}
 	inj := &injector{}
 	g.inside = newLink("bridge", inj, mac, cfg.Subnet, netip.Addr{}, mtu, g.now)
+	if g.term != nil {
+		// The uplink's own addresses on the bridge (a DNS forwarder's,
+		// as slirp4netns's 10.0.2.3) are the gateway's to answer for.
+		g.inside.also = func(a netip.Addr) bool { return a != cfg.Subnet.Addr() && g.term.Claims(a) }
+	}
 	ip := g.fromBridge
 	port.handle = func(f []byte, off bridge.Offload) { g.inside.input(f, off, ip) }
 	if g.att, err = cfg.Bridge.AddPort(port, bridge.PortConfig{Name: "gateway"}); err != nil {
@@ -579,7 +584,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool, off bridge.Offload) bool {
 	dst := p.Tuple.Dst
 	toBridge := g.subnet.Contains(dst)
-	if inside && toBridge && (dst != g.subnet.Addr() || !g.claims(p) && !g.terminatedEntry(p)) {
+	if inside && toBridge && !g.claims(p) && (dst != g.subnet.Addr() || !g.terminatedEntry(p)) {
 		return false
 	}
 	// Only the subnet's addresses speak through the uplink, and the

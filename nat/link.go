@@ -27,6 +27,9 @@ type link struct {
 	mtu   int          // largest IP packet the link carries
 	neigh *neighTable
 	now   func() int64
+	// also reports the other on-link addresses the link answers ARP
+	// for: a terminating uplink's (Terminator.Claims); nil for none.
+	also func(netip.Addr) bool
 
 	wmu   sync.Mutex        // serialises writes to port
 	wout  [][]byte          // under wmu: the one-frame batch WriteFrames takes
@@ -134,7 +137,7 @@ func (l *link) arp(b []byte) {
 		return
 	}
 	l.stats.arpIn.Add(1)
-	forUs := a.targetIP == l.addr.Addr()
+	forUs := a.targetIP == l.addr.Addr() || l.also != nil && a.targetIP != a.senderIP && l.also(a.targetIP)
 	now := l.now()
 	for _, p := range l.neigh.learn(a.senderIP, a.senderMAC, now, forUs) {
 		l.writeCopy(a.senderMAC, p)
@@ -142,7 +145,7 @@ func (l *link) arp(b []byte) {
 	if forUs && a.op == arpRequest {
 		l.wmu.Lock()
 		frame := appendARPFrame(l.wbuf[:0], a.senderMAC, arpPacket{
-			op: arpReply, senderMAC: l.mac, senderIP: l.addr.Addr(),
+			op: arpReply, senderMAC: l.mac, senderIP: a.targetIP,
 			targetMAC: a.senderMAC, targetIP: a.senderIP,
 		})
 		l.writeLocked(frame, bridge.Offload{})

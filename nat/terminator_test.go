@@ -270,3 +270,43 @@ func TestGatewayTerminatorTTL(t *testing.T) {
 	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, own))
 	waitFor(t, "the claimed datagram at the uplink", func() bool { return len(up.packets()) == 2 })
 }
+
+// An address on the bridge subnet that the uplink claims (a DNS
+// forwarder's, as slirp4netns's 10.0.2.3) is the gateway's to answer
+// ARP for, and TCP and UDP to it go to the uplink, as they are, and its
+// answers back; an address nobody claims stays the bridge's.
+func TestGatewayTerminatorClaimsSubnetAddr(t *testing.T) {
+	dns := netip.MustParseAddr("172.17.0.3")
+	pg, up := newTermGateway(t, dns)
+	pg.container.WriteFrame(arpFrame(bridge.Broadcast, arpPacket{op: arpRequest, senderMAC: ctrMAC, senderIP: ctrIP, targetIP: dns}))
+	reply, ok := parseARP(pg.read(pg.container)[etherHeader:])
+	if !ok || reply.op != arpReply || reply.senderIP != dns || reply.senderMAC != pg.gw.MAC() || reply.targetMAC != ctrMAC {
+		t.Fatalf("ARP reply for the claimed address %+v; want the gateway's MAC for %v", reply, dns)
+	}
+	q := ipPacket(ctrIP, dns, conntrack.ProtoUDP, udpHeader(40000, 53, 4))
+	fillChecksums(q)
+	pg.container.WriteFrame(frame(pg.gw.MAC(), ctrMAC, etherTypeIP4, q))
+	waitFor(t, "the query at the uplink", func() bool { return len(up.packets()) == 1 })
+	if got := up.packets()[0]; !bytes.Equal(got, q) {
+		t.Fatalf("the uplink got\n% x\nwant the query unchanged\n% x", got, q)
+	}
+	var p conntrack.Packet
+	p.Decode(q)
+	resolver := conntrack.Tuple{Src: netip.MustParseAddr("198.51.100.53"), Dst: hostIP, SrcPort: 53, DstPort: 51000, Proto: conntrack.ProtoUDP}
+	if _, err := up.table.Track(0, &p, conntrack.FixedReply{Reply: resolver, Status: conntrack.DstNAT}); err != nil {
+		t.Fatal(err)
+	}
+	answer := ipPacket(dns, ctrIP, conntrack.ProtoUDP, udpHeader(53, 40000, 4))
+	fillChecksums(answer)
+	up.fromUplink(answer)
+	if got := pg.read(pg.container)[etherHeader:]; !bytes.Equal(got, answer) {
+		t.Fatalf("the container got\n% x\nwant the answer\n% x", got, answer)
+	}
+
+	// Another address: no ARP answer from the gateway.
+	pg.container.WriteFrame(arpFrame(bridge.Broadcast, arpPacket{op: arpRequest, senderMAC: ctrMAC, senderIP: ctrIP, targetIP: netip.MustParseAddr("172.17.0.9")}))
+	pg.container.WriteFrame(arpFrame(bridge.Broadcast, arpPacket{op: arpRequest, senderMAC: ctrMAC, senderIP: ctrIP, targetIP: gwIP}))
+	if reply, _ := parseARP(pg.read(pg.container)[etherHeader:]); reply.senderIP != gwIP {
+		t.Fatalf("ARP reply for %v, an address nobody claims", reply.senderIP)
+	}
+}

@@ -78,9 +78,11 @@ type Terminator interface {
 	// reached the host (the client to the published address and port),
 	// reply the container's answer. ok false refuses the packet.
 	Inbound(tuple conntrack.Tuple) (orig, reply conntrack.Tuple, ok bool)
-	// Claims reports whether flows from the bridge to dst, the gateway's
-	// own bridge address, belong to the uplink (which then maps them to
-	// the host's loopback) rather than to the gateway.
+	// Claims reports whether TCP and UDP flows from the bridge to dst
+	// belong to the uplink rather than to the gateway: dst is the
+	// gateway's own bridge address, which the uplink maps to the host's
+	// loopback, or another address on the bridge subnet that the uplink
+	// serves (a DNS forwarder's), which the gateway then answers ARP for.
 	Claims(dst netip.Addr) bool
 }
 

@@ -47,6 +47,8 @@ type gatewayConfig struct {
 	Offload    bool // checksum and segmentation offload on the TAP devices
 	// The host-socket uplink's options (--uplink host).
 	HostLoopback      netip.Addr
+	DNS               netip.Addr     // --dns: where the host's resolver is served on the bridge
+	DNSResolver       netip.AddrPort // --dns-resolver; invalid: /etc/resolv.conf's
 	OutboundAddr      netip.Addr
 	OutboundIface     string // --outbound-addr as an interface's name: its address, found at start
 	MaxFlowsPerSource int
@@ -133,8 +135,10 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 	fs.Var(&publish, "publish", "")
 	fs.IntVar(&cfg.MTU, "mtu", defaultMTU, "")
 	fs.BoolVar(&cfg.Offload, "offload", true, "")
-	var hostLoopback, outboundAddr string
+	var hostLoopback, outboundAddr, dns, dnsResolver string
 	fs.StringVar(&hostLoopback, "host-loopback", "", "")
+	fs.StringVar(&dns, "dns", "", "")
+	fs.StringVar(&dnsResolver, "dns-resolver", "", "")
 	fs.StringVar(&outboundAddr, "outbound-addr", "", "")
 	fs.IntVar(&cfg.MaxFlowsPerSource, "max-flows-per-source", 0, "")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "")
@@ -182,12 +186,12 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 		if len(ports) == 0 {
 			return nil, usagef("--uplink host (the default) carries the flows of containers: give at least one --port NETNS:IFNAME")
 		}
-		if err := parseHostOptions(&cfg, uplinkAddr, uplinkVia, hostLoopback, outboundAddr); err != nil {
+		if err := parseHostOptions(&cfg, uplinkAddr, uplinkVia, hostLoopback, outboundAddr, dns, dnsResolver); err != nil {
 			return nil, err
 		}
 	} else {
-		if hostLoopback != "" || outboundAddr != "" || cfg.MaxFlowsPerSource != 0 || cfg.ConnectTimeout != 0 {
-			return nil, usagef("--host-loopback, --outbound-addr, --max-flows-per-source and --connect-timeout go with --uplink host")
+		if hostLoopback != "" || outboundAddr != "" || dns != "" || dnsResolver != "" || cfg.MaxFlowsPerSource != 0 || cfg.ConnectTimeout != 0 {
+			return nil, usagef("--host-loopback, --outbound-addr, --dns, --dns-resolver, --max-flows-per-source and --connect-timeout go with --uplink host")
 		}
 		if uplinkAddr == "" {
 			return nil, usagef("--uplink-addr is required (the gateway's address on the uplink, such as 192.168.2.116/24)")
@@ -211,6 +215,9 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 		if p.Addr.IsValid() {
 			if other, ok := seenAddr[p.Addr.Addr()]; ok {
 				return nil, usagef("--port %s: address %v is already given to --port %s", s, p.Addr.Addr(), other)
+			}
+			if p.Addr.Addr() == cfg.DNS {
+				return nil, usagef("--port %s: address %v is --dns's", s, p.Addr.Addr())
 			}
 			seenAddr[p.Addr.Addr()] = s
 		}
@@ -363,7 +370,7 @@ func parsePort(s string, subnet netip.Prefix) (portSpec, error) {
 }
 
 // parseHostOptions checks the flags of the host-socket uplink.
-func parseHostOptions(cfg *gatewayConfig, uplinkAddr, uplinkVia, hostLoopback, outboundAddr string) error {
+func parseHostOptions(cfg *gatewayConfig, uplinkAddr, uplinkVia, hostLoopback, outboundAddr, dns, dnsResolver string) error {
 	if uplinkAddr != "" || uplinkVia != "" {
 		return usagef("--uplink-addr and --uplink-via go with --uplink tap:NETNS:IFNAME; with --uplink host the host's addresses are the uplink's")
 	}
@@ -375,6 +382,29 @@ func parseHostOptions(cfg *gatewayConfig, uplinkAddr, uplinkVia, hostLoopback, o
 		if cfg.Subnet.Masked().Contains(cfg.HostLoopback) && cfg.HostLoopback != cfg.Subnet.Addr() {
 			return usagef("--host-loopback %s: inside the bridge subnet, only the gateway's address %v can be it", hostLoopback, cfg.Subnet.Addr())
 		}
+	}
+	if dns != "" {
+		a, err := netip.ParseAddr(dns)
+		if err != nil || !a.Is4() || !hostAddrOn(cfg.Subnet, a) || a == cfg.Subnet.Addr() {
+			return usagef("--dns %s: want an address on the bridge subnet %v other than the gateway's, such as slirp4netns's 10.0.2.3 on 10.0.2.0/24", dns, cfg.Subnet.Masked())
+		}
+		cfg.DNS = a
+	}
+	if dnsResolver != "" {
+		if dns == "" {
+			return usagef("--dns-resolver goes with --dns")
+		}
+		ap, err := netip.ParseAddrPort(dnsResolver)
+		if err != nil {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(dnsResolver); err == nil {
+				ap = netip.AddrPortFrom(a, 53)
+			}
+		}
+		if err != nil || !ap.Addr().Is4() || ap.Port() == 0 {
+			return usagef("--dns-resolver %s: want an IPv4 address, with a port or for port 53", dnsResolver)
+		}
+		cfg.DNSResolver = ap
 	}
 	if outboundAddr != "" {
 		// An address, or an interface whose address it is, as
@@ -572,4 +602,18 @@ func defaultSocket() (string, error) {
 		return "", errors.New("XDG_RUNTIME_DIR is not set: give --api-socket PATH")
 	}
 	return filepath.Join(dir, "usernat.sock"), nil
+}
+
+// hostAddrOn reports whether a is an address a host on the IPv4 subnet p
+// may have: inside it, and neither its network nor its broadcast address
+// (a /31 or /32 has neither).
+func hostAddrOn(p netip.Prefix, a netip.Addr) bool {
+	m := p.Masked()
+	if !m.Contains(a) {
+		return false
+	}
+	if p.Bits() >= 31 {
+		return true
+	}
+	return a != m.Addr() && a.Next().IsValid() && m.Contains(a.Next())
 }

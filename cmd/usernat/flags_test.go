@@ -137,6 +137,14 @@ func TestParseGatewayArgs(t *testing.T) {
 		{"host loopback garbage", []string{"--port", self + ":eth0", "--uplink", "host", "--host-loopback", "x", "--api-socket", sock}, "--host-loopback x"},
 		{"host loopback is loopback", []string{"--port", self + ":eth0", "--host-loopback", "127.0.0.1", "--api-socket", sock}, "--host-loopback 127.0.0.1"},
 		{"host loopback in subnet", []string{"--port", self + ":eth0", "--host-loopback", "172.17.0.9", "--api-socket", sock}, "only the gateway's address"},
+		{"dns outside the subnet", []string{"--port", self + ":eth0", "--dns", "10.0.2.3", "--api-socket", sock}, "--dns 10.0.2.3: want an address on the bridge subnet"},
+		{"dns the gateway's", []string{"--port", self + ":eth0", "--dns", "172.17.0.1", "--api-socket", sock}, "--dns 172.17.0.1"},
+		{"dns the broadcast", []string{"--port", self + ":eth0", "--dns", "172.17.255.255", "--api-socket", sock}, "--dns 172.17.255.255"},
+		{"dns the network", []string{"--port", self + ":eth0", "--dns", "172.17.0.0", "--api-socket", sock}, "--dns 172.17.0.0"},
+		{"dns a container's", []string{"--port", self + ":eth0=172.17.0.3/16", "--dns", "172.17.0.3", "--api-socket", sock}, "is --dns's"},
+		{"dns resolver alone", []string{"--port", self + ":eth0", "--dns-resolver", "192.0.2.53", "--api-socket", sock}, "--dns-resolver goes with --dns"},
+		{"dns resolver garbage", []string{"--port", self + ":eth0", "--dns", "172.17.0.3", "--dns-resolver", "resolver", "--api-socket", sock}, "--dns-resolver resolver"},
+		{"dns on a tap uplink", with("--dns", "172.17.0.3"), "go with --uplink host"},
 		{"outbound addr IPv6", []string{"--port", self + ":eth0", "--outbound-addr", "::1", "--api-socket", sock}, "--outbound-addr ::1"},
 		{"two addressed ports in one namespace", []string{"--port", self + ":eth0=172.17.0.4/16", "--port", pid + ":eth1=172.17.0.5/16", "--api-socket", sock}, "has an address too"},
 		{"outbound addr neither", []string{"--port", self + ":eth0", "--outbound-addr", "eth0:1", "--api-socket", sock}, "or an interface's name"},
@@ -305,23 +313,29 @@ func TestHostConfig(t *testing.T) {
 		return cfg
 	}
 	log := slog.New(slog.DiscardHandler)
-	hc, err := hostConfig(parse("--host-loopback", "172.17.0.1", "--outbound-addr", "192.0.2.7", "--max-flows-per-source", "100", "--connect-timeout", "7s"), log)
+	hc, err := hostConfig(parse("--host-loopback", "172.17.0.1", "--outbound-addr", "192.0.2.7", "--max-flows-per-source", "100", "--connect-timeout", "7s",
+		"--dns", "172.17.0.3", "--dns-resolver", "192.0.2.53"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The fields the command sets; the rest (Namespace, QueueLen, ...)
 	// are hostnet's defaults.
 	type set struct {
-		HostLoopback, OutboundAddr netip.Addr
-		MaxFlowsPerSource          int
-		ConnectTimeout             time.Duration
-		Logger                     *slog.Logger
+		HostLoopback, OutboundAddr, DNS netip.Addr
+		Resolver                        netip.AddrPort
+		MaxFlowsPerSource               int
+		ConnectTimeout                  time.Duration
+		Logger                          *slog.Logger
 	}
 	of := func(hc hostnet.Config) set {
-		return set{hc.HostLoopback, hc.OutboundAddr, hc.MaxFlowsPerSource, hc.ConnectTimeout, hc.Logger}
+		return set{hc.HostLoopback, hc.OutboundAddr, hc.DNS, hc.Resolver, hc.MaxFlowsPerSource, hc.ConnectTimeout, hc.Logger}
 	}
-	if got, want := of(hc), (set{netip.MustParseAddr("172.17.0.1"), netip.MustParseAddr("192.0.2.7"), 100, 7 * time.Second, log}); got != want {
+	if got, want := of(hc), (set{netip.MustParseAddr("172.17.0.1"), netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("172.17.0.3"),
+		netip.MustParseAddrPort("192.0.2.53:53"), 100, 7 * time.Second, log}); got != want {
 		t.Errorf("hostnet.Config %+v, want %+v", got, want)
+	}
+	if hc, err := hostConfig(parse("--dns", "172.17.0.3", "--dns-resolver", "127.0.0.53:5353"), log); err != nil || hc.Resolver != netip.MustParseAddrPort("127.0.0.53:5353") || hc.DNS != netip.MustParseAddr("172.17.0.3") {
+		t.Errorf("--dns-resolver with a port: %v %v (%v)", hc.DNS, hc.Resolver, err)
 	}
 	if hc, err := hostConfig(parse(), log); err != nil || of(hc) != (set{Logger: log}) || hc.Namespace != nil || hc.QueueLen != 0 {
 		t.Errorf("no flags: %+v (%v), want hostnet's defaults", hc, err)

@@ -61,6 +61,12 @@ It prints nothing unless something goes wrong or -v is given.
   --host-loopback ADDR       with --uplink host: TCP and UDP to ADDR (the
                              gateway's, as slirp4netns's 10.0.2.2) reach the
                              host's 127.0.0.1; by default nothing does
+  --dns ADDR                 with --uplink host: serve DNS at ADDR, an address
+                             on the bridge subnet (as slirp4netns's 10.0.2.3):
+                             TCP and UDP to its port 53 go to the host's
+                             resolver (the first IPv4 nameserver of
+                             /etc/resolv.conf, even one on the host's loopback)
+  --dns-resolver ADDR[:PORT] with --dns: send its queries here instead
   --outbound-addr ADDR|IFNAME
                              with --uplink host: the local address of host
                              sockets for outbound flows, or the interface
@@ -105,7 +111,7 @@ meaning /run/netns/NAME. The uplink is IPv4; the bridge subnet too.
 Examples: a container's namespace networked as slirp4netns does it, its
 port 80 published on the host's 8080:
   usernat gateway --subnet 10.0.2.2/24 --port /proc/PID/ns/net:tap0=10.0.2.100/24 \
-      --mtu 65520 -p 8080:10.0.2.100:80
+      --dns 10.0.2.3 --mtu 65520 -p 8080:10.0.2.100:80
 the Docker experiment (as root):
   usernat gateway --subnet 172.17.0.1/16 --port web:eth0=172.17.0.4/16 \
       --uplink tap:lan:eth0 --uplink-addr 192.168.2.116/24 -p 8080:172.17.0.4:80

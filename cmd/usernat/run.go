@@ -208,6 +208,8 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 func hostConfig(cfg *gatewayConfig, log *slog.Logger) (hostnet.Config, error) {
 	hc := hostnet.Config{
 		HostLoopback:      cfg.HostLoopback,
+		DNS:               cfg.DNS,
+		Resolver:          cfg.DNSResolver,
 		OutboundAddr:      cfg.OutboundAddr,
 		MaxFlowsPerSource: cfg.MaxFlowsPerSource,
 		ConnectTimeout:    cfg.ConnectTimeout,

@@ -391,3 +391,67 @@ func icmpSum(b []byte) uint16 {
 	}
 	return uint16(s)
 }
+
+// The DNS address (slirp4netns's 10.0.2.3) answers the containers'
+// queries over UDP and TCP from the resolver it stands for, whether a
+// server elsewhere or one on the host's loopback (systemd-resolved's
+// 127.0.0.53) that the container cannot reach otherwise; its other ports
+// are refused.
+func TestIntegrationDNS(t *testing.T) {
+	dns := netip.MustParseAddr("172.17.0.3")
+	for _, c := range []struct {
+		name     string
+		resolver string
+		inHost   bool
+	}{{"elsewhere", "198.51.100.2:53", false}, {"host loopback", "127.0.0.53:53", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{uplink: hostnet.Config{DNS: dns, Resolver: netip.MustParseAddrPort(c.resolver)}})
+			ns := e.remote
+			if c.inHost {
+				ns = e.host
+			}
+			udpWhoServer(t, ns, c.resolver)
+			whoServer(t, ns, c.resolver)
+
+			conn, err := e.ctr.Dial(ctx(t), "udp4", "172.17.0.3:53")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.Write([]byte("query"))
+			conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 256)
+			n, err := conn.Read(buf)
+			if err != nil {
+				t.Fatalf("UDP query to the DNS address: %v", err)
+			}
+			// The entry is the container's flow to the DNS address, and
+			// its reply tuple names the host socket the resolver saw.
+			seen := strings.Fields(string(buf[:n]))[0]
+			entries := e.gw.Table().List()
+			var found bool
+			for _, en := range entries {
+				if en.Orig.Dst == dns && en.Orig.DstPort == 53 && netip.AddrPortFrom(en.Reply.Dst, en.Reply.DstPort).String() == seen {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no entry from the container to %v:53 whose reply names %s, the socket the resolver saw: %v", dns, seen, entries)
+			}
+
+			tc, err := e.ctr.Dial(ctx(t), "tcp4", "172.17.0.3:53")
+			if err != nil {
+				t.Fatalf("TCP to the DNS address: %v", err)
+			}
+			tc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := tc.Read(buf); err != nil {
+				t.Errorf("TCP to the DNS address: no answer: %v", err)
+			}
+			tc.Close()
+
+			if _, err := e.ctr.Dial(ctx(t), "tcp4", "172.17.0.3:54"); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("TCP to the DNS address's port 54: %v, want refused", err)
+			}
+		})
+	}
+}

@@ -2,7 +2,10 @@ package hostnet
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -88,5 +91,35 @@ func TestHostError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// resolvConf takes the first IPv4 nameserver, skipping comments, other
+// options and IPv6 servers (zoned or not), as the uplink is IPv4.
+func TestResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ conf, want string }{
+		{"# generated\nsearch example.com\nnameserver fe80::1%eth0\nnameserver 2001:db8::53\nnameserver 127.0.0.53\nnameserver 192.0.2.53\noptions edns0\n", "127.0.0.53"},
+		{"nameserver ::ffff:192.0.2.1\n", "192.0.2.1"},
+		{"nameserver\nnameserver not-an-address\n; comment\n", ""},
+		{"", ""},
+	} {
+		p := filepath.Join(dir, "resolv.conf")
+		if err := os.WriteFile(p, []byte(c.conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := resolvConf(p)
+		if c.want == "" {
+			if err == nil || !errors.Is(err, errNoNameserver) {
+				t.Errorf("%q: %v, %v; want no nameserver", c.conf, got, err)
+			}
+			continue
+		}
+		if err != nil || got != netip.MustParseAddr(c.want) {
+			t.Errorf("%q: %v, %v; want %s", c.conf, got, err, c.want)
+		}
+	}
+	if _, err := resolvConf(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing file: no error")
 	}
 }

@@ -43,6 +43,19 @@ type Config struct {
 	// no flow reaches the host's loopback.
 	HostLoopback netip.Addr
 
+	// DNS, when valid, is an address on the bridge subnet, other than the
+	// gateway's, where the uplink serves DNS, as slirp4netns's 10.0.2.3:
+	// the containers' UDP and TCP to its port 53 go to Resolver (other
+	// ports are refused), and the gateway answers ARP for it. A
+	// container whose resolv.conf names it resolves as the host does,
+	// even where the host's resolver is on its loopback (systemd-resolved's
+	// 127.0.0.53), which containers cannot reach otherwise.
+	DNS netip.Addr
+
+	// Resolver is where DNS's queries go; the zero value means the first
+	// IPv4 nameserver of /etc/resolv.conf (read by New), port 53.
+	Resolver netip.AddrPort
+
 	// OutboundAddr, when valid, is the local address of the host sockets
 	// of outbound flows (slirp4netns's --outbound-addr), but for flows to
 	// the host's loopback (HostLoopback), which come from the loopback.
@@ -138,6 +151,21 @@ func New(cfg Config) (*Uplink, error) {
 	if cfg.HostLoopback.IsValid() && !cfg.HostLoopback.Is4() || cfg.OutboundAddr.IsValid() && !cfg.OutboundAddr.Is4() {
 		return nil, errors.New("hostnet: HostLoopback and OutboundAddr must be IPv4 addresses")
 	}
+	if cfg.DNS.IsValid() {
+		if !cfg.DNS.Is4() || cfg.DNS == cfg.Gateway || cfg.DNS == cfg.HostLoopback || cfg.DNS.IsLoopback() || cfg.DNS.IsUnspecified() || cfg.DNS.IsMulticast() {
+			return nil, fmt.Errorf("hostnet: DNS address %v: need an IPv4 address other than the gateway's and the host-loopback one, on the bridge subnet", cfg.DNS)
+		}
+		if !cfg.Resolver.IsValid() {
+			ns, err := resolvConf(resolvConfPath)
+			if err != nil {
+				return nil, fmt.Errorf("hostnet: DNS: %w; set Config.Resolver", err)
+			}
+			cfg.Resolver = netip.AddrPortFrom(ns, 53)
+		}
+		if !cfg.Resolver.Addr().Is4() || cfg.Resolver.Port() == 0 {
+			return nil, fmt.Errorf("hostnet: DNS resolver %v: need an IPv4 address and port", cfg.Resolver)
+		}
+	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -202,9 +230,10 @@ func (u *Uplink) Attach(tbl *conntrack.Table, rules *nat.Rules) {
 	go u.reap(sub)
 }
 
-// Claims implements nat.Terminator: flows to the host-loopback address.
+// Claims implements nat.Terminator: flows to the host-loopback address,
+// and to the DNS address.
 func (u *Uplink) Claims(dst netip.Addr) bool {
-	return u.cfg.HostLoopback.IsValid() && dst == u.cfg.HostLoopback
+	return dst.IsValid() && (dst == u.cfg.HostLoopback || dst == u.cfg.DNS)
 }
 
 // Inbound implements nat.Terminator: the flows the uplink dials into the
@@ -381,10 +410,17 @@ func (u *Uplink) warnOnce(key, msg string, args ...any) {
 }
 
 // hostDst maps the destination a container asked for to the one dialled
-// on the host: the host-loopback address to 127.0.0.1; the host's
+// on the host: the DNS address's port 53 to the resolver (its other ports
+// are refused), the host-loopback address to 127.0.0.1; the host's
 // loopback itself is refused.
 func (u *Uplink) hostDst(dst netip.AddrPort) (netip.AddrPort, bool) {
 	switch {
+	case u.cfg.DNS.IsValid() && dst.Addr() == u.cfg.DNS:
+		if dst.Port() != 53 {
+			u.stats.DropLoopback.Add(1)
+			return netip.AddrPort{}, false
+		}
+		return u.cfg.Resolver, true
 	case u.Claims(dst.Addr()):
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), true
 	case dst.Addr().IsLoopback() || dst.Addr().IsUnspecified():
