@@ -588,3 +588,58 @@ func closeWithin(t *testing.T, tap *TAP, more func() string) {
 		t.Fatalf("Close still waiting after %v %s", closeLimit, more())
 	}
 }
+
+// A TAP opened in one place (OpenTAPFile, as a helper inside a user
+// namespace does) is used in another with its offloads (TAPFromFile);
+// NewTAPFromFD, which takes plain devices, refuses it and leaves the
+// descriptor to its caller.
+func TestIntegrationTAPFromFile(t *testing.T) {
+	netns.RequirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	f, err := OpenTAPFile(TAPConfig{Name: "passed0", NetNS: ns.Path(), MTU: 9000, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) {
+		if _, err := NewTAPFromFD(int(fd), 0); err == nil {
+			t.Error("NewTAPFromFD took a device with virtio-net headers")
+		}
+	})
+	tap, err := TAPFromFile(f, TAPConfig{BatchSize: 4, DirectWrite: true})
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	if tap.Name() != "passed0" || !tap.Offloading() || tap.BatchSize() != 4 || !tap.WritesDirect() {
+		t.Errorf("Name %q Offloading %v BatchSize %d WritesDirect %v; want passed0, offloads, 4, direct", tap.Name(), tap.Offloading(), tap.BatchSize(), tap.WritesDirect())
+	}
+	// OpenTAPFile set the MTU and brought the link up, in its namespace.
+	out, err := ns.Run(context.Background(), "ip", "-o", "link", "show", "passed0")
+	if err != nil || !strings.Contains(string(out), "mtu 9000") || !strings.Contains(string(out), ",UP") {
+		t.Errorf("ip link show passed0: %v\n%s", err, out)
+	}
+	// The kernel's TCP, told of the offloads, hands it 64 KiB segments:
+	// the device is read with its headers.
+	if err := ns.AddAddr("passed0", netip.MustParsePrefix("192.0.2.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	br, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	port, err := br.AddPort(tap, PortConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a frame from the kernel", func() bool { return port.Counters().RxFrames > 0 })
+}

@@ -144,6 +144,23 @@ var (
 // OpenTAP creates (or attaches to) a TAP device as cfg says, sets its MTU
 // and MAC when asked, and brings the link up.
 func OpenTAP(cfg TAPConfig) (*TAP, error) {
+	f, err := OpenTAPFile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t, err := TAPFromFile(f, cfg)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// OpenTAPFile does what OpenTAP does and returns the device's open file
+// instead of a TAP: for a process that can open the device where the one
+// that uses it cannot, such as a helper inside a container's user
+// namespace, which passes the file on (over a unix socket) to TAPFromFile.
+func OpenTAPFile(cfg TAPConfig) (*os.File, error) {
 	if len(cfg.Name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("bridge: open TAP: name %q longer than %d bytes", cfg.Name, unix.IFNAMSIZ-1)
 	}
@@ -153,82 +170,120 @@ func OpenTAP(cfg TAPConfig) (*TAP, error) {
 	if !cfg.HardwareAddr.IsZero() && !cfg.HardwareAddr.isStation() {
 		return nil, fmt.Errorf("bridge: open TAP: MAC %v is not a unicast address", cfg.HardwareAddr)
 	}
-	var t *TAP
+	var f *os.File
 	err := netns.InPath(cfg.NetNS, func() error {
+		var name string
 		if cfg.Offload {
-			f, name, err := createVnetTAP(cfg.Name)
+			var err error
+			if f, name, err = createVnetTAP(cfg.Name); err != nil {
+				return err
+			}
+		} else {
+			ifce, err := water.New(water.Config{
+				DeviceType:             water.TAP,
+				PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
+			})
 			if err != nil {
 				return err
 			}
-			if err := linkSetup(name, cfg.MTU, cfg.HardwareAddr); err != nil {
-				f.Close()
-				return err
+			var ok bool
+			if f, ok = ifce.ReadWriteCloser.(*os.File); !ok {
+				ifce.Close()
+				return fmt.Errorf("unexpected TAP handle %T", ifce.ReadWriteCloser)
 			}
-			t, err = newTAP(f, name, cfg.BatchSize)
-			if err != nil {
-				f.Close()
-				return err
-			}
-			t.vnet = true
-			return nil
+			name = ifce.Name()
 		}
-		ifce, err := water.New(water.Config{
-			DeviceType:             water.TAP,
-			PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
-		})
-		if err != nil {
-			return err
-		}
-		f, ok := ifce.ReadWriteCloser.(*os.File)
-		if !ok {
-			ifce.Close()
-			return fmt.Errorf("unexpected TAP handle %T", ifce.ReadWriteCloser)
-		}
-		if err := linkSetup(ifce.Name(), cfg.MTU, cfg.HardwareAddr); err != nil {
+		if err := linkSetup(name, cfg.MTU, cfg.HardwareAddr); err != nil {
 			f.Close()
 			return err
 		}
-		t, err = newTAP(f, ifce.Name(), cfg.BatchSize)
-		if err != nil {
-			f.Close()
-		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bridge: open TAP %q: %w", cfg.Name, err)
 	}
-	t.direct, t.raw = cfg.DirectWrite, cfg.RawIO
+	return f, nil
+}
+
+// TAPFromFile returns a TAP over f, an open TAP device: OpenTAPFile's, or
+// one a rootless runtime passes over a unix socket (made non-blocking
+// before os.NewFile, so that Go's poller takes it). A device opened with
+// virtio-net headers (IFF_VNET_HDR, of the default size) is used with
+// checksum and segmentation offload, as TAPConfig.Offload asks for, which
+// it sets (TUNSETOFFLOAD); one with packet information is refused. Of
+// cfg, only BatchSize, DirectWrite and RawIO apply: the device is used as
+// it is. The TAP takes ownership of f and closes it on Close; on an error
+// f stays the caller's.
+func TAPFromFile(f *os.File, cfg TAPConfig) (*TAP, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("bridge: TAP from %s: %w", f.Name(), err)
+	}
+	var name string
+	var vnet bool
+	if cerr := rc.Control(func(fd uintptr) { name, vnet, err = checkTAP(int(fd), true) }); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bridge: TAP from %s: %w", f.Name(), err)
+	}
+	t, err := newTAP(f, name, cfg.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: TAP from %s: %w", f.Name(), err)
+	}
+	t.vnet, t.direct, t.raw = vnet, cfg.DirectWrite, cfg.RawIO
 	return t, nil
 }
 
 // NewTAPFromFD returns a TAP over fd, an open TAP device such as a rootless
 // runtime passes over a unix socket. The TAP takes ownership of fd and
 // closes it on Close. The device's MTU and link state are left as they
-// are. batchSize zero means 16.
+// are. batchSize zero means 16. A device with virtio-net headers is
+// refused (TAPFromFile takes it).
 func NewTAPFromFD(fd int, batchSize int) (*TAP, error) {
-	ifr, err := tunIfreq(fd)
+	name, _, err := checkTAP(fd, false)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: TAP from fd %d: %w", fd, err)
-	}
-	flags := ifr.Uint16()
-	switch {
-	case flags&unix.IFF_TAP == 0:
-		return nil, fmt.Errorf("bridge: TAP from fd %d: %s is not a TAP device", fd, ifr.Name())
-	case flags&unix.IFF_NO_PI == 0, flags&unix.IFF_VNET_HDR != 0:
-		return nil, fmt.Errorf("bridge: TAP from fd %d: %s carries packet information or vnet headers", fd, ifr.Name())
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("bridge: TAP from fd %d: %w", fd, err)
 	}
-	t, err := newTAP(os.NewFile(uintptr(fd), ifr.Name()), ifr.Name(), batchSize)
+	t, err := newTAP(os.NewFile(uintptr(fd), name), name, batchSize)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: TAP from fd %d: %w", fd, err)
 	}
 	return t, nil
 }
 
-// createVnetTAP creates a TAP device with virtio-net headers and checksum
-// offload, which water cannot ask for.
+// checkTAP checks that fd is a TAP device without packet information,
+// and, unless vnetOK, without virtio-net headers; it returns the device's
+// name and whether it has them, in which case it turns its offloads on.
+func checkTAP(fd int, vnetOK bool) (name string, vnet bool, err error) {
+	ifr, err := tunIfreq(fd)
+	if err != nil {
+		return "", false, err
+	}
+	name, flags := ifr.Name(), ifr.Uint16()
+	switch {
+	case flags&unix.IFF_TAP == 0:
+		return "", false, fmt.Errorf("%s is not a TAP device", name)
+	case flags&unix.IFF_NO_PI == 0, !vnetOK && flags&unix.IFF_VNET_HDR != 0:
+		return "", false, fmt.Errorf("%s carries packet information or vnet headers", name)
+	}
+	if flags&unix.IFF_VNET_HDR == 0 {
+		return name, false, nil
+	}
+	if n, err := unix.IoctlGetInt(fd, unix.TUNGETVNETHDRSZ); err != nil || n != vnetHdrLen {
+		return "", false, fmt.Errorf("%s: a virtio-net header of %d bytes, want %d (%v)", name, n, vnetHdrLen, err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6|tunFTSOECN); err != nil {
+		return "", false, os.NewSyscallError("ioctl TUNSETOFFLOAD", err)
+	}
+	return name, true, nil
+}
+
+// createVnetTAP creates a TAP device with virtio-net headers, which water
+// cannot ask for.
 func createVnetTAP(name string) (*os.File, string, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -244,10 +299,7 @@ func createVnetTAP(name string) (*os.File, string, error) {
 		unix.Close(fd)
 		return nil, "", os.NewSyscallError("ioctl TUNSETIFF", err)
 	}
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6|tunFTSOECN); err != nil {
-		unix.Close(fd)
-		return nil, "", os.NewSyscallError("ioctl TUNSETOFFLOAD", err)
-	}
+	// Its offloads are turned on by TAPFromFile (checkTAP).
 	return os.NewFile(uintptr(fd), ifr.Name()), ifr.Name(), nil
 }
 
