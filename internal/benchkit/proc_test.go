@@ -114,20 +114,30 @@ func TestProcWaitReadyCanceled(t *testing.T) {
 
 // As root, a process the harness starts has a cgroup of its own, whose
 // CPU time counts to the nanosecond (a process that used 30 ms shows 30
-// ms, not 0 or 40 in ticks of 10 ms), and which Stop removes.
+// ms, not 0 or 40 in ticks of 10 ms), and which Stop removes. The process
+// joins its group just after it starts, so the harness (and this test)
+// count from a first reading on.
 func TestIntegrationProcCPUGroup(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: no cgroup of its own, CPU time in ticks")
 	}
 	defer goleak.VerifyNone(t)
-	// A busy loop for about 30 ms of CPU, then a wait for the stop.
-	p, err := StartProc(here{}, "busy process", exec.Command("sh", "-c", `end=$(($(date +%s%N) + 30000000)); while [ $(date +%s%N) -lt $end ]; do :; done; echo done; exec sleep 60`))
+	// After a pause (by which time the process is in its group: the
+	// harness measures from then on), a busy loop until the shell itself
+	// has run 30 ms more on a CPU (its schedstat, in ns; the loop forks
+	// nothing), then a wait for the stop. (A loop for 30 ms of the clock
+	// ran 10-20 ms of CPU when it forked date each round.)
+	p, err := StartProc(here{}, "busy process", exec.Command("sh", "-c", `sleep 0.3; read s rest < /proc/$$/schedstat; end=$((s + 30000000)); while read t rest < /proc/$$/schedstat && [ $t -lt $end ]; do :; done; echo done; exec sleep 60`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Stop()
 	if !p.CPUPrecise() {
 		t.Fatal("no cgroup for the process, as root")
+	}
+	before, err := p.CPUTime()
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := p.cg.dir
 	if err := p.WaitReady(context.Background(), func() error {
@@ -138,9 +148,10 @@ func TestIntegrationProcCPUGroup(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	used, err := p.CPUTime()
-	if err != nil || used < 20*time.Millisecond || used%(10*time.Millisecond) == 0 {
-		t.Errorf("CPU time %v (%v): want about 30 ms, counted finer than ticks", used, err)
+	after, err := p.CPUTime()
+	used := after - before
+	if err != nil || used < 30*time.Millisecond || used > time.Second || used%(10*time.Millisecond) == 0 {
+		t.Errorf("CPU time %v (%v): want 30 ms or a little more, counted finer than ticks", used, err)
 	}
 	p.Stop()
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
