@@ -28,8 +28,12 @@ type TAPConfig struct {
 
 	// NetNS is the path of the network namespace to create the device in,
 	// such as /proc/PID/ns/net or /run/netns/NAME; empty means the
-	// caller's. The process must be allowed to enter it (CAP_SYS_ADMIN over
-	// its user namespace); see DESIGN.md for namespaces it cannot enter.
+	// caller's. The process must be allowed to enter it: CAP_SYS_ADMIN over
+	// the user namespace that owns it. A namespace of another user
+	// namespace (a rootless container's) it cannot enter, as a Go program
+	// cannot join a user namespace: there a helper process opens the
+	// device (OpenTAPFile) and passes it on (TAPFromFile), as `usernat`
+	// does when run as slirp4netns.
 	NetNS string
 
 	// MTU is set on the device when not zero; at most 65520.

@@ -41,7 +41,8 @@ func TestListingGolden(t *testing.T) {
 		}
 	})
 	t.Run("tcp dnat with counters", func(t *testing.T) {
-		// The line of DESIGN.md: 6 packets, 412 bytes one way, 4 packets,
+		// The reference experiment's line (a request through the published
+		// port, as `conntrack -L` shows it): 6 packets, 412 bytes one way, 4 packets,
 		// 530 bytes back, every byte acknowledged.
 		tbl, clk := newTable(t, Config{})
 		c, h, ctr := ap("192.168.2.104:52140"), ap("192.168.2.116:8080"), ap("172.17.0.4:80")

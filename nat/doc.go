@@ -1,7 +1,16 @@
-// Package nat is usernat's NAT: the packet layer a gateway calls for every
-// packet that crosses it, and the rules that say what to translate. The
-// gateway itself (the router port on a bridge, the uplinks) will live here
-// too; what the package holds now has no I/O and no goroutines.
+// Package nat is usernat's NAT: the gateway, and the packet layer under it.
+//
+// [Gateway] (New) is the router port on a bridge, at the subnet's gateway
+// address: it answers ARP and ping, forwards between the bridge and an
+// [Uplink] with DNAT for published ports, masquerade and hairpin, all
+// tracked in a conntrack table, and answers as a router does (time
+// exceeded, fragmentation needed, unreachable; rate-limited). The uplink
+// is a [LinkUplink] (NewLinkUplink), the gateway's own address on an
+// outside Ethernet link such as a TAP device, or a [Terminator], which
+// carries the containers' flows itself: nat/hostnet, over host sockets.
+//
+// The packet layer has no I/O and no goroutines: the gateway calls it for
+// every packet that crosses, and it can be used on its own.
 //
 // The pieces, in the order a packet meets them:
 //

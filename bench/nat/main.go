@@ -1,4 +1,5 @@
-// Command nat measures the reference experiment of DESIGN.md twice in the
+// Command nat measures the reference experiment (Docker's default bridge
+// network with a published port, bench/README.md) twice in the
 // same run: once with the kernel as the gateway (a Linux bridge docker0,
 // nftables DNAT and MASQUERADE, the kernel's conntrack), once with the
 // usernat command as the gateway over TAP devices, with no bridge and no

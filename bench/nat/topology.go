@@ -10,7 +10,7 @@ import (
 	"github.com/usernat/usernat/internal/topo"
 )
 
-// The reference experiment's addresses (DESIGN.md), used only inside the
+// The reference experiment's addresses (internal/topo's), used only inside the
 // namespaces made here.
 var (
 	clientAddr    = topo.ClientAddr // the client on the LAN

@@ -36,8 +36,8 @@ type peer struct {
 	start func(ctx context.Context, t *topology) error
 }
 
-// slirp4netnsPeer runs slirp4netns as RootlessKit does (DESIGN.md,
-// "Rootless embedding"), as root on a container namespace of this
+// slirp4netnsPeer runs slirp4netns as RootlessKit does (--mtu, -r,
+// --disable-host-loopback, --api-socket, PID tap0), as root on a container namespace of this
 // process's, and publishes the ports through its API socket.
 func slirp4netnsPeer() peer {
 	p := peer{name: slirpName, desc: "slirp4netns --configure --mtu=65520 --disable-host-loopback, hostfwd by API"}

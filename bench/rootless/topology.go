@@ -14,7 +14,7 @@ import (
 	"github.com/usernat/usernat/internal/topo"
 )
 
-// The reference experiment's LAN (DESIGN.md), and slirp4netns's default
+// The reference experiment's LAN (internal/topo's), and slirp4netns's default
 // network, used only inside the namespaces made here.
 var (
 	clientAddr = topo.ClientAddr                         // the client on the LAN

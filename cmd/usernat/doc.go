@@ -22,8 +22,9 @@
 //	    --uplink tap:lan:eth0 --uplink-addr 192.168.2.116/24 -p 8080:172.17.0.4:80
 //
 // creates eth0 in web with 172.17.0.4/16 and a default route via
-// 172.17.0.1, and eth0 in lan on which 192.168.2.116 answers; a client in
-// lan reaches the container at 192.168.2.116:8080. The gateway runs until
+// 172.17.0.1, and eth0 in lan on which 192.168.2.116 answers; once lan's
+// eth0 has a client address (`ip -n lan addr add 192.168.2.104/24 dev
+// eth0`), a client in lan reaches the container at 192.168.2.116:8080. The gateway runs until
 // SIGINT or SIGTERM and then removes the devices it made and its socket.
 //
 // While it runs, these talk to it over its API socket:

@@ -112,9 +112,11 @@ Examples: a container's namespace networked as slirp4netns does it, its
 port 80 published on the host's 8080:
   usernat gateway --subnet 10.0.2.2/24 --port /proc/PID/ns/net:tap0=10.0.2.100/24 \
       --dns 10.0.2.3 --mtu 65520 -p 8080:10.0.2.100:80
-the Docker experiment (as root):
+the Docker experiment (as root), then a client address in lan, from which
+192.168.2.116:8080 reaches the container:
   usernat gateway --subnet 172.17.0.1/16 --port web:eth0=172.17.0.4/16 \
       --uplink tap:lan:eth0 --uplink-addr 192.168.2.116/24 -p 8080:172.17.0.4:80
+  ip -n lan addr add 192.168.2.104/24 dev eth0
 `
 
 const clientUsage = `usage:

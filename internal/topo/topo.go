@@ -1,5 +1,8 @@
-// Package topo builds the reference experiment of DESIGN.md in network
-// namespaces: containers whose eth0 are TAP ports of a usernat bridge, a
+// Package topo builds the reference experiment, Docker's default bridge
+// network as `docker run -p 8080:80` makes it (client 192.168.2.104 on the
+// LAN, the gateway at 192.168.2.116 and 172.17.0.1, a web container at
+// 172.17.0.4 published as :8080, a second container at 172.17.0.5), in
+// network namespaces: containers whose eth0 are TAP ports of a usernat bridge, a
 // usernat gateway on that bridge, and a client on the LAN whose eth0 is the
 // TAP the gateway's link uplink drives. The nat integration tests and
 // examples/docker0 share it.
