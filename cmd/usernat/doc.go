@@ -44,6 +44,15 @@
 // API socket (add_hostfwd, list_hostfwd, remove_hostfwd) plus usernat's
 // own commands; see internal/api.
 //
+// As slirp4netns: usernat also takes slirp4netns's command line, so that
+// RootlessKit and Podman run it in slirp4netns's place:
+//
+//	usernat [OPTION]... PID|PATH [TAPNAME]
+//
+// with slirp4netns's network (10.0.2.0/24 by default: the gateway at .2,
+// DNS at .3, the container at .100 with --configure), carried as by
+// usernat gateway --uplink host. `usernat --help` lists the options.
+//
 // `usernat gateway --help` lists every flag. --ready-fd N writes "1" to
 // file descriptor N once the gateway is ready, as slirp4netns -r does.
 package main

@@ -26,6 +26,7 @@ type portSpec struct {
 	NetNS  string // a path
 	IfName string
 	Addr   netip.Prefix
+	UserNS string // a user namespace to join to open the device (slirp4netns's); "" for none
 }
 
 // uplinkSpec is --uplink tap:NETNS:IFNAME.
@@ -49,6 +50,7 @@ type gatewayConfig struct {
 	HostLoopback      netip.Addr
 	DNS               netip.Addr     // --dns: where the host's resolver is served on the bridge
 	DNSResolver       netip.AddrPort // --dns-resolver; invalid: /etc/resolv.conf's
+	DNSOptional       bool           // slirp4netns's DNS: without a resolver, warn and serve none
 	OutboundAddr      netip.Addr
 	OutboundIface     string // --outbound-addr as an interface's name: its address, found at start
 	MaxFlowsPerSource int
@@ -57,6 +59,8 @@ type gatewayConfig struct {
 	ConntrackMax      int
 	APISocket         string
 	ReadyFD           int    // -1 for none
+	ExitFD            int    // slirp4netns's --exit-fd: stop when it reads its end; -1 for none
+	IPv6Asked         bool   // slirp4netns's --enable-ipv6, which is logged and left
 	CPUProfile        string // write a CPU profile of the whole run here
 	Procs             int    // --procs: GOMAXPROCS; 0 for the default (procs)
 	Verbose           bool
@@ -120,11 +124,18 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 // touches nothing but reads the file system: namespaces must exist, the
 // socket's directory too, and the ready fd must be open.
 func parseGatewayArgs(args []string) (*gatewayConfig, error) {
+	return parseGatewayFlags(args, true)
+}
+
+// parseGatewayFlags is parseGatewayArgs; without api, no --api-socket
+// means none (slirp4netns serves its API only when asked), not the
+// default path.
+func parseGatewayFlags(args []string, api bool) (*gatewayConfig, error) {
 	fs := flag.NewFlagSet("usernat gateway", flag.ContinueOnError)
 	var (
 		subnet, uplink, uplinkAddr, uplinkVia string
 		ports, publish, timeouts              listFlag
-		cfg                                   = gatewayConfig{ReadyFD: -1}
+		cfg                                   = gatewayConfig{ReadyFD: -1, ExitFD: -1}
 	)
 	fs.StringVar(&subnet, "subnet", defaultSubnet, "")
 	fs.Var(&ports, "port", "")
@@ -241,13 +252,15 @@ func parseGatewayArgs(args []string) (*gatewayConfig, error) {
 	if err := checkDevices(cfg.Ports, cfg.Uplink); err != nil {
 		return nil, usageError{err}
 	}
-	if cfg.APISocket == "" {
+	if cfg.APISocket == "" && api {
 		if cfg.APISocket, err = defaultSocket(); err != nil {
 			return nil, usageError{err}
 		}
 	}
-	if err := checkSocketPath(cfg.APISocket); err != nil {
-		return nil, usagef("--api-socket %s: %v", cfg.APISocket, err)
+	if cfg.APISocket != "" {
+		if err := checkSocketPath(cfg.APISocket); err != nil {
+			return nil, usagef("--api-socket %s: %v", cfg.APISocket, err)
+		}
 	}
 	if cfg.ReadyFD >= 0 {
 		if _, err := unix.FcntlInt(uintptr(cfg.ReadyFD), unix.F_GETFD, 0); err != nil {

@@ -65,9 +65,9 @@ func TestParseGatewayArgs(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantPorts := []portSpec{
-			{self, "eth0", netip.MustParsePrefix("10.88.0.4/24")},
-			{self, "eth1", netip.Prefix{}},
-			{self, "eth2", netip.Prefix{}},
+			{NetNS: self, IfName: "eth0", Addr: netip.MustParsePrefix("10.88.0.4/24")},
+			{NetNS: self, IfName: "eth1"},
+			{NetNS: self, IfName: "eth2"},
 		}
 		// A prefix other than the subnet's, containing the gateway.
 		if p, err := parsePort(self+":eth2=10.88.0.5/16", netip.MustParsePrefix("10.88.0.1/24")); err != nil || p.Addr != netip.MustParsePrefix("10.88.0.5/16") {

@@ -73,6 +73,14 @@ func startGatewayProc(t *testing.T, bin string, args ...string) (*gatewayProc, e
 // namespace ns; nil means the test's.
 func startGatewayProcIn(t *testing.T, ns *netns.NS, bin string, args ...string) (*gatewayProc, error) {
 	t.Helper()
+	return startProcIn(t, ns, bin, nil, append([]string{"gateway", "--ready-fd", "3"}, args...)...)
+}
+
+// startProcIn starts the binary with args, which must name fd 3 as the
+// ready fd, in network namespace ns (nil means the test's), with extra as
+// its fds 4 and on, and waits until it is ready or has exited.
+func startProcIn(t *testing.T, ns *netns.NS, bin string, extra []*os.File, args ...string) (*gatewayProc, error) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -84,8 +92,8 @@ func startGatewayProcIn(t *testing.T, ns *netns.NS, bin string, args ...string) 
 	}
 	defer errf.Close()
 	g := &gatewayProc{stderr: errf.Name(), exited: make(chan error, 1)}
-	g.cmd = exec.Command(bin, append([]string{"gateway", "--ready-fd", "3"}, args...)...)
-	g.cmd.ExtraFiles = []*os.File{w}
+	g.cmd = exec.Command(bin, args...)
+	g.cmd.ExtraFiles = append([]*os.File{w}, extra...)
 	g.cmd.Stderr = errf
 	g.cmd.Stdout = errf
 	start := g.cmd.Start

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 )
 
 // version is set at link time (-ldflags "-X main.version=v0.1.0"); empty
@@ -35,7 +36,7 @@ $XDG_RUNTIME_DIR/usernat.sock for anyone else, the gateway's default too.
 
   usernat --help       this text
   usernat --version    the version
-`
+` + slirpUsage
 
 const gatewayUsage = `usage: usernat gateway [--uplink host] [flags]
        usernat gateway --uplink tap:NETNS:IFNAME --uplink-addr ADDR/PREFIX [flags]
@@ -151,7 +152,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "-version", "--version", "version":
+	case "-v", "-version", "--version", "version":
 		fmt.Fprintln(stdout, "usernat", versionString())
 		return 0
 	case "gateway":
@@ -175,10 +176,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "stats":
 		help = clientUsage
 		err = runStats(ctx, rest, stdout)
+	case tapHelperCmd:
+		err = runTAPHelper(rest)
 	default:
-		fmt.Fprintf(stderr, "usernat: unknown command %q\n\n%s", cmd, usage)
-		return 2
+		if !slirpLike(args) {
+			fmt.Fprintf(stderr, "usernat: unknown command %q\n\n%s", cmd, usage)
+			return 2
+		}
+		// The slirp4netns command line: its messages name no command.
+		cmd, help = "", usage
+		err = runSlirp(ctx, args, stdout, stderr)
 	}
+	name := strings.TrimSpace("usernat " + cmd)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -187,10 +196,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, help)
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "usernat %s: %v\nRun 'usernat %s --help' for usage.\n", cmd, err, cmd)
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", name, err, name)
 		return 2
 	default:
-		fmt.Fprintf(stderr, "usernat %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
 	}
 }

@@ -169,6 +169,17 @@ func TestHelpAndVersion(t *testing.T) {
 		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		{[]string{"gateway"}, 2, "", "give at least one --port"},
 		{[]string{"gateway", "--mtu", "x"}, 2, "", "Run 'usernat gateway --help' for usage."},
+		// The slirp4netns command line; its --help names what RootlessKit
+		// and Podman look for.
+		{[]string{"--help"}, 0, "--netns-type", ""},
+		{[]string{"--help"}, 0, "--disable-host-loopback", ""},
+		{[]string{"--help"}, 0, "--api-socket", ""},
+		{[]string{"--help"}, 0, "--cidr", ""},
+		{[]string{"-v"}, 0, "usernat ", ""},
+		{[]string{"--mtu", "1500", "--version"}, 0, "(slirp4netns command line)", ""},
+		{[]string{"--mtu", "65520"}, 2, "", "usernat: want PID|PATH [TAPNAME], got 0 arguments\nRun 'usernat --help' for usage."},
+		{[]string{"--enable-sandbox", "1"}, 2, "", "flag provided but not defined: -enable-sandbox"},
+		{[]string{"/no/such/netns", "tap0"}, 2, "", "/no/such/netns"},
 	}
 	for _, tc := range tests {
 		code, out, errs := runCmd(tc.args...)

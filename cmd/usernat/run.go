@@ -54,6 +54,12 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return runConfigured(ctx, cfg, stderr)
+}
+
+// runConfigured runs the gateway cfg describes until ctx ends, a signal
+// comes, or its exit fd says so.
+func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) error {
 	level := slog.LevelWarn
 	switch {
 	case cfg.Debug:
@@ -65,6 +71,16 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.ExitFD >= 0 {
+		release, err := watchExitFD(cfg.ExitFD, stop)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	if cfg.IPv6Asked {
+		log.Warn("--enable-ipv6: the network is IPv4 only; the container gets no IPv6 address or route")
+	}
 	if n := procs(cfg, os.Getenv("GOMAXPROCS")); n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
@@ -149,7 +165,15 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 		// 101–108, the rest unchanged), with system calls the
 		// scheduler does not see (RawIO, bridge.TAPConfig says why);
 		// with the link uplink both measured worse.
-		tap, err := bridge.OpenTAP(bridge.TAPConfig{Name: p.IfName, NetNS: p.NetNS, MTU: cfg.MTU, Offload: cfg.Offload, DirectWrite: cfg.Uplink.Host, RawIO: cfg.Uplink.Host})
+		tc := bridge.TAPConfig{Name: p.IfName, NetNS: p.NetNS, MTU: cfg.MTU, Offload: cfg.Offload, DirectWrite: cfg.Uplink.Host, RawIO: cfg.Uplink.Host}
+		var tap *bridge.TAP
+		if p.UserNS != "" {
+			// Opened, and configured, by a helper that joins the user
+			// namespace too, which this process cannot.
+			tap, err = openTAPVia(p, tc, cfg.Subnet.Addr())
+		} else {
+			tap, err = bridge.OpenTAP(tc)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("--port %s:%s: %w", p.NetNS, p.IfName, err)
 		}
@@ -157,7 +181,7 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 			tap.Close()
 			return nil, fmt.Errorf("--port %s:%s: %w", p.NetNS, p.IfName, err)
 		}
-		if p.Addr.IsValid() {
+		if p.Addr.IsValid() && p.UserNS == "" {
 			if err := rtnl.ConfigureLink(p.NetNS, p.IfName, p.Addr, cfg.Subnet.Addr()); err != nil {
 				return nil, fmt.Errorf("--port %s:%s=%v: %w", p.NetNS, p.IfName, p.Addr, err)
 			}
@@ -195,6 +219,9 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 			return nil, fmt.Errorf("-p %s: %w", formatPublish(f), err)
 		}
 	}
+	if cfg.APISocket == "" {
+		return r, nil // slirp4netns without --api-socket
+	}
 	r.srv, err = api.Listen(cfg.APISocket, b, api.ServerConfig{Logger: log})
 	if err != nil {
 		return nil, err
@@ -214,6 +241,15 @@ func hostConfig(cfg *gatewayConfig, log *slog.Logger) (hostnet.Config, error) {
 		MaxFlowsPerSource: cfg.MaxFlowsPerSource,
 		ConnectTimeout:    cfg.ConnectTimeout,
 		Logger:            log,
+	}
+	if hc.DNS.IsValid() && !hc.Resolver.IsValid() && cfg.DNSOptional {
+		// As slirp4netns: a host without a resolver has no DNS at .3,
+		// and the network works all the same.
+		var err error
+		if hc.Resolver, err = hostnet.SystemResolver(); err != nil {
+			log.Warn("no DNS for the containers", "dns", hc.DNS, "err", err)
+			hc.DNS = netip.Addr{}
+		}
 	}
 	if cfg.OutboundIface != "" {
 		a, err := ifaceAddr4(cfg.OutboundIface)

@@ -70,6 +70,16 @@ func New() (*NS, error) {
 	return &NS{fd: r.fd}, nil
 }
 
+// Open returns the network namespace at path (such as /proc/PID/ns/net of
+// a process another tool made), held open until Close.
+func Open(path string) (*NS, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("netns: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	return &NS{fd: fd}, nil
+}
+
 // Path returns a path that opens the namespace from this process or any
 // other (as root): /proc/PID/fd/FD. Pass it to bridge.TAPConfig.NetNS or
 // to `ip link set DEV netns PATH`.

@@ -156,11 +156,10 @@ func New(cfg Config) (*Uplink, error) {
 			return nil, fmt.Errorf("hostnet: DNS address %v: need an IPv4 address other than the gateway's and the host-loopback one, on the bridge subnet", cfg.DNS)
 		}
 		if !cfg.Resolver.IsValid() {
-			ns, err := resolvConf(resolvConfPath)
-			if err != nil {
+			var err error
+			if cfg.Resolver, err = SystemResolver(); err != nil {
 				return nil, fmt.Errorf("hostnet: DNS: %w; set Config.Resolver", err)
 			}
-			cfg.Resolver = netip.AddrPortFrom(ns, 53)
 		}
 		if !cfg.Resolver.Addr().Is4() || cfg.Resolver.Port() == 0 {
 			return nil, fmt.Errorf("hostnet: DNS resolver %v: need an IPv4 address and port", cfg.Resolver)

@@ -13,6 +13,16 @@ import (
 // tests).
 var resolvConfPath = "/etc/resolv.conf"
 
+// SystemResolver is where Config.DNS's queries go when Config.Resolver is
+// not set: the first IPv4 nameserver of /etc/resolv.conf, port 53.
+func SystemResolver() (netip.AddrPort, error) {
+	ns, err := resolvConf(resolvConfPath)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ns, 53), nil
+}
+
 // resolvConf returns the first IPv4 nameserver of the resolv.conf file at
 // path, the one the host's own lookups try first.
 func resolvConf(path string) (netip.Addr, error) {

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The slirp4netns command line. RootlessKit and Podman run slirp4netns
+// as `slirp4netns [OPTION]... PID|PATH TAPNAME`, having asked its --help
+// which options it has; usernat takes the same command line, with the
+// same network (the subnet's .2 the gateway, .3 DNS, .100 the
+// container), and runs `usernat gateway --uplink host` on it.
+
+// slirpUsage is the slirp4netns part of usage: RootlessKit and Podman
+// look for the options' names in --help.
+const slirpUsage = `
+As slirp4netns, for RootlessKit and Podman (the same command line; the
+network is carried over this process's sockets, as by usernat gateway):
+  usernat [OPTION]... PID|PATH [TAPNAME]
+  -c, --configure          bring up TAPNAME with the container's address
+                           (the network's .100), a default route via the
+                           gateway (.2) and the MTU
+  -e, --exit-fd FD         exit when FD is closed
+  -r, --ready-fd FD        write "1" to FD when ready
+  -m, --mtu N              MTU (default 1500, at most 65520)
+  --cidr CIDR              the network (default 10.0.2.0/24)
+  --disable-host-loopback  no flow from the container reaches the host's
+                           loopback (else the gateway's address leads there)
+  --netns-type TYPE        how the namespace is named: pid (default) or path
+  --userns-path PATH       the user namespace to join to open TAPNAME (with
+                           a PID, the process's own, when it differs)
+  -a, --api-socket PATH    serve the slirp4netns API (add_hostfwd, ...) there
+  --disable-dns            serve no DNS at the network's .3 (by default the
+                           host's resolver, from /etc/resolv.conf, answers there)
+  --outbound-addr ADDR|IFNAME
+                           the source of outbound flows
+  -6, --enable-ipv6        accepted; the network stays IPv4 (said in the log)
+  -h, --help               this text
+  -v, --version            the version
+TAPNAME is tap0 when not given. A TAP device in a namespace of another
+user namespace is opened by a helper run under nsenter(1) (util-linux).
+`
+
+// parseSlirpArgs turns the slirp4netns command line into the gateway's
+// configuration. version reports --version, which the caller answers.
+func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error) {
+	fs := flag.NewFlagSet("usernat", flag.ContinueOnError)
+	var (
+		configure, disableLoopback, disableDNS, ipv6 bool
+		exitFD, readyFD, mtu                         int
+		cidr, nsType, userns, apiSocket, outbound    string
+	)
+	for _, n := range []string{"c", "configure"} {
+		fs.BoolVar(&configure, n, false, "")
+	}
+	for _, n := range []string{"e", "exit-fd"} {
+		fs.IntVar(&exitFD, n, -1, "")
+	}
+	for _, n := range []string{"r", "ready-fd"} {
+		fs.IntVar(&readyFD, n, -1, "")
+	}
+	for _, n := range []string{"m", "mtu"} {
+		fs.IntVar(&mtu, n, 1500, "")
+	}
+	for _, n := range []string{"a", "api-socket"} {
+		fs.StringVar(&apiSocket, n, "", "")
+	}
+	for _, n := range []string{"6", "enable-ipv6"} {
+		fs.BoolVar(&ipv6, n, false, "")
+	}
+	for _, n := range []string{"v", "version"} {
+		fs.BoolVar(&version, n, false, "")
+	}
+	fs.StringVar(&cidr, "cidr", "10.0.2.0/24", "")
+	fs.BoolVar(&disableLoopback, "disable-host-loopback", false, "")
+	fs.StringVar(&nsType, "netns-type", "pid", "")
+	fs.StringVar(&userns, "userns-path", "", "")
+	fs.BoolVar(&disableDNS, "disable-dns", false, "")
+	fs.StringVar(&outbound, "outbound-addr", "", "")
+	pos, err := parseFlags(fs, args)
+	if err != nil || version {
+		return nil, version, err
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return nil, false, usagef("want PID|PATH [TAPNAME], got %d arguments", len(pos))
+	}
+	tap := "tap0"
+	if len(pos) == 2 {
+		tap = pos[1]
+	}
+
+	network, err := netip.ParsePrefix(cidr)
+	if err != nil || !network.Addr().Is4() || network.Bits() > 24 || network.Masked() != network {
+		return nil, false, usagef("--cidr %s: want an IPv4 network of /24 or larger, such as 10.0.2.0/24", cidr)
+	}
+	at := func(n int) netip.Addr {
+		a := network.Addr()
+		for range n {
+			a = a.Next()
+		}
+		return a
+	}
+	gw, dns, guest := at(2), at(3), at(100)
+
+	var netnsPath string
+	switch nsType {
+	case "pid":
+		pid, err := strconv.Atoi(pos[0])
+		if err != nil || pid <= 0 {
+			return nil, false, usagef("%s: want a process id (--netns-type pid)", pos[0])
+		}
+		netnsPath = fmt.Sprintf("/proc/%d/ns/net", pid)
+		if userns == "" {
+			userns = fmt.Sprintf("/proc/%d/ns/user", pid)
+		}
+	case "path":
+		netnsPath = pos[0]
+	default:
+		return nil, false, usagef("--netns-type %s: want pid or path", nsType)
+	}
+	if userns != "" {
+		if userns, err = foreignUserNS(userns); err != nil {
+			return nil, false, usagef("--userns-path: %v", err)
+		}
+	}
+
+	port := netnsPath + ":" + tap
+	if configure {
+		port += "=" + netip.PrefixFrom(guest, network.Bits()).String()
+	}
+	gargs := []string{
+		"--subnet", netip.PrefixFrom(gw, network.Bits()).String(),
+		"--port", port,
+		"--mtu", strconv.Itoa(mtu),
+		"--ready-fd", strconv.Itoa(readyFD),
+	}
+	if !disableLoopback {
+		gargs = append(gargs, "--host-loopback", gw.String())
+	}
+	if !disableDNS {
+		gargs = append(gargs, "--dns", dns.String())
+	}
+	if outbound != "" {
+		gargs = append(gargs, "--outbound-addr", outbound)
+	}
+	if apiSocket != "" {
+		gargs = append(gargs, "--api-socket", apiSocket)
+	}
+	if cfg, err = parseGatewayFlags(gargs, apiSocket != ""); err != nil {
+		// Its messages name the gateway's flags; say which of ours.
+		return nil, false, usagef("%v (from the slirp4netns command line)", err)
+	}
+	cfg.Ports[0].UserNS = userns
+	cfg.DNSOptional = true
+	cfg.IPv6Asked = ipv6
+	if exitFD >= 0 {
+		if _, err := unix.FcntlInt(uintptr(exitFD), unix.F_GETFD, 0); err != nil {
+			return nil, false, usagef("--exit-fd %d: not an open file descriptor", exitFD)
+		}
+	} else if exitFD != -1 {
+		return nil, false, usagef("--exit-fd %d: not a file descriptor", exitFD)
+	}
+	cfg.ExitFD = exitFD
+	return cfg, false, nil
+}
+
+// foreignUserNS returns path when it is a user namespace other than this
+// process's (one to join to open a device in its network namespaces), or
+// "" when it is this process's own.
+func foreignUserNS(path string) (string, error) {
+	var theirs, ours unix.Stat_t
+	if err := unix.Stat(path, &theirs); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if err := unix.Stat("/proc/self/ns/user", &ours); err != nil {
+		return "", err
+	}
+	if theirs.Dev == ours.Dev && theirs.Ino == ours.Ino {
+		return "", nil
+	}
+	return path, nil
+}
+
+// slirpLike reports whether args look like a slirp4netns command line
+// rather than a usernat command: an option first, or a process id or a
+// path.
+func slirpLike(args []string) bool {
+	a := args[0]
+	if strings.HasPrefix(a, "-") || strings.Contains(a, "/") {
+		return true
+	}
+	_, err := strconv.Atoi(a)
+	return err == nil
+}
+
+// runSlirp runs the slirp4netns command line args.
+func runSlirp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, version, err := parseSlirpArgs(args)
+	switch {
+	case version:
+		fmt.Fprintln(stdout, "usernat", versionString(), "(slirp4netns command line)")
+		return nil
+	case err != nil:
+		return err
+	}
+	return runConfigured(ctx, cfg, stderr)
+}
+
+// watchExitFD cancels stop once fd (slirp4netns's --exit-fd: the read
+// end of a pipe whose writer holds it open while the network must live)
+// reads its end, or fails; it returns what releases the watch.
+func watchExitFD(fd int, stop context.CancelFunc) (release func(), err error) {
+	// Non-blocking, so Go's poller waits for it and Close wakes the read.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("--exit-fd %d: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(fd), "exit-fd")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [64]byte
+		for {
+			if _, err := f.Read(b[:]); err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					stop()
+				}
+				return
+			}
+		}
+	}()
+	return func() { f.Close(); <-done }, nil
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usernat/usernat/internal/api"
+	"github.com/usernat/usernat/internal/netns"
+)
+
+// slirpTopology is a host namespace with an outside machine (remote,
+// 198.51.100.2) beyond its eth0 (198.51.100.1), where the network process
+// runs.
+func slirpTopology(t *testing.T) (host, remote *netns.NS) {
+	t.Helper()
+	host, remote = newNS(t), newNS(t)
+	for _, step := range []error{
+		host.AddVeth("eth0", remote, "eth0"),
+		host.SetLink("eth0", 0), remote.SetLink("eth0", 0),
+		host.AddAddr("eth0", netip.MustParsePrefix("198.51.100.1/24")),
+		remote.AddAddr("eth0", netip.MustParsePrefix("198.51.100.2/24")),
+	} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	return host, remote
+}
+
+// checkSlirpNetwork checks, from the container's namespace ctr, what
+// slirp4netns --configure gives it and what its network carries: the
+// address, route and MTU on tap0, a connection out, the DNS address
+// served (its port 54 refused at once), and a port published through the
+// API socket at sock, as RootlessKit and Podman publish.
+func checkSlirpNetwork(t *testing.T, g *gatewayProc, ctr, remote *netns.NS, sock string, mtu int) {
+	t.Helper()
+	c := context.Background()
+	out, err := ctr.Run(c, "ip", "-o", "addr", "show", "dev", "tap0")
+	mustContain(t, "ip addr of tap0 ("+errString(err)+")", string(out), "inet 10.0.2.100/24")
+	out, err = ctr.Run(c, "ip", "-o", "link", "show", "dev", "tap0")
+	mustContain(t, "ip link of tap0 ("+errString(err)+")", string(out), "mtu "+strconv.Itoa(mtu), ",UP")
+	out, err = ctr.Run(c, "ip", "route", "show", "default")
+	mustContain(t, "default route ("+errString(err)+")", string(out), "default via 10.0.2.2 dev tap0")
+
+	seen, err := netns.Transfer(ctr, "198.51.100.2:7000", remote, "198.51.100.2:7000", 1<<20)
+	if err != nil {
+		t.Fatalf("outbound: %v\n%s", err, g.log())
+	}
+	if seen.Addr().String() != "198.51.100.1" {
+		t.Errorf("the remote saw the container as %v, want the host", seen)
+	}
+	// 10.0.2.3 is served (the gateway answers ARP for it): its port 54
+	// is refused at once, where an address nobody has would time out.
+	dctx, cancel := context.WithTimeout(c, 5*time.Second)
+	defer cancel()
+	if _, err := ctr.Dial(dctx, "tcp4", "10.0.2.3:54"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("10.0.2.3:54: %v, want refused", err)
+	}
+
+	cl := &api.Client{Path: sock, Timeout: 5 * time.Second}
+	if _, err := cl.AddHostFwd(c, api.HostFwd{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 8080, GuestAddr: netip.MustParseAddr("10.0.2.100"), GuestPort: 80}); err != nil {
+		t.Fatalf("add_hostfwd: %v\n%s", err, g.log())
+	}
+	seen, err = netns.Transfer(remote, "198.51.100.1:8080", ctr, "10.0.2.100:80", 1<<20)
+	if err != nil {
+		t.Fatalf("inbound: %v\n%s", err, g.log())
+	}
+	if seen.Addr().String() != "198.51.100.2" {
+		t.Errorf("the container saw the client as %v, want 198.51.100.2", seen)
+	}
+}
+
+// usernat takes slirp4netns's command line, as Podman runs it (-c, -r,
+// -e, --netns-type=path): it configures the container's tap0, carries its
+// flows, serves DNS at 10.0.2.3 and the API, and exits when its exit fd
+// closes, taking tap0 with it.
+func TestIntegrationSlirpCommandLine(t *testing.T) {
+	netns.RequirePrivileged(t)
+	bin := buildBinary(t)
+	host, remote := slirpTopology(t)
+	ctr := newNS(t)
+	sock := filepath.Join(t.TempDir(), "s4nn.sock")
+	er, ew, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ew.Close()
+	g, err := startProcIn(t, host, bin, []*os.File{er}, "--configure", "--mtu=65520", "-r", "3", "-e", "4",
+		"--disable-host-loopback", "--api-socket", sock, "--netns-type=path", ctr.Path(), "tap0")
+	er.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
+
+	ew.Close()
+	select {
+	case err := <-g.exited:
+		if err != nil {
+			t.Errorf("exit after the exit fd closed: %v\n%s", err, g.log())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after its exit fd closed:\n%s", g.log())
+	}
+	if out, err := ctr.Run(context.Background(), "ip", "link", "show", "tap0"); err == nil {
+		t.Errorf("tap0 still there after the exit:\n%s", out)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("API socket after the exit: %v", err)
+	}
+}
+
+// As RootlessKit runs it: usernat as an unprivileged user, for a process
+// in a user and network namespace of that user's (PID, not a path, and no
+// --configure: RootlessKit's child configures tap0, here the test). The
+// device is opened inside the user namespace by the helper.
+func TestIntegrationSlirpUserNamespace(t *testing.T) {
+	netns.RequirePrivileged(t)
+	if fi, err := os.Stat("/dev/net/tun"); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
+		t.Fatalf("/dev/net/tun (%v, %v) must be usable by every user, as on Debian, for a rootless network process", fi.Mode(), err)
+	}
+	bin := buildBinary(t)
+	dir := filepath.Dir(bin)
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o777); err != nil { // the binary, and the socket, for nobody
+			t.Fatal(err)
+		}
+	}
+	host, remote := slirpTopology(t)
+
+	// The container: nobody's user and network namespaces, held by sleep.
+	asNobody := func(args ...string) *exec.Cmd {
+		return exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...)
+	}
+	sleeper := asNobody("unshare", "--user", "--map-root-user", "--net", "sleep", "infinity")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+	pid := strconv.Itoa(sleeper.Process.Pid)
+	var ctr *netns.NS
+	for i := 0; ; i++ { // until unshare has made them
+		var own, its syscall.Stat_t
+		syscall.Stat("/proc/self/ns/user", &own)
+		if syscall.Stat("/proc/"+pid+"/ns/user", &its) == nil && its.Ino != own.Ino {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the container's user namespace did not appear")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctr, err := netns.Open("/proc/" + pid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Close()
+
+	sock := filepath.Join(dir, "s4nn.sock")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	errf, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	g := &gatewayProc{stderr: errf.Name(), exited: make(chan error, 1)}
+	g.cmd = asNobody(bin, "--mtu", "65520", "-r", "3", "--disable-host-loopback", "--api-socket", sock, pid, "tap0")
+	g.cmd.ExtraFiles = []*os.File{w}
+	g.cmd.Stdout, g.cmd.Stderr = errf, errf
+	if err := host.Start(g.cmd); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() { g.exited <- g.cmd.Wait() }()
+	defer func() {
+		if g.cmd.ProcessState == nil {
+			g.cmd.Process.Kill()
+			<-g.exited
+		}
+	}()
+	r.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := r.Read(make([]byte, 8)); err != nil || n != 1 {
+		t.Fatalf("not ready (%v):\n%s", err, g.log())
+	}
+	// RootlessKit's child configures the device usernat opened.
+	for _, args := range [][]string{
+		{"addr", "add", "10.0.2.100/24", "dev", "tap0"},
+		{"link", "set", "tap0", "up"},
+		{"route", "add", "default", "via", "10.0.2.2"},
+	} {
+		if err := ctr.IP(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
+	if err := g.stop(t); err != nil {
+		t.Errorf("exit: %v\n%s", err, g.log())
+	}
+	if strings.Contains(g.log(), "level=ERROR") {
+		t.Errorf("errors logged:\n%s", g.log())
+	}
+}

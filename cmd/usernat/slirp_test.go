@@ -1,0 +1,79 @@
+package main
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The slirp4netns command line becomes the gateway's configuration, with
+// slirp4netns's network: the gateway at the network's .2 (where the
+// host's loopback is, unless disabled), DNS at .3, the container at .100
+// (given to it with --configure only).
+func TestParseSlirpArgs(t *testing.T) {
+	pid := strconv.Itoa(os.Getpid())
+	sock := filepath.Join(t.TempDir(), "s4nn.sock")
+	cfg, version, err := parseSlirpArgs([]string{"--mtu", "65520", "-r", "-1", "--disable-host-loopback", "--api-socket", sock, pid, "tap0"})
+	if err != nil || version {
+		t.Fatal(err, version)
+	}
+	want := portSpec{NetNS: "/proc/" + pid + "/ns/net", IfName: "tap0"}
+	if len(cfg.Ports) != 1 || cfg.Ports[0] != want || cfg.Subnet != netip.MustParsePrefix("10.0.2.2/24") || cfg.MTU != 65520 ||
+		cfg.HostLoopback.IsValid() || cfg.DNS != netip.MustParseAddr("10.0.2.3") || !cfg.DNSOptional || cfg.APISocket != sock ||
+		!cfg.Uplink.Host || cfg.ExitFD != -1 || cfg.ReadyFD != -1 {
+		t.Errorf("RootlessKit's command line: %+v", cfg)
+	}
+
+	// Podman's: a path, --configure, and no API socket.
+	cfg, _, err = parseSlirpArgs([]string{"-c", "--cidr", "10.99.0.0/16", "--netns-type=path", "-6", "--disable-dns", "/proc/self/ns/net", "eth9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = portSpec{NetNS: "/proc/self/ns/net", IfName: "eth9", Addr: netip.MustParsePrefix("10.99.0.100/16")}
+	if cfg.Ports[0] != want || cfg.Subnet != netip.MustParsePrefix("10.99.0.2/16") || cfg.HostLoopback != netip.MustParseAddr("10.99.0.2") ||
+		cfg.DNS.IsValid() || cfg.APISocket != "" || !cfg.IPv6Asked || cfg.MTU != 1500 {
+		t.Errorf("Podman's command line: %+v", cfg)
+	}
+	// TAPNAME defaults to tap0.
+	if cfg, _, err = parseSlirpArgs([]string{pid}); err != nil || cfg.Ports[0].IfName != "tap0" {
+		t.Errorf("no TAPNAME: %+v, %v", cfg, err)
+	}
+	if _, version, err = parseSlirpArgs([]string{"--version"}); !version || err != nil {
+		t.Errorf("--version: %v %v", version, err)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "want PID|PATH [TAPNAME]"},
+		{[]string{pid, "tap0", "extra"}, "want PID|PATH [TAPNAME], got 3"},
+		{[]string{"tap0"}, "tap0: want a process id"},
+		{[]string{"--netns-type", "net", pid}, "--netns-type net: want pid or path"},
+		{[]string{"--cidr", "10.0.2.0/25", pid}, "--cidr 10.0.2.0/25"},
+		{[]string{"--cidr", "10.0.2.1/24", pid}, "--cidr 10.0.2.1/24"},
+		{[]string{"--cidr", "fd00::/64", pid}, "--cidr fd00::/64"},
+		{[]string{"--mtu", "70000", pid}, "--mtu 70000"},
+		{[]string{"--userns-path", "/no/such/userns", pid}, "--userns-path: /no/such/userns"},
+		{[]string{"--exit-fd", "1000", pid}, "--exit-fd 1000: not an open file descriptor"},
+		{[]string{"--enable-seccomp", pid}, "flag provided but not defined"},
+		{[]string{"--netns-type=path", "/no/such/netns"}, "/no/such/netns"},
+	} {
+		if _, _, err := parseSlirpArgs(c.args); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error with %q", c.args, err, c.want)
+		}
+	}
+}
+
+// A slirp4netns command line starts with an option, a process id or a
+// path; anything else is a usernat command.
+func TestSlirpLike(t *testing.T) {
+	for arg, want := range map[string]bool{"--mtu": true, "-c": true, "8323": true, "/run/netns/x": true, "gateway": false, "frobnicate": false} {
+		if got := slirpLike([]string{arg}); got != want {
+			t.Errorf("slirpLike(%q) = %v", arg, got)
+		}
+	}
+}
