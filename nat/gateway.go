@@ -537,6 +537,15 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			return
 		}
 		bridge.CompleteChecksum(frame, &off)
+		if pr := p.Tuple.Proto; (pr == conntrack.ProtoUDP || pr == conntrack.ProtoTCP) && !l4ChecksumOK(pkt, p.L4Off, pr) {
+			// Discarded unanswered (local): nor may it leave an entry,
+			// as Linux's conntrack makes none for it.
+			if res.Created {
+				g.table.DeleteID(0, res.Orig(), res.ID)
+			}
+			g.stats.dropChecksum.Add(1)
+			return
+		}
 		g.local(frame, pkt, &p, inside)
 		return
 	}
@@ -547,13 +556,12 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if off.GSO != bridge.GSONone {
 		size = gsoSegmentSize(frame, off)
 	}
-	if out := g.mtuTowards(to.Dst); size > out {
-		if fragMax > 0 && fragMax <= out {
-			// Its sender's fragments fit: fragment it again, as
-			// Linux does (ignore_df after nf_defrag).
-			pkt[6] &^= 0x40
-			putIPv4Checksum(pkt)
-		}
+	// A reassembled DF datagram whose sender's fragments fit goes on in
+	// fragments no larger than they were, each with DF, as Linux sends
+	// it (IPSKB_FRAG_PMTU, frag_max_size), whatever its whole size.
+	out := g.mtuTowards(to.Dst)
+	refrag := fragMax > 0 && fragMax <= out && pkt[6]&0x40 != 0
+	if size > out && !refrag {
 		if pkt[6]&0x40 != 0 { // DF
 			g.stats.dropTooBig.Add(1)
 			g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
@@ -570,7 +578,37 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		g.stats.dropRewrite.Add(1)
 		return
 	}
+	if refrag {
+		g.refragmentDF(pkt, to.Dst, inside, fragMax)
+		return
+	}
 	g.route(frame, pkt, to.Dst, inside, true, off)
+}
+
+// refragmentDF forwards the reassembled DF datagram pkt in fragments of at
+// most size bytes, each with DF.
+func (g *Gateway) refragmentDF(pkt []byte, dst netip.Addr, inside bool, size int) {
+	if !DecTTL(pkt) {
+		g.stats.dropTTL.Add(1)
+		return
+	}
+	g.stats.forwarded.Add(1)
+	send := g.uplink.Send
+	if g.subnet.Contains(dst) {
+		send = g.inside.send
+	}
+	sc := &g.scratch[sideIndex(inside)]
+	pkt[6] &^= 0x40
+	putIPv4Checksum(pkt)
+	err := Fragment(pkt, size, sc.frag[Headroom:], func(f []byte) {
+		f = sc.frag[Headroom : Headroom+copy(sc.frag[Headroom:], f)] // pkt itself when it fits
+		f[6] |= 0x40
+		putIPv4Checksum(f)
+		send(sc.frag[:Headroom+len(f)], dst, bridge.Offload{})
+	})
+	if err != nil {
+		g.stats.dropTooBig.Add(1)
+	}
 }
 
 // terminated is the per-packet path with a Terminator uplink, after the

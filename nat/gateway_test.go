@@ -336,3 +336,93 @@ func TestLocalBadChecksumUnanswered(t *testing.T) {
 		t.Fatalf("%d answers (ICMPSent %d) to a UDP datagram and a TCP SYN with bad checksums; want none", port.sent, gw.Stats().ICMPSent)
 	}
 }
+
+// The wall clock stepping back an hour (NTP, a suspended VM's resync)
+// must not silence the gateway's ICMP errors for that hour: Linux's
+// limiter runs on jiffies, and so does the gateway's, on the clock's
+// monotonic reading, ignoring steps back.
+func TestICMPRateLimitClockStepBack(t *testing.T) {
+	clk := newClock()
+	port := &sink{done: make(chan struct{})}
+	br, err := bridge.New(bridge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	up, err := NewLinkUplink(LinkUplinkConfig{Port: port, Addr: netip.MustParsePrefix("192.168.2.116/24"), MTU: 1500, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.l.neigh.learn(clientIP, clientMAC, up.now(), true)
+	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: up, Clock: clk,
+		Conntrack: conntrack.Config{ExpireInterval: -1, Clock: clk}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	send := func(i int) {
+		pkt := ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(uint16(10000+i), 9, 10))
+		fillChecksums(pkt)
+		gw.forward(frame(gw.inside.mac, clientMAC, etherTypeIP4, bytes.Clone(pkt)), false, bridge.Offload{})
+	}
+	send(0)
+	clk.Advance(-time.Hour) // the wall clock is stepped back
+	clk.Advance(time.Second)
+	before := gw.Stats().ICMPSent
+	send(1)
+	clk.Advance(time.Second)
+	send(2)
+	if n := gw.Stats().ICMPSent - before; n != 2 {
+		t.Fatalf("%d port unreachables for 2 datagrams a second apart after the clock stepped back", n)
+	}
+}
+
+// A SYN to the gateway with a bad TCP checksum is dropped unanswered; it
+// must not leave an entry behind either (Linux's conntrack finds it
+// INVALID in tcp_error and makes none), where a good one's RST ends its.
+func TestBadChecksumSYNLeavesNoEntry(t *testing.T) {
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	for i, bad := range []bool{false, true} {
+		tcp := ipPacket(clientIP, hostIP, conntrack.ProtoTCP, tcpHeader(uint16(5001+i), 9, 0))
+		tcp[20+13] = conntrack.TCPSyn
+		fillChecksums(tcp)
+		if bad {
+			tcp[20+16] ^= 0x55
+		}
+		gw.forward(frame(gw.inside.mac, clientMAC, etherTypeIP4, tcp), false, bridge.Offload{})
+		if n := gw.Table().Len(); n != 0 {
+			t.Fatalf("bad checksum %v: %d entries after a SYN to a closed port of the gateway, want 0", bad, n)
+		}
+	}
+}
+
+// Linux forwards a reassembled datagram whose fragments had DF in
+// fragments no larger than its sender's largest (frag_max_size), each
+// with DF (IPSKB_FRAG_PMTU), whether or not it would fit whole: a router
+// further on with a smaller MTU then answers "fragmentation needed" only
+// when the sender's own fragments are too big, which it can act on.
+func TestRefragmentKeepsDFAndSize(t *testing.T) {
+	for _, c := range []struct{ payload, frag int }{
+		{2500, 1000}, // larger than the uplink's 1500 whole
+		{1300, 700},  // fits whole
+	} {
+		port := &offloadSink{sink: sink{done: make(chan struct{})}}
+		gw := sinkGateway(t, port, 1500)
+		pkt := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, c.payload))
+		for _, f := range fragment4(t, pkt, c.frag) {
+			f[6] |= 0x40
+			putIPv4Checksum(f)
+			gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, f), true, bridge.Offload{})
+		}
+		if len(port.frames) < 2 {
+			t.Errorf("%d-byte fragments: %d frames out, want fragments", c.frag, len(port.frames))
+		}
+		for i, f := range port.frames {
+			ip := f[Headroom:]
+			if n := int(binary.BigEndian.Uint16(ip[2:])); ip[6]&0x40 == 0 || n > c.frag {
+				t.Errorf("%d-byte fragments in: out %d is %d bytes, DF %v; want <= %d bytes with DF", c.frag, i, n, ip[6]&0x40 != 0, c.frag)
+			}
+		}
+	}
+}

@@ -168,7 +168,7 @@ func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from
 	// RFC 1812 4.3.2.8, as Linux's icmp_global_allow (1000/s, burst
 	// 50); fragmentation needed is never limited (PMTU discovery).
 	if msg[20] != 3 || msg[21] != 4 {
-		if !g.icmpTokens.allow(g.clock.Now().UnixNano()) {
+		if !g.icmpTokens.allow(g.now()) { // monotonic, as jiffies
 			return
 		}
 	}
@@ -201,7 +201,9 @@ func (b *tokenBucket) allow(now int64) bool {
 	if !b.init {
 		b.tokens, b.last, b.init = burst, now, true
 	}
-	b.tokens = min(burst, b.tokens+float64(now-b.last)*rate/1e9)
+	if now > b.last { // time going back refills nothing, and takes nothing
+		b.tokens = min(burst, b.tokens+float64(now-b.last)*rate/1e9)
+	}
 	b.last = now
 	if b.tokens < 1 {
 		return false
