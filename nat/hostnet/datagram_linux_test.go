@@ -455,3 +455,129 @@ func TestIntegrationDNS(t *testing.T) {
 		})
 	}
 }
+
+// Five echo requests of one flow (one id), TTL 2, sent back to back, as
+// mtr or ping -t send them: each leaves the host with TTL 1 and dies at
+// 198.51.100.2, whose time exceeded (one each, within its burst of 6)
+// must reach the container, and each request must leave the host: a send
+// that finds the socket's pending error (an earlier echo's) hands it on
+// and sends again.
+func TestIntegrationEchoBurstErrors(t *testing.T) {
+	e := newEnv(t, envConfig{ping: true})
+	if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := e.ctr.ListenPacket("ip4:icmp", "172.17.0.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	rc, _ := pc.(*net.IPConn).SyscallConn()
+	rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, 2) })
+	dst := &net.IPAddr{IP: net.IPv4(203, 0, 113, 7)}
+	const n = 5
+	for seq := 1; seq <= n; seq++ {
+		echo := []byte{8, 0, 0, 0, 0x43, 0x43, 0, byte(seq), 'p'}
+		binary.BigEndian.PutUint16(echo[2:], ^icmpSum(echo))
+		if _, err := pc.WriteTo(echo, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[byte]bool{}
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(2 * time.Second)
+	for len(got) < n {
+		pc.SetReadDeadline(deadline)
+		k, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		m := buf[:k]
+		if k < 8+20+8 || m[0] != 11 {
+			continue
+		}
+		inner := m[8+20:]
+		if binary.BigEndian.Uint16(inner[4:]) == 0x4343 {
+			got[inner[7]] = true
+		}
+	}
+	if len(got) != n {
+		t.Errorf("time exceeded for %d of %d echo requests (seqs %v); counters %v", len(got), n, got, e.up.Counters())
+	}
+}
+
+// An ICMP error that reaches a flow's host socket while its send buffer
+// is more than half full (a slow uplink: here a tbf qdisc on the host's
+// eth0) makes epoll report EPOLLERR alone, on which Go's poller fails
+// every wait until another event; the flow must live on.
+func TestIntegrationErrorWhileUnwritable(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	if out, err := e.host.Run(ctx(t), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "8kbit", "burst", "1600", "limit", "10000000"); err != nil {
+		t.Fatalf("tc: %v %s", err, out)
+	}
+	prohibited(t, e)
+	unreachableToo(t, e) // 203.0.113.6: host unreachable, a soft error
+	c, err := e.ctr.Dial(ctx(t), "udp4", "203.0.113.6:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 1400)
+	for range 80 {
+		c.Write(payload)
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(3500 * time.Millisecond) // the second datagram leaves after ~1.4 s; its error comes back at once
+	if got := e.up.Counters(); e.up.Flows() != 1 || got["released"] != 0 {
+		t.Errorf("%d flows, released %d, host_errors %d, drop_host_full %d; want the flow alive", e.up.Flows(), got["released"], got["host_errors"], got["drop_host_full"])
+	}
+}
+
+// The same for UDP: five datagrams of one flow, TTL 2, back to back;
+// each leaves the host and its time exceeded reaches the container's
+// socket.
+func TestIntegrationUDPBurstErrors(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := e.ctr.Dial(ctx(t), "udp4", "203.0.113.7:33434")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc, _ := conn.(*net.UDPConn).SyscallConn()
+	rc.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1)
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, 2)
+	})
+	const n = 5
+	for range n {
+		conn.Write([]byte("probe"))
+	}
+	got := 0
+	for got < n {
+		ee, _, ok := queuedError(rc, 2*time.Second)
+		if !ok {
+			break
+		}
+		if ee.Type == 11 {
+			got++
+		}
+	}
+	if got != n {
+		t.Errorf("time exceeded for %d of %d datagrams; counters %v", got, n, e.up.Counters())
+	}
+}

@@ -29,6 +29,7 @@ type pingFlow struct {
 	file *os.File
 	rc   syscall.RawConn // file's, taken once
 	hops ttlSetting      // the socket's TTL
+	errs errorSender     // what the network's errors are about
 	f    *flow
 }
 
@@ -56,7 +57,12 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 	msg, ttl := pkt[ihl:], hostTTL(pkt)
 	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
 		pf.hops.set(int(fd), ttl)
-		if _, err := unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT); err == unix.EAGAIN {
+		_, err := unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT)
+		if icmpReported(err) { // an earlier echo's error, taken by this send: as udpFlow.send
+			u.forwardErrors(int(fd), &pf.errs)
+			_, err = unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT)
+		}
+		if err == unix.EAGAIN {
 			u.stats.DropHostFull.Add(1)
 		}
 		return true
@@ -132,7 +138,7 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		unix.Close(fd)
 		return nil
 	}
-	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping")}
+	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping"), errs: errorSender{near: t, inner: echoInner(t)}}
 	pf.rc = rawConn(pf.file)
 	_, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()
@@ -160,12 +166,11 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 // container, with its identifier, until the socket closes.
 func (pf *pingFlow) read() {
 	defer pf.u.wg.Done()
-	es := errorSender{near: pf.near, inner: echoInner(pf.near)}
 	err := readLoop(pf.file, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[20:])
 		if err != nil {
 			if icmpReported(err) {
-				pf.u.forwardErrors(fd, &es) // "Destination Host Unreachable", from whoever said so
+				pf.u.forwardErrors(fd, &pf.errs) // "Destination Host Unreachable", from whoever said so
 			}
 			return n, err
 		}

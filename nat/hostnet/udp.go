@@ -29,6 +29,7 @@ type udpFlow struct {
 	from   []byte              // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
 	seen   conntrack.Tuple     // inbound: the expectation made for the gateway
 	hops   ttlSetting          // outbound: the socket's TTL
+	errs   errorSender         // outbound: what the network's errors are about
 	f      *flow
 }
 
@@ -73,6 +74,14 @@ func (fl *udpFlow) send(payload []byte, ttl uint8) {
 			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, fl.to)
 		default:
 			_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
+			if icmpReported(err) {
+				// The socket's pending error, about an earlier
+				// datagram, which this send took in its place: hand
+				// on its queued errors (the reader will not hear of
+				// them now), and send again.
+				fl.u.forwardErrors(int(fd), &fl.errs)
+				_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
+			}
 		}
 		if err == unix.EAGAIN {
 			fl.u.stats.DropHostFull.Add(1)
@@ -126,7 +135,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		c.Close()
 		return nil
 	}
-	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c)}
+	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), errs: errorSender{near: t, inner: udpInner(t)}}
 	if !u.startUDP(fl, t, t.Src, id) {
 		return nil
 	}
@@ -175,7 +184,6 @@ func (fl *udpFlow) read() {
 	defer fl.u.wg.Done()
 	far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
 	ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
-	es := errorSender{near: fl.near, inner: udpInner(fl.near)}
 	err := readLoop(fl.conn, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
@@ -184,7 +192,7 @@ func (fl *udpFlow) read() {
 			// The network's answers to the flow's datagrams: the
 			// container hears them too, as its own socket would from
 			// the real network.
-			fl.u.forwardErrors(fd, &es)
+			fl.u.forwardErrors(fd, &fl.errs)
 		}
 		return n, err
 	})
@@ -223,11 +231,24 @@ func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) error 
 				}
 			}
 		})
-		if err != nil {
+		if err != nil && !waitErrored(rc) {
 			return nil // closed
 		}
 	}
 	return fatal
+}
+
+// waitErrored waits, for a while, for the socket rc to have something to
+// read, when Go's poller would not: epoll told of an error alone
+// (EPOLLERR, an ICMP error that came while the send buffer was over half
+// full), and until another event comes, the poller fails every wait
+// ("not pollable"). The error itself was read (and handed on) before. It
+// reports false when the socket is closed.
+func waitErrored(rc syscall.RawConn) bool {
+	return rc.Control(func(fd uintptr) {
+		// Not for long: Close waits for this call.
+		unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 50)
+	}) == nil
 }
 
 // icmpReported says whether err is what a connected datagram socket
