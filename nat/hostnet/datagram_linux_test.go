@@ -298,17 +298,7 @@ func queuedError(rc syscall.RawConn, d time.Duration) (extendedErr, string, bool
 // probes change TTL, as traceroute -I's).
 func TestIntegrationTraceroute(t *testing.T) {
 	e := newEnv(t, envConfig{ping: true})
-	if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
-		t.Fatal(err)
-	}
-	// The remote machine forwards 203.0.113.7 back to the host, which
-	// does not forward: a path whose second hop is 198.51.100.2.
-	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
-		t.Fatal(err)
-	}
+	secondHop(t, e)
 	for _, c := range []struct {
 		ttl  int
 		from string
@@ -464,15 +454,7 @@ func TestIntegrationDNS(t *testing.T) {
 // and sends again.
 func TestIntegrationEchoBurstErrors(t *testing.T) {
 	e := newEnv(t, envConfig{ping: true})
-	if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
-		t.Fatal(err)
-	}
+	secondHop(t, e)
 	pc, err := e.ctr.ListenPacket("ip4:icmp", "172.17.0.4")
 	if err != nil {
 		t.Fatal(err)
@@ -544,15 +526,7 @@ func TestIntegrationErrorWhileUnwritable(t *testing.T) {
 // socket.
 func TestIntegrationUDPBurstErrors(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
-		t.Fatal(err)
-	}
+	secondHop(t, e)
 	conn, err := e.ctr.Dial(ctx(t), "udp4", "203.0.113.7:33434")
 	if err != nil {
 		t.Fatal(err)
@@ -579,5 +553,22 @@ func TestIntegrationUDPBurstErrors(t *testing.T) {
 	}
 	if got != n {
 		t.Errorf("time exceeded for %d of %d datagrams; counters %v", got, n, e.up.Counters())
+	}
+}
+
+// secondHop routes 203.0.113.7 from the host through the remote machine,
+// which sends it back to the host, which does not forward: a path whose
+// second hop is 198.51.100.2, where a datagram that left the host with
+// TTL 1 dies.
+func secondHop(t *testing.T, e *env) {
+	t.Helper()
+	if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
+		t.Fatal(err)
 	}
 }
