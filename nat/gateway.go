@@ -414,8 +414,13 @@ func (g *Gateway) isUplinkAddr(a netip.Addr) bool {
 	return false
 }
 
-// isOwn reports whether a is an address of the gateway itself.
-func (g *Gateway) isOwn(a netip.Addr) bool { return a == g.subnet.Addr() || g.isUplinkAddr(a) }
+// isOwn reports whether a is an address of the gateway itself, a
+// Terminator's claimed bridge address (a DNS forwarder's) included: the
+// gateway answers ARP for it, so it answers its pings too, as libslirp
+// does for 10.0.2.3, rather than routing them back onto the bridge.
+func (g *Gateway) isOwn(a netip.Addr) bool {
+	return a == g.subnet.Addr() || g.isUplinkAddr(a) || g.inside.also != nil && g.subnet.Contains(a) && g.inside.also(a)
+}
 
 // fromBridge handles a frame from a container for the gateway's MAC.
 func (g *Gateway) fromBridge(frame []byte, off bridge.Offload) { g.forward(frame, true, off) }

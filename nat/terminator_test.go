@@ -310,3 +310,19 @@ func TestGatewayTerminatorClaimsSubnetAddr(t *testing.T) {
 		t.Fatalf("ARP reply for %v, an address nobody claims", reply.senderIP)
 	}
 }
+
+// The gateway answers pings to an address the uplink claims on the
+// bridge (a DNS forwarder's), as libslirp answers them for 10.0.2.3,
+// rather than routing them back onto the bridge.
+func TestGatewayTerminatorPingClaimed(t *testing.T) {
+	dns := netip.MustParseAddr("172.17.0.3")
+	pg, up := newTermGateway(t, dns)
+	req := ipPacket(ctrIP, dns, conntrack.ProtoICMP, icmpHeader(8, 0, 77, []byte("ping")))
+	pg.gw.inside.neigh.learn(ctrIP, ctrMAC, pg.gw.now(), true)
+	pg.container.WriteFrame(frame(pg.gw.MAC(), ctrMAC, etherTypeIP4, req))
+	got := pg.read(pg.container)
+	rep := got[etherHeader:]
+	if got[12] != 0x08 || got[13] != 0 || rep[20] != 0 || netip.AddrFrom4([4]byte(rep[12:16])) != dns || len(up.packets()) != 0 {
+		t.Fatalf("echo to %v: the container got % x; the uplink %d packets; want an echo reply from %v", dns, got[:min(len(got), 48)], len(up.packets()), dns)
+	}
+}

@@ -354,7 +354,15 @@ func splitNSIf(s string) (ns, ifname string, err error) {
 
 // parsePort parses NETNS:IFNAME[=ADDR/PREFIX].
 func parsePort(s string, subnet netip.Prefix) (portSpec, error) {
-	left, addr, hasAddr := strings.Cut(s, "=")
+	// The address follows the interface's name: the last '=' after a ':'
+	// and a name, as a namespace path may hold '=' (slirp4netns
+	// --netns-type=path PATH).
+	left, addr, hasAddr := s, "", false
+	if eq := strings.LastIndexByte(s, '='); eq >= 0 {
+		if c := strings.LastIndexByte(s[:eq], ':'); c >= 0 && !strings.Contains(s[c+1:eq], "/") {
+			left, addr, hasAddr = s[:eq], s[eq+1:], true
+		}
+	}
 	ns, ifname, err := splitNSIf(left)
 	if err != nil {
 		return portSpec{}, err

@@ -245,8 +245,9 @@ func hostConfig(cfg *gatewayConfig, log *slog.Logger) (hostnet.Config, error) {
 	if hc.DNS.IsValid() && !hc.Resolver.IsValid() && cfg.DNSOptional {
 		// As slirp4netns: a host without a resolver has no DNS at .3,
 		// and the network works all the same.
-		var err error
-		if hc.Resolver, err = hostnet.SystemResolver(); err != nil {
+		// (Resolver stays unset: hostnet reads resolv.conf again when
+		// it changes, as libslirp does.)
+		if _, err := hostnet.SystemResolver(); err != nil {
 			log.Warn("no DNS for the containers", "dns", hc.DNS, "err", err)
 			hc.DNS = netip.Addr{}
 		}

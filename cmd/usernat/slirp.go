@@ -99,8 +99,8 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 	}
 
 	network, err := netip.ParsePrefix(cidr)
-	if err != nil || !network.Addr().Is4() || network.Bits() > 24 || network.Masked() != network {
-		return nil, false, usagef("--cidr %s: want an IPv4 network of /24 or larger, such as 10.0.2.0/24", cidr)
+	if err != nil || !network.Addr().Is4() || network.Bits() > 25 || network.Masked() != network {
+		return nil, false, usagef("--cidr %s: want an IPv4 network of /25 or larger, such as 10.0.2.0/24", cidr)
 	}
 	at := func(n int) netip.Addr {
 		a := network.Addr()

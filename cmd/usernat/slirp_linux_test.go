@@ -213,3 +213,33 @@ func TestIntegrationSlirpUserNamespace(t *testing.T) {
 		t.Errorf("errors logged:\n%s", g.log())
 	}
 }
+
+// slirp4netns -c brings the container's loopback up too (since v0.4.0,
+// for Podman, which makes the namespace itself and leaves lo down), and
+// the gateway answers pings to its address and to the DNS address, as
+// libslirp does.
+func TestIntegrationSlirpConfigureLoopbackAndPing(t *testing.T) {
+	netns.RequirePrivileged(t)
+	bin := buildBinary(t)
+	host, _ := slirpTopology(t)
+	ctr := newNS(t)
+	if err := ctr.IP("link", "set", "lo", "down"); err != nil {
+		t.Fatal(err)
+	}
+	g, err := startProcIn(t, host, bin, nil, "--configure", "--mtu=65520", "-r", "3", "--netns-type=path", ctr.Path(), "tap0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ctr.Run(context.Background(), "ip", "-o", "link", "show", "dev", "lo")
+	if err != nil || !strings.Contains(string(out), ",UP") {
+		t.Errorf("lo after -c (%v): %s", err, out)
+	}
+	for _, dst := range []string{"10.0.2.2", "10.0.2.3"} {
+		if out, err := ctr.Run(context.Background(), "ping", "-c", "1", "-W", "2", dst); err != nil {
+			t.Errorf("ping %s: %v\n%s", dst, err, out)
+		}
+	}
+	if err := g.stop(t); err != nil {
+		t.Errorf("exit: %v\n%s", err, g.log())
+	}
+}

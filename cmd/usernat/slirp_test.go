@@ -53,7 +53,7 @@ func TestParseSlirpArgs(t *testing.T) {
 		{[]string{pid, "tap0", "extra"}, "want PID|PATH [TAPNAME], got 3"},
 		{[]string{"tap0"}, "tap0: want a process id"},
 		{[]string{"--netns-type", "net", pid}, "--netns-type net: want pid or path"},
-		{[]string{"--cidr", "10.0.2.0/25", pid}, "--cidr 10.0.2.0/25"},
+		{[]string{"--cidr", "10.0.2.0/26", pid}, "--cidr 10.0.2.0/26"},
 		{[]string{"--cidr", "10.0.2.1/24", pid}, "--cidr 10.0.2.1/24"},
 		{[]string{"--cidr", "fd00::/64", pid}, "--cidr fd00::/64"},
 		{[]string{"--mtu", "70000", pid}, "--mtu 70000"},
@@ -74,6 +74,34 @@ func TestSlirpLike(t *testing.T) {
 	for arg, want := range map[string]bool{"--mtu": true, "-c": true, "8323": true, "/run/netns/x": true, "gateway": false, "frobnicate": false} {
 		if got := slirpLike([]string{arg}); got != want {
 			t.Errorf("slirpLike(%q) = %v", arg, got)
+		}
+	}
+}
+
+// slirp4netns takes prefixes up to /25 (.100 must fit; Podman passes the
+// user's cidr= as it is), and any existing path, '=' and all.
+func TestParseSlirpCIDRAndPath(t *testing.T) {
+	pid := strconv.Itoa(os.Getpid())
+	cfg, _, err := parseSlirpArgs([]string{"--cidr", "10.0.2.0/25", pid, "tap0"})
+	if err != nil || cfg.Subnet != netip.MustParsePrefix("10.0.2.2/25") {
+		t.Errorf("--cidr 10.0.2.0/25: %+v, %v", cfg, err)
+	}
+	dir := filepath.Join(t.TempDir(), "pod=1")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "net")
+	if err := os.Symlink("/proc/self/ns/net", p); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []bool{false, true} {
+		args := []string{"--netns-type=path", p, "tap0"}
+		if c {
+			args = append([]string{"-c"}, args...)
+		}
+		cfg, _, err := parseSlirpArgs(args)
+		if err != nil || cfg.Ports[0].NetNS != p || cfg.Ports[0].IfName != "tap0" || cfg.Ports[0].Addr.IsValid() != c {
+			t.Errorf("%q: %+v, %v", args, cfg, err)
 		}
 	}
 }

@@ -319,13 +319,20 @@ func Broadcast(p netip.Prefix) netip.Addr {
 
 // ConfigureLink sets up the link called name in the network namespace at
 // path the way a container expects its eth0: addr on it, the link up, and,
-// when gw is valid, a default route through gw.
+// when gw is valid, a default route through gw. The namespace's loopback
+// device is brought up too, as runc and slirp4netns -c do (Podman makes
+// the namespace itself and leaves lo down).
 func ConfigureLink(path, name string, addr netip.Prefix, gw netip.Addr) error {
 	c, err := Open(path)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if lo, err := c.LinkIndex("lo"); err == nil {
+		if err := c.SetLinkUp(lo); err != nil {
+			return err
+		}
+	}
 	index, err := c.LinkIndex(name)
 	if err != nil {
 		return err

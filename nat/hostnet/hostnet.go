@@ -53,7 +53,9 @@ type Config struct {
 	DNS netip.Addr
 
 	// Resolver is where DNS's queries go; the zero value means the first
-	// IPv4 nameserver of /etc/resolv.conf (read by New), port 53.
+	// IPv4 nameserver of /etc/resolv.conf, port 53: read by New, and
+	// again when the file changes (looked at once a second at most, as
+	// libslirp does), so it follows the host's network.
 	Resolver netip.AddrPort
 
 	// OutboundAddr, when valid, is the local address of the host sockets
@@ -124,6 +126,8 @@ type Uplink struct {
 	poll    *poller                     // their host sockets
 	warned  map[string]bool             // problems logged once
 
+	resolv *resolvWatch // Config.DNS's resolver when read from resolv.conf; nil otherwise
+
 	stats Stats
 }
 
@@ -151,6 +155,7 @@ func New(cfg Config) (*Uplink, error) {
 	if cfg.HostLoopback.IsValid() && !cfg.HostLoopback.Is4() || cfg.OutboundAddr.IsValid() && !cfg.OutboundAddr.Is4() {
 		return nil, errors.New("hostnet: HostLoopback and OutboundAddr must be IPv4 addresses")
 	}
+	var resolv *resolvWatch
 	if cfg.DNS.IsValid() {
 		if !cfg.DNS.Is4() || cfg.DNS == cfg.Gateway || cfg.DNS == cfg.HostLoopback || cfg.DNS.IsLoopback() || cfg.DNS.IsUnspecified() || cfg.DNS.IsMulticast() {
 			return nil, fmt.Errorf("hostnet: DNS address %v: need an IPv4 address other than the gateway's and the host-loopback one, on the bridge subnet", cfg.DNS)
@@ -160,6 +165,7 @@ func New(cfg Config) (*Uplink, error) {
 			if cfg.Resolver, err = SystemResolver(); err != nil {
 				return nil, fmt.Errorf("hostnet: DNS: %w; set Config.Resolver", err)
 			}
+			resolv = newResolvWatch(resolvConfPath, cfg.Resolver)
 		}
 		if !cfg.Resolver.Addr().Is4() || cfg.Resolver.Port() == 0 {
 			return nil, fmt.Errorf("hostnet: DNS resolver %v: need an IPv4 address and port", cfg.Resolver)
@@ -178,7 +184,7 @@ func New(cfg Config) (*Uplink, error) {
 		cfg.Namespace = func(fn func() error) error { return fn() }
 	}
 	u := &Uplink{
-		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU,
+		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU, resolv: resolv,
 		flows:   map[conntrack.Tuple]*flow{},
 		udp:     map[conntrack.Tuple]*udpFlow{},
 		pings:   map[conntrack.Tuple]*pingFlow{},
@@ -418,6 +424,9 @@ func (u *Uplink) hostDst(dst netip.AddrPort) (netip.AddrPort, bool) {
 		if dst.Port() != 53 {
 			u.stats.DropLoopback.Add(1)
 			return netip.AddrPort{}, false
+		}
+		if u.resolv != nil {
+			return u.resolv.get(), true
 		}
 		return u.cfg.Resolver, true
 	case u.Claims(dst.Addr()):

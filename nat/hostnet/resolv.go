@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
+	"time"
 )
 
 // resolvConfPath is the host's resolver configuration (a variable for
@@ -49,3 +51,38 @@ func resolvConf(path string) (netip.Addr, error) {
 }
 
 var errNoNameserver = errors.New("no IPv4 nameserver")
+
+// resolvWatch is the resolver read from resolv.conf, read again when the
+// file has changed (checked at most once a second), as libslirp's
+// get_dns_addr does: the host's resolver moves with its network.
+type resolvWatch struct {
+	path    string
+	mu      sync.Mutex
+	addr    netip.AddrPort
+	fi      os.FileInfo
+	checked time.Time
+}
+
+func newResolvWatch(path string, first netip.AddrPort) *resolvWatch {
+	fi, _ := os.Stat(path)
+	return &resolvWatch{path: path, addr: first, fi: fi, checked: time.Now()}
+}
+
+// get returns the resolver, the last one found when the file has none.
+func (w *resolvWatch) get() netip.AddrPort {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if time.Since(w.checked) < time.Second {
+		return w.addr
+	}
+	w.checked = time.Now()
+	fi, err := os.Stat(w.path)
+	if err != nil || w.fi != nil && os.SameFile(fi, w.fi) && fi.Size() == w.fi.Size() && fi.ModTime().Equal(w.fi.ModTime()) {
+		return w.addr
+	}
+	w.fi = fi
+	if ns, err := resolvConf(w.path); err == nil {
+		w.addr = netip.AddrPortFrom(ns, 53)
+	}
+	return w.addr
+}
