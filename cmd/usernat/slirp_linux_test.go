@@ -243,3 +243,59 @@ func TestIntegrationSlirpConfigureLoopbackAndPing(t *testing.T) {
 		t.Errorf("exit: %v\n%s", err, g.log())
 	}
 }
+
+// As Podman runs it: inside Podman's user namespace (an unprivileged
+// user's), on a container namespace that user namespace owns, given by
+// path, with -c and -e, while the process itself stays in the host's
+// network namespace, which it may not enter again once it left it.
+func TestIntegrationSlirpPodmanUserNamespace(t *testing.T) {
+	netns.RequirePrivileged(t)
+	bin := buildBinary(t)
+	dir := filepath.Dir(bin)
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o777); err != nil { // the binary, the socket and the pid file, for nobody
+			t.Fatal(err)
+		}
+	}
+	host, remote := slirpTopology(t)
+	sock, pidFile := filepath.Join(dir, "s4nn.sock"), filepath.Join(dir, "ctr.pid")
+	er, ew, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ew.Close()
+	// In nobody's user namespace: the container's network namespace
+	// (held by sleep), then usernat on it, as Podman's own process.
+	script := `unshare --net sleep infinity & pid=$!
+while [ "$(readlink /proc/$pid/ns/net)" = "$(readlink /proc/self/ns/net)" ]; do sleep 0.01; done
+echo $pid > ` + pidFile + `
+exec "$0" --disable-host-loopback --mtu=65520 -c -e 4 -r 3 --api-socket ` + sock + ` --netns-type=path /proc/$pid/ns/net tap0`
+	g, err := startProcIn(t, host, "setpriv", []*os.File{er}, "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		"unshare", "--user", "--map-root-user", "sh", "-c", script, bin)
+	er.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(b))
+	defer exec.Command("kill", pid).Run()
+	ctr, err := netns.Open("/proc/" + pid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Close()
+	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
+
+	ew.Close()
+	select {
+	case err := <-g.exited:
+		if err != nil {
+			t.Errorf("exit after the exit fd closed: %v\n%s", err, g.log())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after its exit fd closed:\n%s", g.log())
+	}
+}

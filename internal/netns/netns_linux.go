@@ -95,7 +95,10 @@ func (ns *NS) Do(fn func() error) error { return onThreadIn(ns.fd, "", fn) }
 // onThreadIn runs fn on an OS thread that has entered the network
 // namespace open at fd (named name in errors), and goes back after. If the
 // thread cannot go back it stays locked, so the runtime ends it with the
-// goroutine rather than reuse a thread in the wrong namespace.
+// goroutine rather than reuse a thread in the wrong namespace; what fn did
+// stands. (A process in a user namespace of its own, as Podman runs
+// slirp4netns, may enter a network namespace of that user namespace but
+// not go back to the host's, which it does not own.)
 func onThreadIn(fd int, name string, fn func() error) error {
 	if name != "" {
 		name = " " + name
@@ -117,7 +120,7 @@ func onThreadIn(fd int, name string, fn func() error) error {
 		}
 		ferr := fn()
 		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("netns: return from%s: %w", name, os.NewSyscallError("setns", err)))
+			errc <- ferr // the thread, locked, ends with this goroutine
 			return
 		}
 		runtime.UnlockOSThread()
