@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -732,5 +733,47 @@ func TestIntegrationPublishedHairpin(t *testing.T) {
 	seen, err := who(t, e.ctr, "172.17.0.1:8080")
 	if err != nil || !strings.HasPrefix(seen, "172.17.0.1:") {
 		t.Fatalf("the container through the gateway's address: saw %q (%v), want the gateway", seen, err)
+	}
+}
+
+// A container sends 16 MiB to the other end of a spliced connection while
+// its TAP's queue to the bridge is short (txqueuelen 8): when the bridge
+// falls behind, the TAP drops frames, as any link may, unseen by the
+// container's TCP. Every byte must still arrive, and soon: the splice
+// keeps what comes after a hole (TestSpliceOutOfOrderKept), so the
+// container's fast retransmission repairs it; before, each upload stalled
+// on timeouts that doubled, 16 MiB not done in 20 s.
+func TestIntegrationContainerSendsThroughTapDrops(t *testing.T) {
+	const n = 16 << 20
+	for _, out := range []bool{false, true} {
+		t.Run(fmt.Sprintf("outbound=%v", out), func(t *testing.T) {
+			e, client, srv := tcpPair(t, out)
+			if err := e.ctr.IP("link", "set", "dev", "eth0", "txqueuelen", "8"); err != nil {
+				t.Fatal(err)
+			}
+			client.SetDeadline(time.Now().Add(20 * time.Second))
+			srv.SetDeadline(time.Now().Add(20 * time.Second))
+			start := time.Now()
+			errc := make(chan error, 1)
+			go func() {
+				err := sendStream(srv, 5, n)
+				if err == nil {
+					err = srv.CloseWrite()
+				}
+				errc <- err
+			}()
+			got, err := checkStream(client, 5)
+			kc, _ := e.br.Ports()[0].Port().(bridge.KernelCounter).KernelCounters()
+			t.Logf("%d of %d bytes in %v (%v); the TAP dropped %d frames", got, n, time.Since(start).Round(time.Millisecond), err, kc.TxDropped)
+			if err != nil || got != n {
+				t.Errorf("the other end received %d bytes of %d in 20 s", got, n)
+			}
+			<-errc
+			client.Close()
+			srv.Close()
+			if !waitFor(5*time.Second, func() bool { return e.up.Flows() == 0 }) {
+				t.Errorf("%d flows left", e.up.Flows())
+			}
+		})
 	}
 }

@@ -90,6 +90,8 @@ type splice struct {
 	finSeq                                 uint32    // the sequence number of our FIN, once finAt
 	finRcvd, shutWr                        bool      // the container's FIN came; the host socket's write side shut
 	over                                   []byte    // bytes from the container the host socket has not taken yet
+	ooo                                    []oooSeg  // segments from the container that came out of order, by seq
+	oooBytes                               int       // the bytes in ooo
 	flushing                               bool      // the poller watches the host socket for room for them
 	rewind, wantWnd                        bool      // go back to the first byte not acknowledged; the window is closed with nothing in flight
 	reseek                                 bool      // the peek offset must follow a rewind
@@ -1161,10 +1163,25 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 			// full segment; else with our next segment, or after
 			// ackDelay. A FIN's too: the client usually closes its side
 			// within that time, and our FIN carries it.
-			now = len(s.over) > 0 || s.rcvNxt-s.rcvAcked >= 2*uint32(s.mss)
+			// Segments that came out of order and now follow go on too.
+			filled := len(s.ooo) > 0
+			if filled && !s.drainOOOLocked() {
+				s.mu.Unlock()
+				s.abort(false, true, "writing to the host socket failed")
+				return
+			}
+			now = filled || len(s.over) > 0 || s.rcvNxt-s.rcvAcked >= 2*uint32(s.mss)
 			if !now {
 				s.delayAckLocked()
 			}
+		} else if int32(seq-s.rcvNxt) > 0 && !s.finRcvd {
+			// Out of order: kept until the bytes before it come (RFC
+			// 9293 3.10.7.4), so the container's fast retransmission of
+			// the one lost segment repairs the hole, rather than every
+			// segment after it being sent again (a Reno sender without
+			// SACK then takes the duplicates for reordering, and falls
+			// back on its timeouts).
+			s.queueOOOLocked(seq, payload, flags&conntrack.TCPFin != 0)
 		}
 	}
 	// What the segment acknowledged leaves the host socket after its
@@ -1481,6 +1498,63 @@ func (s *splice) dupAckLocked(ack uint32, wnd uint16, pure bool) bool {
 	s.rewind = true
 	s.count(&s.u.stats.InboundFastRetransmits, &s.u.stats.OutboundFastRetransmits)
 	s.armLocked() // the timeout now counts from the rewind
+	return true
+}
+
+// oooSeg is a segment of the container's that came out of order.
+type oooSeg struct {
+	seq  uint32
+	data []byte
+	fin  bool
+}
+
+// queueOOOLocked keeps a segment from seq, beyond rcvNxt, until the bytes
+// before it come: within the window offered, and at most spliceWnd bytes
+// kept in all.
+func (s *splice) queueOOOLocked(seq uint32, payload []byte, fin bool) {
+	off := seq - s.rcvNxt
+	if off >= spliceWnd {
+		return
+	}
+	if int(off)+len(payload) > spliceWnd {
+		payload, fin = payload[:spliceWnd-int(off)], false
+	}
+	if len(payload) == 0 && !fin || s.oooBytes+len(payload) > spliceWnd {
+		return
+	}
+	i := 0
+	for i < len(s.ooo) && int32(s.ooo[i].seq-seq) < 0 {
+		i++
+	}
+	if i < len(s.ooo) && s.ooo[i].seq == seq && len(s.ooo[i].data) >= len(payload) && (s.ooo[i].fin || !fin) {
+		return // a duplicate
+	}
+	s.ooo = append(s.ooo, oooSeg{})
+	copy(s.ooo[i+1:], s.ooo[i:])
+	s.ooo[i] = oooSeg{seq: seq, data: append([]byte(nil), payload...), fin: fin}
+	s.oooBytes += len(payload)
+}
+
+// drainOOOLocked takes the segments kept out of order that the stream
+// reached. It reports false when the host socket failed.
+func (s *splice) drainOOOLocked() bool {
+	for len(s.ooo) > 0 && int32(s.ooo[0].seq-s.rcvNxt) <= 0 && !s.finRcvd {
+		g := s.ooo[0]
+		s.ooo = s.ooo[1:]
+		s.oooBytes -= len(g.data)
+		d := s.rcvNxt - g.seq
+		if int(d) < len(g.data) && !s.takeLocked(g.data[d:]) {
+			return false
+		}
+		if g.fin && g.seq+uint32(len(g.data)) == s.rcvNxt {
+			s.rcvNxt++
+			s.finRcvd = true
+			s.shutLocked()
+		}
+	}
+	if len(s.ooo) == 0 || s.finRcvd {
+		s.ooo, s.oooBytes = nil, 0
+	}
 	return true
 }
 

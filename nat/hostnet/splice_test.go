@@ -708,3 +708,82 @@ func TestSpliceSynUnlocked(t *testing.T) {
 	<-done
 	s.abort(false, false, "the test is done")
 }
+
+// hostPeer gives the splice s a fresh host socket, and returns the fd of
+// its other end, from which a test reads what the splice wrote.
+func hostPeer(t *testing.T, s *splice) int {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[1]) })
+	s.mu.Lock()
+	unix.Close(s.fd)
+	s.fd = fds[0]
+	s.mu.Unlock()
+	return fds[1]
+}
+
+// Segments from the container that come out of order are kept until the
+// bytes before them come, then go on to the host socket with them, in
+// order, a FIN among them too, acknowledged at once; meanwhile each draws
+// a duplicate ACK. (Discarded, a sender without SACK, told by the
+// duplicates that they arrived, finds each again only by a timeout, and
+// an upload through a lossy link stalls.)
+func TestSpliceOutOfOrderKept(t *testing.T) {
+	s, h := receivingSplice(t)
+	peer := hostPeer(t, s)
+	ackOf := func(what string) uint32 {
+		t.Helper()
+		select {
+		case f := <-s.u.ln.q:
+			return tcpSeg((*f.buf)[nat.Headroom+20 : f.n]).ack()
+		case <-time.After(time.Second):
+			t.Fatalf("%s: no ACK", what)
+			return 0
+		}
+	}
+	host := func() string {
+		b := make([]byte, 64)
+		n, _ := unix.Read(peer, b)
+		return string(b[:max(n, 0)])
+	}
+	seg := func(seq uint32, data string, fin bool) {
+		flags := uint8(conntrack.TCPAck | conntrack.TCPPsh)
+		if fin {
+			flags |= conntrack.TCPFin
+		}
+		putTCPHeader(h, 0, 0, seq, 1000, flags, 0xffff, tcpMinSize)
+		s.input(h, []byte(data))
+	}
+	seg(5004, "bbbb", false) // 5000-5003 lost
+	if a := ackOf("a segment after a hole"); a != 5000 {
+		t.Fatalf("ACK %d after a hole, want a duplicate of 5000", a)
+	}
+	seg(5008, "cccc", true)
+	if a := ackOf("a FIN after a hole"); a != 5000 {
+		t.Fatalf("ACK %d, want a duplicate of 5000", a)
+	}
+	seg(5004, "bbbb", false) // a duplicate of one kept
+	ackOf("a duplicate")
+	if got := host(); got != "" {
+		t.Fatalf("the host socket got %q before the hole was filled", got)
+	}
+	seg(5000, "aaaa", false) // the fast retransmission
+	if a := ackOf("the hole filled"); a != 5013 {
+		t.Fatalf("ACK %d once the hole was filled, want 5013 (12 bytes and the FIN)", a)
+	}
+	if got := host(); got != "aaaabbbbcccc" {
+		t.Fatalf("the host socket got %q, want aaaabbbbcccc", got)
+	}
+	if n, err := unix.Read(peer, make([]byte, 8)); n != 0 || err != nil {
+		t.Errorf("after the stream: read %d, %v; want the end of stream (the kept FIN)", n, err)
+	}
+	s.mu.Lock()
+	kept := len(s.ooo)
+	s.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("%d segments still kept", kept)
+	}
+}
