@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"net/netip"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1508,9 +1509,15 @@ type oooSeg struct {
 	fin  bool
 }
 
+// oooMaxSegs bounds the segments kept out of order, whose bytes alone
+// spliceWnd bounds: each costs an entry besides (a zero-length FIN costs
+// nothing else), and an insertion moves the entries after it. A full
+// window of segments of 512 bytes or more fits.
+const oooMaxSegs = 1024
+
 // queueOOOLocked keeps a segment from seq, beyond rcvNxt, until the bytes
 // before it come: within the window offered, and at most spliceWnd bytes
-// kept in all.
+// and oooMaxSegs segments kept in all.
 func (s *splice) queueOOOLocked(seq uint32, payload []byte, fin bool) {
 	off := seq - s.rcvNxt
 	if off >= spliceWnd {
@@ -1519,13 +1526,10 @@ func (s *splice) queueOOOLocked(seq uint32, payload []byte, fin bool) {
 	if int(off)+len(payload) > spliceWnd {
 		payload, fin = payload[:spliceWnd-int(off)], false
 	}
-	if len(payload) == 0 && !fin || s.oooBytes+len(payload) > spliceWnd {
+	if len(payload) == 0 && !fin || s.oooBytes+len(payload) > spliceWnd || len(s.ooo) >= oooMaxSegs {
 		return
 	}
-	i := 0
-	for i < len(s.ooo) && int32(s.ooo[i].seq-seq) < 0 {
-		i++
-	}
+	i := sort.Search(len(s.ooo), func(j int) bool { return int32(s.ooo[j].seq-seq) >= 0 })
 	if i < len(s.ooo) && s.ooo[i].seq == seq && len(s.ooo[i].data) >= len(payload) && (s.ooo[i].fin || !fin) {
 		return // a duplicate
 	}

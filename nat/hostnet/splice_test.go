@@ -787,3 +787,45 @@ func TestSpliceOutOfOrderKept(t *testing.T) {
 		t.Errorf("%d segments still kept", kept)
 	}
 }
+
+// What a splice keeps out of order is bounded in segments as well as in
+// bytes, and kept in order at a logarithmic cost: zero-length FINs (which
+// hold no bytes) or one-byte segments at distinct places in the window,
+// as a broken or hostile container may send, held megabytes and took
+// seconds of the gateway's goroutine in a quadratic insertion.
+func TestSpliceOutOfOrderBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int
+		desc bool
+		data []byte
+	}{
+		{"FINs ascending", 1 << 16, false, nil},
+		{"1-byte segments descending", 1 << 15, true, []byte{'x'}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, h := receivingSplice(t)
+			flags := uint8(conntrack.TCPAck)
+			if tc.data == nil {
+				flags |= conntrack.TCPFin
+			}
+			for i := range tc.n {
+				off := 1 + 2*i // holes between: nothing joins
+				if tc.desc {
+					off = 1 + 2*(tc.n-1-i)
+				}
+				putTCPHeader(h, 0, 0, 5000+uint32(off), 1000, flags, 0xffff, tcpMinSize)
+				s.input(h, tc.data)
+				for len(s.u.ln.q) > 0 { // the duplicate ACKs
+					<-s.u.ln.q
+				}
+			}
+			s.mu.Lock()
+			kept, counted := len(s.ooo), s.oooBytes
+			s.mu.Unlock()
+			if kept > oooMaxSegs || counted > spliceWnd {
+				t.Errorf("%d segments kept (%d bytes); want at most %d segments and %d bytes", kept, counted, oooMaxSegs, spliceWnd)
+			}
+		})
+	}
+}
