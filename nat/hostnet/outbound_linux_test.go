@@ -139,8 +139,8 @@ func TestOutboundSplice(t *testing.T) {
 			if n := u.stats.OutboundSynAgain.Load(); n != 1 {
 				t.Fatalf("outbound_syn_again %d, want 1", n)
 			}
-			if mss, scale := synOptions(sa.options()); mss != u.mtu-40 || (scale >= 0) != ws {
-				t.Fatalf("SYN-ACK options: MSS %d, window scale %d; want MSS %d, a window scale %v", mss, scale, u.mtu-40, ws)
+			if mss, scale, sack := synOptions(sa.options()); mss != u.mtu-40 || (scale >= 0) != ws || sack {
+				t.Fatalf("SYN-ACK options: MSS %d, window scale %d, SACK %v; want MSS %d, a window scale %v, no SACK (the SYN permitted none)", mss, scale, sack, u.mtu-40, ws)
 			}
 			srv, err := l.Accept()
 			if err != nil {

@@ -104,28 +104,31 @@ func (t tcpSeg) options() []byte {
 func (t tcpSeg) payload() []byte { return t[min(t.dataOff(), len(t)):] }
 
 // synOptions reads the options of a SYN (or SYN-ACK): its MSS, 536 when
-// it has none or says 0 (RFC 9293, 3.7.1), and its window scale, -1 when it has none
-// (RFC 7323), at most 14. Malformed options end the walk.
-func synOptions(o []byte) (mss, ws int) {
+// it has none or says 0 (RFC 9293, 3.7.1), its window scale, -1 when it has none
+// (RFC 7323), at most 14, and whether it permits SACK (RFC 2018).
+// Malformed options end the walk.
+func synOptions(o []byte) (mss, ws int, sack bool) {
 	mss, ws = 536, -1
 	for len(o) > 0 {
 		switch o[0] {
 		case 0: // end of options
-			return mss, ws
+			return mss, ws, sack
 		case 1: // no-operation
 			o = o[1:]
 			continue
 		}
 		if len(o) < 2 || int(o[1]) < 2 || int(o[1]) > len(o) {
-			return mss, ws
+			return mss, ws, sack
 		}
 		switch {
 		case o[0] == 2 && o[1] == 4 && binary.BigEndian.Uint16(o[2:]) != 0: // 0 is none, as Linux reads it
 			mss = int(binary.BigEndian.Uint16(o[2:]))
 		case o[0] == 3 && o[1] == 3:
 			ws = min(int(o[2]), 14)
+		case o[0] == 4 && o[1] == 2:
+			sack = true
 		}
 		o = o[o[1]:]
 	}
-	return mss, ws
+	return mss, ws, sack
 }

@@ -86,26 +86,29 @@ type splice struct {
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
 	dtimer                                 *time.Timer
-	dtimerSet                              bool      // dtimer will fire for the bytes not acknowledged: not armed again for more
-	finAt, finSent, finAcked, hostEOF      bool      // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
-	finSeq                                 uint32    // the sequence number of our FIN, once finAt
-	finRcvd, shutWr                        bool      // the container's FIN came; the host socket's write side shut
-	over                                   []byte    // bytes from the container the host socket has not taken yet
-	ooo                                    []oooSeg  // segments from the container that came out of order, by seq
-	oooBytes                               int       // the bytes in ooo
-	flushing                               bool      // the poller watches the host socket for room for them
-	rewind, wantWnd                        bool      // go back to the first byte not acknowledged; the window is closed with nothing in flight
-	reseek                                 bool      // the peek offset must follow a rewind
-	dupAcks                                int       // duplicate ACKs in a row (RFC 5681)
-	recover                                uint32    // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
-	requeue                                bool      // the timer is to send again what the queue to the gateway refused (localRetry)
-	retrying                               bool      // the timer's retry of that is under way
-	refused                                int       // the timer's retries the queue refused in a row
-	oowAt                                  time.Time // when a segment out of the window was last answered (oowLimit)
-	refusedSince                           time.Time // since when the queue refused every frame
-	wake                                   func()    // wakeNow, made once
-	awaitingRoom                           bool      // wake is in the link's list
-	refusing                               bool      // segments are being refused: the window halved once for it
+	dtimerSet                              bool        // dtimer will fire for the bytes not acknowledged: not armed again for more
+	finAt, finSent, finAcked, hostEOF      bool        // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
+	finSeq                                 uint32      // the sequence number of our FIN, once finAt
+	finRcvd, shutWr                        bool        // the container's FIN came; the host socket's write side shut
+	over                                   []byte      // bytes from the container the host socket has not taken yet
+	ooo                                    []oooSeg    // segments from the container that came out of order, by seq
+	oooBytes                               int         // the bytes in ooo
+	oooLast                                uint32      // the seq of the last segment kept in ooo, whose block a SACK names first
+	holes                                  atomic.Bool // ooo holds segments: ACKs carry SACK blocks
+	sackOK                                 bool        // the container's SYN (or SYN-ACK) permitted SACK
+	flushing                               bool        // the poller watches the host socket for room for them
+	rewind, wantWnd                        bool        // go back to the first byte not acknowledged; the window is closed with nothing in flight
+	reseek                                 bool        // the peek offset must follow a rewind
+	dupAcks                                int         // duplicate ACKs in a row (RFC 5681)
+	recover                                uint32      // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
+	requeue                                bool        // the timer is to send again what the queue to the gateway refused (localRetry)
+	retrying                               bool        // the timer's retry of that is under way
+	refused                                int         // the timer's retries the queue refused in a row
+	oowAt                                  time.Time   // when a segment out of the window was last answered (oowLimit)
+	refusedSince                           time.Time   // since when the queue refused every frame
+	wake                                   func()      // wakeNow, made once
+	awaitingRoom                           bool        // wake is in the link's list
+	refusing                               bool        // segments are being refused: the window halved once for it
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
@@ -398,13 +401,15 @@ func (s *splice) openedLocked() func(bool) {
 	return f
 }
 
-// sendSyn sends the SYN, with our MSS and window scale, or, outbound, the
-// SYN-ACK (with a window scale only if the container's SYN had one, RFC
-// 7323), and reports whether it left (send).
+// sendSyn sends the SYN, with our MSS, window scale and SACK permitted,
+// or, outbound, the SYN-ACK (with a window scale and SACK permitted only
+// if the container's SYN had them, RFC 7323 and 2018), and reports
+// whether it left (send).
 func (s *splice) sendSyn() bool {
-	var opts [8]byte
+	var opts [12]byte
 	binary.BigEndian.PutUint32(opts[0:], 2<<24|4<<16|uint32(s.u.mtu-40)) // MSS
 	binary.BigEndian.PutUint32(opts[4:], 1<<24|3<<16|3<<8|spliceShift)   // NOP, window scale
+	binary.BigEndian.PutUint32(opts[8:], 1<<24|1<<16|4<<8|2)             // NOP, NOP, SACK permitted
 	if !s.out {
 		// Unlocked: what send reads under the lock (the MSS, which the
 		// container's SYN-ACK sets) a segment without payload needs not.
@@ -421,6 +426,9 @@ func (s *splice) sendSyn() bool {
 	n := 8
 	if s.rcvShift == 0 {
 		n = 4
+	}
+	if s.sackOK {
+		n += copy(opts[n:], opts[8:12])
 	}
 	return s.send(s.iss, s.rcvNxt, conntrack.TCPSyn|conntrack.TCPAck, 0xffff, opts[:n], nil, 0)
 }
@@ -520,7 +528,14 @@ func (s *splice) ackIfDue() {
 // that opens): a lost handshake's ACK kept the container's accept waiting
 // a second, for its SYN-ACK's second try.
 func (s *splice) sendAck(seq, ack uint32, wnd uint16, prev uint32, must bool) {
-	if s.send(seq, ack, conntrack.TCPAck, wnd, nil, nil, 0) {
+	var sack [sackOptMax]byte
+	n := 0
+	if s.holes.Load() { // else no lock: the ACKs of a stream in order
+		s.mu.Lock()
+		n = s.sackLocked(sack[:], ack)
+		s.mu.Unlock()
+	}
+	if s.send(seq, ack, conntrack.TCPAck, wnd, sack[:n], nil, 0) {
 		return
 	}
 	s.mu.Lock()
@@ -1261,11 +1276,12 @@ func (s *splice) synSentLocked(h tcpSeg, flags uint8, seq, ack uint32) {
 // its MSS, not below Linux's least (tcp_min_snd_mss, 48), and its window
 // scale, with which ours is offered or agreed.
 func (s *splice) synOptsLocked(opts []byte) {
-	mss, ws := synOptions(opts)
+	mss, ws, sack := synOptions(opts)
 	s.mss = max(min(mss, s.u.mtu-40), minMSS)
 	if ws >= 0 {
 		s.sndShift, s.rcvShift = uint8(ws), spliceShift
 	}
+	s.sackOK = sack
 }
 
 // oowLimit is the least time between two answers to segments out of a
@@ -1480,8 +1496,9 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure bool) bool {
 // acknowledged, nothing carried, the same window) and at the third has
 // the pump go back to the first byte not acknowledged, at once rather
 // than after a timeout: fast retransmission, with the congestion window
-// halved. What follows the lost segment goes again too (the container
-// does not offer SACK to a splice, which does not ask), so the recovery
+// halved. What follows the lost segment goes again too (the splice, as a
+// sender, does not read the SACK blocks the container's ACKs may carry),
+// so the recovery
 // ends with its first acknowledgement; duplicates those copies draw are
 // not counted again until recover is acknowledged (RFC 6582). It reports
 // whether the rewind is due.
@@ -1537,6 +1554,83 @@ func (s *splice) queueOOOLocked(seq uint32, payload []byte, fin bool) {
 	copy(s.ooo[i+1:], s.ooo[i:])
 	s.ooo[i] = oooSeg{seq: seq, data: append([]byte(nil), payload...), fin: fin}
 	s.oooBytes += len(payload)
+	s.oooLast = seq
+	s.holes.Store(true)
+}
+
+// sackOptMax is the room for SACK blocks in an ACK: two NOPs, the
+// option's kind and length, and four blocks (no timestamps take room).
+const sackOptMax = 4 + 4*8
+
+// sackLocked writes into b (sackOptMax bytes) the SACK option of an ACK
+// of ack (RFC 2018): the blocks of what the splice keeps beyond it, the
+// one holding the last segment kept first, then the others from the
+// highest down, at most four; it returns the option's length, 0 for
+// none (SACK not permitted, nothing kept). A FIN kept counts as a byte.
+func (s *splice) sackLocked(b []byte, ack uint32) int {
+	if !s.sackOK || len(s.ooo) == 0 {
+		return 0
+	}
+	type block struct{ left, right uint32 }
+	var out [4]block
+	n := 0
+	var last block // the block of the last segment kept
+	haveLast := false
+	emit := func(c block, isLast bool) {
+		if int32(c.left-ack) < 0 {
+			c.left = ack
+		}
+		if int32(c.right-c.left) <= 0 {
+			return
+		}
+		if isLast {
+			last, haveLast = c, true
+		} else if n < len(out) {
+			out[n] = c
+			n++
+		}
+	}
+	// The kept segments, merged where they touch, from the highest down.
+	var cur block
+	curLast, have := false, false
+	for i := len(s.ooo) - 1; i >= 0; i-- {
+		g := s.ooo[i]
+		end := g.seq + uint32(len(g.data))
+		if g.fin {
+			end++
+		}
+		if have && int32(end-cur.left) >= 0 {
+			if int32(g.seq-cur.left) < 0 {
+				cur.left = g.seq
+			}
+			if int32(end-cur.right) > 0 {
+				cur.right = end
+			}
+		} else {
+			if have {
+				emit(cur, curLast)
+			}
+			cur, curLast, have = block{g.seq, end}, false, true
+		}
+		curLast = curLast || g.seq == s.oooLast
+	}
+	emit(cur, curLast)
+	blocks := out[:n]
+	if haveLast {
+		n = min(n, 3)
+		copy(out[1:n+1], out[:n])
+		out[0] = last
+		blocks = out[:n+1]
+	}
+	if len(blocks) == 0 {
+		return 0
+	}
+	b[0], b[1], b[2], b[3] = 1, 1, 5, byte(2+8*len(blocks))
+	for i, c := range blocks {
+		binary.BigEndian.PutUint32(b[4+8*i:], c.left)
+		binary.BigEndian.PutUint32(b[8+8*i:], c.right)
+	}
+	return 4 + 8*len(blocks)
 }
 
 // drainOOOLocked takes the segments kept out of order that the stream
@@ -1558,6 +1652,7 @@ func (s *splice) drainOOOLocked() bool {
 	}
 	if len(s.ooo) == 0 || s.finRcvd {
 		s.ooo, s.oooBytes = nil, 0
+		s.holes.Store(false)
 	}
 	return true
 }

@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"testing"
@@ -541,18 +542,20 @@ func TestSynOptions(t *testing.T) {
 		name    string
 		opts    []byte
 		mss, ws int
+		sack    bool
 	}{
-		{"none", nil, 536, -1},
-		{"Linux's", []byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7}, 1460, 7},
-		{"scale too large", []byte{1, 3, 3, 15}, 536, 14},
-		{"after the end", []byte{0, 2, 4, 0x05, 0xb4}, 536, -1},
-		{"malformed length", []byte{2, 4, 0x05, 0xb4, 3, 9, 7}, 1460, -1},
-		{"zero length", []byte{8, 0, 2, 4, 0x05, 0xb4}, 536, -1},
-		{"cut short", []byte{2, 4, 0x05}, 536, -1},
-		{"MSS 0", []byte{2, 4, 0, 0, 1, 3, 3, 2}, 536, 2},
+		{"none", nil, 536, -1, false},
+		{"Linux's", []byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7}, 1460, 7, true},
+		{"scale too large", []byte{1, 3, 3, 15}, 536, 14, false},
+		{"after the end", []byte{0, 2, 4, 0x05, 0xb4, 4, 2}, 536, -1, false},
+		{"malformed length", []byte{2, 4, 0x05, 0xb4, 3, 9, 7}, 1460, -1, false},
+		{"zero length", []byte{8, 0, 2, 4, 0x05, 0xb4}, 536, -1, false},
+		{"cut short", []byte{2, 4, 0x05}, 536, -1, false},
+		{"MSS 0", []byte{2, 4, 0, 0, 1, 3, 3, 2}, 536, 2, false},
+		{"SACK permitted of a wrong length", []byte{4, 3, 0}, 536, -1, false},
 	} {
-		if mss, ws := synOptions(c.opts); mss != c.mss || ws != c.ws {
-			t.Errorf("%s: MSS %d, window scale %d; want %d, %d", c.name, mss, ws, c.mss, c.ws)
+		if mss, ws, sack := synOptions(c.opts); mss != c.mss || ws != c.ws || sack != c.sack {
+			t.Errorf("%s: MSS %d, window scale %d, SACK %v; want %d, %d, %v", c.name, mss, ws, sack, c.mss, c.ws, c.sack)
 		}
 	}
 	// And a splice never sends with less than minMSS.
@@ -734,11 +737,17 @@ func hostPeer(t *testing.T, s *splice) int {
 func TestSpliceOutOfOrderKept(t *testing.T) {
 	s, h := receivingSplice(t)
 	peer := hostPeer(t, s)
+	s.mu.Lock()
+	s.sackOK = true // the container's SYN permitted SACK
+	s.mu.Unlock()
+	var sack []uint32 // the SACK blocks of the last ACK
 	ackOf := func(what string) uint32 {
 		t.Helper()
 		select {
 		case f := <-s.u.ln.q:
-			return tcpSeg((*f.buf)[nat.Headroom+20 : f.n]).ack()
+			seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
+			sack = sackBlocks(seg.options())
+			return seg.ack()
 		case <-time.After(time.Second):
 			t.Fatalf("%s: no ACK", what)
 			return 0
@@ -758,12 +767,12 @@ func TestSpliceOutOfOrderKept(t *testing.T) {
 		s.input(h, []byte(data))
 	}
 	seg(5004, "bbbb", false) // 5000-5003 lost
-	if a := ackOf("a segment after a hole"); a != 5000 {
-		t.Fatalf("ACK %d after a hole, want a duplicate of 5000", a)
+	if a := ackOf("a segment after a hole"); a != 5000 || fmt.Sprint(sack) != "[5004 5008]" {
+		t.Fatalf("ACK %d SACK %v after a hole, want a duplicate of 5000 with SACK [5004 5008]", a, sack)
 	}
 	seg(5008, "cccc", true)
-	if a := ackOf("a FIN after a hole"); a != 5000 {
-		t.Fatalf("ACK %d, want a duplicate of 5000", a)
+	if a := ackOf("a FIN after a hole"); a != 5000 || fmt.Sprint(sack) != "[5004 5013]" {
+		t.Fatalf("ACK %d SACK %v, want a duplicate of 5000 with SACK [5004 5013] (the FIN counts)", a, sack)
 	}
 	seg(5004, "bbbb", false) // a duplicate of one kept
 	ackOf("a duplicate")
@@ -771,8 +780,8 @@ func TestSpliceOutOfOrderKept(t *testing.T) {
 		t.Fatalf("the host socket got %q before the hole was filled", got)
 	}
 	seg(5000, "aaaa", false) // the fast retransmission
-	if a := ackOf("the hole filled"); a != 5013 {
-		t.Fatalf("ACK %d once the hole was filled, want 5013 (12 bytes and the FIN)", a)
+	if a := ackOf("the hole filled"); a != 5013 || sack != nil {
+		t.Fatalf("ACK %d SACK %v once the hole was filled, want 5013 (12 bytes and the FIN), no SACK", a, sack)
 	}
 	if got := host(); got != "aaaabbbbcccc" {
 		t.Fatalf("the host socket got %q, want aaaabbbbcccc", got)
@@ -827,5 +836,80 @@ func TestSpliceOutOfOrderBounded(t *testing.T) {
 				t.Errorf("%d segments kept (%d bytes); want at most %d segments and %d bytes", kept, counted, oooMaxSegs, spliceWnd)
 			}
 		})
+	}
+}
+
+// sackBlocks returns the edges of the SACK option in TCP options o, nil
+// for none.
+func sackBlocks(o []byte) []uint32 {
+	for len(o) > 0 {
+		if o[0] == 0 {
+			return nil
+		}
+		if o[0] == 1 {
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 || int(o[1]) < 2 || int(o[1]) > len(o) {
+			return nil
+		}
+		if o[0] == 5 {
+			var e []uint32
+			for b := o[2:o[1]]; len(b) >= 4; b = b[4:] {
+				e = append(e, binary.BigEndian.Uint32(b))
+			}
+			return e
+		}
+		o = o[o[1]:]
+	}
+	return nil
+}
+
+// The SACK blocks name what is kept beyond the ACK: the block of the
+// segment kept last first (RFC 2018), then the others from the highest
+// down, four at most; nothing when SACK was not permitted.
+func TestSpliceSACKBlocks(t *testing.T) {
+	s := newTestSplice(1000)
+	defer s.mu.Unlock()
+	s.rcvNxt = 5000
+	for _, seq := range []uint32{5090, 5010, 5070, 5050, 5030, 5035} { // 5035-5044 joins 5030's
+		s.queueOOOLocked(seq, make([]byte, 10), false)
+	}
+	var b [sackOptMax]byte
+	if n := s.sackLocked(b[:], 5000); n != 0 {
+		t.Errorf("SACK not permitted: %d bytes of option", n)
+	}
+	s.sackOK = true
+	n := s.sackLocked(b[:], 5000)
+	if got := fmt.Sprint(sackBlocks(b[:n])); got != "[5030 5045 5090 5100 5070 5080 5050 5060]" {
+		t.Errorf("SACK blocks %s, want the last kept's (5030-5045) first, then the highest three", got)
+	}
+	if b[0] != 1 || b[1] != 1 || n != 4+4*8 {
+		t.Errorf("option % x: want NOP NOP SACK, four blocks", b[:n])
+	}
+	// An ACK that covers some of it: blocks start above it.
+	n = s.sackLocked(b[:], 5055)
+	if got := fmt.Sprint(sackBlocks(b[:n])); got != "[5090 5100 5070 5080 5055 5060]" {
+		t.Errorf("SACK blocks above 5055: %s", got)
+	}
+}
+
+// The SYN offers SACK; the SYN-ACK to a container's SYN permits it only
+// when that SYN did.
+func TestSynOffersSACK(t *testing.T) {
+	for _, out := range []bool{false, true} {
+		for _, permitted := range []bool{false, true} {
+			s := newTestSplice(1000)
+			s.u.ln, s.u.mtu = newLink(4), 1500
+			s.out, s.sackOK = out, permitted
+			s.state = spliceSynRcvd
+			s.mu.Unlock()
+			s.sendSyn()
+			f := <-s.u.ln.q
+			_, _, sack := synOptions(tcpSeg((*f.buf)[nat.Headroom+20 : f.n]).options())
+			if want := !out || permitted; sack != want {
+				t.Errorf("outbound %v, the container permitting SACK %v: SACK permitted %v, want %v", out, permitted, sack, want)
+			}
+		}
 	}
 }
