@@ -1548,7 +1548,8 @@ func (s *splice) queueOOOLocked(seq uint32, payload []byte, fin bool) {
 	}
 	i := sort.Search(len(s.ooo), func(j int) bool { return int32(s.ooo[j].seq-seq) >= 0 })
 	if i < len(s.ooo) && s.ooo[i].seq == seq && len(s.ooo[i].data) >= len(payload) && (s.ooo[i].fin || !fin) {
-		return // a duplicate
+		s.oooLast = seq // a duplicate: its block still goes first (RFC 2018, 4)
+		return
 	}
 	s.ooo = append(s.ooo, oooSeg{})
 	copy(s.ooo[i+1:], s.ooo[i:])
@@ -1572,9 +1573,9 @@ func (s *splice) sackLocked(b []byte, ack uint32) int {
 		return 0
 	}
 	type block struct{ left, right uint32 }
-	var out [4]block
-	n := 0
-	var last block // the block of the last segment kept
+	var ring [4]block // the highest runs not holding the last kept, ring[k%4]
+	k := 0
+	var last block // the run of the last segment kept
 	haveLast := false
 	emit := func(c block, isLast bool) {
 		if int32(c.left-ack) < 0 {
@@ -1585,43 +1586,44 @@ func (s *splice) sackLocked(b []byte, ack uint32) int {
 		}
 		if isLast {
 			last, haveLast = c, true
-		} else if n < len(out) {
-			out[n] = c
-			n++
+		} else {
+			ring[k%len(ring)] = c
+			k++
 		}
 	}
-	// The kept segments, merged where they touch, from the highest down.
+	// The kept segments, by seq, merged into runs where they touch or
+	// overlap: ooo is sorted by left edge, so a run ends only at a
+	// segment that starts beyond the furthest end seen in it.
 	var cur block
-	curLast, have := false, false
-	for i := len(s.ooo) - 1; i >= 0; i-- {
-		g := s.ooo[i]
+	curLast := false
+	for i, g := range s.ooo {
 		end := g.seq + uint32(len(g.data))
 		if g.fin {
 			end++
 		}
-		if have && int32(end-cur.left) >= 0 {
-			if int32(g.seq-cur.left) < 0 {
-				cur.left = g.seq
-			}
+		if i > 0 && int32(g.seq-cur.right) <= 0 {
 			if int32(end-cur.right) > 0 {
 				cur.right = end
 			}
 		} else {
-			if have {
+			if i > 0 {
 				emit(cur, curLast)
 			}
-			cur, curLast, have = block{g.seq, end}, false, true
+			cur, curLast = block{g.seq, end}, false
 		}
 		curLast = curLast || g.seq == s.oooLast
 	}
 	emit(cur, curLast)
-	blocks := out[:n]
+	var out [4]block
+	n := 0
 	if haveLast {
-		n = min(n, 3)
-		copy(out[1:n+1], out[:n])
-		out[0] = last
-		blocks = out[:n+1]
+		out[0], n = last, 1
 	}
+	for j := k - 1; j >= 0 && j >= k-len(ring) && n < len(out); j-- {
+		out[n] = ring[j%len(ring)]
+		n++
+	}
+	blocks := out[:n]
 	if len(blocks) == 0 {
 		return 0
 	}

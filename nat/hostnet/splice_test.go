@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -911,5 +912,58 @@ func TestSynOffersSACK(t *testing.T) {
 				t.Errorf("outbound %v, the container permitting SACK %v: SACK permitted %v, want %v", out, permitted, sack, want)
 			}
 		}
+	}
+}
+
+// sackInput returns a receiving splice that permits SACK (rcvNxt 5000),
+// a function feeding it a segment of n bytes at seq, and one returning
+// the SACK blocks of the ACK it answers with.
+func sackInput(t *testing.T) (func(seq uint32, n int), func() string) {
+	s, h := receivingSplice(t)
+	hostPeer(t, s)
+	s.mu.Lock()
+	s.sackOK = true
+	s.mu.Unlock()
+	seg := func(seq uint32, n int) {
+		putTCPHeader(h, 0, 0, seq, 1000, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
+		s.input(h, []byte(strings.Repeat("x", n)))
+	}
+	sack := func() string {
+		t.Helper()
+		select {
+		case f := <-s.u.ln.q:
+			return fmt.Sprint(sackBlocks(tcpSeg((*f.buf)[nat.Headroom+20 : f.n]).options()))
+		case <-time.After(time.Second):
+			t.Fatal("no ACK")
+			return ""
+		}
+	}
+	return seg, sack
+}
+
+// Kept segments that hold one another, or overlap, make one block: the
+// run of what is kept (a retransmission cut otherwise than the first
+// sending makes them). And the block of a duplicate of a kept segment
+// goes first, as RFC 2018 (4) says the block of the segment that drew the
+// ACK must.
+func TestSpliceSACKRuns(t *testing.T) {
+	seg, sack := sackInput(t)
+	seg(5010, 90) // 5010-5099
+	sack()
+	seg(5030, 10) // within it
+	sack()
+	seg(5090, 20) // over its end
+	if got := sack(); got != "[5010 5110]" {
+		t.Errorf("SACK %s, want [5010 5110]: 5010-5109 are all kept", got)
+	}
+
+	seg, sack = sackInput(t)
+	seg(5004, 4) // 5000-5003 lost
+	sack()
+	seg(5012, 4) // 5008-5011 lost
+	sack()
+	seg(5004, 4) // a duplicate
+	if got := sack(); !strings.HasPrefix(got, "[5004 5008") {
+		t.Errorf("SACK %s, want the duplicate's block, 5004-5008, first", got)
 	}
 }
