@@ -102,15 +102,7 @@ func TestIntegrationSlirpCommandLine(t *testing.T) {
 	}
 	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
 
-	ew.Close()
-	select {
-	case err := <-g.exited:
-		if err != nil {
-			t.Errorf("exit after the exit fd closed: %v\n%s", err, g.log())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("still running 10 s after its exit fd closed:\n%s", g.log())
-	}
+	exitsOnExitFD(t, g, ew)
 	if out, err := ctr.Run(context.Background(), "ip", "link", "show", "tap0"); err == nil {
 		t.Errorf("tap0 still there after the exit:\n%s", out)
 	}
@@ -289,6 +281,13 @@ exec "$0" --disable-host-loopback --mtu=65520 -c -e 4 -r 3 --api-socket ` + sock
 	defer ctr.Close()
 	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
 
+	exitsOnExitFD(t, g, ew)
+}
+
+// exitsOnExitFD closes ew, the write end of g's exit fd, and waits for g
+// to exit, cleanly.
+func exitsOnExitFD(t *testing.T, g *gatewayProc, ew *os.File) {
+	t.Helper()
 	ew.Close()
 	select {
 	case err := <-g.exited:

@@ -303,16 +303,7 @@ func TestIntegrationTraceroute(t *testing.T) {
 		ttl  int
 		from string
 	}{{1, "172.17.0.1"}, {2, "198.51.100.2"}} {
-		conn, err := e.ctr.Dial(ctx(t), "udp4", fmt.Sprintf("203.0.113.7:%d", 33433+c.ttl))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		rc, _ := conn.(*net.UDPConn).SyscallConn()
-		rc.Control(func(fd uintptr) {
-			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1)
-			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, c.ttl)
-		})
+		conn, rc := probeConn(t, e, fmt.Sprintf("203.0.113.7:%d", 33433+c.ttl), c.ttl)
 		conn.Write([]byte("probe"))
 		ee, from, ok := queuedError(rc, 3*time.Second)
 		if !ok || ee.Origin != 2 || ee.Type != 11 || from != c.from {
@@ -527,16 +518,7 @@ func TestIntegrationErrorWhileUnwritable(t *testing.T) {
 func TestIntegrationUDPBurstErrors(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	secondHop(t, e)
-	conn, err := e.ctr.Dial(ctx(t), "udp4", "203.0.113.7:33434")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc, _ := conn.(*net.UDPConn).SyscallConn()
-	rc.Control(func(fd uintptr) {
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1)
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, 2)
-	})
+	conn, rc := probeConn(t, e, "203.0.113.7:33434", 2)
 	const n = 5
 	for range n {
 		conn.Write([]byte("probe"))
@@ -571,4 +553,22 @@ func secondHop(t *testing.T, e *env) {
 	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// probeConn is a container's UDP socket connected to dst that sends with
+// TTL ttl and queues the ICMP errors it hears (IP_RECVERR), as
+// traceroute's; closed when the test ends.
+func probeConn(t *testing.T, e *env, dst string, ttl int) (net.Conn, syscall.RawConn) {
+	t.Helper()
+	conn, err := e.ctr.Dial(ctx(t), "udp4", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rc, _ := conn.(*net.UDPConn).SyscallConn()
+	rc.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1)
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, ttl)
+	})
+	return conn, rc
 }
