@@ -33,8 +33,9 @@ network is carried over this process's sockets, as by usernat gateway):
   -r, --ready-fd FD        write "1" to FD when ready
   -m, --mtu N              MTU (default 1500, at most 65520)
   --cidr CIDR              the network (default 10.0.2.0/24)
-  --disable-host-loopback  no flow from the container reaches the host's
-                           loopback (else the gateway's address leads there)
+  --disable-host-loopback  the gateway's address no longer leads to the
+                           host's loopback (DNS at .3 still reaches the
+                           host's resolver, wherever it listens)
   --netns-type TYPE        how the namespace is named: pid (default) or path
   --userns-path PATH       the user namespace to join to open TAPNAME (with
                            a PID, the process's own, when it differs)

@@ -433,6 +433,16 @@ func TestIntegrationDNS(t *testing.T) {
 			if _, err := e.ctr.Dial(ctx(t), "tcp4", "172.17.0.3:54"); !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("TCP to the DNS address's port 54: %v, want refused", err)
 			}
+			uc, err := e.ctr.Dial(ctx(t), "udp4", "172.17.0.3:54")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			uc.Write([]byte("x"))
+			uc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := uc.Read(buf); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("UDP to the DNS address's port 54: %v, want port unreachable (refused)", err)
+			}
 		})
 	}
 }

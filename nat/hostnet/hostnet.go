@@ -40,13 +40,16 @@ type Config struct {
 	// to the host's loopback (127.0.0.1) rather than to the address
 	// itself: slirp4netns's 10.0.2.2, usually the gateway's own address.
 	// When invalid (the default, as slirp4netns --disable-host-loopback),
-	// no flow reaches the host's loopback.
+	// no flow reaches the host's loopback, but for DNS's: with DNS set,
+	// its port 53 goes to Resolver, which may listen on the loopback
+	// (systemd-resolved's 127.0.0.53), as libslirp's DNS does.
 	HostLoopback netip.Addr
 
 	// DNS, when valid, is an address on the bridge subnet, other than the
 	// gateway's, where the uplink serves DNS, as slirp4netns's 10.0.2.3:
-	// the containers' UDP and TCP to its port 53 go to Resolver (other
-	// ports are refused), and the gateway answers ARP for it. A
+	// the containers' UDP and TCP to its port 53 go to Resolver (TCP to
+	// its other ports is reset, UDP answered with port unreachable), and
+	// the gateway answers ARP and pings for it. A
 	// container whose resolv.conf names it resolves as the host does,
 	// even where the host's resolver is on its loopback (systemd-resolved's
 	// 127.0.0.53), which containers cannot reach otherwise.

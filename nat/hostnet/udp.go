@@ -92,12 +92,20 @@ func (fl *udpFlow) send(payload []byte, ttl uint8) {
 
 // openUDP opens the host socket of a container's new UDP flow, enters its
 // entry, and starts its reader. An unreachable destination is answered
-// with ICMP unreachable, the host's loopback with nothing.
+// with ICMP unreachable, a port of the DNS address other than 53 with
+// port unreachable (as a host with nothing there), the host's loopback
+// with nothing.
 func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	t := p.Tuple
 	far := netip.AddrPortFrom(t.Dst, t.DstPort)
 	dst, ok := u.hostDst(far)
-	if !ok || !u.reserve(t.Src) {
+	if !ok {
+		if t.Dst == u.cfg.DNS {
+			u.sendUnreachable(pkt, 3)
+		}
+		return nil
+	}
+	if !u.reserve(t.Src) {
 		return nil
 	}
 	var c *net.UDPConn
