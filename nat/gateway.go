@@ -561,11 +561,14 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if off.GSO != bridge.GSONone {
 		size = gsoSegmentSize(frame, off)
 	}
-	// A reassembled DF datagram whose sender's fragments fit goes on in
-	// fragments no larger than they were, each with DF, as Linux sends
-	// it (IPSKB_FRAG_PMTU, frag_max_size), whatever its whole size.
+	// A reassembled datagram goes on in fragments no larger than its
+	// sender's were, whatever its whole size, as Linux sends it
+	// (frag_max_size): with DF on each when its fragments had DF
+	// (IPSKB_FRAG_PMTU) and they fit the next link; without DF, and cut
+	// to the next link's MTU too, when they had none.
 	out := g.mtuTowards(to.Dst)
-	refrag := fragMax > 0 && fragMax <= out && pkt[6]&0x40 != 0
+	df := pkt[6]&0x40 != 0
+	refrag := fragMax > 0 && (!df || fragMax <= out)
 	if size > out && !refrag {
 		if pkt[6]&0x40 != 0 { // DF
 			g.stats.dropTooBig.Add(1)
@@ -584,15 +587,15 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	if refrag {
-		g.refragmentDF(pkt, to.Dst, inside, fragMax)
+		g.refragment(pkt, to.Dst, inside, min(fragMax, out), df)
 		return
 	}
 	g.route(frame, pkt, to.Dst, inside, true, off)
 }
 
-// refragmentDF forwards the reassembled DF datagram pkt in fragments of at
-// most size bytes, each with DF.
-func (g *Gateway) refragmentDF(pkt []byte, dst netip.Addr, inside bool, size int) {
+// refragment forwards the reassembled datagram pkt in fragments of at
+// most size bytes, each with DF when df.
+func (g *Gateway) refragment(pkt []byte, dst netip.Addr, inside bool, size int, df bool) {
 	if !DecTTL(pkt) {
 		g.stats.dropTTL.Add(1)
 		return
@@ -607,8 +610,10 @@ func (g *Gateway) refragmentDF(pkt []byte, dst netip.Addr, inside bool, size int
 	putIPv4Checksum(pkt)
 	err := Fragment(pkt, size, sc.frag[Headroom:], func(f []byte) {
 		f = sc.frag[Headroom : Headroom+copy(sc.frag[Headroom:], f)] // pkt itself when it fits
-		f[6] |= 0x40
-		putIPv4Checksum(f)
+		if df {
+			f[6] |= 0x40
+			putIPv4Checksum(f)
+		}
 		send(sc.frag[:Headroom+len(f)], dst, bridge.Offload{})
 	})
 	if err != nil {

@@ -403,25 +403,32 @@ func TestBadChecksumSYNLeavesNoEntry(t *testing.T) {
 // further on with a smaller MTU then answers "fragmentation needed" only
 // when the sender's own fragments are too big, which it can act on.
 func TestRefragmentKeepsDFAndSize(t *testing.T) {
-	for _, c := range []struct{ payload, frag int }{
-		{2500, 1000}, // larger than the uplink's 1500 whole
-		{1300, 700},  // fits whole
+	for _, c := range []struct {
+		payload, frag int
+		df            bool
+	}{
+		{2500, 1000, true}, // larger than the uplink's 1500 whole
+		{1300, 700, true},  // fits whole
+		{1300, 700, false}, // the same without DF: no DF added
+		{3000, 1480, false},
 	} {
 		port := &offloadSink{sink: sink{done: make(chan struct{})}}
 		gw := sinkGateway(t, port, 1500)
 		pkt := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, c.payload))
 		for _, f := range fragment4(t, pkt, c.frag) {
-			f[6] |= 0x40
-			putIPv4Checksum(f)
+			if c.df {
+				f[6] |= 0x40
+				putIPv4Checksum(f)
+			}
 			gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, f), true, bridge.Offload{})
 		}
 		if len(port.frames) < 2 {
-			t.Errorf("%d-byte fragments: %d frames out, want fragments", c.frag, len(port.frames))
+			t.Errorf("%d-byte fragments, DF %v: %d frames out, want fragments", c.frag, c.df, len(port.frames))
 		}
 		for i, f := range port.frames {
 			ip := f[Headroom:]
-			if n := int(binary.BigEndian.Uint16(ip[2:])); ip[6]&0x40 == 0 || n > c.frag {
-				t.Errorf("%d-byte fragments in: out %d is %d bytes, DF %v; want <= %d bytes with DF", c.frag, i, n, ip[6]&0x40 != 0, c.frag)
+			if n := int(binary.BigEndian.Uint16(ip[2:])); (ip[6]&0x40 != 0) != c.df || n > c.frag || Checksum(ip[:20]) != 0 {
+				t.Errorf("%d-byte fragments in, DF %v: out %d is %d bytes, DF %v; want <= %d bytes, DF %v", c.frag, c.df, i, n, ip[6]&0x40 != 0, c.frag, c.df)
 			}
 		}
 	}
