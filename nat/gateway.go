@@ -92,7 +92,8 @@ type Gateway struct {
 	// the bridge's; each is used only by that side's goroutine.
 	scratch [2]sideScratch
 
-	icmpTokens tokenBucket
+	icmpTokens tokenBucket // ICMP errors in all
+	icmpPeers  peerLimit   // ICMP errors to each destination
 	stats      gatewayStats
 	wg         sync.WaitGroup
 	stop       chan struct{}

@@ -433,3 +433,59 @@ func TestRefragmentKeepsDFAndSize(t *testing.T) {
 		}
 	}
 }
+
+// Each destination gets at most 6 ICMP errors at once, then one a second,
+// as from Linux (icmp_ratelimit, inet_peer_xrlim_allow); another
+// destination is not held back by it; fragmentation needed is not
+// limited.
+func TestICMPErrorRateLimitPerDestination(t *testing.T) {
+	var l peerLimit
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	sec := int64(time.Second)
+	count := func(dst netip.Addr, n int, now int64) int {
+		k := 0
+		for range n {
+			if l.allow(dst, now) {
+				k++
+			}
+		}
+		return k
+	}
+	if k := count(a, 10, 0); k != 6 {
+		t.Errorf("%d of 10 errors to one destination at once, want 6", k)
+	}
+	if k := count(b, 1, 0); k != 1 {
+		t.Errorf("another destination: %d of 1, want it sent", k)
+	}
+	if k := count(a, 3, sec); k != 1 {
+		t.Errorf("a second later: %d of 3, want 1", k)
+	}
+	if k := count(a, 10, 20*sec); k != 6 {
+		t.Errorf("after a long quiet: %d of 10, want 6 again", k)
+	}
+	if k := count(a, 3, 10*sec); k != 0 {
+		t.Errorf("the clock stepped back: %d sent, want none from a time that refills nothing", k)
+	}
+
+	// Through the gateway: 20 port unreachables to one client at once
+	// are 6; frag-needed goes every time.
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	for i := range 20 {
+		pkt := ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(uint16(20000+i), 9, 10))
+		fillChecksums(pkt)
+		gw.forward(frame(gw.inside.mac, clientMAC, etherTypeIP4, pkt), false, bridge.Offload{})
+	}
+	if n := gw.Stats().ICMPSent; n != 6 {
+		t.Errorf("%d port unreachables to one client at once, want 6", n)
+	}
+	for range 20 {
+		big := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 2000))
+		big[6] |= 0x40
+		fillChecksums(big)
+		gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, big), true, bridge.Offload{})
+	}
+	if n := gw.Stats().ICMPSent; n != 6+20 {
+		t.Errorf("%d errors after 20 packets too big for the uplink, want 20 fragmentation needed more than the 6", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
@@ -165,15 +166,19 @@ func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from
 	if err != nil {
 		return
 	}
-	// RFC 1812 4.3.2.8, as Linux's icmp_global_allow (1000/s, burst
-	// 50); fragmentation needed is never limited (PMTU discovery).
+	// RFC 1812 4.3.2.8, as Linux's: a second for each destination, in
+	// bursts of 6 (icmp_ratelimit), and 1000 a second in all, in bursts
+	// of 50 (icmp_msgs_per_sec); fragmentation needed is never limited
+	// (PMTU discovery).
+	dst := netip.AddrFrom4([4]byte(msg[16:20]))
 	if msg[20] != 3 || msg[21] != 4 {
-		if !g.icmpTokens.allow(g.now()) { // monotonic, as jiffies
+		now := g.now() // monotonic, as jiffies
+		if !g.icmpPeers.allow(dst, now) || !g.icmpTokens.allow(now) {
 			return
 		}
 	}
 	g.stats.icmpSent.Add(1)
-	g.sendBack(sc.msg[:Headroom+len(msg)], netip.AddrFrom4([4]byte(msg[16:20])), inside)
+	g.sendBack(sc.msg[:Headroom+len(msg)], dst, inside)
 }
 
 // l4ChecksumOK verifies the TCP or UDP checksum of the IPv4 packet pkt (an
@@ -184,6 +189,59 @@ func l4ChecksumOK(pkt []byte, ihl int, proto conntrack.Proto) bool {
 		return true
 	}
 	return Sum(l4, pseudoHeaderSum(pkt[12:16], pkt[16:20], proto, len(l4))) == 0xffff
+}
+
+// peerLimit limits the ICMP errors the gateway sends to each destination,
+// as Linux's inet_peer_xrlim_allow: a token a second, at most 6 saved, a
+// destination not heard of for 6 s having them all. It remembers at most
+// maxICMPPeers destinations; past that, one it cannot place is limited by
+// the overall bucket only.
+type peerLimit struct {
+	mu    sync.Mutex
+	peers map[netip.Addr]peerTokens
+}
+
+// peerTokens is a destination's saved time (tokens, in ns) and when it
+// last had an error.
+type peerTokens struct{ tokens, last int64 }
+
+const (
+	icmpPeerInterval = int64(time.Second)
+	icmpPeerBurst    = 6
+	maxICMPPeers     = 4096
+)
+
+func (l *peerLimit) allow(dst netip.Addr, now int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	full := icmpPeerBurst * icmpPeerInterval
+	p, ok := l.peers[dst]
+	if !ok {
+		if l.peers == nil {
+			l.peers = map[netip.Addr]peerTokens{}
+		}
+		if len(l.peers) >= maxICMPPeers {
+			for a, q := range l.peers {
+				if now-q.last >= full { // as good as new
+					delete(l.peers, a)
+				}
+			}
+			if len(l.peers) >= maxICMPPeers {
+				return true
+			}
+		}
+		p = peerTokens{tokens: full, last: now}
+	}
+	if now > p.last { // time going back refills nothing
+		p.tokens = min(full, p.tokens+now-p.last)
+	}
+	p.last = now
+	ok = p.tokens >= icmpPeerInterval
+	if ok {
+		p.tokens -= icmpPeerInterval
+	}
+	l.peers[dst] = p
+	return ok
 }
 
 // tokenBucket limits the ICMP errors the gateway sends.
