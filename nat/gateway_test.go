@@ -489,3 +489,28 @@ func TestICMPErrorRateLimitPerDestination(t *testing.T) {
 		t.Errorf("%d errors after 20 packets too big for the uplink, want 20 fragmentation needed more than the 6", n)
 	}
 }
+
+// With every destination place taken, a new destination is limited by
+// the overall bucket only, and the places are swept of destinations as
+// good as new at most once a second, not on every error of a flood.
+func TestICMPErrorRateLimitPeersFull(t *testing.T) {
+	var l peerLimit
+	sec := int64(time.Second)
+	for i := range maxICMPPeers {
+		l.allow(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 0)
+	}
+	other := netip.MustParseAddr("192.0.2.9")
+	for i := range 10 {
+		if !l.allow(other, 2*sec+int64(i)) {
+			t.Fatal("a destination past the full map was limited")
+		}
+	}
+	if len(l.peers) != maxICMPPeers || l.scanned != 2*sec {
+		t.Errorf("%d places, swept at %d; want the map full, swept once (at %d)", len(l.peers), l.scanned, 2*sec)
+	}
+	// Once the others are as good as new, the sweep frees their places.
+	l.allow(other, 10*sec)
+	if _, ok := l.peers[other]; !ok || len(l.peers) != 1 {
+		t.Errorf("after a quiet 10 s: %d places, the new destination placed %v; want it alone", len(l.peers), ok)
+	}
+}

@@ -197,8 +197,9 @@ func l4ChecksumOK(pkt []byte, ihl int, proto conntrack.Proto) bool {
 // maxICMPPeers destinations; past that, one it cannot place is limited by
 // the overall bucket only.
 type peerLimit struct {
-	mu    sync.Mutex
-	peers map[netip.Addr]peerTokens
+	mu      sync.Mutex
+	peers   map[netip.Addr]peerTokens
+	scanned int64 // when a full map was last swept of destinations as good as new
 }
 
 // peerTokens is a destination's saved time (tokens, in ns) and when it
@@ -221,6 +222,12 @@ func (l *peerLimit) allow(dst netip.Addr, now int64) bool {
 			l.peers = map[netip.Addr]peerTokens{}
 		}
 		if len(l.peers) >= maxICMPPeers {
+			// Swept at most once a second: a flood from spoofed
+			// sources must not make each error cost a scan.
+			if now-l.scanned < icmpPeerInterval && now >= l.scanned {
+				return true
+			}
+			l.scanned = now
 			for a, q := range l.peers {
 				if now-q.last >= full { // as good as new
 					delete(l.peers, a)
