@@ -92,13 +92,12 @@ type Gateway struct {
 	// the bridge's; each is used only by that side's goroutine.
 	scratch [2]sideScratch
 
-	icmpTokens tokenBucket // ICMP errors in all
-	icmpPeers  peerLimit   // ICMP errors to each destination
-	stats      gatewayStats
-	wg         sync.WaitGroup
-	stop       chan struct{}
-	closeOne   sync.Once
-	closed     atomic.Bool
+	icmpLimit ICMPLimit
+	stats     gatewayStats
+	wg        sync.WaitGroup
+	stop      chan struct{}
+	closeOne  sync.Once
+	closed    atomic.Bool
 }
 
 // sideScratch is one side's working memory.
@@ -588,7 +587,9 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	if refrag {
-		g.refragment(pkt, to.Dst, inside, min(fragMax, out), df)
+		// Not below the 68 bytes every link carries (RFC 791), which
+		// Fragment's cut needs: a sender's tinier fragments go on at 68.
+		g.refragment(pkt, to.Dst, inside, max(min(fragMax, out), 68), df)
 		return
 	}
 	g.route(frame, pkt, to.Dst, inside, true, off)
@@ -601,7 +602,6 @@ func (g *Gateway) refragment(pkt []byte, dst netip.Addr, inside bool, size int, 
 		g.stats.dropTTL.Add(1)
 		return
 	}
-	g.stats.forwarded.Add(1)
 	send := g.uplink.Send
 	if g.subnet.Contains(dst) {
 		send = g.inside.send
@@ -619,7 +619,9 @@ func (g *Gateway) refragment(pkt []byte, dst netip.Addr, inside bool, size int, 
 	})
 	if err != nil {
 		g.stats.dropTooBig.Add(1)
+		return
 	}
+	g.stats.forwarded.Add(1)
 }
 
 // terminated is the per-packet path with a Terminator uplink, after the

@@ -514,3 +514,60 @@ func TestICMPErrorRateLimitPeersFull(t *testing.T) {
 		t.Errorf("after a quiet 10 s: %d places, the new destination placed %v; want it alone", len(l.peers), ok)
 	}
 }
+
+// A datagram its sender cut into fragments smaller than the 68 bytes
+// every link carries goes on, in fragments of 68, as Linux forwards it.
+func TestRefragmentTinyFragments(t *testing.T) {
+	port := &offloadSink{sink: sink{done: make(chan struct{})}}
+	gw := sinkGateway(t, port, 1500)
+	pkt := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 100))
+	fillChecksums(pkt)
+	data := pkt[20:]
+	for off := 0; off < len(data); off += 24 { // 44-byte fragments, which Fragment would not cut
+		end := min(off+24, len(data))
+		f := append(bytes.Clone(pkt[:20]), data[off:end]...)
+		binary.BigEndian.PutUint16(f[2:], uint16(len(f)))
+		fo := uint16(off / 8)
+		if end < len(data) {
+			fo |= 0x2000 // MF
+		}
+		binary.BigEndian.PutUint16(f[6:], fo)
+		putIPv4Checksum(f)
+		gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, f), true, bridge.Offload{})
+	}
+	if st := gw.Stats(); len(port.frames) < 2 || st.DropTooBig != 0 || st.Forwarded != 1 {
+		t.Fatalf("%d frames out, DropTooBig %d, Forwarded %d; want the datagram forwarded in fragments", len(port.frames), st.DropTooBig, st.Forwarded)
+	}
+	for i, f := range port.frames {
+		if n := int(binary.BigEndian.Uint16(f[Headroom+2:])); n > 68 {
+			t.Errorf("fragment %d: %d bytes, want at most 68", i, n)
+		}
+	}
+}
+
+// The overall budget is looked at first and spent last: errors it
+// refuses spend no destination's own tokens (Linux since 6.9).
+func TestICMPLimitOrder(t *testing.T) {
+	var l ICMPLimit
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for i := range 50 { // the overall burst, to as many destinations
+		l.Allow(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 3, 3, 0)
+	}
+	for range 6 {
+		if l.Allow(a, 3, 3, 0) {
+			t.Fatal("an error past the overall burst went")
+		}
+	}
+	if !l.Allow(a, 3, 4, 0) {
+		t.Error("fragmentation needed was limited")
+	}
+	later := int64(100 * time.Millisecond) // 100 tokens back overall
+	for i := range 6 {
+		if !l.Allow(a, 11, 0, later) {
+			t.Fatalf("error %d to a destination that had none refused: its tokens went on errors the overall limit refused", i)
+		}
+	}
+	if l.Allow(a, 11, 0, later) || !l.Allow(b, 11, 0, later) {
+		t.Error("a destination's seventh error went, or another destination's first did not")
+	}
+}

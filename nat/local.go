@@ -166,16 +166,9 @@ func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from
 	if err != nil {
 		return
 	}
-	// RFC 1812 4.3.2.8, as Linux's: a second for each destination, in
-	// bursts of 6 (icmp_ratelimit), and 1000 a second in all, in bursts
-	// of 50 (icmp_msgs_per_sec); fragmentation needed is never limited
-	// (PMTU discovery).
 	dst := netip.AddrFrom4([4]byte(msg[16:20]))
-	if msg[20] != 3 || msg[21] != 4 {
-		now := g.now() // monotonic, as jiffies
-		if !g.icmpPeers.allow(dst, now) || !g.icmpTokens.allow(now) {
-			return
-		}
+	if !g.icmpLimit.Allow(dst, msg[20], msg[21], g.now()) { // monotonic, as jiffies
+		return
 	}
 	g.stats.icmpSent.Add(1)
 	g.sendBack(sc.msg[:Headroom+len(msg)], dst, inside)
@@ -189,6 +182,34 @@ func l4ChecksumOK(pkt []byte, ihl int, proto conntrack.Proto) bool {
 		return true
 	}
 	return Sum(l4, pseudoHeaderSum(pkt[12:16], pkt[16:20], proto, len(l4))) == 0xffff
+}
+
+// ICMPLimit limits the ICMP errors a router sends (RFC 1812 4.3.2.8), as
+// Linux limits its own: a second for each destination, in bursts of 6
+// (icmp_ratelimit), and 1000 a second in all, in bursts of 50
+// (icmp_msgs_per_sec); fragmentation needed is never limited (path MTU
+// discovery). The gateway has one, and so may an uplink that answers for
+// it (nat/hostnet). The zero value is ready; it is safe for concurrent
+// use.
+type ICMPLimit struct {
+	global tokenBucket
+	peers  peerLimit
+}
+
+// Allow reports whether an ICMP error of type typ and code may go to dst
+// at now, a monotonic time in nanoseconds, and counts it if so. As Linux
+// since 6.9 does, the overall budget is looked at first and spent last,
+// so a destination's own tokens are not spent on errors the overall
+// limit refuses.
+func (l *ICMPLimit) Allow(dst netip.Addr, typ, code uint8, now int64) bool {
+	if typ == 3 && code == 4 {
+		return true
+	}
+	if !l.global.ok(now) || !l.peers.allow(dst, now) {
+		return false
+	}
+	l.global.take()
+	return true
 }
 
 // peerLimit limits the ICMP errors the gateway sends to each destination,
@@ -259,7 +280,8 @@ type tokenBucket struct {
 	init   bool
 }
 
-func (b *tokenBucket) allow(now int64) bool {
+// ok refills the bucket to now and reports whether it holds a token.
+func (b *tokenBucket) ok(now int64) bool {
 	const rate, burst = 1000.0, 50.0
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -268,11 +290,15 @@ func (b *tokenBucket) allow(now int64) bool {
 	}
 	if now > b.last { // time going back refills nothing, and takes nothing
 		b.tokens = min(burst, b.tokens+float64(now-b.last)*rate/1e9)
+		b.last = now
 	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
+	return b.tokens >= 1
+}
+
+// take spends a token (ok said there was one; another goroutine may
+// have taken it since, which costs at most a token's overdraft).
+func (b *tokenBucket) take() {
+	b.mu.Lock()
 	b.tokens--
-	return true
+	b.mu.Unlock()
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -59,6 +60,7 @@ func prohibited(t *testing.T, e *env) (heal func()) {
 	}
 	must(e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"))
 	must(e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }))
+	must(unlimitedICMP(e.remote))
 	must(e.remote.IP("route", "add", "prohibit", "203.0.113.5/32"))
 	return func() {
 		t.Helper()
@@ -560,9 +562,21 @@ func secondHop(t *testing.T, e *env) {
 	if err := e.remote.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0) }); err != nil {
 		t.Fatal(err)
 	}
+	if err := unlimitedICMP(e.remote); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.remote.IP("route", "add", "203.0.113.7/32", "via", "198.51.100.1"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// unlimitedICMP has the router ns send every ICMP error the tests count:
+// Linux limits them per destination and, on some kernels, across every
+// namespace of the machine, which other tests running meanwhile use up
+// (a burst test once got 4 of its 5). An empty icmp_ratemask exempts
+// every type from both.
+func unlimitedICMP(ns *netns.NS) error {
+	return ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/icmp_ratemask", []byte("0"), 0) })
 }
 
 // probeConn is a container's UDP socket connected to dst that sends with
@@ -581,4 +595,30 @@ func probeConn(t *testing.T, e *env, dst string, ttl int) (net.Conn, syscall.Raw
 		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, ttl)
 	})
 	return conn, rc
+}
+
+// The port unreachable a port of the DNS address other than 53 draws
+// comes from that address, as from a host with nothing listening there,
+// and at the rate Linux sends them: 6 at once to a container sending
+// again and again, not one a datagram.
+func TestIntegrationDNSOtherPortUnreachable(t *testing.T) {
+	e := newEnv(t, envConfig{uplink: hostnet.Config{DNS: netip.MustParseAddr("172.17.0.3"), Resolver: netip.MustParseAddrPort("198.51.100.2:53")}})
+	conn, rc := probeConn(t, e, "172.17.0.3:54", 64)
+	for range 20 {
+		conn.Write([]byte("x"))
+	}
+	n := 0
+	for {
+		ee, from, ok := queuedError(rc, 500*time.Millisecond)
+		if !ok {
+			break
+		}
+		n++
+		if ee.Type != 3 || ee.Code != 3 || from != "172.17.0.3" {
+			t.Errorf("type %d code %d from %s; want port unreachable from the DNS address 172.17.0.3", ee.Type, ee.Code, from)
+		}
+	}
+	if n != 6 {
+		t.Errorf("%d port unreachables for 20 datagrams at once, want 6", n)
+	}
 }

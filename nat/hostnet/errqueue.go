@@ -65,6 +65,11 @@ type errorSender struct {
 // sizeofExtendedErr is the size of struct sock_extended_err.
 const sizeofExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
 
+// sendRetries bounds how often a send that took the socket's pending
+// error (an earlier datagram's) is made again: errors may keep coming in
+// between, each again (a burst of probes, each answered at once).
+const sendRetries = 4
+
 // setRecvErr asks the kernel to queue the ICMP errors about fd's
 // datagrams (IP_RECVERR).
 func setRecvErr(fd int) error { return setOn(fd, unix.IPPROTO_IP, unix.IP_RECVERR) }

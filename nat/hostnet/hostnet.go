@@ -129,6 +129,9 @@ type Uplink struct {
 	poll    *poller                     // their host sockets
 	warned  map[string]bool             // problems logged once
 
+	icmpLimit nat.ICMPLimit // the ICMP errors the uplink makes itself
+	epoch     time.Time     // of the monotonic time icmpLimit counts in
+
 	resolv *resolvWatch // Config.DNS's resolver when read from resolv.conf; nil otherwise
 
 	stats Stats
@@ -187,7 +190,7 @@ func New(cfg Config) (*Uplink, error) {
 		cfg.Namespace = func(fn func() error) error { return fn() }
 	}
 	u := &Uplink{
-		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU, resolv: resolv,
+		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU, resolv: resolv, epoch: time.Now(),
 		flows:   map[conntrack.Tuple]*flow{},
 		udp:     map[conntrack.Tuple]*udpFlow{},
 		pings:   map[conntrack.Tuple]*pingFlow{},

@@ -58,7 +58,7 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
 		pf.hops.set(int(fd), ttl)
 		_, err := unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT)
-		if icmpReported(err) { // an earlier echo's error, taken by this send: as udpFlow.send
+		for try := 0; try < sendRetries && icmpReported(err); try++ { // an earlier echo's error, taken by this send: as udpFlow.send
 			u.forwardErrors(int(fd), &pf.errs)
 			_, err = unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -188,8 +189,19 @@ func (u *Uplink) resetStray(p *conntrack.Packet) {
 // sendUnreachable sends the container an ICMP destination unreachable
 // with code about pkt, one of its packets, from the gateway.
 func (u *Uplink) sendUnreachable(pkt []byte, code uint8) {
+	u.sendUnreachableFrom(pkt, u.cfg.Gateway, code)
+}
+
+// sendUnreachableFrom is sendUnreachable from the address from, within
+// the rate Linux sends such errors at (nat.ICMPLimit): the uplink answers
+// for the gateway, and a container sending again and again must not draw
+// an error each time.
+func (u *Uplink) sendUnreachableFrom(pkt []byte, from netip.Addr, code uint8) {
+	if len(pkt) < 20 || !u.icmpLimit.Allow(netip.AddrFrom4([4]byte(pkt[12:16])), 3, code, int64(time.Since(u.epoch))) {
+		return
+	}
 	buf := make([]byte, 576)
-	msg, err := nat.Unreachable(buf, pkt, u.cfg.Gateway, code)
+	msg, err := nat.Unreachable(buf, pkt, from, code)
 	if err == nil {
 		u.ln.queue(msg, bridgeNone)
 	}

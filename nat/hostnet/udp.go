@@ -74,7 +74,7 @@ func (fl *udpFlow) send(payload []byte, ttl uint8) {
 			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, fl.to)
 		default:
 			_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
-			if icmpReported(err) {
+			for try := 0; try < sendRetries && icmpReported(err); try++ {
 				// The socket's pending error, about an earlier
 				// datagram, which this send took in its place: hand
 				// on its queued errors (the reader will not hear of
@@ -101,7 +101,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	dst, ok := u.hostDst(far)
 	if !ok {
 		if t.Dst == u.cfg.DNS {
-			u.sendUnreachable(pkt, 3)
+			u.sendUnreachableFrom(pkt, t.Dst, 3) // from the host nothing listens on
 		}
 		return nil
 	}
