@@ -275,16 +275,7 @@ func TestIntegrationTAPFromFD(t *testing.T) {
 	if err := ns.SetLink("handed0", 0); err != nil {
 		t.Fatal(err)
 	}
-	br, err := New(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer br.Close()
-	port, err := br.AddPort(tap, PortConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "a frame from the kernel", func() bool { return port.Counters().RxFrames > 0 })
+	port := receives(t, tap)
 	if err := port.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -627,19 +618,27 @@ func TestIntegrationTAPFromFile(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "mtu 9000") || !strings.Contains(string(out), ",UP") {
 		t.Errorf("ip link show passed0: %v\n%s", err, out)
 	}
-	// The kernel's TCP, told of the offloads, hands it 64 KiB segments:
-	// the device is read with its headers.
+	// An address, so the kernel sends on it: the device is read.
 	if err := ns.AddAddr("passed0", netip.MustParsePrefix("192.0.2.1/24")); err != nil {
 		t.Fatal(err)
 	}
+	receives(t, tap)
+}
+
+// receives plugs tap into a new bridge and waits for a frame from the
+// kernel through it (an IPv6 router solicitation or MLD report, sent once
+// the link is up), which proves the device is read; it returns the port.
+func receives(t *testing.T, tap *TAP) *Attachment {
+	t.Helper()
 	br, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer br.Close()
+	t.Cleanup(func() { br.Close() })
 	port, err := br.AddPort(tap, PortConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a frame from the kernel", func() bool { return port.Counters().RxFrames > 0 })
+	return port
 }

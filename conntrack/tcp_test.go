@@ -24,6 +24,16 @@ func newConn(t *testing.T, tbl *Table, clk *manualClock, c, s netip.AddrPort) *c
 	return &conn{t: t, tbl: tbl, clk: clk, c: c, s: s, cISN: 0xfffff000, sISN: 0x7ffffff0}
 }
 
+// exchange makes k an established connection that carried data: the
+// handshake, 100 bytes from the client, their acknowledgement.
+func (k *conn) exchange() {
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	k.send(Original, TCPAck|TCPPsh, 100)
+	k.send(Reply, TCPAck, 0)
+}
+
 // send sends a segment with flags and data bytes in dir, with the side's
 // next sequence number (its ISN for a SYN) and the other side's next as
 // the acknowledgment.
@@ -428,11 +438,7 @@ func TestTCPInexactResetKeepsEstablished(t *testing.T) {
 func TestTCPIgnoredSynResync(t *testing.T) {
 	tbl, clk := newTable(t, Config{})
 	k := newConn(t, tbl, clk, ap("192.0.2.10:40101"), ap("198.51.100.200:80"))
-	k.send(Original, TCPSyn, 0)
-	k.send(Reply, TCPSyn|TCPAck, 0)
-	k.send(Original, TCPAck, 0)
-	k.send(Original, TCPAck|TCPPsh, 100)
-	k.send(Reply, TCPAck, 0)
+	k.exchange()
 	// Both ends forget the connection (the client reboots, the server
 	// times it out); the gateway's entry stays ESTABLISHED. The client
 	// reconnects from the same port with a fresh ISN.
@@ -486,11 +492,7 @@ func TestTCPSimultaneousOpenReplyAck(t *testing.T) {
 func TestTCPResetToIgnoredSyn(t *testing.T) {
 	tbl, clk := newTable(t, Config{})
 	k := newConn(t, tbl, clk, ap("192.0.2.10:40104"), ap("198.51.100.200:80"))
-	k.send(Original, TCPSyn, 0)
-	k.send(Reply, TCPSyn|TCPAck, 0)
-	k.send(Original, TCPAck, 0)
-	k.send(Original, TCPAck|TCPPsh, 100)
-	k.send(Reply, TCPAck, 0)
+	k.exchange()
 	// The server went away; the client reconnects from the same port.
 	const cISN = 0x12345678
 	if r := track(t, tbl, tcpPacket(k.c, k.s, seg{flags: TCPSyn, seq: cISN, win: 4096})); r.Class == ClassInvalid {

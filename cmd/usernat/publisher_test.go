@@ -42,17 +42,9 @@ func TestBackendDefaultGuest(t *testing.T) {
 		t.Errorf("two ports with addresses: default guest %v, want none", g)
 	}
 	for _, ports := range [][]portSpec{one, two} {
-		var r natRulesForTest
-		b := &backend{pub: r.publisher(t), subnet: netip.MustParsePrefix("172.17.0.1/16"), guest: defaultGuest(ports)}
-		sock := filepath.Join(t.TempDir(), "api.sock")
-		srv, err := api.Listen(sock, b, api.ServerConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		c := &api.Client{Path: sock}
+		b, c := serveBackend(t, defaultGuest(ports))
 		// Podman's request, guest_addr "", with slirp4netns's tcp4.
-		err = c.Call(context.Background(), api.CmdAddHostFwd, map[string]any{"proto": "tcp4", "host_addr": "0.0.0.0", "host_port": 8080, "guest_addr": "", "guest_port": 80}, nil)
+		err := c.Call(context.Background(), api.CmdAddHostFwd, map[string]any{"proto": "tcp4", "host_addr": "0.0.0.0", "host_port": 8080, "guest_addr": "", "guest_port": 80}, nil)
 		if len(ports) == len(one) {
 			if err != nil {
 				t.Fatalf("one container: %v", err)
@@ -73,18 +65,26 @@ func TestBackendDefaultGuest(t *testing.T) {
 // user did not ask.
 func TestBackendIPv6HostAddrRefused(t *testing.T) {
 	for _, addr := range []string{"::", "::ffff:0.0.0.0", "fd00::1"} {
-		var r natRulesForTest
-		b := &backend{pub: r.publisher(t), subnet: netip.MustParsePrefix("172.17.0.1/16"), guest: netip.MustParseAddr("172.17.0.4")}
-		sock := filepath.Join(t.TempDir(), "api.sock")
-		srv, err := api.Listen(sock, b, api.ServerConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Close()
-		c := &api.Client{Path: sock}
-		err = c.Call(context.Background(), api.CmdAddHostFwd, map[string]any{"proto": "tcp", "host_addr": addr, "host_port": 8080, "guest_addr": "172.17.0.4", "guest_port": 80}, nil)
+		b, c := serveBackend(t, netip.MustParseAddr("172.17.0.4"))
+		err := c.Call(context.Background(), api.CmdAddHostFwd, map[string]any{"proto": "tcp", "host_addr": addr, "host_port": 8080, "guest_addr": "172.17.0.4", "guest_port": 80}, nil)
 		if err == nil || len(b.pub.List()) != 0 {
 			t.Errorf("host_addr %q: %v, published %+v; want a refusal", addr, err, b.pub.List())
 		}
 	}
+}
+
+// serveBackend serves the command's API backend, with a rule table of
+// Docker's masquerade behind it, its default guest guest, on a socket the
+// test removes, and returns it with a client of it.
+func serveBackend(t *testing.T, guest netip.Addr) (*backend, *api.Client) {
+	t.Helper()
+	var r natRulesForTest
+	b := &backend{pub: r.publisher(t), subnet: netip.MustParsePrefix("172.17.0.1/16"), guest: guest}
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	srv, err := api.Listen(sock, b, api.ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return b, &api.Client{Path: sock}
 }
