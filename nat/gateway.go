@@ -485,7 +485,8 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if g.term != nil && g.terminated(frame, pkt, &p, inside, off) {
 		return
 	}
-	if !inside && !g.isOwn(p.Tuple.Dst) {
+	own := g.isOwn(p.Tuple.Dst)
+	if !inside && !own {
 		// From outside, only the gateway's own addresses are reachable:
 		// published ports, and the replies of masqueraded flows.
 		g.stats.dropNoRule.Add(1)
@@ -494,7 +495,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 
 	// A packet to be routed dies here when its TTL runs out; one for the
 	// gateway itself does not.
-	if !g.isOwn(p.Tuple.Dst) && pkt[8] <= 1 {
+	if !own && pkt[8] <= 1 {
 		g.timeExceeded(pkt, inside)
 		return
 	}
@@ -526,28 +527,26 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	to, _ = res.Tuple(1 - res.Dir).Reverse()
-	if !g.isOwn(to.Dst) && pkt[8] <= 1 {
+	own = to.Dst == p.Tuple.Dst && own || to.Dst != p.Tuple.Dst && g.isOwn(to.Dst)
+	if !own && pkt[8] <= 1 {
 		// To the gateway's own address, but routed on once translated
 		// (a published port, hairpin): its TTL runs out here, as in
 		// Linux's ip_forward after DNAT, and its new entry goes.
-		if res.Created {
-			g.table.DeleteID(0, res.Orig(), res.ID)
-		}
+		g.untrack(res)
 		g.timeExceeded(pkt, inside)
 		return
 	}
-	if g.isOwn(to.Dst) {
+	if own {
 		if off.GSO != bridge.GSONone {
 			g.stats.dropInvalid.Add(1) // no stream to the gateway gets that far
 			return
 		}
 		bridge.CompleteChecksum(frame, &off)
 		if pr := p.Tuple.Proto; (pr == conntrack.ProtoUDP || pr == conntrack.ProtoTCP) && !l4ChecksumOK(pkt, p.L4Off, pr) {
-			// Discarded unanswered (local): nor may it leave an entry,
-			// as Linux's conntrack makes none for it.
-			if res.Created {
-				g.table.DeleteID(0, res.Orig(), res.ID)
-			}
+			// Discarded unanswered (local; RFC 1122 4.1.3.4, 4.2.2.7):
+			// nor may it leave an entry, as Linux's conntrack makes
+			// none for it.
+			g.untrack(res)
 			g.stats.dropChecksum.Add(1)
 			return
 		}
@@ -593,6 +592,14 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	g.route(frame, pkt, to.Dst, inside, true, off)
+}
+
+// untrack takes back the entry res created for a packet dropped after
+// all (Linux confirms an entry only once its first packet leaves).
+func (g *Gateway) untrack(res conntrack.Result) {
+	if res.Created {
+		g.table.DeleteID(0, res.Orig(), res.ID)
+	}
 }
 
 // refragment forwards the reassembled datagram pkt in fragments of at

@@ -75,8 +75,6 @@ func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 		}
 		g.stats.icmpSent.Add(1)
 		g.sendBack(frame, netip.AddrFrom4([4]byte(pkt[16:20])), inside)
-	case (p.Tuple.Proto == conntrack.ProtoUDP || p.Tuple.Proto == conntrack.ProtoTCP) && !l4ChecksumOK(pkt, ihl, p.Tuple.Proto):
-		g.stats.dropChecksum.Add(1) // RFC 1122 4.1.3.4, 4.2.2.7: silently discarded
 	case p.Tuple.Proto == conntrack.ProtoUDP:
 		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
 			return Unreachable(buf, pkt, from, codePortUnreachable)
