@@ -161,11 +161,11 @@ type tcpConn struct {
 	lastClass uint8
 	retrans   uint8
 	lastWin   uint16
+	lastScale uint8 // window scale of the last ignored SYN
+	lastOpts  uint8 // tfWindowScale, tfSACKPerm of the last ignored SYN (in padding: the entry stays 200 bytes)
 	lastSeq   uint32
 	lastAck   uint32
 	lastEnd   uint32
-	lastScale uint8 // window scale of the last ignored SYN
-	lastOpts  uint8 // tfWindowScale, tfSACKPerm of the last ignored SYN
 }
 
 // tcpVerdict is what the state machine decided about one segment.

@@ -571,7 +571,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if size > out && !refrag {
 		if pkt[6]&0x40 != 0 { // DF
 			g.stats.dropTooBig.Add(1)
-			g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+			g.sendError(pkt, inside, 3, 4, func(buf []byte, from netip.Addr) ([]byte, error) {
 				return FragNeeded(buf, pkt, from, out)
 			})
 			return
@@ -751,7 +751,7 @@ func (g *Gateway) cross(frame, pkt []byte, dst netip.Addr, inside bool, off brid
 // answers its sender with ICMP time exceeded.
 func (g *Gateway) timeExceeded(pkt []byte, inside bool) {
 	g.stats.dropTTL.Add(1)
-	g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+	g.sendError(pkt, inside, 11, 0, func(buf []byte, from netip.Addr) ([]byte, error) {
 		return TimeExceeded(buf, pkt, from)
 	})
 }

@@ -76,7 +76,7 @@ func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 		g.stats.icmpSent.Add(1)
 		g.sendBack(frame, netip.AddrFrom4([4]byte(pkt[16:20])), inside)
 	case p.Tuple.Proto == conntrack.ProtoUDP:
-		g.sendError(pkt, inside, func(buf []byte, from netip.Addr) ([]byte, error) {
+		g.sendError(pkt, inside, 3, codePortUnreachable, func(buf []byte, from netip.Addr) ([]byte, error) {
 			return Unreachable(buf, pkt, from, codePortUnreachable)
 		})
 	case p.Tuple.Proto == conntrack.ProtoTCP && p.TCP.Flags&conntrack.TCPRst == 0:
@@ -149,8 +149,10 @@ func (g *Gateway) sendBack(frame []byte, dst netip.Addr, inside bool) {
 // sendError sends the ICMP error that build makes about pkt back to pkt's
 // sender, from the gateway's address on the side pkt came in by. build
 // refuses (ErrNoICMP) where no error may be sent: about ICMP errors, later
-// fragments, broadcasts.
-func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from netip.Addr) ([]byte, error)) {
+// fragments, broadcasts. typ and code are the error's: while the overall
+// rate limit has nothing left, a flood of packets drawing errors costs no
+// error built for nothing.
+func (g *Gateway) sendError(pkt []byte, inside bool, typ, code uint8, build func(buf []byte, from netip.Addr) ([]byte, error)) {
 	from := g.subnet.Addr()
 	if !inside {
 		addrs := g.uplink.Addrs()
@@ -159,13 +161,17 @@ func (g *Gateway) sendError(pkt []byte, inside bool, build func(buf []byte, from
 		}
 		from = addrs[0]
 	}
+	now := g.now() // monotonic, as jiffies
+	if !g.icmpLimit.mayAllow(typ, code, now) {
+		return
+	}
 	sc := &g.scratch[sideIndex(inside)]
 	msg, err := build(sc.msg[Headroom:], from)
 	if err != nil {
 		return
 	}
 	dst := netip.AddrFrom4([4]byte(msg[16:20]))
-	if !g.icmpLimit.Allow(dst, msg[20], msg[21], g.now()) { // monotonic, as jiffies
+	if !g.icmpLimit.Allow(dst, typ, code, now) {
 		return
 	}
 	g.stats.icmpSent.Add(1)
@@ -208,6 +214,13 @@ func (l *ICMPLimit) Allow(dst netip.Addr, typ, code uint8, now int64) bool {
 	}
 	l.global.take()
 	return true
+}
+
+// mayAllow reports whether Allow may say yes to an error of type typ and
+// code at now: the overall budget is not spent. It spends nothing, and
+// lets a caller skip building an error Allow would refuse.
+func (l *ICMPLimit) mayAllow(typ, code uint8, now int64) bool {
+	return typ == 3 && code == 4 || l.global.ok(now)
 }
 
 // peerLimit limits the ICMP errors the gateway sends to each destination,
