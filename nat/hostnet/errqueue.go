@@ -70,6 +70,24 @@ const sizeofExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
 // between, each again (a burst of probes, each answered at once).
 const sendRetries = 4
 
+// sendConnected sends msg on fd, a flow's connected datagram socket,
+// with ttl (hops keeps what the socket has), without waiting: a full
+// socket drops it, as a full link would. A send that takes the socket's
+// pending error, about an earlier datagram, in its place hands on the
+// queued errors (the reader will not hear of them now, es says what they
+// are about) and sends again, as long as errors keep coming in between.
+func (u *Uplink) sendConnected(fd int, msg []byte, ttl uint8, hops *ttlSetting, es *errorSender) {
+	hops.set(fd, ttl)
+	_, err := unix.SendmsgN(fd, msg, nil, nil, unix.MSG_DONTWAIT)
+	for try := 0; try < sendRetries && icmpReported(err); try++ {
+		u.forwardErrors(fd, es)
+		_, err = unix.SendmsgN(fd, msg, nil, nil, unix.MSG_DONTWAIT)
+	}
+	if err == unix.EAGAIN {
+		u.stats.DropHostFull.Add(1)
+	}
+}
+
 // setRecvErr asks the kernel to queue the ICMP errors about fd's
 // datagrams (IP_RECVERR).
 func setRecvErr(fd int) error { return setOn(fd, unix.IPPROTO_IP, unix.IP_RECVERR) }
@@ -102,24 +120,18 @@ func (u *Uplink) forwardErrors(fd int, es *errorSender) {
 // of an error queue's read: the error, and the address of its sender
 // (invalid when the kernel gave none).
 func extendedErr(oob []byte) (unix.SockExtendedErr, netip.Addr, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
+	d := cmsgData(oob, unix.IPPROTO_IP, unix.IP_RECVERR, sizeofExtendedErr)
+	if d == nil {
 		return unix.SockExtendedErr{}, netip.Addr{}, false
 	}
-	for _, m := range msgs {
-		if m.Header.Level != unix.IPPROTO_IP || m.Header.Type != unix.IP_RECVERR || len(m.Data) < sizeofExtendedErr {
-			continue
-		}
-		ee := *(*unix.SockExtendedErr)(unsafe.Pointer(&m.Data[0]))
-		var from netip.Addr
-		// SO_EE_OFFENDER: a sockaddr_in right after the error.
-		if off := m.Data[sizeofExtendedErr:]; len(off) >= unix.SizeofSockaddrInet4 &&
-			binary.NativeEndian.Uint16(off) == unix.AF_INET {
-			from = netip.AddrFrom4([4]byte(off[4:8]))
-		}
-		return ee, from, true
+	ee := *(*unix.SockExtendedErr)(unsafe.Pointer(&d[0]))
+	var from netip.Addr
+	// SO_EE_OFFENDER: a sockaddr_in right after the error.
+	if off := d[sizeofExtendedErr:]; len(off) >= unix.SizeofSockaddrInet4 &&
+		binary.NativeEndian.Uint16(off) == unix.AF_INET {
+		from = netip.AddrFrom4([4]byte(off[4:8]))
 	}
-	return unix.SockExtendedErr{}, netip.Addr{}, false
+	return ee, from, true
 }
 
 // sendHostError sends the container the error ee about its datagram of

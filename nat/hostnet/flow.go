@@ -280,6 +280,15 @@ func (u *Uplink) trackNew(p *conntrack.Packet, reply conntrack.Tuple) (conntrack
 	return res, ok
 }
 
+// untrack takes back the entry orig, id that an opener made (trackNew)
+// and then could not give a flow (the uplink closing): no entry is left
+// that no flow carries.
+func (u *Uplink) untrack(orig conntrack.Tuple, id uint64) {
+	if tbl := u.tbl.Load(); tbl != nil && id != 0 {
+		tbl.DeleteID(0, orig, id)
+	}
+}
+
 // track creates the entry of a flow from the bridge, with the packet that
 // opened it and the host socket's tuple as the reply, and returns what
 // the table said (the entry's ID, whether this packet created it).

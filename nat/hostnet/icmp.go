@@ -56,15 +56,7 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 	}
 	msg, ttl := pkt[ihl:], hostTTL(pkt)
 	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
-		pf.hops.set(int(fd), ttl)
-		_, err := unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT)
-		for try := 0; try < sendRetries && icmpReported(err); try++ { // an earlier echo's error, taken by this send: as udpFlow.send
-			u.forwardErrors(int(fd), &pf.errs)
-			_, err = unix.SendmsgN(int(fd), msg, nil, nil, unix.MSG_DONTWAIT)
-		}
-		if err == unix.EAGAIN {
-			u.stats.DropHostFull.Add(1)
-		}
+		u.sendConnected(int(fd), msg, ttl, &pf.hops, &pf.errs)
 		return true
 	})
 }
@@ -154,6 +146,7 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 	ok = true // addFlow has the place now, or gave it back
 	if !added {
 		pf.file.Close()
+		u.untrack(t, eid)
 		return nil
 	}
 	u.stats.PingOpened.Add(1)
@@ -166,12 +159,9 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 // container, with its identifier, until the socket closes.
 func (pf *pingFlow) read() {
 	defer pf.u.wg.Done()
-	err := readLoop(pf.file, func(fd int, buf []byte) (int, error) {
+	err := pf.u.readLoop(pf.file, &pf.errs, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[20:])
 		if err != nil {
-			if icmpReported(err) {
-				pf.u.forwardErrors(fd, &pf.errs) // "Destination Host Unreachable", from whoever said so
-			}
 			return n, err
 		}
 		m := buf[20 : 20+n]

@@ -64,24 +64,14 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 func (fl *udpFlow) send(payload []byte, ttl uint8) {
 	fl.rc.Write(func(fd uintptr) bool {
 		var err error
-		if !fl.client.IsValid() {
-			fl.hops.set(int(fd), ttl)
-		}
 		switch {
 		case fl.from != nil:
 			_, err = unix.SendmsgN(int(fd), payload, fl.from, fl.to, unix.MSG_DONTWAIT)
 		case fl.client.IsValid():
 			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, fl.to)
 		default:
-			_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
-			for try := 0; try < sendRetries && icmpReported(err); try++ {
-				// The socket's pending error, about an earlier
-				// datagram, which this send took in its place: hand
-				// on its queued errors (the reader will not hear of
-				// them now), and send again.
-				fl.u.forwardErrors(int(fd), &fl.errs)
-				_, err = unix.SendmsgN(int(fd), payload, nil, nil, unix.MSG_DONTWAIT)
-			}
+			fl.u.sendConnected(int(fd), payload, ttl, &fl.hops, &fl.errs)
+			return true
 		}
 		if err == unix.EAGAIN {
 			fl.u.stats.DropHostFull.Add(1)
@@ -145,6 +135,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	}
 	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), errs: errorSender{near: t, inner: udpInner(t)}}
 	if !u.startUDP(fl, t, t.Src, id) {
+		u.untrack(t, id)
 		return nil
 	}
 	u.stats.UDPOpened.Add(1)
@@ -192,15 +183,10 @@ func (fl *udpFlow) read() {
 	defer fl.u.wg.Done()
 	far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
 	ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
-	err := readLoop(fl.conn, func(fd int, buf []byte) (int, error) {
+	err := fl.u.readLoop(fl.conn, &fl.errs, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
 			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
-		} else if icmpReported(err) {
-			// The network's answers to the flow's datagrams: the
-			// container hears them too, as its own socket would from
-			// the real network.
-			fl.u.forwardErrors(fd, &fl.errs)
 		}
 		return n, err
 	})
@@ -215,8 +201,10 @@ var readBuf = sync.Pool{New: func() any { b := make([]byte, 28+udpRead); return 
 // fails for good (the error it returns), holding a buffer only while a
 // datagram is there to read: an idle flow costs its goroutine and no 64
 // KiB. An ICMP error the socket reports (icmpReported) is no end: the
-// flow carries on, as UDP and echo do.
-func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) error {
+// flow carries on, as UDP and echo do, and the container hears of it
+// (forwardErrors, as es describes it), as its own socket would from the
+// real network.
+func (u *Uplink) readLoop(c syscall.Conn, es *errorSender, read func(fd int, buf []byte) (int, error)) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil
@@ -229,7 +217,9 @@ func readLoop(c syscall.Conn, read func(fd int, buf []byte) (int, error)) error 
 			for {
 				_, err := read(int(fd), *bp)
 				switch {
-				case err == nil || err == unix.EINTR || icmpReported(err):
+				case icmpReported(err):
+					u.forwardErrors(int(fd), es)
+				case err == nil || err == unix.EINTR:
 					continue
 				case err == unix.EAGAIN:
 					return false // wait for the next datagram
@@ -387,17 +377,28 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, client, src,
 // message IP_PKTINFO left in oob: the local address the packet came to
 // (ipi_spec_dst, which for a broadcast is the address answers go from).
 func pktinfoDst(oob []byte) netip.Addr {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return netip.Addr{}
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo {
-			info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&m.Data[0]))
-			if a := netip.AddrFrom4(info.Spec_dst); !a.IsUnspecified() {
-				return a
-			}
+	if d := cmsgData(oob, unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo); d != nil {
+		info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&d[0]))
+		if a := netip.AddrFrom4(info.Spec_dst); !a.IsUnspecified() {
+			return a
 		}
 	}
 	return netip.Addr{}
+}
+
+// cmsgData returns the data of the first control message of level and
+// typ in oob with at least size bytes, or nil; it allocates nothing (a
+// published port's datagrams each carry one).
+func cmsgData(oob []byte, level, typ int32, size int) []byte {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return nil
+		}
+		if h.Level == level && h.Type == typ && len(data) >= size {
+			return data
+		}
+		oob = rest
+	}
+	return nil
 }
