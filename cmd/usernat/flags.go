@@ -630,11 +630,5 @@ func defaultSocket() (string, error) {
 // (a /31 or /32 has neither).
 func hostAddrOn(p netip.Prefix, a netip.Addr) bool {
 	m := p.Masked()
-	if !m.Contains(a) {
-		return false
-	}
-	if p.Bits() >= 31 {
-		return true
-	}
-	return a != m.Addr() && a.Next().IsValid() && m.Contains(a.Next())
+	return m.Contains(a) && (p.Bits() >= 31 || a != m.Addr() && a != rtnl.Broadcast(p))
 }

@@ -370,17 +370,8 @@ func TestIntegrationGatewayUndo(t *testing.T) {
 func TestIntegrationHostUplink(t *testing.T) {
 	netns.RequirePrivileged(t)
 	bin := buildBinary(t)
-	host, remote, ctr := newNS(t), newNS(t), newNS(t)
-	for _, step := range []error{
-		host.AddVeth("eth0", remote, "eth0"),
-		host.SetLink("eth0", 0), remote.SetLink("eth0", 0),
-		host.AddAddr("eth0", netip.MustParsePrefix("198.51.100.1/24")),
-		remote.AddAddr("eth0", netip.MustParsePrefix("198.51.100.2/24")),
-	} {
-		if step != nil {
-			t.Fatal(step)
-		}
-	}
+	host, remote := slirpTopology(t)
+	ctr := newNS(t)
 	sock := filepath.Join(t.TempDir(), "usernat.sock")
 	g, err := startGatewayProcIn(t, host, bin,
 		"--subnet", "10.0.2.2/24",

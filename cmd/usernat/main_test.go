@@ -179,7 +179,7 @@ func TestHelpAndVersion(t *testing.T) {
 		{[]string{"--mtu", "1500", "--version"}, 0, "(slirp4netns command line)", ""},
 		{[]string{"--mtu", "65520"}, 2, "", "usernat: want PID|PATH [TAPNAME], got 0 arguments\nRun 'usernat --help' for usage."},
 		{[]string{"--enable-sandbox", "1"}, 2, "", "flag provided but not defined: -enable-sandbox"},
-		{[]string{"/no/such/netns", "tap0"}, 2, "", "/no/such/netns"},
+		{[]string{"--netns-type=path", "/no/such/netns", "tap0"}, 2, "", "/no/such/netns: no such file"},
 	}
 	for _, tc := range tests {
 		code, out, errs := runCmd(tc.args...)

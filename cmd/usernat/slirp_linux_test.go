@@ -19,7 +19,7 @@ import (
 
 // slirpTopology is a host namespace with an outside machine (remote,
 // 198.51.100.2) beyond its eth0 (198.51.100.1), where the network process
-// runs.
+// of the host uplink runs.
 func slirpTopology(t *testing.T) (host, remote *netns.NS) {
 	t.Helper()
 	host, remote = newNS(t), newNS(t)
@@ -40,8 +40,10 @@ func slirpTopology(t *testing.T) (host, remote *netns.NS) {
 // slirp4netns --configure gives it and what its network carries: the
 // address, route and MTU on tap0, a connection out, the DNS address
 // served (its port 54 refused at once), and a port published through the
-// API socket at sock, as RootlessKit and Podman publish.
-func checkSlirpNetwork(t *testing.T, g *gatewayProc, ctr, remote *netns.NS, sock string, mtu int) {
+// API socket at sock, as RootlessKit and Podman publish: to guest, or,
+// when it is zero, with no guest_addr, as Podman sends it (the default
+// guest, the container's address).
+func checkSlirpNetwork(t *testing.T, g *gatewayProc, ctr, remote *netns.NS, sock string, mtu int, guest netip.Addr) {
 	t.Helper()
 	c := context.Background()
 	out, err := ctr.Run(c, "ip", "-o", "addr", "show", "dev", "tap0")
@@ -67,7 +69,7 @@ func checkSlirpNetwork(t *testing.T, g *gatewayProc, ctr, remote *netns.NS, sock
 	}
 
 	cl := &api.Client{Path: sock, Timeout: 5 * time.Second}
-	if _, err := cl.AddHostFwd(c, api.HostFwd{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 8080, GuestAddr: netip.MustParseAddr("10.0.2.100"), GuestPort: 80}); err != nil {
+	if _, err := cl.AddHostFwd(c, api.HostFwd{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 8080, GuestAddr: guest, GuestPort: 80}); err != nil {
 		t.Fatalf("add_hostfwd: %v\n%s", err, g.log())
 	}
 	seen, err = netns.Transfer(remote, "198.51.100.1:8080", ctr, "10.0.2.100:80", 1<<20)
@@ -100,7 +102,7 @@ func TestIntegrationSlirpCommandLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
+	checkSlirpNetwork(t, g, ctr, remote, sock, 65520, netip.Addr{})
 
 	exitsOnExitFD(t, g, ew)
 	if out, err := ctr.Run(context.Background(), "ip", "link", "show", "tap0"); err == nil {
@@ -121,88 +123,67 @@ func TestIntegrationSlirpUserNamespace(t *testing.T) {
 		t.Fatalf("/dev/net/tun (%v, %v) must be usable by every user, as on Debian, for a rootless network process", fi.Mode(), err)
 	}
 	bin := buildBinary(t)
-	dir := filepath.Dir(bin)
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o777); err != nil { // the binary, and the socket, for nobody
-			t.Fatal(err)
-		}
-	}
+	dir := shareWithNobody(t, filepath.Dir(bin))
 	host, remote := slirpTopology(t)
+	for _, configure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "RootlessKit", true: "-c"}[configure], func(t *testing.T) {
+			// The container: nobody's user and network namespaces, held
+			// by sleep (which ends by itself should the test not).
+			sleeper := exec.Command("setpriv", append(asNobody, "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
+			if err := sleeper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+			pid := strconv.Itoa(sleeper.Process.Pid)
+			for i := 0; ; i++ { // until unshare has made them
+				var own, its syscall.Stat_t
+				syscall.Stat("/proc/self/ns/user", &own)
+				if syscall.Stat("/proc/"+pid+"/ns/user", &its) == nil && its.Ino != own.Ino {
+					break
+				}
+				if i == 100 {
+					t.Fatal("the container's user namespace did not appear")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			ctr, err := netns.Open("/proc/" + pid + "/ns/net")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ctr.Close()
 
-	// The container: nobody's user and network namespaces, held by sleep.
-	asNobody := func(args ...string) *exec.Cmd {
-		return exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...)
-	}
-	sleeper := asNobody("unshare", "--user", "--map-root-user", "--net", "sleep", "infinity")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
-	pid := strconv.Itoa(sleeper.Process.Pid)
-	var ctr *netns.NS
-	for i := 0; ; i++ { // until unshare has made them
-		var own, its syscall.Stat_t
-		syscall.Stat("/proc/self/ns/user", &own)
-		if syscall.Stat("/proc/"+pid+"/ns/user", &its) == nil && its.Ino != own.Ino {
-			break
-		}
-		if i == 100 {
-			t.Fatal("the container's user namespace did not appear")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ctr, err := netns.Open("/proc/" + pid + "/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctr.Close()
-
-	sock := filepath.Join(dir, "s4nn.sock")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	errf, err := os.Create(filepath.Join(dir, "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errf.Close()
-	g := &gatewayProc{stderr: errf.Name(), exited: make(chan error, 1)}
-	g.cmd = asNobody(bin, "--mtu", "65520", "-r", "3", "--disable-host-loopback", "--api-socket", sock, pid, "tap0")
-	g.cmd.ExtraFiles = []*os.File{w}
-	g.cmd.Stdout, g.cmd.Stderr = errf, errf
-	if err := host.Start(g.cmd); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	go func() { g.exited <- g.cmd.Wait() }()
-	defer func() {
-		if g.cmd.ProcessState == nil {
-			g.cmd.Process.Kill()
-			<-g.exited
-		}
-	}()
-	r.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if n, err := r.Read(make([]byte, 8)); err != nil || n != 1 {
-		t.Fatalf("not ready (%v):\n%s", err, g.log())
-	}
-	// RootlessKit's child configures the device usernat opened.
-	for _, args := range [][]string{
-		{"addr", "add", "10.0.2.100/24", "dev", "tap0"},
-		{"link", "set", "tap0", "up"},
-		{"route", "add", "default", "via", "10.0.2.2"},
-	} {
-		if err := ctr.IP(args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
-	if err := g.stop(t); err != nil {
-		t.Errorf("exit: %v\n%s", err, g.log())
-	}
-	if strings.Contains(g.log(), "level=ERROR") {
-		t.Errorf("errors logged:\n%s", g.log())
+			sock := filepath.Join(dir, "s4nn-"+pid+".sock")
+			args := append(asNobody, bin, "--mtu", "65520", "-r", "3", "--disable-host-loopback", "--api-socket", sock)
+			if configure {
+				args = append(args, "-c") // the helper inside the user namespace configures tap0
+			}
+			g, err := startProcIn(t, host, "setpriv", nil, append(args, pid, "tap0")...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			guest := netip.Addr{} // -c: the container's address is the default guest, as Podman sends it
+			if !configure {
+				// RootlessKit's child configures the device usernat
+				// opened, and names the guest when it publishes.
+				for _, args := range [][]string{
+					{"addr", "add", "10.0.2.100/24", "dev", "tap0"},
+					{"link", "set", "tap0", "up"},
+					{"route", "add", "default", "via", "10.0.2.2"},
+				} {
+					if err := ctr.IP(args...); err != nil {
+						t.Fatal(err)
+					}
+				}
+				guest = netip.MustParseAddr("10.0.2.100")
+			}
+			checkSlirpNetwork(t, g, ctr, remote, sock, 65520, guest)
+			if err := g.stop(t); err != nil {
+				t.Errorf("exit: %v\n%s", err, g.log())
+			}
+			if strings.Contains(g.log(), "level=ERROR") {
+				t.Errorf("errors logged:\n%s", g.log())
+			}
+		})
 	}
 }
 
@@ -243,12 +224,7 @@ func TestIntegrationSlirpConfigureLoopbackAndPing(t *testing.T) {
 func TestIntegrationSlirpPodmanUserNamespace(t *testing.T) {
 	netns.RequirePrivileged(t)
 	bin := buildBinary(t)
-	dir := filepath.Dir(bin)
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o777); err != nil { // the binary, the socket and the pid file, for nobody
-			t.Fatal(err)
-		}
-	}
+	dir := shareWithNobody(t, filepath.Dir(bin))
 	host, remote := slirpTopology(t)
 	sock, pidFile := filepath.Join(dir, "s4nn.sock"), filepath.Join(dir, "ctr.pid")
 	er, ew, err := os.Pipe()
@@ -258,12 +234,18 @@ func TestIntegrationSlirpPodmanUserNamespace(t *testing.T) {
 	defer ew.Close()
 	// In nobody's user namespace: the container's network namespace
 	// (held by sleep), then usernat on it, as Podman's own process.
-	script := `unshare --net sleep infinity & pid=$!
+	// The container's sleep is killed when the test ends, whatever way;
+	// it ends by itself after 300 s besides.
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			exec.Command("kill", strings.TrimSpace(string(b))).Run()
+		}
+	})
+	script := `unshare --net sleep 300 & pid=$!
 while [ "$(readlink /proc/$pid/ns/net)" = "$(readlink /proc/self/ns/net)" ]; do sleep 0.01; done
 echo $pid > ` + pidFile + `
 exec "$0" --disable-host-loopback --mtu=65520 -c -e 4 -r 3 --api-socket ` + sock + ` --netns-type=path /proc/$pid/ns/net tap0`
-	g, err := startProcIn(t, host, "setpriv", []*os.File{er}, "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-		"unshare", "--user", "--map-root-user", "sh", "-c", script, bin)
+	g, err := startProcIn(t, host, "setpriv", []*os.File{er}, append(asNobody, "unshare", "--user", "--map-root-user", "sh", "-c", script, bin)...)
 	er.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -273,13 +255,12 @@ exec "$0" --disable-host-loopback --mtu=65520 -c -e 4 -r 3 --api-socket ` + sock
 		t.Fatal(err)
 	}
 	pid := strings.TrimSpace(string(b))
-	defer exec.Command("kill", pid).Run()
 	ctr, err := netns.Open("/proc/" + pid + "/ns/net")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ctr.Close()
-	checkSlirpNetwork(t, g, ctr, remote, sock, 65520)
+	checkSlirpNetwork(t, g, ctr, remote, sock, 65520, netip.Addr{})
 
 	exitsOnExitFD(t, g, ew)
 }
@@ -297,4 +278,20 @@ func exitsOnExitFD(t *testing.T, g *gatewayProc, ew *os.File) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("still running 10 s after its exit fd closed:\n%s", g.log())
 	}
+}
+
+// asNobody is setpriv's arguments that run a command as nobody.
+var asNobody = []string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}
+
+// shareWithNobody opens dir, and the directories above it up to the temp
+// directory, to every user: nobody runs the binary there and makes its
+// socket there. It returns dir.
+func shareWithNobody(t *testing.T, dir string) string {
+	t.Helper()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
