@@ -545,6 +545,10 @@ func TestListenRaceHelper(t *testing.T) {
 	at, _ := strconv.ParseInt(os.Getenv("USERNAT_RACE_AT"), 10, 64)
 	time.Sleep(time.Until(time.Unix(0, at)))
 	s, err := Listen(path, newFake(), ServerConfig{})
+	if errors.Is(err, ErrInUse) {
+		fmt.Println("RESULT in use")
+		return
+	}
 	if err != nil {
 		fmt.Println("RESULT err", err)
 		return
@@ -562,7 +566,7 @@ func TestListenTwoProcessesAtOnce(t *testing.T) {
 		at := time.Now().Add(300 * time.Millisecond).UnixNano()
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		oks := 0
+		oks, inUse := 0, 0
 		for range 2 {
 			wg.Add(1)
 			go func() {
@@ -570,16 +574,19 @@ func TestListenTwoProcessesAtOnce(t *testing.T) {
 				cmd := exec.Command(os.Args[0], "-test.run=^TestListenRaceHelper$", "-test.count=1")
 				cmd.Env = append(os.Environ(), "USERNAT_RACE_PATH="+path, "USERNAT_RACE_AT="+strconv.FormatInt(at, 10))
 				out, _ := cmd.CombinedOutput()
-				if strings.Contains(string(out), "RESULT ok") {
-					mu.Lock()
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case strings.Contains(string(out), "RESULT ok"):
 					oks++
-					mu.Unlock()
+				case strings.Contains(string(out), "RESULT in use"):
+					inUse++
 				}
 			}()
 		}
 		wg.Wait()
-		if oks > 1 {
-			t.Fatalf("round %d: both processes' Listen(%s) succeeded; the first's socket was replaced by the second's", round, path)
+		if oks != 1 || inUse != 1 {
+			t.Fatalf("round %d: %d processes' Listen(%s) succeeded, %d refused with ErrInUse; want one and one (both succeeding: the first's socket replaced by the second's)", round, oks, path, inUse)
 		}
 	}
 }
