@@ -420,28 +420,38 @@ func (u *Uplink) warnOnce(key, msg string, args ...any) {
 	}
 }
 
+// dstVerdict is what hostDst says of a destination.
+type dstVerdict uint8
+
+const (
+	dstOK        dstVerdict = iota // dial the address it returns
+	dstRefused                     // the host's loopback, which containers may not reach
+	dstNoService                   // a port of the DNS address other than 53: as a host with nothing listening there
+)
+
 // hostDst maps the destination a container asked for to the one dialled
-// on the host: the DNS address's port 53 to the resolver (its other ports
-// are refused), the host-loopback address to 127.0.0.1; the host's
-// loopback itself is refused.
-func (u *Uplink) hostDst(dst netip.AddrPort) (netip.AddrPort, bool) {
+// on the host: the DNS address's port 53 to the resolver, the
+// host-loopback address to 127.0.0.1; the host's loopback itself is
+// refused, the DNS address's other ports serve nothing. Both count as
+// DropLoopback.
+func (u *Uplink) hostDst(dst netip.AddrPort) (netip.AddrPort, dstVerdict) {
 	switch {
 	case u.cfg.DNS.IsValid() && dst.Addr() == u.cfg.DNS:
 		if dst.Port() != 53 {
 			u.stats.DropLoopback.Add(1)
-			return netip.AddrPort{}, false
+			return netip.AddrPort{}, dstNoService
 		}
 		if u.resolv != nil {
-			return u.resolv.get(), true
+			return u.resolv.get(), dstOK
 		}
-		return u.cfg.Resolver, true
+		return u.cfg.Resolver, dstOK
 	case u.Claims(dst.Addr()):
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), true
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), dstOK
 	case dst.Addr().IsLoopback() || dst.Addr().IsUnspecified():
 		u.stats.DropLoopback.Add(1)
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, dstRefused
 	}
-	return dst, true
+	return dst, dstOK
 }
 
 // udpLocalAddr is the local address for host sockets of outbound UDP

@@ -53,8 +53,8 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 	}
 	u.splices[s.key] = s
 	u.smu.Unlock()
-	dst, ok := u.hostDst(named)
-	if !ok || !u.reserve(ctr.Addr()) {
+	dst, v := u.hostDst(named)
+	if v != dstOK || !u.reserve(ctr.Addr()) {
 		s.abort(false, true, "refused by the uplink")
 		return
 	}

@@ -25,16 +25,16 @@ func TestResolverFollowsResolvConf(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	if got, ok := u.hostDst(netip.AddrPortFrom(dns, 53)); !ok || got != netip.MustParseAddrPort("192.0.2.1:53") {
-		t.Fatalf("queries to %v:53 go to %v (%v), want 192.0.2.1:53", dns, got, ok)
+	if got, v := u.hostDst(netip.AddrPortFrom(dns, 53)); v != dstOK || got != netip.MustParseAddrPort("192.0.2.1:53") {
+		t.Fatalf("queries to %v:53 go to %v (%v), want 192.0.2.1:53", dns, got, v)
 	}
 	if err := os.WriteFile(p, []byte("nameserver 192.0.2.2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	got, ok := u.hostDst(netip.AddrPortFrom(dns, 53))
-	if want := netip.MustParseAddrPort("192.0.2.2:53"); !ok || got != want {
-		t.Fatalf("after resolv.conf changed: queries to %v:53 go to %v (ok %v), want %v", dns, got, ok, want)
+	got, v := u.hostDst(netip.AddrPortFrom(dns, 53))
+	if want := netip.MustParseAddrPort("192.0.2.2:53"); v != dstOK || got != want {
+		t.Fatalf("after resolv.conf changed: queries to %v:53 go to %v (verdict %v), want %v", dns, got, v, want)
 	}
 	// A file with no nameserver keeps the last.
 	if err := os.WriteFile(p, []byte("# none\n"), 0o644); err != nil {

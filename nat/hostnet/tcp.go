@@ -246,7 +246,14 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		return
 	}
 	if err := u.expect(seen, orig, reply); err != nil {
-		if err == errUplinkClosed {
+		if err != errFlowOpen {
+			// The same connection to the container as a live flow's
+			// (the same client port to two published ports of one
+			// container port; a loopback client's port another
+			// one's, to another port), or the uplink is closed.
+			if err == errFlowTaken {
+				u.stats.DropCollision.Add(1)
+			}
 			u.unreserve(ctr.Addr())
 			refuse()
 			return
@@ -272,7 +279,7 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 			// (the same client port to two published ports of one
 			// container port; a loopback client's port another
 			// one's, to another port), or the uplink is closed.
-			if err == errFlowTaken {
+			if err != errUplinkClosed {
 				u.stats.DropCollision.Add(1)
 			}
 			u.unreserve(ctr.Addr())
@@ -338,23 +345,29 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 // Why expect refuses a flow.
 var (
 	errUplinkClosed = errors.New("hostnet: the uplink is closed")
-	errFlowTaken    = errors.New("hostnet: a flow with the tuple is open or being opened")
+	errFlowOpen     = errors.New("hostnet: a flow with the tuple is open")
+	errFlowTaken    = errors.New("hostnet: the same connection to the container is open or being opened")
 )
 
 // expect registers the flow the uplink is about to open into the
-// container, for Inbound. It says errFlowTaken when one with the same
-// tuple is open, or one that is the same connection to the container
-// (seen): the same client port to two published ports of one container
-// port, or two clients on the host's loopback, both shown as the gateway;
-// errUplinkClosed once the uplink is closed.
+// container, for Inbound. It says errFlowOpen when a flow with the same
+// tuple is open (a client reusing its port, whose last flow may be
+// replaced); errFlowTaken when one is being opened, or one is the same
+// connection to the container (seen): the same client port to two
+// published ports of one container port, or two clients on the host's
+// loopback, both shown as the gateway; errUplinkClosed once the uplink
+// is closed.
 func (u *Uplink) expect(seen, orig, reply conntrack.Tuple) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed {
 		return errUplinkClosed
 	}
-	if _, busy := u.inbound[seen]; busy || u.flows[orig] != nil || u.spliceAt(reply) {
+	if _, busy := u.inbound[seen]; busy || u.spliceAt(reply) {
 		return errFlowTaken
+	}
+	if u.flows[orig] != nil {
+		return errFlowOpen
 	}
 	u.inbound[seen] = expectation{orig, reply}
 	return nil

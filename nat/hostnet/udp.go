@@ -88,11 +88,11 @@ func (fl *udpFlow) send(payload []byte, ttl uint8) {
 func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	t := p.Tuple
 	far := netip.AddrPortFrom(t.Dst, t.DstPort)
-	dst, ok := u.hostDst(far)
-	if !ok {
-		if t.Dst == u.cfg.DNS {
-			u.sendUnreachableFrom(pkt, t.Dst, 3) // from the host nothing listens on
-		}
+	dst, v := u.hostDst(far)
+	if v == dstNoService {
+		u.sendUnreachableFrom(pkt, t.Dst, 3) // from the host nothing listens on
+	}
+	if v != dstOK {
 		return nil
 	}
 	if !u.reserve(t.Src) {
