@@ -243,10 +243,21 @@ func (u *Uplink) readLoop(c syscall.Conn, es *errorSender, read func(fd int, buf
 // ("not pollable"). The error itself was read (and handed on) before. It
 // reports false when the socket is closed.
 func waitErrored(rc syscall.RawConn) bool {
-	return rc.Control(func(fd uintptr) {
-		// Not for long: Close waits for this call.
-		unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 50)
-	}) == nil
+	for {
+		ready := false
+		err := rc.Control(func(fd uintptr) {
+			// Not for long: Close waits for this call.
+			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, _ := unix.Poll(p, 50)
+			ready = n > 0
+		})
+		if err != nil {
+			return false
+		}
+		if ready {
+			return true // a datagram or an error: read it
+		}
+	}
 }
 
 // icmpReported says whether err is what a connected datagram socket
