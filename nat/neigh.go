@@ -129,13 +129,17 @@ func (t *neighTable) roomLocked(now int64) bool {
 	if t.refusing && now-t.refused < int64(neighRefuse) {
 		return false
 	}
-	t.expireLocked(now)
-	if len(t.m) < neighMax {
-		return true
-	}
+	// One pass: expired entries go; among the others, the victim is
+	// found, and dropped only if nothing expired.
 	var victim netip.Addr
 	var vUsed, vSeen int64
+	expired := false
 	for a, n := range t.m {
+		if n.expiredAt(now) {
+			t.dropLocked(a)
+			expired = true
+			continue
+		}
 		u := n.used.Load()
 		if u != 0 && now-u < int64(neighGrace) {
 			continue // in use
@@ -143,6 +147,9 @@ func (t *neighTable) roomLocked(now int64) bool {
 		if !victim.IsValid() || u < vUsed || u == vUsed && n.seen < vSeen {
 			victim, vUsed, vSeen = a, u, n.seen
 		}
+	}
+	if expired {
+		return true
 	}
 	if !victim.IsValid() {
 		t.refused, t.refusing = now, true
@@ -174,12 +181,17 @@ func (t *neighTable) expire(now int64) int {
 func (t *neighTable) expireLocked(now int64) int {
 	dropped := 0
 	for a, n := range t.m {
-		if n.resolved && now-n.seen > 4*int64(neighReachable) ||
-			!n.resolved && now-n.seen > int64(neighGiveUp) {
+		if n.expiredAt(now) {
 			dropped += t.dropLocked(a)
 		}
 	}
 	return dropped
+}
+
+// expiredAt reports whether the entry is past keeping at now: confirmed
+// too long ago, or pending too long.
+func (n *neigh) expiredAt(now int64) bool {
+	return n.resolved && now-n.seen > 4*int64(neighReachable) || !n.resolved && now-n.seen > int64(neighGiveUp)
 }
 
 // Neighbour is one entry of a link's neighbour table, for listing.
