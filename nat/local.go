@@ -196,6 +196,7 @@ func l4ChecksumOK(pkt []byte, ihl int, proto conntrack.Proto) bool {
 // it (nat/hostnet). The zero value is ready; it is safe for concurrent
 // use.
 type ICMPLimit struct {
+	mu     sync.Mutex // over both
 	global tokenBucket
 	peers  peerLimit
 }
@@ -209,10 +210,12 @@ func (l *ICMPLimit) Allow(dst netip.Addr, typ, code uint8, now int64) bool {
 	if typ == 3 && code == 4 {
 		return true
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if !l.global.ok(now) || !l.peers.allow(dst, now) {
 		return false
 	}
-	l.global.take()
+	l.global.tokens--
 	return true
 }
 
@@ -220,16 +223,20 @@ func (l *ICMPLimit) Allow(dst netip.Addr, typ, code uint8, now int64) bool {
 // code at now: the overall budget is not spent. It spends nothing, and
 // lets a caller skip building an error Allow would refuse.
 func (l *ICMPLimit) mayAllow(typ, code uint8, now int64) bool {
-	return typ == 3 && code == 4 || l.global.ok(now)
+	if typ == 3 && code == 4 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.global.ok(now)
 }
 
 // peerLimit limits the ICMP errors the gateway sends to each destination,
 // as Linux's inet_peer_xrlim_allow: a token a second, at most 6 saved, a
 // destination not heard of for 6 s having them all. It remembers at most
 // maxICMPPeers destinations; past that, one it cannot place is limited by
-// the overall bucket only.
+// the overall bucket only. ICMPLimit's lock guards it.
 type peerLimit struct {
-	mu      sync.Mutex
 	peers   map[netip.Addr]peerTokens
 	scanned int64 // when a full map was last swept of destinations as good as new
 }
@@ -245,8 +252,6 @@ const (
 )
 
 func (l *peerLimit) allow(dst netip.Addr, now int64) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	full := icmpPeerBurst * icmpPeerInterval
 	p, ok := l.peers[dst]
 	if !ok {
@@ -283,9 +288,9 @@ func (l *peerLimit) allow(dst netip.Addr, now int64) bool {
 	return ok
 }
 
-// tokenBucket limits the ICMP errors the gateway sends.
+// tokenBucket limits the ICMP errors the gateway sends in all.
+// ICMPLimit's lock guards it.
 type tokenBucket struct {
-	mu     sync.Mutex
 	tokens float64
 	last   int64
 	init   bool
@@ -294,8 +299,6 @@ type tokenBucket struct {
 // ok refills the bucket to now and reports whether it holds a token.
 func (b *tokenBucket) ok(now int64) bool {
 	const rate, burst = 1000.0, 50.0
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if !b.init {
 		b.tokens, b.last, b.init = burst, now, true
 	}
@@ -304,12 +307,4 @@ func (b *tokenBucket) ok(now int64) bool {
 		b.last = now
 	}
 	return b.tokens >= 1
-}
-
-// take spends a token (ok said there was one; another goroutine may
-// have taken it since, which costs at most a token's overdraft).
-func (b *tokenBucket) take() {
-	b.mu.Lock()
-	b.tokens--
-	b.mu.Unlock()
 }
