@@ -569,7 +569,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	df := pkt[6]&0x40 != 0
 	refrag := fragMax > 0 && (!df || fragMax <= out)
 	if size > out && !refrag {
-		if pkt[6]&0x40 != 0 { // DF
+		if df {
 			g.stats.dropTooBig.Add(1)
 			g.sendError(pkt, inside, 3, 4, func(buf []byte, from netip.Addr) ([]byte, error) {
 				return FragNeeded(buf, pkt, from, out)
@@ -588,7 +588,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if refrag {
 		// Not below the 68 bytes every link carries (RFC 791), which
 		// Fragment's cut needs: a sender's tinier fragments go on at 68.
-		g.refragment(pkt, to.Dst, inside, max(min(fragMax, out), 68), df)
+		g.refragment(frame, pkt, to.Dst, inside, max(min(fragMax, out), 68))
 		return
 	}
 	g.route(frame, pkt, to.Dst, inside, true, off)
@@ -602,9 +602,9 @@ func (g *Gateway) untrack(res conntrack.Result) {
 	}
 }
 
-// refragment forwards the reassembled datagram pkt in fragments of at
-// most size bytes, each with DF when df.
-func (g *Gateway) refragment(pkt []byte, dst netip.Addr, inside bool, size int, df bool) {
+// refragment forwards the reassembled datagram pkt, in frame, in
+// fragments of at most size bytes, with DF on each when it has DF.
+func (g *Gateway) refragment(frame, pkt []byte, dst netip.Addr, inside bool, size int) {
 	if !DecTTL(pkt) {
 		g.stats.dropTTL.Add(1)
 		return
@@ -614,13 +614,10 @@ func (g *Gateway) refragment(pkt []byte, dst netip.Addr, inside bool, size int, 
 		send = g.inside.send
 	}
 	sc := &g.scratch[sideIndex(inside)]
-	pkt[6] &^= 0x40
-	putIPv4Checksum(pkt)
-	err := Fragment(pkt, size, sc.frag[Headroom:], func(f []byte) {
-		f = sc.frag[Headroom : Headroom+copy(sc.frag[Headroom:], f)] // pkt itself when it fits
-		if df {
-			f[6] |= 0x40
-			putIPv4Checksum(f)
+	err := cut(pkt, size, sc.frag[Headroom:], true, func(f []byte) {
+		if &f[0] == &pkt[0] { // it fits: as it is
+			send(frame[:Headroom+len(f)], dst, bridge.Offload{})
+			return
 		}
 		send(sc.frag[:Headroom+len(f)], dst, bridge.Offload{})
 	})

@@ -404,6 +404,13 @@ func (r *Reassembler) removeLocked(d *datagram) {
 // and for any IPv6 packet that does not fit (routers do not fragment
 // IPv6); ErrMalformed for a bad header; a plain error for an MTU below 68.
 func Fragment(pkt []byte, mtu int, buf []byte, emit func(frag []byte)) error {
+	return cut(pkt, mtu, buf, false, emit)
+}
+
+// cut is Fragment; with keepDF, a packet with DF is cut too, and
+// each of its fragments keeps DF: a reassembled datagram going on in
+// fragments no larger than its sender's (Linux's IPSKB_FRAG_PMTU).
+func cut(pkt []byte, mtu int, buf []byte, keepDF bool, emit func(frag []byte)) error {
 	h, err := parseIP(pkt, false)
 	if err != nil {
 		return err
@@ -412,7 +419,8 @@ func Fragment(pkt []byte, mtu int, buf []byte, emit func(frag []byte)) error {
 		emit(pkt[:h.end])
 		return nil
 	}
-	if h.v6 || pkt[6]&0x40 != 0 {
+	df := pkt[6]&0x40 != 0
+	if h.v6 || df && !keepDF {
 		return ErrDontFragment
 	}
 	if mtu < 68 {
@@ -462,6 +470,9 @@ func Fragment(pkt []byte, mtu int, buf []byte, emit func(frag []byte)) error {
 		f := uint16((base + pos) / 8)
 		if !last || moreAfter {
 			f |= 0x2000
+		}
+		if df {
+			f |= 0x4000
 		}
 		binary.BigEndian.PutUint16(buf[6:8], f)
 		putIPv4Checksum(buf)
