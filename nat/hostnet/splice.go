@@ -86,29 +86,28 @@ type splice struct {
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
 	dtimer                                 *time.Timer
-	dtimerSet                              bool        // dtimer will fire for the bytes not acknowledged: not armed again for more
-	finAt, finSent, finAcked, hostEOF      bool        // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
-	finSeq                                 uint32      // the sequence number of our FIN, once finAt
-	finRcvd, shutWr                        bool        // the container's FIN came; the host socket's write side shut
-	over                                   []byte      // bytes from the container the host socket has not taken yet
-	ooo                                    []oooSeg    // segments from the container that came out of order, by seq
-	oooBytes                               int         // the bytes in ooo
-	oooLast                                uint32      // the seq of the last segment kept in ooo, whose block a SACK names first
-	holes                                  atomic.Bool // ooo holds segments: ACKs carry SACK blocks
-	sackOK                                 bool        // the container's SYN (or SYN-ACK) permitted SACK
-	flushing                               bool        // the poller watches the host socket for room for them
-	rewind, wantWnd                        bool        // go back to the first byte not acknowledged; the window is closed with nothing in flight
-	reseek                                 bool        // the peek offset must follow a rewind
-	dupAcks                                int         // duplicate ACKs in a row (RFC 5681)
-	recover                                uint32      // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
-	requeue                                bool        // the timer is to send again what the queue to the gateway refused (localRetry)
-	retrying                               bool        // the timer's retry of that is under way
-	refused                                int         // the timer's retries the queue refused in a row
-	oowAt                                  time.Time   // when a segment out of the window was last answered (oowLimit)
-	refusedSince                           time.Time   // since when the queue refused every frame
-	wake                                   func()      // wakeNow, made once
-	awaitingRoom                           bool        // wake is in the link's list
-	refusing                               bool        // segments are being refused: the window halved once for it
+	dtimerSet                              bool      // dtimer will fire for the bytes not acknowledged: not armed again for more
+	finAt, finSent, finAcked, hostEOF      bool      // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
+	finSeq                                 uint32    // the sequence number of our FIN, once finAt
+	finRcvd, shutWr                        bool      // the container's FIN came; the host socket's write side shut
+	over                                   []byte    // bytes from the container the host socket has not taken yet
+	ooo                                    []oooSeg  // segments from the container that came out of order, by seq
+	oooBytes                               int       // the bytes in ooo
+	oooLast                                uint32    // the seq of the last segment kept in ooo, whose block a SACK names first
+	sackOK                                 bool      // the container's SYN (or SYN-ACK) permitted SACK
+	flushing                               bool      // the poller watches the host socket for room for them
+	rewind, wantWnd                        bool      // go back to the first byte not acknowledged; the window is closed with nothing in flight
+	reseek                                 bool      // the peek offset must follow a rewind
+	dupAcks                                int       // duplicate ACKs in a row (RFC 5681)
+	recover                                uint32    // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
+	requeue                                bool      // the timer is to send again what the queue to the gateway refused (localRetry)
+	retrying                               bool      // the timer's retry of that is under way
+	refused                                int       // the timer's retries the queue refused in a row
+	oowAt                                  time.Time // when a segment out of the window was last answered (oowLimit)
+	refusedSince                           time.Time // since when the queue refused every frame
+	wake                                   func()    // wakeNow, made once
+	awaitingRoom                           bool      // wake is in the link's list
+	refusing                               bool      // segments are being refused: the window halved once for it
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
@@ -517,8 +516,9 @@ func (s *splice) ackIfDue() {
 	}
 	must := s.ackMust
 	seq, ack, wnd, prev := s.ackLocked()
+	sack := s.sackOptLocked(ack)
 	s.mu.Unlock()
-	s.sendAck(seq, ack, wnd, prev, must)
+	s.sendAck(seq, ack, wnd, prev, must, &sack)
 }
 
 // sendAck sends a segment that only acknowledges; prev is the last
@@ -526,16 +526,10 @@ func (s *splice) ackIfDue() {
 // refused goes again with the timer's retry (refusedLocked) when it
 // acknowledged something new, or when must (the handshake's, a window
 // that opens): a lost handshake's ACK kept the container's accept waiting
-// a second, for its SYN-ACK's second try.
-func (s *splice) sendAck(seq, ack uint32, wnd uint16, prev uint32, must bool) {
-	var sack [sackOptMax]byte
-	n := 0
-	if s.holes.Load() { // else no lock: the ACKs of a stream in order
-		s.mu.Lock()
-		n = s.sackLocked(sack[:], ack)
-		s.mu.Unlock()
-	}
-	if s.send(seq, ack, conntrack.TCPAck, wnd, sack[:n], nil, 0) {
+// a second, for its SYN-ACK's second try. sack is the SACK option the
+// caller built with the ACK, under the lock.
+func (s *splice) sendAck(seq, ack uint32, wnd uint16, prev uint32, must bool, sack *sackOpt) {
+	if s.send(seq, ack, conntrack.TCPAck, wnd, sack.b[:sack.n], nil, 0) {
 		return
 	}
 	s.mu.Lock()
@@ -1154,8 +1148,9 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 		// The SYN-ACK again: our ACK of it was lost, or is late.
 		s.u.stats.InboundSynAckAgain.Add(1)
 		seqNxt, ackNxt, wnd, prev := s.ackLocked()
+		sack := s.sackOptLocked(ackNxt)
 		s.mu.Unlock()
-		s.sendAck(seqNxt, ackNxt, wnd, prev, true)
+		s.sendAck(seqNxt, ackNxt, wnd, prev, true, &sack)
 		return
 	}
 	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
@@ -1230,12 +1225,14 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 	}
 	var seqNxt, ackNxt, prev uint32
 	var wnd uint16
+	var sack sackOpt
 	if now {
 		seqNxt, ackNxt, wnd, prev = s.ackLocked()
+		sack = s.sackOptLocked(ackNxt)
 	}
 	s.mu.Unlock()
 	if now {
-		s.sendAck(seqNxt, ackNxt, wnd, prev, false)
+		s.sendAck(seqNxt, ackNxt, wnd, prev, false, &sack)
 	}
 	if done {
 		s.finish()
@@ -1556,7 +1553,22 @@ func (s *splice) queueOOOLocked(seq uint32, payload []byte, fin bool) {
 	s.ooo[i] = oooSeg{seq: seq, data: append([]byte(nil), payload...), fin: fin}
 	s.oooBytes += len(payload)
 	s.oooLast = seq
-	s.holes.Store(true)
+}
+
+// sackOpt is the SACK option of an ACK, built under the splice's lock
+// with the ACK (sackOptLocked), sent after it (sendAck).
+type sackOpt struct {
+	b [sackOptMax]byte
+	n int
+}
+
+// sackOptLocked is the SACK option of an ACK of ack: none unless
+// segments are kept out of order, and SACK permitted.
+func (s *splice) sackOptLocked(ack uint32) (o sackOpt) {
+	if len(s.ooo) > 0 {
+		o.n = s.sackLocked(o.b[:], ack)
+	}
+	return o
 }
 
 // sackOptMax is the room for SACK blocks in an ACK: two NOPs, the
@@ -1654,7 +1666,6 @@ func (s *splice) drainOOOLocked() bool {
 	}
 	if len(s.ooo) == 0 || s.finRcvd {
 		s.ooo, s.oooBytes = nil, 0
-		s.holes.Store(false)
 	}
 	return true
 }
@@ -1765,15 +1776,17 @@ func (s *splice) flush() {
 	done := s.doneLocked()
 	var seq, ack, prev uint32
 	var wnd uint16
+	var sack sackOpt
 	if !done {
 		seq, ack, wnd, prev = s.ackLocked()
+		sack = s.sackOptLocked(ack)
 	}
 	s.mu.Unlock()
 	if done {
 		s.finish()
 		return
 	}
-	s.sendAck(seq, ack, wnd, prev, true) // the window opens
+	s.sendAck(seq, ack, wnd, prev, true, &sack) // the window opens
 }
 
 // abort ends the splice at once, for the reason why: resetHost resets the

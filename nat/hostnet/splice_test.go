@@ -329,7 +329,7 @@ func TestSpliceMustAckRetried(t *testing.T) {
 	s.mu.Lock()
 	seq, ack, wnd, prev := s.ackLocked()
 	s.mu.Unlock()
-	s.sendAck(seq, ack, wnd, prev, true) // refused
+	s.sendAck(seq, ack, wnd, prev, true, &sackOpt{}) // refused
 	for range 3 {
 		fire(s) // refused again
 		s.mu.Lock()
