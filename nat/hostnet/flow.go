@@ -51,11 +51,10 @@ var sweepInterval = time.Second
 func (u *Uplink) reserve(src netip.Addr) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if m := u.cfg.MaxFlowsPerSource; m > 0 && u.perSrc[src] >= m {
+	if !u.perSrc.take(src, 0, u.cfg.MaxFlowsPerSource) {
 		u.stats.DropPerSource.Add(1)
 		return false
 	}
-	u.perSrc[src]++
 	return true
 }
 
@@ -66,9 +65,7 @@ func (u *Uplink) unreserve(src netip.Addr) {
 }
 
 func (u *Uplink) unreserveLocked(src netip.Addr) {
-	if u.perSrc[src]--; u.perSrc[src] <= 0 {
-		delete(u.perSrc, src)
-	}
+	u.perSrc.give(src)
 }
 
 // addFlow registers a flow of src, whose place reserve took, and reports

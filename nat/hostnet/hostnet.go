@@ -117,7 +117,7 @@ type Uplink struct {
 	udp        map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
 	pings      map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
 	inbound    map[conntrack.Tuple]expectation // flows being opened into the container, by the tuple of their packets to it
-	perSrc     map[netip.Addr]int              // open flows per container address
+	perSrc     srcCount                        // open flows per container address
 	pubs       map[nat.RuleID][]io_closer      // listeners of published ports
 	rules      atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
 	dialing    inFlight                        // the clients being carried in
@@ -195,7 +195,6 @@ func New(cfg Config) (*Uplink, error) {
 		udp:     map[conntrack.Tuple]*udpFlow{},
 		pings:   map[conntrack.Tuple]*pingFlow{},
 		inbound: map[conntrack.Tuple]expectation{},
-		perSrc:  map[netip.Addr]int{},
 		pubs:    map[nat.RuleID][]io_closer{},
 		splices: map[conntrack.Tuple]*splice{},
 		warned:  map[string]bool{},

@@ -78,7 +78,7 @@ func TestInboundResetAtOnce(t *testing.T) {
 	wg.Wait()
 	time.Sleep(3 * time.Second) // past the handshakes' deadline (ConnectTimeout 2 s) and a sweep
 	u.mu.Lock()
-	flows, opening, src := len(u.flows), 0, u.perSrc[ctr.Addr()]
+	flows, opening, src := len(u.flows), 0, u.perSrc.by[ctr.Addr()]
 	for _, f := range u.flows {
 		if f.opening {
 			opening++

@@ -631,7 +631,7 @@ func TestInFlight(t *testing.T) {
 			f.give(netip.AddrFrom4([4]byte{10, 0, 2, byte(100 + i)}))
 		}
 	}
-	if f.len() != 0 || len(f.bySrc) != 0 {
-		t.Errorf("after every place was given back: %d taken, %d sources", f.len(), len(f.bySrc))
+	if f.len() != 0 || len(f.c.by) != 0 {
+		t.Errorf("after every place was given back: %d taken, %d sources", f.len(), len(f.c.by))
 	}
 }

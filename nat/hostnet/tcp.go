@@ -28,9 +28,8 @@ const (
 // inFlight counts the TCP connections being opened one way, in all and
 // per container address, within maxInFlight and maxInFlightPerSource.
 type inFlight struct {
-	mu    sync.Mutex
-	n     int
-	bySrc map[netip.Addr]int
+	mu sync.Mutex
+	c  srcCount
 }
 
 // take counts a connection of the container src about to be opened, and
@@ -38,32 +37,50 @@ type inFlight struct {
 func (f *inFlight) take(src netip.Addr) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.n >= maxInFlight || f.bySrc[src] >= maxInFlightPerSource {
-		return false
-	}
-	if f.bySrc == nil {
-		f.bySrc = map[netip.Addr]int{}
-	}
-	f.n++
-	f.bySrc[src]++
-	return true
+	return f.c.take(src, maxInFlight, maxInFlightPerSource)
 }
 
 // give gives back a place take counted for src.
 func (f *inFlight) give(src netip.Addr) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.n--
-	if f.bySrc[src]--; f.bySrc[src] <= 0 {
-		delete(f.bySrc, src)
-	}
+	f.c.give(src)
 }
 
 // len is how many connections are being opened.
 func (f *inFlight) len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.n
+	return f.c.n
+}
+
+// srcCount counts places taken, in all and per source address, within
+// caps; its owner locks it. The zero value is ready.
+type srcCount struct {
+	n  int
+	by map[netip.Addr]int
+}
+
+// take counts a place for src, and reports false (counting nothing)
+// when total places are taken, or per by src (0 for no cap).
+func (c *srcCount) take(src netip.Addr, total, per int) bool {
+	if total > 0 && c.n >= total || per > 0 && c.by[src] >= per {
+		return false
+	}
+	if c.by == nil {
+		c.by = map[netip.Addr]int{}
+	}
+	c.n++
+	c.by[src]++
+	return true
+}
+
+// give gives back a place take counted for src.
+func (c *srcCount) give(src netip.Addr) {
+	c.n--
+	if c.by[src]--; c.by[src] <= 0 {
+		delete(c.by, src)
+	}
 }
 
 // presented is the address a client of a published port is shown to the
