@@ -579,10 +579,9 @@ func secondHop(t *testing.T, e *env) {
 }
 
 // unlimitedICMP has the router ns send every ICMP error the tests count:
-// Linux limits them per destination and, on some kernels, across every
-// namespace of the machine, which other tests running meanwhile use up
-// (a burst test once got 4 of its 5). An empty icmp_ratemask exempts
-// every type from both.
+// Linux limits them per destination (a burst of 6) and, on some kernels,
+// across every namespace of the machine, which other tests running
+// meanwhile use up. An empty icmp_ratemask exempts every type from both.
 func unlimitedICMP(ns *netns.NS) error {
 	return ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/icmp_ratemask", []byte("0"), 0) })
 }
