@@ -252,7 +252,7 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 		a.ctr.dropInvalid.Add(1)
 		return false
 	}
-	if rx.meta.GSO != GSONone && gsoSegmentFrame(buf[:size], rx.meta) > b.maxFrame {
+	if rx.meta.GSO != GSONone && rx.meta.SegmentLen(buf[:size]) > b.maxFrame {
 		// Its segments would be larger than the bridge's frames, as
 		// such a frame without GSO is.
 		a.ctr.dropOversize.Add(1)

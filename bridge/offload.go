@@ -138,9 +138,11 @@ func (o Offload) HeaderLen(frame []byte) int {
 	return l4 + int(frame[l4+12]>>4)*4
 }
 
-// gsoSegmentFrame is the length of the largest frame the GSO frame
-// (valid for o) is cut into: its headers and one segment of payload.
-func gsoSegmentFrame(frame []byte, o Offload) int {
+// SegmentLen is the length of the largest frame the TCP GSO frame (valid
+// for o) is cut into: its headers and one segment of payload, GSOSize
+// bytes or all there is when that is less (a sender may flag a frame
+// for GSO whose payload would fit one segment of a larger GSOSize).
+func (o Offload) SegmentLen(frame []byte) int {
 	hdr := o.HeaderLen(frame)
 	return hdr + min(int(o.GSOSize), max(len(frame)-hdr, 0))
 }

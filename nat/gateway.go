@@ -796,10 +796,10 @@ func (g *Gateway) martian(a netip.Addr) bool {
 	return b[0] == 0 || b == [4]byte{255, 255, 255, 255}
 }
 
-// gsoSegmentSize is the size of the IP packets a GSO packet, at
+// gsoSegmentSize is the size of the largest IP packet a GSO packet, at
 // frame[Headroom:], is cut into: its headers and one segment's payload.
 func gsoSegmentSize(frame []byte, off bridge.Offload) int {
-	return off.HeaderLen(frame) - Headroom + int(off.GSOSize)
+	return off.SegmentLen(frame) - Headroom
 }
 
 // route sends a translated packet towards dst: to the bridge when dst is on

@@ -159,3 +159,24 @@ func TestForwardGSOFragNeeded(t *testing.T) {
 			msg[20], msg[21], binary.BigEndian.Uint16(msg[26:]))
 	}
 }
+
+// A GSO packet whose payload is less than its GSOSize is one segment of
+// its own size: within the MTU it goes on, not answered with
+// fragmentation needed for a segment size no segment of it has.
+func TestForwardGSOShortPayload(t *testing.T) {
+	port := &offloadSink{sink: sink{done: make(chan struct{})}}
+	gw := sinkGateway(t, port, 1280)
+	f, off := gsoPacket(gw.MAC(), 1000, 1448)
+	gw.forward(f, true, off)
+	if st := gw.Stats(); len(port.frames) != 1 || st.DropTooBig != 0 || st.ICMPSent != 0 {
+		t.Fatalf("%d frames sent, stats %+v; want the packet sent, nothing answered", len(port.frames), st)
+	}
+	n := 0
+	err := bridge.Segment(port.frames[0], Headroom, port.meta[0], make([]byte, 65535), func(seg []byte) {
+		checkMasqueraded(t, seg)
+		n++
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("cut into %d segments: %v", n, err)
+	}
+}
