@@ -51,6 +51,68 @@ TAPNAME is tap0 when not given. A TAP device in a namespace of another
 user namespace is opened by a helper run under nsenter(1) (util-linux).
 `
 
+// getoptShort rewrites the short options of args as getopt(3), which
+// slirp4netns parses with, takes them and the flag package does not: one
+// dash and several letters (-ce 4: -c -e 4), a value joined to its letter
+// (-r3: -r 3). A one-letter flag of fs that takes no value is a letter
+// such a cluster may hold; one that takes a value takes the rest of the
+// cluster, or the next argument. Long options (--mtu, or fs's own
+// -mtu), values and what follows "--" stay as they are.
+func getoptShort(fs *flag.FlagSet, args []string) []string {
+	takesValue := func(name string) (known, value bool) {
+		f := fs.Lookup(name)
+		if f == nil {
+			return false, false
+		}
+		b, ok := f.Value.(interface{ IsBoolFlag() bool })
+		return true, !ok || !b.IsBoolFlag()
+	}
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			out = append(out, a)
+			continue
+		}
+		name, _, joined := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if known, value := takesValue(name); known || strings.HasPrefix(a, "--") {
+			// A flag as it is, with the value that follows it.
+			out = append(out, a)
+			if value && !joined && i+1 < len(args) {
+				i++
+				out = append(out, args[i])
+			}
+			continue
+		}
+		// A cluster of one-letter flags, if each letter up to the first
+		// that takes a value is one; else as it is, for the flag package
+		// to refuse.
+		split := []string{}
+		for rest := a[1:]; rest != ""; rest = rest[1:] {
+			known, value := takesValue(rest[:1])
+			if !known {
+				split = []string{a}
+				break
+			}
+			split = append(split, "-"+rest[:1])
+			if value {
+				if rest[1:] != "" {
+					split = append(split, rest[1:])
+				} else if i+1 < len(args) {
+					i++
+					split = append(split, args[i])
+				}
+				break
+			}
+		}
+		out = append(out, split...)
+	}
+	return out
+}
+
 // parseSlirpArgs turns the slirp4netns command line into the gateway's
 // configuration. version reports --version, which the caller answers.
 func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error) {
@@ -87,7 +149,7 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 	fs.StringVar(&userns, "userns-path", "", "")
 	fs.BoolVar(&disableDNS, "disable-dns", false, "")
 	fs.StringVar(&outbound, "outbound-addr", "", "")
-	pos, err := parseFlags(fs, args)
+	pos, err := parseFlags(fs, getoptShort(fs, args))
 	if err != nil || version {
 		return nil, version, err
 	}

@@ -37,6 +37,25 @@ func TestParseSlirpArgs(t *testing.T) {
 		cfg.DNS.IsValid() || cfg.APISocket != "" || !cfg.IPv6Asked || cfg.MTU != 1500 {
 		t.Errorf("Podman's command line: %+v", cfg)
 	}
+	// getopt's short options: clustered, and with values joined.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	fd := strconv.Itoa(int(r.Fd()))
+	for _, args := range [][]string{
+		{"-ce" + fd, "-r-1", "-m65520", pid},
+		{"-ce", fd, "-m", "65520", "-r", "-1", pid},
+		{"-c", "-e=" + fd, "--mtu=65520", pid},
+		{"-c", "-exit-fd", fd, "-mtu", "65520", pid},
+	} {
+		cfg, _, err := parseSlirpArgs(args)
+		if err != nil || cfg.Ports[0].Addr != netip.MustParsePrefix("10.0.2.100/24") || cfg.ExitFD != int(r.Fd()) || cfg.MTU != 65520 || cfg.ReadyFD != -1 {
+			t.Errorf("%q: %+v, %v; want -c -e %s -m 65520", args, cfg, err, fd)
+		}
+	}
 	// TAPNAME defaults to tap0.
 	if cfg, _, err = parseSlirpArgs([]string{pid}); err != nil || cfg.Ports[0].IfName != "tap0" {
 		t.Errorf("no TAPNAME: %+v, %v", cfg, err)
@@ -60,6 +79,8 @@ func TestParseSlirpArgs(t *testing.T) {
 		{[]string{"--userns-path", "/no/such/userns", pid}, "--userns-path: /no/such/userns"},
 		{[]string{"--exit-fd", "1000", pid}, "--exit-fd 1000: not an open file descriptor"},
 		{[]string{"--enable-seccomp", pid}, "flag provided but not defined"},
+		{[]string{"-cx", pid}, "flag provided but not defined: -cx"},
+		{[]string{"-e"}, "flag needs an argument: -e"},
 		{[]string{"--netns-type=path", "/no/such/netns"}, "/no/such/netns"},
 	} {
 		if _, _, err := parseSlirpArgs(c.args); err == nil || !strings.Contains(err.Error(), c.want) {
