@@ -590,3 +590,41 @@ func TestNoMoveToDetachedPort(t *testing.T) {
 		t.Errorf("MAC behind %v after the detached port's frame, want b", got.Name())
 	}
 }
+
+// A full FDB evicts the least recently seen learned entry (Config.
+// MaxFDBEntries): macA, learned first and last seen at 1 s, before macB,
+// learned at 998 s (it used to be macB: the queue second-chance eviction
+// went by put macA back behind it).
+func TestFDBEvictsLeastRecentlySeen(t *testing.T) {
+	tb := newTestBridge(t, Config{MaxFDBEntries: 3, AgeingTime: -1}, 2)
+	tb.barrier(0, 1, macA) // macA queued at t=0
+	tb.clock.Advance(time.Second)
+	tb.barrier(0, 2, macA) // macA seen at t=1
+	tb.clock.Advance(997 * time.Second)
+	tb.barrier(0, 3, macB) // t=998
+	tb.clock.Advance(time.Second)
+	tb.barrier(0, 4, macC) // t=999
+	tb.clock.Advance(time.Second)
+	tb.barrier(0, 5, macD) // t=1000: full, evict the least recently seen
+	fdb := tb.b.FDB()
+	if findFDB(fdb, macA) != nil || findFDB(fdb, macB) == nil {
+		t.Fatalf("after macD: FDB = %v; want macA (seen at 1 s) evicted, macB (seen at 998 s) kept", fdb)
+	}
+}
+
+// The same after several refreshes: entries go in the order they were
+// last seen, not the order they were queued again in.
+func TestFDBEvictsLeastRecentlySeenAfterRefreshes(t *testing.T) {
+	f := newFDB(0, 3)
+	p := &Attachment{name: "p"}
+	f.learn(macA, p, 1)
+	f.learn(macB, p, 2)
+	f.learn(macC, p, 3)
+	f.learn(macB, p, 4) // refresh
+	f.learn(macA, p, 5) // refresh
+	f.learn(macD, p, 6) // evicts macC, seen at 3
+	f.learn(macX, p, 7) // must evict macB, seen at 4, not macA, seen at 5
+	if f.lookup(macC, 7) != nil || f.lookup(macB, 7) != nil || f.lookup(macA, 7) == nil {
+		t.Fatalf("FDB = %v; want macA macD macX (macC then macB evicted)", f.list(7))
+	}
+}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"io"
@@ -55,10 +56,11 @@ type fdbEntry struct {
 	port   atomic.Pointer[Attachment]
 	seen   atomic.Int64 // clock nanoseconds since the bridge's epoch
 
-	// queued is seen's value when the entry last entered the eviction
-	// list; an entry seen since then gets a second chance (see evictLocked).
-	queued     int64
-	prev, next *fdbEntry
+	// queued is seen's value when the entry last took its place in the
+	// eviction queue, a heap ordered by it; an entry seen since then is
+	// put back in its place instead of evicted (see evictLocked).
+	queued int64
+	idx    int // index in fdb.q
 }
 
 // fdb is the MAC table. Lock order: Bridge.mu before fdb.mu.
@@ -66,11 +68,9 @@ type fdb struct {
 	ageing int64 // nanoseconds; <= 0 means entries never age
 	max    int
 
-	mu      sync.RWMutex
-	m       map[MAC]*fdbEntry
-	head    *fdbEntry // oldest dynamic entry
-	tail    *fdbEntry
-	dynamic int
+	mu sync.RWMutex
+	m  map[MAC]*fdbEntry
+	q  fdbQueue // the dynamic entries, least recently queued first
 
 	full atomic.Uint64 // MACs not learned because the table held only static entries
 }
@@ -224,38 +224,39 @@ func (f *fdb) list(now int64) []FDBEntry {
 }
 
 // reapLocked removes up to n aged entries from the head of the eviction
-// list, so that memory follows the live set without a timer goroutine.
+// queue, so that memory follows the live set without a timer goroutine.
 // Lookups ignore aged entries anyway.
 func (f *fdb) reapLocked(now int64, n int) {
-	for ; n > 0 && f.head != nil && f.expired(f.head, now); n-- {
-		f.deleteLocked(f.head)
+	for ; n > 0 && len(f.q) > 0 && f.expired(f.q[0], now); n-- {
+		f.deleteLocked(f.q[0])
 	}
 }
 
-// evictLocked frees one slot by removing the oldest dynamic entry, and
-// reports false when there is none. "Oldest" is least recently seen, found
-// the second-chance way: the list is in the order entries were queued, and
-// an entry seen since it was queued is queued again instead of evicted. So
-// refreshing a MAC costs an atomic store, never the write lock, and each
-// eviction is amortised O(1).
+// evictLocked frees one slot by removing the least recently seen dynamic
+// entry, and reports false when there is none. The queue is a heap ordered
+// by the time each entry was queued; an entry seen since it was queued is
+// put back at the time it was last seen instead of evicted. The first
+// entry not seen since it was queued was then seen no later than any
+// other entry was queued, so no later than any was seen: it is the least
+// recently seen. So refreshing a MAC costs an atomic store, never the
+// write lock, and each eviction costs O(log n) per entry put back.
 func (f *fdb) evictLocked(now int64) bool {
-	for range f.dynamic {
-		e := f.head
-		if e == nil {
-			return false
-		}
+	// Bounded: entries refreshed meanwhile (under no lock) cannot keep it
+	// going.
+	for range len(f.q) {
+		e := f.q[0]
 		if seen := e.seen.Load(); seen > e.queued && !f.expired(e, now) {
-			f.unlinkLocked(e)
-			f.pushLocked(e, seen)
+			e.queued = seen
+			heap.Fix(&f.q, 0)
 			continue
 		}
 		f.deleteLocked(e)
 		return true
 	}
-	if f.head == nil {
+	if len(f.q) == 0 {
 		return false
 	}
-	f.deleteLocked(f.head)
+	f.deleteLocked(f.q[0])
 	return true
 }
 
@@ -268,29 +269,34 @@ func (f *fdb) deleteLocked(e *fdbEntry) {
 
 func (f *fdb) pushLocked(e *fdbEntry, queued int64) {
 	e.queued = queued
-	e.prev, e.next = f.tail, nil
-	if f.tail != nil {
-		f.tail.next = e
-	} else {
-		f.head = e
-	}
-	f.tail = e
-	f.dynamic++
+	heap.Push(&f.q, e)
 }
 
 func (f *fdb) unlinkLocked(e *fdbEntry) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		f.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		f.tail = e.prev
-	}
-	e.prev, e.next = nil, nil
-	f.dynamic--
+	heap.Remove(&f.q, e.idx)
+}
+
+// fdbQueue is a min-heap of dynamic entries by queued (container/heap).
+type fdbQueue []*fdbEntry
+
+func (q fdbQueue) Len() int           { return len(q) }
+func (q fdbQueue) Less(i, j int) bool { return q[i].queued < q[j].queued }
+func (q fdbQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].idx, q[j].idx = i, j
+}
+func (q *fdbQueue) Push(x any) {
+	e := x.(*fdbEntry)
+	e.idx = len(*q)
+	*q = append(*q, e)
+}
+func (q *fdbQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	e.idx = -1
+	return e
 }
 
 // writeFDB writes entries one a line in `bridge fdb show` form.
