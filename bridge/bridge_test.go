@@ -628,3 +628,19 @@ func TestFDBEvictsLeastRecentlySeenAfterRefreshes(t *testing.T) {
 		t.Fatalf("FDB = %v; want macA macD macX (macC then macB evicted)", f.list(7))
 	}
 }
+
+// A static entry for a port detached between AddStatic's check and its
+// taking the FDB's lock (closing set, flushPort run) is refused, as learn
+// refuses one (TestNoMoveToDetachedPort): added after the flush, it would
+// never age nor be evicted, and keep the MAC pointing at a dead port.
+func TestNoStaticEntryForDetachedPort(t *testing.T) {
+	f := newFDB(300*time.Second, 8192)
+	a := &Attachment{name: "a"}
+	// AddStatic saw a attached; then a's Close ran: closing, then flush.
+	a.closing.Store(true)
+	f.flushPort(a)
+	err := f.addStatic(macA, a, 1)
+	if err == nil || f.lookup(macA, 1) != nil || len(f.list(1)) != 0 {
+		t.Fatalf("addStatic on a detached port: err %v, FDB %v; want an error and no entry", err, f.list(1))
+	}
+}

@@ -156,6 +156,12 @@ func (f *fdb) learn(mac MAC, port *Attachment, now int64) (moved bool) {
 func (f *fdb) addStatic(mac MAC, port *Attachment, now int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if port.closing.Load() {
+		// Detached since AddStatic looked: flushPort, which runs under
+		// f.mu once closing is set, has flushed it or will; an entry
+		// added after it would outlive the port.
+		return fmt.Errorf("bridge: add static %v: port %s detached", mac, port.name)
+	}
 	if e := f.m[mac]; e != nil {
 		if !e.static {
 			f.unlinkLocked(e)
