@@ -65,23 +65,20 @@ func (s *portSecurity) allows(frame []byte) bool {
 	if MAC(frame[6:12]) != s.mac {
 		return false
 	}
-	if !s.checkIP {
-		return true
-	}
 	p := frame[etherHeader:]
-	switch binary.BigEndian.Uint16(frame[12:14]) {
+	et := binary.BigEndian.Uint16(frame[12:14])
+	if !s.checkIP {
+		// ARP's sender hardware address is pinned whatever Addrs says.
+		return et != etherTypeARP || arpIPv4(p) && MAC(p[8:14]) == s.mac
+	}
+	switch et {
 	case etherTypeIPv4:
 		if len(p) < 20 || p[0]>>4 != 4 {
 			return false
 		}
 		return s.allow4([4]byte(p[12:16]))
 	case etherTypeARP:
-		// htype Ethernet, ptype IPv4, hlen 6, plen 4.
-		if len(p) < 28 || binary.BigEndian.Uint16(p[0:2]) != 1 ||
-			binary.BigEndian.Uint16(p[2:4]) != etherTypeIPv4 || p[4] != 6 || p[5] != 4 {
-			return false
-		}
-		return MAC(p[8:14]) == s.mac && s.allow4([4]byte(p[14:18]))
+		return arpIPv4(p) && MAC(p[8:14]) == s.mac && s.allow4([4]byte(p[14:18]))
 	case etherTypeIPv6:
 		if len(p) < 40 || p[0]>>4 != 6 {
 			return false
@@ -91,6 +88,13 @@ func (s *portSecurity) allows(frame []byte) bool {
 		return false
 	}
 	return true
+}
+
+// arpIPv4 reports whether p is a whole ARP message for IPv4 over
+// Ethernet: htype Ethernet, ptype IPv4, hlen 6, plen 4.
+func arpIPv4(p []byte) bool {
+	return len(p) >= 28 && binary.BigEndian.Uint16(p[0:2]) == 1 &&
+		binary.BigEndian.Uint16(p[2:4]) == etherTypeIPv4 && p[4] == 6 && p[5] == 4
 }
 
 func (s *portSecurity) allow4(a [4]byte) bool {

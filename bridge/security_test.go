@@ -124,3 +124,20 @@ func TestPortSecurityForwarding(t *testing.T) {
 }
 
 func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// With no Addrs (the MAC pinned alone), an ARP message's sender hardware
+// address must be the MAC too, as the policy says whatever Addrs is: a
+// port could else announce another station's MAC for any address.
+func TestPortSecurityMACOnlyARPSender(t *testing.T) {
+	s, err := (&PortSecurity{MAC: macA}).compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("192.0.2.10")
+	if s.allows(arpFrame(macA, macB, ip)) {
+		t.Error("MAC-only policy allows an ARP message whose sender hardware address is another MAC")
+	}
+	if !s.allows(arpFrame(macA, macA, ip)) {
+		t.Error("MAC-only policy refuses an ARP message from its own MAC")
+	}
+}
