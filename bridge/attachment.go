@@ -252,11 +252,21 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 		a.ctr.dropInvalid.Add(1)
 		return false
 	}
-	if rx.meta.GSO != GSONone && rx.meta.SegmentLen(buf[:size]) > b.maxFrame {
-		// Its segments would be larger than the bridge's frames, as
-		// such a frame without GSO is.
-		a.ctr.dropOversize.Add(1)
-		return false
+	if rx.meta.GSO != GSONone {
+		// Headers a plain port's transmit could not cut into segments
+		// are refused here, on the port that sent them, as an invalid
+		// Offload is.
+		var s segmenter
+		if s.init(buf, l3Offset(buf), rx.meta) != nil {
+			a.ctr.dropInvalid.Add(1)
+			return false
+		}
+		if rx.meta.SegmentLen(buf) > b.maxFrame {
+			// Its segments would be larger than the bridge's frames,
+			// as such a frame without GSO is.
+			a.ctr.dropOversize.Add(1)
+			return false
+		}
 	}
 	if dst.linkLocal() {
 		// As Linux's bridge (group_fwd_mask 0): 802.1D's reserved

@@ -13,7 +13,7 @@ type Counters struct {
 
 	DropRunt      uint64 // rx: shorter than an Ethernet header (14 bytes)
 	DropOversize  uint64 // rx: longer than the bridge's MTU allows
-	DropInvalid   uint64 // rx: source MAC multicast or zero
+	DropInvalid   uint64 // rx: source MAC multicast or zero, or an Offload (checksum or GSO headers) that does not fit the frame
 	DropFiltered  uint64 // rx: refused by port security
 	DropSamePort  uint64 // rx: destination is behind the ingress port and hairpin is off
 	DropLinkLocal uint64 // rx: to a reserved IEEE 802.1D group (01:80:C2:00:00:01-0F: pause, LACP, 802.1X, LLDP), which a bridge does not forward

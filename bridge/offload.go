@@ -334,3 +334,12 @@ func sum16(b []byte) uint16 {
 	}
 	return uint16(s)
 }
+
+// l3Offset is where the network header of an Ethernet frame starts: after
+// the header and, on a tagged frame, its 802.1Q tag.
+func l3Offset(frame []byte) int {
+	if len(frame) >= etherHeader+vlanTag && frame[12] == 0x81 && frame[13] == 0x00 {
+		return etherHeader + vlanTag
+	}
+	return etherHeader
+}

@@ -86,3 +86,26 @@ func TestCompleteChecksum(t *testing.T) {
 		t.Error("checksum field past the end accepted")
 	}
 }
+
+// A GSO frame whose headers cannot be cut into segments (flagged TCPv4,
+// carrying UDP) is dropped as invalid on the port that sent it, as one
+// with an invalid Offload is: it was forwarded, and dropped only by a
+// plain egress port's segmentation, counted there in DropInvalid, an rx
+// counter of a port that had received nothing.
+func TestBadGSOCountedOnIngress(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 2)
+	f, o := gsoFrame(false, make([]byte, 5000), 1448, 0x18)
+	copy(f[0:6], Broadcast[:])
+	f[etherHeader+9] = 17 // UDP in a TCPv4 GSO frame
+	if err := tb.ports[0].InjectOffload([][]byte{f}, []Offload{o}); err != nil {
+		t.Fatal(err)
+	}
+	tb.barrier(0, 1, macA) // the bad frame went before this
+	waitFor(t, "barrier sent", func() bool { return tb.ports[1].Counters().TxFrames == 1 })
+	if c := tb.ports[1].Counters(); c.RxDropped() != 0 {
+		t.Errorf("egress port counters %+v: Rx drops on a port that received nothing", c)
+	}
+	if c := tb.ports[0].Counters(); c.DropInvalid != 1 {
+		t.Errorf("ingress DropInvalid = %d, want 1", c.DropInvalid)
+	}
+}

@@ -376,15 +376,6 @@ func (t *TAP) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
 	return n, nil
 }
 
-// l3Offset is where the network header of an Ethernet frame starts: after
-// the header and, on a tagged frame, its 802.1Q tag.
-func l3Offset(frame []byte) int {
-	if len(frame) >= etherHeader+vlanTag && frame[12] == 0x81 && frame[13] == 0x00 {
-		return etherHeader + vlanTag
-	}
-	return etherHeader
-}
-
 // KernelCounters implements KernelCounter. It reads the device's counters
 // in the device's network namespace, wherever that is (a TAP handed over
 // as a descriptor too, found with TUNGETDEVNETNS, Linux 5.2), by its
