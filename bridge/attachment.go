@@ -206,6 +206,9 @@ func (a *Attachment) InjectOffload(bufs [][]byte, meta []Offload) error {
 			f = b.pools.getGSO()
 		}
 		if len(buf) > len(f.buf) {
+			// Received, and dropped: counted as input counts frames.
+			a.ctr.rxFrames.Add(1)
+			a.ctr.rxBytes.Add(uint64(len(buf)))
 			a.ctr.dropOversize.Add(1)
 			f.pool.Put(f)
 			continue

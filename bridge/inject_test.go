@@ -37,3 +37,18 @@ func TestInject(t *testing.T) {
 		t.Fatalf("Inject after Close: %v", err)
 	}
 }
+
+// A frame InjectOffload drops as longer than its largest buffer is
+// counted received, then dropped, as Counters says of every frame a port
+// reads.
+func TestInjectOversizeCountedReceived(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 2)
+	big := ether(Broadcast, macA, etherTypeTest, MaxGSOFrame, 1)
+	if err := tb.ports[0].Inject([][]byte{big}); err != nil {
+		t.Fatal(err)
+	}
+	c := tb.ports[0].Counters()
+	if c.DropOversize != 1 || c.RxFrames != 1 || c.RxBytes != uint64(len(big)) {
+		t.Errorf("counters %+v; want the oversize frame counted in RxFrames, RxBytes and DropOversize", c)
+	}
+}
