@@ -571,3 +571,40 @@ func TestICMPLimitOrder(t *testing.T) {
 		t.Error("a destination's seventh error went, or another destination's first did not")
 	}
 }
+
+// Linux's get_unique_tuple (nf_nat_core.c) first looks for a current
+// mapping of the same source (find_appropriate_src: same address, port
+// and protocol, in the bysource hash) and reuses its address and port
+// when the new reply tuple is free with it: a container's UDP socket
+// keeps one public port for every destination (endpoint-independent
+// mapping, what STUN and hole punching rely on), even when the socket's
+// own port was taken and it got another.
+func TestMasqueradeReusesSourceMapping(t *testing.T) {
+	gw, up, _ := recGateway(t)
+	other := netip.MustParseAddr("172.17.0.5")
+	server2 := netip.MustParseAddr("192.168.2.1")
+	srcPort := func() uint16 {
+		t.Helper()
+		pkt := lastIP(up)
+		if pkt == nil || netip.AddrFrom4([4]byte(pkt[12:16])) != hostIP {
+			t.Fatalf("not masqueraded: % x", pkt)
+		}
+		return binary.BigEndian.Uint16(pkt[20:])
+	}
+	// Another container holds host:5000 towards client:53.
+	fromBridgeIP(gw, ipPacket(other, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
+	if p := srcPort(); p != 5000 {
+		t.Fatalf("first flow mapped to %d, want 5000 kept", p)
+	}
+	// So the container's socket 5000 gets another port towards client:53.
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
+	mapped := srcPort()
+	if mapped == 5000 {
+		t.Fatal("clash not resolved")
+	}
+	// The same socket to another server: the same public port, as Linux.
+	fromBridgeIP(gw, ipPacket(ctrIP, server2, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
+	if p := srcPort(); p != mapped {
+		t.Errorf("same socket to another server mapped to %d, want %d (its current mapping)", p, mapped)
+	}
+}

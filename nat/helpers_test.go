@@ -4,10 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"testing"
 
-	"github.com/usernat/usernat/internal/testclock"
-
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/testclock"
 )
 
 // Addresses that differ from each other in every byte, so a rewrite that
@@ -231,4 +232,53 @@ func decode(pkt []byte) conntrack.Packet {
 		panic(err)
 	}
 	return p
+}
+
+// recSink is a bridge.Port that keeps a copy of every frame written to it.
+type recSink struct {
+	sink
+	frames [][]byte
+}
+
+func (s *recSink) WriteFrames(b [][]byte) (int, error) {
+	for _, f := range b {
+		s.frames = append(s.frames, append([]byte(nil), f...))
+	}
+	return s.sink.WriteFrames(b)
+}
+
+// recGateway is sinkGateway with the frames it sends to the bridge kept
+// too: the router port's writes go to bridgeOut instead of the bridge. The
+// container ctrIP and the uplink neighbours clientIP and 192.168.2.1 are
+// resolved.
+func recGateway(t *testing.T) (gw *Gateway, uplinkOut, bridgeOut *recSink) {
+	t.Helper()
+	uplinkOut = &recSink{sink: sink{done: make(chan struct{})}}
+	gw = sinkGateway(t, uplinkOut, 1500)
+	up := gw.uplink.(*LinkUplink)
+	up.l.neigh.learn(netip.MustParseAddr("192.168.2.1"), bridge.MustParseMAC("0a:00:00:00:00:01"), up.now(), true)
+	bridgeOut = &recSink{sink: sink{done: make(chan struct{})}}
+	t.Cleanup(func() { close(bridgeOut.done) })
+	gw.inside.port, gw.inside.off = bridgeOut, nil
+	gw.inside.neigh.learn(ctrIP, ctrMAC, gw.now(), true)
+	return gw, uplinkOut, bridgeOut
+}
+
+// fromBridgeIP sends the IP packet pkt from the container (ctrMAC).
+func fromBridgeIP(gw *Gateway, pkt []byte) {
+	gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, pkt), true, bridge.Offload{})
+}
+
+// fromUplinkIP sends the IP packet pkt from outside.
+func fromUplinkIP(gw *Gateway, pkt []byte) {
+	up := gw.uplink.(*LinkUplink)
+	gw.forward(frame(up.MAC(), clientMAC, etherTypeIP4, pkt), false, bridge.Offload{})
+}
+
+// lastIP is the IP packet of the last frame s got, or nil.
+func lastIP(s *recSink) []byte {
+	if len(s.frames) == 0 {
+		return nil
+	}
+	return s.frames[len(s.frames)-1][Headroom:]
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/usernat/usernat/conntrack"
@@ -100,6 +101,82 @@ const maxAttempts = 128
 // use.
 type Allocator struct {
 	translated, searched, exhausted atomic.Uint64
+	bySrc                           sourceMaps
+}
+
+// sourceMaps remembers the current source mapping of each translated
+// source, as Linux's nf_nat_bysource hash does, so that a new flow from a
+// source already mapped gets the same address and port
+// (find_appropriate_src): one public port per container socket, for every
+// destination. A record is checked against the table before it is used.
+type sourceMaps struct {
+	mu      sync.Mutex
+	m       map[sourceKey]conntrack.Tuple // the reply tuple of the latest flow of the source
+	sweepAt int
+}
+
+type sourceKey struct {
+	zone  conntrack.Zone
+	proto conntrack.Proto
+	port  uint16
+	src   netip.Addr
+	to    netip.Addr // the address the source is mapped to
+}
+
+func srcKeyOf(zone conntrack.Zone, orig, reply conntrack.Tuple) sourceKey {
+	return sourceKey{zone: zone, proto: orig.Proto, port: orig.SrcPort, src: orig.Src.Unmap(), to: reply.Dst.Unmap()}
+}
+
+// hasPort reports whether flows of p have a port (or ICMP identifier) a
+// source mapping keeps.
+func hasPort(p conntrack.Proto) bool {
+	switch p {
+	case conntrack.ProtoTCP, conntrack.ProtoUDP, conntrack.ProtoICMP, conntrack.ProtoICMPv6:
+		return true
+	}
+	return false
+}
+
+// current returns the reply tuple of a live flow from orig's source that
+// is mapped to reply.Dst.
+func (s *sourceMaps) current(t *conntrack.Table, zone conntrack.Zone, orig, reply conntrack.Tuple) (conntrack.Tuple, bool) {
+	k := srcKeyOf(zone, orig, reply)
+	s.mu.Lock()
+	r, ok := s.m[k]
+	s.mu.Unlock()
+	if !ok {
+		return conntrack.Tuple{}, false
+	}
+	e, dir, live := t.Get(zone, r)
+	if !live || dir != conntrack.Reply || e.Orig.Src.Unmap() != k.src || e.Orig.SrcPort != orig.SrcPort || e.Orig.Proto != orig.Proto {
+		s.mu.Lock()
+		if s.m[k] == r {
+			delete(s.m, k)
+		}
+		s.mu.Unlock()
+		return conntrack.Tuple{}, false
+	}
+	return r, true
+}
+
+// record makes reply the current mapping of orig's source. Records of
+// flows gone are swept when the map has doubled since the last sweep.
+func (s *sourceMaps) record(t *conntrack.Table, zone conntrack.Zone, orig, reply conntrack.Tuple) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[sourceKey]conntrack.Tuple)
+	}
+	s.m[srcKeyOf(zone, orig, reply)] = reply
+	if len(s.m) < s.sweepAt {
+		return
+	}
+	for k, r := range s.m {
+		if !t.Taken(k.zone, r) {
+			delete(s.m, k)
+		}
+	}
+	s.sweepAt = max(1024, 2*len(s.m))
 }
 
 // AllocatorStats are an Allocator's counters.
@@ -135,7 +212,11 @@ func (tr allocTranslator) Translate(t *conntrack.Table, zone conntrack.Zone, ori
 
 // Translate returns the reply tuple and status of a new flow orig that
 // mapping m translates, choosing a port (or identifier) whose reply tuple
-// is not taken in t's zone. With an empty Mapping it returns the reverse
+// is not taken in t's zone: for SNAT, the mapping a live flow of the same
+// source (address, port, protocol) has to the same address when that is
+// free, as Linux's NAT chooses (one public port for a socket, whatever
+// its destinations); else the flow's own port, else one searched for in
+// the range. With an empty Mapping it returns the reverse
 // of orig if that is free. The error wraps ErrPortsExhausted when no
 // candidate was free, ErrMismatch when m's addresses are of another family
 // than orig or orig is an ICMP message that has no reply.
@@ -200,9 +281,25 @@ func (a *Allocator) Translate(t *conntrack.Table, zone conntrack.Zone, orig conn
 	if size <= 0 && key != nil {
 		return conntrack.Tuple{}, 0, fmt.Errorf("%w: empty port range", ErrPortsExhausted)
 	}
+	if snat && key != nil && !m.Random && orig.Src.Unmap() != reply.Dst.Unmap() {
+		// Linux's first choice for a source it maps already: that
+		// mapping, if it is in the range and free for this flow.
+		if r, ok := a.bySrc.current(t, zone, orig, reply); ok {
+			saved := *key
+			if key == &reply.DstPort {
+				*key = r.DstPort
+			} else {
+				*key = r.SrcPort
+			}
+			if p := int(*key); p >= first && p < first+size && !t.Taken(zone, reply) {
+				return a.done(t, zone, orig, rev, reply, snat, dnat)
+			}
+			*key = saved
+		}
+	}
 	if keep && !m.Random || key == nil {
 		if !t.Taken(zone, reply) {
-			return a.done(orig, rev, reply, snat, dnat)
+			return a.done(t, zone, orig, rev, reply, snat, dnat)
 		}
 		if key == nil {
 			a.exhausted.Add(1)
@@ -219,7 +316,7 @@ func (a *Allocator) Translate(t *conntrack.Table, zone conntrack.Zone, orig conn
 		for i := range attempts {
 			*key = uint16(first + (off+i)%size)
 			if !t.Taken(zone, reply) {
-				return a.done(orig, rev, reply, snat, dnat)
+				return a.done(t, zone, orig, rev, reply, snat, dnat)
 			}
 		}
 		if attempts >= size || attempts < 16 {
@@ -234,8 +331,11 @@ func (a *Allocator) Translate(t *conntrack.Table, zone conntrack.Zone, orig conn
 
 // done counts a chosen reply tuple and sets the NAT status bits of what
 // changed, as the kernel does: a mapping that changes nothing sets none.
-func (a *Allocator) done(orig, rev, reply conntrack.Tuple, snat, dnat bool) (conntrack.Tuple, conntrack.Status, error) {
+func (a *Allocator) done(t *conntrack.Table, zone conntrack.Zone, orig, rev, reply conntrack.Tuple, snat, dnat bool) (conntrack.Tuple, conntrack.Status, error) {
 	a.translated.Add(1)
+	if snat && hasPort(orig.Proto) && orig.Src.Unmap() != reply.Dst.Unmap() {
+		a.bySrc.record(t, zone, orig, reply)
+	}
 	var st conntrack.Status
 	if reply.Dst != rev.Dst || reply.DstPort != rev.DstPort {
 		st |= conntrack.SrcNAT
