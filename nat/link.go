@@ -132,6 +132,15 @@ func (l *link) input(f []byte, off bridge.Offload, ip ipHandler) {
 // sender; anything else only refreshes an entry we have.
 func (l *link) arp(b []byte) {
 	a, ok := parseARP(b)
+	if ok && a.op == arpRequest && a.senderIP == netip.IPv4Unspecified() && !a.senderMAC.IsMulticast() &&
+		(a.targetIP == l.addr.Addr() || l.also != nil && l.also(a.targetIP)) {
+		// An address probe (RFC 5227) for an address of ours: answered,
+		// so the prober sees the conflict, as Linux's arp_process
+		// answers it; nothing is learnt from it.
+		l.stats.arpIn.Add(1)
+		l.answerARP(a)
+		return
+	}
 	if !ok || !a.senderIP.IsValid() || !l.addr.Contains(a.senderIP) || a.senderMAC.IsMulticast() {
 		l.stats.dropEtherType.Add(1)
 		return
@@ -143,15 +152,20 @@ func (l *link) arp(b []byte) {
 		l.writeCopy(a.senderMAC, p)
 	}
 	if forUs && a.op == arpRequest {
-		l.wmu.Lock()
-		frame := appendARPFrame(l.wbuf[:0], a.senderMAC, arpPacket{
-			op: arpReply, senderMAC: l.mac, senderIP: a.targetIP,
-			targetMAC: a.senderMAC, targetIP: a.senderIP,
-		})
-		l.writeLocked(frame, bridge.Offload{})
-		l.wmu.Unlock()
-		l.stats.arpOut.Add(1)
+		l.answerARP(a)
 	}
+}
+
+// answerARP sends the reply to the request a for one of our addresses.
+func (l *link) answerARP(a arpPacket) {
+	l.wmu.Lock()
+	frame := appendARPFrame(l.wbuf[:0], a.senderMAC, arpPacket{
+		op: arpReply, senderMAC: l.mac, senderIP: a.targetIP,
+		targetMAC: a.senderMAC, targetIP: a.senderIP,
+	})
+	l.writeLocked(frame, bridge.Offload{})
+	l.wmu.Unlock()
+	l.stats.arpOut.Add(1)
 }
 
 // nextHop is where a packet to dst goes on this link.

@@ -131,3 +131,23 @@ func TestNeighFullEvictsUnused(t *testing.T) {
 		t.Errorf("%d bytes queued, want %d: a dropped entry's queue counted still", pend.queued, 2*neighMax)
 	}
 }
+
+// An ARP probe (RFC 5227: sender address 0.0.0.0) for the gateway's
+// address is answered by Linux (arp_process: "sip == 0" and the target is
+// local: a reply to the prober's MAC), so a container about to take the
+// gateway's address by mistake detects the conflict.
+func TestARPProbeAnswered(t *testing.T) {
+	gw, _, br := recGateway(t)
+	probe := arpFrame(bridge.Broadcast, arpPacket{op: arpRequest, senderMAC: ctrMAC, senderIP: netip.IPv4Unspecified(), targetIP: gwIP})
+	gw.inside.input(probe, bridge.Offload{}, func([]byte, bridge.Offload) {})
+	if len(br.frames) != 1 {
+		t.Fatalf("%d frames in answer to an ARP probe for the gateway's address, want a reply", len(br.frames))
+	}
+	a, ok := parseARP(br.frames[0][etherHeader:])
+	if !ok || a.op != arpReply || a.senderIP != gwIP || a.senderMAC != gw.MAC() || a.targetMAC != ctrMAC || bridge.MAC(br.frames[0][0:6]) != ctrMAC {
+		t.Errorf("answer %+v, want a reply from %v at %v to %v", a, gwIP, gw.MAC(), ctrMAC)
+	}
+	if _, ok := gw.inside.neigh.lookup(netip.IPv4Unspecified(), gw.now()); ok {
+		t.Error("learnt 0.0.0.0 from a probe")
+	}
+}
