@@ -517,6 +517,12 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	case conntrack.ClassRelated:
 		to = res.Tuple(1 - res.Dir)
+		if g.isOwn(to.Src) {
+			// About a packet the gateway itself sent (an echo reply, a
+			// RST): for the gateway, as Linux's icmp_rcv takes it.
+			g.stats.local.Add(1)
+			return
+		}
 		if err := RewriteICMPError(pkt, to); err != nil {
 			g.stats.dropRewrite.Add(1)
 			return

@@ -146,3 +146,28 @@ func TestEchoReply(t *testing.T) {
 		t.Errorf("udp: %v", err)
 	}
 }
+
+// An ICMP error about a packet the gateway itself sent (its echo reply, a
+// RST) is RELATED to the gateway's own flow and is for the gateway: Linux
+// delivers it to the local stack (icmp_rcv), nothing leaves. (It was
+// "forwarded" to the gateway's own uplink address, ARPing for itself.)
+func TestRelatedErrorAboutOwnFlowNotForwarded(t *testing.T) {
+	gw, up, br := recGateway(t)
+	router := netip.MustParseAddr("192.168.2.1")
+	req := ipPacket(clientIP, hostIP, conntrack.ProtoICMP, icmpHeader(8, 0, 99, []byte("ping")))
+	fromUplinkIP(gw, req)
+	if len(up.frames) != 1 {
+		t.Fatalf("%d frames for a ping, want the echo reply", len(up.frames))
+	}
+	rep := append([]byte(nil), lastIP(up)...)
+	// A router cannot deliver the reply and says so to the gateway.
+	msg, err := Unreachable(nil, rep, router, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromUplinkIP(gw, msg)
+	if len(up.frames) != 1 || len(br.frames) != 0 {
+		t.Errorf("the error about the gateway's own echo reply went on: %d frames out of the uplink (last % x), %d to the bridge; want none",
+			len(up.frames)-1, up.frames[len(up.frames)-1], len(br.frames))
+	}
+}
