@@ -87,6 +87,11 @@ type Gateway struct {
 
 	out, in flowTranslator // for flows that start on the bridge, and outside
 
+	// upBroadcast is the broadcast address of the uplink's subnet, for
+	// an uplink on a link of its own (LinkUplink): the host's broadcast,
+	// never forwarded either.
+	upBroadcast netip.Addr
+
 	// scratch holds, per receiving side, reassembled packets and the ICMP
 	// messages and fragments the gateway builds. [0] is the uplink's, [1]
 	// the bridge's; each is used only by that side's goroutine.
@@ -174,6 +179,9 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, subnet: cfg.Subnet, uplink: cfg.Uplink, broadcast: broadcastOf(cfg.Subnet)}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	if u, ok := cfg.Uplink.(interface{ broadcast() netip.Addr }); ok {
+		g.upBroadcast = u.broadcast()
 	}
 	if g.clock == nil {
 		g.clock = systemClock{}
@@ -795,7 +803,7 @@ func broadcastOf(p netip.Prefix) netip.Addr {
 // multicast, the limited broadcast and the subnet's, 0.0.0.0/8 and
 // 127.0.0.0/8.
 func (g *Gateway) martian(a netip.Addr) bool {
-	if !a.Is4() || a.IsMulticast() || a.IsLoopback() || a == g.broadcast {
+	if !a.Is4() || a.IsMulticast() || a.IsLoopback() || a == g.broadcast || a == g.upBroadcast {
 		return true // an IPv6 address too: none is routed here
 	}
 	b := a.As4()

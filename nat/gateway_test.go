@@ -608,3 +608,20 @@ func TestMasqueradeReusesSourceMapping(t *testing.T) {
 		t.Errorf("same socket to another server mapped to %d, want %d (its current mapping)", p, mapped)
 	}
 }
+
+// A datagram from a container to the broadcast address of the uplink's
+// subnet (192.168.2.255 for 192.168.2.116/24) is, for Linux's routing, a
+// broadcast of the host (RTN_BROADCAST: delivered locally, never
+// forwarded, bc_forwarding off): nothing leaves, and no ARP request asks
+// who has 192.168.2.255.
+func TestUplinkBroadcastNotForwarded(t *testing.T) {
+	gw, up, _ := recGateway(t)
+	bcast := netip.MustParseAddr("192.168.2.255")
+	fromBridgeIP(gw, ipPacket(ctrIP, bcast, conntrack.ProtoUDP, udpHeader(5000, 137, 10)))
+	if len(up.frames) != 0 {
+		t.Errorf("%d frames out of the uplink for the uplink subnet's broadcast address (first % x); want none", len(up.frames), up.frames[0])
+	}
+	if n := gw.Table().Len(); n != 0 {
+		t.Errorf("%d entries for a broadcast", n)
+	}
+}

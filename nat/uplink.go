@@ -157,6 +157,10 @@ func NewLinkUplink(cfg LinkUplinkConfig) (*LinkUplink, error) {
 
 func (u *LinkUplink) now() int64 { return int64(u.clock.Now().Sub(u.epoch)) }
 
+// broadcast is the broadcast address of the uplink's subnet, which the
+// gateway never forwards to.
+func (u *LinkUplink) broadcast() netip.Addr { return broadcastOf(u.l.addr) }
+
 // Addrs returns the uplink's address.
 func (u *LinkUplink) Addrs() []netip.Addr { return u.addrs }
 
