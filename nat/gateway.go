@@ -157,7 +157,7 @@ type Stats struct {
 	DropTooBig    uint64 // DF packets over the MTU (fragmentation needed was sent)
 	DropFragments uint64 // fragments that were not reassembled
 	DropRewrite   uint64 // packets the rewriter refused
-	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's too), 0.0.0.0/8, 127.0.0.0/8
+	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's too), 0.0.0.0/8, 127.0.0.0/8; or a source that is one of the gateway's own
 }
 
 // New starts a gateway on cfg.Bridge.
@@ -461,6 +461,13 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if g.martian(p.Tuple.Src) || g.martian(p.Tuple.Dst) {
 		// As Linux's routing: never forwarded, nor answered with an
 		// error (a multicast, a broadcast, this host's loopback).
+		g.stats.dropMartian.Add(1)
+		return
+	}
+	if (inside || g.term == nil) && g.isOwn(p.Tuple.Src) {
+		// From one of the gateway's own addresses, on the wire: a
+		// martian source for Linux (fib_validate_source), dropped. (A
+		// Terminator uplink speaks for the gateway's addresses.)
 		g.stats.dropMartian.Add(1)
 		return
 	}

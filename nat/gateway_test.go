@@ -625,3 +625,22 @@ func TestUplinkBroadcastNotForwarded(t *testing.T) {
 		t.Errorf("%d entries for a broadcast", n)
 	}
 }
+
+// A packet that arrives with one of the gateway's own addresses as its
+// source is a martian for Linux (fib_validate_source refuses a local
+// source unless accept_local is set): dropped, never forwarded. A
+// container could otherwise send, through the gateway, packets from the
+// host's uplink address (untranslated: it is not in the masqueraded
+// subnet), or from the gateway's bridge address.
+func TestOwnSourceFromBridgeDropped(t *testing.T) {
+	gw, up, _ := recGateway(t)
+	for _, src := range []netip.Addr{hostIP, gwIP} {
+		fromBridgeIP(gw, ipPacket(src, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 10)))
+	}
+	if len(up.frames) != 0 {
+		t.Errorf("%d packets with the gateway's own source forwarded (last % x); want none", len(up.frames), lastIP(up))
+	}
+	if n := gw.Table().Len(); n != 0 {
+		t.Errorf("%d entries for spoofed packets", n)
+	}
+}
