@@ -188,7 +188,10 @@ func (l *link) send(frame []byte, dst netip.Addr, off bridge.Offload) {
 		return
 	}
 	now := l.now()
-	mac, ok := l.neigh.lookup(hop, now)
+	mac, ok, probe := l.neigh.lookup(hop, now)
+	if probe {
+		l.ask(hop, mac)
+	}
 	if !ok {
 		if off.GSO != bridge.GSONone {
 			l.stats.dropNoNeigh.Add(1)
@@ -220,10 +223,14 @@ func (l *link) writeCopy(mac bridge.MAC, pkt []byte) {
 	l.writeLocked(f, bridge.Offload{})
 }
 
-func (l *link) request(target netip.Addr) {
+func (l *link) request(target netip.Addr) { l.ask(target, bridge.Broadcast) }
+
+// ask sends an ARP request for target to the MAC to: the link's
+// broadcast address, or a stale neighbour's own, whose answer confirms it.
+func (l *link) ask(target netip.Addr, to bridge.MAC) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	frame := appendARPFrame(l.wbuf[:0], bridge.Broadcast, arpPacket{
+	frame := appendARPFrame(l.wbuf[:0], to, arpPacket{
 		op: arpRequest, senderMAC: l.mac, senderIP: l.addr.Addr(), targetIP: target,
 	})
 	l.writeLocked(frame, bridge.Offload{})

@@ -12,9 +12,9 @@ import (
 // Neighbour table limits. Every table here has a cap and an expiry.
 const (
 	neighMax        = 4096                   // resolved and pending entries together
-	neighReachable  = 60 * time.Second       // a resolved entry is used this long after its last confirmation
+	neighReachable  = 60 * time.Second       // a resolved entry is used without asking this long after its last confirmation
 	neighRetry      = time.Second            // between ARP requests for one address
-	neighGiveUp     = 3 * time.Second        // a pending entry and its queue are dropped after this
+	neighGiveUp     = 3 * time.Second        // a pending entry and its queue are dropped after this; a stale one stops being used
 	neighGrace      = 5 * time.Second        // a full table drops no entry a packet went to more recently
 	neighRefuse     = 100 * time.Millisecond // a full table that found no entry to drop says no this long without looking
 	neighQueueLen   = 8                      // packets held per unresolved address
@@ -25,8 +25,8 @@ const (
 type neigh struct {
 	mac      bridge.MAC
 	resolved bool
-	seen     int64 // when last confirmed (resolved) or first asked for (pending)
-	asked    int64 // when the last request went out
+	seen     int64        // when last confirmed (resolved) or first asked for (pending)
+	asked    atomic.Int64 // when the last request went out
 	queue    [][]byte
 	// used is when a packet last went to it (to the second; 0: never),
 	// which a full table keeps it for.
@@ -46,18 +46,30 @@ type neighTable struct {
 
 func newNeighTable() *neighTable { return &neighTable{m: make(map[netip.Addr]*neigh)} }
 
-// lookup returns the MAC of a resolved, fresh neighbour.
-func (t *neighTable) lookup(a netip.Addr, now int64) (bridge.MAC, bool) {
+// lookup returns the MAC of a resolved neighbour. One not confirmed for
+// neighReachable is stale: still used, as Linux uses it while it probes
+// (NUD_STALE, then NUD_PROBE), and probe says to ask it again (a request
+// to its MAC, once per neighRetry); unconfirmed neighGiveUp more, it is
+// not found, and the caller asks the whole link again. A busy flow so
+// never waits, nor loses packets, for a neighbour that is there.
+func (t *neighTable) lookup(a netip.Addr, now int64) (mac bridge.MAC, ok, probe bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	n := t.m[a]
-	if n == nil || !n.resolved || now-n.seen > int64(neighReachable) {
-		return bridge.MAC{}, false
+	if n == nil || !n.resolved {
+		return bridge.MAC{}, false, false
+	}
+	switch age := now - n.seen; {
+	case age > int64(neighReachable+neighGiveUp):
+		return bridge.MAC{}, false, false
+	case age > int64(neighReachable):
+		asked := n.asked.Load()
+		probe = now-asked >= int64(neighRetry) && n.asked.CompareAndSwap(asked, now)
 	}
 	if now-n.used.Load() >= int64(time.Second) { // a store a second, not one a packet
 		n.used.Store(now)
 	}
-	return n.mac, true
+	return n.mac, true, probe
 }
 
 // learn records that a is at mac and returns the packets that waited for
@@ -75,6 +87,7 @@ func (t *neighTable) learn(a netip.Addr, mac bridge.MAC, now int64, create bool)
 		t.m[a] = n
 	}
 	n.mac, n.resolved, n.seen = mac, true, now
+	n.asked.Store(now - int64(neighRetry)) // stale, it is probed at once
 	q := n.queue
 	n.queue = nil
 	for _, p := range q {
@@ -93,12 +106,14 @@ func (t *neighTable) hold(a netip.Addr, pkt []byte, now int64) (ask bool, droppe
 		if !t.roomLocked(now) {
 			return false, true
 		}
-		n = &neigh{seen: now, asked: now - int64(neighRetry)}
+		n = &neigh{seen: now}
+		n.asked.Store(now - int64(neighRetry))
 		t.m[a] = n
 	} else if n.resolved {
-		// Stale: keep using nothing until it answers again, as a fresh
-		// resolution would.
+		// Stale and unanswered (lookup's probes): asked again, of the
+		// whole link, as a fresh resolution would be.
 		n.resolved, n.seen = false, now
+		n.asked.Store(now - int64(neighRetry))
 	}
 	if len(n.queue) < neighQueueLen && t.queued+len(pkt) <= neighQueueBytes {
 		n.queue = append(n.queue, append([]byte(nil), pkt...))
@@ -106,8 +121,8 @@ func (t *neighTable) hold(a netip.Addr, pkt []byte, now int64) (ask bool, droppe
 	} else {
 		dropped = true
 	}
-	if now-n.asked >= int64(neighRetry) {
-		n.asked = now
+	if now-n.asked.Load() >= int64(neighRetry) {
+		n.asked.Store(now)
 		ask = true
 	}
 	return ask, dropped

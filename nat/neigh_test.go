@@ -1,11 +1,13 @@
 package nat
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
 )
 
 func TestNeighbourTable(t *testing.T) {
@@ -13,7 +15,7 @@ func TestNeighbourTable(t *testing.T) {
 	a := netip.MustParseAddr("192.168.2.104")
 	mac := bridge.MustParseMAC("0a:1b:2c:3d:4e:5f")
 	var now int64
-	if _, ok := nt.lookup(a, now); ok {
+	if _, ok, _ := nt.lookup(a, now); ok {
 		t.Fatal("found an address never learnt")
 	}
 	// A miss holds the packet and asks once per second at most.
@@ -35,14 +37,37 @@ func TestNeighbourTable(t *testing.T) {
 	if len(q) != neighQueueLen || q[0][0] != 1 || q[1][0] != 2 {
 		t.Fatalf("released %d packets", len(q))
 	}
-	if m, ok := nt.lookup(a, now); !ok || m != mac {
+	if m, ok, _ := nt.lookup(a, now); !ok || m != mac {
 		t.Fatal("learnt address not found")
 	}
-	// A resolved entry goes stale, then away.
-	if _, ok := nt.lookup(a, now+int64(neighReachable)+1); ok {
-		t.Fatal("stale entry still used")
+	// A resolved entry unconfirmed for neighReachable is stale: still
+	// used, and probed once a second; answered, fresh again.
+	stale := now + int64(neighReachable) + 1
+	if m, ok, probe := nt.lookup(a, stale); !ok || m != mac || !probe {
+		t.Fatalf("stale entry: %v %v, probe %v; want used and probed", m, ok, probe)
 	}
-	nt.expire(now + 4*int64(neighReachable) + 1)
+	if _, ok, probe := nt.lookup(a, stale+int64(time.Millisecond)); !ok || probe {
+		t.Fatalf("stale entry: used %v, probed again %v within a second", ok, probe)
+	}
+	if _, _, probe := nt.lookup(a, stale+int64(neighRetry)); !probe {
+		t.Fatal("stale entry not probed again after a second")
+	}
+	nt.learn(a, mac, stale+int64(neighRetry), false)
+	if _, ok, probe := nt.lookup(a, stale+2*int64(neighRetry)); !ok || probe {
+		t.Fatalf("confirmed entry: used %v, probed %v", ok, probe)
+	}
+	// Unanswered neighGiveUp longer, it is not used: the caller holds
+	// the packet and asks the whole link again, at once.
+	now = stale + int64(neighRetry)
+	gone := now + int64(neighReachable+neighGiveUp) + 1
+	if _, ok, _ := nt.lookup(a, gone); ok {
+		t.Fatal("entry unanswered past its probes still used")
+	}
+	if ask, _ := nt.hold(a, []byte{5}, gone); !ask {
+		t.Fatal("a neighbour that stopped answering is not asked again at once")
+	}
+	nt.learn(a, mac, gone, false)
+	nt.expire(gone + 4*int64(neighReachable) + 1)
 	if len(nt.list()) != 0 {
 		t.Fatal("stale entry not expired")
 	}
@@ -93,10 +118,10 @@ func TestNeighFullEvictsUnused(t *testing.T) {
 		}
 	}
 	nt.learn(newIP, newMAC, 10*sec, true)
-	if mac, ok := nt.lookup(newIP, 10*sec); !ok || mac != newMAC {
+	if mac, ok, _ := nt.lookup(newIP, 10*sec); !ok || mac != newMAC {
 		t.Errorf("a new neighbour in a table full of spoofed senders: %v %v, want resolved", mac, ok)
 	}
-	if _, ok := nt.lookup(inUse, 10*sec); !ok {
+	if _, ok, _ := nt.lookup(inUse, 10*sec); !ok {
 		t.Error("the neighbour in use was pushed out")
 	}
 	if n := len(nt.list()); n != neighMax {
@@ -147,7 +172,36 @@ func TestARPProbeAnswered(t *testing.T) {
 	if !ok || a.op != arpReply || a.senderIP != gwIP || a.senderMAC != gw.MAC() || a.targetMAC != ctrMAC || bridge.MAC(br.frames[0][0:6]) != ctrMAC {
 		t.Errorf("answer %+v, want a reply from %v at %v to %v", a, gwIP, gw.MAC(), ctrMAC)
 	}
-	if _, ok := gw.inside.neigh.lookup(netip.IPv4Unspecified(), gw.now()); ok {
+	if _, ok, _ := gw.inside.neigh.lookup(netip.IPv4Unspecified(), gw.now()); ok {
 		t.Error("learnt 0.0.0.0 from a probe")
+	}
+}
+
+// A packet to a stale neighbour (unconfirmed for neighReachable) goes to
+// it at once, and an ARP request to its own MAC asks it to confirm, as
+// Linux probes a stale entry while it uses it: a busy flow neither waits
+// nor loses packets for a neighbour that is there.
+func TestStaleNeighbourUsedAndProbed(t *testing.T) {
+	gw, up, _ := recGateway(t)
+	ul := gw.uplink.(*LinkUplink)
+	ul.l.neigh.learn(clientIP, clientMAC, ul.now()-int64(neighReachable)-1, false)
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 10)))
+	var probes, sent int
+	for _, f := range up.frames {
+		if bridge.MAC(f[0:6]) != clientMAC {
+			t.Errorf("frame to %v, want all to the neighbour's MAC %v", bridge.MAC(f[0:6]), clientMAC)
+			continue
+		}
+		switch binary.BigEndian.Uint16(f[12:14]) {
+		case etherTypeARP:
+			if a, ok := parseARP(f[etherHeader:]); ok && a.op == arpRequest && a.targetIP == clientIP {
+				probes++
+			}
+		case etherTypeIP4:
+			sent++
+		}
+	}
+	if probes != 1 || sent != 1 {
+		t.Errorf("%d probes and %d packets to the stale neighbour, want 1 and 1", probes, sent)
 	}
 }
