@@ -52,7 +52,8 @@ type gatewayConfig struct {
 	DNSResolver       netip.AddrPort // --dns-resolver; invalid: /etc/resolv.conf's
 	DNSOptional       bool           // slirp4netns's DNS: without a resolver, warn and serve none
 	OutboundAddr      netip.Addr
-	OutboundIface     string // --outbound-addr as an interface's name: its address, found at start
+	OutboundIface     string     // --outbound-addr as an interface's name: its address, found at start
+	DefaultGuest      netip.Addr // slirp4netns's .100: where a request without guest_addr goes; invalid for defaultGuest(Ports)
 	MaxFlowsPerSource int
 	ConnectTimeout    time.Duration // 0 for hostnet's default
 	Timeouts          conntrack.Timeouts

@@ -213,7 +213,11 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	b := &backend{br: br, gw: r.gw, pub: r.gw.Publisher(), subnet: cfg.Subnet, uplink: cfg.UplinkAddr.Addr(), guest: defaultGuest(cfg.Ports)}
+	guest := defaultGuest(cfg.Ports)
+	if cfg.DefaultGuest.IsValid() {
+		guest = cfg.DefaultGuest
+	}
+	b := &backend{br: br, gw: r.gw, pub: r.gw.Publisher(), subnet: cfg.Subnet, uplink: cfg.UplinkAddr.Addr(), guest: guest}
 	for _, f := range cfg.Publish {
 		if _, err := b.pub.Publish(f); err != nil {
 			return nil, fmt.Errorf("-p %s: %w", formatPublish(f), err)

@@ -223,6 +223,7 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 		return nil, false, usagef("%v (from the slirp4netns command line)", err)
 	}
 	cfg.Ports[0].UserNS = userns
+	cfg.DefaultGuest = guest // as slirp4netns, with or without --configure
 	cfg.DNSOptional = true
 	cfg.IPv6Asked = ipv6
 	if exitFD >= 0 {

@@ -126,3 +126,17 @@ func TestParseSlirpCIDRAndPath(t *testing.T) {
 		}
 	}
 }
+
+// slirp4netns publishes a request without guest_addr to the network's
+// .100, with or without --configure (RootlessKit's command line has
+// none).
+func TestSlirpDefaultGuestWithoutConfigure(t *testing.T) {
+	pid := strconv.Itoa(os.Getpid())
+	cfg, _, err := parseSlirpArgs([]string{"--mtu", "65520", "--disable-host-loopback", pid, "tap0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := cfg.DefaultGuest; g != netip.MustParseAddr("10.0.2.100") {
+		t.Errorf("default guest %v, want 10.0.2.100 as slirp4netns", g)
+	}
+}
