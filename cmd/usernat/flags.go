@@ -534,6 +534,8 @@ func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink netip.Addr) error {
 		return errors.New("the container address is required: the gateway has no one container to choose (one --port with an address)")
 	case !subnet.Masked().Contains(f.GuestAddr):
 		return fmt.Errorf("container address %v is outside the bridge subnet %v", f.GuestAddr, subnet.Masked())
+	case !hostAddrOn(subnet, f.GuestAddr):
+		return fmt.Errorf("container address %v is the bridge subnet's network or broadcast address", f.GuestAddr)
 	case f.GuestAddr == subnet.Addr():
 		return fmt.Errorf("container address %v is the gateway's", f.GuestAddr)
 	case f.HostAddr.IsValid() && !f.HostAddr.Is4():

@@ -349,3 +349,16 @@ func TestHostConfig(t *testing.T) {
 		t.Errorf("--outbound-addr nosuchif0: %v, want an error naming it", err)
 	}
 }
+
+// A published port to the bridge subnet's network or broadcast address
+// could never reach a container (the gateway would ARP for
+// 172.17.255.255): refused, as --port's and --dns's are.
+func TestPublishToSubnetBroadcastRefused(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	for _, spec := range []string{"8080:172.17.255.255:80", "8080:172.17.0.0:80"} {
+		args := []string{"--uplink", "tap:/proc/self/ns/net:up0", "--uplink-addr", "192.168.2.116/24", "--api-socket", sock, "-p", spec}
+		if _, err := parseGatewayArgs(args); err == nil || !strings.Contains(err.Error(), "network or broadcast address") {
+			t.Errorf("-p %s: %v, want refused as the subnet's network or broadcast address", spec, err)
+		}
+	}
+}

@@ -182,6 +182,10 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 			return nil, false, usagef("%s: want a process id (--netns-type pid)", pos[0])
 		}
 		netnsPath = fmt.Sprintf("/proc/%d/ns/net", pid)
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			// Said so, before --userns-path's default fails on it.
+			return nil, false, usagef("%s: no such process (--netns-type pid)", pos[0])
+		}
 		if userns == "" {
 			userns = fmt.Sprintf("/proc/%d/ns/user", pid)
 		}

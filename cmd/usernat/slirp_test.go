@@ -71,6 +71,7 @@ func TestParseSlirpArgs(t *testing.T) {
 		{[]string{}, "want PID|PATH [TAPNAME]"},
 		{[]string{pid, "tap0", "extra"}, "want PID|PATH [TAPNAME], got 3"},
 		{[]string{"tap0"}, "tap0: want a process id"},
+		{[]string{"4194305"}, "4194305: no such process"}, // above any pid_max
 		{[]string{"--netns-type", "net", pid}, "--netns-type net: want pid or path"},
 		{[]string{"--cidr", "10.0.2.0/26", pid}, "--cidr 10.0.2.0/26"},
 		{[]string{"--cidr", "10.0.2.1/24", pid}, "--cidr 10.0.2.1/24"},
