@@ -98,12 +98,12 @@ check() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "  $name ok"; else 
 check "address 10.0.2.100/24" sh -c 'ip addr | grep -q "inet 10.0.2.100/24"'
 check "default route via 10.0.2.2" sh -c 'ip route | grep -q "default via 10.0.2.2"'
 check "loopback up" sh -c 'ip addr show lo | grep -q "inet 127.0.0.1"'
-check "connection out" sh -c 'echo | nc 192.0.2.1 9000 | grep -q out-ok'
+check "connection out" sh -c 'nc 192.0.2.1 9000 </dev/null | grep -q out-ok'
 check "DNS via 10.0.2.3" sh -c 'nslookup name.example 10.0.2.3 | grep -q 192.0.2.53'
 if [ "${LOOPBACK:-}" = on ]; then
-	check "host loopback at 10.0.2.2" sh -c 'echo | nc 10.0.2.2 9001 | grep -q loopback-ok'
+	check "host loopback at 10.0.2.2" sh -c 'nc 10.0.2.2 9001 </dev/null | grep -q loopback-ok'
 else
-	check "host loopback refused" sh -c '! (echo | nc 10.0.2.2 9001 | grep -q loopback-ok)'
+	check "host loopback refused" sh -c '! (nc 10.0.2.2 9001 </dev/null | grep -q loopback-ok)'
 fi
 check "1 MiB download" sh -c '[ "$(nc 192.0.2.1 9002 </dev/null | wc -c)" -eq 1048576 ]'
 httpd -p 80 -h "${WWW:-/www}"
