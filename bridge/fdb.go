@@ -28,8 +28,9 @@ type FDBEntry struct {
 	Age time.Duration
 }
 
-// String formats the entry as `bridge fdb show` prints it, for example
-// "02:42:ac:11:00:04 dev veth1 master docker0"; bridge is the bridge name.
+// String formats the entry as `bridge fdb show` prints it, without the
+// bridge's name, which the entry does not know: for example
+// "02:42:ac:11:00:04 dev veth1". Bridge.WriteFDB adds " master NAME".
 func (e FDBEntry) String() string { return e.format("") }
 
 func (e FDBEntry) format(bridge string) string {

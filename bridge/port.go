@@ -80,10 +80,11 @@ type KernelCounters struct {
 // port, instead of waking the port's transmit goroutine: a goroutine
 // switch less per frame. Frames still go out in order, and a port with a
 // backlog still gets its queue. A Pipe, whose writes wait for its reader,
-// is not one. Nor is a TAP device: measured (bench/nat), writing to it
-// from the forwarding goroutine serialises two system calls that the
-// transmit goroutine otherwise runs on the other core, and costs more
-// throughput and latency than the switch it saves.
+// is not one. A TAP device is one only when opened with
+// TAPConfig.DirectWrite (off by default): measured (bench/nat), writing to
+// it from the forwarding goroutine serialises two system calls that the
+// transmit goroutine otherwise runs on the other core, and costs the link
+// uplink more throughput and latency than the switch it saves.
 type DirectWriter interface {
 	WritesDirect() bool
 }

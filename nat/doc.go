@@ -35,7 +35,7 @@
 //
 //	var p conntrack.Packet
 //	p.Decode(pkt)                   // KindFragment: reassemble first
-//	m, _, ok := rules.MatchMasquerade(p.Tuple, uplinkAddr)
+//	m, _, _ := rules.MatchMasquerade(p.Tuple, uplinkAddr) // no match: m is empty, nothing translated
 //	res, err := table.Track(zone, &p, alloc.Translator(m))
 //	// errors.Is(err, nat.ErrPortsExhausted): refuse the flow
 //	to, _ := res.Tuple(1 - res.Dir).Reverse()

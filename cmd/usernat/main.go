@@ -86,7 +86,7 @@ It prints nothing unless something goes wrong or -v is given.
                              HOSTADDR, when given, is the host address to
                              listen on (--uplink host) or the uplink address
   --mtu N                    MTU of the TAP devices, the bridge and the gateway
-                             (default 1500, at most 65520)
+                             (default 1500, 576 to 65520)
   --offload=false            open the TAP devices without checksum and TCP
                              segmentation offload (on by default: the kernels
                              then send TCP in 64 KiB segments whatever the MTU)
@@ -130,6 +130,9 @@ const clientUsage = `usage:
   usernat stats [--api-socket PATH]
 
 SPEC is [HOSTADDR:]HOSTPORT[-END]:CONTAINERADDR:CONTAINERPORT[-END][/tcp|/udp].
+conntrack's -L and -F are also --dump and --flush, and publish's --list
+is also -l; nat takes iptables's -n (addresses are always numeric), and
+fdb takes bridge's "show".
 --api-socket defaults to /run/usernat.sock for root and
 $XDG_RUNTIME_DIR/usernat.sock for anyone else.
 `

@@ -31,7 +31,7 @@ network is carried over this process's sockets, as by usernat gateway):
                            gateway (.2) and the MTU
   -e, --exit-fd FD         exit when FD is closed
   -r, --ready-fd FD        write "1" to FD when ready
-  -m, --mtu N              MTU (default 1500, at most 65520)
+  -m, --mtu N              MTU (default 1500, 576 to 65520)
   --cidr CIDR              the network (default 10.0.2.0/24)
   --disable-host-loopback  the gateway's address no longer leads to the
                            host's loopback (DNS at .3 still reaches the

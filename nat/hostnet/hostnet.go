@@ -349,7 +349,8 @@ func (u *Uplink) Close() error {
 	return nil
 }
 
-// Stats are the uplink's counters.
+// Stats are the uplink's counters, which Uplink.Counters reads out by
+// name ("tcp_opened", "drop_in_flight", ...).
 type Stats struct {
 	TCPOpened, TCPRefused, TCPUnreachable, TCPTimedOut atomic.Uint64
 	UDPOpened, PingOpened, InboundOpened               atomic.Uint64
