@@ -85,6 +85,26 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, " ") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
+// durationFlag is a time.Duration flag whose error says what it takes
+// (the flag package's says "parse error", for "20" too).
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return "0s"
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration with its unit, such as 20s or 1m30s")
+	}
+	*f.d = d
+	return nil
+}
+
 // usageError is a command line the command refuses; main exits 2.
 type usageError struct{ err error }
 
@@ -153,7 +173,7 @@ func parseGatewayFlags(args []string, api bool) (*gatewayConfig, error) {
 	fs.StringVar(&dnsResolver, "dns-resolver", "", "")
 	fs.StringVar(&outboundAddr, "outbound-addr", "", "")
 	fs.IntVar(&cfg.MaxFlowsPerSource, "max-flows-per-source", 0, "")
-	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "")
+	fs.Var(durationFlag{&cfg.ConnectTimeout}, "connect-timeout", "")
 	fs.Var(&timeouts, "timeout", "")
 	fs.IntVar(&cfg.ConntrackMax, "conntrack-max", 0, "")
 	fs.StringVar(&cfg.APISocket, "api-socket", "", "")

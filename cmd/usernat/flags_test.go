@@ -151,6 +151,7 @@ func TestParseGatewayArgs(t *testing.T) {
 		{"outbound iface too long", []string{"--port", self + ":eth0", "--outbound-addr", "abcdefghijklmnop", "--api-socket", sock}, "--outbound-addr abcdefghijklmnop"},
 		{"connect timeout negative", []string{"--port", self + ":eth0", "--connect-timeout", "-1s", "--api-socket", sock}, "--connect-timeout -1s"},
 		{"connect timeout on a tap uplink", with("--connect-timeout", "5s"), "go with --uplink host"},
+		{"connect timeout without its unit", []string{"--port", self + ":eth0", "--connect-timeout", "20", "--api-socket", sock}, "want a duration with its unit, such as 20s"},
 		{"flows per source negative", []string{"--port", self + ":eth0", "--max-flows-per-source", "-1", "--api-socket", sock}, "--max-flows-per-source -1"},
 		{"no uplink addr", []string{"--uplink", "tap:" + self + ":up0", "--api-socket", sock}, "--uplink-addr is required"},
 		{"unknown flag", with("--frobnicate"), "flag provided but not defined"},
