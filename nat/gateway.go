@@ -352,15 +352,74 @@ func (g *Gateway) housekeeping() {
 			return
 		case <-t.C:
 			g.reasm.Expire()
-			g.inside.neigh.expire(g.now())
-			if u, ok := g.uplink.(interface{ expire() }); ok {
-				u.expire()
+			g.unreachable(g.inside.neigh.expire(g.now()))
+			if u, ok := g.uplink.(interface{ expire() [][]byte }); ok {
+				g.unreachable(u.expire())
 			}
 		}
 	}
 }
 
 func (g *Gateway) now() int64 { return int64(g.clock.Now().Sub(g.epoch)) }
+
+// unreachable tells the senders of pkts, packets the gateway held for a
+// neighbour that never answered ARP, that its address is unreachable
+// (host unreachable), as Linux does (arp_error_report): a container's
+// connection to a dead address on the uplink's link fails in seconds,
+// not after its retries. The packets went through conntrack and NAT, so
+// each error is tracked as the error of a router would be, and goes to
+// the sender as it sent its packet, from the gateway's address on its
+// side. Errors are rate-limited as the gateway's others are.
+func (g *Gateway) unreachable(pkts [][]byte) {
+	if len(pkts) == 0 {
+		return
+	}
+	buf := make([]byte, Headroom+576)
+	for _, pkt := range pkts {
+		now := g.now()
+		if !g.icmpLimit.mayAllow(3, 1, now) {
+			return
+		}
+		// From the address the sender reaches the gateway at, which the
+		// translation below tells; built first from the subnet's, the
+		// error is tracked only by what it quotes.
+		msg, err := ICMPError(buf[Headroom:Headroom], pkt, g.subnet.Addr(), 3, 1, 0)
+		if err != nil {
+			continue
+		}
+		var p conntrack.Packet
+		if p.Decode(msg) != nil || p.Kind != conntrack.KindICMPError {
+			continue
+		}
+		res, err := g.table.Track(0, &p, &g.in)
+		if err != nil || res.Class != conntrack.ClassRelated {
+			continue
+		}
+		to := res.Tuple(1 - res.Dir)
+		if g.isOwn(to.Src) {
+			continue // about the gateway's own packet
+		}
+		inside := g.subnet.Contains(to.Src)
+		from := g.subnet.Addr()
+		if !inside {
+			addrs := g.uplink.Addrs()
+			if len(addrs) == 0 {
+				continue
+			}
+			from = addrs[0]
+		}
+		if msg, err = ICMPError(buf[Headroom:Headroom], pkt, from, 3, 1, 0); err != nil || RewriteICMPError(msg, to) != nil {
+			continue
+		}
+		if !g.icmpLimit.Allow(to.Src, 3, 1, now) {
+			continue
+		}
+		g.stats.icmpSent.Add(1)
+		// Within every MTU (576 bytes), so route neither cuts nor
+		// fragments it with the scratch of the side it names.
+		g.route(buf[:Headroom+len(msg)], msg, to.Src, !inside, false, bridge.Offload{})
+	}
+}
 
 func (g *Gateway) closeTable() {
 	if g.ownTbl {

@@ -2,11 +2,13 @@ package nat_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -408,5 +410,23 @@ func TestIntegrationOffload(t *testing.T) {
 				t.Errorf("gateway cut %d GSO packets into segments; want some: %v", st.Segmented, wantCut)
 			}
 		})
+	}
+}
+
+// A container's connection to an address on the uplink's link that no
+// one answers ARP for fails with "no route to host" (host unreachable
+// from the gateway, once its ARP requests go unanswered), as through a
+// Linux router, not after TCP's two minutes of retries.
+func TestIntegrationUnansweredNeighbour(t *testing.T) {
+	tp := newTopo(t, topoConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := tp.c1.Dial(ctx, "tcp4", "192.168.2.200:80")
+	if err == nil {
+		c.Close()
+		t.Fatal("connected to an address no one has")
+	}
+	if !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("connect: %v, want no route to host", err)
 	}
 }

@@ -175,32 +175,28 @@ func (t *neighTable) roomLocked(now int64) bool {
 }
 
 // dropLocked removes the entry of a, with its queue.
-func (t *neighTable) dropLocked(a netip.Addr) int {
-	n := t.m[a]
-	for _, p := range n.queue {
+func (t *neighTable) dropLocked(a netip.Addr) {
+	for _, p := range t.m[a].queue {
 		t.queued -= len(p)
 	}
 	delete(t.m, a)
-	return len(n.queue)
 }
 
 // expire drops entries nobody confirmed for a long time and pending
-// entries that never resolved, with their queues. It returns how many
-// queued packets it dropped.
-func (t *neighTable) expire(now int64) int {
+// entries that never resolved, with their queues. It returns the packets
+// that waited in vain (at most neighQueueBytes), whose senders the caller
+// tells the address is unreachable, as Linux's arp_error_report does.
+func (t *neighTable) expire(now int64) [][]byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.expireLocked(now)
-}
-
-func (t *neighTable) expireLocked(now int64) int {
-	dropped := 0
+	var failed [][]byte
 	for a, n := range t.m {
 		if n.expiredAt(now) {
-			dropped += t.dropLocked(a)
+			failed = append(failed, n.queue...)
+			t.dropLocked(a)
 		}
 	}
-	return dropped
+	return failed
 }
 
 // expiredAt reports whether the entry is past keeping at now: confirmed

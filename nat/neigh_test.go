@@ -74,7 +74,7 @@ func TestNeighbourTable(t *testing.T) {
 	// An address that never answers is given up with its queue.
 	b := netip.MustParseAddr("192.168.2.105")
 	nt.hold(b, []byte{1}, now)
-	if n := nt.expire(now + int64(neighGiveUp) + 1); n != 1 || len(nt.list()) != 0 {
+	if n := len(nt.expire(now + int64(neighGiveUp) + 1)); n != 1 || len(nt.list()) != 0 {
 		t.Fatalf("expire dropped %d packets, %d entries left", n, len(nt.list()))
 	}
 	// Unsolicited answers create nothing; requests for us do.
@@ -203,5 +203,42 @@ func TestStaleNeighbourUsedAndProbed(t *testing.T) {
 	}
 	if probes != 1 || sent != 1 {
 		t.Errorf("%d probes and %d packets to the stale neighbour, want 1 and 1", probes, sent)
+	}
+}
+
+// A packet held for a neighbour that never answers ARP draws host
+// unreachable, as in Linux (arp_error_report): a container's flow to a
+// dead address on the uplink's link hears it from its gateway, about its
+// own packet as it sent it (the masquerade undone), and fails in
+// seconds; the error goes nowhere when it is about the gateway's own.
+func TestUnansweredNeighbourUnreachable(t *testing.T) {
+	gw, up, br := recGateway(t)
+	dead := netip.MustParseAddr("192.168.2.200")
+	orig := ipPacket(ctrIP, dead, conntrack.ProtoUDP, udpHeader(5000, 53, 10))
+	fromBridgeIP(gw, append([]byte(nil), orig...))
+	if len(up.frames) != 1 || binary.BigEndian.Uint16(up.frames[0][12:14]) != etherTypeARP {
+		t.Fatalf("%d frames on the uplink, want the ARP request alone", len(up.frames))
+	}
+	ul := gw.uplink.(*LinkUplink)
+	gw.unreachable(ul.expire()) // not yet: still asking
+	if len(br.frames) != 0 {
+		t.Fatalf("%d frames to the bridge while the neighbour may still answer", len(br.frames))
+	}
+	gw.unreachable(ul.l.neigh.expire(ul.now() + int64(neighGiveUp) + 1))
+	if len(br.frames) != 1 {
+		t.Fatalf("%d frames to the bridge, want the host unreachable", len(br.frames))
+	}
+	msg := lastIP(br)
+	if err := verify(msg); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := netip.AddrFrom4([4]byte(msg[12:16])), netip.AddrFrom4([4]byte(msg[16:20]))
+	inner := msg[28:]
+	if src != gwIP || dst != ctrIP || msg[20] != 3 || msg[21] != 1 ||
+		netip.AddrFrom4([4]byte(inner[12:16])) != ctrIP || netip.AddrFrom4([4]byte(inner[16:20])) != dead ||
+		binary.BigEndian.Uint16(inner[20:]) != 5000 {
+		t.Errorf("error %v -> %v type %d code %d about %v:%d -> %v; want host unreachable from %v to %v about %v:5000 -> %v",
+			src, dst, msg[20], msg[21], netip.AddrFrom4([4]byte(inner[12:16])), binary.BigEndian.Uint16(inner[20:]),
+			netip.AddrFrom4([4]byte(inner[16:20])), gwIP, ctrIP, ctrIP, dead)
 	}
 }

@@ -186,7 +186,7 @@ func (u *LinkUplink) Start(deliver func(frame []byte, off bridge.Offload)) error
 }
 
 // expire drops stale neighbours; the gateway's housekeeping calls it.
-func (u *LinkUplink) expire() { u.l.neigh.expire(u.now()) }
+func (u *LinkUplink) expire() [][]byte { return u.l.neigh.expire(u.now()) }
 
 // Send sends frame's packet to dst, resolving the next hop with ARP.
 func (u *LinkUplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
