@@ -267,7 +267,7 @@ func parseGatewayFlags(args []string, api bool) (*gatewayConfig, error) {
 		cfg.Publish = append(cfg.Publish, f)
 	}
 	if err := checkPublishConflicts(cfg.Publish); err != nil {
-		return nil, usagef("-p: %v", err)
+		return nil, usageError{err}
 	}
 
 	if err := checkDevices(cfg.Ports, cfg.Uplink); err != nil {

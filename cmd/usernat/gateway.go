@@ -6,6 +6,7 @@ package main
 // is a change here alone.
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -76,12 +77,20 @@ func parsePublish(spec string) (api.HostFwd, error) {
 func formatPublish(f api.HostFwd) string { return publishFromFwd(f).String() }
 
 // checkPublishConflicts reports a port published twice among fs, as the
-// gateway's rule table would refuse it.
+// gateway's rule table would refuse it, naming the two -p flags (the
+// rules' ids are not known yet).
 func checkPublishConflicts(fs []api.HostFwd) error {
-	var r nat.Rules
-	for _, f := range fs {
-		if _, err := r.AddPublish(publishFromFwd(f)); err != nil {
-			return err
+	for i, f := range fs {
+		for _, g := range fs[:i] {
+			var r nat.Rules
+			if _, err := r.AddPublish(publishFromFwd(g)); err != nil {
+				return err
+			}
+			if err := r.CheckPublish(publishFromFwd(f)); errors.Is(err, nat.ErrRuleConflict) {
+				return fmt.Errorf("-p %s: port already published by -p %s", formatPublish(f), formatPublish(g))
+			} else if err != nil {
+				return err
+			}
 		}
 	}
 	return nil
