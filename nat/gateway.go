@@ -157,7 +157,7 @@ type Stats struct {
 	DropTooBig    uint64 // DF packets over the MTU (fragmentation needed was sent)
 	DropFragments uint64 // fragments that were not reassembled
 	DropRewrite   uint64 // packets the rewriter refused
-	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's too), 0.0.0.0/8, 127.0.0.0/8; or a source that is one of the gateway's own
+	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's and the uplink's too), 0.0.0.0/8, 127.0.0.0/8; or a source that is one of the gateway's own
 }
 
 // New starts a gateway on cfg.Bridge.
@@ -866,8 +866,8 @@ func broadcastOf(p netip.Prefix) netip.Addr {
 }
 
 // martian reports whether a is an address no router forwards to or from:
-// multicast, the limited broadcast and the subnet's, 0.0.0.0/8 and
-// 127.0.0.0/8.
+// multicast, the limited broadcast, the subnet's and a link uplink's,
+// 0.0.0.0/8 and 127.0.0.0/8.
 func (g *Gateway) martian(a netip.Addr) bool {
 	if !a.Is4() || a.IsMulticast() || a.IsLoopback() || a == g.broadcast || a == g.upBroadcast {
 		return true // an IPv6 address too: none is routed here

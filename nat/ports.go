@@ -104,14 +104,17 @@ type Allocator struct {
 	bySrc                           sourceMaps
 }
 
-// sourceMaps remembers the current source mapping of each translated
-// source, as Linux's nf_nat_bysource hash does, so that a new flow from a
-// source already mapped gets the same address and port
-// (find_appropriate_src): one public port per container socket, for every
-// destination. A record is checked against the table before it is used.
+// sourceMaps remembers the source mappings of translated sources, as
+// Linux's nf_nat_bysource hash does, so that a new flow from a source
+// already mapped gets the same address and port (find_appropriate_src):
+// one public port per container socket, for every destination. Each of a
+// source's flows is recorded, since any of them may end first and the
+// mapping lives while one does; a record is checked against the table
+// before it is used.
 type sourceMaps struct {
 	mu      sync.Mutex
-	m       map[sourceKey]conntrack.Tuple // the reply tuple of the latest flow of the source
+	m       map[sourceKey][]conntrack.Tuple // the reply tuples of the source's flows, newest last
+	n       int                             // records in m
 	sweepAt int
 }
 
@@ -137,46 +140,69 @@ func hasPort(p conntrack.Proto) bool {
 	return false
 }
 
+// liveFor reports whether r is the reply tuple of a live flow of k's
+// source.
+func liveFor(t *conntrack.Table, k sourceKey, r conntrack.Tuple) bool {
+	e, dir, live := t.Get(k.zone, r)
+	return live && dir == conntrack.Reply && e.Orig.Src.Unmap() == k.src && e.Orig.SrcPort == k.port && e.Orig.Proto == k.proto
+}
+
 // current returns the reply tuple of a live flow from orig's source that
-// is mapped to reply.Dst.
+// is mapped to reply.Dst, the newest first; records of flows gone that it
+// meets on the way are dropped.
 func (s *sourceMaps) current(t *conntrack.Table, zone conntrack.Zone, orig, reply conntrack.Tuple) (conntrack.Tuple, bool) {
 	k := srcKeyOf(zone, orig, reply)
 	s.mu.Lock()
-	r, ok := s.m[k]
-	s.mu.Unlock()
-	if !ok {
-		return conntrack.Tuple{}, false
-	}
-	e, dir, live := t.Get(zone, r)
-	if !live || dir != conntrack.Reply || e.Orig.Src.Unmap() != k.src || e.Orig.SrcPort != orig.SrcPort || e.Orig.Proto != orig.Proto {
-		s.mu.Lock()
-		if s.m[k] == r {
-			delete(s.m, k)
+	defer s.mu.Unlock()
+	list := s.m[k]
+	for i := len(list) - 1; i >= 0; i-- {
+		if r := list[i]; liveFor(t, k, r) {
+			s.m[k] = list
+			return r, true
 		}
-		s.mu.Unlock()
-		return conntrack.Tuple{}, false
+		list = append(list[:i], list[i+1:]...)
+		s.n--
 	}
-	return r, true
+	delete(s.m, k)
+	return conntrack.Tuple{}, false
 }
 
-// record makes reply the current mapping of orig's source. Records of
-// flows gone are swept when the map has doubled since the last sweep.
+// record adds reply to the mappings of orig's source. Records of flows
+// gone are swept when the records have doubled since the last sweep, but
+// for the one just made, whose entry the table inserts only after
+// Translate returns.
 func (s *sourceMaps) record(t *conntrack.Table, zone conntrack.Zone, orig, reply conntrack.Tuple) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = make(map[sourceKey]conntrack.Tuple)
+		s.m = make(map[sourceKey][]conntrack.Tuple)
 	}
-	s.m[srcKeyOf(zone, orig, reply)] = reply
-	if len(s.m) < s.sweepAt {
+	nk := srcKeyOf(zone, orig, reply)
+	list := s.m[nk]
+	if n := len(list); n > 0 && list[n-1] == reply {
+		return // Track asking again
+	}
+	s.m[nk] = append(list, reply)
+	s.n++
+	if s.n < s.sweepAt {
 		return
 	}
-	for k, r := range s.m {
-		if !t.Taken(k.zone, r) {
+	for k, list := range s.m {
+		keep := list[:0]
+		for i, r := range list {
+			if k == nk && i == len(list)-1 || liveFor(t, k, r) {
+				keep = append(keep, r)
+			}
+		}
+		clear(list[len(keep):])
+		s.n -= len(list) - len(keep)
+		if len(keep) == 0 {
 			delete(s.m, k)
+		} else {
+			s.m[k] = keep
 		}
 	}
-	s.sweepAt = max(1024, 2*len(s.m))
+	s.sweepAt = max(1024, 2*s.n)
 }
 
 // AllocatorStats are an Allocator's counters.

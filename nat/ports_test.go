@@ -261,3 +261,64 @@ func TestAllocatorConcurrent(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+// A source keeps its mapping while any of its flows lives, as Linux's
+// find_appropriate_src finds any conntrack of the source in the bysource
+// hash: the end of the flow created last must not lose the mapping an
+// older, live flow still has.
+func TestSourceMappingOutlivesNewestFlow(t *testing.T) {
+	tbl := newTable(t)
+	var a Allocator
+	m := Mapping{SrcAddr: host4}
+	other := netip.MustParseAddr("172.17.0.5")
+	server2 := netip.MustParseAddr("192.168.2.1")
+	mapped := func(src netip.Addr, dst netip.Addr, dport uint16) (uint16, conntrack.Tuple) {
+		t.Helper()
+		res, err := track(t, tbl, &a, udpFrom(src, 5000, dst, dport), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Reply().DstPort, res.Orig()
+	}
+	mapped(other, client4, 53) // takes host4:5000 towards client4:53
+	p1, _ := mapped(cont4, client4, 53)
+	if p1 == 5000 {
+		t.Fatal("clash not resolved")
+	}
+	p2, orig2 := mapped(cont4, server2, 53)
+	if p2 != p1 {
+		t.Fatalf("second flow mapped to %d, want %d", p2, p1)
+	}
+	tbl.Delete(0, orig2) // the newest flow ends; the first lives on
+	if p3, _ := mapped(cont4, server2, 123); p3 != p1 {
+		t.Errorf("third flow mapped to %d, want %d: the first flow, live, still has it", p3, p1)
+	}
+}
+
+// The allocator records a mapping before the table inserts its entry:
+// a sweep that runs on that record must not take it for a flow gone.
+func TestSourceMappingFirstRecordKept(t *testing.T) {
+	tbl := newTable(t)
+	var a Allocator
+	server2 := netip.MustParseAddr("192.168.2.1")
+	// A flow from outside holds client4:53 -> host4:5000 (published to a
+	// container; DNAT only, so nothing is recorded).
+	if _, err := track(t, tbl, &a, udpFrom(client4, 53, host4, 5000), Mapping{DstAddr: cont4, DstPorts: PortRange{80, 80}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := track(t, tbl, &a, udpFrom(cont4, 5000, client4, 53), Mapping{SrcAddr: host4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1 := res.Reply().DstPort
+	if p1 == 5000 {
+		t.Fatal("clash not resolved")
+	}
+	res, err = track(t, tbl, &a, udpFrom(cont4, 5000, server2, 53), Mapping{SrcAddr: host4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Reply().DstPort; p != p1 {
+		t.Errorf("same socket to another server mapped to %d, want %d (its live mapping)", p, p1)
+	}
+}
