@@ -27,6 +27,7 @@ type neigh struct {
 	resolved bool
 	seen     int64        // when last confirmed (resolved) or first asked for (pending)
 	asked    atomic.Int64 // when the last request went out
+	probing  atomic.Int64 // resolved: when it was first used stale (0: not since its confirmation)
 	queue    [][]byte
 	// used is when a packet last went to it (to the second; 0: never),
 	// which a full table keeps it for.
@@ -49,9 +50,10 @@ func newNeighTable() *neighTable { return &neighTable{m: make(map[netip.Addr]*ne
 // lookup returns the MAC of a resolved neighbour. One not confirmed for
 // neighReachable is stale: still used, as Linux uses it while it probes
 // (NUD_STALE, then NUD_PROBE), and probe says to ask it again (a request
-// to its MAC, once per neighRetry); unconfirmed neighGiveUp more, it is
-// not found, and the caller asks the whole link again. A busy flow so
-// never waits, nor loses packets, for a neighbour that is there.
+// to its MAC, once per neighRetry); unconfirmed neighGiveUp after its
+// first use stale, it is not found, and the caller asks the whole link
+// again. A busy flow so never waits, nor loses packets, for a neighbour
+// that is there.
 func (t *neighTable) lookup(a netip.Addr, now int64) (mac bridge.MAC, ok, probe bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -59,10 +61,16 @@ func (t *neighTable) lookup(a netip.Addr, now int64) (mac bridge.MAC, ok, probe 
 	if n == nil || !n.resolved {
 		return bridge.MAC{}, false, false
 	}
-	switch age := now - n.seen; {
-	case age > int64(neighReachable+neighGiveUp):
-		return bridge.MAC{}, false, false
-	case age > int64(neighReachable):
+	if now-n.seen > int64(neighReachable) {
+		// Probed from its first use since it went stale, however long
+		// it lay unused (Linux's NUD_STALE lasts until then).
+		since := n.probing.Load()
+		if since == 0 && n.probing.CompareAndSwap(0, now) {
+			since = now
+		}
+		if now-since > int64(neighGiveUp) {
+			return bridge.MAC{}, false, false
+		}
 		asked := n.asked.Load()
 		probe = now-asked >= int64(neighRetry) && n.asked.CompareAndSwap(asked, now)
 	}
@@ -88,6 +96,7 @@ func (t *neighTable) learn(a netip.Addr, mac bridge.MAC, now int64, create bool)
 	}
 	n.mac, n.resolved, n.seen = mac, true, now
 	n.asked.Store(now - int64(neighRetry)) // stale, it is probed at once
+	n.probing.Store(0)
 	q := n.queue
 	n.queue = nil
 	for _, p := range q {

@@ -56,10 +56,14 @@ func TestNeighbourTable(t *testing.T) {
 	if _, ok, probe := nt.lookup(a, stale+2*int64(neighRetry)); !ok || probe {
 		t.Fatalf("confirmed entry: used %v, probed %v", ok, probe)
 	}
-	// Unanswered neighGiveUp longer, it is not used: the caller holds
-	// the packet and asks the whole link again, at once.
-	now = stale + int64(neighRetry)
-	gone := now + int64(neighReachable+neighGiveUp) + 1
+	// However long it lay unused, its first use stale starts its probes;
+	// unanswered neighGiveUp longer, it is not used: the caller holds the
+	// packet and asks the whole link again, at once.
+	idle := stale + int64(neighRetry) + 10*int64(neighReachable)
+	if _, ok, probe := nt.lookup(a, idle); !ok || !probe {
+		t.Fatalf("entry stale long unused: used %v, probed %v; want both", ok, probe)
+	}
+	gone := idle + int64(neighGiveUp) + 1
 	if _, ok, _ := nt.lookup(a, gone); ok {
 		t.Fatal("entry unanswered past its probes still used")
 	}
