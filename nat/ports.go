@@ -108,13 +108,15 @@ type Allocator struct {
 // Linux's nf_nat_bysource hash does, so that a new flow from a source
 // already mapped gets the same address and port (find_appropriate_src):
 // one public port per container socket, for every destination. Each of a
-// source's flows is recorded, since any of them may end first and the
-// mapping lives while one does; a record is checked against the table
-// before it is used.
+// source's flows whose port was moved (a clash, resolved by a search) is
+// recorded, since any of them may end first and the mapping lives while
+// one does; a flow that kept its port needs no record, as keeping it
+// again gives the same. A record is checked against the table before it
+// is used.
 type sourceMaps struct {
 	mu      sync.Mutex
 	m       map[sourceKey][]conntrack.Tuple // the reply tuples of the source's flows, newest last
-	n       int                             // records in m
+	n       atomic.Int64                    // records in m (written under mu)
 	sweepAt int
 }
 
@@ -130,12 +132,15 @@ func srcKeyOf(zone conntrack.Zone, orig, reply conntrack.Tuple) sourceKey {
 	return sourceKey{zone: zone, proto: orig.Proto, port: orig.SrcPort, src: orig.Src.Unmap(), to: reply.Dst.Unmap()}
 }
 
-// hasPort reports whether flows of p have a port (or ICMP identifier) a
-// source mapping keeps.
-func hasPort(p conntrack.Proto) bool {
+// moved reports whether the reply tuple reply of a flow of protocol p
+// has another source port (or ICMP identifier) than rev, the flow's own
+// reverse.
+func moved(p conntrack.Proto, rev, reply conntrack.Tuple) bool {
 	switch p {
-	case conntrack.ProtoTCP, conntrack.ProtoUDP, conntrack.ProtoICMP, conntrack.ProtoICMPv6:
-		return true
+	case conntrack.ProtoTCP, conntrack.ProtoUDP:
+		return reply.DstPort != rev.DstPort
+	case conntrack.ProtoICMP, conntrack.ProtoICMPv6:
+		return reply.SrcPort != rev.SrcPort
 	}
 	return false
 }
@@ -151,6 +156,9 @@ func liveFor(t *conntrack.Table, k sourceKey, r conntrack.Tuple) bool {
 // is mapped to reply.Dst, the newest first; records of flows gone that it
 // meets on the way are dropped.
 func (s *sourceMaps) current(t *conntrack.Table, zone conntrack.Zone, orig, reply conntrack.Tuple) (conntrack.Tuple, bool) {
+	if s.n.Load() == 0 {
+		return conntrack.Tuple{}, false // nothing to look for, no lock taken
+	}
 	k := srcKeyOf(zone, orig, reply)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -161,7 +169,7 @@ func (s *sourceMaps) current(t *conntrack.Table, zone conntrack.Zone, orig, repl
 			return r, true
 		}
 		list = append(list[:i], list[i+1:]...)
-		s.n--
+		s.n.Add(-1)
 	}
 	delete(s.m, k)
 	return conntrack.Tuple{}, false
@@ -183,8 +191,7 @@ func (s *sourceMaps) record(t *conntrack.Table, zone conntrack.Zone, orig, reply
 		return // Track asking again
 	}
 	s.m[nk] = append(list, reply)
-	s.n++
-	if s.n < s.sweepAt {
+	if s.n.Add(1) < int64(s.sweepAt) {
 		return
 	}
 	for k, list := range s.m {
@@ -195,14 +202,14 @@ func (s *sourceMaps) record(t *conntrack.Table, zone conntrack.Zone, orig, reply
 			}
 		}
 		clear(list[len(keep):])
-		s.n -= len(list) - len(keep)
+		s.n.Add(-int64(len(list) - len(keep)))
 		if len(keep) == 0 {
 			delete(s.m, k)
 		} else {
 			s.m[k] = keep
 		}
 	}
-	s.sweepAt = max(1024, 2*s.n)
+	s.sweepAt = max(1024, 2*int(s.n.Load()))
 }
 
 // AllocatorStats are an Allocator's counters.
@@ -359,7 +366,10 @@ func (a *Allocator) Translate(t *conntrack.Table, zone conntrack.Zone, orig conn
 // changed, as the kernel does: a mapping that changes nothing sets none.
 func (a *Allocator) done(t *conntrack.Table, zone conntrack.Zone, orig, rev, reply conntrack.Tuple, snat, dnat bool) (conntrack.Tuple, conntrack.Status, error) {
 	a.translated.Add(1)
-	if snat && hasPort(orig.Proto) && orig.Src.Unmap() != reply.Dst.Unmap() {
+	if snat && moved(orig.Proto, rev, reply) && orig.Src.Unmap() != reply.Dst.Unmap() {
+		// Only a mapping that moved the port is kept: a flow of the
+		// source that keeps its own port is what keeping it again
+		// gives anyway, so most new flows pay nothing here.
 		a.bySrc.record(t, zone, orig, reply)
 	}
 	var st conntrack.Status
