@@ -254,6 +254,23 @@ func (u *Uplink) settle(f *flow) {
 	}
 }
 
+// lapsed reports whether the datagram flow f, whose entry has been seen
+// (seen: f.id, read under u.mu), has no live entry for tp, one of the
+// entry's tuples, any more, and then releases f: its entry expired, and
+// the table's reaper, which removes expired entries (and so has the
+// uplink release their flows) every ExpireInterval, has not come yet. A
+// packet that finds it so is a new flow's first, as the kernel's NAT
+// takes a packet that finds only an expired entry: through f, without an
+// entry, its answer would be dropped at the gateway, and f released
+// under it. The caller opens the new flow.
+func (u *Uplink) lapsed(f *flow, seen bool, tp conntrack.Tuple) bool {
+	if !seen || u.tbl.Load().Taken(0, tp) {
+		return false
+	}
+	f.release()
+	return true
+}
+
 // trackNew is track for a datagram flow's first packet (UDP, ICMP echo),
 // which has no flow: an entry the packet finds already is one no flow
 // carries any more (whose socket is gone), and is replaced by a new one,

@@ -48,7 +48,11 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 	}
 	u.mu.Lock()
 	pf := u.pings[p.Tuple]
+	seen := pf != nil && pf.f.id != 0
 	u.mu.Unlock()
+	if pf != nil && u.lapsed(pf.f, seen, p.Tuple) {
+		pf = nil
+	}
 	if pf == nil {
 		if pf = u.openPing(p); pf == nil {
 			return

@@ -48,7 +48,11 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 	payload := pkt[ihl+8 : ihl+int(binary.BigEndian.Uint16(pkt[ihl+4:]))] // Decode checked the UDP length
 	u.mu.Lock()
 	fl := u.udp[p.Tuple]
+	seen := fl != nil && fl.f.id != 0
 	u.mu.Unlock()
+	if fl != nil && u.lapsed(fl.f, seen, p.Tuple) {
+		fl = nil
+	}
 	if fl == nil {
 		if fl = u.openUDP(p, pkt); fl == nil {
 			return
@@ -315,9 +319,12 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 		near := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP}
 		u.mu.Lock()
 		fl := u.udp[near]
+		seen := fl != nil && fl.f.id != 0
 		u.mu.Unlock()
 		switch {
 		case fl == nil:
+		case u.lapsed(fl.f, seen, near):
+			fl = nil // its entry expired: the client's datagram is a new flow's
 		case fl.client.IsValid() && fl.client != client:
 			// Another client on the host's loopback with the same
 			// port: shown as the gateway, both would be one flow to
