@@ -104,14 +104,25 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	}
 	var c *net.UDPConn
 	err := u.cfg.Namespace(func() error {
-		var laddr *net.UDPAddr
+		// Without SO_BROADCAST, which Go's net sets on every UDP
+		// socket: a destination the host takes for a broadcast (its
+		// subnet's) is refused (connect's EACCES), as Linux forwards no
+		// directed broadcast, not broadcast on the host's network.
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			if cerr := rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 0) }); cerr != nil {
+				return cerr
+			}
+			return err
+		}}
 		if a := u.udpLocalAddr(); a != nil && !dst.Addr().IsLoopback() {
-			laddr = a
+			d.LocalAddr = a
 		}
-		var err error
-		if c, err = net.DialUDP("udp4", laddr, net.UDPAddrFromAddrPort(dst)); err != nil {
+		nc, err := d.Dial("udp4", dst.String())
+		if err != nil {
 			return err
 		}
+		c = nc.(*net.UDPConn)
 		// The network's errors about the flow's datagrams, whole, for
 		// the container (forwardErrors).
 		rawConn(c).Control(func(fd uintptr) { err = setRecvErr(int(fd)) })
