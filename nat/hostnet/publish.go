@@ -167,22 +167,13 @@ func (u *Uplink) Unpublish(id nat.RuleID) error {
 	if !ok {
 		return fmt.Errorf("hostnet: no published port with id %d", id)
 	}
-	closed := map[any]bool{}
 	for _, l := range ls {
 		l.Close()
-		closed[l] = true
-	}
-	// The rule's UDP flows answered from its sockets: they end.
-	var ended []*udpFlow
-	u.mu.Lock()
-	for _, fl := range u.udp {
-		if fl.client.IsValid() && closed[fl.conn] {
-			ended = append(ended, fl)
+		// The rule's UDP flows answered from its sockets: they end
+		// (and so do any their readers open after this).
+		if c, ok := l.(*net.UDPConn); ok {
+			u.endInbound(c)
 		}
-	}
-	u.mu.Unlock()
-	for _, fl := range ended {
-		fl.f.drop() // with their entries, which name the socket
 	}
 	return nil
 }

@@ -321,6 +321,10 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 		n, oobn, _, client, err := c.ReadMsgUDPAddrPort(buf[28:], oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
+				// Unpublished (or the uplink closing): a flow opened
+				// for the last datagram read, after Unpublish ended
+				// the socket's flows, ends too.
+				u.endInbound(c)
 				return
 			}
 			continue
@@ -356,6 +360,22 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 			}
 		}
 		u.ln.queue(udpPacket(buf, src, ctr, n), bridgeNone)
+	}
+}
+
+// endInbound ends the flows of a published UDP port's clients that
+// answer through c, closed, with their entries, which name the socket.
+func (u *Uplink) endInbound(c *net.UDPConn) {
+	var ended []*udpFlow
+	u.mu.Lock()
+	for _, fl := range u.udp {
+		if fl.client.IsValid() && fl.conn == c {
+			ended = append(ended, fl)
+		}
+	}
+	u.mu.Unlock()
+	for _, fl := range ended {
+		fl.f.drop()
 	}
 }
 
