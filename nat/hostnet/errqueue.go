@@ -46,6 +46,38 @@ func (s *ttlSetting) set(fd int, ttl uint8) {
 	}
 }
 
+// hostDF says whether a container's datagram pkt has DF set: whether
+// its copy through the flow's socket may be fragmented on the way.
+func hostDF(pkt []byte) bool { return pkt[6]&0x40 != 0 }
+
+// pmtuSetting is the IP_MTU_DISCOVER a flow's socket was last given, plus
+// one (0: none yet, the socket's default, IP_PMTUDISC_WANT). A datagram
+// without DF leaves without DF (IP_PMTUDISC_DONT), so a router on the way
+// fragments it, as it would the container's own through the kernel's NAT;
+// on a socket that discovers the path's MTU it would leave with DF, and a
+// narrower link on the way would drop it. One with DF leaves as the
+// socket would send it by default.
+type pmtuSetting struct{ v atomic.Int32 }
+
+// set gives fd, the flow's socket, the path MTU discovery of a datagram
+// with DF (df) or without, unless it has it.
+func (s *pmtuSetting) set(fd int, df bool) {
+	mode := int32(unix.IP_PMTUDISC_DONT)
+	if df {
+		mode = unix.IP_PMTUDISC_WANT
+	}
+	cur := s.v.Load() - 1
+	if cur < 0 {
+		cur = unix.IP_PMTUDISC_WANT
+	}
+	if cur == mode {
+		return
+	}
+	if rawSetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, int(mode)) == nil {
+		s.v.Store(mode + 1)
+	}
+}
+
 // maxQuoted bounds the part of a datagram an error the uplink sends
 // quotes: with its IPv4 and ICMP headers, and the container's IPv4
 // header, the error stays within the 576 bytes every IPv4 host takes.
@@ -71,13 +103,15 @@ const sizeofExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
 const sendRetries = 4
 
 // sendConnected sends msg on fd, a flow's connected datagram socket,
-// with ttl (hops keeps what the socket has), without waiting: a full
+// with ttl (hops keeps what the socket has), and DF when df (pmtu keeps
+// what the socket has), without waiting: a full
 // socket drops it, as a full link would. A send that takes the socket's
 // pending error, about an earlier datagram, in its place hands on the
 // queued errors (the reader will not hear of them now, es says what they
 // are about) and sends again, as long as errors keep coming in between.
-func (u *Uplink) sendConnected(fd int, msg []byte, ttl uint8, hops *ttlSetting, es *errorSender) {
+func (u *Uplink) sendConnected(fd int, msg []byte, ttl uint8, df bool, hops *ttlSetting, pmtu *pmtuSetting, es *errorSender) {
 	hops.set(fd, ttl)
+	pmtu.set(fd, df)
 	_, err := unix.SendmsgN(fd, msg, nil, nil, unix.MSG_DONTWAIT)
 	for try := 0; try < sendRetries && icmpReported(err); try++ {
 		u.forwardErrors(fd, es)

@@ -29,6 +29,7 @@ type pingFlow struct {
 	file *os.File
 	rc   syscall.RawConn // file's, taken once
 	hops ttlSetting      // the socket's TTL
+	pmtu pmtuSetting     // the socket's path MTU discovery
 	errs errorSender     // what the network's errors are about
 	f    *flow
 }
@@ -58,9 +59,9 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	msg, ttl := pkt[ihl:], hostTTL(pkt)
+	msg, ttl, df := pkt[ihl:], hostTTL(pkt), hostDF(pkt)
 	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
-		u.sendConnected(int(fd), msg, ttl, &pf.hops, &pf.errs)
+		u.sendConnected(int(fd), msg, ttl, df, &pf.hops, &pf.pmtu, &pf.errs)
 		return true
 	})
 }

@@ -29,6 +29,7 @@ type udpFlow struct {
 	from   []byte              // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
 	seen   conntrack.Tuple     // inbound: the expectation made for the gateway
 	hops   ttlSetting          // outbound: the socket's TTL
+	pmtu   pmtuSetting         // outbound: the socket's path MTU discovery
 	errs   errorSender         // outbound: what the network's errors are about
 	f      *flow
 }
@@ -58,14 +59,14 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	fl.send(payload, hostTTL(pkt))
+	fl.send(payload, hostTTL(pkt), hostDF(pkt))
 }
 
 // send writes a datagram from the container to the host socket without
 // waiting: the gateway's goroutine calls it, and a socket whose buffer is
 // full drops the datagram, as a full link would. An outbound flow's
-// datagram leaves with ttl (hostTTL).
-func (fl *udpFlow) send(payload []byte, ttl uint8) {
+// datagram leaves with ttl (hostTTL), and DF when df (hostDF).
+func (fl *udpFlow) send(payload []byte, ttl uint8, df bool) {
 	fl.rc.Write(func(fd uintptr) bool {
 		var err error
 		switch {
@@ -74,7 +75,7 @@ func (fl *udpFlow) send(payload []byte, ttl uint8) {
 		case fl.client.IsValid():
 			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, fl.to)
 		default:
-			fl.u.sendConnected(int(fd), payload, ttl, &fl.hops, &fl.errs)
+			fl.u.sendConnected(int(fd), payload, ttl, df, &fl.hops, &fl.pmtu, &fl.errs)
 			return true
 		}
 		if err == unix.EAGAIN {
