@@ -769,9 +769,19 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 	}
 	q := *p
 	q.Tuple = orig // the entry is the flow as it reached the host
-	if res, err := g.table.Track(0, &q, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT}); err != nil || res.Class == conntrack.ClassInvalid {
+	res, err := g.table.Track(0, &q, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT})
+	if err != nil || res.Class == conntrack.ClassInvalid {
 		g.stats.dropRefused.Add(1)
 		g.log.Debug("nat: inbound flow refused", "tuple", orig, "err", err)
+		return true
+	}
+	if _, _, ok := g.term.Inbound(p.Tuple); !ok {
+		// The uplink let the flow go while its entry was made (its
+		// published port went): the entry goes too, or it would
+		// outlive the flow. The uplink looks for an entry once it has
+		// let the flow go, so one of the two finds it.
+		g.untrack(res)
+		g.stats.dropNoRule.Add(1)
 		return true
 	}
 	g.cross(frame, pkt, dst, inside, off)

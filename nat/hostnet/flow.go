@@ -112,6 +112,18 @@ func (f *flow) drop() {
 		}
 	}
 	f.release()
+	if id == 0 && ours {
+		// The gateway may have made the entry from the flow's
+		// expectation meanwhile, before release took it away: an entry
+		// of the tuple no flow holds now is the flow's.
+		if e, _, ok := tbl.Get(0, f.orig); ok {
+			f.u.mu.Lock()
+			if f.u.flows[f.orig] == nil {
+				id = e.ID
+			}
+			f.u.mu.Unlock()
+		}
+	}
 	if id != 0 {
 		tbl.DeleteID(0, f.orig, id)
 	}
