@@ -644,3 +644,22 @@ func TestOwnSourceFromBridgeDropped(t *testing.T) {
 		t.Errorf("%d entries for spoofed packets", n)
 	}
 }
+
+// A published port whose rule leads to the subnet's broadcast address
+// forwards nothing, as Linux routes no DNAT to a broadcast address: the
+// client's packet is refused, not sent to every container (nor ARPed
+// for).
+func TestPublishToBroadcastRefused(t *testing.T) {
+	gw, _, br := recGateway(t)
+	p, err := ParsePublish("8080:172.17.255.255:80/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Rules().AddPublish(p); err != nil {
+		t.Fatal(err)
+	}
+	fromUplinkIP(gw, ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, 8080, 10)))
+	if len(br.frames) != 0 || gw.Table().Len() != 0 || gw.Stats().DropRefused != 1 {
+		t.Errorf("%d frames to the bridge, %d entries, stats %+v; want the packet refused", len(br.frames), gw.Table().Len(), gw.Stats())
+	}
+}

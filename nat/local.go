@@ -2,6 +2,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -37,7 +38,12 @@ var _ conntrack.Translator = (*flowTranslator)(nil)
 //   - anything else is not translated.
 func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, orig conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
 	g := t.g
-	if m, _, ok := g.rules.MatchPublish(orig, g.isOwn(orig.Dst)); ok {
+	if m, id, ok := g.rules.MatchPublish(orig, g.isOwn(orig.Dst)); ok {
+		if g.martian(m.DstAddr) {
+			// A rule to a broadcast address (the subnet's): never
+			// forwarded, as Linux routes no DNAT to a broadcast.
+			return conntrack.Tuple{}, 0, fmt.Errorf("%w: rule %d publishes to %v, a broadcast address", ErrBadRule, id, m.DstAddr)
+		}
 		if t.inside {
 			m.SrcAddr = g.subnet.Addr() // hairpin
 		}
