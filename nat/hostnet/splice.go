@@ -86,28 +86,29 @@ type splice struct {
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
 	dtimer                                 *time.Timer
-	dtimerSet                              bool      // dtimer will fire for the bytes not acknowledged: not armed again for more
-	finAt, finSent, finAcked, hostEOF      bool      // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
-	finSeq                                 uint32    // the sequence number of our FIN, once finAt
-	finRcvd, shutWr                        bool      // the container's FIN came; the host socket's write side shut
-	over                                   []byte    // bytes from the container the host socket has not taken yet
-	ooo                                    []oooSeg  // segments from the container that came out of order, by seq
-	oooBytes                               int       // the bytes in ooo
-	oooLast                                uint32    // the seq of the last segment kept in ooo, whose block a SACK names first
-	sackOK                                 bool      // the container's SYN (or SYN-ACK) permitted SACK
-	flushing                               bool      // the poller watches the host socket for room for them
-	rewind, wantWnd                        bool      // go back to the first byte not acknowledged; the window is closed with nothing in flight
-	reseek                                 bool      // the peek offset must follow a rewind
-	dupAcks                                int       // duplicate ACKs in a row (RFC 5681)
-	recover                                uint32    // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
-	requeue                                bool      // the timer is to send again what the queue to the gateway refused (localRetry)
-	retrying                               bool      // the timer's retry of that is under way
-	refused                                int       // the timer's retries the queue refused in a row
-	oowAt                                  time.Time // when a segment out of the window was last answered (oowLimit)
-	refusedSince                           time.Time // since when the queue refused every frame
-	wake                                   func()    // wakeNow, made once
-	awaitingRoom                           bool      // wake is in the link's list
-	refusing                               bool      // segments are being refused: the window halved once for it
+	dtimerSet                              bool       // dtimer will fire for the bytes not acknowledged: not armed again for more
+	finAt, finSent, finAcked, hostEOF      bool       // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
+	finSeq                                 uint32     // the sequence number of our FIN, once finAt
+	finRcvd, shutWr                        bool       // the container's FIN came; the host socket's write side shut
+	over                                   []byte     // bytes from the container the host socket has not taken yet
+	ooo                                    []oooSeg   // segments from the container that came out of order, by seq
+	oooBytes                               int        // the bytes in ooo
+	oooLast                                uint32     // the seq of the last segment kept in ooo, whose block a SACK names first
+	sackOK                                 bool       // the container's SYN (or SYN-ACK) permitted SACK
+	sacked                                 []seqRange // what the container's SACK blocks say it holds past sndUna, in order, merged (at most sackedMax)
+	flushing                               bool       // the poller watches the host socket for room for them
+	rewind, wantWnd                        bool       // go back to the first byte not acknowledged; the window is closed with nothing in flight
+	reseek                                 bool       // the peek offset must follow a rewind
+	dupAcks                                int        // duplicate ACKs in a row (RFC 5681)
+	recover                                uint32     // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
+	requeue                                bool       // the timer is to send again what the queue to the gateway refused (localRetry)
+	retrying                               bool       // the timer's retry of that is under way
+	refused                                int        // the timer's retries the queue refused in a row
+	oowAt                                  time.Time  // when a segment out of the window was last answered (oowLimit)
+	refusedSince                           time.Time  // since when the queue refused every frame
+	wake                                   func()     // wakeNow, made once
+	awaitingRoom                           bool       // wake is in the link's list
+	refusing                               bool       // segments are being refused: the window halved once for it
 	retries                                int
 	rto                                    time.Duration
 	timer                                  *time.Timer
@@ -655,6 +656,7 @@ func (s *splice) onTimer() {
 		s.count(&s.u.stats.InboundRetransmits, &s.u.stats.OutboundRetransmits)
 		s.lossLocked()
 		s.rewind = true
+		s.sacked = s.sacked[:0] // after a timeout, all goes again (RFC 2018: the receiver may have dropped what it held)
 		s.mu.Unlock()
 		s.pump()
 	default: // wantWnd
@@ -782,7 +784,19 @@ func (s *splice) pumpLocked() string {
 			s.blocked = true
 			break
 		}
+		if len(s.sacked) > 0 && int32(s.sndNxt-s.sndMax) < 0 {
+			// Sending again after a loss: what the container holds
+			// is skipped, and a segment ends where it begins.
+			if s.skipSackedLocked() && s.peekOff {
+				if err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
+					return "setting the peek offset failed"
+				}
+			}
+		}
 		can := s.canLocked()
+		if len(s.sacked) > 0 && int32(s.sndNxt-s.sndMax) < 0 {
+			can = min(can, s.holeLocked())
+		}
 		s.blocked = can <= 0
 		if can <= 0 {
 			s.wantWnd = s.sndUna == s.sndNxt
@@ -877,7 +891,16 @@ func (s *splice) rearmLocked() bool {
 // canLocked is how many bytes the container's window takes now, in one
 // segment.
 func (s *splice) canLocked() int {
-	can := int(int32(s.sndUna + min(s.sndWnd, s.cwnd) - s.sndNxt))
+	// The container's window from sndUna, and the congestion window
+	// less what is in flight: sent, not acknowledged, nor held by the
+	// container (SACK; RFC 6675's pipe).
+	pipe := s.sndNxt - s.sndUna
+	for _, r := range s.sacked {
+		if int32(r.end-s.sndNxt) <= 0 {
+			pipe -= r.end - r.start
+		}
+	}
+	can := int(min(int32(s.sndUna+s.sndWnd-s.sndNxt), int32(s.cwnd-pipe)))
 	if !s.peekOff {
 		// The scratch buffer bounds what is in flight.
 		can = min(can, len(skipBuf())-int(s.sndNxt-s.discarded))
@@ -1155,6 +1178,7 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 	}
 	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
 	opened := s.ackLocked0(ack, h.window(), pure)
+	s.scoreLocked(h.options())
 	now := false // acknowledge at once, else maybe later
 	if len(payload) > 0 || flags&conntrack.TCPFin != 0 {
 		now = true // out of order, or old: a duplicate ACK says where we are
@@ -1521,6 +1545,108 @@ type oooSeg struct {
 	seq  uint32
 	data []byte
 	fin  bool
+}
+
+// seqRange is the bytes [start, end) of a stream.
+type seqRange struct{ start, end uint32 }
+
+// sackedMax bounds the ranges a splice remembers the container's SACK
+// blocks as: four a segment, merged as they come.
+const sackedMax = 16
+
+// scoreLocked takes the SACK blocks of an ACK from the container, whose
+// options are opts, into what the splice knows the container holds past
+// sndUna (RFC 2018), which a retransmission then skips; what sndUna
+// passed is forgotten. Blocks outside (sndUna, sndMax] are ignored.
+func (s *splice) scoreLocked(opts []byte) {
+	i := 0
+	for i < len(s.sacked) && int32(s.sacked[i].end-s.sndUna) <= 0 {
+		i++
+	}
+	if i > 0 {
+		s.sacked = append(s.sacked[:0], s.sacked[i:]...)
+	}
+	if len(s.sacked) > 0 && int32(s.sacked[0].start-s.sndUna) < 0 {
+		s.sacked[0].start = s.sndUna
+	}
+	for len(opts) > 0 {
+		switch opts[0] {
+		case 0:
+			return
+		case 1:
+			opts = opts[1:]
+			continue
+		}
+		if len(opts) < 2 || int(opts[1]) < 2 || int(opts[1]) > len(opts) {
+			return
+		}
+		if opts[0] == 5 {
+			for b := opts[2:opts[1]]; len(b) >= 8; b = b[8:] {
+				r := seqRange{binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])}
+				if int32(r.start-s.sndUna) > 0 && int32(r.end-r.start) > 0 && int32(r.end-s.sndMax) <= 0 {
+					s.addSackedLocked(r)
+				}
+			}
+		}
+		opts = opts[opts[1]:]
+	}
+}
+
+// addSackedLocked merges r into sacked, which stays in order; beyond
+// sackedMax ranges, the last goes.
+func (s *splice) addSackedLocked(r seqRange) {
+	// The first range that ends at or past r's start.
+	i := 0
+	for i < len(s.sacked) && int32(s.sacked[i].end-r.start) < 0 {
+		i++
+	}
+	j := i // past the last range r touches
+	for j < len(s.sacked) && int32(s.sacked[j].start-r.end) <= 0 {
+		if int32(s.sacked[j].start-r.start) < 0 {
+			r.start = s.sacked[j].start
+		}
+		if int32(s.sacked[j].end-r.end) > 0 {
+			r.end = s.sacked[j].end
+		}
+		j++
+	}
+	if i == j {
+		if len(s.sacked) == sackedMax {
+			if i == sackedMax {
+				return
+			}
+			s.sacked = s.sacked[:sackedMax-1]
+		}
+		s.sacked = append(s.sacked, seqRange{})
+		copy(s.sacked[i+1:], s.sacked[i:])
+		s.sacked[i] = r
+		return
+	}
+	s.sacked[i] = r
+	s.sacked = append(s.sacked[:i+1], s.sacked[j:]...)
+}
+
+// skipSackedLocked moves sndNxt past a range the container holds, if it
+// is in one, and reports whether it moved.
+func (s *splice) skipSackedLocked() bool {
+	for _, r := range s.sacked {
+		if int32(s.sndNxt-r.start) >= 0 && int32(s.sndNxt-r.end) < 0 {
+			s.sndNxt = r.end
+			return true
+		}
+	}
+	return false
+}
+
+// holeLocked is how many bytes from sndNxt the container does not hold:
+// up to the next range it holds, or to sndMax.
+func (s *splice) holeLocked() int {
+	for _, r := range s.sacked {
+		if int32(r.start-s.sndNxt) > 0 {
+			return int(r.start - s.sndNxt)
+		}
+	}
+	return int(s.sndMax - s.sndNxt)
 }
 
 // oooMaxSegs bounds the segments kept out of order, whose bytes alone

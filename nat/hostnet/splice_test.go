@@ -219,6 +219,17 @@ func TestSpliceStaleTimer(t *testing.T) {
 // is refused until drain is called; fill fills it again.
 func refusingSplice(t *testing.T, data string) (s *splice, drain, fill func()) {
 	t.Helper()
+	s = sendingSplice(t, data, 1)
+	fill = func() { s.u.ln.queue(make([]byte, 40), bridge.Offload{}) }
+	fill()
+	return s, func() { <-s.u.ln.q }, fill
+}
+
+// sendingSplice is an open splice whose client sent data (its socket
+// one end of a socket pair), at sequence number 1000 on, with a link
+// queue of qlen frames, unlocked.
+func sendingSplice(t *testing.T, data string, qlen int) *splice {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -229,9 +240,9 @@ func refusingSplice(t *testing.T, data string) (s *splice, drain, fill func()) {
 			t.Fatal(err)
 		}
 	}
-	s = newTestSplice(1000)
+	s := newTestSplice(1000)
 	s.mu.Unlock()
-	s.u.ln = newLink(1)
+	s.u.ln = newLink(qlen)
 	p, err := newPoller()
 	if err != nil {
 		t.Fatal(err)
@@ -241,16 +252,17 @@ func refusingSplice(t *testing.T, data string) (s *splice, drain, fill func()) {
 	s.fd = fds[0]
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
 	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
-	s.peekOff, s.reseek = true, true // the peek offset at the first byte
-	fill = func() { s.u.ln.queue(make([]byte, 40), bridge.Offload{}) }
-	fill()
+	s.peekOff, s.reseek = true, true             // the peek offset at the first byte
+	if err := s.watch(spliceWatch); err != nil { // no goroutine waits on the poller: it is only told
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		s.mu.Lock()
 		s.stopLocked()
 		s.closeLocked()
 		s.mu.Unlock()
 	})
-	return s, func() { <-s.u.ln.q }, fill
+	return s
 }
 
 // fire runs the splice's timer now, as if it were due.
@@ -965,5 +977,84 @@ func TestSpliceSACKRuns(t *testing.T) {
 	seg(5004, 4) // a duplicate
 	if got := sack(); !strings.HasPrefix(got, "[5004 5008") {
 		t.Errorf("SACK %s, want the duplicate's block, 5004-5008, first", got)
+	}
+}
+
+// After a loss, the splice sends again only what the container's SACK
+// blocks do not say it holds (RFC 2018, 6675): each hole, as far as the
+// next block, and what it holds is not counted in flight, so the second
+// hole goes in the same turn. Going back N, it sent everything again
+// from the first hole, as much as the halved window took.
+func TestSpliceSACKRetransmitsHoles(t *testing.T) {
+	const una = 1000
+	s := sendingSplice(t, strings.Repeat("x", 8000), 64)
+	s.mu.Lock()
+	s.rcvNxt = 7000   // the container's next byte, which its ACKs carry
+	s.sndWnd = 0xffff // the window its ACKs give
+	s.mu.Unlock()
+	sent := func() (segs []string) {
+		for {
+			select {
+			case f := <-s.u.ln.q:
+				seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
+				segs = append(segs, fmt.Sprintf("%d+%d", seg.seq(), len(seg.payload())))
+			default:
+				return segs
+			}
+		}
+	}
+	s.pump()
+	if got := fmt.Sprint(sent()); got != "[1000+8000]" {
+		t.Fatalf("sent %s, want the 8000 bytes", got)
+	}
+	// [1000, 2000) and [5000, 6000) lost: three duplicate ACKs, each
+	// naming the rest.
+	h := make(tcpSeg, tcpMinSize+2+2*8+2)
+	for range 3 {
+		putTCPHeader(h, 0, 0, 7000, una, conntrack.TCPAck, 0xffff, len(h))
+		o := h[tcpMinSize:]
+		o[0], o[1], o[2], o[3] = 1, 1, 5, 18
+		for i, v := range []uint32{6000, 9000, 2000, 5000} {
+			binary.BigEndian.PutUint32(o[4+4*i:], v)
+		}
+		s.input(h, nil)
+	}
+	s.pump()
+	if got := fmt.Sprint(sent()); got != "[1000+1000 5000+1000]" {
+		t.Errorf("after the third duplicate ACK, sent %s; want the two holes alone, [1000+1000 5000+1000]", got)
+	}
+}
+
+// The container's SACK blocks are kept as ranges in order, merged when
+// they touch or overlap, bounded in number; what sndUna passed, and
+// blocks outside what was sent, are not kept.
+func TestSpliceSACKScoreboard(t *testing.T) {
+	s := newTestSplice(1000)
+	defer s.mu.Unlock()
+	s.sndUna, s.sndMax = 1000, 100000
+	opt := func(blocks ...uint32) []byte {
+		o := []byte{1, 1, 5, byte(2 + 4*len(blocks))}
+		for _, b := range blocks {
+			o = binary.BigEndian.AppendUint32(o, b)
+		}
+		return o
+	}
+	s.scoreLocked(opt(5000, 6000, 2000, 3000))
+	s.scoreLocked(opt(3000, 4000))            // touches [2000, 3000)
+	s.scoreLocked(opt(5500, 7000, 500, 1500)) // overlaps; below sndUna
+	s.scoreLocked(opt(99000, 101000))         // past what was sent
+	if got := fmt.Sprint(s.sacked); got != "[{2000 4000} {5000 7000}]" {
+		t.Fatalf("sacked %s, want [{2000 4000} {5000 7000}]", got)
+	}
+	s.sndUna = 3000 // acknowledged into the first range
+	s.scoreLocked(nil)
+	if got := fmt.Sprint(s.sacked); got != "[{3000 4000} {5000 7000}]" {
+		t.Fatalf("after sndUna moved to 3000: sacked %s", got)
+	}
+	for i := range 40 {
+		s.scoreLocked(opt(uint32(10000+2000*i), uint32(10000+2000*i+1000)))
+	}
+	if len(s.sacked) != sackedMax || s.sacked[0] != (seqRange{3000, 4000}) {
+		t.Fatalf("%d ranges (first %v), want %d, the lowest kept", len(s.sacked), s.sacked[0], sackedMax)
 	}
 }
