@@ -806,6 +806,13 @@ func (s *splice) pumpLocked() string {
 			break
 		}
 		s.wantWnd = false
+		// A quarter of the congestion window a frame at most (two
+		// segments at least), as Linux sizes its TSO frames by a
+		// fraction of what it may send: a small window sent as one GSO
+		// frame is one loss with nothing after it, no duplicate ACK or
+		// SACK block to tell of it, and only the retransmission timer
+		// to find it.
+		can = min(can, max(int(s.cwnd/4), 2*s.mss))
 		seq := s.sndNxt
 		bp := s.u.ln.getBuf(40 + can)
 		b := (*bp)[nat.Headroom+40 : nat.Headroom+40+can]
@@ -1177,8 +1184,9 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 		return
 	}
 	pure := len(payload) == 0 && flags&(conntrack.TCPFin|conntrack.TCPSyn) == 0
-	opened := s.ackLocked0(ack, h.window(), pure)
-	s.scoreLocked(h.options())
+	sackMore := s.scoreLocked(h.options())
+	opened := s.ackLocked0(ack, h.window(), pure, sackMore)
+	s.trimSackedLocked()
 	now := false // acknowledge at once, else maybe later
 	if len(payload) > 0 || flags&conntrack.TCPFin != 0 {
 		now = true // out of order, or old: a duplicate ACK says where we are
@@ -1468,11 +1476,11 @@ func (s *splice) lossLocked() {
 // ackLocked0 takes the acknowledgement ack and window wnd of an open
 // splice, from a segment that carried nothing else when pure, and reports
 // whether more may be sent now (or a rewind is due).
-func (s *splice) ackLocked0(ack uint32, wnd uint16, pure bool) bool {
+func (s *splice) ackLocked0(ack uint32, wnd uint16, pure, sackMore bool) bool {
 	if int32(ack-s.sndUna) < 0 || int32(ack-s.sndMax) > 0 {
 		return false // old, or for bytes never sent
 	}
-	if s.dupAckLocked(ack, wnd, pure) {
+	if s.dupAckLocked(ack, wnd, pure, sackMore) {
 		return true
 	}
 	before := s.sndUna + min(s.sndWnd, s.cwnd)
@@ -1523,12 +1531,19 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure bool) bool {
 // ends with its first acknowledgement; duplicates those copies draw are
 // not counted again until recover is acknowledged (RFC 6582). It reports
 // whether the rewind is due.
-func (s *splice) dupAckLocked(ack uint32, wnd uint16, pure bool) bool {
-	if !pure || ack != s.sndUna || s.sndMax == s.sndUna || uint32(wnd)<<s.sndShift != s.sndWnd {
+func (s *splice) dupAckLocked(ack uint32, wnd uint16, pure, sackMore bool) bool {
+	// A duplicate: the same ACK, window and nothing else (RFC 5681), or
+	// with SACK blocks that name more than before, whatever its window,
+	// which the bytes the container holds out of order shrink (RFC 6675).
+	if !pure || ack != s.sndUna || s.sndMax == s.sndUna || uint32(wnd)<<s.sndShift != s.sndWnd && !sackMore {
 		s.dupAcks = 0
 		return false
 	}
-	if s.dupAcks++; s.dupAcks != 3 || int32(ack-s.recover) <= 0 {
+	// The third, or one after which the container holds three segments
+	// past the hole (RFC 6675's DupThresh in segments, as Linux counts
+	// them: one GSO frame of the splice's may be 40), starts a recovery,
+	// unless one covers this loss already.
+	if s.dupAcks++; s.dupAcks < 3 && s.sackedBytesLocked() < 3*uint32(s.mss) || int32(ack-s.recover) <= 0 {
 		return false
 	}
 	s.ssthresh = max((s.sndMax-s.sndUna)/2, 2*uint32(s.mss))
@@ -1556,29 +1571,23 @@ const sackedMax = 16
 
 // scoreLocked takes the SACK blocks of an ACK from the container, whose
 // options are opts, into what the splice knows the container holds past
-// sndUna (RFC 2018), which a retransmission then skips; what sndUna
-// passed is forgotten. Blocks outside (sndUna, sndMax] are ignored.
-func (s *splice) scoreLocked(opts []byte) {
-	i := 0
-	for i < len(s.sacked) && int32(s.sacked[i].end-s.sndUna) <= 0 {
-		i++
-	}
-	if i > 0 {
-		s.sacked = append(s.sacked[:0], s.sacked[i:]...)
-	}
-	if len(s.sacked) > 0 && int32(s.sacked[0].start-s.sndUna) < 0 {
-		s.sacked[0].start = s.sndUna
-	}
+// sndUna (RFC 2018), which a retransmission then skips, and reports
+// whether they name bytes it did not know the container held (which
+// makes the ACK a duplicate, whatever its window: RFC 6675). Blocks
+// outside (sndUna, sndMax] are ignored.
+func (s *splice) scoreLocked(opts []byte) bool {
+	before := s.sackedBytesLocked()
+walk:
 	for len(opts) > 0 {
 		switch opts[0] {
 		case 0:
-			return
+			break walk
 		case 1:
 			opts = opts[1:]
 			continue
 		}
 		if len(opts) < 2 || int(opts[1]) < 2 || int(opts[1]) > len(opts) {
-			return
+			break
 		}
 		if opts[0] == 5 {
 			for b := opts[2:opts[1]]; len(b) >= 8; b = b[8:] {
@@ -1589,6 +1598,29 @@ func (s *splice) scoreLocked(opts []byte) {
 			}
 		}
 		opts = opts[opts[1]:]
+	}
+	return s.sackedBytesLocked() != before
+}
+
+// sackedBytesLocked is how many bytes the container's SACK blocks name.
+func (s *splice) sackedBytesLocked() (n uint32) {
+	for _, r := range s.sacked {
+		n += r.end - r.start
+	}
+	return n
+}
+
+// trimSackedLocked forgets what sndUna passed.
+func (s *splice) trimSackedLocked() {
+	i := 0
+	for i < len(s.sacked) && int32(s.sacked[i].end-s.sndUna) <= 0 {
+		i++
+	}
+	if i > 0 {
+		s.sacked = append(s.sacked[:0], s.sacked[i:]...)
+	}
+	if len(s.sacked) > 0 && int32(s.sacked[0].start-s.sndUna) < 0 {
+		s.sacked[0].start = s.sndUna
 	}
 }
 

@@ -55,14 +55,14 @@ func TestSpliceCongestionWindow(t *testing.T) {
 	// doubles the window.
 	s.sndNxt, s.sndMax = s.sndUna+10*mss, s.sndUna+10*mss
 	for range 5 {
-		s.ackLocked0(s.sndUna+2*mss, uint16(s.sndWnd>>s.sndShift), false)
+		s.ackLocked0(s.sndUna+2*mss, uint16(s.sndWnd>>s.sndShift), false, false)
 	}
 	if s.cwnd != 20*mss {
 		t.Errorf("after ten segments acknowledged, cwnd %d, want %d", s.cwnd, 20*mss)
 	}
 	// An ACK of a huge stretch counts two segments at most.
 	s.sndNxt, s.sndMax = s.sndUna+20*mss, s.sndUna+20*mss
-	s.ackLocked0(s.sndUna+20*mss, 0xffff, false)
+	s.ackLocked0(s.sndUna+20*mss, 0xffff, false, false)
 	if s.cwnd != 22*mss {
 		t.Errorf("after a stretch ACK, cwnd %d, want %d", s.cwnd, 22*mss)
 	}
@@ -80,7 +80,7 @@ func TestSpliceCongestionWindow(t *testing.T) {
 	s.cwnd = 8 * mss
 	s.sndNxt, s.sndMax = s.sndUna+8*mss, s.sndUna+8*mss
 	for range 8 {
-		s.ackLocked0(s.sndUna+mss, 0xffff, false)
+		s.ackLocked0(s.sndUna+mss, 0xffff, false, false)
 	}
 	if s.cwnd < 8*mss+mss*7/8 || s.cwnd > 9*mss {
 		t.Errorf("a window acknowledged in congestion avoidance: cwnd %d, want about %d", s.cwnd, 9*mss)
@@ -109,16 +109,16 @@ func TestSpliceFastRetransmit(t *testing.T) {
 	s.sndWnd, s.cwnd, s.ssthresh = wnd, 20*mss, 1<<30
 	dups := func(ack uint32, n int) {
 		for range n {
-			s.ackLocked0(ack, wnd, true)
+			s.ackLocked0(ack, wnd, true, false)
 		}
 	}
 	dups(una, 2)
-	s.ackLocked0(una, wnd, false) // the container's bytes, with the same ACK
+	s.ackLocked0(una, wnd, false, false) // the container's bytes, with the same ACK
 	dups(una, 2)
 	if s.rewind {
 		t.Fatal("a rewind after two duplicates in a row")
 	}
-	if !s.ackLocked0(una, wnd, true) || !s.rewind {
+	if !s.ackLocked0(una, wnd, true, false) || !s.rewind {
 		t.Fatal("no rewind at the third duplicate")
 	}
 	if s.cwnd != 10*mss || s.ssthresh != 10*mss || s.recover != una+20*mss || u.stats.InboundFastRetransmits.Load() != 1 {
@@ -127,7 +127,7 @@ func TestSpliceFastRetransmit(t *testing.T) {
 	// The pump rewinds; the lost segment's copy fills the hole, and
 	// copies of what the container holds beyond draw duplicates.
 	s.rewind, s.sndNxt = false, una
-	s.ackLocked0(una+12*mss, wnd, true)
+	s.ackLocked0(una+12*mss, wnd, true, false)
 	s.sndNxt = una + 14*mss
 	dups(una+12*mss, 5)
 	if s.rewind {
@@ -135,7 +135,7 @@ func TestSpliceFastRetransmit(t *testing.T) {
 	}
 	// Past recover, a new loss goes again at once.
 	s.sndNxt, s.sndMax = una+30*mss, una+30*mss
-	s.ackLocked0(una+21*mss, wnd, true)
+	s.ackLocked0(una+21*mss, wnd, true, false)
 	dups(una+21*mss, 3)
 	if !s.rewind || u.stats.InboundFastRetransmits.Load() != 2 {
 		t.Fatalf("a loss past recover: rewind %v, counted %d", s.rewind, u.stats.InboundFastRetransmits.Load())
@@ -529,7 +529,7 @@ func TestSpliceCountsByDirection(t *testing.T) {
 		s.sndUna, s.sndNxt, s.sndMax, s.recover = una, una+20*mss, una+20*mss, una-1
 		s.sndWnd, s.cwnd, s.ssthresh = wnd, 20*mss, 1<<30
 		for range 3 {
-			s.ackLocked0(una, wnd, true)
+			s.ackLocked0(una, wnd, true, false)
 		}
 		s.refusedLocked()
 		s.stopLocked()
@@ -690,12 +690,12 @@ func TestSpliceRecoverFollows(t *testing.T) {
 	s.sndWnd, s.ssthresh = wnd, 1<<30
 	for range 2049 { // 2^31 + 1 MiB, a MiB at a time, nothing lost
 		s.sndNxt, s.sndMax = s.sndUna+1<<20, s.sndUna+1<<20
-		s.ackLocked0(s.sndUna+1<<20, wnd, false)
+		s.ackLocked0(s.sndUna+1<<20, wnd, false, false)
 	}
 	s.sndNxt, s.sndMax = s.sndUna+20*mss, s.sndUna+20*mss
 	una := s.sndUna
 	for range 3 {
-		s.ackLocked0(una, wnd, true)
+		s.ackLocked0(una, wnd, true, false)
 	}
 	if !s.rewind {
 		t.Fatalf("3 duplicate ACKs after %d bytes: no fast retransmission (recover %d, una %d)", una-s.iss, s.recover, una)
@@ -989,6 +989,7 @@ func TestSpliceSACKRetransmitsHoles(t *testing.T) {
 	const una = 1000
 	s := sendingSplice(t, strings.Repeat("x", 8000), 64)
 	s.mu.Lock()
+	s.cwnd = 1 << 20  // the 8000 bytes in one frame
 	s.rcvNxt = 7000   // the container's next byte, which its ACKs carry
 	s.sndWnd = 0xffff // the window its ACKs give
 	s.mu.Unlock()
@@ -1008,14 +1009,16 @@ func TestSpliceSACKRetransmitsHoles(t *testing.T) {
 		t.Fatalf("sent %s, want the 8000 bytes", got)
 	}
 	// [1000, 2000) and [5000, 6000) lost: three duplicate ACKs, each
-	// naming the rest.
+	// naming the rest, and each with a smaller window (the container
+	// holds what came out of order): duplicates all the same, for they
+	// name more than the splice knew the container held (RFC 6675).
 	h := make(tcpSeg, tcpMinSize+2+2*8+2)
-	for range 3 {
-		putTCPHeader(h, 0, 0, 7000, una, conntrack.TCPAck, 0xffff, len(h))
+	for i := range 3 {
+		putTCPHeader(h, 0, 0, 7000, una, conntrack.TCPAck, uint16(0xffff-1000*i), len(h))
 		o := h[tcpMinSize:]
 		o[0], o[1], o[2], o[3] = 1, 1, 5, 18
-		for i, v := range []uint32{6000, 9000, 2000, 5000} {
-			binary.BigEndian.PutUint32(o[4+4*i:], v)
+		for j, v := range []uint32{6000, 9000 - 1000*uint32(2-i), 2000, 5000} {
+			binary.BigEndian.PutUint32(o[4+4*j:], v)
 		}
 		s.input(h, nil)
 	}
@@ -1047,7 +1050,7 @@ func TestSpliceSACKScoreboard(t *testing.T) {
 		t.Fatalf("sacked %s, want [{2000 4000} {5000 7000}]", got)
 	}
 	s.sndUna = 3000 // acknowledged into the first range
-	s.scoreLocked(nil)
+	s.trimSackedLocked()
 	if got := fmt.Sprint(s.sacked); got != "[{3000 4000} {5000 7000}]" {
 		t.Fatalf("after sndUna moved to 3000: sacked %s", got)
 	}
@@ -1056,5 +1059,22 @@ func TestSpliceSACKScoreboard(t *testing.T) {
 	}
 	if len(s.sacked) != sackedMax || s.sacked[0] != (seqRange{3000, 4000}) {
 		t.Fatalf("%d ranges (first %v), want %d, the lowest kept", len(s.sacked), s.sacked[0], sackedMax)
+	}
+}
+
+// A frame carries a quarter of the congestion window at most (two
+// segments at least): a window sent in one GSO frame, lost, leaves no
+// frame after it to draw a duplicate ACK or a SACK block, and only the
+// retransmission timer finds the loss.
+func TestSpliceFramesAQuarterOfTheWindow(t *testing.T) {
+	s := sendingSplice(t, strings.Repeat("x", 9000), 64)
+	s.pump()
+	var sizes []int
+	for len(s.u.ln.q) > 0 {
+		f := <-s.u.ln.q
+		sizes = append(sizes, len(tcpSeg((*f.buf)[nat.Headroom+20:f.n]).payload()))
+	}
+	if got := fmt.Sprint(sizes); got != "[2500 2500 2500 1500]" {
+		t.Errorf("with a window of 10000 bytes, frames of %s; want [2500 2500 2500 1500]", got)
 	}
 }
