@@ -169,7 +169,7 @@ func (p *Packet) decode(b []byte) error {
 			// let an IPv6 packet pose as an IPv4 flow.
 			return errMapped
 		}
-		next, off, isFrag, err := walkIPv6(b[:total], b[6])
+		next, off, isFrag, _, err := walkIPv6(b[:total], b[6])
 		if err != nil {
 			return err
 		}
@@ -189,47 +189,48 @@ func (p *Packet) decode(b []byte) error {
 
 // walkIPv6 follows the extension headers of the IPv6 packet b, whose first
 // next-header value is next, to the transport header. An atomic fragment
-// (offset 0, no more fragments) is not a fragment.
-func walkIPv6(b []byte, next uint8) (proto uint8, off int, frag bool, err error) {
+// (offset 0, no more fragments) is not a fragment; later is set for a
+// fragment with an offset, which holds no transport header.
+func walkIPv6(b []byte, next uint8) (proto uint8, off int, frag, later bool, err error) {
 	off = 40
 	seenFrag := false
 	for range maxExtHeaders {
 		switch next {
 		case 0, 43, 60: // hop-by-hop, routing, destination options
 			if len(b) < off+8 {
-				return 0, 0, false, errExtHeader
+				return 0, 0, false, false, errExtHeader
 			}
 			n := off + 8 + int(b[off+1])*8
 			if n > len(b) {
-				return 0, 0, false, errExtHeader
+				return 0, 0, false, false, errExtHeader
 			}
 			next, off = b[off], n
 		case 51: // authentication header: length in 4-byte units, minus 2
 			if len(b) < off+8 {
-				return 0, 0, false, errExtHeader
+				return 0, 0, false, false, errExtHeader
 			}
 			n := off + (int(b[off+1])+2)*4
 			if n > len(b) {
-				return 0, 0, false, errExtHeader
+				return 0, 0, false, false, errExtHeader
 			}
 			next, off = b[off], n
 		case 44: // fragment
 			if len(b) < off+8 || seenFrag {
 				// A second fragment header is malformed (RFC 8200 4.1),
 				// as nat's rewriter also holds.
-				return 0, 0, false, errExtHeader
+				return 0, 0, false, false, errExtHeader
 			}
 			seenFrag = true
 			fo := binary.BigEndian.Uint16(b[off+2 : off+4])
 			if fo&0xfff9 != 0 { // an offset, or more fragments
-				return b[off], off + 8, true, nil
+				return b[off], off + 8, true, fo&0xfff8 != 0, nil
 			}
 			next, off = b[off], off+8
 		default:
-			return next, off, false, nil
+			return next, off, false, false, nil
 		}
 	}
-	return 0, 0, false, errExtHeader
+	return 0, 0, false, false, errExtHeader
 }
 
 func (p *Packet) decodeL4(proto Proto, src, dst netip.Addr, l4 []byte) error {
@@ -311,8 +312,10 @@ func decodeQuoted(outer Proto, b []byte) (Tuple, error) {
 	case outer == ProtoICMPv6 && len(b) >= 40 && b[0]>>4 == 6:
 		src = netip.AddrFrom16([16]byte(b[8:24]))
 		dst = netip.AddrFrom16([16]byte(b[24:40]))
-		next, off, frag, err := walkIPv6(b, b[6])
-		if err != nil || frag || src.Is4In6() || dst.Is4In6() {
+		// A quoted first fragment holds the transport header, as in
+		// IPv4: only a later one (an offset) has no ports.
+		next, off, _, later, err := walkIPv6(b, b[6])
+		if err != nil || later || src.Is4In6() || dst.Is4In6() {
 			return Tuple{}, errICMPQuote
 		}
 		proto, l4 = Proto(next), b[off:]

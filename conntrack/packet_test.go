@@ -181,3 +181,65 @@ func TestTupleReverse(t *testing.T) {
 		t.Error(got)
 	}
 }
+
+// An ICMPv6 error may quote the first fragment of a fragmented datagram:
+// RFC 8200 section 4.5 has the receiver that gives up reassembly send Time
+// Exceeded (code 1, fragment reassembly time exceeded) quoting the
+// fragment with offset zero, and a router whose next link is narrower than
+// a first fragment sends Packet Too Big quoting it. That fragment holds the
+// whole transport header, so the error is RELATED to its flow, as for
+// IPv4 (decodeQuoted accepts a quoted IPv4 first fragment, MF set) and as
+// in Linux: ipv6_get_l4proto, which nf_ct_get_tuplepr uses on the quoted
+// packet, refuses a fragment header only when its offset is non-zero
+// (frag_off & ~0x7), ignoring the M flag. A later fragment (no ports)
+// stays unusable.
+func TestICMPv6ErrorQuotingFirstFragment(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	c, s := ap("[2001:db8:1:2::3]:50001"), ap("[fd12:3456:789a::42]:9999")
+	flow := track(t, tbl, udpPacket(c, s, 2000))
+
+	// The datagram's first fragment as c sent it: IPv6 header, fragment
+	// header (next header UDP, offset 0, M set), UDP header and data.
+	quote := func(off uint16, more bool) []byte {
+		udp := udpBytes(c.Port(), s.Port(), 2000)[:1200]
+		fh := make([]byte, 8+len(udp))
+		fh[0] = byte(ProtoUDP)
+		fo := off << 3
+		if more {
+			fo |= 1
+		}
+		binary.BigEndian.PutUint16(fh[2:], fo)
+		binary.BigEndian.PutUint32(fh[4:], 0x12345678)
+		copy(fh[8:], udp)
+		q := ipPacket(c.Addr(), s.Addr(), 44, fh)
+		return q[:1232-48] // what fits in a 1280-byte ICMPv6 error
+	}
+	for _, tc := range []struct {
+		name string
+		typ  uint8
+		code uint8
+	}{
+		{"reassembly time exceeded", 3, 1},
+		{"packet too big", 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p Packet
+			// From s (reassembly timeout) or a router (too big), to c.
+			if err := p.Decode(icmpPacket(s.Addr(), c.Addr(), tc.typ, tc.code, 0, quote(0, true))); err != nil {
+				t.Fatalf("error quoting a first fragment: %v; want it decoded as an ICMP error", err)
+			}
+			if p.Kind != KindICMPError || p.Quoted != udpTuple(c.String(), s.String()) {
+				t.Fatalf("decoded %v quoting %v", p.Kind, p.Quoted)
+			}
+			res, err := tbl.Track(0, &p, nil)
+			if err != nil || res.Class != ClassRelated || res.ID != flow.ID || res.Dir != Reply {
+				t.Fatalf("classified %+v, %v; want RELATED to entry %d, reply direction", res, err, flow.ID)
+			}
+		})
+	}
+	// A later fragment quoted carries no ports: still unusable.
+	var p Packet
+	if err := p.Decode(icmpPacket(s.Addr(), c.Addr(), 3, 1, 0, quote(150, false))); err == nil {
+		t.Fatalf("error quoting a later fragment decoded as %v quoting %v", p.Kind, p.Quoted)
+	}
+}
