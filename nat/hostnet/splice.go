@@ -656,7 +656,14 @@ func (s *splice) onTimer() {
 		s.count(&s.u.stats.InboundRetransmits, &s.u.stats.OutboundRetransmits)
 		s.lossLocked()
 		s.rewind = true
-		s.sacked = s.sacked[:0] // after a timeout, all goes again (RFC 2018: the receiver may have dropped what it held)
+		if s.retries > 1 {
+			// A second timeout in a row: the container may have
+			// dropped what it said it held (RFC 2018, 8), and all goes
+			// again. After the first, what it holds is skipped, as
+			// Linux keeps its SACK scoreboard through a timeout
+			// unless it finds the receiver reneging.
+			s.sacked = s.sacked[:0]
+		}
 		s.mu.Unlock()
 		s.pump()
 	default: // wantWnd
@@ -812,7 +819,7 @@ func (s *splice) pumpLocked() string {
 		// frame is one loss with nothing after it, no duplicate ACK or
 		// SACK block to tell of it, and only the retransmission timer
 		// to find it.
-		can = min(can, max(int(s.cwnd/4), 2*s.mss))
+		can = min(can, max(int(s.cwnd/4)/s.mss*s.mss, 2*s.mss)) // whole segments: no runt in each frame
 		seq := s.sndNxt
 		bp := s.u.ln.getBuf(40 + can)
 		b := (*bp)[nat.Headroom+40 : nat.Headroom+40+can]
@@ -1471,6 +1478,12 @@ func (s *splice) refuse(err error) {
 func (s *splice) lossLocked() {
 	s.ssthresh = max((s.sndMax-s.sndUna)/2, 2*uint32(s.mss))
 	s.cwnd = uint32(s.mss)
+	// No fast recovery before what was sent is acknowledged (RFC 6582
+	// 3.2 (6); Linux's high_seq in TCP_CA_Loss): the duplicates the
+	// rewind draws, and the SACK blocks the cleared scoreboard takes
+	// again as new, would halve the window from what was in flight,
+	// undoing the timeout's one segment.
+	s.recover, s.dupAcks = s.sndMax, 0
 }
 
 // ackLocked0 takes the acknowledgement ack and window wnd of an open
@@ -1481,6 +1494,7 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure, sackMore bool) bool {
 		return false // old, or for bytes never sent
 	}
 	if s.dupAckLocked(ack, wnd, pure, sackMore) {
+		s.sndWnd = uint32(wnd) << s.sndShift // a duplicate by its SACK blocks may bring a new window
 		return true
 	}
 	before := s.sndUna + min(s.sndWnd, s.cwnd)
@@ -1576,6 +1590,9 @@ const sackedMax = 16
 // makes the ACK a duplicate, whatever its window: RFC 6675). Blocks
 // outside (sndUna, sndMax] are ignored.
 func (s *splice) scoreLocked(opts []byte) bool {
+	if !s.sackOK {
+		return false // not agreed: not read (Linux's tcp_parse_options)
+	}
 	before := s.sackedBytesLocked()
 walk:
 	for len(opts) > 0 {
@@ -1592,7 +1609,11 @@ walk:
 		if opts[0] == 5 {
 			for b := opts[2:opts[1]]; len(b) >= 8; b = b[8:] {
 				r := seqRange{binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])}
-				if int32(r.start-s.sndUna) > 0 && int32(r.end-r.start) > 0 && int32(r.end-s.sndMax) <= 0 {
+				// sndUna < start < end <= sndMax, as offsets from
+				// sndUna: a block whose start is past sndMax and whose
+				// end wraps round below it passes three comparisons
+				// of pairs, and names nothing sent.
+				if st, en := r.start-s.sndUna, r.end-s.sndUna; st > 0 && st < en && en <= s.sndMax-s.sndUna {
 					s.addSackedLocked(r)
 				}
 			}

@@ -989,6 +989,7 @@ func TestSpliceSACKRetransmitsHoles(t *testing.T) {
 	const una = 1000
 	s := sendingSplice(t, strings.Repeat("x", 8000), 64)
 	s.mu.Lock()
+	s.sackOK = true
 	s.cwnd = 1 << 20  // the 8000 bytes in one frame
 	s.rcvNxt = 7000   // the container's next byte, which its ACKs carry
 	s.sndWnd = 0xffff // the window its ACKs give
@@ -1034,6 +1035,7 @@ func TestSpliceSACKRetransmitsHoles(t *testing.T) {
 func TestSpliceSACKScoreboard(t *testing.T) {
 	s := newTestSplice(1000)
 	defer s.mu.Unlock()
+	s.sackOK = true
 	s.sndUna, s.sndMax = 1000, 100000
 	opt := func(blocks ...uint32) []byte {
 		o := []byte{1, 1, 5, byte(2 + 4*len(blocks))}
@@ -1074,7 +1076,164 @@ func TestSpliceFramesAQuarterOfTheWindow(t *testing.T) {
 		f := <-s.u.ln.q
 		sizes = append(sizes, len(tcpSeg((*f.buf)[nat.Headroom+20:f.n]).payload()))
 	}
-	if got := fmt.Sprint(sizes); got != "[2500 2500 2500 1500]" {
-		t.Errorf("with a window of 10000 bytes, frames of %s; want [2500 2500 2500 1500]", got)
+	if got := fmt.Sprint(sizes); got != "[2000 2000 2000 2000 1000]" {
+		t.Errorf("with a window of 10000 bytes, frames of %s; want [2000 2000 2000 2000 1000]", got)
+	}
+}
+
+// containerAck is a pure ACK from the container (seq 7000, sendingSplice's
+// rcvNxt in these tests) of ack, with window wnd and the SACK blocks
+// given as start, end pairs.
+func containerAck(ack uint32, wnd uint16, blocks ...uint32) tcpSeg {
+	o := []byte{1, 1}
+	if len(blocks) > 0 {
+		o = append(o, 5, byte(2+4*len(blocks)))
+		for _, b := range blocks {
+			o = binary.BigEndian.AppendUint32(o, b)
+		}
+	}
+	h := make(tcpSeg, tcpMinSize+len(o))
+	putTCPHeader(h, 0, 0, 7000, ack, conntrack.TCPAck, wnd, len(h))
+	copy(h[tcpMinSize:], o)
+	return h
+}
+
+// framesSent is what the splice sent since last asked, as seq+len.
+func framesSent(s *splice) (segs []string) {
+	for {
+		select {
+		case f := <-s.u.ln.q:
+			seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
+			segs = append(segs, fmt.Sprintf("%d+%d", seg.seq(), len(seg.payload())))
+		default:
+			return segs
+		}
+	}
+}
+
+// After a retransmission timeout the scoreboard is cleared, so the first
+// ACK that names what the container holds "names more": it is taken for a
+// duplicate, and the SACKed bytes pass DupThresh at once. A fast recovery
+// then starts inside the timeout's recovery and sets cwnd to half of what
+// was in flight, undoing the timeout's one segment. RFC 6582 (3.2, step
+// 6) and Linux (tcp_enter_loss sets high_seq; no fast recovery from
+// TCP_CA_Loss) record recover = the highest sequence sent at a timeout.
+func TestSpliceNoFastRecoveryAfterTimeout(t *testing.T) {
+	s := sendingSplice(t, strings.Repeat("x", 20000), 64)
+	s.mu.Lock()
+	s.cwnd, s.rcvNxt, s.sndWnd, s.recover, s.sackOK = 1<<20, 7000, 0xffff, 999, true
+	s.mu.Unlock()
+	s.pump()
+	framesSent(s)
+	fire(s) // the timeout: cwnd one segment, the first goes again
+	if got := fmt.Sprint(framesSent(s)); got != "[1000+1000]" {
+		t.Fatalf("after the timeout, sent %s, want [1000+1000]", got)
+	}
+	// The container's ACK for the originals still on their way: it holds
+	// all but the first 4000 bytes, and says so.
+	s.input(containerAck(1000, 0xffff, 5000, 21000), nil)
+	s.mu.Lock()
+	cwnd, fast := s.cwnd, s.u.stats.InboundFastRetransmits.Load()
+	s.mu.Unlock()
+	if fast != 0 || cwnd > 2*1000 {
+		t.Errorf("after a timeout, one ACK with SACK blocks: %d fast retransmissions, cwnd %d; want none, cwnd still about one segment (1000)", fast, cwnd)
+	}
+}
+
+// A SACK block whose start lies past sndMax and whose end wraps round to
+// at or below sndMax passes scoreLocked's three checks (start after
+// sndUna, end after start, end not after sndMax) though it names no byte
+// that was sent. Kept behind a real block, it is subtracted from the pipe
+// whole (its end "is" below sndNxt): pipe underflows, and int32(cwnd-pipe)
+// wraps to a huge positive number, so the congestion window no longer
+// bounds what is sent.
+func TestSpliceSACKBlockWrapsPastSndMax(t *testing.T) {
+	s := newTestSplice(1000)
+	defer s.mu.Unlock()
+	s.peekOff, s.sackOK = true, true
+	s.sndUna, s.sndNxt, s.sndMax = 1000, 11000, 11000
+	s.sndWnd, s.cwnd = 1<<20, 9000
+	opt := func(blocks ...uint32) []byte {
+		o := []byte{1, 1, 5, byte(2 + 4*len(blocks))}
+		for _, b := range blocks {
+			o = binary.BigEndian.AppendUint32(o, b)
+		}
+		return o
+	}
+	s.scoreLocked(opt(3000, 4000))
+	if can := s.canLocked(); can != 0 {
+		t.Fatalf("9000 bytes in flight, cwnd 9000: can %d, want 0", can)
+	}
+	start := s.sndMax + 100
+	s.scoreLocked(opt(start, start+1<<31-50))
+	s.trimSackedLocked()
+	if got := fmt.Sprint(s.sacked); got != "[{3000 4000}]" {
+		t.Errorf("sacked %s, want [{3000 4000}]: a block past sndMax names nothing sent", got)
+	}
+	if can := s.canLocked(); can != 0 {
+		t.Errorf("after the bogus block, can %d; want 0 (the congestion window is full)", can)
+	}
+}
+
+// The duplicate ACK that starts a recovery is not a window update too:
+// ackLocked0 returns at dupAckLocked's true before it takes the window,
+// which RFC 6675's definition now lets differ ("whatever its window").
+// Here the container's window opened (its application read) as it
+// SACKed the segments after a loss; the splice keeps the old, smaller
+// one, and sends no new data after the hole.
+func TestSpliceRecoveryTakesTheWindow(t *testing.T) {
+	s := sendingSplice(t, strings.Repeat("x", 20000), 64)
+	s.mu.Lock()
+	s.cwnd, s.rcvNxt, s.sndWnd, s.recover, s.sackOK = 1<<20, 7000, 8000, 999, true
+	s.mu.Unlock()
+	s.pump()
+	if got := fmt.Sprint(framesSent(s)); !strings.HasPrefix(got, "[1000+") {
+		t.Fatalf("sent %s", got)
+	}
+	s.input(containerAck(1000, 0xffff, 2000, 9000), nil) // [1000, 2000) lost
+	s.mu.Lock()
+	wnd, rewind := s.sndWnd, s.rewind
+	s.mu.Unlock()
+	if !rewind {
+		t.Fatal("no recovery")
+	}
+	if wnd != 0xffff {
+		t.Errorf("sndWnd %d after the ACK that started the recovery, want its window, %d", wnd, 0xffff)
+	}
+}
+
+// A frame is cut into segments of mss by GSO; a frame that is not a
+// multiple of mss ends in a short segment. The quarter-of-cwnd cap is
+// not rounded to mss, so while it applies (cwnd below 4 x 64 KiB) every
+// frame carries a runt: with cwnd 8 mss + 4, frames of 2 mss + 1 bytes,
+// three segments each (the last of one byte), 50% more packets than
+// needed. Linux's tcp_tso_autosize sizes TSO frames in whole segments.
+func TestSpliceFramesWholeSegments(t *testing.T) {
+	const mss = 1000
+	s := sendingSplice(t, strings.Repeat("x", 8*mss), 64)
+	s.mu.Lock()
+	s.cwnd = 8*mss + 4
+	s.mu.Unlock()
+	s.pump()
+	for _, seg := range framesSent(s) {
+		var seq, n int
+		fmt.Sscanf(seg, "%d+%d", &seq, &n)
+		if n%mss != 0 {
+			t.Errorf("a frame of %d bytes (%s): not whole segments of %d", n, seg, mss)
+		}
+	}
+}
+
+// Linux reads SACK blocks only on a connection that agreed to SACK
+// (tcp_parse_options: opt_rx->sack_ok); a container whose SYN did not
+// permit it gets no scoreboard kept for it.
+func TestSpliceSACKOnlyWhenPermitted(t *testing.T) {
+	s := newTestSplice(1000)
+	defer s.mu.Unlock()
+	s.sndUna, s.sndNxt, s.sndMax = 1000, 11000, 11000
+	s.sackOK = false
+	s.scoreLocked([]byte{1, 1, 5, 10, 0, 0, 0x0b, 0xb8, 0, 0, 0x0f, 0xa0}) // [3000, 4000)
+	if len(s.sacked) != 0 {
+		t.Errorf("sacked %v without SACK permitted", s.sacked)
 	}
 }
