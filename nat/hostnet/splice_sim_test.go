@@ -49,30 +49,13 @@ func TestSpliceSACKStreamIntact(t *testing.T) {
 					info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 					return n == len(data) && info != nil && info.State == tcpCloseWait
 				})
-				s := newTestSplice(1000)
-				s.mu.Unlock()
-				s.u.ln = newLink(4096)
+				s := spliceOn(t, fd, 4096)
 				s.u.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-				p, err := newPoller()
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(p.close)
-				s.u.poll = p
-				s.fd = fd
-				s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
-				s.sndWnd, s.cwnd, s.ssthresh = 0xffff, 10000, 1<<30
-				s.peekOff, s.reseek = peek, true
+				s.mu.Lock()
+				s.sndWnd = 0xffff
+				s.peekOff = peek
 				s.rcvNxt, s.recover, s.toEmpty, s.sackOK = 7000, 999, true, true
-				if err := s.watch(spliceWatch); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					s.mu.Lock()
-					s.stopLocked()
-					s.closeLocked()
-					s.mu.Unlock()
-				})
+				s.mu.Unlock()
 				rnd := seed
 				next := func() uint32 { rnd = rnd*1664525 + 1013904223; return rnd >> 16 }
 				end := uint32(1000 + len(data) + 1) // past the FIN

@@ -240,6 +240,14 @@ func sendingSplice(t *testing.T, data string, qlen int) *splice {
 			t.Fatal(err)
 		}
 	}
+	return spliceOn(t, fds[0], qlen)
+}
+
+// spliceOn is an open splice whose host socket is fd, at sequence number
+// 1000 on, with a link queue of qlen frames, unlocked; it closes fd when
+// the test ends.
+func spliceOn(t *testing.T, fd, qlen int) *splice {
+	t.Helper()
 	s := newTestSplice(1000)
 	s.mu.Unlock()
 	s.u.ln = newLink(qlen)
@@ -249,7 +257,7 @@ func sendingSplice(t *testing.T, data string, qlen int) *splice {
 	}
 	t.Cleanup(p.close)
 	s.u.poll = p
-	s.fd = fds[0]
+	s.fd = fd
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
 	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
 	s.peekOff, s.reseek = true, true             // the peek offset at the first byte
@@ -994,37 +1002,19 @@ func TestSpliceSACKRetransmitsHoles(t *testing.T) {
 	s.rcvNxt = 7000   // the container's next byte, which its ACKs carry
 	s.sndWnd = 0xffff // the window its ACKs give
 	s.mu.Unlock()
-	sent := func() (segs []string) {
-		for {
-			select {
-			case f := <-s.u.ln.q:
-				seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
-				segs = append(segs, fmt.Sprintf("%d+%d", seg.seq(), len(seg.payload())))
-			default:
-				return segs
-			}
-		}
-	}
 	s.pump()
-	if got := fmt.Sprint(sent()); got != "[1000+8000]" {
+	if got := fmt.Sprint(framesSent(s)); got != "[1000+8000]" {
 		t.Fatalf("sent %s, want the 8000 bytes", got)
 	}
 	// [1000, 2000) and [5000, 6000) lost: three duplicate ACKs, each
 	// naming the rest, and each with a smaller window (the container
 	// holds what came out of order): duplicates all the same, for they
 	// name more than the splice knew the container held (RFC 6675).
-	h := make(tcpSeg, tcpMinSize+2+2*8+2)
-	for i := range 3 {
-		putTCPHeader(h, 0, 0, 7000, una, conntrack.TCPAck, uint16(0xffff-1000*i), len(h))
-		o := h[tcpMinSize:]
-		o[0], o[1], o[2], o[3] = 1, 1, 5, 18
-		for j, v := range []uint32{6000, 9000 - 1000*uint32(2-i), 2000, 5000} {
-			binary.BigEndian.PutUint32(o[4+4*j:], v)
-		}
-		s.input(h, nil)
+	for i := range uint32(3) {
+		s.input(containerAck(una, uint16(0xffff-1000*i), 6000, 9000-1000*(2-i), 2000, 5000), nil)
 	}
 	s.pump()
-	if got := fmt.Sprint(sent()); got != "[1000+1000 5000+1000]" {
+	if got := fmt.Sprint(framesSent(s)); got != "[1000+1000 5000+1000]" {
 		t.Errorf("after the third duplicate ACK, sent %s; want the two holes alone, [1000+1000 5000+1000]", got)
 	}
 }
