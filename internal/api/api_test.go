@@ -558,11 +558,22 @@ func TestListenRaceHelper(t *testing.T) {
 	s.Close()
 }
 
-// Two gateways started at once on one socket path: at most one may own
-// it; the other must fail with ErrInUse, as bind(2) would have.
+// Two gateways started at once on one socket path, free or holding a
+// stale socket a crash left: at most one may own it; the other must fail
+// with ErrInUse, as bind(2) would have. (Over a stale socket, one
+// removed the socket the other had just put in place, and both
+// succeeded, or the loser failed on the stale one's removal.)
 func TestListenTwoProcessesAtOnce(t *testing.T) {
-	for round := range 10 {
+	for round := range 20 {
 		path := filepath.Join(t.TempDir(), "api.sock")
+		if round%2 == 1 {
+			l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.SetUnlinkOnClose(false)
+			l.Close() // a stale socket, nothing listening
+		}
 		at := time.Now().Add(300 * time.Millisecond).UnixNano()
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -588,5 +599,70 @@ func TestListenTwoProcessesAtOnce(t *testing.T) {
 		if oks != 1 || inUse != 1 {
 			t.Fatalf("round %d: %d processes' Listen(%s) succeeded, %d refused with ErrInUse; want one and one (both succeeding: the first's socket replaced by the second's)", round, oks, path, inUse)
 		}
+	}
+}
+
+// Two Listens on one path at once from processes with the same pid (two
+// pid namespaces, or one process): at most one may succeed, and that one
+// must answer on the path.
+func TestListenSamePidAtOnce(t *testing.T) {
+	for round := range 300 {
+		path := filepath.Join(t.TempDir(), "api.sock")
+		var wg sync.WaitGroup
+		var srv [2]*Server
+		var errs [2]error
+		start := make(chan struct{})
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				srv[i], errs[i] = Listen(path, newFake(), ServerConfig{})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		oks := 0
+		for i := range 2 {
+			if errs[i] == nil {
+				oks++
+			} else if !errors.Is(errs[i], ErrInUse) {
+				t.Logf("round %d: Listen: %v", round, errs[i])
+			}
+		}
+		var callErr error
+		if oks == 1 {
+			c := &Client{Path: path, Timeout: time.Second}
+			_, callErr = c.ListHostFwd(context.Background())
+		}
+		for i := range 2 {
+			if srv[i] != nil {
+				srv[i].Close()
+			}
+		}
+		if oks != 1 || callErr != nil {
+			t.Fatalf("round %d: %d Listens succeeded (errs %v); a call on the path: %v", round, oks, errs, callErr)
+		}
+	}
+}
+
+// Another process of the same pid (another pid namespace) is binding its
+// temporary socket: Listen must not delete it (it took the pid's name for
+// its own, and removed a socket there as a crashed process's).
+func TestListenKeepsOthersTemp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "api.sock")
+	tmp := filepath.Join(dir, "."+strconv.Itoa(os.Getpid())+".api.sock")
+	other, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	s, err := Listen(path, newFake(), ServerConfig{})
+	if err == nil {
+		defer s.Close()
+	}
+	if _, err := os.Lstat(tmp); err != nil {
+		t.Errorf("Listen removed another live server's socket %s: %v", tmp, err)
 	}
 }

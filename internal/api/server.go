@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -65,6 +66,11 @@ func Listen(path string, b Backend, cfg ServerConfig) (*Server, error) {
 	if b == nil {
 		return nil, errors.New("api: listen: nil Backend")
 	}
+	// Probing and replacing a stale socket, then linking ours, is one step
+	// for servers starting at once: else one may remove the socket the
+	// other just put in place, and both succeed.
+	unlock := lockDir(filepath.Dir(path))
+	defer unlock()
 	if err := clearStale(path); err != nil {
 		return nil, fmt.Errorf("api: listen %s: %w", path, err)
 	}
@@ -123,6 +129,23 @@ func newServer(l *net.UnixListener, b Backend, cfg ServerConfig) *Server {
 	}
 }
 
+// lockDir takes an exclusive flock(2) on the directory dir, to serialize
+// Listens on one directory across processes, and returns its release. A
+// directory that cannot be opened is not locked.
+func lockDir(dir string) (unlock func()) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return func() {}
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	return func() { f.Close() }
+}
+
 // clearStale removes a socket file at path that nothing listens on.
 func clearStale(path string) error {
 	fi, err := os.Lstat(path)
@@ -140,23 +163,42 @@ func clearStale(path string) error {
 		c.Close()
 		return ErrInUse
 	}
+	// Another server starting at once may remove the stale socket first:
+	// then linking its own, or ours, decides.
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("probing the existing socket: %w", err)
 	}
-	return os.Remove(path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // listenPrivate binds a unix socket at path with mode 0600. The socket is
-// bound under a temporary name, restricted, then renamed into place, so no
+// bound under a temporary name, restricted, then linked into place, so no
 // one can connect while it has the umask's permissions.
 func listenPrivate(path string) (*net.UnixListener, error) {
-	tmp := filepath.Join(filepath.Dir(path), "."+strconv.Itoa(os.Getpid())+"."+filepath.Base(path))
-	if len(tmp) >= 108 { // sun_path; the name must fit as is
-		tmp = path
-	} else if fi, err := os.Lstat(tmp); err == nil && fi.Mode().Type() == os.ModeSocket {
-		os.Remove(tmp) // left by a process of the same pid that crashed
+	// The temporary name is random, not the pid: two processes of
+	// one pid (two pid namespaces, or two Listens in one process) must
+	// neither share nor delete each other's.
+	var (
+		tmp string
+		l   *net.UnixListener
+		err error
+	)
+	for range 8 {
+		tmp = filepath.Join(filepath.Dir(path), "."+strconv.FormatUint(rand.Uint64(), 36)+"."+filepath.Base(path))
+		if len(tmp) >= 108 { // sun_path; the name must fit as is
+			tmp = path
+		}
+		l, err = net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+		if tmp == path || !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, err
 	}
