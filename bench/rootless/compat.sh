@@ -106,9 +106,11 @@ else
 	check "host loopback refused" sh -c '! (nc 10.0.2.2 9001 </dev/null | grep -q loopback-ok)'
 fi
 check "1 MiB download" sh -c '[ "$(nc 192.0.2.1 9002 </dev/null | wc -c)" -eq 1048576 ]'
-httpd -p 80 -h "${WWW:-/www}"
+httpd -f -p 80 -h "${WWW:-/www}" & # in the foreground, to be stopped: daemonized, it outlived the run
+web=$!
 touch "$READY"
 sleep 6
+kill $web
 EOF
 chmod 755 "$work/checks.sh"
 

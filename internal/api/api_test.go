@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -664,5 +665,38 @@ func TestListenKeepsOthersTemp(t *testing.T) {
 	}
 	if _, err := os.Lstat(tmp); err != nil {
 		t.Errorf("Listen removed another live server's socket %s: %v", tmp, err)
+	}
+}
+
+// Another program's lock on the socket's directory (RootlessKit holds one
+// on its state directory, where its slirp4netns's socket goes, for as
+// long as it runs) does not hold Listen up: it waited on it for good.
+func TestListenBesideLockedDir(t *testing.T) {
+	dir := t.TempDir()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		s, err := Listen(filepath.Join(dir, "api.sock"), newFake(), ServerConfig{})
+		if err == nil {
+			s.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
+		<-done
+		t.Fatal("Listen waited on the directory's lock")
 	}
 }

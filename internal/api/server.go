@@ -69,7 +69,7 @@ func Listen(path string, b Backend, cfg ServerConfig) (*Server, error) {
 	// Probing and replacing a stale socket, then linking ours, is one step
 	// for servers starting at once: else one may remove the socket the
 	// other just put in place, and both succeed.
-	unlock := lockDir(filepath.Dir(path))
+	unlock := lockPath(path)
 	defer unlock()
 	if err := clearStale(path); err != nil {
 		return nil, fmt.Errorf("api: listen %s: %w", path, err)
@@ -129,11 +129,14 @@ func newServer(l *net.UnixListener, b Backend, cfg ServerConfig) *Server {
 	}
 }
 
-// lockDir takes an exclusive flock(2) on the directory dir, to serialize
-// Listens on one directory across processes, and returns its release. A
-// directory that cannot be opened is not locked.
-func lockDir(dir string) (unlock func()) {
-	f, err := os.Open(dir)
+// lockPath takes an exclusive flock(2) on a lock file of the socket path
+// (".NAME.lock" beside it, kept), to serialize Listens on one path across
+// processes, and returns its release. Not the directory itself: others
+// lock theirs (RootlessKit its state directory, where its slirp4netns's
+// socket goes), and Listen would wait on them for good. A lock file that
+// cannot be made locks nothing.
+func lockPath(path string) (unlock func()) {
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return func() {}
 	}
