@@ -130,23 +130,37 @@ func newServer(l *net.UnixListener, b Backend, cfg ServerConfig) *Server {
 }
 
 // lockPath takes an exclusive flock(2) on a lock file of the socket path
-// (".NAME.lock" beside it, kept), to serialize Listens on one path across
-// processes, and returns its release. Not the directory itself: others
-// lock theirs (RootlessKit its state directory, where its slirp4netns's
-// socket goes), and Listen would wait on them for good. A lock file that
-// cannot be made locks nothing.
+// (".NAME.lock" beside it), to serialize Listens on one path across
+// processes, and returns its release, which removes the file while it
+// still holds it: a Listen that waited on the removed file finds the path
+// gone or another file there, and locks that. Not the directory itself:
+// others lock theirs (RootlessKit its state directory, where its
+// slirp4netns's socket goes), and Listen would wait on them for good. A
+// lock file that cannot be made locks nothing.
 func lockPath(path string) (unlock func()) {
-	f, err := os.OpenFile(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return func() {}
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != syscall.EINTR {
-			break
+	name := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock")
+	for range 100 {
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+		if err != nil {
+			return func() {}
 		}
+		for {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			if err != syscall.EINTR {
+				break
+			}
+		}
+		var held, now syscall.Stat_t
+		if err == nil && syscall.Fstat(int(f.Fd()), &held) == nil && syscall.Stat(name, &now) == nil &&
+			held.Dev == now.Dev && held.Ino == now.Ino {
+			return func() {
+				os.Remove(name)
+				f.Close()
+			}
+		}
+		f.Close() // its holder removed it meanwhile
 	}
-	return func() { f.Close() }
+	return func() {}
 }
 
 // clearStale removes a socket file at path that nothing listens on.
