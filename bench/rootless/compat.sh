@@ -44,6 +44,10 @@ if [ "${COMPAT_INNER:-}" = "" ]; then
 	status=0
 	COMPAT_INNER=$work unshare --net --mount --fork sh "$0" "$@" | tee "$work.log" || status=$?
 	grep -q FAILED "$work.log" && status=1
+	# What the runs left (Podman's pause process, which it keeps for
+	# the next run): the user is this script's alone.
+	pkill -KILL -u "$u" 2>/dev/null || true
+	sleep 0.5
 	rm -rf "$work" "$work.log"
 	exit $status
 fi
