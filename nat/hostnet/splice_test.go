@@ -273,6 +273,19 @@ func spliceOn(t *testing.T, fd, qlen int) *splice {
 	return s
 }
 
+// sackingSplice is sendingSplice with n bytes to send, SACK agreed, the
+// container's window wnd, a congestion window that takes them all in
+// one frame, and the container's next byte at 7000 (which the ACKs of
+// containerAck carry).
+func sackingSplice(t *testing.T, n int, wnd uint32) *splice {
+	t.Helper()
+	s := sendingSplice(t, strings.Repeat("x", n), 64)
+	s.mu.Lock()
+	s.cwnd, s.rcvNxt, s.sndWnd, s.recover, s.sackOK = 1<<20, 7000, wnd, 999, true
+	s.mu.Unlock()
+	return s
+}
+
 // fire runs the splice's timer now, as if it were due.
 func fire(s *splice) {
 	s.mu.Lock()
@@ -995,13 +1008,7 @@ func TestSpliceSACKRuns(t *testing.T) {
 // from the first hole, as much as the halved window took.
 func TestSpliceSACKRetransmitsHoles(t *testing.T) {
 	const una = 1000
-	s := sendingSplice(t, strings.Repeat("x", 8000), 64)
-	s.mu.Lock()
-	s.sackOK = true
-	s.cwnd = 1 << 20  // the 8000 bytes in one frame
-	s.rcvNxt = 7000   // the container's next byte, which its ACKs carry
-	s.sndWnd = 0xffff // the window its ACKs give
-	s.mu.Unlock()
+	s := sackingSplice(t, 8000, 0xffff)
 	s.pump()
 	if got := fmt.Sprint(framesSent(s)); got != "[1000+8000]" {
 		t.Fatalf("sent %s, want the 8000 bytes", got)
@@ -1109,10 +1116,7 @@ func framesSent(s *splice) (segs []string) {
 // 6) and Linux (tcp_enter_loss sets high_seq; no fast recovery from
 // TCP_CA_Loss) record recover = the highest sequence sent at a timeout.
 func TestSpliceNoFastRecoveryAfterTimeout(t *testing.T) {
-	s := sendingSplice(t, strings.Repeat("x", 20000), 64)
-	s.mu.Lock()
-	s.cwnd, s.rcvNxt, s.sndWnd, s.recover, s.sackOK = 1<<20, 7000, 0xffff, 999, true
-	s.mu.Unlock()
+	s := sackingSplice(t, 20000, 0xffff)
 	s.pump()
 	framesSent(s)
 	fire(s) // the timeout: cwnd one segment, the first goes again
@@ -1172,10 +1176,7 @@ func TestSpliceSACKBlockWrapsPastSndMax(t *testing.T) {
 // SACKed the segments after a loss; the splice keeps the old, smaller
 // one, and sends no new data after the hole.
 func TestSpliceRecoveryTakesTheWindow(t *testing.T) {
-	s := sendingSplice(t, strings.Repeat("x", 20000), 64)
-	s.mu.Lock()
-	s.cwnd, s.rcvNxt, s.sndWnd, s.recover, s.sackOK = 1<<20, 7000, 8000, 999, true
-	s.mu.Unlock()
+	s := sackingSplice(t, 20000, 8000)
 	s.pump()
 	if got := fmt.Sprint(framesSent(s)); !strings.HasPrefix(got, "[1000+") {
 		t.Fatalf("sent %s", got)
