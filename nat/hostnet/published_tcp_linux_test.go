@@ -149,6 +149,26 @@ func sendStream(w io.Writer, seed uint64, n int64) error {
 	return err
 }
 
+// transfer sends the first n bytes of the stream seed from one end of a
+// connection to the other, then closes its side, both ends given 20 s;
+// it returns how long the arrival took, the sender's error (once it is
+// done), and what checkStream says of what arrived.
+func transfer(from, to *net.TCPConn, seed uint64, n int64) (took time.Duration, sent <-chan error, got int64, err error) {
+	from.SetDeadline(time.Now().Add(20 * time.Second))
+	to.SetDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		err := sendStream(from, seed, n)
+		if err == nil {
+			err = from.CloseWrite()
+		}
+		done <- err
+	}()
+	got, err = checkStream(to, seed)
+	return time.Since(start), done, got, err
+}
+
 // checkStream reads r to its end and returns how many bytes came; the
 // error says where they first differ from the stream seed, or how r
 // ended when it did not end cleanly.
@@ -757,20 +777,8 @@ func TestIntegrationContainerSendsThroughTapDrops(t *testing.T) {
 			if err := e.ctr.IP("link", "set", "dev", "eth0", "txqueuelen", qlen); err != nil {
 				t.Fatal(err)
 			}
-			client.SetDeadline(time.Now().Add(20 * time.Second))
-			srv.SetDeadline(time.Now().Add(20 * time.Second))
-			start := time.Now()
-			errc := make(chan error, 1)
-			go func() {
-				err := sendStream(srv, 5, n)
-				if err == nil {
-					err = srv.CloseWrite()
-				}
-				errc <- err
-			}()
-			got, err := checkStream(client, 5)
+			took, errc, got, err := transfer(srv, client, 5, n)
 			kc, _ := e.br.Ports()[0].Port().(bridge.KernelCounter).KernelCounters()
-			took := time.Since(start)
 			t.Logf("%d of %d bytes in %v (%v); the TAP dropped %d frames", got, n, took.Round(time.Millisecond), err, kc.TxDropped)
 			if err != nil || got != n {
 				t.Errorf("the other end received %d bytes of %d in 20 s", got, n)
@@ -814,20 +822,9 @@ func TestIntegrationContainerReceivesThroughDrops(t *testing.T) {
 					t.Fatalf("nft %v: %v %s", args, err, out)
 				}
 			}
-			client.SetDeadline(time.Now().Add(20 * time.Second))
-			srv.SetDeadline(time.Now().Add(20 * time.Second))
-			start := time.Now()
-			errc := make(chan error, 1)
-			go func() {
-				err := sendStream(client, 6, n)
-				if err == nil {
-					err = client.CloseWrite()
-				}
-				errc <- err
-			}()
-			got, err := checkStream(srv, 6)
+			took, errc, got, err := transfer(client, srv, 6, n)
 			rules, _ := e.ctr.Run(ctx(t), "nft", "list", "chain", "inet", "loss", "in")
-			t.Logf("%d of %d bytes in %v (%v); %s; counters %v", got, n, time.Since(start).Round(time.Millisecond), err, bytes.TrimSpace(rules), e.up.Counters())
+			t.Logf("%d of %d bytes in %v (%v); %s; counters %v", got, n, took.Round(time.Millisecond), err, bytes.TrimSpace(rules), e.up.Counters())
 			if err != nil || got != n {
 				t.Errorf("the container received %d bytes of %d in 20 s", got, n)
 			}
