@@ -262,17 +262,20 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		refuse()
 		return
 	}
+	// fail refuses a client expect would not take: the same connection
+	// to the container as a live flow's (the same client port to two
+	// published ports of one container port; a loopback client's port
+	// another one's, to another port), or the uplink is closed.
+	fail := func(err error) {
+		if err != errUplinkClosed {
+			u.stats.DropCollision.Add(1)
+		}
+		u.unreserve(ctr.Addr())
+		refuse()
+	}
 	if err := u.expect(seen, orig, reply); err != nil {
 		if err != errFlowOpen {
-			// The same connection to the container as a live flow's
-			// (the same client port to two published ports of one
-			// container port; a loopback client's port another
-			// one's, to another port), or the uplink is closed.
-			if err == errFlowTaken {
-				u.stats.DropCollision.Add(1)
-			}
-			u.unreserve(ctr.Addr())
-			refuse()
+			fail(err)
 			return
 		}
 		// A client that reuses its port comes back while the flow of its
@@ -284,23 +287,13 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 				// Another client on the host's loopback with the same
 				// port: shown as the gateway, both would be the same
 				// connection to the container. The live one stays.
-				u.stats.DropCollision.Add(1)
-				u.unreserve(ctr.Addr())
-				refuse()
+				fail(errFlowTaken)
 				return
 			}
 			old.replaced()
 		}
 		if err := u.expect(seen, orig, reply); err != nil {
-			// The same connection to the container as a live flow's
-			// (the same client port to two published ports of one
-			// container port; a loopback client's port another
-			// one's, to another port), or the uplink is closed.
-			if err != errUplinkClosed {
-				u.stats.DropCollision.Add(1)
-			}
-			u.unreserve(ctr.Addr())
-			refuse()
+			fail(err)
 			return
 		}
 	}
