@@ -50,31 +50,27 @@ func (s *ttlSetting) set(fd int, ttl uint8) {
 // its copy through the flow's socket may be fragmented on the way.
 func hostDF(pkt []byte) bool { return pkt[6]&0x40 != 0 }
 
-// pmtuSetting is the IP_MTU_DISCOVER a flow's socket was last given, plus
-// one (0: none yet, the socket's default, IP_PMTUDISC_WANT). A datagram
-// without DF leaves without DF (IP_PMTUDISC_DONT), so a router on the way
+// pmtuSetting is whether a flow's socket was last given
+// IP_PMTUDISC_DONT (false: the socket's default, IP_PMTUDISC_WANT). A
+// datagram without DF leaves without DF (DONT), so a router on the way
 // fragments it, as it would the container's own through the kernel's NAT;
 // on a socket that discovers the path's MTU it would leave with DF, and a
 // narrower link on the way would drop it. One with DF leaves as the
 // socket would send it by default.
-type pmtuSetting struct{ v atomic.Int32 }
+type pmtuSetting struct{ dont atomic.Bool }
 
 // set gives fd, the flow's socket, the path MTU discovery of a datagram
 // with DF (df) or without, unless it has it.
 func (s *pmtuSetting) set(fd int, df bool) {
-	mode := int32(unix.IP_PMTUDISC_DONT)
+	if s.dont.Load() != df {
+		return // DONT for a datagram without DF, WANT for one with, already
+	}
+	mode := unix.IP_PMTUDISC_DONT
 	if df {
 		mode = unix.IP_PMTUDISC_WANT
 	}
-	cur := s.v.Load() - 1
-	if cur < 0 {
-		cur = unix.IP_PMTUDISC_WANT
-	}
-	if cur == mode {
-		return
-	}
-	if rawSetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, int(mode)) == nil {
-		s.v.Store(mode + 1)
+	if rawSetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, mode) == nil {
+		s.dont.Store(!df)
 	}
 }
 
