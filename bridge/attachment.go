@@ -264,7 +264,7 @@ func (a *Attachment) input(rx *frame, size int, now int64, ports []*Attachment) 
 			a.ctr.dropInvalid.Add(1)
 			return false
 		}
-		if rx.meta.SegmentLen(buf) > b.maxFrame {
+		if s.hdr+min(s.mss, len(buf)-s.hdr) > b.maxFrame { // SegmentLen, from what init found
 			// Its segments would be larger than the bridge's frames,
 			// as such a frame without GSO is.
 			a.ctr.dropOversize.Add(1)
