@@ -607,7 +607,9 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	to, _ = res.Tuple(1 - res.Dir).Reverse()
-	own = to.Dst == p.Tuple.Dst && own || to.Dst != p.Tuple.Dst && g.isOwn(to.Dst)
+	if to.Dst != p.Tuple.Dst {
+		own = g.isOwn(to.Dst) // translated: its new destination says
+	}
 	if !own && pkt[8] <= 1 {
 		// To the gateway's own address, but routed on once translated
 		// (a published port, hairpin): its TTL runs out here, as in
