@@ -40,9 +40,10 @@ func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, or
 	g := t.g
 	if m, id, ok := g.rules.MatchPublish(orig, g.isOwn(orig.Dst)); ok {
 		if g.martian(m.DstAddr) {
-			// A rule to a broadcast address (the subnet's): never
-			// forwarded, as Linux routes no DNAT to a broadcast.
-			return conntrack.Tuple{}, 0, fmt.Errorf("%w: rule %d publishes to %v, a broadcast address", ErrBadRule, id, m.DstAddr)
+			// A rule to an address no router forwards to (the subnet's
+			// broadcast, a multicast, loopback, 0.0.0.0/8): as Linux
+			// routes no DNAT there.
+			return conntrack.Tuple{}, 0, fmt.Errorf("%w: rule %d publishes to %v, an address the gateway forwards nothing to", ErrBadRule, id, m.DstAddr)
 		}
 		if t.inside {
 			m.SrcAddr = g.subnet.Addr() // hairpin
