@@ -40,9 +40,10 @@ type neigh struct {
 type neighTable struct {
 	mu       sync.RWMutex
 	m        map[netip.Addr]*neigh
-	queued   int   // bytes held in all queues
-	refused  int64 // when a full table last found no entry to drop,
-	refusing bool  // if it has
+	queued   int      // bytes held in all queues, and in failed
+	failed   [][]byte // packets of entries that expired pending, for expire to report
+	refused  int64    // when a full table last found no entry to drop,
+	refusing bool     // if it has
 }
 
 func newNeighTable() *neighTable { return &neighTable{m: make(map[netip.Addr]*neigh)} }
@@ -160,7 +161,7 @@ func (t *neighTable) roomLocked(now int64) bool {
 	expired := false
 	for a, n := range t.m {
 		if n.expiredAt(now) {
-			t.dropLocked(a)
+			t.failLocked(a, n)
 			expired = true
 			continue
 		}
@@ -198,14 +199,25 @@ func (t *neighTable) dropLocked(a netip.Addr) {
 func (t *neighTable) expire(now int64) [][]byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var failed [][]byte
 	for a, n := range t.m {
 		if n.expiredAt(now) {
-			failed = append(failed, n.queue...)
-			t.dropLocked(a)
+			t.failLocked(a, n)
 		}
 	}
+	failed := t.failed
+	t.failed = nil
+	for _, p := range failed {
+		t.queued -= len(p)
+	}
 	return failed
+}
+
+// failLocked removes the entry a, n, expired, and keeps what it held for
+// expire to report, wherever it expired (a full table making room too);
+// the packets count in queued until then, within neighQueueBytes.
+func (t *neighTable) failLocked(a netip.Addr, n *neigh) {
+	t.failed = append(t.failed, n.queue...)
+	delete(t.m, a)
 }
 
 // expiredAt reports whether the entry is past keeping at now: confirmed

@@ -246,3 +246,22 @@ func TestUnansweredNeighbourUnreachable(t *testing.T) {
 			netip.AddrFrom4([4]byte(inner[16:20])), gwIP, ctrIP, ctrIP, dead)
 	}
 }
+
+// Entries that expire pending while a full table makes room report their
+// packets as expire's do (host unreachable), not drop them unsaid.
+func TestNeighbourRoomReportsFailed(t *testing.T) {
+	nt := newNeighTable()
+	for i := range neighMax {
+		nt.hold(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), []byte{1}, 0)
+	}
+	later := int64(neighGiveUp) + 1
+	if _, dropped := nt.hold(netip.MustParseAddr("10.1.0.1"), []byte{2}, later); dropped {
+		t.Fatal("no room made in a table of expired entries")
+	}
+	if n := len(nt.expire(later)); n != neighMax {
+		t.Errorf("expire reported %d packets, want the %d of the entries that expired making room", n, neighMax)
+	}
+	if nt.queued != 1 {
+		t.Errorf("%d bytes counted held, want the new entry's 1", nt.queued)
+	}
+}
