@@ -228,7 +228,10 @@ func (l *ICMPLimit) Allow(dst netip.Addr, typ, code uint8, now int64) bool {
 
 // mayAllow reports whether Allow may say yes to an error of type typ and
 // code at now: the overall budget is not spent. It spends nothing, and
-// lets a caller skip building an error Allow would refuse.
+// lets a caller skip building an error Allow would refuse. Allow looks
+// again, under the lock taken again: between the two another error may
+// spend the last token, and an error sent costs the lock twice, which is
+// cheaper than building every error a flood draws.
 func (l *ICMPLimit) mayAllow(typ, code uint8, now int64) bool {
 	if typ == 3 && code == 4 {
 		return true
