@@ -837,3 +837,81 @@ func TestIntegrationContainerReceivesThroughDrops(t *testing.T) {
 		})
 	}
 }
+
+// A client that reuses its port while the flow of its last connection
+// is still closing on the container's side (here the container never
+// receives the uplink's FIN: a filter in its input drops FINs) is carried
+// in: the old flow ends, and the new connection works. The host accepted
+// it, its own side of the last connection being done, so a reset here
+// would be usernat's alone.
+func TestIntegrationPublishedPortReusedWhileClosing(t *testing.T) {
+	p := newPubTCP(t, envConfig{}, true)
+	for _, args := range [][]string{
+		{"add", "table", "inet", "nofin"},
+		{"add", "chain", "inet", "nofin", "in", "{ type filter hook input priority 0; }"},
+		{"add", "rule", "inet", "nofin", "in", "tcp", "flags", "&", "fin", "==", "fin", "counter", "drop"},
+	} {
+		if out, err := p.ctr.Run(ctx(t), "nft", args...); err != nil {
+			t.Fatalf("nft %v: %v %s", args, err, out)
+		}
+	}
+	from := &net.TCPAddr{IP: net.IPv4(198, 51, 100, 2), Port: 40500}
+	dialFrom := func() *net.TCPConn {
+		t.Helper()
+		var c net.Conn
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			err := p.remote.Do(func() (err error) {
+				c, err = (&net.Dialer{LocalAddr: from}).DialContext(ctx(t), "tcp", pubTCPDial)
+				return err
+			})
+			if err == nil {
+				break
+			}
+			// The client's last socket on the port may wait for the
+			// last ACK of its close a moment longer.
+			if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
+				t.Fatalf("dialing from %v: %v", from, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(connDeadline))
+		return c.(*net.TCPConn)
+	}
+	echo := func(client, srv *net.TCPConn, b byte) {
+		t.Helper()
+		buf := []byte{b}
+		if _, err := client.Write(buf); err != nil {
+			t.Fatalf("the client writing: %v", err)
+		}
+		if _, err := io.ReadFull(srv, buf); err != nil || buf[0] != b {
+			t.Fatalf("the container read %q, %v; want %q", buf, err, b)
+		}
+		if _, err := srv.Write(buf); err != nil {
+			t.Fatalf("the container writing: %v", err)
+		}
+		if _, err := io.ReadFull(client, buf); err != nil || buf[0] != b {
+			t.Fatalf("the client read %q, %v; want %q", buf, err, b)
+		}
+	}
+
+	client, srv := dialFrom(), p.accept(t)
+	echo(client, srv, 'a')
+	srv.Close() // the container closes first, as an HTTP/1.0 server does
+	if n, err := client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the client read %d bytes, %v; want the end of stream", n, err)
+	}
+	client.Close()
+	time.Sleep(100 * time.Millisecond) // the uplink's FIN is sent, and dropped
+	if n := p.up.Flows(); n != 1 {
+		t.Fatalf("%d flows carried; want the first, still closing", n)
+	}
+
+	client, srv = dialFrom(), p.accept(t)
+	echo(client, srv, 'b')
+	c := p.up.Counters()
+	if c["drop_collision"] != 0 || c["inbound_opened"] != 2 {
+		t.Errorf("counters %v: want 2 inbound flows opened, none dropped as a collision", c)
+	}
+}

@@ -303,7 +303,13 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		// Superseded by the client's next connection on the same port,
 		// only the container's side is reset: a reset on the host socket
 		// would carry the tuple the client's new connection has now.
-		f.supersede = func() { s.abort(false, true, "the client reused its port") }
+		// Its splice leaves the uplink's table now, even one that ended
+		// by itself and has not finished yet: the new flow's splice
+		// speaks to the container on the same tuple.
+		f.supersede = func() {
+			s.abort(false, true, "the client reused its port")
+			s.finish()
+		}
 		f.opening = true
 		f.peer = client
 		s.mu.Lock()
@@ -373,11 +379,16 @@ func (u *Uplink) expect(seen, orig, reply conntrack.Tuple) error {
 	if u.closed {
 		return errUplinkClosed
 	}
-	if _, busy := u.inbound[seen]; busy || u.spliceAt(reply) {
+	if _, busy := u.inbound[seen]; busy {
 		return errFlowTaken
 	}
+	// The flow at orig first: its own splice speaks on reply until it
+	// is replaced.
 	if u.flows[orig] != nil {
 		return errFlowOpen
+	}
+	if u.spliceAt(reply) {
+		return errFlowTaken
 	}
 	u.inbound[seen] = expectation{orig, reply}
 	return nil
