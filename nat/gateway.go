@@ -183,6 +183,7 @@ func New(cfg Config) (*Gateway, error) {
 	if u, ok := cfg.Uplink.(interface{ broadcast() netip.Addr }); ok {
 		g.upBroadcast = u.broadcast()
 	}
+	g.rules.unrouted = g.martian
 	if g.clock == nil {
 		g.clock = systemClock{}
 	}

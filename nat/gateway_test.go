@@ -645,21 +645,43 @@ func TestOwnSourceFromBridgeDropped(t *testing.T) {
 	}
 }
 
-// A published port whose rule leads to the subnet's broadcast address
-// forwards nothing, as Linux routes no DNAT to a broadcast address: the
-// client's packet is refused, not sent to every container (nor ARPed
-// for).
-func TestPublishToBroadcastRefused(t *testing.T) {
+// A gateway's rules take no publish rule that leads to an address the
+// gateway forwards nothing to (the subnet's broadcast, loopback,
+// multicast, 0.0.0.0/8, IPv6), as Linux routes no DNAT there: such a
+// rule is refused when added or checked, with whichever uplink, so
+// nothing is ever sent to every container (nor ARPed for). A client's
+// packet to the port is the gateway's own, to a port it refuses. Rules
+// of no gateway's take such a rule.
+func TestPublishToUnroutedRefused(t *testing.T) {
 	gw, _, br := recGateway(t)
-	p, err := ParsePublish("8080:172.17.255.255:80/udp")
+	for _, spec := range []string{"8080:172.17.255.255:80/udp", "8080:127.0.0.1:80/udp", "8080:224.0.0.1:80/udp", "8080:0.1.2.3:80/udp", "[::1]:8080:[2001:db8::2]:80/udp"} {
+		p, err := ParsePublish(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gw.Rules().AddPublish(p); !errors.Is(err, ErrBadRule) {
+			t.Errorf("adding %v: %v, want ErrBadRule", p, err)
+		}
+		if err := gw.Rules().CheckPublish(p); !errors.Is(err, ErrBadRule) {
+			t.Errorf("checking %v: %v, want ErrBadRule", p, err)
+		}
+		var lone Rules
+		if _, err := lone.AddPublish(p); err != nil {
+			t.Errorf("adding %v to rules of no gateway's: %v", p, err)
+		}
+	}
+	if len(gw.Rules().Publishes()) != 0 {
+		t.Fatalf("rules %v, want none", gw.Rules().Publishes())
+	}
+	fromUplinkIP(gw, ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, 8080, 10)))
+	if len(br.frames) != 0 || gw.Stats().Local != 1 || gw.Stats().ICMPSent != 1 {
+		t.Errorf("%d frames to the bridge, stats %+v; want the packet the gateway's own, a port it refuses", len(br.frames), gw.Stats())
+	}
+	p, err := ParsePublish("8080:172.17.0.100:80/udp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := gw.Rules().AddPublish(p); err != nil {
-		t.Fatal(err)
-	}
-	fromUplinkIP(gw, ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, 8080, 10)))
-	if len(br.frames) != 0 || gw.Table().Len() != 0 || gw.Stats().DropRefused != 1 {
-		t.Errorf("%d frames to the bridge, %d entries, stats %+v; want the packet refused", len(br.frames), gw.Table().Len(), gw.Stats())
+		t.Errorf("adding %v: %v", p, err)
 	}
 }

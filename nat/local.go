@@ -2,7 +2,6 @@ package nat
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -38,13 +37,7 @@ var _ conntrack.Translator = (*flowTranslator)(nil)
 //   - anything else is not translated.
 func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, orig conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
 	g := t.g
-	if m, id, ok := g.rules.MatchPublish(orig, g.isOwn(orig.Dst)); ok {
-		if g.martian(m.DstAddr) {
-			// A rule to an address no router forwards to (the subnet's
-			// broadcast, a multicast, loopback, 0.0.0.0/8): as Linux
-			// routes no DNAT there.
-			return conntrack.Tuple{}, 0, fmt.Errorf("%w: rule %d publishes to %v, an address the gateway forwards nothing to", ErrBadRule, id, m.DstAddr)
-		}
+	if m, _, ok := g.rules.MatchPublish(orig, g.isOwn(orig.Dst)); ok {
 		if t.inside {
 			m.SrcAddr = g.subnet.Addr() // hairpin
 		}

@@ -295,6 +295,9 @@ type Rules struct {
 	mu   sync.Mutex // serializes writers
 	snap atomic.Pointer[ruleSet]
 	last RuleID
+	// unrouted, when set (a gateway's rules), reports an address the
+	// gateway forwards nothing to, which no publish rule may lead to.
+	unrouted func(netip.Addr) bool
 }
 
 type ruleSet struct {
@@ -317,7 +320,7 @@ func (r *Rules) load() *ruleSet {
 // address (an unset address overlaps every address of its family).
 func (r *Rules) AddPublish(p Publish) (RuleID, error) {
 	p = p.Normal()
-	if err := p.Validate(); err != nil {
+	if err := r.validate(p); err != nil {
 		return 0, err
 	}
 	r.mu.Lock()
@@ -338,10 +341,24 @@ func (r *Rules) AddPublish(p Publish) (RuleID, error) {
 // as a conflict rather than as the socket's "address in use".
 func (r *Rules) CheckPublish(p Publish) error {
 	p = p.Normal()
-	if err := p.Validate(); err != nil {
+	if err := r.validate(p); err != nil {
 		return err
 	}
 	return r.load().conflict(p)
+}
+
+// validate is p.Validate, and for a gateway's rules a check of where p
+// leads: not to an address the gateway forwards nothing to (the subnet's
+// broadcast, loopback, multicast, 0.0.0.0/8, IPv6), as Linux routes no
+// DNAT there.
+func (r *Rules) validate(p Publish) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if r.unrouted != nil && r.unrouted(p.ContainerAddr) {
+		return fmt.Errorf("%w: publish %v: %v is an address the gateway forwards nothing to", ErrBadRule, p, p.ContainerAddr)
+	}
+	return nil
 }
 
 // Normal is p as the rules keep it (AddPublish): addresses unmapped, an

@@ -961,10 +961,20 @@ func TestIntegrationRepublishUDP(t *testing.T) {
 	}
 }
 
-// Publish says why it cannot publish: an uplink not given to a gateway
-// yet, or one closed.
+// Publish says why it cannot publish: a rule to an address the gateway
+// forwards nothing to, an uplink not given to a gateway yet, or one
+// closed.
 func TestIntegrationPublishErrors(t *testing.T) {
 	e := newEnv(t, envConfig{})
+	for _, bad := range []string{"8080:172.17.255.255:80/tcp", "8080:127.0.0.1:80/udp"} {
+		q, err := nat.ParsePublish(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.up.Publish(q); !errors.Is(err, nat.ErrBadRule) {
+			t.Errorf("publishing %v: %v, want ErrBadRule", q, err)
+		}
+	}
 	p, err := nat.ParsePublish("8080:172.17.0.4:80/tcp")
 	if err != nil {
 		t.Fatal(err)
