@@ -418,14 +418,23 @@ func TestIntegrationOutboundErrors(t *testing.T) {
 	if _, err := e.ctr.Dial(ctx(t), "tcp", "198.51.100.77:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
 		t.Errorf("to an address with no neighbour: %v, want host unreachable", err)
 	}
+	// A "prohibit" route on the host: its connect fails with EACCES,
+	// which as a router the host answers with ICMP administratively
+	// prohibited (ip_error), host unreachable to the container's kernel.
+	if err := e.host.IP("route", "add", "prohibit", "203.0.113.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ctr.Dial(ctx(t), "tcp", "203.0.113.5:80"); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("to a prohibited route: %v, want host unreachable", err)
+	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the answers took %v", d)
 	}
 	if t.Failed() {
 		t.Logf("uplink %v\ngateway %+v", e.up.Counters(), e.gw.Stats())
 	}
-	if c := e.up.Counters(); c["tcp_refused"] != 1 || c["tcp_unreachable"] != 2 {
-		t.Errorf("counters %v, want 1 refused, 2 unreachable", c)
+	if c := e.up.Counters(); c["tcp_refused"] != 1 || c["tcp_unreachable"] != 3 {
+		t.Errorf("counters %v, want 1 refused, 3 unreachable", c)
 	}
 }
 

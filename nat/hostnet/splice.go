@@ -1454,21 +1454,46 @@ func (s *splice) refuse(err error) {
 		if s.abortIn(spliceConnecting, false, true, "refused: "+err.Error()) {
 			st.TCPRefused.Add(1)
 		}
-	case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH):
+	case unreachableCode(err) >= 0:
 		if !s.abortIn(spliceConnecting, false, false, "unreachable: "+err.Error()) {
 			return
 		}
 		st.TCPUnreachable.Add(1)
-		code := uint8(1) // host unreachable
-		if errors.Is(err, unix.ENETUNREACH) {
-			code = 0
-		}
-		s.u.sendUnreachable(syn, code)
+		s.u.sendUnreachable(syn, uint8(unreachableCode(err)))
 	default: // timed out, or any other failure: the container hears nothing
 		if s.abortIn(spliceConnecting, false, false, "connecting failed: "+err.Error()) {
 			st.TCPTimedOut.Add(1)
 		}
 	}
+}
+
+// unreachableCode is the ICMP destination unreachable code a router
+// sends for a connection that failed with err, as the kernel would: the
+// inverse of its icmp_err_convert (the code of an ICMP error the host
+// socket got), and ip_error's code for a route of its own that refused
+// (EACCES: a "prohibit" route, code 13). -1 for none: silence.
+func unreachableCode(err error) int {
+	var e unix.Errno
+	if !errors.As(err, &e) {
+		return -1
+	}
+	switch e {
+	case unix.ENETUNREACH:
+		return 0
+	case unix.EHOSTUNREACH:
+		return 1
+	case unix.ENOPROTOOPT:
+		return 2
+	case unix.EOPNOTSUPP:
+		return 5
+	case unix.EHOSTDOWN:
+		return 7
+	case unix.ENONET:
+		return 8
+	case unix.EACCES:
+		return 13
+	}
+	return -1
 }
 
 // lossLocked is the congestion window's answer to a retransmission
