@@ -2019,7 +2019,9 @@ func (s *splice) abortIn(in spliceState, resetHost, resetCtr bool, why string) b
 	was := s.state
 	s.stopLocked()
 	open := s.openedLocked()
-	seq, ack := s.sndNxt, s.rcvNxt
+	// A reset at the highest sequence number sent: sndNxt moves back
+	// at a timeout, and the container may hold all that was sent.
+	seq, ack := s.sndMax, s.rcvNxt
 	if was == spliceSynSent {
 		seq = s.iss + 1
 	}

@@ -1228,3 +1228,25 @@ func TestSpliceSACKOnlyWhenPermitted(t *testing.T) {
 		t.Errorf("sacked %v without SACK permitted", s.sacked)
 	}
 }
+
+// A reset to the container after a retransmission timeout, which moved
+// sndNxt back to what is unacknowledged, is sent at the highest sequence
+// number sent (Linux's snd_nxt, which never moves back): the container
+// may hold all that was sent, its ACK lost, and takes a reset below its
+// next byte for an old one and drops it; one inside its window at
+// least draws a challenge ACK, which the done splice answers.
+func TestSpliceResetAfterTimeoutAtSndMax(t *testing.T) {
+	s := sackingSplice(t, 5000, 0xffff)
+	s.pump()
+	framesSent(s)
+	fire(s) // the timeout: the first segment goes again
+	if got := fmt.Sprint(framesSent(s)); got != "[1000+1000]" {
+		t.Fatalf("after the timeout, sent %s, want [1000+1000]", got)
+	}
+	s.abort(true, true, "the client reset")
+	f := <-s.u.ln.q
+	seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
+	if seg.flags()&conntrack.TCPRst == 0 || seg.seq() != 6000 {
+		t.Errorf("sent flags %#x at %d; want a reset at 6000, past all that was sent", seg.flags(), seg.seq())
+	}
+}
