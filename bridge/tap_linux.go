@@ -15,6 +15,8 @@ import (
 	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/internal/rtnl"
 	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/internal/busypoll"
 )
 
 // TAPConfig configures OpenTAP. The zero value creates a TAP device named
@@ -478,7 +480,11 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 		return net.ErrClosed
 	}
 	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rerr, t.rstop = bufs, sizes, meta, fn, nil, false
+	fd := -1
+	t.rc.Control(func(f uintptr) { fd = int(f) })
+	busypoll.Watch(fd)
 	err := t.rc.Read(t.serveFn)
+	busypoll.Unwatch(fd)
 	rerr, stop := t.rerr, t.rstop
 	t.rbufs, t.rsizes, t.rmeta, t.rserve = nil, nil, nil, nil
 	clear(t.riov[:])
@@ -498,8 +504,10 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 // readiness), so it must read first, even when the last found nothing.
 // Between batches it looks for Close, which waits for it to return (the
 // descriptor is closed once no read holds it): a device that never runs
-// dry would keep it waiting.
+// dry would keep it waiting. Run dry, it polls a moment before it waits
+// (busypoll).
 func (t *TAP) serveRaw(fd uintptr) bool {
+	busypoll.Woke()
 	for {
 		if t.closed.Load() {
 			t.rerr = net.ErrClosed
@@ -514,7 +522,7 @@ func (t *TAP) serveRaw(fd uintptr) bool {
 		if t.rerr != nil {
 			return true
 		}
-		if t.rempty {
+		if t.rempty && !busypoll.Idle(int(fd)) {
 			return false
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/api"
 	"github.com/usernat/usernat/internal/rtnl"
@@ -59,17 +60,22 @@ type gatewayConfig struct {
 	Timeouts          conntrack.Timeouts
 	ConntrackMax      int
 	APISocket         string
-	ReadyFD           int    // -1 for none
-	ExitFD            int    // slirp4netns's --exit-fd: stop when it reads its end; -1 for none
-	IPv6Asked         bool   // slirp4netns's --enable-ipv6, which is logged and left
-	CPUProfile        string // write a CPU profile of the whole run here
-	Procs             int    // --procs: GOMAXPROCS; 0 for the default (procs)
+	ReadyFD           int           // -1 for none
+	ExitFD            int           // slirp4netns's --exit-fd: stop when it reads its end; -1 for none
+	IPv6Asked         bool          // slirp4netns's --enable-ipv6, which is logged and left
+	CPUProfile        string        // write a CPU profile of the whole run here
+	Procs             int           // --procs: GOMAXPROCS; 0 for the default (procs)
+	BusyPoll          time.Duration // --busy-poll: bridge.SetBusyPoll's limit
 	Verbose           bool
 	Debug             bool
 }
 
 // maxProcs bounds --procs: a sanity bound, far above any machine's CPUs.
 const maxProcs = 1 << 10
+
+// maxBusyPoll bounds --busy-poll: longer, a loop would poll through what
+// is no longer a wake-up's cost but a pause.
+const maxBusyPoll = 10 * time.Millisecond
 
 const (
 	defaultSubnet = "172.17.0.1/16"
@@ -156,7 +162,7 @@ func parseGatewayFlags(args []string, api bool) (*gatewayConfig, error) {
 	var (
 		subnet, uplink, uplinkAddr, uplinkVia string
 		ports, publish, timeouts              listFlag
-		cfg                                   = gatewayConfig{ReadyFD: -1, ExitFD: -1}
+		cfg                                   = gatewayConfig{ReadyFD: -1, ExitFD: -1, BusyPoll: bridge.DefaultBusyPoll}
 	)
 	fs.StringVar(&subnet, "subnet", defaultSubnet, "")
 	fs.Var(&ports, "port", "")
@@ -180,6 +186,7 @@ func parseGatewayFlags(args []string, api bool) (*gatewayConfig, error) {
 	fs.IntVar(&cfg.ReadyFD, "ready-fd", -1, "")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "")
 	fs.IntVar(&cfg.Procs, "procs", 0, "")
+	fs.Var(durationFlag{&cfg.BusyPoll}, "busy-poll", "")
 	fs.BoolVar(&cfg.Verbose, "v", false, "")
 	fs.BoolVar(&cfg.Debug, "debug", false, "")
 	pos, err := parseFlags(fs, args)
@@ -195,6 +202,9 @@ func parseGatewayFlags(args []string, api bool) (*gatewayConfig, error) {
 	}
 	if cfg.MTU < minMTU || cfg.MTU > maxMTU {
 		return nil, usagef("--mtu %d: want %d to %d", cfg.MTU, minMTU, maxMTU)
+	}
+	if cfg.BusyPoll < 0 || cfg.BusyPoll > maxBusyPoll {
+		return nil, usagef("--busy-poll %v: want 0 (off) to %v", cfg.BusyPoll, maxBusyPoll)
 	}
 	if cfg.Procs < 0 || cfg.Procs > maxProcs {
 		return nil, usagef("--procs %d: want 1 to %d (0 means the default)", cfg.Procs, maxProcs)

@@ -31,7 +31,8 @@ func TestParseGatewayArgs(t *testing.T) {
 		}
 		if cfg.Subnet != netip.MustParsePrefix("172.17.0.1/16") || cfg.MTU != 1500 || !cfg.Offload || cfg.ReadyFD != -1 ||
 			cfg.Uplink != (uplinkSpec{NetNS: self, IfName: "up0"}) || cfg.UplinkAddr != netip.MustParsePrefix("192.168.2.116/24") ||
-			cfg.UplinkVia.IsValid() || cfg.APISocket != sock || cfg.ConntrackMax != 0 || len(cfg.Ports) != 0 {
+			cfg.UplinkVia.IsValid() || cfg.APISocket != sock || cfg.ConntrackMax != 0 || len(cfg.Ports) != 0 ||
+			cfg.BusyPoll != 200*time.Microsecond {
 			t.Errorf("defaults: %+v", cfg)
 		}
 	})
@@ -56,6 +57,7 @@ func TestParseGatewayArgs(t *testing.T) {
 			"--offload=false",
 			"--cpuprofile", "/tmp/usernat.prof",
 			"--procs", "3",
+			"--busy-poll", "0",
 			"--timeout", "udp=5", "--timeout", "tcp_established=3600", "--timeout=icmp=2",
 			"--conntrack-max", "1024",
 			"--ready-fd", itoa(int(w.Fd())),
@@ -95,7 +97,7 @@ func TestParseGatewayArgs(t *testing.T) {
 			}
 		}
 		if cfg.Subnet.String() != "10.88.0.1/24" || cfg.UplinkVia.String() != "192.168.2.1" || cfg.MTU != 65520 || cfg.Offload || cfg.CPUProfile != "/tmp/usernat.prof" || cfg.Procs != 3 ||
-			cfg.ConntrackMax != 1024 || cfg.ReadyFD != int(w.Fd()) || !cfg.Verbose {
+			cfg.BusyPoll != 0 || cfg.ConntrackMax != 1024 || cfg.ReadyFD != int(w.Fd()) || !cfg.Verbose {
 			t.Errorf("config %+v", cfg)
 		}
 		if cfg.Timeouts.UDP != 5*time.Second || cfg.Timeouts.TCPEstablished != time.Hour || cfg.Timeouts.ICMP != 2*time.Second || cfg.Timeouts.UDPStream != 0 {
@@ -200,6 +202,9 @@ func TestParseGatewayArgs(t *testing.T) {
 		{"timeout no equals", with("--timeout", "udp"), "NAME=SECONDS"},
 		{"procs negative", with("--procs", "-1"), "--procs -1"},
 		{"procs huge", with("--procs", "100000"), "--procs 100000"},
+		{"busy-poll negative", with("--busy-poll", "-1us"), "--busy-poll -1µs: want 0 (off) to 10ms"},
+		{"busy-poll long", with("--busy-poll", "1s"), "--busy-poll 1s"},
+		{"busy-poll unit", with("--busy-poll", "200"), "unit"},
 		{"conntrack-max negative", with("--conntrack-max", "-1"), "--conntrack-max -1"},
 		{"conntrack-max huge", with("--conntrack-max", "2000000000"), "--conntrack-max"},
 		{"socket dir missing", with("--api-socket", filepath.Join(dir, "no", "api.sock")), "no such file"},

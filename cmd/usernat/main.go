@@ -98,6 +98,9 @@ It prints nothing unless something goes wrong or -v is given.
   --procs N                  CPUs running usernat's code at once (default 1
                              with --uplink host, else all; GOMAXPROCS, when
                              set, is the default)
+  --busy-poll DURATION       poll at most this long for the next packet
+                             before sleeping (default 200us, adapting to the
+                             traffic; 0 turns it off)
   --api-socket PATH          the API socket, mode 0600 (default
                              /run/usernat.sock for root, else
                              $XDG_RUNTIME_DIR/usernat.sock)

@@ -84,6 +84,7 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 	if n := procs(cfg, os.Getenv("GOMAXPROCS")); n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
+	bridge.SetBusyPoll(cfg.BusyPoll)
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/internal/busypoll"
 )
 
 // poller waits for the host sockets of every splice at once: an epoll set
@@ -106,21 +108,31 @@ func (p *poller) run() {
 	if err != nil {
 		return
 	}
+	busypoll.Watch(p.epfd)
+	defer busypoll.Unwatch(p.epfd)
 	for rc.Read(p.waitFn) == nil {
 	}
 }
 
 // wait takes what is ready without blocking and delivers it; it reports
-// false to wait for more (the netpoller keeps a wake-up that came meanwhile).
+// false to wait for more (the netpoller keeps a wake-up that came
+// meanwhile), once a moment's polling found nothing (busypoll).
 func (p *poller) wait(fd uintptr) bool {
+	busypoll.Woke()
 	for {
 		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
 		n := int(r)
-		if e != 0 || n == 0 {
-			return e != 0
+		if e != 0 {
+			return true
+		}
+		if n == 0 {
+			if busypoll.Idle(int(fd)) {
+				continue
+			}
+			return false
 		}
 		p.mu.Lock()
 		for i := range n {
@@ -134,7 +146,7 @@ func (p *poller) wait(fd uintptr) bool {
 		}
 		clear(p.fire)
 		p.fire = p.fire[:0]
-		if n < len(p.events) {
+		if n < len(p.events) && !busypoll.Idle(int(fd)) {
 			return false
 		}
 	}
