@@ -113,6 +113,7 @@ type Uplink struct {
 
 	mu         sync.Mutex
 	closed     bool
+	closeDone  chan struct{}                   // closed once the first Close has waited for every goroutine
 	flows      map[conntrack.Tuple]*flow       // by the entry's original tuple
 	udp        map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
 	pings      map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
@@ -191,13 +192,14 @@ func New(cfg Config) (*Uplink, error) {
 	}
 	u := &Uplink{
 		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU, resolv: resolv, epoch: time.Now(),
-		flows:   map[conntrack.Tuple]*flow{},
-		udp:     map[conntrack.Tuple]*udpFlow{},
-		pings:   map[conntrack.Tuple]*pingFlow{},
-		inbound: map[conntrack.Tuple]expectation{},
-		pubs:    map[nat.RuleID][]io_closer{},
-		splices: map[conntrack.Tuple]*splice{},
-		warned:  map[string]bool{},
+		flows:     map[conntrack.Tuple]*flow{},
+		udp:       map[conntrack.Tuple]*udpFlow{},
+		pings:     map[conntrack.Tuple]*pingFlow{},
+		inbound:   map[conntrack.Tuple]expectation{},
+		pubs:      map[nat.RuleID][]io_closer{},
+		splices:   map[conntrack.Tuple]*splice{},
+		warned:    map[string]bool{},
+		closeDone: make(chan struct{}),
 	}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
@@ -324,6 +326,7 @@ func (u *Uplink) Close() error {
 	u.mu.Lock()
 	if u.closed {
 		u.mu.Unlock()
+		<-u.closeDone // a concurrent Close returns only once the first is done
 		return nil
 	}
 	u.closed = true
@@ -346,6 +349,7 @@ func (u *Uplink) Close() error {
 	}
 	u.poll.close()
 	u.wg.Wait()
+	close(u.closeDone)
 	return nil
 }
 

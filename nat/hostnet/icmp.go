@@ -147,6 +147,7 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 	}, func(f *flow) {
 		pf.f = f
 		u.pings[t] = pf
+		u.wg.Add(1) // under u.mu, with closed checked: Close cannot be waiting yet
 	})
 	ok = true // addFlow has the place now, or gave it back
 	if !added {
@@ -155,7 +156,6 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 		return nil
 	}
 	u.stats.PingOpened.Add(1)
-	u.wg.Add(1)
 	go pf.read()
 	return pf
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
 )
@@ -634,4 +635,48 @@ func TestInFlight(t *testing.T) {
 	if f.len() != 0 || len(f.c.by) != 0 {
 		t.Errorf("after every place was given back: %d taken, %d sources", f.len(), len(f.c.by))
 	}
+}
+
+// A second Close, concurrent with the first, returns only once the
+// uplink's goroutines have stopped, as the first does: here the link's
+// goroutine is held in a busy gateway's deliver, so the first Close
+// waits, and the second must too (it returned at once, with that
+// goroutine still delivering into the gateway).
+func TestConcurrentCloseWaits(t *testing.T) {
+	u, _ := outboundUplink(t)
+	hold := make(chan struct{})
+	in := make(chan struct{}, 2)
+	u.Start(func([]byte, bridge.Offload) {
+		in <- struct{}{}
+		<-hold // a busy gateway
+	})
+	stray := func(port uint16) { // answered with a reset
+		ctr := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.100"), port)
+		dst := netip.MustParseAddrPort("192.0.2.7:80")
+		u.Send(ctrSegment(ctr, dst, 100, 5000, conntrack.TCPAck, 502, nil, nil), dst.Addr(), bridgeNone)
+	}
+	go stray(40000) // delivered at once, by its own goroutine, which holds the link
+	<-in
+	stray(40001) // queued: the link's goroutine delivers it after the first
+	first := make(chan struct{})
+	go func() { u.Close(); close(first) }()
+	for {
+		u.mu.Lock()
+		closed := u.closed
+		u.mu.Unlock()
+		if closed {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan struct{})
+	go func() { u.Close(); close(second) }()
+	select {
+	case <-second:
+		t.Error("the second Close returned while the first still waited for the uplink's goroutines")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(hold)
+	<-first
+	<-second
 }

@@ -179,6 +179,9 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 	_, ok := u.addFlow(orig, src, id, stop, func(f *flow) {
 		fl.f = f
 		u.udp[fl.near] = fl
+		if !inbound {
+			u.wg.Add(1) // under u.mu, with closed checked: Close cannot be waiting yet
+		}
 	})
 	if !ok {
 		if !inbound {
@@ -187,7 +190,6 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 		return false
 	}
 	if !inbound {
-		u.wg.Add(1)
 		go fl.read()
 	}
 	return true
