@@ -55,6 +55,7 @@ type gatewayConfig struct {
 	OutboundAddr      netip.Addr
 	OutboundIface     string     // --outbound-addr as an interface's name: its address, found at start
 	DefaultGuest      netip.Addr // slirp4netns's .100: where a request without guest_addr goes; invalid for defaultGuest(Ports)
+	SlirpIDs          bool       // number published ports 1, 2, ... as slirp4netns does (seqPublisher), not by rule id
 	MaxFlowsPerSource int
 	ConnectTimeout    time.Duration // 0 for hostnet's default
 	Timeouts          conntrack.Timeouts

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync"
 
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/api"
@@ -24,6 +26,62 @@ type publisher interface {
 	Unpublish(id int) error
 	// List lists the published ports with their ids.
 	List() []api.HostFwd
+}
+
+// seqPublisher numbers the ports it publishes through another publisher
+// 1, 2, ... in the order they are added, never reusing a number, as
+// slirp4netns numbers its forwards (RootlessKit shows them as its ports'
+// ids); the rule table's own ids start after its masquerade rule.
+type seqPublisher struct {
+	publisher
+	mu    sync.Mutex
+	last  int
+	rules map[int]int // by our id, the publisher's
+}
+
+func newSeqPublisher(p publisher) *seqPublisher {
+	return &seqPublisher{publisher: p, rules: map[int]int{}}
+}
+
+func (p *seqPublisher) Publish(f api.HostFwd) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rule, err := p.publisher.Publish(f)
+	if err != nil {
+		return 0, err
+	}
+	p.last++
+	p.rules[p.last] = rule
+	return p.last, nil
+}
+
+func (p *seqPublisher) Unpublish(id int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rule, ok := p.rules[id]
+	if !ok {
+		return fmt.Errorf("no published port with id %d", id)
+	}
+	if err := p.publisher.Unpublish(rule); err != nil {
+		return err
+	}
+	delete(p.rules, id)
+	return nil
+}
+
+func (p *seqPublisher) List() []api.HostFwd {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ours := make(map[int]int, len(p.rules))
+	for id, rule := range p.rules {
+		ours[rule] = id
+	}
+	l := p.publisher.List()
+	for i := range l {
+		l[i].ID = ours[l[i].ID]
+	}
+	slices.SortFunc(l, func(a, b api.HostFwd) int { return a.ID - b.ID })
+	return l
 }
 
 // rulesPublisher is a publisher over a gateway's rule table.

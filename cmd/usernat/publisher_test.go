@@ -88,3 +88,41 @@ func serveBackend(t *testing.T, guest netip.Addr) (*backend, *api.Client) {
 	t.Cleanup(func() { srv.Close() })
 	return b, &api.Client{Path: sock}
 }
+
+// On slirp4netns's command line, published ports are numbered 1, 2, ...
+// in the order they are added, and a number is never given again, as
+// slirp4netns numbers its forwards; the rule table's ids (its masquerade
+// rule has the first) do not show.
+func TestSeqPublisher(t *testing.T) {
+	var n natRulesForTest
+	p := newSeqPublisher(n.publisher(t))
+	fwd := func(port int) api.HostFwd {
+		return api.HostFwd{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: port, GuestAddr: netip.MustParseAddr("172.17.0.4"), GuestPort: 80}
+	}
+	for i, port := range []int{8080, 8081} {
+		if id, err := p.Publish(fwd(port)); err != nil || id != i+1 {
+			t.Fatalf("publishing port %d: id %d, %v; want %d", port, id, err, i+1)
+		}
+	}
+	if _, err := p.Publish(fwd(8080)); err == nil {
+		t.Fatal("publishing port 8080 twice: no error")
+	}
+	if err := p.Unpublish(1); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := p.Publish(fwd(8082)); err != nil || id != 3 {
+		t.Fatalf("publishing after a removal: id %d, %v; want 3, not 1 again", id, err)
+	}
+	l := p.List()
+	if len(l) != 2 || l[0].ID != 2 || l[0].HostPort != 8081 || l[1].ID != 3 || l[1].HostPort != 8082 {
+		t.Errorf("list %+v, want 8081 as 2 and 8082 as 3", l)
+	}
+	for _, id := range []int{1, n.masq, 7} {
+		if err := p.Unpublish(id); err == nil || !strings.Contains(err.Error(), "no published port") {
+			t.Errorf("removing id %d: %v, want no published port", id, err)
+		}
+	}
+	if len(n.r.Masquerades()) != 1 || len(n.r.Publishes()) != 2 {
+		t.Errorf("rules: %d masquerade, %d publish; want 1 and 2", len(n.r.Masquerades()), len(n.r.Publishes()))
+	}
+}

@@ -219,6 +219,9 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 		guest = cfg.DefaultGuest
 	}
 	b := &backend{br: br, gw: r.gw, pub: r.gw.Publisher(), subnet: cfg.Subnet, uplink: cfg.UplinkAddr.Addr(), guest: guest}
+	if cfg.SlirpIDs {
+		b.pub = newSeqPublisher(b.pub)
+	}
 	for _, f := range cfg.Publish {
 		if _, err := b.pub.Publish(f); err != nil {
 			return nil, fmt.Errorf("-p %s: %w", formatPublish(f), err)

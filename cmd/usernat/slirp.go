@@ -229,6 +229,7 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 	cfg.Ports[0].UserNS = userns
 	cfg.DefaultGuest = guest // as slirp4netns, with or without --configure
 	cfg.DNSOptional = true
+	cfg.SlirpIDs = true
 	cfg.IPv6Asked = ipv6
 	if exitFD >= 0 {
 		if _, err := unix.FcntlInt(uintptr(exitFD), unix.F_GETFD, 0); err != nil {

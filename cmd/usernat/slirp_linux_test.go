@@ -69,8 +69,12 @@ func checkSlirpNetwork(t *testing.T, g *gatewayProc, ctr, remote *netns.NS, sock
 	}
 
 	cl := &api.Client{Path: sock, Timeout: 5 * time.Second}
-	if _, err := cl.AddHostFwd(c, api.HostFwd{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 8080, GuestAddr: guest, GuestPort: 80}); err != nil {
+	id, err := cl.AddHostFwd(c, api.HostFwd{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 8080, GuestAddr: guest, GuestPort: 80})
+	if err != nil {
 		t.Fatalf("add_hostfwd: %v\n%s", err, g.log())
+	}
+	if id != 1 {
+		t.Errorf("the first add_hostfwd's id: %d, want 1, as slirp4netns numbers them", id)
 	}
 	seen, err = netns.Transfer(remote, "198.51.100.1:8080", ctr, "10.0.2.100:80", 1<<20)
 	if err != nil {
