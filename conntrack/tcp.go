@@ -224,6 +224,19 @@ func (c *tcpConn) start(h *TCPHeader, noPickup, liberal bool) bool {
 	return true
 }
 
+// initSender starts side d's window data from its SYN or SYN/ACK (Linux's
+// tcp_init_sender). Scaling is settled on the reply side's SYN: RFC 7323
+// lets it hold only if both sides offered it, and on a retransmitted SYN
+// from the original side the reply side's options are not known yet.
+func (c *tcpConn) initSender(h *TCPHeader, d Dir, end, win uint32) {
+	c.side[d].end, c.side[d].maxend = end, end
+	c.side[d].maxwin = max(win, 1)
+	c.options(d, h)
+	if d == Reply && (c.flags[d]&tfWindowScale == 0 || c.flags[1-d]&tfWindowScale == 0) {
+		c.scale[d], c.scale[1-d] = 0, 0
+	}
+}
+
 // options records the options of a SYN sent by side d.
 func (c *tcpConn) options(d Dir, h *TCPHeader) {
 	c.flags[d] &^= tfWindowScale | tfSACKPerm
@@ -386,13 +399,7 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 		// The first segment from this side.
 		if h.Flags&TCPSyn != 0 {
 			// A SYN/ACK answering the SYN, or a SYN of a simultaneous open.
-			sender.end, sender.maxend = end, end
-			sender.maxwin = max(win, 1)
-			c.options(dir, h)
-			// RFC 7323: scaling holds only if both sides offered it.
-			if c.flags[dir]&tfWindowScale == 0 || c.flags[1-dir]&tfWindowScale == 0 {
-				c.scale[dir], c.scale[1-dir] = 0, 0
-			}
+			c.initSender(h, dir, end, win)
 			if h.Flags&TCPAck == 0 {
 				return true
 			}
@@ -407,13 +414,15 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 				receiver.end++ // the answer to a keepalive probe
 			}
 		}
-	case h.Flags&TCPSyn != 0 && (state == TCPSynSent && dir == Original || state == TCPSynRecv && dir == Reply) &&
-		seqAfter(end, sender.end):
-		// A new SYN (or SYN/ACK) with a higher sequence number: the
-		// sender restarted (RFC 793).
-		sender.end, sender.maxend = end, end
-		sender.maxwin = max(win, 1)
-		c.options(dir, h)
+	case h.Flags&TCPSyn != 0 && (state == TCPSynSent || state == TCPSynRecv) && seqAfter(end, sender.end):
+		// A new SYN or SYN/ACK with a higher sequence number, from either
+		// side: the sender restarted (RFC 793), or the server answers
+		// properly after a stale SYN/ACK that set up its side but was
+		// refused. Start the sender afresh, as for its first SYN.
+		c.initSender(h, dir, end, win)
+		if dir == Reply && h.Flags&TCPAck == 0 {
+			return true
+		}
 	}
 
 	if h.Flags&TCPAck == 0 || h.Flags&(TCPAck|TCPRst) == TCPAck|TCPRst && ack == 0 {

@@ -594,3 +594,52 @@ func TestTCPOriginalSynAckInvalid(t *testing.T) {
 		t.Fatalf("client SYN/ACK in ESTABLISHED: %v, Linux: INVALID", r.Class)
 	}
 }
+
+// Linux (tcp_in_window, tcp_init_sender): a SYN or SYN/ACK with a higher
+// sequence number in SYN_SENT or SYN_RECV starts its sender afresh, from
+// either side. A server that first answers with a stale SYN/ACK (its ack
+// wrong: no state change, but it set up the reply side) and then with the
+// right one from a new ISN reaches SYN_RECV; without it the right SYN/ACK
+// was INVALID too, and the handshake never completed.
+func TestTCPSynAckWithNewISNRestartsReplySide(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	c, s := ap("192.0.2.10:40202"), ap("198.51.100.200:80")
+	const cISN, staleSrvISN, staleAck, srvISN = 1365731894, 145824453, 643160523, 162602410
+	if r := track(t, tbl, tcpPacket(c, s, seg{flags: TCPSyn, seq: cISN, win: 29200})); !r.Created {
+		t.Fatal("SYN")
+	}
+	tp := Tuple{Src: c.Addr(), Dst: s.Addr(), SrcPort: c.Port(), DstPort: s.Port(), Proto: ProtoTCP}
+	track(t, tbl, tcpPacket(s, c, seg{flags: TCPSyn | TCPAck, seq: staleSrvISN, ack: staleAck, win: 65535}))
+	if e := mustGet(t, tbl, tp); e.TCPState != TCPSynSent {
+		t.Fatalf("stale SYN/ACK: state %v, want SYN_SENT", e.TCPState)
+	}
+	r := track(t, tbl, tcpPacket(s, c, seg{flags: TCPSyn | TCPAck, seq: srvISN, ack: cISN + 1, win: 65535}))
+	if r.Class == ClassInvalid {
+		t.Fatal("the server's SYN/ACK from a new ISN is INVALID: the handshake is stuck")
+	}
+	if e := mustGet(t, tbl, tp); e.TCPState != TCPSynRecv {
+		t.Fatalf("state %v, want SYN_RECV", e.TCPState)
+	}
+}
+
+// Linux (tcp_init_sender, since fb366fc7541a "correct window scaling with
+// retransmitted SYN"): a client's SYN with a higher sequence number in
+// SYN_SENT restarts the client's side but leaves window scaling to be
+// settled by the server's SYN/ACK. Settling it on the client's SYN, when
+// the server has offered nothing yet, turned the client's scaling off for
+// good, and the server's data beyond the unscaled window went INVALID.
+func TestTCPNewSynKeepsWindowScale(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40207"), ap("198.51.100.200:80"))
+	k.send(Original, TCPSyn, 0)
+	k.cISN += 1000 // the client starts over from a higher ISN
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	// The client's window is 4096 scaled by 2^7: 20000 bytes fit twice.
+	for i := range 2 {
+		if r := k.send(Reply, TCPAck|TCPPsh, 20000); r.Class == ClassInvalid {
+			t.Fatalf("server segment %d in the client's scaled window: INVALID", i)
+		}
+	}
+}
