@@ -306,8 +306,10 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 		// unless a SYN let through since made it stale.
 		if c.flags[1-dir]&tfMaxAckSet != 0 && c.lastClass != segSyn {
 			maxack := c.side[1-dir].maxack
-			if seqBefore(h.Seq, maxack) && c.flags[dir]&tfLiberal == 0 {
-				// Below it: stale or forged.
+			if seqBefore(h.Seq, maxack) {
+				// Below it: stale or forged. Liberal tracking does not
+				// exempt a reset: Linux lets such resets through only
+				// under nf_conntrack_tcp_ignore_invalid_rst.
 				return tcpBad, 0
 			}
 			// An established connection's reset not at it, nor just

@@ -643,3 +643,40 @@ func TestTCPNewSynKeepsWindowScale(t *testing.T) {
 		}
 	}
 }
+
+// Linux (nf_conntrack_tcp_packet, TCP_CONNTRACK_CLOSE case): a RST below
+// the other side's highest acknowledgment is INVALID even from a side
+// tracked liberally (a picked-up connection, or TCPLiberal): be_liberal
+// relaxes the window check, not this one. A stale or blind RST closed
+// such a connection's entry.
+func TestTCPStaleRstInvalidWhenLiberal(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		pickup bool
+	}{
+		{"pickup", Config{}, true},
+		{"TCPLiberal", Config{TCPLiberal: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl, clk := newTable(t, tc.cfg)
+			k := newConn(t, tbl, clk, ap("192.0.2.10:40203"), ap("198.51.100.200:80"))
+			if tc.pickup {
+				k.cNext, k.sNext = 1000, 900000
+				k.send(Original, TCPAck, 0)
+				k.send(Reply, TCPAck, 0)
+				k.send(Original, TCPAck|TCPPsh, 100)
+				k.send(Reply, TCPAck, 0)
+			} else {
+				k.exchange()
+			}
+			if e, _ := k.entry(); e.TCPState != TCPEstablished || e.Status&Assured == 0 {
+				t.Fatalf("setup: %v %v", e.TCPState, e.Status)
+			}
+			r := track(t, tbl, tcpPacket(k.c, k.s, seg{flags: TCPRst, seq: k.cNext - 1<<20}))
+			if e, _ := k.entry(); r.Class != ClassInvalid || e.TCPState != TCPEstablished {
+				t.Fatalf("RST below the server's highest ack: class %v, state %v; Linux: INVALID, ESTABLISHED", r.Class, e.TCPState)
+			}
+		})
+	}
+}
