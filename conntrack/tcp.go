@@ -302,6 +302,15 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 		if class != segRst {
 			break
 		}
+		if old.closing() {
+			// The connection is closing (Linux's tcp_can_early_drop):
+			// the tuple may be in use by a new connection already, so
+			// maxack and the windows say nothing of where its reset
+			// belongs. A reset refused here would keep the entry in its
+			// closing state's timeout; Linux takes it unchecked.
+			skipWindow = true
+			break
+		}
 		// What the other side acknowledged says where a reset belongs,
 		// unless a SYN let through since made it stale.
 		if c.flags[1-dir]&tfMaxAckSet != 0 && c.lastClass != segSyn {

@@ -680,3 +680,38 @@ func TestTCPStaleRstInvalidWhenLiberal(t *testing.T) {
 		})
 	}
 }
+
+// Linux (nf_conntrack_tcp_packet, TCP_CONNTRACK_CLOSE case,
+// tcp_can_early_drop; c4edc3ccbc63, 5.14): in FIN_WAIT, CLOSE_WAIT,
+// LAST_ACK, TIME_WAIT and CLOSE a RST skips the maxack and window checks
+// and closes the entry. It was INVALID: dropped, and the entry lingered
+// with the closing state's timeout.
+func TestTCPRstWhileClosingUnchecked(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		seq  func(k *conn) uint32
+	}{
+		{"below maxack", func(k *conn) uint32 { return k.sNext - 1<<20 }},
+		{"beyond window", func(k *conn) uint32 { return k.sNext + 1<<30 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl, clk := newTable(t, Config{})
+			k := newConn(t, tbl, clk, ap("192.0.2.10:40204"), ap("198.51.100.200:80"))
+			k.send(Original, TCPSyn, 0)
+			k.send(Reply, TCPSyn|TCPAck, 0)
+			k.send(Original, TCPAck, 0)
+			k.send(Reply, TCPAck|TCPPsh, 100)
+			k.send(Original, TCPAck, 0)
+			k.send(Original, TCPFin|TCPAck, 0)
+			if e, _ := k.entry(); e.TCPState != TCPFinWait {
+				t.Fatalf("setup: %v", e.TCPState)
+			}
+			r := track(t, tbl, tcpPacket(k.s, k.c, seg{flags: TCPRst, seq: tc.seq(k)}))
+			e, _ := k.entry()
+			if r.Class == ClassInvalid || e.TCPState != TCPClose || e.Timeout != DefaultTimeouts().TCPClose {
+				t.Fatalf("RST in FIN_WAIT: class %v, state %v, timeout %v; Linux: accepted, CLOSE, %v",
+					r.Class, e.TCPState, e.Timeout, DefaultTimeouts().TCPClose)
+			}
+		})
+	}
+}
