@@ -342,8 +342,13 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 		}
 	}
 
-	if !skipWindow && !c.inWindow(h, dir, class, old) {
-		return tcpBad, 0
+	if !skipWindow {
+		switch c.inWindow(h, dir, class, old) {
+		case winIgnore:
+			return tcpIgnored, 0
+		case winInvalid:
+			return tcpBad, 0
+		}
 	}
 
 	c.lastDir, c.lastClass = dir, class
@@ -390,12 +395,23 @@ func (c *tcpConn) assures(old TCPState) bool {
 // acknowledgment may lag when the sender's window is not known yet.
 const maxAckWindowUnknown = 66000
 
+// winVerdict is what the window check made of a segment (Linux's
+// nf_ct_tcp_action).
+type winVerdict uint8
+
+const (
+	winAccept  winVerdict = iota // in the window: the tracked windows updated
+	winIgnore                    // let through, changes nothing (NFCT_TCP_IGNORE)
+	winInvalid                   // out of the window (NFCT_TCP_INVALID)
+)
+
 // inWindow is the kernel's window check (after Rooij, "Real stateful TCP
 // packet filtering in IP Filter"): the segment must lie in the receiver's
 // window and its acknowledgment in what the receiver has sent. It updates
-// the tracked windows of an accepted segment. Sides marked liberal pass
-// regardless.
-func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) bool {
+// the tracked windows of an accepted segment. Since Linux 6.0 only a
+// segment beyond the window, or acknowledging data not seen, is invalid;
+// one behind it (data sent again, an ACK overly delayed) is ignored.
+func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) winVerdict {
 	sender, receiver := &c.side[dir], &c.side[1-dir]
 	seq, ack, win, winRaw := h.Seq, h.Ack, uint32(h.Window), h.Window
 	end := segEnd(h)
@@ -412,7 +428,7 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 			// A SYN/ACK answering the SYN, or a SYN of a simultaneous open.
 			c.initSender(h, dir, end, win)
 			if h.Flags&TCPAck == 0 {
-				return true
+				return winAccept
 			}
 		} else {
 			// Mid-stream: learn what this segment tells.
@@ -432,7 +448,7 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 		// refused. Start the sender afresh, as for its first SYN.
 		c.initSender(h, dir, end, win)
 		if dir == Reply && h.Flags&TCPAck == 0 {
-			return true
+			return winAccept
 		}
 	}
 
@@ -449,11 +465,30 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 	if maxAckWin == 0 {
 		maxAckWin = maxAckWindowUnknown
 	}
-	inRecvWin := receiver.maxwin == 0 || seqAfter(end, sender.end-receiver.maxwin-1)
-	ok := seqBefore(seq, sender.maxend+1) && inRecvWin &&
-		seqBefore(sack, receiver.end+1) && seqAfter(sack, receiver.end-maxAckWin-1)
-	if !ok {
-		return c.flags[dir]&tfLiberal != 0
+	ackOver := !seqBefore(sack, receiver.end+1)
+	ackUnder := !seqAfter(sack, receiver.end-maxAckWin-1)
+	seqUnder := receiver.maxwin != 0 && !seqAfter(end, sender.end-receiver.maxwin-1)
+	switch {
+	case !seqBefore(seq, sender.maxend+1):
+		// Beyond the receiver's window. A sender that overshoots it by
+		// no more than the receiver's largest window, in order
+		// otherwise, is let through, and its end taken, so that the
+		// receiver's ACK of those bytes is not beyond what it was sent.
+		if receiver.maxwin != 0 && !seqUnder && !ackOver && !ackUnder &&
+			end-sender.maxend+1 <= receiver.maxwin {
+			sender.end = end
+			c.flags[dir] |= tfDataUnacked
+			return c.outOfWindow(dir, winIgnore)
+		}
+		return c.outOfWindow(dir, winInvalid)
+	case ackOver:
+		// It acknowledges data the other side has not sent.
+		return c.outOfWindow(dir, winInvalid)
+	case seqUnder, ackUnder:
+		// Data already acknowledged, sent again, or an ACK overly
+		// delayed: refusing it would keep the receiver from answering
+		// it, which can leave a connection stuck after a lost ACK.
+		return c.outOfWindow(dir, winIgnore)
 	}
 
 	if h.Flags&TCPSyn == 0 {
@@ -494,5 +529,15 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) b
 			c.retrans = 0
 		}
 	}
-	return true
+	return winAccept
+}
+
+// outOfWindow is the verdict on a segment from side d that failed the
+// window check: v, or accepted all the same from a liberal side (Linux's
+// nf_tcp_log_invalid). The tracked windows are left as they are.
+func (c *tcpConn) outOfWindow(d Dir, v winVerdict) winVerdict {
+	if c.flags[d]&tfLiberal != 0 {
+		return winAccept
+	}
+	return v
 }

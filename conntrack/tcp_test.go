@@ -715,3 +715,58 @@ func TestTCPRstWhileClosingUnchecked(t *testing.T) {
 		})
 	}
 }
+
+// Linux (tcp_in_window, since 6.0): a segment behind the window (its end
+// more than a window below what its sender sent: already acknowledged
+// data, sent again) and an ACK below the lower bound (overly delayed) are
+// NFCT_TCP_IGNORE, let through with no state change, not INVALID: dropping
+// them keeps the receiver from answering, which can leave a connection
+// stuck after a lost ACK. A segment over the window by no more than the
+// receiver's largest window is ignored too, and its end taken, so the
+// receiver's ACK of it is in the window.
+func TestTCPSegmentsBehindOrJustOverWindowIgnored(t *testing.T) {
+	const cISN, sISN, win = 1000, 50000, 1000
+	handshake := func(t *testing.T, port uint16) func(fromClient bool, sg seg) Result {
+		tbl, _ := newTable(t, Config{})
+		c, s := netip.AddrPortFrom(ip("192.0.2.10"), port), ap("198.51.100.200:80")
+		send := func(fromClient bool, sg seg) Result {
+			t.Helper()
+			if fromClient {
+				return track(t, tbl, tcpPacket(c, s, sg))
+			}
+			return track(t, tbl, tcpPacket(s, c, sg))
+		}
+		// No window scale, no SACK: the windows are 1000 bytes.
+		send(true, seg{flags: TCPSyn, seq: cISN, win: win})
+		send(false, seg{flags: TCPSyn | TCPAck, seq: sISN, ack: cISN + 1, win: win})
+		send(true, seg{flags: TCPAck, seq: cISN + 1, ack: sISN + 1, win: win})
+		return send
+	}
+	t.Run("behind", func(t *testing.T) {
+		send := handshake(t, 40205)
+		for i := uint32(0); i < 3; i++ {
+			if r := send(false, seg{flags: TCPAck | TCPPsh, seq: sISN + 1 + i*1000, ack: cISN + 1, win: win, data: 1000}); r.Class == ClassInvalid {
+				t.Fatalf("segment %d invalid", i)
+			}
+			send(true, seg{flags: TCPAck, seq: cISN + 1, ack: sISN + 1 + (i+1)*1000, win: win})
+		}
+		if r := send(false, seg{flags: TCPAck | TCPPsh, seq: sISN + 1, ack: cISN + 1, win: win, data: 1000}); r.Class == ClassInvalid {
+			t.Errorf("the first segment again, long acknowledged: INVALID; Linux: ignored")
+		}
+		if r := send(true, seg{flags: TCPAck, seq: cISN + 1, ack: sISN + 1, win: win}); r.Class == ClassInvalid {
+			t.Errorf("an overly delayed ACK: INVALID; Linux: ignored")
+		}
+	})
+	t.Run("just over", func(t *testing.T) {
+		send := handshake(t, 40208)
+		// The server fills the client's window and sends past it.
+		send(false, seg{flags: TCPAck | TCPPsh, seq: sISN + 1, ack: cISN + 1, win: win, data: 1000})
+		send(false, seg{flags: TCPAck | TCPPsh, seq: sISN + 1001, ack: cISN + 1, win: win, data: 100})
+		if r := send(false, seg{flags: TCPAck | TCPPsh, seq: sISN + 1101, ack: cISN + 1, win: win, data: 100}); r.Class == ClassInvalid {
+			t.Errorf("200 bytes over the client's window: INVALID; Linux: ignored")
+		}
+		if r := send(true, seg{flags: TCPAck, seq: cISN + 1, ack: sISN + 1201, win: win}); r.Class == ClassInvalid {
+			t.Errorf("the client's ACK of all it took: INVALID")
+		}
+	})
+}
