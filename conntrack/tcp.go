@@ -129,13 +129,14 @@ var tcpNext = func() (t [2][segClasses][TCPSynSent2 + 1]TCPState) {
 
 // Per-direction flags of the window tracker.
 const (
-	tfWindowScale = 1 << iota // the SYN carried a window scale option
-	tfSACKPerm                // the SYN carried SACK-permitted
-	tfCloseInit               // this side sent the first FIN
-	tfLiberal                 // do not check sequence numbers from this side
-	tfDataUnacked             // this side sent data the other has not acknowledged
-	tfMaxAckSet               // maxack holds an acknowledgment seen
-	tfSimOpen                 // SYN_SENT2 was seen (flags[Original] only)
+	tfWindowScale  = 1 << iota // the SYN carried a window scale option
+	tfSACKPerm                 // the SYN carried SACK-permitted
+	tfCloseInit                // this side sent the first FIN
+	tfLiberal                  // do not check sequence numbers from this side
+	tfDataUnacked              // this side sent data the other has not acknowledged
+	tfMaxAckSet                // maxack holds an acknowledgment seen
+	tfSimOpen                  // SYN_SENT2 was seen (flags[Original] only)
+	tfChallengeAck             // a SYN was ignored in LAST_ACK (flags[Original] only)
 )
 
 // tcpRetransLimit is how many identical retransmissions make a connection
@@ -288,8 +289,23 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 			if h.SACKPerm {
 				c.lastOpts |= tfSACKPerm
 			}
+			// The other side may answer it with a challenge ACK (RFC
+			// 5961), which in LAST_ACK would pass for the ACK of its FIN.
+			c.flags[Original] &^= tfChallengeAck
+			if old == TCPLastAck {
+				c.flags[Original] |= tfChallengeAck
+			}
 		}
 		return tcpIgnored, 0
+	case TCPTimeWait:
+		if old == TCPLastAck && class == segAck && c.lastClass == segSyn && c.lastDir != dir &&
+			c.flags[Original]&tfChallengeAck != 0 {
+			// The challenge ACK to the SYN let through, not the ACK of
+			// the last FIN (Linux's IP_CT_EXP_CHALLENGE_ACK): the state
+			// stays, and only this one ACK is taken for it.
+			c.flags[Original] &^= tfChallengeAck
+			return tcpIgnored, 0
+		}
 	case TCPSynSent2:
 		c.flags[Original] |= tfSimOpen
 	case TCPSynRecv:

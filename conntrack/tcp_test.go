@@ -770,3 +770,29 @@ func TestTCPSegmentsBehindOrJustOverWindowIgnored(t *testing.T) {
 		}
 	})
 }
+
+// Linux (nf_conntrack_tcp_packet, TCP_CONNTRACK_TIME_WAIT case,
+// IP_CT_EXP_CHALLENGE_ACK): in LAST_ACK, once a SYN from the original
+// side was let through, the other side's next ACK is its challenge ACK
+// (RFC 5961), not the ACK of the last FIN: the state stays LAST_ACK. It
+// moved the entry to TIME_WAIT.
+func TestTCPChallengeAckInLastAckKeepsState(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40206"), ap("198.51.100.200:80"))
+	for _, s := range tcpPaths[TCPLastAck] {
+		k.send(s.dir, s.flags, 0)
+	}
+	if e, _ := k.entry(); e.TCPState != TCPLastAck {
+		t.Fatalf("setup: %v", e.TCPState)
+	}
+	// The client, closed, connects again from the same port; the server,
+	// waiting for the last ACK, answers with a challenge ACK: its next
+	// sequence number (its FIN counted), and what it has received.
+	if r := track(t, tbl, tcpPacket(k.c, k.s, seg{flags: TCPSyn, seq: 0x12345678, win: 4096})); r.Class == ClassInvalid {
+		t.Fatal("SYN invalid")
+	}
+	r := track(t, tbl, tcpPacket(k.s, k.c, seg{flags: TCPAck, seq: k.sNext, ack: k.cNext, win: 4096}))
+	if e, _ := k.entry(); r.Class == ClassInvalid || e.TCPState != TCPLastAck {
+		t.Fatalf("challenge ACK in LAST_ACK: class %v, state %v; Linux: accepted, LAST_ACK", r.Class, e.TCPState)
+	}
+}
