@@ -64,6 +64,7 @@ type gatewayConfig struct {
 	ReadyFD           int           // -1 for none
 	ExitFD            int           // slirp4netns's --exit-fd: stop when it reads its end; -1 for none
 	IPv6Asked         bool          // slirp4netns's --enable-ipv6, which is logged and left
+	Outbound6Asked    string        // slirp4netns's --outbound-addr6, which is logged and left
 	CPUProfile        string        // write a CPU profile of the whole run here
 	Procs             int           // --procs: GOMAXPROCS; 0 for the default (procs)
 	BusyPoll          time.Duration // --busy-poll: bridge.SetBusyPoll's limit

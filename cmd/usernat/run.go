@@ -81,6 +81,9 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 	if cfg.IPv6Asked {
 		log.Warn("--enable-ipv6: the network is IPv4 only; the container gets no IPv6 address or route")
 	}
+	if cfg.Outbound6Asked != "" {
+		log.Warn("--outbound-addr6: the network is IPv4 only; no flow leaves from it", "addr", cfg.Outbound6Asked)
+	}
 	if n := procs(cfg, os.Getenv("GOMAXPROCS")); n > 0 {
 		runtime.GOMAXPROCS(n)
 	}

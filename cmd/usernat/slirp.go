@@ -45,6 +45,8 @@ network is carried over this process's sockets, as by usernat gateway):
   --outbound-addr ADDR|IFNAME
                            the source of outbound flows
   -6, --enable-ipv6        accepted; the network stays IPv4 (said in the log)
+  --outbound-addr6 ADDR|IFNAME
+                           accepted, as Podman passes it; unused: no IPv6
   -h, --help               this text
   -v, --version            the version
 TAPNAME is tap0 when not given. A TAP device in a namespace of another
@@ -121,6 +123,7 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 		configure, disableLoopback, disableDNS, ipv6 bool
 		exitFD, readyFD, mtu                         int
 		cidr, nsType, userns, apiSocket, outbound    string
+		outbound6                                    string
 	)
 	for _, n := range []string{"c", "configure"} {
 		fs.BoolVar(&configure, n, false, "")
@@ -149,6 +152,7 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 	fs.StringVar(&userns, "userns-path", "", "")
 	fs.BoolVar(&disableDNS, "disable-dns", false, "")
 	fs.StringVar(&outbound, "outbound-addr", "", "")
+	fs.StringVar(&outbound6, "outbound-addr6", "", "")
 	pos, err := parseFlags(fs, getoptShort(fs, args))
 	if err != nil || version {
 		return nil, version, err
@@ -231,6 +235,7 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 	cfg.DNSOptional = true
 	cfg.SlirpIDs = true
 	cfg.IPv6Asked = ipv6
+	cfg.Outbound6Asked = outbound6
 	if exitFD >= 0 {
 		if _, err := unix.FcntlInt(uintptr(exitFD), unix.F_GETFD, 0); err != nil {
 			return nil, false, usagef("--exit-fd %d: not an open file descriptor", exitFD)

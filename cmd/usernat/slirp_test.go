@@ -27,14 +27,16 @@ func TestParseSlirpArgs(t *testing.T) {
 		t.Errorf("RootlessKit's command line: %+v", cfg)
 	}
 
-	// Podman's: a path, --configure, and no API socket.
-	cfg, _, err = parseSlirpArgs([]string{"-c", "--cidr", "10.99.0.0/16", "--netns-type=path", "-6", "--disable-dns", "/proc/self/ns/net", "eth9"})
+	// Podman's: a path, --configure, and no API socket; with
+	// outbound_addr6, --outbound-addr6, which it passes when --help names
+	// --outbound-addr and --enable-ipv6.
+	cfg, _, err = parseSlirpArgs([]string{"-c", "--cidr", "10.99.0.0/16", "--netns-type=path", "-6", "--outbound-addr6=2001:db8::7", "--disable-dns", "/proc/self/ns/net", "eth9"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = portSpec{NetNS: "/proc/self/ns/net", IfName: "eth9", Addr: netip.MustParsePrefix("10.99.0.100/16")}
 	if cfg.Ports[0] != want || cfg.Subnet != netip.MustParsePrefix("10.99.0.2/16") || cfg.HostLoopback != netip.MustParseAddr("10.99.0.2") ||
-		cfg.DNS.IsValid() || cfg.APISocket != "" || !cfg.IPv6Asked || cfg.MTU != 1500 {
+		cfg.DNS.IsValid() || cfg.APISocket != "" || !cfg.IPv6Asked || cfg.Outbound6Asked != "2001:db8::7" || cfg.MTU != 1500 {
 		t.Errorf("Podman's command line: %+v", cfg)
 	}
 	// getopt's short options: clustered, and with values joined.
