@@ -122,7 +122,6 @@ func Idle(self int) bool {
 	defer spinning.Store(false)
 	start := nanotime()
 	budget := min(cursor.Load(), lim)
-	var set pollSet
 	for budget > 0 {
 		switch set.poll(fds.Load(), int32(self)) {
 		case readySelf:
@@ -134,11 +133,26 @@ func Idle(self int) bool {
 			break
 		}
 		runtime.Gosched() // the process's goroutines that can run
-		yield()           // and the machine's threads on this CPU
+		t := nanotime()
+		yield() // and the machine's threads on this CPU
+		if nanotime()-t > int64(busyYield) {
+			// Another thread had this CPU meanwhile: the machine is
+			// busy, its CPUs awake, and a wake-up cheap; polling
+			// would only take CPU time from those threads.
+			return false
+		}
 	}
 	since.Store(start)
 	return false
 }
+
+// set is the polling loop's poll(2) set: one loop polls at a time.
+var set pollSet
+
+// busyYield is how long a sched_yield that let another thread run takes
+// at least; one that found none returns in a microsecond or two. (A
+// variable for the tests, whose machine may be busy.)
+var busyYield = 20 * time.Microsecond
 
 // What a look at the watched descriptors found.
 const (

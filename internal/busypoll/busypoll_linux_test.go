@@ -20,7 +20,9 @@ func reset(t *testing.T, lim, cur time.Duration) {
 		fds.Store(nil)
 	}
 	set(lim, cur)
-	t.Cleanup(func() { set(DefaultLimit, 0) })
+	by := busyYield
+	busyYield = time.Hour // the machine's other work does not end a poll
+	t.Cleanup(func() { set(DefaultLimit, 0); busyYield = by })
 }
 
 // pipe is a pipe whose read end the test watches; write makes it ready.
@@ -174,5 +176,25 @@ func TestWatchUnwatch(t *testing.T) {
 	Unwatch(3)
 	if got := *fds.Load(); len(got) != 0 {
 		t.Errorf("watched %v, want none", got)
+	}
+}
+
+// A poll ends, and the loop sleeps, as soon as another thread had the
+// CPU while it yielded: the machine is busy, its CPUs awake (a wake-up
+// is cheap), and polling would take CPU time from that thread. No sleep
+// is counted, so the polling time stays.
+func TestIdleGivesWayToBusyMachine(t *testing.T) {
+	reset(t, time.Second, time.Second)
+	busyYield = 0 // every yield "let another thread run"
+	self, _ := pipe(t)
+	start := time.Now()
+	if Idle(self) {
+		t.Fatal("Idle with nothing ready: true, want false")
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("Idle polled %v on a busy machine, want it to stop at its first yield", d)
+	}
+	if since.Load() != 0 {
+		t.Error("a poll that gave way to other threads was counted as a sleep")
 	}
 }
