@@ -431,8 +431,14 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 		case tcpReopen:
 			e.mu.Unlock()
 			return res, actReopen
-		case tcpBad:
+		case tcpBad, tcpBadShrink:
 			e.mu.Unlock()
+			// An out-of-window FIN or RST answering one: the entry need
+			// not outlive a connection its tracking lost, but one due
+			// within 120 s keeps its time (nf_tcp_handle_invalid).
+			if left := e.deadline.Load() - now; v == tcpBadShrink && left >= int64(120*time.Second) && left > int64(d) {
+				e.deadline.Store(now + int64(d))
+			}
 			t.stats.invalid.Add(1)
 			t.debug("invalid tcp segment", e, dir)
 			res.Class, res.Status = ClassInvalid, st

@@ -173,11 +173,12 @@ type tcpConn struct {
 type tcpVerdict uint8
 
 const (
-	tcpAccept  tcpVerdict = iota // valid: state and timeout updated
-	tcpIgnored                   // let through, changes nothing
-	tcpBad                       // invalid for the state: changes nothing
-	tcpReopen                    // a SYN on a closed connection: replace the entry
-	tcpKill                      // a RST before any reply: the entry goes now
+	tcpAccept    tcpVerdict = iota // valid: state and timeout updated
+	tcpIgnored                     // let through, changes nothing
+	tcpBad                         // invalid for the state: changes nothing
+	tcpReopen                      // a SYN on a closed connection: replace the entry
+	tcpKill                        // a RST before any reply: the entry goes now
+	tcpBadShrink                   // invalid, and the entry's timeout falls to the duration returned, if longer
 )
 
 // segEnd is the sequence number after the segment: SYN and FIN count as one
@@ -363,7 +364,7 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 		case winIgnore:
 			return tcpIgnored, 0
 		case winInvalid:
-			return tcpBad, 0
+			return c.invalidLocked(dir, class, status, to)
 		}
 	}
 
@@ -546,6 +547,24 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) w
 		}
 	}
 	return winAccept
+}
+
+// invalidLocked is the verdict on a segment from dir of class that failed
+// the window check, as Linux's nf_tcp_handle_invalid: invalid, and for an
+// assured connection where it is a FIN or RST answering an out-of-window
+// FIN or RST from the other side, the endpoints and the tracker no longer
+// agree on the sequence numbers, so the entry's timeout falls to the
+// unacknowledged one (5 min) rather than stay ESTABLISHED's 5 days. The
+// first such FIN or RST is remembered as the last segment seen.
+func (c *tcpConn) invalidLocked(dir Dir, class uint8, status Status, to *Timeouts) (tcpVerdict, time.Duration) {
+	if status&Assured == 0 || class != segFin && class != segRst {
+		return tcpBad, 0
+	}
+	if c.lastDir != dir && (c.lastClass == segFin || c.lastClass == segRst) {
+		return tcpBadShrink, to.TCPUnacknowledged
+	}
+	c.lastDir, c.lastClass = dir, class
+	return tcpBad, 0
 }
 
 // outOfWindow is the verdict on a segment from side d that failed the

@@ -796,3 +796,30 @@ func TestTCPChallengeAckInLastAckKeepsState(t *testing.T) {
 		t.Fatalf("challenge ACK in LAST_ACK: class %v, state %v; Linux: accepted, LAST_ACK", r.Class, e.TCPState)
 	}
 }
+
+// An assured connection whose endpoints and tracker no longer agree on
+// the sequence numbers (both sides' FINs beyond the window it knows) is
+// not kept for ESTABLISHED's 5 days: the second out-of-window FIN, the
+// other side's, drops the timeout to the unacknowledged one (5 min), as
+// Linux's nf_tcp_handle_invalid does. One alone changes nothing.
+func TestTCPOutOfWindowFinExchangeShrinksTimeout(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40201"), ap("198.51.100.200:80"))
+	k.send(Original, TCPSyn, 0)
+	k.send(Reply, TCPSyn|TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	k.send(Original, TCPAck|TCPPsh, 10)
+	k.send(Reply, TCPAck, 0)
+	if r := track(t, tbl, tcpPacket(k.s, k.c, seg{flags: TCPFin | TCPAck, seq: k.sNext + 1<<30, ack: k.cNext, win: 4096})); r.Class != ClassInvalid {
+		t.Fatalf("the server's FIN beyond the window: %v, want invalid", r.Class)
+	}
+	if e, _ := k.entry(); e.Timeout <= time.Hour {
+		t.Fatalf("after one out-of-window FIN: %v, timeout %v; want ESTABLISHED's still", e.TCPState, e.Timeout)
+	}
+	if r := track(t, tbl, tcpPacket(k.c, k.s, seg{flags: TCPFin | TCPAck, seq: k.cNext + 1<<30, ack: k.sNext, win: 4096})); r.Class != ClassInvalid {
+		t.Fatalf("the client's FIN beyond the window: %v, want invalid", r.Class)
+	}
+	if e, _ := k.entry(); e.TCPState != TCPEstablished || e.Timeout > DefaultTimeouts().TCPUnacknowledged {
+		t.Fatalf("after an out-of-window FIN exchange: %v, timeout %v; want ESTABLISHED, at most %v", e.TCPState, e.Timeout, DefaultTimeouts().TCPUnacknowledged)
+	}
+}
