@@ -480,11 +480,9 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 		return net.ErrClosed
 	}
 	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rerr, t.rstop = bufs, sizes, meta, fn, nil, false
-	fd := -1
-	t.rc.Control(func(f uintptr) { fd = int(f) })
-	busypoll.Watch(fd)
+	busypoll.WatchConn(t.rc)
 	err := t.rc.Read(t.serveFn)
-	busypoll.Unwatch(fd)
+	busypoll.UnwatchConn(t.rc)
 	rerr, stop := t.rerr, t.rstop
 	t.rbufs, t.rsizes, t.rmeta, t.rserve = nil, nil, nil, nil
 	clear(t.riov[:])

@@ -7,9 +7,14 @@
 // each way. A loop that polls meanwhile takes the packet at once.
 //
 // One loop polls at a time, for the whole process. It looks at every
-// watched descriptor, not only its own, and gives way at once to the loop
-// whose descriptor is ready; between looks it lets the process's other
-// goroutines and the machine's other threads run. How long it polls
+// watched descriptor (one epoll set's readiness), not only its own, and
+// gives way at once to the loop or goroutine whose descriptor is ready:
+// the event loops', and the sockets' that goroutines wait on through Go's
+// network poller (the host uplink's datagram flows), which the Go
+// scheduler would not look at while the polling goroutine can run.
+// Between looks it lets the process's other runnable goroutines and the
+// machine's other threads run, and it stops as soon as another thread
+// had its CPU. How long it polls
 // adapts as haltpoll's limit does: it grows (doubling, up to the limit)
 // when the process, having gone to sleep, was woken within the limit, and
 // halves when the sleep was longer, so that a trickle of packets costs
@@ -18,9 +23,8 @@ package busypoll
 
 import (
 	"runtime"
-	"slices"
-	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -37,9 +41,6 @@ var (
 	cursor   atomic.Int64 // ns: how long the next loop polls
 	since    atomic.Int64 // when a loop stopped polling and slept (monotonic ns), 0 when none
 	spinning atomic.Bool
-
-	mu  sync.Mutex
-	fds atomic.Pointer[[]int32] // watched, in the order Watch added them
 )
 
 func init() { limit.Store(int64(DefaultLimit)) }
@@ -54,32 +55,17 @@ func SetLimit(d time.Duration) {
 // Limit returns what SetLimit set (DefaultLimit at first).
 func Limit() time.Duration { return time.Duration(limit.Load()) }
 
-// Watch adds the descriptor fd of an event loop to those a polling loop
-// looks at; Unwatch, which the loop calls before fd is closed, removes it.
-func Watch(fd int) {
-	mu.Lock()
-	defer mu.Unlock()
-	var n []int32
-	if p := fds.Load(); p != nil {
-		n = slices.Clone(*p)
-	}
-	n = append(n, int32(fd))
-	fds.Store(&n)
-}
+// WatchConn adds c's descriptor, that of an event loop or of a socket a
+// goroutine waits on through Go's network poller, to those a polling loop
+// looks at: a loop that polls gives way to its readiness at once. With
+// GOMAXPROCS=1 the Go scheduler does not look at its network poller while
+// a polling goroutine can run, so a descriptor not watched would wait
+// until the poll ends.
+func WatchConn(c syscall.RawConn) { c.Control(func(fd uintptr) { Watch(int(fd)) }) }
 
-// Unwatch removes fd, added by Watch (once for each Watch).
-func Unwatch(fd int) {
-	mu.Lock()
-	defer mu.Unlock()
-	p := fds.Load()
-	if p == nil {
-		return
-	}
-	if i := slices.Index(*p, int32(fd)); i >= 0 {
-		n := slices.Delete(slices.Clone(*p), i, i+1)
-		fds.Store(&n)
-	}
-}
+// UnwatchConn removes c's descriptor, if it is still open: a descriptor
+// closed has left the set by itself, and its number may be another's now.
+func UnwatchConn(c syscall.RawConn) { c.Control(func(fd uintptr) { Unwatch(int(fd)) }) }
 
 // Woke is what an event loop calls each time it is woken (its descriptor
 // reported ready): the polling time follows how long the process slept.
@@ -123,7 +109,7 @@ func Idle(self int) bool {
 	start := nanotime()
 	budget := min(cursor.Load(), lim)
 	for budget > 0 {
-		switch set.poll(fds.Load(), int32(self)) {
+		switch look(int32(self)) {
 		case readySelf:
 			return true
 		case readyOther:
@@ -145,9 +131,6 @@ func Idle(self int) bool {
 	since.Store(start)
 	return false
 }
-
-// set is the polling loop's poll(2) set: one loop polls at a time.
-var set pollSet
 
 // busyYield is how long a sched_yield that let another thread run takes
 // at least; one that found none returns in a microsecond or two. (A

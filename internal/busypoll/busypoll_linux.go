@@ -1,37 +1,58 @@
 package busypoll
 
-import "golang.org/x/sys/unix"
+import (
+	"sync"
+	"unsafe"
 
-// pollSet is one Idle's poll(2) set, made again only when the watched
-// descriptors change.
-type pollSet struct {
-	from *[]int32
-	fds  []unix.PollFd
-	buf  [16]unix.PollFd
+	"golang.org/x/sys/unix"
+)
+
+// set is the epoll set of the watched descriptors, level-triggered, each
+// event carrying its descriptor; -1 when it could not be made (polling
+// then finds nothing ready, and ends at its time).
+var (
+	setOnce sync.Once
+	set     = -1
+	events  [8]unix.EpollEvent // the polling loop's: one polls at a time
+)
+
+func epollSet() int {
+	setOnce.Do(func() {
+		if fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC); err == nil {
+			set = fd
+		}
+	})
+	return set
 }
 
-// poll looks, without waiting, at the descriptors watched (Watch's list),
-// and says which are ready: self, another, or none.
-func (s *pollSet) poll(watched *[]int32, self int32) int {
-	if watched == nil {
+// Watch adds the open descriptor fd to the watched set (see WatchConn).
+func Watch(fd int) {
+	if ep := epollSet(); ep >= 0 {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+		unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev)
+	}
+}
+
+// Unwatch removes the open descriptor fd from the watched set.
+func Unwatch(fd int) {
+	if ep := epollSet(); ep >= 0 {
+		unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+}
+
+// look says, without waiting, which watched descriptors are ready: self,
+// another, or none.
+func look(self int32) int {
+	if set < 0 {
 		return readyNone
 	}
-	if s.from != watched {
-		s.from = watched
-		s.fds = s.buf[:0]
-		for _, fd := range *watched {
-			s.fds = append(s.fds, unix.PollFd{Fd: fd, Events: unix.POLLIN})
-		}
-	}
-	for i := range s.fds {
-		s.fds[i].Revents = 0
-	}
-	n, err := unix.Poll(s.fds, 0)
-	if err != nil || n <= 0 {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(set), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	n := int(r)
+	if e != 0 || n <= 0 {
 		return readyNone
 	}
-	for _, f := range s.fds {
-		if f.Fd == self && f.Revents != 0 {
+	for _, ev := range events[:n] {
+		if ev.Fd == self {
 			return readySelf
 		}
 	}

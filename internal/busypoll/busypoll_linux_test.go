@@ -1,6 +1,7 @@
 package busypoll
 
 import (
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -17,9 +18,9 @@ func reset(t *testing.T, lim, cur time.Duration) {
 		cursor.Store(int64(cur))
 		since.Store(0)
 		spinning.Store(false)
-		fds.Store(nil)
 	}
 	set(lim, cur)
+	freshSet(t)
 	by := busyYield
 	busyYield = time.Hour // the machine's other work does not end a poll
 	t.Cleanup(func() { set(DefaultLimit, 0); busyYield = by })
@@ -161,40 +162,87 @@ func TestIdleLetsGoroutinesRun(t *testing.T) {
 	}
 }
 
-// Unwatch removes what Watch added, once per Watch.
+// freshSet gives the test an empty watched set.
+func freshSet(t *testing.T) {
+	t.Helper()
+	epollSet()
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := set
+	set = fd
+	t.Cleanup(func() { set = old; unix.Close(fd) })
+}
+
+// A watched descriptor is seen ready, as the caller's or another's, until
+// it is unwatched; a closed one leaves the set by itself.
 func TestWatchUnwatch(t *testing.T) {
 	reset(t, time.Second, 0)
-	Watch(3)
-	Watch(4)
-	Watch(3)
-	Unwatch(3)
-	if got := *fds.Load(); len(got) != 2 || got[0] != 4 || got[1] != 3 {
-		t.Errorf("watched %v, want [4 3]", got)
+	r, write := pipe(t)
+	if got := look(int32(r)); got != readyNone {
+		t.Fatalf("an empty pipe: %d, want none ready", got)
 	}
-	Unwatch(9)
-	Unwatch(4)
-	Unwatch(3)
-	if got := *fds.Load(); len(got) != 0 {
-		t.Errorf("watched %v, want none", got)
+	write()
+	if got := look(int32(r)); got != readySelf {
+		t.Errorf("the caller's pipe written: %d, want the caller's ready", got)
+	}
+	if got := look(int32(r) + 100); got != readyOther {
+		t.Errorf("another's pipe written: %d, want another's ready", got)
+	}
+	Unwatch(r)
+	if got := look(int32(r)); got != readyNone {
+		t.Errorf("unwatched: %d, want none ready", got)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	Watch(p[0])
+	unix.Write(p[1], []byte{1})
+	unix.Close(p[0])
+	unix.Close(p[1])
+	if got := look(int32(p[0])); got != readyNone {
+		t.Errorf("a watched pipe closed: %d, want none ready", got)
 	}
 }
 
-// A poll ends, and the loop sleeps, as soon as another thread had the
-// CPU while it yielded: the machine is busy, its CPUs awake (a wake-up
-// is cheap), and polling would take CPU time from that thread. No sleep
-// is counted, so the polling time stays.
-func TestIdleGivesWayToBusyMachine(t *testing.T) {
-	reset(t, time.Second, time.Second)
-	busyYield = 0 // every yield "let another thread run"
+// A goroutine that waits on Go's network poller for a watched socket (a
+// datagram flow's reader) is not kept waiting by a polling loop: with
+// GOMAXPROCS=1 the scheduler does not look at its network poller while
+// the polling goroutine can run, so the loop gives way (sleeps) as soon
+// as the socket is ready, and the reader runs.
+func TestIdleGivesWayToNetpollerGoroutines(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	reset(t, 5*time.Second, 5*time.Second)
 	self, _ := pipe(t)
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(p[0]), "watched") // on Go's network poller
+	defer r.Close()
+	defer unix.Close(p[1])
+	rc, err := r.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	WatchConn(rc)
+	defer UnwatchConn(rc)
+	read := make(chan struct{})
+	go func() {
+		var b [1]byte
+		r.Read(b[:])
+		close(read)
+	}()
+	time.Sleep(10 * time.Millisecond) // the reader waits in the network poller
+	time.AfterFunc(time.Millisecond, func() { unix.Write(p[1], []byte{1}) })
 	start := time.Now()
 	if Idle(self) {
-		t.Fatal("Idle with nothing ready: true, want false")
+		t.Fatal("Idle: true, want false (another's socket is ready)")
 	}
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Errorf("Idle polled %v on a busy machine, want it to stop at its first yield", d)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Idle gave way after %v, not once the watched socket was ready (1ms)", d)
 	}
-	if since.Load() != 0 {
-		t.Error("a poll that gave way to other threads was counted as a sleep")
-	}
+	<-read
 }

@@ -108,10 +108,10 @@ func (p *poller) run() {
 	if err != nil {
 		return
 	}
-	busypoll.Watch(p.epfd)
-	defer busypoll.Unwatch(p.epfd)
+	busypoll.WatchConn(rc)
 	for rc.Read(p.waitFn) == nil {
 	}
+	busypoll.UnwatchConn(rc)
 }
 
 // wait takes what is ready without blocking and delivers it; it reports

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/busypoll"
 )
 
 // udpFlow is a UDP flow over a host socket: outbound, a socket connected
@@ -227,6 +228,9 @@ func (u *Uplink) readLoop(c syscall.Conn, es *errorSender, read func(fd int, buf
 	if err != nil {
 		return nil
 	}
+	// A loop that polls gives way to its datagrams (busypoll).
+	busypoll.WatchConn(rc)
+	defer busypoll.UnwatchConn(rc)
 	var fatal error
 	for fatal == nil {
 		err := rc.Read(func(fd uintptr) bool {
@@ -313,7 +317,9 @@ func (u *Uplink) readEnded(f *flow, what string, dst netip.Addr, err error) {
 func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 	defer u.wg.Done()
 	buf := make([]byte, 28+udpRead)
-	rc := rawConn(c) // every client's flow answers through this socket
+	rc := rawConn(c)       // every client's flow answers through this socket
+	busypoll.WatchConn(rc) // a loop that polls gives way to its datagrams
+	defer busypoll.UnwatchConn(rc)
 	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
 	var oob []byte // for IP_PKTINFO (pktinfo), bound to every address
