@@ -20,7 +20,10 @@ const DefaultBusyPoll = busypoll.DefaultLimit
 // paid twice by a request and its answer through the gateway. A loop
 // that ran dry polls instead, for at most this long, and takes the packet
 // at once. One loop polls at a time, and gives way to the others' packets
-// and to every other thread that can run. The time it polls adapts, as
+// (the TAP devices', the host uplink's sockets'), to the process's
+// goroutines that can run and to the machine's other threads; what other
+// goroutines wait for on Go's network poller (an API socket's client)
+// waits for the poll to end, at most this long. The time it polls adapts, as
 // haltpoll's does: it grows while packets come within the limit of a
 // loop's going to sleep, and shrinks to nothing when they do not, so a
 // trickle of packets costs next to no CPU and an idle network none.
