@@ -24,6 +24,14 @@ func SetPeekOffset(on bool) (restore func()) {
 	return func() { peekOffs.Store(old) }
 }
 
+// SetAckDelay makes splices delay their ACKs by d; restore puts the
+// last delay back.
+func SetAckDelay(d time.Duration) (restore func()) {
+	old := ackDelay
+	ackDelay = d
+	return func() { ackDelay = old }
+}
+
 // SkippingPeeks counts the peeks so far that skipped bytes in flight, as
 // splices without SO_PEEK_OFF do.
 func SkippingPeeks() int64 { return skippingPeeks.Load() }
