@@ -32,6 +32,14 @@ func SetAckDelay(d time.Duration) (restore func()) {
 	return func() { ackDelay = old }
 }
 
+// SetResolvConfPath makes New (and the DNS forwarder's watch) read p as
+// /etc/resolv.conf; restore puts the last path back.
+func SetResolvConfPath(p string) (restore func()) {
+	old := resolvConfPath
+	resolvConfPath = p
+	return func() { resolvConfPath = old }
+}
+
 // SkippingPeeks counts the peeks so far that skipped bytes in flight, as
 // splices without SO_PEEK_OFF do.
 func SkippingPeeks() int64 { return skippingPeeks.Load() }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,7 +170,12 @@ func New(cfg Config) (*Uplink, error) {
 		}
 		if !cfg.Resolver.IsValid() {
 			var err error
-			if cfg.Resolver, err = SystemResolver(); err != nil {
+			if cfg.Resolver, err = SystemResolver(); errors.Is(err, errNoNameserver) || errors.Is(err, os.ErrNotExist) {
+				// As glibc (resolv.conf(5)) and libslirp: the local host,
+				// until the file names one.
+				cfg.Resolver, err = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 53), nil
+			}
+			if err != nil {
 				return nil, fmt.Errorf("hostnet: DNS: %w; set Config.Resolver", err)
 			}
 			resolv = newResolvWatch(resolvConfPath, cfg.Resolver)

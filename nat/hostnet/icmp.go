@@ -55,7 +55,7 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 		pf = nil
 	}
 	if pf == nil {
-		if pf = u.openPing(p); pf == nil {
+		if pf = u.openPing(p, pkt); pf == nil {
 			return
 		}
 	}
@@ -70,9 +70,12 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 // not let this process make one (net.ipv4.ping_group_range), echo to the
 // outside is refused, and said so once in the log: an answer the network
 // did not give would be a lie.
-func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
+func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 	t := p.Tuple
-	if t.Dst.IsLoopback() || t.Dst.IsUnspecified() || u.Claims(t.Dst) {
+	dst := t.Dst
+	if dst == u.cfg.HostLoopback && dst.IsValid() {
+		dst = netip.AddrFrom4([4]byte{127, 0, 0, 1}) // as TCP's and UDP's (hostDst)
+	} else if dst.IsLoopback() || dst.IsUnspecified() || u.Claims(dst) {
 		u.stats.DropLoopback.Add(1)
 		return nil
 	}
@@ -98,13 +101,17 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 			unix.Close(fd)
 			return err
 		}
-		if u.cfg.OutboundAddr.IsValid() {
+		if err := setOn(fd, unix.IPPROTO_IP, unix.IP_RECVTTL); err != nil { // the replies' TTL
+			unix.Close(fd)
+			return err
+		}
+		if u.cfg.OutboundAddr.IsValid() && !dst.IsLoopback() {
 			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: u.cfg.OutboundAddr.As4()}); err != nil {
 				unix.Close(fd)
 				return os.NewSyscallError("bind", err)
 			}
 		}
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: t.Dst.As4()}); err != nil {
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
 			unix.Close(fd)
 			return os.NewSyscallError("connect", err)
 		}
@@ -126,6 +133,7 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 			return nil
 		}
 		u.log.Debug("hostnet: ICMP socket failed", "dst", t.Dst, "err", err)
+		u.noRoute(pkt, err) // as UDP's and TCP's are
 		return nil
 	}
 	reply := conntrack.ICMPTuple(t.Dst, local, icmpEchoReply, 0, id)
@@ -164,10 +172,18 @@ func (u *Uplink) openPing(p *conntrack.Packet) *pingFlow {
 // container, with its identifier, until the socket closes.
 func (pf *pingFlow) read() {
 	defer pf.u.wg.Done()
+	var oob [32]byte
 	err := pf.u.readLoop(pf.file, &pf.errs, func(fd int, buf []byte) (int, error) {
-		n, err := unix.Read(fd, buf[20:])
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf[20:], oob[:], 0)
 		if err != nil {
 			return n, err
+		}
+		ttl := 64
+		if d := cmsgData(oob[:oobn], unix.IPPROTO_IP, unix.IP_TTL, 4); d != nil {
+			ttl = int(binary.NativeEndian.Uint32(d))
+		}
+		if ttl <= 1 {
+			return n, nil // would die at the gateway's hop
 		}
 		m := buf[20 : 20+n]
 		if n < 8 || m[0] != icmpEchoReply {
@@ -178,6 +194,9 @@ func (pf *pingFlow) read() {
 		binary.BigEndian.PutUint16(m[2:], nat.Checksum(m))
 		pkt := buf[:20+n]
 		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, pf.near.Dst, pf.near.Src)
+		pkt[8] = byte(ttl - 1) // the gateway's hop, as the kernel's NAT forwards it
+		pkt[10], pkt[11] = 0, 0
+		binary.BigEndian.PutUint16(pkt[10:], nat.Checksum(pkt[:20]))
 		pf.u.ln.queue(pkt, bridgeNone)
 		return n, nil
 	})

@@ -186,6 +186,16 @@ func (u *Uplink) resetStray(p *conntrack.Packet) {
 	u.sendTCP(from, to, 0, p.TCP.Ack, 0, conntrack.TCPRst, 0, nil, nil, 0)
 }
 
+// noRoute answers the first packet of a datagram flow (UDP, echo) whose
+// socket's connect failed with err as a router with no route answers it:
+// ICMP network or host unreachable (ENETUNREACH, EHOSTUNREACH), from the
+// gateway. Other failures are silent (EACCES: a broadcast destination).
+func (u *Uplink) noRoute(pkt []byte, err error) {
+	if c := unreachableCode(err); c == 0 || c == 1 {
+		u.sendUnreachable(pkt, uint8(c))
+	}
+}
+
 // sendUnreachable sends the container an ICMP destination unreachable
 // with code about pkt, one of its packets, from the gateway.
 func (u *Uplink) sendUnreachable(pkt []byte, code uint8) {

@@ -26,6 +26,7 @@ type udpFlow struct {
 	conn   *net.UDPConn
 	rc     syscall.RawConn     // conn's, taken once: each SyscallConn allocates
 	client netip.AddrPort      // inbound: where answers go; outbound: invalid
+	dst    netip.AddrPort      // outbound: where the host socket is connected (hostDst)
 	to     *unix.SockaddrInet4 // inbound: client, for sendmsg (made once, not per datagram)
 	from   []byte              // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
 	seen   conntrack.Tuple     // inbound: the expectation made for the gateway
@@ -54,6 +55,14 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 	u.mu.Unlock()
 	if fl != nil && u.lapsed(fl.f, seen, p.Tuple) {
 		fl = nil
+	}
+	if fl != nil && u.resolv != nil && !fl.client.IsValid() && fl.near.Dst == u.cfg.DNS {
+		// The host's resolver moved: this query goes to the new one, as
+		// libslirp's do (it translates the DNS address at each send).
+		if r := u.resolv.get(); r != fl.dst {
+			fl.f.drop()
+			fl = nil
+		}
 	}
 	if fl == nil {
 		if fl = u.openUDP(p, pkt); fl == nil {
@@ -136,9 +145,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	if err != nil {
 		u.unreserve(t.Src)
 		u.log.Debug("hostnet: UDP socket failed", "dst", dst, "err", err)
-		if errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) {
-			u.sendUnreachable(pkt, 1)
-		}
+		u.noRoute(pkt, err)
 		return nil
 	}
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -150,7 +157,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		c.Close()
 		return nil
 	}
-	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), errs: errorSender{near: t, inner: udpInner(t)}}
+	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), dst: dst, errs: errorSender{near: t, inner: udpInner(t)}}
 	if !u.startUDP(fl, t, t.Src, id) {
 		u.untrack(t, id)
 		return nil
