@@ -59,7 +59,9 @@ type Config struct {
 	// Resolver is where DNS's queries go; the zero value means the first
 	// IPv4 nameserver of /etc/resolv.conf, port 53: read by New, and
 	// again when the file changes (looked at once a second at most, as
-	// libslirp does), so it follows the host's network.
+	// libslirp does), so it follows the host's network; a live DNS flow
+	// follows it too. A file without an IPv4 nameserver, or none yet,
+	// means 127.0.0.1:53, as glibc takes it, until one is written.
 	Resolver netip.AddrPort
 
 	// OutboundAddr, when valid, is the local address of the host sockets
