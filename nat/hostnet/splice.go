@@ -85,6 +85,7 @@ type splice struct {
 	ackDue                                 bool   // rcvNxt is to be acknowledged: by the next segment, or the delayed-ACK timer
 	ackNow                                 bool   // by the next segment, or at the end of the pump that looks for one (the handshake's)
 	ackMust                                bool   // the acknowledgement due must go even if not new (sendAck's must): a window that opens
+	synAgain                               bool   // our SYN went again at once, after the reset of a stale connection on the tuple (synSentLocked)
 	dtimer                                 *time.Timer
 	dtimerSet                              bool       // dtimer will fire for the bytes not acknowledged: not armed again for more
 	finAt, finSent, finAcked, hostEOF      bool       // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
@@ -1281,7 +1282,22 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 // synSentLocked handles the container's answer to the SYN, and unlocks.
 func (s *splice) synSentLocked(h tcpSeg, flags uint8, seq, ack uint32) {
 	if flags&conntrack.TCPAck == 0 || ack != s.iss+1 {
+		// An ACK of something else is the container's other connection on
+		// this tuple, one our client's last connection left there (its
+		// FIN_WAIT2, say, whose last FIN never came), answering our SYN
+		// with a challenge ACK (RFC 5961). As RFC 9293 says (3.10.7.3), a
+		// reset at its acknowledgement ends that connection; and our SYN
+		// goes again at once, the first time, rather than at its timer.
+		stale := flags&(conntrack.TCPAck|conntrack.TCPRst) == conntrack.TCPAck
+		again := stale && !s.synAgain
+		s.synAgain = s.synAgain || again
 		s.mu.Unlock()
+		if stale {
+			s.send(ack, 0, conntrack.TCPRst, 0, nil, nil, 0)
+		}
+		if again {
+			s.sendSynOrRequeue()
+		}
 		return
 	}
 	if flags&conntrack.TCPRst != 0 {

@@ -1250,3 +1250,45 @@ func TestSpliceResetAfterTimeoutAtSndMax(t *testing.T) {
 		t.Errorf("sent flags %#x at %d; want a reset at 6000, past all that was sent", seg.flags(), seg.seq())
 	}
 }
+
+// A splice whose SYN draws an ACK of something else (a challenge ACK from
+// a connection the container still holds on the tuple: the FIN_WAIT2 our
+// client's last connection left, its last FIN lost) resets that
+// connection at the ACK's acknowledgement, as RFC 9293 says of SYN-SENT,
+// and sends its SYN again at once, the first time only; a reset with a
+// wrong acknowledgement is dropped. (It ignored them: the container kept
+// its stale connection, and our SYN drew challenge ACKs until it
+// died.)
+func TestSpliceSynSentStaleAck(t *testing.T) {
+	u := testUplink()
+	u.mtu = 1500
+	s := u.spliceOf(-1, netip.MustParseAddrPort("192.0.2.1:40000"), netip.MustParseAddrPort("10.0.2.100:80"), true)
+	s.state = spliceSynSent
+	frames := func() (out []string) {
+		for len(u.ln.q) > 0 {
+			f := <-u.ln.q
+			seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
+			out = append(out, fmt.Sprintf("%#x@%d", seg.flags(), seg.seq()))
+		}
+		return out
+	}
+	stale := func(flags uint8) {
+		h := make(tcpSeg, 20)
+		putTCPHeader(h, 0, 0, 7000, 555, flags, 0xffff, 20)
+		s.input(h, nil)
+	}
+	stale(conntrack.TCPAck)
+	want := fmt.Sprint([]string{fmt.Sprintf("%#x@555", conntrack.TCPRst), fmt.Sprintf("%#x@%d", conntrack.TCPSyn, s.iss)})
+	if got := fmt.Sprint(frames()); got != want {
+		t.Errorf("after a stale ACK in SYN-SENT, sent %s; want %s: a reset at its acknowledgement, our SYN again", got, want)
+	}
+	stale(conntrack.TCPAck)
+	if got, want := fmt.Sprint(frames()), fmt.Sprint([]string{fmt.Sprintf("%#x@555", conntrack.TCPRst)}); got != want {
+		t.Errorf("after a second stale ACK, sent %s; want %s: the reset alone", got, want)
+	}
+	stale(conntrack.TCPRst | conntrack.TCPAck)
+	if got := frames(); len(got) != 0 {
+		t.Errorf("after a reset of something else, sent %v; want nothing", got)
+	}
+	s.abort(false, false, "the test is done")
+}
