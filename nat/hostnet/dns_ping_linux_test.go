@@ -133,3 +133,50 @@ func TestIntegrationDNSFollowsResolverOnLiveFlow(t *testing.T) {
 		t.Errorf("same socket after resolv.conf changed: answered by %q (%v); want the new resolver (127.0.0.53), the old one is gone from resolv.conf", a, err)
 	}
 }
+
+// Of the host's nameservers, the DNS address uses the first, and moves
+// to the next when it fails, as the host's own lookups do (the container
+// knows only the DNS address, and cannot): at once when its host says
+// nothing listens there (ICMP port unreachable), or once it has left the
+// queries unanswered for 2 s (a silent one, behind a router that drops).
+// The container's retry then gets the second's answer.
+func TestIntegrationDNSFailover(t *testing.T) {
+	for _, tc := range []struct{ name, first string }{
+		{"refused", "198.51.100.9"},
+		{"silent", "203.0.113.9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeResolvConf(t, "nameserver "+tc.first+"\nnameserver 198.51.100.2\n")
+			e := newEnv(t, envConfig{uplink: hostnet.Config{DNS: netip.MustParseAddr("172.17.0.3")}})
+			udpWhoServer(t, e.remote, "198.51.100.2:53")
+			// 198.51.100.9 is the remote's too, with nothing on port
+			// 53; 203.0.113.0/24 leads to the remote, which forwards
+			// nothing.
+			if err := e.remote.AddAddr("eth0", netip.MustParsePrefix("198.51.100.9/24")); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.host.IP("route", "add", "203.0.113.0/24", "via", "198.51.100.2"); err != nil {
+				t.Fatal(err)
+			}
+			c, err := e.ctr.ListenPacket("udp4", ":0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			to := &net.UDPAddr{IP: net.IPv4(172, 17, 0, 3), Port: 53}
+			buf := make([]byte, 512)
+			for try := range 5 {
+				c.WriteTo([]byte("q"), to)
+				c.SetReadDeadline(time.Now().Add(time.Second))
+				if n, _, err := c.ReadFrom(buf); err == nil {
+					if a := string(buf[:n]); !strings.HasPrefix(a, "198.51.100.1:") {
+						t.Fatalf("answered %q, want the second nameserver's", a)
+					}
+					t.Logf("answered at try %d", try+1)
+					return
+				}
+			}
+			t.Errorf("no answer in 5 tries, 1 s apart, with the first nameserver %s failing and the second up (uplink %v)", tc.first, e.up.Counters())
+		})
+	}
+}

@@ -88,6 +88,9 @@ type errorSender struct {
 	// after the transport header (UDP) or from the echo header on (ICMP),
 	// stands for, and returns their length (0 for none).
 	inner func(b, quoted []byte) int
+	// failed, when set, is told of each ICMP error the socket reports
+	// (a DNS flow's resolver failing).
+	failed func()
 }
 
 // sizeofExtendedErr is the size of struct sock_extended_err.
@@ -142,6 +145,9 @@ func (u *Uplink) forwardErrors(fd int, es *errorSender) {
 		if !ok || ee.Origin != unix.SO_EE_ORIGIN_ICMP {
 			continue
 		}
+		if es.failed != nil && ee.Type == icmpUnreachable && ee.Code != icmpFragNeeded {
+			es.failed()
+		}
 		u.sendHostError(es, ee, from, data[:n])
 	}
 }
@@ -183,8 +189,8 @@ func (u *Uplink) sendHostError(es *errorSender, ee unix.SockExtendedErr, from ne
 func hostError(buf []byte, es *errorSender, ee unix.SockExtendedErr, from netip.Addr, quoted []byte) []byte {
 	var info uint32
 	switch ee.Type {
-	case 3: // destination unreachable
-		if ee.Code == 4 { // fragmentation needed: the next hop's MTU
+	case icmpUnreachable:
+		if ee.Code == icmpFragNeeded { // the next hop's MTU
 			info = ee.Info & 0xffff
 		}
 	case 11: // time exceeded

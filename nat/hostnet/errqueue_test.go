@@ -3,6 +3,7 @@ package hostnet
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -94,13 +95,15 @@ func TestHostError(t *testing.T) {
 	}
 }
 
-// resolvConf takes the first IPv4 nameserver, skipping comments, other
-// options and IPv6 servers (zoned or not), as the uplink is IPv4.
+// resolvConf takes the IPv4 nameservers in order, at most three (glibc's
+// MAXNS), port 53, skipping comments, other options and IPv6 servers
+// (zoned or not), as the uplink is IPv4.
 func TestResolvConf(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct{ conf, want string }{
-		{"# generated\nsearch example.com\nnameserver fe80::1%eth0\nnameserver 2001:db8::53\nnameserver 127.0.0.53\nnameserver 192.0.2.53\noptions edns0\n", "127.0.0.53"},
-		{"nameserver ::ffff:192.0.2.1\n", "192.0.2.1"},
+		{"# generated\nsearch example.com\nnameserver fe80::1%eth0\nnameserver 2001:db8::53\nnameserver 127.0.0.53\nnameserver 192.0.2.53\noptions edns0\n", "[127.0.0.53:53 192.0.2.53:53]"},
+		{"nameserver ::ffff:192.0.2.1\n", "[192.0.2.1:53]"},
+		{"nameserver 192.0.2.1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\nnameserver 192.0.2.4\n", "[192.0.2.1:53 192.0.2.2:53 192.0.2.3:53]"},
 		{"nameserver\nnameserver not-an-address\n; comment\n", ""},
 		{"", ""},
 	} {
@@ -115,11 +118,39 @@ func TestResolvConf(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got != netip.MustParseAddr(c.want) {
+		if err != nil || fmt.Sprint(got) != c.want {
 			t.Errorf("%q: %v, %v; want %s", c.conf, got, err, c.want)
 		}
 	}
 	if _, err := resolvConf(filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing file: no error")
+	}
+}
+
+// The resolver in use moves to the next nameserver when it fails, and
+// from the last back to the first; a failure of one no longer in use (a
+// second flow telling of it) moves nothing; with one nameserver it stays.
+func TestResolvWatchFail(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\nnameserver 192.0.2.2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, b := netip.MustParseAddrPort("192.0.2.1:53"), netip.MustParseAddrPort("192.0.2.2:53")
+	w := newResolvWatch(p, a)
+	if got := w.get(); got != a {
+		t.Fatalf("at first %v, want %v", got, a)
+	}
+	if got := w.fail(a); got != b || w.get() != b {
+		t.Errorf("after the first failed: %v, %v; want %v", got, w.get(), b)
+	}
+	if got := w.fail(a); got != b {
+		t.Errorf("the first failing again, no longer in use: %v, want %v still", got, b)
+	}
+	if got := w.fail(b); got != a {
+		t.Errorf("after the last failed: %v, want the first again, %v", got, a)
+	}
+	one := newResolvWatch(filepath.Join(t.TempDir(), "missing"), a)
+	if got := one.fail(a); got != a {
+		t.Errorf("one nameserver, failed: %v, want it still, %v", got, a)
 	}
 }

@@ -60,7 +60,10 @@ type Config struct {
 	// IPv4 nameserver of /etc/resolv.conf, port 53: read by New, and
 	// again when the file changes (looked at once a second at most, as
 	// libslirp does), so it follows the host's network; a live DNS flow
-	// follows it too. A file without an IPv4 nameserver, or none yet,
+	// follows it too. When the one in use fails (its host says so with
+	// an ICMP error, or it leaves queries unanswered for 2 s), queries go
+	// to the file's next, of its first three, as the host's own lookups
+	// try the next. A file without an IPv4 nameserver, or none yet,
 	// means 127.0.0.1:53, as glibc takes it, until one is written.
 	Resolver netip.AddrPort
 

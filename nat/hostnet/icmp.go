@@ -13,10 +13,12 @@ import (
 	"github.com/usernat/usernat/nat"
 )
 
-// ICMP types the uplink carries.
+// ICMP types and codes the uplink carries.
 const (
 	icmpEchoReply   = 0
 	icmpEchoRequest = 8
+	icmpUnreachable = 3 // destination unreachable
+	icmpFragNeeded  = 4 // its code: fragmentation needed
 )
 
 // pingFlow is an ICMP echo flow over an unprivileged ICMP socket of the

@@ -22,67 +22,101 @@ func SystemResolver() (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	return netip.AddrPortFrom(ns, 53), nil
+	return ns[0], nil
 }
 
-// resolvConf returns the first IPv4 nameserver of the resolv.conf file at
-// path, the one the host's own lookups try first.
-func resolvConf(path string) (netip.Addr, error) {
+// maxNS is how many nameservers of resolv.conf are used, as glibc's
+// MAXNS.
+const maxNS = 3
+
+// resolvConf returns the IPv4 nameservers of the resolv.conf file at
+// path, port 53, in the order the host's own lookups try them, at most
+// maxNS; at least one, else an error.
+func resolvConf(path string) ([]netip.AddrPort, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return netip.Addr{}, err
+		return nil, err
 	}
 	defer f.Close()
+	var ns []netip.AddrPort
 	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for sc.Scan() && len(ns) < maxNS {
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 2 || fields[0] != "nameserver" {
 			continue
 		}
 		// An IPv6 nameserver may carry a zone; the uplink is IPv4.
 		if a, err := netip.ParseAddr(fields[1]); err == nil && a.Unmap().Is4() {
-			return a.Unmap(), nil
+			ns = append(ns, netip.AddrPortFrom(a.Unmap(), 53))
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return netip.Addr{}, err
+		return nil, err
 	}
-	return netip.Addr{}, fmt.Errorf("%s: %w", path, errNoNameserver)
+	if len(ns) == 0 {
+		return nil, fmt.Errorf("%s: %w", path, errNoNameserver)
+	}
+	return ns, nil
 }
 
 var errNoNameserver = errors.New("no IPv4 nameserver")
 
 // resolvWatch is the resolver read from resolv.conf, read again when the
 // file has changed (checked at most once a second), as libslirp's
-// get_dns_addr does: the host's resolver moves with its network.
+// get_dns_addr does: the host's resolver moves with its network. Of the
+// file's nameservers it uses one at a time, the first at first, and
+// moves to the next when the one in use fails (fail), as the host's own
+// lookups try the next: a container knows only the DNS address, and
+// cannot.
 type resolvWatch struct {
 	path    string
 	mu      sync.Mutex
-	addr    netip.AddrPort
+	addrs   []netip.AddrPort
+	cur     int
 	fi      os.FileInfo
 	checked time.Time
 }
 
+// newResolvWatch watches path, whose first nameserver is first (or, when
+// the file has none, the one used until it has).
 func newResolvWatch(path string, first netip.AddrPort) *resolvWatch {
 	fi, _ := os.Stat(path)
-	return &resolvWatch{path: path, addr: first, fi: fi, checked: time.Now()}
+	w := &resolvWatch{path: path, addrs: []netip.AddrPort{first}, fi: fi, checked: time.Now()}
+	if ns, err := resolvConf(path); err == nil && ns[0] == first {
+		w.addrs = ns
+	}
+	return w
 }
 
-// get returns the resolver, the last one found when the file has none.
+// get returns the resolver in use, the last one found when the file has
+// none.
 func (w *resolvWatch) get() netip.AddrPort {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if time.Since(w.checked) < time.Second {
-		return w.addr
+		return w.addrs[w.cur]
 	}
 	w.checked = time.Now()
 	fi, err := os.Stat(w.path)
 	if err != nil || w.fi != nil && os.SameFile(fi, w.fi) && fi.Size() == w.fi.Size() && fi.ModTime().Equal(w.fi.ModTime()) {
-		return w.addr
+		return w.addrs[w.cur]
 	}
 	w.fi = fi
 	if ns, err := resolvConf(w.path); err == nil {
-		w.addr = netip.AddrPortFrom(ns, 53)
+		w.addrs, w.cur = ns, 0
 	}
-	return w.addr
+	return w.addrs[w.cur]
+}
+
+// fail reports that the resolver bad did not answer: if it is the one in
+// use, the next nameserver is (the first again after the last), and fail
+// returns it; else, or with one nameserver, it returns bad's successor
+// already chosen, or bad itself.
+func (w *resolvWatch) fail(bad netip.AddrPort) (next netip.AddrPort) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.addrs[w.cur] == bad {
+		w.cur = (w.cur + 1) % len(w.addrs)
+	}
+	return w.addrs[w.cur]
 }

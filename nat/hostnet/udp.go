@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +36,26 @@ type udpFlow struct {
 	pmtu   pmtuSetting         // outbound: the socket's path MTU discovery
 	errs   errorSender         // outbound: what the network's errors are about
 	f      *flow
+
+	// A flow to the DNS address, to the host's resolver (dns): since when
+	// its queries go unanswered (unix ns, 0 when the last was answered),
+	// and whether the resolver's host said it failed (an ICMP error).
+	dns        bool
+	dnsPending atomic.Int64
+	dnsFailed  atomic.Bool
+}
+
+// dnsTimeout is how long the resolver may leave a DNS flow's queries
+// unanswered before the next query tries the next nameserver: shorter
+// than the containers' resolvers' own timeouts (glibc's 5 s), so their
+// retry finds one that answers.
+const dnsTimeout = 2 * time.Second
+
+// resolverFailed reports whether the DNS flow fl's resolver failed: it
+// said so, or left its queries unanswered for dnsTimeout.
+func (fl *udpFlow) resolverFailed(now int64) bool {
+	p := fl.dnsPending.Load()
+	return fl.dnsFailed.Load() || p != 0 && now-p >= int64(dnsTimeout)
 }
 
 // udpRead is the room for one datagram read from a host socket, behind
@@ -56,7 +78,15 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 	if fl != nil && u.lapsed(fl.f, seen, p.Tuple) {
 		fl = nil
 	}
-	if fl != nil && u.resolv != nil && !fl.client.IsValid() && fl.near.Dst == u.cfg.DNS {
+	now := time.Now().UnixNano()
+	if fl != nil && fl.dns {
+		// The resolver in use failed: the next nameserver, as the host's
+		// own lookups try it.
+		if fl.resolverFailed(now) {
+			if next := u.resolv.fail(fl.dst); next != fl.dst {
+				u.log.Info("hostnet: DNS: the resolver failed; trying the next", "resolver", fl.dst, "next", next)
+			}
+		}
 		// The host's resolver moved: this query goes to the new one, as
 		// libslirp's do (it translates the DNS address at each send).
 		if r := u.resolv.get(); r != fl.dst {
@@ -68,6 +98,9 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 		if fl = u.openUDP(p, pkt); fl == nil {
 			return
 		}
+	}
+	if fl.dns {
+		fl.dnsPending.CompareAndSwap(0, now)
 	}
 	fl.send(payload, hostTTL(pkt), hostDF(pkt))
 }
@@ -158,6 +191,9 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		return nil
 	}
 	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), dst: dst, errs: errorSender{near: t, inner: udpInner(t)}}
+	if fl.dns = u.resolv != nil && t.Dst == u.cfg.DNS; fl.dns {
+		fl.errs.failed = func() { fl.dnsFailed.Store(true) }
+	}
 	if !u.startUDP(fl, t, t.Src, id) {
 		u.untrack(t, id)
 		return nil
@@ -212,6 +248,7 @@ func (fl *udpFlow) read() {
 	err := fl.u.readLoop(fl.conn, &fl.errs, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
+			fl.dnsPending.Store(0) // an answer (for a flow to the DNS address)
 			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
 		}
 		return n, err
