@@ -78,11 +78,10 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 	if fl != nil && u.lapsed(fl.f, seen, p.Tuple) {
 		fl = nil
 	}
-	now := time.Now().UnixNano()
 	if fl != nil && fl.dns {
 		// The resolver in use failed: the next nameserver, as the host's
 		// own lookups try it.
-		if fl.resolverFailed(now) {
+		if fl.resolverFailed(time.Now().UnixNano()) {
 			if next := u.resolv.fail(fl.dst); next != fl.dst {
 				u.log.Info("hostnet: DNS: the resolver failed; trying the next", "resolver", fl.dst, "next", next)
 			}
@@ -99,8 +98,8 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	if fl.dns {
-		fl.dnsPending.CompareAndSwap(0, now)
+	if fl.dns && fl.dnsPending.Load() == 0 {
+		fl.dnsPending.CompareAndSwap(0, time.Now().UnixNano())
 	}
 	fl.send(payload, hostTTL(pkt), hostDF(pkt))
 }
