@@ -247,7 +247,9 @@ func (fl *udpFlow) read() {
 	err := fl.u.readLoop(fl.conn, &fl.errs, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
-			fl.dnsPending.Store(0) // an answer (for a flow to the DNS address)
+			if fl.dns {
+				fl.dnsPending.Store(0) // the resolver answered
+			}
 			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
 		}
 		return n, err
