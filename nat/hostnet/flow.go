@@ -98,24 +98,22 @@ func (f *flow) release() { f.end(true) }
 // that ends while its entry would live on (its host socket failed, its
 // published port went), an entry whose reply tuple names a socket no
 // longer there. The flow's next packet makes a new entry, with its new
-// socket's tuple.
-func (f *flow) drop() {
+// socket's tuple. The entry is deleted within the flow's ending, so a
+// drop that comes while another ends the flow (Unpublish, and the
+// published socket's reader seeing it closed) returns once it is gone.
+func (f *flow) drop() { f.endThen(true, f.deleteEntry) }
+
+// deleteEntry deletes the entry of the flow, which has just left the
+// uplink's tables (ours: it held its tuple until then).
+func (f *flow) deleteEntry(ours bool) {
 	tbl := f.u.tbl.Load()
 	f.u.mu.Lock()
-	id, ours := f.id, f.u.flows[f.orig] == f
+	id := f.id
 	f.u.mu.Unlock()
 	if id == 0 && ours {
-		// Not seen yet (an inbound flow, whose entry the gateway made):
-		// the entry of its tuple is its own while it holds the tuple.
-		if e, _, ok := tbl.Get(0, f.orig); ok {
-			id = e.ID
-		}
-	}
-	f.release()
-	if id == 0 && ours {
-		// The gateway may have made the entry from the flow's
-		// expectation meanwhile, before release took it away: an entry
-		// of the tuple no flow holds now is the flow's.
+		// Not seen yet (an inbound flow, whose entry the gateway made,
+		// perhaps from its expectation a moment ago): the entry of its
+		// tuple is its own while no other flow holds the tuple.
 		if e, _, ok := tbl.Get(0, f.orig); ok {
 			f.u.mu.Lock()
 			if f.u.flows[f.orig] == nil {
@@ -148,18 +146,27 @@ func (f *flow) replaced() {
 	s()
 }
 
-func (f *flow) end(stop bool) {
+func (f *flow) end(stop bool) { f.endThen(stop, nil) }
+
+// endThen is end, calling then (when not nil) within the ending, with
+// whether the flow held its tuple until then: a concurrent end waits for
+// it.
+func (f *flow) endThen(stop bool, then func(ours bool)) {
 	first := false
 	f.once.Do(func() {
 		first = true
 		u := f.u
 		u.mu.Lock()
-		if u.flows[f.orig] == f {
+		ours := u.flows[f.orig] == f
+		if ours {
 			delete(u.flows, f.orig)
 			u.unreserveLocked(f.src)
 		}
 		u.mu.Unlock()
 		u.stats.Released.Add(1)
+		if then != nil {
+			then(ours)
+		}
 	})
 	// Outside the Once: stopping a flow may end it again (a splice
 	// finishes on the spot), which is then nothing.
