@@ -137,9 +137,10 @@ func TestIntegrationDNSFollowsResolverOnLiveFlow(t *testing.T) {
 // Of the host's nameservers, the DNS address uses the first, and moves
 // to the next when it fails, as the host's own lookups do (the container
 // knows only the DNS address, and cannot): at once when its host says
-// nothing listens there (ICMP port unreachable), or once it has left the
-// queries unanswered for 2 s (a silent one, behind a router that drops).
-// The container's retry then gets the second's answer.
+// nothing listens there (ICMP port unreachable), or once it has left a
+// query unanswered for 5 s, glibc's timeout, answering nothing else (a
+// silent one, behind a router that drops). The container's retry then
+// gets the second's answer.
 func TestIntegrationDNSFailover(t *testing.T) {
 	for _, tc := range []struct{ name, first string }{
 		{"refused", "198.51.100.9"},
@@ -165,8 +166,10 @@ func TestIntegrationDNSFailover(t *testing.T) {
 			defer c.Close()
 			to := &net.UDPAddr{IP: net.IPv4(172, 17, 0, 3), Port: 53}
 			buf := make([]byte, 512)
-			for try := range 5 {
-				c.WriteTo([]byte("q"), to)
+			q := make([]byte, 17) // a query's header (QR clear), and a question
+			q[5] = 1
+			for try := range 8 {
+				c.WriteTo(q, to)
 				c.SetReadDeadline(time.Now().Add(time.Second))
 				if n, _, err := c.ReadFrom(buf); err == nil {
 					if a := string(buf[:n]); !strings.HasPrefix(a, "198.51.100.1:") {
@@ -176,7 +179,7 @@ func TestIntegrationDNSFailover(t *testing.T) {
 					return
 				}
 			}
-			t.Errorf("no answer in 5 tries, 1 s apart, with the first nameserver %s failing and the second up (uplink %v)", tc.first, e.up.Counters())
+			t.Errorf("no answer in 8 tries, 1 s apart, with the first nameserver %s failing and the second up (uplink %v)", tc.first, e.up.Counters())
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -152,5 +153,68 @@ func TestResolvWatchFail(t *testing.T) {
 	one := newResolvWatch(filepath.Join(t.TempDir(), "missing"), a)
 	if got := one.fail(a); got != a {
 		t.Errorf("one nameserver, failed: %v, want it still, %v", got, a)
+	}
+}
+
+// A failed-over resolver stands in for the first for failBack only: then
+// the first is tried again, as glibc's lookups try it at each query, so a
+// blip does not keep every container on the second for good.
+func TestResolvWatchFailBack(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\nnameserver 192.0.2.2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, b := netip.MustParseAddrPort("192.0.2.1:53"), netip.MustParseAddrPort("192.0.2.2:53")
+	w := newResolvWatch(p, a)
+	w.fail(a)
+	if got := w.get(); got != b {
+		t.Fatalf("after the first failed: %v, want %v", got, b)
+	}
+	w.mu.Lock()
+	w.failedAt = w.failedAt.Add(-failBack)
+	w.mu.Unlock()
+	if got := w.get(); got != a {
+		t.Errorf("failBack after the first failed: %v, want the first again, %v", got, a)
+	}
+}
+
+// A DNS flow's query left unanswered for dnsTimeout fails its resolver
+// only if the resolver answered no other flow meanwhile: one socket's
+// query it drops (malformed, or lost) must not move every container to
+// the next nameserver. An ICMP error from its host fails it at once; an
+// answer clears that. Only a query (QR clear) waits for an answer.
+func TestDNSResolverFailed(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\nnameserver 192.0.2.2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := netip.MustParseAddrPort("192.0.2.1:53")
+	u := &Uplink{resolv: newResolvWatch(p, r)}
+	fl := &udpFlow{u: u, dns: true, dst: r}
+	now := time.Now().UnixNano()
+	if fl.resolverFailed(now) {
+		t.Fatal("no query pending: failed")
+	}
+	fl.dnsPending.Store(now - int64(dnsTimeout) - 1)
+	u.resolv.answer(r, now-int64(time.Second)) // another flow's answer, since
+	if fl.resolverFailed(now) {
+		t.Error("a query unanswered for dnsTimeout while the resolver answered another flow: failed")
+	}
+	u.resolv.mu.Lock()
+	u.resolv.answered = now - 2*int64(dnsTimeout)
+	u.resolv.mu.Unlock()
+	if !fl.resolverFailed(now) {
+		t.Error("a query unanswered for dnsTimeout, and nothing else answered since: not failed")
+	}
+	fl.dnsPending.Store(now - int64(time.Second))
+	if fl.resolverFailed(now) {
+		t.Error("a query unanswered for 1 s: failed")
+	}
+	fl.dnsFailed.Store(true)
+	if !fl.resolverFailed(now) {
+		t.Error("an ICMP error from the resolver's host: not failed")
+	}
+	if dnsQuery([]byte("junk")) || !dnsQuery(make([]byte, 12)) || dnsQuery(append([]byte{0, 0, 0x80}, make([]byte, 9)...)) {
+		t.Error("dnsQuery: want a 12-byte header with QR clear only")
 	}
 }

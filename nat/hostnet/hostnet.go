@@ -61,10 +61,12 @@ type Config struct {
 	// again when the file changes (looked at once a second at most, as
 	// libslirp does), so it follows the host's network; a live DNS flow
 	// follows it too. When the one in use fails (its host says so with
-	// an ICMP error, or it leaves queries unanswered for 2 s), queries go
-	// to the file's next, of its first three, as the host's own lookups
-	// try the next. A file without an IPv4 nameserver, or none yet,
-	// means 127.0.0.1:53, as glibc takes it, until one is written.
+	// an ICMP error, or it leaves a query unanswered for 5 s, glibc's
+	// timeout, and answers nothing else meanwhile), queries go to the
+	// file's next, of its first three, as the host's own lookups try the
+	// next, and to the first again 30 s later. A file without an IPv4
+	// nameserver at the start means 127.0.0.1:53, as glibc takes it,
+	// until one is written; one emptied later keeps the last.
 	Resolver netip.AddrPort
 
 	// OutboundAddr, when valid, is the local address of the host sockets

@@ -69,13 +69,21 @@ var errNoNameserver = errors.New("no IPv4 nameserver")
 // lookups try the next: a container knows only the DNS address, and
 // cannot.
 type resolvWatch struct {
-	path    string
-	mu      sync.Mutex
-	addrs   []netip.AddrPort
-	cur     int
-	fi      os.FileInfo
-	checked time.Time
+	path     string
+	mu       sync.Mutex
+	addrs    []netip.AddrPort
+	cur      int
+	failedAt time.Time // when the first was last left
+	answered int64     // when the one in use last answered a flow, unix ns
+	fi       os.FileInfo
+	checked  time.Time
 }
+
+// failBack is how long the next nameserver stands in for the first after
+// the first failed: glibc's lookups try the first again at each query;
+// this tries it again after a while, so a blip does not keep every
+// container on the second (which may not know the first's names).
+const failBack = 30 * time.Second
 
 // newResolvWatch watches path, whose first nameserver is first (or, when
 // the file has none, the one used until it has).
@@ -93,6 +101,9 @@ func newResolvWatch(path string, first netip.AddrPort) *resolvWatch {
 func (w *resolvWatch) get() netip.AddrPort {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.cur != 0 && time.Since(w.failedAt) >= failBack {
+		w.cur, w.answered = 0, 0
+	}
 	if time.Since(w.checked) < time.Second {
 		return w.addrs[w.cur]
 	}
@@ -103,7 +114,7 @@ func (w *resolvWatch) get() netip.AddrPort {
 	}
 	w.fi = fi
 	if ns, err := resolvConf(w.path); err == nil {
-		w.addrs, w.cur = ns, 0
+		w.addrs, w.cur, w.answered = ns, 0, 0
 	}
 	return w.addrs[w.cur]
 }
@@ -117,6 +128,25 @@ func (w *resolvWatch) fail(bad netip.AddrPort) (next netip.AddrPort) {
 	defer w.mu.Unlock()
 	if w.addrs[w.cur] == bad {
 		w.cur = (w.cur + 1) % len(w.addrs)
+		w.failedAt, w.answered = time.Now(), 0
 	}
 	return w.addrs[w.cur]
+}
+
+// answer notes that the resolver r answered a flow at now (unix ns).
+func (w *resolvWatch) answer(r netip.AddrPort, now int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.addrs[w.cur] == r {
+		w.answered = now
+	}
+}
+
+// silentSince reports whether the resolver r, in use, has answered no
+// flow since since (unix ns): one flow's query it left unanswered
+// (dropped, malformed, slow) says nothing of the rest.
+func (w *resolvWatch) silentSince(r netip.AddrPort, since int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.addrs[w.cur] == r && w.answered < since
 }

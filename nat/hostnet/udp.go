@@ -45,18 +45,26 @@ type udpFlow struct {
 	dnsFailed  atomic.Bool
 }
 
-// dnsTimeout is how long the resolver may leave a DNS flow's queries
-// unanswered before the next query tries the next nameserver: shorter
-// than the containers' resolvers' own timeouts (glibc's 5 s), so their
-// retry finds one that answers.
-const dnsTimeout = 2 * time.Second
+// dnsTimeout is how long the resolver may leave a DNS flow's query
+// unanswered, and every other flow's too, before the next query tries
+// the next nameserver: glibc's timeout (RES_TIMEOUT), after which the
+// host's own lookups try the next.
+const dnsTimeout = 5 * time.Second
 
-// resolverFailed reports whether the DNS flow fl's resolver failed: it
-// said so, or left its queries unanswered for dnsTimeout.
+// resolverFailed reports whether the DNS flow fl's resolver failed: its
+// host said so (an ICMP error), or it left fl's query unanswered for
+// dnsTimeout and answered no other flow meanwhile.
 func (fl *udpFlow) resolverFailed(now int64) bool {
+	if fl.dnsFailed.Load() {
+		return true
+	}
 	p := fl.dnsPending.Load()
-	return fl.dnsFailed.Load() || p != 0 && now-p >= int64(dnsTimeout)
+	return p != 0 && now-p >= int64(dnsTimeout) && fl.u.resolv.silentSince(fl.dst, p)
 }
+
+// dnsQuery reports whether payload is a DNS query (a header, QR clear):
+// only a query waits for an answer.
+func dnsQuery(payload []byte) bool { return len(payload) >= 12 && payload[2]&0x80 == 0 }
 
 // udpRead is the room for one datagram read from a host socket, behind
 // the IPv4 and UDP headers the packet for the container gets.
@@ -98,7 +106,7 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	if fl.dns && fl.dnsPending.Load() == 0 {
+	if fl.dns && fl.dnsPending.Load() == 0 && dnsQuery(payload) {
 		fl.dnsPending.CompareAndSwap(0, time.Now().UnixNano())
 	}
 	fl.send(payload, hostTTL(pkt), hostDF(pkt))
@@ -247,8 +255,10 @@ func (fl *udpFlow) read() {
 	err := fl.u.readLoop(fl.conn, &fl.errs, func(fd int, buf []byte) (int, error) {
 		n, err := unix.Read(fd, buf[28:])
 		if err == nil {
-			if fl.dns {
-				fl.dnsPending.Store(0) // the resolver answered
+			if fl.dns { // the resolver answered
+				fl.dnsPending.Store(0)
+				fl.dnsFailed.Store(false)
+				fl.u.resolv.answer(fl.dst, time.Now().UnixNano())
 			}
 			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
 		}
