@@ -62,6 +62,11 @@ func TestIntegrationPingHostLoopbackAddr(t *testing.T) {
 	if err != nil {
 		t.Errorf("ping to the host-loopback address 10.0.2.2: %v\n%s\nuplink %v", err, out, e.up.Counters())
 	}
+	// The host answers itself, across no hop: its own TTL, as pinging a
+	// router's own address gives.
+	if !strings.Contains(string(out), "ttl=64 ") {
+		t.Errorf("the host's own echo reply: want ttl=64, the host's, no hop taken:\n%s", out)
+	}
 }
 
 // writeResolvConf points the uplink's resolv.conf at a file of the test's

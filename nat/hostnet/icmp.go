@@ -34,6 +34,7 @@ type pingFlow struct {
 	pmtu pmtuSetting     // the socket's path MTU discovery
 	errs errorSender     // what the network's errors are about
 	f    *flow
+	host bool // to the host itself (HostLoopback): its answer crosses no hop
 }
 
 // sendICMP sends a container's echo request through its flow's socket,
@@ -145,7 +146,7 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 		unix.Close(fd)
 		return nil
 	}
-	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping"), errs: errorSender{near: t, inner: echoInner(t)}}
+	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping"), errs: errorSender{near: t, inner: echoInner(t)}, host: dst.IsLoopback()}
 	pf.rc = rawConn(pf.file)
 	_, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()
@@ -184,8 +185,12 @@ func (pf *pingFlow) read() {
 		if d := cmsgData(oob[:oobn], unix.IPPROTO_IP, unix.IP_TTL, 4); d != nil {
 			ttl = int(binary.NativeEndian.Uint32(d))
 		}
-		if ttl <= 1 {
-			return n, nil // would die at the gateway's hop
+		if !pf.host {
+			// The gateway's hop, as the kernel's NAT forwards it; the
+			// host's own answer (to HostLoopback) crosses none.
+			if ttl--; ttl < 1 {
+				return n, nil // died at the gateway's hop
+			}
 		}
 		m := buf[20 : 20+n]
 		if n < 8 || m[0] != icmpEchoReply {
@@ -196,7 +201,7 @@ func (pf *pingFlow) read() {
 		binary.BigEndian.PutUint16(m[2:], nat.Checksum(m))
 		pkt := buf[:20+n]
 		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, pf.near.Dst, pf.near.Src)
-		pkt[8] = byte(ttl - 1) // the gateway's hop, as the kernel's NAT forwards it
+		pkt[8] = byte(ttl)
 		pkt[10], pkt[11] = 0, 0
 		binary.BigEndian.PutUint16(pkt[10:], nat.Checksum(pkt[:20]))
 		pf.u.ln.queue(pkt, bridgeNone)
