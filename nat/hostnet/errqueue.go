@@ -207,7 +207,7 @@ func hostError(buf []byte, es *errorSender, ee unix.SockExtendedErr, from netip.
 	if n == 0 {
 		return nil
 	}
-	ipv4Header(pkt[:], 20+n, es.near.Proto, es.near.Src, es.near.Dst)
+	ipv4Header(pkt[:], 20+n, es.near.Proto, defaultTTL, es.near.Src, es.near.Dst)
 	msg, err := nat.ICMPError(buf, pkt[:20+n], from, ee.Type, ee.Code, info)
 	if err != nil {
 		return nil

@@ -69,7 +69,7 @@ func StallLink(u *Uplink, d time.Duration) {
 // payload, with its checksum: what a raw socket sends.
 func TCPSegment(src, dst netip.AddrPort, seq, ack uint32, flags uint8, wnd uint16) []byte {
 	b := make([]byte, 40)
-	ipv4Header(b, len(b), conntrack.ProtoTCP, src.Addr(), dst.Addr())
+	ipv4Header(b, len(b), conntrack.ProtoTCP, defaultTTL, src.Addr(), dst.Addr())
 	putTCPHeader(b[20:], src.Port(), dst.Port(), seq, ack, flags, wnd, tcpMinSize)
 	binary.BigEndian.PutUint16(b[36:], ^nat.Sum(b[20:], pseudo(b, conntrack.ProtoTCP, tcpMinSize)))
 	return b[20:]

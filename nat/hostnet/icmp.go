@@ -181,7 +181,7 @@ func (pf *pingFlow) read() {
 		if err != nil {
 			return n, err
 		}
-		ttl := 64
+		ttl := defaultTTL
 		if d := cmsgData(oob[:oobn], unix.IPPROTO_IP, unix.IP_TTL, 4); d != nil {
 			ttl = int(binary.NativeEndian.Uint32(d))
 		}
@@ -200,10 +200,7 @@ func (pf *pingFlow) read() {
 		m[2], m[3] = 0, 0
 		binary.BigEndian.PutUint16(m[2:], nat.Checksum(m))
 		pkt := buf[:20+n]
-		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, pf.near.Dst, pf.near.Src)
-		pkt[8] = byte(ttl)
-		pkt[10], pkt[11] = 0, 0
-		binary.BigEndian.PutUint16(pkt[10:], nat.Checksum(pkt[:20]))
+		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, uint8(ttl), pf.near.Dst, pf.near.Src)
 		pf.u.ln.queue(pkt, bridgeNone)
 		return n, nil
 	})

@@ -46,7 +46,7 @@ func ctrSegment(from, to netip.AddrPort, seq, ack uint32, flags uint8, wnd uint1
 	hl := 20 + len(opts)
 	f := make([]byte, nat.Headroom+20+hl+len(payload))
 	b := f[nat.Headroom:]
-	ipv4Header(b, len(b), conntrack.ProtoTCP, from.Addr(), to.Addr())
+	ipv4Header(b, len(b), conntrack.ProtoTCP, defaultTTL, from.Addr(), to.Addr())
 	putTCPHeader(b[20:], from.Port(), to.Port(), seq, ack, flags, wnd, hl)
 	copy(b[40:], opts)
 	copy(b[20+hl:], payload)

@@ -12,10 +12,14 @@ import (
 // bridgeNone is the Offload of a complete packet.
 var bridgeNone bridge.Offload
 
+// defaultTTL is the TTL of the packets the uplink makes for a container
+// when it does not know the one they came with: Linux's default.
+const defaultTTL = 64
+
 // ipv4Header writes a 20-byte IPv4 header for a packet of total bytes of
-// protocol proto from src to dst, with its checksum, into b; DF for TCP
-// only.
-func ipv4Header(b []byte, total int, proto conntrack.Proto, src, dst netip.Addr) {
+// protocol proto from src to dst with ttl, with its checksum, into b; DF
+// for TCP only.
+func ipv4Header(b []byte, total int, proto conntrack.Proto, ttl uint8, src, dst netip.Addr) {
 	clear(b[:20])
 	b[0] = 0x45
 	binary.BigEndian.PutUint16(b[2:], uint16(total))
@@ -25,7 +29,7 @@ func ipv4Header(b []byte, total int, proto conntrack.Proto, src, dst netip.Addr)
 		// the way, as the host's kernel has put it together.
 		b[6] = 0x40 // DF
 	}
-	b[8] = 64
+	b[8] = ttl
 	b[9] = byte(proto)
 	s, d := src.As4(), dst.As4()
 	copy(b[12:16], s[:])
@@ -38,7 +42,7 @@ func ipv4Header(b []byte, total int, proto conntrack.Proto, src, dst netip.Addr)
 // there, so they are not copied again.
 func udpPacket(buf []byte, src, dst netip.AddrPort, n int) []byte {
 	pkt := buf[:28+n]
-	ipv4Header(pkt, len(pkt), conntrack.ProtoUDP, src.Addr(), dst.Addr())
+	ipv4Header(pkt, len(pkt), conntrack.ProtoUDP, defaultTTL, src.Addr(), dst.Addr())
 	u := pkt[20:]
 	binary.BigEndian.PutUint16(u[0:], src.Port())
 	binary.BigEndian.PutUint16(u[2:], dst.Port())

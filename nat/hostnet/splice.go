@@ -451,7 +451,7 @@ func (u *Uplink) sendTCP(from, to netip.AddrPort, mss int, seq, ack uint32, flag
 	}
 	b := (*bp)[nat.Headroom:]
 	total := 20 + hl + n
-	ipv4Header(b, total, conntrack.ProtoTCP, from.Addr(), to.Addr())
+	ipv4Header(b, total, conntrack.ProtoTCP, defaultTTL, from.Addr(), to.Addr())
 	t := b[20:]
 	putTCPHeader(t, from.Port(), to.Port(), seq, ack, flags, wnd, hl)
 	copy(t[20:], opts)

@@ -638,7 +638,7 @@ func FuzzContainerSegment(f *testing.F) {
 		s.mss, s.rcvNxt, s.rcvAcked, s.sndWnd, s.cwnd = 1000, 1, 1, 1<<16, 10000
 		u.splices[s.key] = s
 		pkt := make([]byte, 20+len(b))
-		ipv4Header(pkt, len(pkt), conntrack.ProtoTCP, to.Addr(), from.Addr())
+		ipv4Header(pkt, len(pkt), conntrack.ProtoTCP, defaultTTL, to.Addr(), from.Addr())
 		copy(pkt[20:], b)
 		binary.BigEndian.PutUint16(pkt[20:], to.Port()) // the splice's
 		binary.BigEndian.PutUint16(pkt[22:], from.Port())

@@ -24,7 +24,7 @@ func TestTrackRefusedCounter(t *testing.T) {
 	u.tbl.Store(tbl)
 	// An ICMP echo reply from 10.0.0.2 to 192.0.2.9, id 7, sequence 1.
 	b := make([]byte, 28)
-	ipv4Header(b, len(b), conntrack.ProtoICMP, netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("192.0.2.9"))
+	ipv4Header(b, len(b), conntrack.ProtoICMP, defaultTTL, netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("192.0.2.9"))
 	ic := b[20:]
 	setEcho := func(typ byte) {
 		ic[0], ic[1] = typ, 0
