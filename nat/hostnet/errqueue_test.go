@@ -128,16 +128,22 @@ func TestResolvConf(t *testing.T) {
 	}
 }
 
-// The resolver in use moves to the next nameserver when it fails, and
-// from the last back to the first; a failure of one no longer in use (a
-// second flow telling of it) moves nothing; with one nameserver it stays.
-func TestResolvWatchFail(t *testing.T) {
+// twoNameservers watches a resolv.conf of the test's naming a, then b.
+func twoNameservers(t *testing.T) (w *resolvWatch, a, b netip.AddrPort) {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "resolv.conf")
 	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\nnameserver 192.0.2.2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a, b := netip.MustParseAddrPort("192.0.2.1:53"), netip.MustParseAddrPort("192.0.2.2:53")
-	w := newResolvWatch(p, a)
+	a, b = netip.MustParseAddrPort("192.0.2.1:53"), netip.MustParseAddrPort("192.0.2.2:53")
+	return newResolvWatch(p, a), a, b
+}
+
+// The resolver in use moves to the next nameserver when it fails, and
+// from the last back to the first; a failure of one no longer in use (a
+// second flow telling of it) moves nothing; with one nameserver it stays.
+func TestResolvWatchFail(t *testing.T) {
+	w, a, b := twoNameservers(t)
 	if got := w.get(); got != a {
 		t.Fatalf("at first %v, want %v", got, a)
 	}
@@ -160,12 +166,7 @@ func TestResolvWatchFail(t *testing.T) {
 // the first is tried again, as glibc's lookups try it at each query, so a
 // blip does not keep every container on the second for good.
 func TestResolvWatchFailBack(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "resolv.conf")
-	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\nnameserver 192.0.2.2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a, b := netip.MustParseAddrPort("192.0.2.1:53"), netip.MustParseAddrPort("192.0.2.2:53")
-	w := newResolvWatch(p, a)
+	w, a, b := twoNameservers(t)
 	w.fail(a)
 	if got := w.get(); got != b {
 		t.Fatalf("after the first failed: %v, want %v", got, b)
@@ -184,12 +185,8 @@ func TestResolvWatchFailBack(t *testing.T) {
 // the next nameserver. An ICMP error from its host fails it at once; an
 // answer clears that. Only a query (QR clear) waits for an answer.
 func TestDNSResolverFailed(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "resolv.conf")
-	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\nnameserver 192.0.2.2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := netip.MustParseAddrPort("192.0.2.1:53")
-	u := &Uplink{resolv: newResolvWatch(p, r)}
+	w, r, _ := twoNameservers(t)
+	u := &Uplink{resolv: w}
 	fl := &udpFlow{u: u, dns: true, dst: r}
 	now := time.Now().UnixNano()
 	if fl.resolverFailed(now) {
