@@ -1,8 +1,11 @@
 package hostnet_test
 
 import (
+	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +200,88 @@ func TestIntegrationPublishedUDPUnpublish(t *testing.T) {
 	}
 	if n := e.up.Counters()["stale_entries"]; n != 0 {
 		t.Errorf("stale_entries %d: Unpublish left an entry behind", n)
+	}
+}
+
+// udpEchoServer echoes every datagram on addr in the container, byte for
+// byte, whatever its size (up to 65507 bytes, empty included).
+func udpEchoServer(t *testing.T, e *env, addr string) {
+	t.Helper()
+	pc, err := e.ctr.ListenPacket("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// A published UDP port carries datagrams of every size the protocol
+// allows, both ways: the largest (65507 bytes, fragmented on every link)
+// and the empty one, byte for byte.
+func TestIntegrationPublishedUDPSizes(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	udpEchoServer(t, e, "172.17.0.4:53")
+	publish(t, e.up, "5353:172.17.0.4:53/udp")
+	c, err := e.remote.Dial(ctx(t), "udp4", "198.51.100.1:5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 70000)
+	for _, size := range []int{0, 1, 1472, 1473, 8000, 65507} {
+		msg := make([]byte, size)
+		for i := range msg {
+			msg[i] = byte(i*7 + size)
+		}
+		ok := false
+		for range 3 {
+			c.Write(msg)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := c.Read(buf)
+			if err == nil && n == size && bytes.Equal(buf[:n], msg) {
+				ok = true
+				break
+			}
+			if err == nil {
+				t.Logf("size %d: got %d bytes", size, n)
+			}
+		}
+		if !ok {
+			t.Errorf("a %d-byte datagram was not echoed whole (uplink %v, gateway %+v)", size, e.up.Counters(), e.gw.Stats())
+		}
+	}
+}
+
+// A published UDP range is many ports that sit idle most of the time (a
+// media server's RTP range): an idle port costs its socket and its
+// goroutine, not a 64 KiB datagram buffer, as an idle outbound flow holds
+// none (TestIntegrationIdleFlowMemory).
+func TestIntegrationPublishedUDPRangeMemory(t *testing.T) {
+	const n = 500
+	e := newEnv(t, envConfig{})
+	inUse := func() int64 {
+		time.Sleep(100 * time.Millisecond)
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapInuse + m.StackInuse)
+	}
+	before := inUse()
+	publish(t, e.up, fmt.Sprintf("20000-%d:172.17.0.4:20000-%d/udp", 20000+n-1, 20000+n-1))
+	grown := inUse() - before
+	t.Logf("%d published UDP ports: %d KiB more in use, %d KiB each", n, grown>>10, grown/n>>10)
+	const limit = 24 << 10
+	if grown > n*limit {
+		t.Errorf("%d idle published UDP ports hold %d KiB, more than %d KiB each", n, grown>>10, limit>>10)
 	}
 }

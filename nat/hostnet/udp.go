@@ -2,7 +2,6 @@ package hostnet
 
 import (
 	"encoding/binary"
-	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -368,63 +367,87 @@ func (u *Uplink) readEnded(f *flow, what string, dst netip.Addr, err error) {
 // serveUDP reads the datagrams of a published UDP port and carries each
 // client's into the container at ctr from the client's address; the
 // container's answers go back from the published port (sendUDP), and
-// from the address the client sent to.
+// from the address the client sent to. As an outbound flow's reader
+// (readLoop), it holds a datagram buffer only while datagrams are there
+// to read: an idle port (of a range of thousands, say) costs its socket
+// and its goroutine, not 64 KiB.
 func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 	defer u.wg.Done()
-	buf := make([]byte, 28+udpRead)
-	rc := rawConn(c)       // every client's flow answers through this socket
-	busypoll.WatchConn(rc) // a loop that polls gives way to its datagrams
-	defer busypoll.UnwatchConn(rc)
+	rc := rawConn(c) // every client's flow answers through this socket
 	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
 	var oob []byte // for IP_PKTINFO (pktinfo), bound to every address
 	if local.Addr().IsUnspecified() {
 		oob = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
 	}
-	for {
-		n, oobn, _, client, err := c.ReadMsgUDPAddrPort(buf[28:], oob)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				// Unpublished (or the uplink closing): a flow opened
-				// for the last datagram read, after Unpublish ended
-				// the socket's flows, ends too.
-				u.endInbound(c)
-				return
-			}
-			continue
-		}
-		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-		src := u.presented(client)
-		near := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP}
-		u.mu.Lock()
-		fl := u.udp[near]
-		seen := fl != nil && fl.f.id != 0
-		u.mu.Unlock()
+	u.readLoop(c, nil, func(fd int, buf []byte) (int, error) {
+		n, oobn, client, err := recvFrom4(fd, buf[28:], oob)
 		switch {
-		case fl == nil:
-		case u.lapsed(fl.f, seen, near):
-			fl = nil // its entry expired: the client's datagram is a new flow's
-		case fl.client.IsValid() && fl.client != client:
-			// Another client on the host's loopback with the same
-			// port: shown as the gateway, both would be one flow to
-			// the container. The live one stays, as for TCP.
-			u.stats.DropCollision.Add(1)
-			continue
-		case fl.conn != c:
-			// The client's flow through another published port of a
-			// range to one container port, or the container's own flow
-			// to the address the client is shown as: this client's
-			// flow is this socket's now, with an entry of its own.
-			fl.f.drop()
-			fl = nil
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return 0, err
+		case err != nil:
+			return 0, nil // not the socket's end: the next datagram
 		}
-		if fl == nil {
-			if fl = u.openInboundUDP(c, rc, client, src, ctr, local, pktinfoDst(oob[:oobn])); fl == nil {
-				continue
-			}
-		}
-		u.ln.queue(udpPacket(buf, src, ctr, n), bridgeNone)
+		u.servedDatagram(c, rc, buf, n, client, ctr, local, pktinfoDst(oob[:oobn]))
+		return n, nil
+	})
+	// Unpublished (or the uplink closing): a flow opened for the last
+	// datagram read, after Unpublish ended the socket's flows, ends too.
+	u.endInbound(c)
+}
+
+// servedDatagram carries the datagram buf[28:28+n] that client sent to a
+// published port's socket c (to, when the socket said) into the
+// container at ctr, opening the client's flow for its first.
+func (u *Uplink) servedDatagram(c *net.UDPConn, rc syscall.RawConn, buf []byte, n int, client, ctr, local netip.AddrPort, to netip.Addr) {
+	src := u.presented(client)
+	near := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP}
+	u.mu.Lock()
+	fl := u.udp[near]
+	seen := fl != nil && fl.f.id != 0
+	u.mu.Unlock()
+	switch {
+	case fl == nil:
+	case u.lapsed(fl.f, seen, near):
+		fl = nil // its entry expired: the client's datagram is a new flow's
+	case fl.client.IsValid() && fl.client != client:
+		// Another client on the host's loopback with the same
+		// port: shown as the gateway, both would be one flow to
+		// the container. The live one stays, as for TCP.
+		u.stats.DropCollision.Add(1)
+		return
+	case fl.conn != c:
+		// The client's flow through another published port of a
+		// range to one container port, or the container's own flow
+		// to the address the client is shown as: this client's
+		// flow is this socket's now, with an entry of its own.
+		fl.f.drop()
+		fl = nil
 	}
+	if fl == nil {
+		if fl = u.openInboundUDP(c, rc, client, src, ctr, local, to); fl == nil {
+			return
+		}
+	}
+	u.ln.queue(udpPacket(buf, src, ctr, n), bridgeNone)
+}
+
+// recvFrom4 reads a datagram from the IPv4 socket fd into p, and its
+// control messages into oob, without waiting and without allocating.
+func recvFrom4(fd int, p, oob []byte) (n, oobn int, from netip.AddrPort, err error) {
+	var sa unix.RawSockaddrInet4
+	iov := unix.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&sa)), Namelen: uint32(unsafe.Sizeof(sa)), Iov: &iov, Iovlen: 1}
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
+	if e != 0 {
+		return 0, 0, netip.AddrPort{}, e
+	}
+	return int(r), int(msg.Controllen), inet4(&sa), nil
 }
 
 // endInbound ends the flows of a published UDP port's clients that
