@@ -555,7 +555,13 @@ func (s *splice) armLocked() {
 	if s.requeue {
 		return
 	}
-	s.setTimerLocked(s.rto)
+	d := s.rto
+	if s.state.handshaking() && !s.deadline.IsZero() {
+		// Not past the handshake's deadline, which only a firing
+		// looks at.
+		d = min(d, max(time.Until(s.deadline), 0))
+	}
+	s.setTimerLocked(d)
 }
 
 // setTimerLocked (re)arms the splice's one timer for d from now. A firing
@@ -622,7 +628,7 @@ func (s *splice) onTimer() {
 		return
 	}
 	if s.state.handshaking() {
-		if time.Now().After(s.deadline) {
+		if !time.Now().Before(s.deadline) {
 			s.mu.Unlock()
 			s.abort(true, false, "the container did not answer")
 			return
@@ -808,8 +814,11 @@ func (s *splice) pumpLocked() string {
 		s.blocked = can <= 0
 		if can <= 0 {
 			s.wantWnd = s.sndUna == s.sndNxt
-			if s.wantWnd {
-				s.armLocked() // probe the closed window
+			if s.wantWnd && s.timerAt.IsZero() {
+				// Probe the closed window, unless the timer is armed
+				// already: the client's next bytes must not push the
+				// probe back (Linux's tcp_check_probe_timer).
+				s.armLocked()
 			}
 			break
 		}
@@ -1540,7 +1549,9 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure, sackMore bool) bool {
 	}
 	before := s.sndUna + min(s.sndWnd, s.cwnd)
 	advanced := ack != s.sndUna
-	if acked := ack - s.sndUna; s.cwnd < s.ssthresh {
+	if acked := ack - s.sndUna; acked == 0 {
+		// Nothing new acknowledged: cwnd stays (RFC 5681 3.1).
+	} else if s.cwnd < s.ssthresh {
 		s.cwnd += min(acked, 2*uint32(s.mss)) // slow start, by bytes (RFC 3465, L = 2)
 	} else if s.cwnd > 0 {
 		s.cwnd += max(uint32(uint64(s.mss)*uint64(acked)/uint64(s.cwnd)), 1) // congestion avoidance

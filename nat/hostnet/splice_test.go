@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -1291,4 +1292,121 @@ func TestSpliceSynSentStaleAck(t *testing.T) {
 		t.Errorf("after a reset of something else, sent %v; want nothing", got)
 	}
 	s.abort(false, false, "the test is done")
+}
+
+// While the container's window is closed, the persist timer probes it
+// every rto, however often the client's bytes come: they cannot go, and
+// must not push the probe back. (Linux arms ICSK_TIME_PROBE0 only when no
+// timer is pending, tcp_check_probe_timer; RFC 9293 3.8.6.1 / RFC 1122
+// 4.2.2.17: the sender must probe a zero window.) A client that writes a
+// little every 100 ms (an interactive session), with the container's
+// window update lost, kept the flow stalled as long as it wrote.
+func TestSplicePersistNotPushedBackByClient(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[1]) })
+	unix.Write(fds[1], []byte("a"))
+	s := spliceOn(t, fds[0], 64)
+	s.mu.Lock()
+	s.rcvNxt, s.sndWnd = 7000, 0 // the container's window is closed
+	s.mu.Unlock()
+	s.pump() // nothing can go: the persist timer is armed (rto 200 ms)
+	probes := 0
+	for range 12 { // 1.2 s: six times the first rto
+		time.Sleep(100 * time.Millisecond)
+		unix.Write(fds[1], []byte("b")) // the client types on
+		s.pump()                        // as the poller's EPOLLIN does
+		for len(s.u.ln.q) > 0 {
+			f := <-s.u.ln.q
+			seg := tcpSeg((*f.buf)[nat.Headroom+20 : f.n])
+			if len(seg.payload()) != 0 {
+				t.Fatalf("%d bytes sent into a closed window", len(seg.payload()))
+			}
+			if seg.seq() == 999 && seg.flags() == conntrack.TCPAck {
+				probes++
+			}
+		}
+	}
+	if probes == 0 {
+		t.Fatal("no window probe in 1.2 s with the container's window closed: each client write pushed the persist timer back")
+	}
+}
+
+// A published port's handshake with a container that never answers ends
+// within ConnectTimeout, as Config says ("bounds ... each handshake with a
+// container, until it answers the SYN"): the client is reset then, and
+// its place among the connections being opened (maxInFlightPerSource)
+// freed. The deadline was only looked at when the SYN's doubling timer
+// fired: at 1, 3, 7, 15, 31 s, so a 20 s ConnectTimeout ended at 31 s.
+func TestSpliceSynDeadlineBounds(t *testing.T) {
+	defer func(d time.Duration) { spliceSynRTO = d }(spliceSynRTO)
+	spliceSynRTO = 100 * time.Millisecond // SYNs at 0, 100, 300, 700 ms
+	u := testUplink()
+	u.mtu = 1500
+	u.cfg.ConnectTimeout = 350 * time.Millisecond
+	s := u.spliceOf(-1, netip.MustParseAddrPort("192.0.2.1:40000"), netip.MustParseAddrPort("10.0.2.100:80"), true)
+	s.state = spliceSynSent
+	var mu sync.Mutex
+	var ended time.Duration
+	start := time.Now()
+	done := make(chan struct{})
+	s.start(func(ok bool) {
+		mu.Lock()
+		ended = time.Since(start)
+		mu.Unlock()
+		close(done)
+	})
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handshake never ended")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if ended > 350*time.Millisecond+100*time.Millisecond {
+		t.Fatalf("a handshake with a silent container ended after %v, ConnectTimeout 350ms", ended.Round(time.Millisecond))
+	}
+}
+
+// In congestion avoidance, cwnd grows only with ACKs that acknowledge new
+// data (RFC 5681 3.1, eq. 3: "executed on every incoming ACK that
+// acknowledges new data"; Linux's tcp_cong_avoid_ai adds nothing for 0
+// bytes acked). The container's data segments, which acknowledge nothing
+// new while ours are in flight, each added a byte to cwnd, which the
+// splice took for a window that opened, and it sent a segment of one
+// byte for each (silly window syndrome, RFC 9293 3.8.6.2.1).
+func TestSpliceCwndNotGrownByNonAdvancingAcks(t *testing.T) {
+	s := sendingSplice(t, string(make([]byte, 20000)), 64)
+	s.mu.Lock()
+	s.rcvNxt, s.rcvAcked = 7000, 7000
+	s.cwnd, s.ssthresh = 4000, 4000 // congestion avoidance, cwnd-limited
+	s.mu.Unlock()
+	s.pump()
+	framesSent(s)
+	s.mu.Lock()
+	cwnd0, una := s.cwnd, s.sndUna
+	s.mu.Unlock()
+	h := make(tcpSeg, tcpMinSize)
+	for i := range 5 {
+		// The container's bytes, each with the same acknowledgement.
+		putTCPHeader(h, 0, 0, 7000+uint32(i), una, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
+		s.input(h, []byte("x"))
+		s.pump() // as the poller does after input's rearm
+	}
+	s.mu.Lock()
+	cwnd := s.cwnd
+	s.mu.Unlock()
+	var tiny []string
+	for _, f := range framesSent(s) {
+		var seq, n int
+		fmt.Sscanf(f, "%d+%d", &seq, &n)
+		if n > 0 && n < 1000 {
+			tiny = append(tiny, f)
+		}
+	}
+	if cwnd != cwnd0 || len(tiny) > 0 {
+		t.Fatalf("after 5 segments from the container acknowledging nothing new: cwnd %d, was %d; segments of less than the MSS sent: %v", cwnd, cwnd0, tiny)
+	}
 }
