@@ -2,6 +2,7 @@ package conntrack
 
 import (
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -110,5 +111,155 @@ func TestReaperSparesRefreshedEntry(t *testing.T) {
 		<-sub.Events() // the reply's Update
 		ev := <-sub.Events()
 		t.Errorf("an entry refreshed by a packet 1 ms ago (30 s to live) was destroyed: %v %v", ev.Type, ev.Reason)
+	}
+}
+
+// Every entry created gets exactly one Destroy, under concurrent
+// Track/Delete/Expire/Flush.
+func TestDestroyExactlyOnce(t *testing.T) {
+	tbl, clk := newTable(t, Config{Max: 256})
+	sub := tbl.Subscribe(1 << 20)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var p Packet
+			for i := range 5000 {
+				c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(g), 0, 1}), uint16(1000+i%400))
+				p.Decode(udpPacket(c, ap("192.0.2.9:53"), 1))
+				res, err := tbl.Track(0, &p, nil)
+				if err == nil && i%7 == 0 {
+					tbl.DeleteID(0, res.Orig(), res.ID)
+				}
+				if i%1000 == 0 {
+					tbl.Flush()
+				}
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	var hk sync.WaitGroup
+	hk.Add(1)
+	go func() {
+		defer hk.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			clk.Advance(5 * time.Second)
+			tbl.Expire(50)
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	hk.Wait()
+	tbl.Flush()
+	news, destroys := map[uint64]int{}, map[uint64]int{}
+	for len(sub.Events()) > 0 {
+		ev := <-sub.Events()
+		switch ev.Type {
+		case EventNew:
+			news[ev.Entry.ID]++
+		case EventDestroy:
+			destroys[ev.Entry.ID]++
+		}
+	}
+	if sub.Lost() != 0 {
+		t.Fatalf("lost %d", sub.Lost())
+	}
+	for id, n := range news {
+		if n != 1 || destroys[id] != 1 {
+			t.Errorf("entry %d: %d new, %d destroy", id, n, destroys[id])
+		}
+	}
+	for id := range destroys {
+		if news[id] == 0 {
+			t.Errorf("entry %d destroyed, never created", id)
+		}
+	}
+	st := tbl.Stats()
+	if got := st.Expired + st.Deleted + st.EarlyDrop; got != st.Inserted {
+		t.Errorf("inserted %d, removed %d (%+v)", st.Inserted, got, st)
+	}
+}
+
+// Close races Track, Subscribe, List and Flush on other goroutines, and
+// the expiry goroutine: nothing panics, and nothing is left running.
+func TestCloseRaces(t *testing.T) {
+	for round := range 20 {
+		tbl, err := New(Config{Max: 64, ExpireInterval: time.Millisecond, ExpireBatch: 8, Timeouts: Timeouts{UDP: time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sub := tbl.Subscribe(4)
+				var p Packet
+				for i := range 3000 {
+					c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(g), byte(round), 1}), uint16(1+i%100))
+					p.Decode(udpPacket(c, ap("192.0.2.9:53"), 1))
+					tbl.Track(0, &p, nil)
+					if i%100 == 0 {
+						sub.Close()
+						sub = tbl.Subscribe(4)
+						tbl.List()
+						tbl.Flush()
+					}
+					select {
+					case <-sub.Events():
+					default:
+					}
+				}
+				sub.Close()
+			}()
+		}
+		time.Sleep(time.Millisecond * time.Duration(round%5))
+		tbl.Close()
+		wg.Wait()
+	}
+}
+
+// ICMP errors are RELATED to the entry they quote: a router's error about
+// a ping whose id the NAT remapped finds the remapped entry, in the reply
+// direction; an error quoting GRE finds the GRE entry; and a related
+// packet neither refreshes its entry's timeout nor counts on it.
+func TestRelatedErrors(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	gw := ip("203.0.113.1")
+	nat := &snat{gw: gw}
+	c, s := ip("10.1.2.3"), ip("198.51.100.200")
+	// two pings with the same id: the second is mapped to id 8.
+	r1, _ := tbl.Track(0, decode(t, icmpPacket(c, s, 8, 0, 7, nil)), nat)
+	r2, err := tbl.Track(0, decode(t, icmpPacket(ip("10.1.2.4"), s, 8, 0, 7, nil)), nat)
+	if err != nil || r2.Reply().ICMPID() != 8 {
+		t.Fatalf("%+v %v", r2, err)
+	}
+	// error from a router about the translated second ping
+	q := icmpPacket(gw, s, 8, 0, 8, nil)
+	res := track(t, tbl, icmpPacket(ip("192.0.2.254"), gw, 11, 0, 0, q[:28]))
+	if res.Class != ClassRelated || res.ID != r2.ID || res.Dir != Reply {
+		t.Fatalf("%+v", res)
+	}
+	// GRE quoted
+	g := track(t, tbl, ipPacket(c, s, 47, make([]byte, 8)))
+	gq := ipPacket(c, s, 47, make([]byte, 8))
+	res = track(t, tbl, icmpPacket(ip("192.0.2.254"), c, 3, 1, 0, gq[:28]))
+	if res.Class != ClassRelated || res.ID != g.ID || res.Dir != Reply {
+		t.Fatalf("gre %+v", res)
+	}
+	// Related does not refresh or count
+	before := mustGet(t, tbl, r1.Orig())
+	clk.Advance(10 * time.Second)
+	q1 := icmpPacket(gw, s, 8, 0, 7, nil)
+	track(t, tbl, icmpPacket(ip("192.0.2.254"), gw, 11, 0, 0, q1[:28]))
+	after := mustGet(t, tbl, r1.Orig())
+	if after.Timeout != before.Timeout-10*time.Second || after.Packets != before.Packets {
+		t.Fatalf("before %v after %v", before, after)
 	}
 }

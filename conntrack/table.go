@@ -314,7 +314,7 @@ func (t *Table) Track(zone Zone, p *Packet, nat Translator) (Result, error) {
 	now := t.now()
 	k := makeKey(zone, p.Tuple)
 	h := k.hash(t.seed)
-	for attempt := 0; ; attempt++ {
+	for attempt, made := 0, 0; ; attempt++ {
 		res, again := t.existing(&k, h, p, now, false)
 		if !again {
 			return res, nil
@@ -323,12 +323,18 @@ func (t *Table) Track(zone Zone, p *Packet, nat Translator) (Result, error) {
 		switch {
 		case err == nil:
 			return res, nil
+		case err == errRoom && made < maxRoom:
+			// An entry in the way was removed (expired, superseded or
+			// evicted): progress, not a lost race.
+			made++
+			attempt--
 		case attempt == 3:
-			if err == errRetry {
+			if err == errRetry || err == errRoom {
+				t.stats.refused.Add(1)
 				err = ErrTableFull
 			}
 			return res, err
-		case err == errRetry:
+		case err == errRetry, err == errRoom:
 		case nat != nil && errors.Is(err, ErrReplyInUse):
 			// A concurrent flow took the tuple the Translator chose
 			// after it tested it: choose again, as the kernel does.
@@ -370,6 +376,14 @@ func (t *Table) TrackTerminated(zone Zone, p *Packet, fromProxy bool) (res Resul
 
 // errRetry: an insertion lost a race and the lookup should run again.
 var errRetry = errors.New("retry")
+
+// errRoom: an insertion removed an entry in its way (an expired one
+// holding a tuple, a superseded one, or one evicted from a full table)
+// and should run again; this does not count as a lost race, up to
+// maxRoom times a packet.
+var errRoom = errors.New("retry: room made")
+
+const maxRoom = 64
 
 // existing processes p on the entry of k, if one is live; flip says p
 // goes the other way than the direction k has in the entry. again is set
@@ -614,6 +628,7 @@ func (t *Table) insert(k *key, h uint64, rk *key, rh uint64, supersede bool) (*e
 		t.unlockPair(a, b)
 		if !live {
 			t.deleteID(ref, id, ReasonTimeout)
+			return nil, errRoom
 		}
 		return nil, errRetry // another packet of the flow won the race
 	}
@@ -633,14 +648,14 @@ func (t *Table) insert(k *key, h uint64, rk *key, rh uint64, supersede bool) (*e
 				t.stats.clash.Add(1)
 				return nil, fmt.Errorf("%w: %v", ErrReplyInUse, rk.tuple())
 			}
-			return nil, errRetry
+			return nil, errRoom
 		}
 	}
 	idx, ok := t.slab.alloc(k, rk, t.nextID.Add(1))
 	if !ok {
 		t.unlockPair(a, b)
 		if t.earlyDrop(h) {
-			return nil, errRetry
+			return nil, errRoom
 		}
 		t.stats.refused.Add(1)
 		return nil, ErrTableFull
