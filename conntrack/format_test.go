@@ -99,7 +99,7 @@ func TestListingGolden(t *testing.T) {
 	t.Run("generic", func(t *testing.T) {
 		tbl, _ := newTable(t, Config{})
 		track(t, tbl, ipPacket(ip("10.0.0.2"), ip("192.0.2.9"), 47, make([]byte, 4)))
-		want := "unknown  47 600 src=10.0.0.2 dst=192.0.2.9 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 mark=0 use=1"
+		want := "gre      47 600 src=10.0.0.2 dst=192.0.2.9 srckey=0x0 dstkey=0x0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 srckey=0x0 dstkey=0x0 mark=0 use=1"
 		if got := string(tbl.List()[0].AppendLine(nil, false)); got != want {
 			t.Fatalf("got  %s\nwant %s", got, want)
 		}
@@ -132,5 +132,27 @@ func TestListIsOldestFirst(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	if len(lines) != 500 || !strings.Contains(lines[0], "sport=1 ") || !strings.Contains(lines[499], "sport=500 ") {
 		t.Fatalf("%d lines, first %q", len(lines), lines[0])
+	}
+}
+
+// conntrack-tools names every protocol libnetfilter_conntrack knows
+// (proto2str: gre, sctp, dccp, udplite) and prints its layer-4 fields
+// from the tuple even when they are zero (__snprintf_proto: srckey/dstkey
+// for GRE, sport/dport for SCTP, DCCP and UDP-Lite); "unknown" is only for
+// the rest.
+func TestListingGenericProtoNames(t *testing.T) {
+	for _, c := range []struct {
+		proto Proto
+		want  string
+	}{
+		{47, "gre      47 600 src=10.0.0.2 dst=192.0.2.9 srckey=0x0 dstkey=0x0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 srckey=0x0 dstkey=0x0 mark=0 use=1"},
+		{132, "sctp     132 600 src=10.0.0.2 dst=192.0.2.9 sport=0 dport=0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 sport=0 dport=0 mark=0 use=1"},
+		{50, "unknown  50 600 src=10.0.0.2 dst=192.0.2.9 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 mark=0 use=1"},
+	} {
+		tbl, _ := newTable(t, Config{})
+		track(t, tbl, ipPacket(ip("10.0.0.2"), ip("192.0.2.9"), c.proto, make([]byte, 12)))
+		if got := string(tbl.List()[0].AppendLine(nil, false)); got != c.want {
+			t.Errorf("proto %d:\ngot  %s\nwant %s", c.proto, got, c.want)
+		}
 	}
 }

@@ -22,7 +22,8 @@ const (
 )
 
 // String returns the name conntrack -L prints for the protocol: "tcp",
-// "udp", "icmp", "icmpv6", or "unknown" for the generically tracked rest.
+// "udp", "icmp", "icmpv6", the names conntrack-tools gives "gre", "sctp",
+// "dccp" and "udplite" (tracked generically here), or "unknown".
 func (p Proto) String() string {
 	switch p {
 	case ProtoTCP:
@@ -33,9 +34,26 @@ func (p Proto) String() string {
 		return "icmp"
 	case ProtoICMPv6:
 		return "icmpv6"
+	case protoGRE:
+		return "gre"
+	case protoSCTP:
+		return "sctp"
+	case protoDCCP:
+		return "dccp"
+	case protoUDPLite:
+		return "udplite"
 	}
 	return "unknown"
 }
+
+// Protocols tracked generically here that conntrack-tools still names,
+// and whose layer-4 fields it prints (zero, as the tuple holds none).
+const (
+	protoDCCP    Proto = 33
+	protoGRE     Proto = 47
+	protoSCTP    Proto = 132
+	protoUDPLite Proto = 136
+)
 
 // hasPorts reports whether tuples of p carry ports (or, for ICMP, an id and
 // a type and code) beside the addresses.
@@ -192,11 +210,13 @@ func (t Tuple) appendTo(b []byte) []byte {
 		b = strconv.AppendUint(b, uint64(t.ICMPCode()), 10)
 		b = append(b, " id="...)
 		b = strconv.AppendUint(b, uint64(t.ICMPID()), 10)
-	case t.Proto.hasPorts():
+	case t.Proto.hasPorts(), t.Proto == protoSCTP, t.Proto == protoDCCP, t.Proto == protoUDPLite:
 		b = append(b, " sport="...)
 		b = strconv.AppendUint(b, uint64(t.SrcPort), 10)
 		b = append(b, " dport="...)
 		b = strconv.AppendUint(b, uint64(t.DstPort), 10)
+	case t.Proto == protoGRE:
+		b = append(b, " srckey=0x0 dstkey=0x0"...)
 	}
 	return b
 }
