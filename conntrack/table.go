@@ -654,7 +654,7 @@ func (t *Table) insert(k *key, h uint64, rk *key, rh uint64, supersede bool) (*e
 	idx, ok := t.slab.alloc(k, rk, t.nextID.Add(1))
 	if !ok {
 		t.unlockPair(a, b)
-		if t.earlyDrop(h) {
+		if _, _, ok := t.earlyDrop(h); ok {
 			return nil, errRoom
 		}
 		t.stats.refused.Add(1)
@@ -742,8 +742,9 @@ const earlyDropRange = 128
 
 // earlyDrop evicts one entry near the home slot of hash h to make room: an
 // expired entry, else one that is not assured, else an assured TCP
-// connection that is closing. It reports whether it evicted one.
-func (t *Table) earlyDrop(h uint64) bool {
+// connection that is closing. It reports whether it evicted one, and
+// which (its original tuple and ID).
+func (t *Table) earlyDrop(h uint64) (orig Tuple, id uint64, ok bool) {
 	s := &t.shards[t.shardOf(h)]
 	now := t.now()
 	var (
@@ -772,6 +773,7 @@ func (t *Table) earlyDrop(h uint64) bool {
 			}
 			if rank > bestRank {
 				best, bestID, bestRank = ref, e.id, rank
+				orig = e.tuple[Original].tuple()
 				if rank == 3 {
 					break
 				}
@@ -780,14 +782,37 @@ func (t *Table) earlyDrop(h uint64) bool {
 	}
 	s.mu.RUnlock()
 	if bestRank == 0 {
-		return false
+		return Tuple{}, 0, false
 	}
 	why := ReasonEvicted
 	if bestRank == 3 {
 		why = ReasonTimeout
 	}
 	t.deleteID(best, bestID, why)
-	return true // evicted, or someone else freed it first: try again
+	return orig, bestID, true // evicted, or someone else freed it first: try again
+}
+
+// MakeRoom makes room in a full table for a new entry of tp in zone, as
+// Track does for a new flow: it evicts one entry near tp's place (an
+// expired one, else one not assured, else a closing TCP connection) and
+// returns its original tuple and ID (zero when the table had room). It
+// reports false when the table is full and nothing near may go, counted
+// as a refusal. A caller that opens a flow before the flow's entry is
+// made (nat/hostnet, for a published port's new client, whose entry the
+// gateway makes from its first packet) asks first, and ends the evicted
+// entry's flow at once.
+func (t *Table) MakeRoom(zone Zone, tp Tuple) (evicted Tuple, id uint64, ok bool) {
+	if t.closed.Load() {
+		return Tuple{}, 0, false
+	}
+	if t.slab.len() < t.max {
+		return Tuple{}, 0, true
+	}
+	k := makeKey(zone, tp)
+	if evicted, id, ok = t.earlyDrop(k.hash(t.seed)); !ok {
+		t.stats.refused.Add(1)
+	}
+	return evicted, id, ok
 }
 
 // Taken reports whether tp is the original or reply tuple of a live entry
@@ -906,6 +931,12 @@ func (t *Table) collect(i int, pick func(*entry) bool) []victim {
 	out, _, _ := t.scan(i, 0, -1, pick)
 	return out
 }
+
+// LastID returns the ID of the last entry made: entries made later have
+// higher IDs. A flow made before its entry (nat/hostnet's, into the
+// container) notes it, to know its own entry from an older one of the
+// same tuple.
+func (t *Table) LastID() uint64 { return t.nextID.Load() }
 
 // Len returns the number of entries in the table, counting expired entries
 // the reaper has not removed yet.

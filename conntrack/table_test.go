@@ -268,6 +268,40 @@ func TestTableFull(t *testing.T) {
 			t.Fatalf("%d eviction events, want 20", evicted)
 		}
 	})
+	t.Run("MakeRoom", func(t *testing.T) {
+		tbl, clk := newTable(t, Config{Max: max})
+		next := ap("10.0.0.4:3")
+		if _, id, ok := tbl.MakeRoom(0, udpTuple(next.String(), "192.0.2.9:53")); !ok || id != 0 {
+			t.Fatalf("a table with room: evicted %d, ok %v", id, ok)
+		}
+		var flows []Tuple
+		for i := range max {
+			c := netip.AddrPortFrom(ip("10.0.0.2"), uint16(1000+i))
+			s := ap("192.0.2.9:53")
+			track(t, tbl, udpPacket(c, s, 1))
+			track(t, tbl, udpPacket(s, c, 1))
+			flows = append(flows, udpTuple(c.String(), s.String()))
+		}
+		// Full of flows not assured: one goes, the one named.
+		orig, id, ok := tbl.MakeRoom(0, udpTuple(next.String(), "192.0.2.9:53"))
+		if !ok || id == 0 || tbl.Len() != max-1 || tbl.Stats().EarlyDrop != 1 {
+			t.Fatalf("evicted %v %d, ok %v: %d entries, %+v", orig, id, ok, tbl.Len(), tbl.Stats())
+		}
+		if _, _, there := tbl.Get(0, orig); there || !slices.Contains(flows, orig) {
+			t.Fatalf("evicted %v: still there %v, or not one of the flows", orig, there)
+		}
+		track(t, tbl, udpPacket(next, ap("192.0.2.9:53"), 1))
+		track(t, tbl, udpPacket(ap("192.0.2.9:53"), next, 1))
+		// Full of assured flows: none goes, and the refusal counts.
+		clk.Advance(3 * time.Second)
+		for _, en := range tbl.List() {
+			track(t, tbl, udpPacket(netip.AddrPortFrom(en.Orig.Src, en.Orig.SrcPort), netip.AddrPortFrom(en.Orig.Dst, en.Orig.DstPort), 1))
+			track(t, tbl, udpPacket(netip.AddrPortFrom(en.Orig.Dst, en.Orig.DstPort), netip.AddrPortFrom(en.Orig.Src, en.Orig.SrcPort), 1))
+		}
+		if _, id, ok := tbl.MakeRoom(0, udpTuple("10.0.0.5:3", "192.0.2.9:53")); ok || id != 0 || tbl.Len() != max || tbl.Stats().Refused != 1 {
+			t.Fatalf("a table of assured flows: evicted %d, ok %v, %d entries, %+v", id, ok, tbl.Len(), tbl.Stats())
+		}
+	})
 	t.Run("keeps assured", func(t *testing.T) {
 		tbl, clk := newTable(t, Config{Max: max})
 		var assured []Tuple

@@ -16,8 +16,12 @@ type flow struct {
 	orig conntrack.Tuple
 	src  netip.Addr // the container address counted against the per-source cap
 	id   uint64     // the entry's ID, 0 until seen; under u.mu
-	born time.Time
-	stop func() // closes the flow's sockets
+	// after is the ID of the table's last entry when the flow was made
+	// (conntrack.Table.LastID): an entry of the flow's original tuple
+	// with a higher ID was made for the flow, an older one was not.
+	after uint64
+	born  time.Time
+	stop  func() // closes the flow's sockets
 	// supersede, when set (under u.mu), ends the flow for a new one with
 	// the same original tuple, more gently than stop.
 	supersede func()
@@ -82,6 +86,9 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 		return nil, false
 	}
 	f := &flow{u: u, orig: orig, src: src, id: id, born: time.Now(), stop: stop}
+	if tbl := u.tbl.Load(); tbl != nil {
+		f.after = tbl.LastID()
+	}
 	u.flows[orig] = f
 	if register != nil {
 		register(f)
@@ -199,16 +206,18 @@ func (u *Uplink) reap(sub *conntrack.Subscription) {
 
 // gone releases the flow of the entry orig, id, which left the table. A
 // flow that does not know its entry yet (one the gateway creates, for a
-// flow into the container) may be the new flow of a client reusing its
-// port, whose entry replaced the one that went: it learns its entry from
-// the table, or is left to the sweep.
+// flow into the container) is released when the entry was made after it
+// (its own, evicted from a full table, say); an older one's may be the
+// entry of a client's last flow, which a new one of the same tuple (the
+// client reusing its port) replaces: that flow learns its entry from the
+// table, or is left to the sweep.
 func (u *Uplink) gone(orig conntrack.Tuple, id uint64) {
 	u.mu.Lock()
 	f := u.flows[orig]
-	var fid uint64
+	var fid, after uint64
 	opening := false
 	if f != nil {
-		fid, opening = f.id, f.opening
+		fid, after, opening = f.id, f.after, f.opening
 	}
 	u.mu.Unlock()
 	switch {
@@ -217,6 +226,8 @@ func (u *Uplink) gone(orig conntrack.Tuple, id uint64) {
 		if fid == id {
 			f.release()
 		}
+	case id > after:
+		f.release()
 	default:
 		if e, _, ok := u.tbl.Load().Get(0, orig); ok && e.ID != id {
 			u.mu.Lock()

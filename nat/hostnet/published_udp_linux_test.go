@@ -104,25 +104,41 @@ func TestIntegrationPublishedUDPSecondAddress(t *testing.T) {
 
 // A published UDP port's flows are made before their entries, which the
 // gateway makes from each flow's first datagram: the uplink keeps them
-// within the table's cap itself, and a client beyond it is dropped and
-// counted, not carried for the seconds a flow may wait for its entry.
+// within the table's cap itself. At the cap, a new client is carried in
+// as a new connection through the kernel's NAT is: the table evicts a
+// flow that is not assured (early drop), whose flow ends at once, so the
+// flows never outnumber the cap. Once every entry is assured, a new
+// client is dropped and counted, not carried for the seconds a flow may
+// wait for its entry.
 func TestIntegrationPublishedUDPTableCap(t *testing.T) {
 	const limit = 16
 	e := newEnv(t, envConfig{ctMax: limit})
 	udpWhoServer(t, e.ctr, "172.17.0.4:53")
-	publish(t, e.up, "5353:172.17.0.4:53/udp")
-	to := netip.MustParseAddrPort("198.51.100.1:5353")
-	const clients = 100
-	peak := 0
-	for range clients {
-		// Each from a port of its own, held to the end: a port used
-		// again would be the same client.
+	// A sink, which answers nothing: a flow of its whose entry is
+	// evicted draws no answer, which would be a flow out of its own.
+	sink, err := e.ctr.ListenPacket("udp4", "172.17.0.4:54")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	publish(t, e.up, "5353:172.17.0.4:53/udp", "5354:172.17.0.4:54/udp")
+	who := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.1:5353"))
+	toSink := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.1:5354"))
+	// client sends from a port of its own, held to the end: a port used
+	// again would be the same client.
+	client := func(to *net.UDPAddr) net.PacketConn {
 		pc, err := e.remote.ListenPacket("udp4", ":0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer pc.Close()
-		pc.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(to))
+		t.Cleanup(func() { pc.Close() })
+		pc.WriteTo([]byte("x"), to)
+		return pc
+	}
+	const clients = 100
+	peak := 0
+	for range clients {
+		client(toSink)
 		peak = max(peak, e.up.Flows())
 	}
 	var c map[string]uint64
@@ -137,9 +153,79 @@ func TestIntegrationPublishedUDPTableCap(t *testing.T) {
 	if peak > limit {
 		t.Errorf("%d flows carried at once, beyond the table's cap of %d", peak, limit)
 	}
-	if c["drop_table_full"] < clients-limit {
-		t.Errorf("%d clients dropped, want at least %d", c["drop_table_full"], clients-limit)
+	if st := e.gw.Table().Stats(); c["inbound_opened"] != clients || st.EarlyDrop < clients-limit {
+		t.Errorf("of %d clients, %d carried, %d dropped; the table evicted %d: flows not assured make room for new ones", clients, c["inbound_opened"], c["drop_table_full"], st.EarlyDrop)
 	}
+
+	// Flows that are assured, in a table emptied first (a new flow may
+	// evict any that is not assured, one of these too): traffic both
+	// ways, and more after 2 s, as Linux's UDP tracking wants.
+	e.gw.Table().Flush()
+	if !waitFor(5*time.Second, func() bool { return e.up.Flows() == 0 }) {
+		t.Fatalf("%d flows left after a flush", e.up.Flows())
+	}
+	var last []net.PacketConn
+	for range limit {
+		pc := client(who)
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := pc.ReadFrom(make([]byte, 64)); err != nil {
+			t.Fatalf("no answer: %v (uplink %v)", err, e.up.Counters())
+		}
+		last = append(last, pc)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	for _, pc := range last {
+		pc.WriteTo([]byte("x"), who)
+	}
+	if !waitFor(5*time.Second, func() bool {
+		n := 0
+		for _, en := range e.gw.Table().List() {
+			if en.Status&conntrack.Assured != 0 {
+				n++
+			}
+		}
+		return n == limit
+	}) {
+		t.Fatalf("the last %d flows were not all assured: %v", limit, e.gw.Table().List())
+	}
+	dropped := e.up.Counters()["drop_table_full"]
+	client(toSink)
+	if !waitFor(5*time.Second, func() bool { return e.up.Counters()["drop_table_full"] == dropped+1 }) {
+		t.Errorf("a client beyond a cap of assured flows was not dropped (uplink %v, table %+v)", e.up.Counters(), e.gw.Table().Stats())
+	}
+	if n := e.up.Flows(); n > limit {
+		t.Errorf("%d flows, beyond the table's cap of %d", n, limit)
+	}
+}
+
+// A table full of the container's own flows out, not assured, makes room
+// for a published port's new client, as for the container's next flow
+// out (early drop): neither is refused.
+func TestIntegrationPublishedUDPEarlyDrop(t *testing.T) {
+	const limit = 16
+	e := newEnv(t, envConfig{ctMax: limit})
+	udpWhoServer(t, e.remote, "198.51.100.2:5300")
+	udpWhoServer(t, e.ctr, "172.17.0.4:53")
+	publish(t, e.up, "5353:172.17.0.4:53/udp")
+	to5300 := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 2), Port: 5300}
+	for range limit + 1 {
+		c := openUDPFlow(t, e.ctr, to5300)
+		defer c.Close()
+	}
+	pc, err := e.remote.ListenPacket("udp4", "198.51.100.2:40053")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	buf := make([]byte, 256)
+	for range 3 {
+		pc.WriteTo([]byte("in"), &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 5353})
+		pc.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := pc.ReadFrom(buf); err == nil {
+			return
+		}
+	}
+	t.Errorf("a published port's new client was refused with the table full of flows early drop may evict (uplink %v, table %+v)", e.up.Counters(), e.gw.Table().Stats())
 }
 
 // Unpublished, a UDP port's flows end with their entries, which name its
