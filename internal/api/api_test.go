@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -537,7 +538,7 @@ func TestListShapeAsSlirp4netns(t *testing.T) {
 
 // TestListenRaceHelper is TestListenTwoProcessesAtOnce's process: when USERNAT_RACE_PATH is set, wait until USERNAT_RACE_AT
 // (unix nanoseconds), Listen on the path, print "ok" or the error, and
-// hold the socket a moment.
+// hold the socket until its stdin closes.
 func TestListenRaceHelper(t *testing.T) {
 	path := os.Getenv("USERNAT_RACE_PATH")
 	if path == "" {
@@ -555,7 +556,7 @@ func TestListenRaceHelper(t *testing.T) {
 		return
 	}
 	fmt.Println("RESULT ok")
-	time.Sleep(300 * time.Millisecond)
+	io.Copy(io.Discard, os.Stdin) // held until the test closes our stdin
 	s.Close()
 }
 
@@ -576,26 +577,63 @@ func TestListenTwoProcessesAtOnce(t *testing.T) {
 			l.Close() // a stale socket, nothing listening
 		}
 		at := time.Now().Add(300 * time.Millisecond).UnixNano()
+		// Each holds its socket until both have said how Listen went
+		// (their stdin closes), so the two overlap however late a loaded
+		// machine starts one of them.
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		oks, inUse := 0, 0
+		said := make(chan struct{}, 2)
+		release := make(chan struct{})
 		for range 2 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				cmd := exec.Command(os.Args[0], "-test.run=^TestListenRaceHelper$", "-test.count=1")
 				cmd.Env = append(os.Environ(), "USERNAT_RACE_PATH="+path, "USERNAT_RACE_AT="+strconv.FormatInt(at, 10))
-				out, _ := cmd.CombinedOutput()
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case strings.Contains(string(out), "RESULT ok"):
-					oks++
-				case strings.Contains(string(out), "RESULT in use"):
-					inUse++
+				stdin, err := cmd.StdinPipe()
+				if err != nil {
+					t.Error(err)
+					said <- struct{}{}
+					return
 				}
+				out, err := cmd.StdoutPipe()
+				if err != nil {
+					t.Error(err)
+					said <- struct{}{}
+					return
+				}
+				if err := cmd.Start(); err != nil {
+					t.Error(err)
+					said <- struct{}{}
+					return
+				}
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					line := sc.Text()
+					if !strings.HasPrefix(line, "RESULT") {
+						continue
+					}
+					mu.Lock()
+					switch line {
+					case "RESULT ok":
+						oks++
+					case "RESULT in use":
+						inUse++
+					}
+					mu.Unlock()
+					break
+				}
+				said <- struct{}{}
+				<-release
+				stdin.Close()
+				io.Copy(io.Discard, out)
+				cmd.Wait()
 			}()
 		}
+		<-said
+		<-said
+		close(release)
 		wg.Wait()
 		if oks != 1 || inUse != 1 {
 			t.Fatalf("round %d: %d processes' Listen(%s) succeeded, %d refused with ErrInUse; want one and one (both succeeding: the first's socket replaced by the second's)", round, oks, path, inUse)
