@@ -879,11 +879,19 @@ func broadcastOf(p netip.Prefix) netip.Addr {
 }
 
 // martian reports whether a is an address no router forwards to or from:
-// multicast, the limited broadcast, the subnet's and a link uplink's,
-// 0.0.0.0/8 and 127.0.0.0/8.
+// one Unroutable says, or the subnet's or a link uplink's broadcast.
 func (g *Gateway) martian(a netip.Addr) bool {
-	if !a.Is4() || a.IsMulticast() || a.IsLoopback() || a == g.broadcast || a == g.upBroadcast {
-		return true // an IPv6 address too: none is routed here
+	return Unroutable(a) || a == g.broadcast || a == g.upBroadcast
+}
+
+// Unroutable reports whether a is an address no router forwards to or
+// from, wherever it is: 0.0.0.0/8, loopback (127.0.0.0/8), multicast and
+// the limited broadcast, and any IPv6 address (the gateway routes IPv4
+// only). The gateway drops a packet to or from one before anything else,
+// so a subnet or an address of one is of no use to it.
+func Unroutable(a netip.Addr) bool {
+	if !a.Is4() || a.IsMulticast() || a.IsLoopback() {
+		return true
 	}
 	b := a.As4()
 	return b[0] == 0 || b == [4]byte{255, 255, 255, 255}

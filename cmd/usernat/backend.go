@@ -18,6 +18,7 @@ type backend struct {
 	pub    publisher
 	subnet netip.Prefix
 	uplink netip.Addr
+	dns    netip.Addr // the host-socket uplink's DNS address (--dns), no container's; invalid for none
 	guest  netip.Addr // the container a request without guest_addr publishes to, if there is one (defaultGuest)
 }
 
@@ -47,7 +48,7 @@ func (b *backend) AddHostFwd(f api.HostFwd) (int, error) {
 	if !f.GuestAddr.IsValid() {
 		f.GuestAddr = b.guest // Podman's requests have guest_addr "", RootlessKit's may
 	}
-	if err := checkFwd(f, b.subnet, b.uplink); err != nil {
+	if err := checkFwd(f, b.subnet, b.uplink, b.dns); err != nil {
 		return 0, err
 	}
 	return b.pub.Publish(f)

@@ -18,6 +18,7 @@ import (
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/api"
 	"github.com/usernat/usernat/internal/rtnl"
+	"github.com/usernat/usernat/nat"
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -273,7 +274,7 @@ func parseGatewayFlags(args []string, api bool) (*gatewayConfig, error) {
 		if err != nil {
 			return nil, usagef("-p %s: %v", s, err)
 		}
-		if err := checkFwd(f, cfg.Subnet, cfg.UplinkAddr.Addr()); err != nil {
+		if err := checkFwd(f, cfg.Subnet, cfg.UplinkAddr.Addr(), cfg.DNS); err != nil {
 			return nil, usagef("-p %s: %v", s, err)
 		}
 		cfg.Publish = append(cfg.Publish, f)
@@ -321,8 +322,18 @@ func parseSubnet(s string) (netip.Prefix, error) {
 		return p, fmt.Errorf("%v is the network address; give the gateway's own address, such as %v", p.Addr(), p.Masked().Addr().Next())
 	case p.Addr() == rtnl.Broadcast(p):
 		return p, fmt.Errorf("%v is the broadcast address", p.Addr())
+	case overlapsMartian(p.Masked()):
+		return p, fmt.Errorf("%v overlaps 0.0.0.0/8, 127.0.0.0/8 or multicast, which no router forwards", p.Masked())
 	}
 	return p, nil
+}
+
+// overlapsMartian reports whether p holds an address no router forwards
+// (nat.Unroutable): those blocks (0/8, 127/8, 224/4, the limited
+// broadcast) are aligned, so a prefix that meets one holds its first or
+// its last address.
+func overlapsMartian(p netip.Prefix) bool {
+	return nat.Unroutable(p.Masked().Addr()) || nat.Unroutable(rtnl.Broadcast(p))
 }
 
 // parseTimeout parses NAME=SECONDS into t.
@@ -430,7 +441,7 @@ func parseHostOptions(cfg *gatewayConfig, uplinkAddr, uplinkVia, hostLoopback, o
 	}
 	var err error
 	if hostLoopback != "" {
-		if cfg.HostLoopback, err = netip.ParseAddr(hostLoopback); err != nil || !cfg.HostLoopback.Is4() || cfg.HostLoopback.IsLoopback() {
+		if cfg.HostLoopback, err = netip.ParseAddr(hostLoopback); err != nil || !cfg.HostLoopback.Is4() || nat.Unroutable(cfg.HostLoopback) {
 			return usagef("--host-loopback %s: want an IPv4 address containers reach the host's loopback at, such as the gateway's %v", hostLoopback, cfg.Subnet.Addr())
 		}
 		if cfg.Subnet.Masked().Contains(cfg.HostLoopback) && cfg.HostLoopback != cfg.Subnet.Addr() {
@@ -560,7 +571,7 @@ func parseVia(s string, uplink netip.Prefix) (netip.Addr, error) {
 // checkFwd checks a published port against the gateway's networks: the
 // container must be on the bridge, and a host address must be the
 // uplink's.
-func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink netip.Addr) error {
+func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink, dns netip.Addr) error {
 	switch {
 	case !f.GuestAddr.IsValid():
 		return errors.New("the container address is required: the gateway has no one container to choose (one --port with an address)")
@@ -570,6 +581,8 @@ func checkFwd(f api.HostFwd, subnet netip.Prefix, uplink netip.Addr) error {
 		return fmt.Errorf("container address %v is the bridge subnet's network or broadcast address", f.GuestAddr)
 	case f.GuestAddr == subnet.Addr():
 		return fmt.Errorf("container address %v is the gateway's", f.GuestAddr)
+	case dns.IsValid() && f.GuestAddr == dns:
+		return fmt.Errorf("container address %v is --dns's, the gateway's DNS address", f.GuestAddr)
 	case f.HostAddr.IsValid() && !f.HostAddr.Is4():
 		return fmt.Errorf("host address %v: the uplink is IPv4", f.HostAddr)
 	case uplink.IsValid() && f.HostAddr.IsValid() && !f.HostAddr.IsUnspecified() && f.HostAddr != uplink:

@@ -221,7 +221,7 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 	if cfg.DefaultGuest.IsValid() {
 		guest = cfg.DefaultGuest
 	}
-	b := &backend{br: br, gw: r.gw, pub: r.gw.Publisher(), subnet: cfg.Subnet, uplink: cfg.UplinkAddr.Addr(), guest: guest}
+	b := &backend{br: br, gw: r.gw, pub: r.gw.Publisher(), subnet: cfg.Subnet, uplink: cfg.UplinkAddr.Addr(), dns: cfg.DNS, guest: guest}
 	if cfg.SlirpIDs {
 		b.pub = newSeqPublisher(b.pub)
 	}
