@@ -124,6 +124,7 @@ type Uplink struct {
 	closeDone  chan struct{}                   // closed once the first Close has waited for every goroutine
 	flows      map[conntrack.Tuple]*flow       // by the entry's original tuple
 	udp        map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
+	udpIn      map[inKey]*udpFlow              // published UDP ports' flows, by what the host saw of their clients
 	pings      map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
 	inbound    map[conntrack.Tuple]expectation // flows being opened into the container, by the tuple of their packets to it
 	perSrc     srcCount                        // open flows per container address
@@ -207,6 +208,7 @@ func New(cfg Config) (*Uplink, error) {
 		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU, resolv: resolv, epoch: time.Now(),
 		flows:     map[conntrack.Tuple]*flow{},
 		udp:       map[conntrack.Tuple]*udpFlow{},
+		udpIn:     map[inKey]*udpFlow{},
 		pings:     map[conntrack.Tuple]*pingFlow{},
 		inbound:   map[conntrack.Tuple]expectation{},
 		pubs:      map[nat.RuleID][]io_closer{},
@@ -386,7 +388,7 @@ type Stats struct {
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
 	DropInFlight                                       atomic.Uint64 // TCP connections beyond maxInFlight being opened (in all, or for one container): a container's SYN dropped, a published port's client reset
-	DropCollision                                      atomic.Uint64 // clients of published ports that would be the same flow to the container as a live one (loopback clients shown as the gateway with the same port; one client port to two published ports of one container port)
+	DropCollision                                      atomic.Uint64 // clients of published ports that would be the same flow to the container as a live one (UDP: loopback clients shown as the gateway with the same port, or no other port free to show a client with; TCP: those, and one client port to two published ports of one container port)
 	DropConntrack                                      atomic.Uint64 // flows conntrack refused, the table not full: a first packet it takes as invalid, a reply tuple in use
 	StaleEntries                                       atomic.Uint64 // entries no flow carried any more (their socket gone) that a datagram flow's first packet found, and replaced
 	HostSocketErrors                                   atomic.Uint64 // datagram flows ended by their host socket failing (not an ICMP error, which it reports and lives on)

@@ -371,3 +371,250 @@ func TestIntegrationPublishedUDPRangeMemory(t *testing.T) {
 		t.Errorf("%d idle published UDP ports hold %d KiB, more than %d KiB each", n, grown>>10, limit>>10)
 	}
 }
+
+// A client whose one socket sends to two published ports of one
+// container port (two rules, 5353 and 5354, both to port 53) has two
+// flows, as through the kernel's NAT (which gives the second another
+// source port towards the container, its reply tuple being taken): the
+// container's answer to each query goes back from the port the query
+// went to.
+func TestIntegrationPublishedUDPTwoPortsOneContainerPort(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	srv, err := e.ctr.ListenPacket("udp4", "172.17.0.4:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	publish(t, e.up, "5353:172.17.0.4:53/udp", "5354:172.17.0.4:53/udp")
+	cl, err := e.remote.ListenPacket("udp4", "198.51.100.2:40053")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// Both queries reach the server before it answers either (a server
+	// that takes its time: a resolver asking upstream).
+	cl.WriteTo([]byte("to5353"), &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 5353})
+	buf := make([]byte, 256)
+	type q struct {
+		msg  string
+		from net.Addr
+	}
+	var qs []q
+	srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := srv.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs = append(qs, q{string(buf[:n]), from})
+	cl.WriteTo([]byte("to5354"), &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: 5354})
+	n, from, err = srv.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs = append(qs, q{string(buf[:n]), from})
+	t.Logf("the container saw %q from %v and %q from %v", qs[0].msg, qs[0].from, qs[1].msg, qs[1].from)
+	for _, q := range qs {
+		srv.WriteTo([]byte("re:"+q.msg), q.from)
+	}
+	got := map[string]string{}
+	for range 2 {
+		cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, src, err := cl.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		got[string(buf[:n])] = src.String()
+	}
+	for _, want := range []struct{ msg, from string }{{"re:to5353", "198.51.100.1:5353"}, {"re:to5354", "198.51.100.1:5354"}} {
+		if got[want.msg] != want.from {
+			t.Errorf("answer %q came from %q, want %s (all answers: %v)", want.msg, got[want.msg], want.from, got)
+		}
+	}
+}
+
+// The same through one port published on every address, for a client
+// whose one socket sends to two of the host's addresses: each answer
+// comes from the address its query went to, and each flow has its entry.
+func TestIntegrationPublishedUDPTwoAddressesOneClient(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	if err := e.host.AddAddr("eth0", netip.MustParsePrefix("198.51.100.3/24")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := e.ctr.ListenPacket("udp4", "172.17.0.4:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	publish(t, e.up, "5353:172.17.0.4:53/udp")
+	cl, err := e.remote.ListenPacket("udp4", "198.51.100.2:40053")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	buf := make([]byte, 256)
+	var froms []net.Addr
+	var msgs []string
+	srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for _, a := range []string{"198.51.100.1", "198.51.100.3"} {
+		cl.WriteTo([]byte("to"+a), &net.UDPAddr{IP: net.ParseIP(a), Port: 5353})
+		n, from, err := srv.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		froms, msgs = append(froms, from), append(msgs, string(buf[:n]))
+	}
+	for i := range msgs {
+		srv.WriteTo([]byte("re:"+msgs[i]), froms[i])
+	}
+	got := map[string]string{}
+	for range 2 {
+		cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, src, err := cl.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		got[string(buf[:n])] = src.String()
+	}
+	for _, a := range []string{"198.51.100.1", "198.51.100.3"} {
+		if f := got["re:to"+a]; f != a+":5353" {
+			t.Errorf("answer to the query to %s came from %q, want %s:5353 (all: %v)", a, f, a, got)
+		}
+	}
+	var b strings.Builder
+	for _, en := range e.gw.Table().List() {
+		fmt.Fprintln(&b, en.Orig, en.Reply)
+	}
+	t.Logf("table:\n%s", b.String())
+	cl4 := netip.MustParseAddrPort("198.51.100.2:40053")
+	for _, a := range []string{"198.51.100.1", "198.51.100.3"} {
+		orig := conntrack.Tuple{Src: cl4.Addr(), Dst: netip.MustParseAddr(a), SrcPort: cl4.Port(), DstPort: 5353, Proto: conntrack.ProtoUDP}
+		if _, _, ok := e.gw.Table().Get(0, orig); !ok {
+			t.Errorf("no entry %v: each flow's entry names the address its client sent to", orig)
+		}
+	}
+}
+
+// A client port sending to two published ports of one container port
+// is two flows, and stays so: the second is shown to the container with
+// another port, of the range Linux's NAT picks from for the client's
+// (a privileged port stays privileged), the same for each of its
+// datagrams, and each answer goes back from the port its query went to.
+func TestIntegrationPublishedUDPTwoPortsMapping(t *testing.T) {
+	for _, tc := range []struct {
+		port        uint16
+		first, last uint16 // where the second flow's port must be
+	}{
+		{40053, 1024, 65535},
+		{700, 600, 1023},
+		{53, 1, 511},
+	} {
+		t.Run(fmt.Sprint(tc.port), func(t *testing.T) {
+			e := newEnv(t, envConfig{})
+			srv, err := e.ctr.ListenPacket("udp4", "172.17.0.4:53")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			publish(t, e.up, "5353:172.17.0.4:53/udp", "5354:172.17.0.4:53/udp")
+			cl, err := e.remote.ListenPacket("udp4", fmt.Sprintf("198.51.100.2:%d", tc.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			buf := make([]byte, 256)
+			seen := map[uint16]netip.AddrPort{} // by published port: the client as the container saw it
+			for round := range 3 {
+				for _, pub := range []uint16{5353, 5354} {
+					msg := fmt.Sprintf("%d/%d", pub, round)
+					cl.WriteTo([]byte(msg), &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: int(pub)})
+					srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+					n, from, err := srv.ReadFrom(buf)
+					if err != nil {
+						t.Fatalf("%s: %v (uplink %v)", msg, err, e.up.Counters())
+					}
+					if string(buf[:n]) != msg {
+						t.Fatalf("the container read %q, want %q", buf[:n], msg)
+					}
+					got := netip.MustParseAddrPort(from.String())
+					if want, ok := seen[pub]; ok && got != want {
+						t.Errorf("%s: the container saw the client as %v, before as %v", msg, got, want)
+					}
+					seen[pub] = got
+					srv.WriteTo([]byte("re:"+msg), from)
+					cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+					n, src, err := cl.ReadFrom(buf)
+					if err != nil {
+						t.Fatalf("%s: no answer: %v", msg, err)
+					}
+					if want := fmt.Sprintf("198.51.100.1:%d", pub); string(buf[:n]) != "re:"+msg || src.String() != want {
+						t.Errorf("answer %q from %v, want %q from %s", buf[:n], src, "re:"+msg, want)
+					}
+				}
+			}
+			first, second := seen[5353], seen[5354]
+			if first != netip.AddrPortFrom(netip.MustParseAddr("198.51.100.2"), tc.port) {
+				t.Errorf("the first flow's client was shown as %v, want its own address and port", first)
+			}
+			if second.Addr() != first.Addr() || second.Port() == tc.port || second.Port() < tc.first || second.Port() > tc.last {
+				t.Errorf("the second flow's client was shown as %v, want 198.51.100.2 with another port in %d-%d", second, tc.first, tc.last)
+			}
+			if n := e.up.Counters()["inbound_opened"]; n != 2 {
+				t.Errorf("inbound_opened %d, want 2", n)
+			}
+		})
+	}
+}
+
+// Of a client's two flows through two published ports of one container
+// port, unpublishing one port ends its flow alone: the other's datagrams
+// still reach the container from the client's own port, and its answers
+// still leave from its port.
+func TestIntegrationPublishedUDPTwoPortsUnpublishOne(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	udpWhoServer(t, e.ctr, "172.17.0.4:53")
+	publish(t, e.up, "5353:172.17.0.4:53/udp")
+	p, err := nat.ParsePublish("5354:172.17.0.4:53/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.up.Publish(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := e.remote.ListenPacket("udp4", "198.51.100.2:40053")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	buf := make([]byte, 256)
+	ask := func(port int, msg string) (string, string) {
+		t.Helper()
+		cl.WriteTo([]byte(msg), &net.UDPAddr{IP: net.IPv4(198, 51, 100, 1), Port: port})
+		cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, src, err := cl.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("%s to %d: no answer: %v (uplink %v)", msg, port, err, e.up.Counters())
+		}
+		return string(buf[:n]), src.String()
+	}
+	for _, port := range []int{5353, 5354} {
+		if _, src := ask(port, "q"); src != fmt.Sprintf("198.51.100.1:%d", port) {
+			t.Errorf("answer to %d from %s", port, src)
+		}
+	}
+	if n := e.up.Flows(); n != 2 {
+		t.Fatalf("%d flows, want 2", n)
+	}
+	if err := e.up.Unpublish(id); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.up.Flows(); n != 1 {
+		t.Errorf("%d flows after unpublishing one port, want 1", n)
+	}
+	if got, src := ask(5353, "again"); got != "198.51.100.2:40053 again" || src != "198.51.100.1:5353" {
+		t.Errorf("after unpublishing 5354: answer %q from %s, want %q from 198.51.100.1:5353", got, src, "198.51.100.2:40053 again")
+	}
+	if n := e.up.Counters()["inbound_opened"]; n != 2 {
+		t.Errorf("inbound_opened %d, want 2: the flow of 5353 should have lived on", n)
+	}
+}

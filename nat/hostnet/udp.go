@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -27,10 +28,11 @@ type udpFlow struct {
 	conn   *net.UDPConn
 	rc     syscall.RawConn     // conn's, taken once: each SyscallConn allocates
 	client netip.AddrPort      // inbound: where answers go; outbound: invalid
+	key    inKey               // inbound: what the host saw of the client (u.udpIn's key)
 	dst    netip.AddrPort      // outbound: where the host socket is connected (hostDst)
 	to     *unix.SockaddrInet4 // inbound: client, for sendmsg (made once, not per datagram)
 	from   []byte              // inbound, through a socket bound to every address: IP_PKTINFO naming the one answers go from
-	seen   conntrack.Tuple     // inbound: the expectation made for the gateway
+	seen   conntrack.Tuple     // inbound: the expectation made for the gateway (near, reversed)
 	hops   ttlSetting          // outbound: the socket's TTL
 	pmtu   pmtuSetting         // outbound: the socket's path MTU discovery
 	errs   errorSender         // outbound: what the network's errors are about
@@ -219,6 +221,9 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 			delete(u.udp, fl.near)
 		}
 		if inbound {
+			if u.udpIn[fl.key] == fl {
+				delete(u.udpIn, fl.key)
+			}
 			delete(u.inbound, fl.seen)
 		}
 		u.mu.Unlock()
@@ -229,7 +234,9 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 	_, ok := u.addFlow(orig, src, id, stop, func(f *flow) {
 		fl.f = f
 		u.udp[fl.near] = fl
-		if !inbound {
+		if inbound {
+			u.udpIn[fl.key] = fl
+		} else {
 			u.wg.Add(1) // under u.mu, with closed checked: Close cannot be waiting yet
 		}
 	})
@@ -397,39 +404,128 @@ func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
 }
 
 // servedDatagram carries the datagram buf[28:28+n] that client sent to a
-// published port's socket c (to, when the socket said) into the
-// container at ctr, opening the client's flow for its first.
+// published port's socket c (bound to local; to, the address it came to,
+// when the socket said) into the container at ctr, opening the client's
+// flow for its first. The flow is found by what the host saw: the socket,
+// the address the client sent to, and the client; not by the tuple of
+// the container's packets, which a client sending from one port to two
+// published ports of one container port, or to two of the host's
+// addresses, would share between two flows.
 func (u *Uplink) servedDatagram(c *net.UDPConn, rc syscall.RawConn, buf []byte, n int, client, ctr, local netip.AddrPort, to netip.Addr) {
-	src := u.presented(client)
-	near := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP}
+	dst := local
+	if to.IsValid() {
+		dst = netip.AddrPortFrom(to, local.Port())
+	} else if dst.Addr().IsUnspecified() {
+		dst = netip.AddrPortFrom(u.cfg.Gateway, local.Port()) // bound to every address: name one
+	}
+	k := inKey{c: c, to: dst.Addr(), client: client}
+	u.mu.Lock()
+	fl := u.udpIn[k]
+	seen := fl != nil && fl.f.id != 0
+	u.mu.Unlock()
+	if fl != nil && u.lapsed(fl.f, seen, fl.near) {
+		fl = nil // its entry expired: the client's datagram is a new flow's
+	}
+	if fl == nil {
+		if fl = u.openInboundUDP(c, rc, k, ctr, dst, to.IsValid()); fl == nil {
+			return
+		}
+	}
+	// From the client as the container sees it: its port may be another
+	// (inboundNear).
+	u.ln.queue(udpPacket(buf, netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort), ctr, n), bridgeNone)
+}
+
+// inKey is what the host saw of a published UDP port's client: the
+// socket the client's datagrams come through, the host's address they
+// are sent to, and the client.
+type inKey struct {
+	c      *net.UDPConn
+	to     netip.Addr
+	client netip.AddrPort
+}
+
+// inboundNear returns the tuple of the container's packets to a published
+// UDP port's new client, whose flow's entry is orig, and which is shown
+// to the container as near.Dst, near.DstPort. That is near itself while
+// it is free, or holds only the container's own flow to that address,
+// which the client's flow replaces (its entry deleted), or an expired
+// flow, or orig's own entry. When near is a live flow's of the same
+// client (its port to another published port of the same container port,
+// or to another of the host's addresses) or another entry's, the client
+// is shown with another port, as the kernel's NAT gives a new connection
+// whose reply tuple is taken another source port (nf_nat's unique tuple):
+// each flow keeps its own, and the container's answers to each go back
+// through it. It reports false, counted in DropCollision, for another
+// client on the host's loopback with the same port, and when no port is
+// free.
+func (u *Uplink) inboundNear(client netip.AddrPort, orig, near conntrack.Tuple) (conntrack.Tuple, bool) {
 	u.mu.Lock()
 	fl := u.udp[near]
 	seen := fl != nil && fl.f.id != 0
 	u.mu.Unlock()
 	switch {
 	case fl == nil:
+		if e, _, ok := u.tbl.Load().Get(0, near); !ok || e.Orig == orig {
+			return near, true
+		}
 	case u.lapsed(fl.f, seen, near):
-		fl = nil // its entry expired: the client's datagram is a new flow's
-	case fl.client.IsValid() && fl.client != client:
-		// Another client on the host's loopback with the same
-		// port: shown as the gateway, both would be one flow to
-		// the container. The live one stays, as for TCP.
-		u.stats.DropCollision.Add(1)
-		return
-	case fl.conn != c:
-		// The client's flow through another published port of a
-		// range to one container port, or the container's own flow
-		// to the address the client is shown as: this client's
-		// flow is this socket's now, with an entry of its own.
+		return near, true
+	case !fl.client.IsValid():
+		// The container's own flow to the address the client is
+		// shown as: the client's flow takes its place, with an entry
+		// of its own.
 		fl.f.drop()
-		fl = nil
+		return near, true
+	case fl.client != client:
+		// Another client on the host's loopback with the same port:
+		// shown as the gateway, both would be one flow to the
+		// container. The live one stays, as for TCP.
+		u.stats.DropCollision.Add(1)
+		return conntrack.Tuple{}, false
 	}
-	if fl == nil {
-		if fl = u.openInboundUDP(c, rc, client, src, ctr, local, to); fl == nil {
-			return
+	if near, ok := u.freeNear(near); ok {
+		return near, true
+	}
+	u.stats.DropCollision.Add(1)
+	return conntrack.Tuple{}, false
+}
+
+// nearTries bounds the ports freeNear tests, as the kernel's NAT bounds
+// its search (128 in its first round): a full search of a crowded range
+// would cost a new client tens of thousands of lookups.
+const nearTries = 128
+
+// freeNear returns near with another port for its destination (the
+// client as the container sees it) that neither a flow of the uplink
+// nor an entry of the table uses, tested from a random place in the
+// range Linux's NAT picks from for the client's port (1024–65535 for
+// ports from 1024, 600–1023 for ports 512–1023, 1–511 below), so a
+// privileged port stays privileged.
+func (u *Uplink) freeNear(near conntrack.Tuple) (conntrack.Tuple, bool) {
+	var first, size int
+	switch p := near.DstPort; {
+	case p >= 1024:
+		first, size = 1024, 65536-1024
+	case p >= 512:
+		first, size = 600, 1024-600
+	default:
+		first, size = 1, 511
+	}
+	tbl := u.tbl.Load()
+	off := rand.IntN(size)
+	for i := range min(size, nearTries) {
+		near.DstPort = uint16(first + (off+i)%size)
+		seen, _ := near.Reverse()
+		u.mu.Lock()
+		_, expected := u.inbound[seen]
+		busy := expected || u.udp[near] != nil
+		u.mu.Unlock()
+		if !busy && !tbl.Taken(0, near) {
+			return near, true
 		}
 	}
-	u.ln.queue(udpPacket(buf, src, ctr, n), bridgeNone)
+	return conntrack.Tuple{}, false
 }
 
 // recvFrom4 reads a datagram from the IPv4 socket fd into p, and its
@@ -467,18 +563,16 @@ func (u *Uplink) endInbound(c *net.UDPConn) {
 }
 
 // openInboundUDP opens the flow of a published UDP port's new client,
-// shown to the container at ctr as src; to is the address the client
-// sent to, when the socket (bound to local) said. It returns nil, having
-// counted why, when the flow cannot be carried.
-func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, client, src, ctr, local netip.AddrPort, to netip.Addr) *udpFlow {
-	dst := local
-	if to.IsValid() {
-		dst = netip.AddrPortFrom(to, local.Port())
-	} else if dst.Addr().IsUnspecified() {
-		dst = netip.AddrPortFrom(u.cfg.Gateway, local.Port()) // bound to every address: name one
-	}
-	near := conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP}
+// k.client, which sent to dst through k.c (told by IP_PKTINFO when
+// pktinfo), into the container at ctr. It returns nil, having counted
+// why, when the flow cannot be carried.
+func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, k inKey, ctr, dst netip.AddrPort, pktinfo bool) *udpFlow {
+	src := u.presented(k.client)
 	orig := conntrack.Tuple{Src: src.Addr(), Dst: dst.Addr(), SrcPort: src.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoUDP}
+	near, ok := u.inboundNear(k.client, orig, conntrack.Tuple{Src: ctr.Addr(), Dst: src.Addr(), SrcPort: ctr.Port(), DstPort: src.Port(), Proto: conntrack.ProtoUDP})
+	if !ok {
+		return nil
+	}
 	seen, _ := near.Reverse()
 	// Its entry is made by the gateway, from the flow's first datagram,
 	// so the table's cap cannot refuse it here: the uplink's flows,
@@ -505,10 +599,10 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, client, src,
 	}
 	// The expectation stays while the flow lives: every packet until
 	// the gateway has made the entry may need it.
-	fl := &udpFlow{u: u, near: near, conn: c, rc: rc, client: client, seen: seen,
-		to: &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())}}
-	if to.IsValid() {
-		fl.from = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: to.As4()})
+	fl := &udpFlow{u: u, near: near, conn: c, rc: rc, client: k.client, key: k, seen: seen,
+		to: &unix.SockaddrInet4{Addr: k.client.Addr().As4(), Port: int(k.client.Port())}}
+	if pktinfo {
+		fl.from = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: dst.Addr().As4()})
 	}
 	if !u.startUDP(fl, orig, ctr.Addr(), 0) {
 		u.unexpect(seen)
