@@ -772,7 +772,11 @@ func (g *Gateway) terminated(frame, pkt []byte, p *conntrack.Packet, inside bool
 	}
 	q := *p
 	q.Tuple = orig // the entry is the flow as it reached the host
-	res, err := g.table.Track(0, &q, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT})
+	st := conntrack.DstNAT
+	if reply.Dst != orig.Src || reply.DstPort != orig.SrcPort {
+		st |= conntrack.SrcNAT // the client shown with another port (its reply tuple taken), as the kernel's NAT marks it
+	}
+	res, err := g.table.Track(0, &q, conntrack.FixedReply{Reply: reply, Status: st})
 	if err != nil || res.Class == conntrack.ClassInvalid {
 		g.stats.dropRefused.Add(1)
 		g.log.Debug("nat: inbound flow refused", "tuple", orig, "err", err)

@@ -561,6 +561,14 @@ func TestIntegrationPublishedUDPTwoPortsMapping(t *testing.T) {
 			if n := e.up.Counters()["inbound_opened"]; n != 2 {
 				t.Errorf("inbound_opened %d, want 2", n)
 			}
+			// The entries: a DNAT each, and the second a SNAT too.
+			for pub, want := range map[uint16]conntrack.Status{5353: conntrack.DstNAT, 5354: conntrack.DstNAT | conntrack.SrcNAT} {
+				orig := conntrack.Tuple{Src: first.Addr(), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: tc.port, DstPort: pub, Proto: conntrack.ProtoUDP}
+				en, _, ok := e.gw.Table().Get(0, orig)
+				if !ok || en.Status&(conntrack.DstNAT|conntrack.SrcNAT) != want {
+					t.Errorf("entry %v: %v (there %v), want NAT status %v", orig, en, ok, want)
+				}
+			}
 		})
 	}
 }
