@@ -302,12 +302,8 @@ func (a *Allocator) Translate(t *conntrack.Table, zone conntrack.Zone, orig conn
 			switch r, p := m.SrcPorts, orig.SrcPort; {
 			case !r.IsZero():
 				first, size, keep = int(r.First), r.Len(), r.Contains(p)
-			case p >= 1024:
-				first, size = 1024, 65536-1024
-			case p >= 512:
-				first, size = 600, 1024-600
 			default:
-				first, size = 1, 511
+				first, size = SourcePortRange(p)
 			}
 		}
 	}
@@ -387,4 +383,20 @@ func (a *Allocator) done(t *conntrack.Table, zone conntrack.Zone, orig, rev, rep
 		}
 	}
 	return reply, st, nil
+}
+
+// SourcePortRange is the range a NAT picks another source port from for
+// a connection from port p, as Linux's does (nf_nat_l4proto_unique_tuple):
+// 1024–65535 for ports from 1024, 600–1023 for ports 512–1023, 1–511
+// below, so a privileged port stays privileged. It returns the first port
+// and how many there are.
+func SourcePortRange(p uint16) (first, size int) {
+	switch {
+	case p >= 1024:
+		return 1024, 65536 - 1024
+	case p >= 512:
+		return 600, 1024 - 600
+	default:
+		return 1, 511
+	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/internal/busypoll"
+	"github.com/usernat/usernat/nat"
 )
 
 // udpFlow is a UDP flow over a host socket: outbound, a socket connected
@@ -499,19 +500,10 @@ const nearTries = 128
 // freeNear returns near with another port for its destination (the
 // client as the container sees it) that neither a flow of the uplink
 // nor an entry of the table uses, tested from a random place in the
-// range Linux's NAT picks from for the client's port (1024–65535 for
-// ports from 1024, 600–1023 for ports 512–1023, 1–511 below), so a
-// privileged port stays privileged.
+// range Linux's NAT picks from for the client's port
+// (nat.SourcePortRange), so a privileged port stays privileged.
 func (u *Uplink) freeNear(near conntrack.Tuple) (conntrack.Tuple, bool) {
-	var first, size int
-	switch p := near.DstPort; {
-	case p >= 1024:
-		first, size = 1024, 65536-1024
-	case p >= 512:
-		first, size = 600, 1024-600
-	default:
-		first, size = 1, 511
-	}
+	first, size := nat.SourcePortRange(near.DstPort)
 	tbl := u.tbl.Load()
 	off := rand.IntN(size)
 	for i := range min(size, nearTries) {
