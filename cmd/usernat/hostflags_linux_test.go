@@ -98,7 +98,7 @@ func TestIntegrationHostFlags(t *testing.T) {
 	if _, err := net.Dial("unix", sock); err == nil {
 		t.Error("API socket still answers")
 	}
-	t.Logf("log:\n%s", g.log())
+	mustContain(t, "the log", g.log(), "gateway ready", "uplink=host")
 }
 
 // A port published to the --dns address is refused at start: else the

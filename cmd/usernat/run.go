@@ -110,7 +110,11 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 		log.Info("shutting down before ready")
 		return g.close(log)
 	}
-	log.Info("gateway ready", "subnet", cfg.Subnet, "uplink", cfg.UplinkAddr, "ports", len(cfg.Ports), "api-socket", cfg.APISocket)
+	var uplink any = cfg.UplinkAddr
+	if cfg.Uplink.Host {
+		uplink = "host" // the host's sockets: no address of its own
+	}
+	log.Info("gateway ready", "subnet", cfg.Subnet, "uplink", uplink, "ports", len(cfg.Ports), "api-socket", cfg.APISocket)
 	if cfg.ReadyFD >= 0 {
 		if err := signalReady(cfg.ReadyFD); err != nil {
 			g.close(log)
