@@ -654,7 +654,9 @@ func (t *Table) insert(k *key, h uint64, rk *key, rh uint64, supersede bool) (*e
 	idx, ok := t.slab.alloc(k, rk, t.nextID.Add(1))
 	if !ok {
 		t.unlockPair(a, b)
-		if _, _, ok := t.earlyDrop(h); ok {
+		if _, _, ok := t.earlyDrop(h); ok || t.slab.len() < t.max {
+			// Evicted one, or others freed room since the allocation
+			// failed (evicting for flows of their own): try again.
 			return nil, errRoom
 		}
 		t.stats.refused.Add(1)
@@ -742,8 +744,10 @@ const earlyDropRange = 128
 
 // earlyDrop evicts one entry near the home slot of hash h to make room: an
 // expired entry, else one that is not assured, else an assured TCP
-// connection that is closing. It reports whether it evicted one, and
-// which (its original tuple and ID).
+// connection that is closing. It reports false when none near may go;
+// else the evicted entry's original tuple and ID, or a zero ID when the
+// one it picked was gone or refreshed before it could evict it (the
+// caller looks again).
 func (t *Table) earlyDrop(h uint64) (orig Tuple, id uint64, ok bool) {
 	s := &t.shards[t.shardOf(h)]
 	now := t.now()
@@ -788,31 +792,42 @@ func (t *Table) earlyDrop(h uint64) (orig Tuple, id uint64, ok bool) {
 	if bestRank == 3 {
 		why = ReasonTimeout
 	}
-	t.deleteID(best, bestID, why)
-	return orig, bestID, true // evicted, or someone else freed it first: try again
+	if !t.deleteID(best, bestID, why) {
+		// Someone else freed it first, or a packet refreshed the expired
+		// one since it was picked: room perhaps, but none of its making.
+		return Tuple{}, 0, true
+	}
+	return orig, bestID, true
 }
 
 // MakeRoom makes room in a full table for a new entry of tp in zone, as
 // Track does for a new flow: it evicts one entry near tp's place (an
 // expired one, else one not assured, else a closing TCP connection) and
-// returns its original tuple and ID (zero when the table had room). It
-// reports false when the table is full and nothing near may go, counted
-// as a refusal. A caller that opens a flow before the flow's entry is
-// made (nat/hostnet, for a published port's new client, whose entry the
-// gateway makes from its first packet) asks first, and ends the evicted
-// entry's flow at once.
+// returns its original tuple and ID; a zero ID when the table had room,
+// or others freed it before MakeRoom could. It reports false when the
+// table is full and nothing near may go, counted as a refusal. A caller
+// that opens a flow before the flow's entry is made (nat/hostnet, for a
+// published port's new client, whose entry the gateway makes from its
+// first packet) asks first, and ends the evicted entry's flow at once.
 func (t *Table) MakeRoom(zone Zone, tp Tuple) (evicted Tuple, id uint64, ok bool) {
 	if t.closed.Load() {
 		return Tuple{}, 0, false
 	}
-	if t.slab.len() < t.max {
-		return Tuple{}, 0, true
-	}
 	k := makeKey(zone, tp)
-	if evicted, id, ok = t.earlyDrop(k.hash(t.seed)); !ok {
-		t.stats.refused.Add(1)
+	h := k.hash(t.seed)
+	for range maxRoom {
+		if t.slab.len() < t.max {
+			return Tuple{}, 0, true
+		}
+		if evicted, id, ok = t.earlyDrop(h); !ok {
+			t.stats.refused.Add(1)
+			return Tuple{}, 0, false
+		}
+		if id != 0 {
+			return evicted, id, true
+		}
 	}
-	return evicted, id, ok
+	return Tuple{}, 0, true // lost every race: the caller takes it as no room of its own
 }
 
 // Taken reports whether tp is the original or reply tuple of a live entry

@@ -978,3 +978,56 @@ func TestTableFullUnderContention(t *testing.T) {
 		t.Fatalf("%d ErrTableFull returned with every entry evictable; Refused %d (%+v)", full.Load(), st.Refused, st)
 	}
 }
+
+// hookClock calls hook at its at-th reading, once.
+type hookClock struct {
+	base  time.Time
+	calls atomic.Int32
+	at    atomic.Int32
+	hook  func()
+}
+
+func (c *hookClock) Now() time.Time {
+	if n := c.calls.Add(1); n == c.at.Load() && c.hook != nil {
+		h := c.hook
+		c.hook = nil
+		h()
+	}
+	return c.base
+}
+
+// A full table whose entries other goroutines evict between a new flow's
+// failed allocation and its early-drop scan (what
+// TestTableFullUnderContention's goroutines do to one another) has room:
+// the new flow must not get ErrTableFull from an empty table.
+// Track's eviction finds nothing to evict because others emptied the
+// table meanwhile (evicting for flows of their own, not inserted yet):
+// the table has room, and the new flow takes it, not ErrTableFull.
+func TestNoTableFullFromEmptiedTable(t *testing.T) {
+	clk := &hookClock{base: time.Unix(1e9, 0)}
+	tbl, err := New(Config{Max: 4, Clock: clk, ExpireInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Close()
+	var p Packet
+	for i := range 4 {
+		p.Decode(udpPacket(netip.AddrPortFrom(ip("10.0.0.1"), uint16(1000+i)), ap("192.0.2.9:53"), 1))
+		if _, err := tbl.Track(0, &p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The next Track reads the clock in Track, in insert, and at the
+	// start of earlyDrop, after its allocation failed: there, others
+	// evict every entry (and have not inserted theirs yet).
+	clk.hook = func() { tbl.Flush() }
+	clk.at.Store(clk.calls.Load() + 3)
+	p.Decode(udpPacket(ap("10.0.0.2:5000"), ap("192.0.2.9:53"), 1))
+	_, err = tbl.Track(0, &p, nil)
+	if errors.Is(err, ErrTableFull) {
+		t.Fatalf("ErrTableFull from a table of %d/%d entries (stats %+v)", tbl.Len(), tbl.Max(), tbl.Stats())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}

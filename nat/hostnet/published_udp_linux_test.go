@@ -12,6 +12,7 @@ import (
 
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // answers reads what pc receives until it has been quiet for quiet.
@@ -624,5 +625,55 @@ func TestIntegrationPublishedUDPTwoPortsUnpublishOne(t *testing.T) {
 	}
 	if n := e.up.Counters()["inbound_opened"]; n != 2 {
 		t.Errorf("inbound_opened %d, want 2: the flow of 5353 should have lived on", n)
+	}
+}
+
+// At the cap, while the gateway is behind (the link to it held), a
+// published UDP port's new clients do not outnumber the cap: the table's
+// room is that of flows whose first datagrams wait for the gateway, not
+// theirs.
+func TestIntegrationPublishedUDPCapBusyGateway(t *testing.T) {
+	const limit = 16
+	e := newEnv(t, envConfig{ctMax: limit})
+	sink, err := e.ctr.ListenPacket("udp4", "172.17.0.4:54")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	publish(t, e.up, "5354:172.17.0.4:54/udp")
+	toSink := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.1:5354"))
+	client := func() net.PacketConn {
+		pc, err := e.remote.ListenPacket("udp4", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		return pc
+	}
+	for range limit {
+		client().WriteTo([]byte("x"), toSink)
+	}
+	if !waitFor(5*time.Second, func() bool { return e.gw.Table().Len() == limit && e.up.Flows() == limit }) {
+		t.Fatalf("table %d, flows %d", e.gw.Table().Len(), e.up.Flows())
+	}
+	var more []net.PacketConn
+	for range 8 {
+		more = append(more, client())
+	}
+	stalled := make(chan struct{})
+	go func() {
+		defer close(stalled)
+		hostnet.StallLink(e.up, 500*time.Millisecond)
+	}()
+	time.Sleep(50 * time.Millisecond) // the link is held
+	peak := 0
+	for _, pc := range more {
+		pc.WriteTo([]byte("x"), toSink)
+		time.Sleep(20 * time.Millisecond)
+		peak = max(peak, e.up.Flows())
+	}
+	<-stalled
+	if peak > limit {
+		t.Errorf("%d flows carried at once, beyond the table's cap of %d (table %+v)", peak, limit, e.gw.Table().Stats())
 	}
 }

@@ -574,13 +574,14 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, k inKey, ctr
 	// drop), whose flow ends now; a table of assured flows refuses.
 	if tbl := u.tbl.Load(); tbl != nil && u.Flows() >= tbl.Max() {
 		evicted, id, ok := tbl.MakeRoom(0, orig)
-		if !ok {
+		if !ok || id == 0 {
+			// Refused, or the table's room is the entries of flows
+			// whose first datagrams the gateway has not handled yet:
+			// a flow more would outnumber the cap.
 			u.stats.DropTableFull.Add(1)
 			return nil
 		}
-		if id != 0 {
-			u.gone(evicted, id) // at once: the flows stay within the cap
-		}
+		u.gone(evicted, id) // at once: the flows stay within the cap
 	}
 	if !u.reserve(ctr.Addr()) {
 		return nil
