@@ -573,7 +573,8 @@ func (a *Attachment) warnGone(err error) {
 	}
 }
 
-// drain releases what is left in the queue of a port that is going away.
+// drain releases what is left in the queue of a port that is going away,
+// counted as not sent.
 func (a *Attachment) drain() {
 	for {
 		select {
@@ -581,6 +582,7 @@ func (a *Attachment) drain() {
 			if a.direct {
 				a.pending.Add(-1)
 			}
+			a.ctr.dropTxError.Add(1)
 			f.release()
 		default:
 			return

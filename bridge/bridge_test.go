@@ -644,3 +644,29 @@ func TestNoStaticEntryForDetachedPort(t *testing.T) {
 		t.Fatalf("addStatic on a detached port: err %v, FDB %v; want an error and no entry", err, f.list(1))
 	}
 }
+
+// Counters' contract: "Frames queued to the port for sending end up in
+// TxFrames, DropQueueFull or DropTxError." Frames still waiting in the
+// transmit queue when the port is closed are released by drain and counted
+// nowhere.
+func TestQueuedFramesCountedOnClose(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 1)
+	const queue = 4
+	blocked, _ := tb.add(PortConfig{QueueLen: queue}, PipeConfig{BatchSize: 1})
+	// The blocked port's peer never reads: one frame sticks in WriteFrames,
+	// queue wait behind it, the rest overflow.
+	const n = 20
+	for i := range n {
+		tb.send(0, ether(Broadcast, macA, etherTypeTest, 100, byte(i)))
+	}
+	waitFor(t, "the queue to fill", func() bool {
+		return blocked.Counters().DropQueueFull == n-queue-1
+	})
+	if err := blocked.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := blocked.Counters()
+	if got := c.TxFrames + c.DropQueueFull + c.DropTxError; got != n {
+		t.Fatalf("%d frames queued to the port, counters account for %d: %+v", n, got, c)
+	}
+}

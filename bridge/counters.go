@@ -20,7 +20,7 @@ type Counters struct {
 	DropDetached  uint64 // rx: read while the port was being detached
 
 	DropQueueFull uint64 // tx: the transmit queue was full
-	DropTxError   uint64 // tx: WriteFrames failed to send them
+	DropTxError   uint64 // tx: WriteFrames failed to send them, or the port went away with them queued
 }
 
 // RxDropped is the sum of the receive-side drop counters.

@@ -313,3 +313,36 @@ func TestBridgeGSO(t *testing.T) {
 		t.Fatalf("offload %+v, want %+v", got, o)
 	}
 }
+
+// A tagged GSO frame is cut like an untagged one, the tag kept in every
+// segment.
+func TestSegmentVLAN(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		payload := make([]byte, 5000)
+		for i := range payload {
+			payload[i] = byte(i*13 + 1)
+		}
+		f, o := gsoFrame(v6, payload, 1000, 0x19) // FIN|PSH|ACK
+		tagged := make([]byte, len(f)+4)
+		copy(tagged, f[:12])
+		binary.BigEndian.PutUint16(tagged[12:], 0x8100)
+		binary.BigEndian.PutUint16(tagged[14:], 0x0123)
+		copy(tagged[16:], f[12:])
+		o.CsumStart += 4
+		o.HdrLen += 4
+		var segs [][]byte
+		buf := make([]byte, 2000)
+		if err := Segment(tagged, l3Offset(tagged), o, buf, func(s []byte) {
+			if binary.BigEndian.Uint16(s[12:]) != 0x8100 || binary.BigEndian.Uint16(s[14:]) != 0x0123 {
+				t.Fatal("tag lost")
+			}
+			u := make([]byte, len(s)-4)
+			copy(u, s[:12])
+			copy(u[12:], s[16:])
+			segs = append(segs, u)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		checkSegments(t, v6, segs, payload, 1000, 0x19)
+	}
+}
