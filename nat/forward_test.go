@@ -143,3 +143,144 @@ func TestForwardIPv6InIPv4Frame(t *testing.T) {
 		t.Errorf("DropMalformed %d, want 1", st.DropMalformed)
 	}
 }
+
+// A new flow's first packet that the gateway drops as too big (DF, over
+// the uplink MTU: fragmentation needed sent) leaves no entry, as in
+// Linux, where ip_forward drops the packet before POSTROUTING confirms its
+// conntrack entry; the gateway already takes back the entry of a packet
+// whose TTL runs out after translation (untrack).
+func TestTooBigFirstPacketLeavesNoEntry(t *testing.T) {
+	port := &sink{done: make(chan struct{})}
+	gw := sinkGateway(t, port, 1500)
+	pkt := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 1600))
+	pkt[6] |= 0x40 // DF
+	fillChecksums(pkt)
+	gw.forward(frame(gw.MAC(), ctrMAC, etherTypeIP4, pkt), true, bridge.Offload{})
+	st := gw.Stats()
+	if st.DropTooBig != 1 || st.ICMPSent != 1 {
+		t.Fatalf("stats %+v, want one too big, fragmentation needed sent", st)
+	}
+	if n := gw.Table().Len(); n != 0 {
+		t.Errorf("%d entries after the flow's only packet was dropped as too big; want 0 (Linux never confirms it)", n)
+	}
+}
+
+// An IPv4 packet with a source route option (LSRR, SSRR) is dropped, as
+// Linux's ip_rcv_options drops it while accept_source_route is 0, its
+// default (RFC 7126 4.3.3.1 recommends dropping them).
+func TestSourceRoutedNotForwarded(t *testing.T) {
+	for _, typ := range []byte{131, 137} { // LSRR, SSRR
+		gw, up, _ := recGateway(t)
+		l4 := udpHeader(5000, 53, 10)
+		pkt := make([]byte, 28+len(l4))
+		pkt[0], pkt[8], pkt[9] = 0x47, 64, byte(conntrack.ProtoUDP)
+		binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+		a, c := ctrIP.As4(), clientIP.As4()
+		copy(pkt[12:], a[:])
+		copy(pkt[16:], c[:])
+		copy(pkt[20:], []byte{typ, 7, 4, 10, 9, 8, 7, 0}) // one hop, then end of options
+		copy(pkt[28:], l4)
+		fillChecksums(pkt)
+		fromBridgeIP(gw, pkt)
+		if len(up.frames) != 0 {
+			t.Errorf("option %d: source-routed packet forwarded: % x", typ, lastIP(up))
+		}
+	}
+}
+
+// A TCP segment with a bad checksum must not change the state of the
+// flow it seems to belong to: Linux's conntrack verifies it at
+// PRE_ROUTING (nf_conntrack_checksum, 1 by default; tcp_error) and leaves
+// the entry alone. Here a corrupted RST from the server ended an
+// established, masqueraded connection's entry (CLOSE, 10 s), while both
+// ends drop the RST and go on.
+func TestBadChecksumRSTKeepsFlow(t *testing.T) {
+	gw, up, _ := recGateway(t)
+	syn := tcpHeader(40000, 443, 0)
+	syn[13] = conntrack.TCPSyn
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoTCP, syn))
+	sport := binary.BigEndian.Uint16(lastIP(up)[20:])
+	sa := tcpHeader(443, sport, 0)
+	sa[13] = conntrack.TCPSyn | conntrack.TCPAck
+	binary.BigEndian.PutUint32(sa[4:], 0x50000000)
+	binary.BigEndian.PutUint32(sa[8:], 0x01020305)
+	fromUplinkIP(gw, ipPacket(clientIP, hostIP, conntrack.ProtoTCP, sa))
+	ack := tcpHeader(40000, 443, 0)
+	binary.BigEndian.PutUint32(ack[4:], 0x01020305)
+	binary.BigEndian.PutUint32(ack[8:], 0x50000001)
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoTCP, ack))
+
+	orig := conntrack.Tuple{Proto: conntrack.ProtoTCP, Src: ctrIP, Dst: clientIP, SrcPort: 40000, DstPort: 443}
+	if e, _, ok := gw.Table().Get(0, orig); !ok || e.TCPState != conntrack.TCPEstablished {
+		t.Fatalf("entry %+v %v, want established", e, ok)
+	}
+	rst := tcpHeader(443, sport, 0)
+	rst[13] = conntrack.TCPRst
+	binary.BigEndian.PutUint32(rst[4:], 0x50000001)
+	bad := ipPacket(clientIP, hostIP, conntrack.ProtoTCP, rst)
+	bad[20+16] ^= 0x55 // corrupt the TCP checksum
+	fromUplinkIP(gw, bad)
+	if e, _, ok := gw.Table().Get(0, orig); !ok || e.TCPState != conntrack.TCPEstablished {
+		t.Errorf("after a RST with a bad checksum: entry state %v (found %v), want established", e.TCPState, ok)
+	}
+}
+
+// A host with no listener answers every TCP segment but a RST with a RST
+// (RFC 793 3.4, "If the connection does not exist (CLOSED)"; RFC 9293
+// 3.10.7.1), as Linux does: a SYN|ACK or a FIN to a closed port is
+// invalid for conntrack (tcp_new refuses to open an entry), and goes to
+// the stack untracked, which resets it. The gateway resets SYNs and
+// plain ACKs but dropped these silently.
+func TestClosedPortResetsEverySegment(t *testing.T) {
+	for _, fl := range []uint8{conntrack.TCPSyn | conntrack.TCPAck, conntrack.TCPFin | conntrack.TCPAck} {
+		gw, up, br := recGateway(t)
+		seg := tcpHeader(40000, 22, 0)
+		seg[13] = fl
+		fromUplinkIP(gw, ipPacket(clientIP, hostIP, conntrack.ProtoTCP, seg))
+		fromBridgeIP(gw, ipPacket(ctrIP, gwIP, conntrack.ProtoTCP, seg))
+		for _, side := range []struct {
+			name string
+			s    *recSink
+		}{{"uplink", up}, {"bridge", br}} {
+			p := lastIP(side.s)
+			if p == nil || p[9] != byte(conntrack.ProtoTCP) || p[33]&conntrack.TCPRst == 0 {
+				t.Errorf("flags %#02x from the %s: got % x, want a RST", fl, side.name, p)
+				continue
+			}
+			if err := verify(p); err != nil {
+				t.Errorf("flags %#02x from the %s: %v", fl, side.name, err)
+			}
+			// With ACK set, the RST's sequence number is the ACK's.
+			if got := binary.BigEndian.Uint32(p[24:]); got != binary.BigEndian.Uint32(seg[8:]) {
+				t.Errorf("flags %#02x: RST seq %#x, want %#x", fl, got, binary.BigEndian.Uint32(seg[8:]))
+			}
+		}
+		if n := gw.Table().Len(); n != 0 {
+			t.Errorf("flags %#02x: %d entries", fl, n)
+		}
+	}
+}
+
+// The port unreachable for a datagram to one of the gateway's addresses
+// comes from that address, as Linux's __icmp_send takes saddr =
+// iph->daddr for a packet it delivered locally (RTCF_LOCAL): a container
+// sending to the host address 192.168.2.116 hears from 192.168.2.116,
+// not from 172.17.0.1.
+func TestPortUnreachableFromAddressSentTo(t *testing.T) {
+	gw, up, br := recGateway(t)
+	fromBridgeIP(gw, ipPacket(ctrIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, 9999, 10)))
+	fromUplinkIP(gw, ipPacket(clientIP, gwIP, conntrack.ProtoUDP, udpHeader(5000, 9999, 10)))
+	for _, c := range []struct {
+		name string
+		s    *recSink
+		want netip.Addr
+	}{{"bridge", br, hostIP}, {"uplink", up, gwIP}} {
+		p := lastIP(c.s)
+		if p == nil || p[9] != byte(conntrack.ProtoICMP) || p[20] != 3 || p[21] != 3 {
+			t.Fatalf("%s: got % x, want port unreachable", c.name, p)
+		}
+		if src := netip.AddrFrom4([4]byte(p[12:16])); src != c.want {
+			t.Errorf("port unreachable to the %s from %v, want %v (the address the datagram was sent to)", c.name, src, c.want)
+		}
+	}
+}

@@ -149,7 +149,7 @@ type Stats struct {
 	GSO, Segmented uint64
 	// Drops, by reason.
 	DropMalformed uint64 // undecodable headers
-	DropChecksum  uint64 // bad IPv4 header checksum, or a bad ICMP, UDP or TCP checksum of a packet to the gateway itself (which it answers otherwise)
+	DropChecksum  uint64 // bad IPv4 header checksum; a bad ICMP, UDP or TCP checksum of a packet to the gateway itself (which it answers otherwise); a bad checksum of a forwarded TCP SYN, FIN or RST (which would change its flow's state, as Linux's conntrack does not let it)
 	DropTTL       uint64 // TTL ran out (time exceeded was sent)
 	DropInvalid   uint64 // conntrack found them invalid (out of state, errors about nothing)
 	DropNoRule    uint64 // from outside, for no flow and no publish rule
@@ -157,7 +157,7 @@ type Stats struct {
 	DropTooBig    uint64 // DF packets over the MTU (fragmentation needed was sent)
 	DropFragments uint64 // fragments that were not reassembled
 	DropRewrite   uint64 // packets the rewriter refused
-	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's and the uplink's too), 0.0.0.0/8, 127.0.0.0/8; or a source that is one of the gateway's own
+	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's and the uplink's too), 0.0.0.0/8, 127.0.0.0/8; a source that is one of the gateway's own; or a source route option (LSRR, SSRR), as Linux drops with accept_source_route 0
 }
 
 // New starts a gateway on cfg.Bridge.
@@ -535,6 +535,12 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		g.stats.dropChecksum.Add(1)
 		return
 	}
+	if sourceRouted(pkt) {
+		// Linux's ip_rcv_options drops these while accept_source_route
+		// is 0, its default (RFC 7126 4.3.3.1).
+		g.stats.dropMartian.Add(1)
+		return
+	}
 	sc := &g.scratch[sideIndex(inside)]
 	fragMax := 0 // for a reassembled packet, its largest fragment (Linux's frag_max_size)
 	if p.Kind == conntrack.KindFragment {
@@ -579,6 +585,16 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if inside {
 		tr = &g.out
 	}
+	if p.Kind == conntrack.KindFlow && p.Tuple.Proto == conntrack.ProtoTCP &&
+		p.TCP.Flags&(conntrack.TCPSyn|conntrack.TCPFin|conntrack.TCPRst) != 0 &&
+		off.Flags&(bridge.OffloadNeedsCsum|bridge.OffloadDataValid) == 0 &&
+		!l4ChecksumOK(pkt, p.L4Off, conntrack.ProtoTCP) {
+		// As Linux's conntrack (nf_conntrack_checksum, tcp_error): a
+		// segment with a bad checksum changes no state, so a corrupted
+		// RST or FIN ends no flow, nor does a SYN open one.
+		g.stats.dropChecksum.Add(1)
+		return
+	}
 	res, err := g.table.Track(0, &p, tr)
 	if err != nil {
 		g.stats.dropRefused.Add(1)
@@ -588,6 +604,22 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	var to conntrack.Tuple
 	switch res.Class {
 	case conntrack.ClassInvalid:
+		if own && p.Kind == conntrack.KindFlow && p.Tuple.Proto == conntrack.ProtoTCP &&
+			p.TCP.Flags&conntrack.TCPRst == 0 && off.GSO == bridge.GSONone {
+			// A segment no entry opens (a SYN|ACK, a FIN) to a port
+			// of the gateway's own, of no flow: reset, as a closed
+			// port answers (RFC 9293 3.10.7.1); Linux's stack gets it
+			// untracked and resets it.
+			if _, _, ok := g.table.Get(0, p.Tuple); !ok {
+				bridge.CompleteChecksum(frame, &off)
+				if !l4ChecksumOK(pkt, p.L4Off, conntrack.ProtoTCP) {
+					g.stats.dropChecksum.Add(1)
+					return
+				}
+				g.local(frame, pkt, &p, inside)
+				return
+			}
+		}
 		g.stats.dropInvalid.Add(1)
 		return
 	case conntrack.ClassRelated:
@@ -653,6 +685,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	refrag := fragMax > 0 && (!df || fragMax <= out)
 	if size > out && !refrag {
 		if df {
+			g.untrack(res) // dropped before it left: never confirmed
 			g.stats.dropTooBig.Add(1)
 			g.sendError(pkt, inside, 3, 4, func(buf []byte, from netip.Addr) ([]byte, error) {
 				return FragNeeded(buf, pkt, from, out)
@@ -967,6 +1000,28 @@ func (g *Gateway) mtuTowards(dst netip.Addr) int {
 		return g.inside.mtu
 	}
 	return g.uplink.MTU()
+}
+
+// sourceRouted reports whether the IPv4 header of pkt carries a loose or
+// strict source route option.
+func sourceRouted(pkt []byte) bool {
+	ihl := int(pkt[0]&0x0f) * 4
+	for o := pkt[20:ihl]; len(o) > 0; {
+		switch o[0] {
+		case 0: // end of options
+			return false
+		case 1: // no operation
+			o = o[1:]
+			continue
+		case 131, 137: // LSRR, SSRR
+			return true
+		}
+		if len(o) < 2 || int(o[1]) < 2 || int(o[1]) > len(o) {
+			return false
+		}
+		o = o[o[1]:]
+	}
+	return false
 }
 
 // ipv4HeaderOK verifies the IPv4 header checksum.

@@ -76,7 +76,9 @@ func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 		g.stats.icmpSent.Add(1)
 		g.sendBack(frame, netip.AddrFrom4([4]byte(pkt[16:20])), inside)
 	case p.Tuple.Proto == conntrack.ProtoUDP:
-		g.sendError(pkt, inside, 3, codePortUnreachable, func(buf []byte, from netip.Addr) ([]byte, error) {
+		// From the address it was sent to, as Linux's __icmp_send
+		// answers a packet it delivered locally (RTCF_LOCAL).
+		g.sendErrorFrom(pkt, inside, netip.AddrFrom4([4]byte(pkt[16:20])), 3, codePortUnreachable, func(buf []byte, from netip.Addr) ([]byte, error) {
 			return Unreachable(buf, pkt, from, codePortUnreachable)
 		})
 	case p.Tuple.Proto == conntrack.ProtoTCP && p.TCP.Flags&conntrack.TCPRst == 0:
@@ -161,6 +163,11 @@ func (g *Gateway) sendError(pkt []byte, inside bool, typ, code uint8, build func
 		}
 		from = addrs[0]
 	}
+	g.sendErrorFrom(pkt, inside, from, typ, code, build)
+}
+
+// sendErrorFrom is sendError from the address from.
+func (g *Gateway) sendErrorFrom(pkt []byte, inside bool, from netip.Addr, typ, code uint8, build func(buf []byte, from netip.Addr) ([]byte, error)) {
 	now := g.now() // monotonic, as jiffies
 	if !g.icmpLimit.mayAllow(typ, code, now) {
 		return
