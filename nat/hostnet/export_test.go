@@ -32,6 +32,15 @@ func SetAckDelay(d time.Duration) (restore func()) {
 	return func() { ackDelay = old }
 }
 
+// SetMinRTO makes the splices started from now on wait d before their
+// first retransmission; restore puts the last timeout back. Call it before
+// the uplink starts, and restore it after the uplink closes.
+func SetMinRTO(d time.Duration) (restore func()) {
+	old := spliceMinRTO
+	spliceMinRTO = d
+	return func() { spliceMinRTO = old }
+}
+
 // SetResolvConfPath makes New (and the DNS forwarder's watch) read p as
 // /etc/resolv.conf; restore puts the last path back.
 func SetResolvConfPath(p string) (restore func()) {

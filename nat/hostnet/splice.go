@@ -152,7 +152,6 @@ const (
 	// spliceDiscard batches the discarding of acknowledged bytes from the
 	// host socket: one system call per this many, or at the end.
 	spliceDiscard = 64 << 10
-	spliceMinRTO  = 200 * time.Millisecond
 	spliceMaxRTO  = 30 * time.Second
 	// spliceRetries is how many times a segment is sent again before the
 	// flow is reset, as Linux's tcp_retries2 (15) roughly.
@@ -164,6 +163,10 @@ const (
 	// of 64 KiB ones) before it lets the other flows go first.
 	spliceBurst = 8
 )
+
+// spliceMinRTO is the retransmission timeout of a segment to the
+// container, doubled at each timeout in a row (a variable for the tests).
+var spliceMinRTO = 200 * time.Millisecond
 
 // spliceSynRTO is the first timeout of a SYN or SYN-ACK to the container
 // (a variable for the tests).

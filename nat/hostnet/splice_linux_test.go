@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat/hostnet"
 )
@@ -129,6 +130,12 @@ func TestIntegrationPublishedTCPKeepAlive(t *testing.T) {
 // whatever the machine's speed.
 func TestIntegrationPublishedTCPLostFrames(t *testing.T) {
 	const flows, n = 8, 2 << 20
+	// A timeout that fires is one the test counts: a frame the queue
+	// refused and the splice took as sent still draws one (only later),
+	// but the container's ACK delayed past 200 ms by a loaded machine
+	// (the bridge's and gateway's goroutines not run) no longer does.
+	// (Put back once the gateway is closed: cleanups run last first.)
+	t.Cleanup(hostnet.SetMinRTO(2 * time.Second))
 	p := newPubTCP(t, envConfig{uplink: hostnet.Config{QueueLen: 1}}, true)
 	done := make(chan struct{})
 	stalled := make(chan struct{})
@@ -150,6 +157,13 @@ func TestIntegrationPublishedTCPLostFrames(t *testing.T) {
 	var wg sync.WaitGroup
 	for range flows {
 		client, srv := p.pair(t)
+		// 16 MiB each way through a queue of one frame, stalled a fifth
+		// of the time, under -race: 2.2 to 3.4 s on a 2-CPU machine with
+		// two other busy processes, 6.3 s with the rest of the suite
+		// beside them. A bound on a hang, not a measure of speed.
+		for _, c := range []*net.TCPConn{client, srv} {
+			c.SetDeadline(time.Now().Add(6 * connDeadline))
+		}
 		wg.Go(func() { bothWays(t, client, srv, n) })
 	}
 	wg.Wait()
@@ -158,8 +172,13 @@ func TestIntegrationPublishedTCPLostFrames(t *testing.T) {
 	if c["inbound_requeued"] == 0 {
 		t.Errorf("no segment of a splice was refused: the test did not test sending again")
 	}
-	if c["inbound_retransmits"] != 0 {
+	// A frame the container's stack dropped (its backlog full, on a
+	// loaded machine) is a real loss, which a timeout may rightly repair.
+	kc, _ := p.br.Ports()[0].Port().(bridge.KernelCounter).KernelCounters()
+	if c["inbound_retransmits"] != 0 && kc.RxDropped == 0 {
 		t.Errorf("%d retransmission timeouts, with the frames the queue refused sent again", c["inbound_retransmits"])
+	} else if c["inbound_retransmits"] != 0 {
+		t.Logf("%d retransmission timeouts; the container's stack dropped %d frames", c["inbound_retransmits"], kc.RxDropped)
 	}
 	// A handshake's ACK the queue refused goes again at once too: the
 	// container never waits a second to send its SYN-ACK again.
