@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,7 @@ func ctrSegment(from, to netip.AddrPort, seq, ack uint32, flags uint8, wnd uint1
 	putTCPHeader(b[20:], from.Port(), to.Port(), seq, ack, flags, wnd, hl)
 	copy(b[40:], opts)
 	copy(b[20+hl:], payload)
+	binary.BigEndian.PutUint16(b[36:], ^nat.Sum(b[20:], pseudo(b, conntrack.ProtoTCP, hl+len(payload))))
 	return f
 }
 
