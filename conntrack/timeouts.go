@@ -20,7 +20,7 @@ type Timeouts struct {
 	TCPClose       time.Duration // 10 s
 	TCPSynSent2    time.Duration // 120 s
 	// TCPMaxRetrans caps the timeout of a connection whose last segment
-	// was retransmitted TCPRetransLimit times (3) without being answered.
+	// was retransmitted 3 times without being answered.
 	TCPMaxRetrans time.Duration // 300 s
 	// TCPUnacknowledged caps the timeout while data is in flight that the
 	// other side has not acknowledged.
