@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/usernat/usernat/conntrack"
 )
 
@@ -298,6 +300,42 @@ func (u *Uplink) lapsed(f *flow, seen bool, tp conntrack.Tuple) bool {
 		return false
 	}
 	f.release()
+	return true
+}
+
+// claimOpen marks the datagram flow t (UDP, echo) as being opened by the
+// caller, and reports false when another goroutine opens it already:
+// between that one's entry and its flow, the entry would look like one no
+// flow carries (trackNew), and be replaced. The caller drops its packet;
+// the flow's next goes through the flow being opened. doneOpen ends the
+// mark.
+func (u *Uplink) claimOpen(t conntrack.Tuple) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.dgOpening[t] {
+		return false
+	}
+	u.dgOpening[t] = true
+	return true
+}
+
+func (u *Uplink) doneOpen(t conntrack.Tuple) {
+	u.mu.Lock()
+	delete(u.dgOpening, t)
+	u.mu.Unlock()
+}
+
+// socketFailed counts, and logs once, a new datagram flow whose host
+// socket could not be made for want of the host's resources (err, from
+// socket() or from entering Config.Namespace: EMFILE, ENFILE, ENOBUFS,
+// ENOMEM): the host's trouble, not the network's answer, and the
+// container hears nothing. It reports whether err was that.
+func (u *Uplink) socketFailed(what string, err error) bool {
+	if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.ENOMEM) {
+		return false
+	}
+	u.stats.DropNoSocket.Add(1)
+	u.warnOnce("socket-"+what, "hostnet: cannot make a host socket for a container's flow (counted in drop_no_socket)", "proto", what, "err", err)
 	return true
 }
 

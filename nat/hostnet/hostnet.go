@@ -126,6 +126,7 @@ type Uplink struct {
 	udp        map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
 	udpIn      map[inKey]*udpFlow              // published UDP ports' flows, by what the host saw of their clients
 	pings      map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
+	dgOpening  map[conntrack.Tuple]bool        // datagram flows (UDP, echo) being opened, by the container's tuple
 	inbound    map[conntrack.Tuple]expectation // flows being opened into the container, by the tuple of their packets to it
 	perSrc     srcCount                        // open flows per container address
 	pubs       map[nat.RuleID][]io_closer      // listeners of published ports
@@ -210,6 +211,7 @@ func New(cfg Config) (*Uplink, error) {
 		udp:       map[conntrack.Tuple]*udpFlow{},
 		udpIn:     map[inKey]*udpFlow{},
 		pings:     map[conntrack.Tuple]*pingFlow{},
+		dgOpening: map[conntrack.Tuple]bool{},
 		inbound:   map[conntrack.Tuple]expectation{},
 		pubs:      map[nat.RuleID][]io_closer{},
 		splices:   map[conntrack.Tuple]*splice{},
@@ -400,6 +402,7 @@ type Stats struct {
 	StaleEntries                                       atomic.Uint64 // entries no flow carried any more (their socket gone) that a datagram flow's first packet found, and replaced
 	HostSocketErrors                                   atomic.Uint64 // datagram flows ended by their host socket failing (not an ICMP error, which it reports and lives on)
 	HostErrors                                         atomic.Uint64 // ICMP errors the network sent about the datagram flows (UDP, echo), passed on to their containers
+	DropNoSocket                                       atomic.Uint64 // first datagrams of new flows (UDP, echo) dropped because the host could not make their socket (out of descriptors or memory)
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -423,7 +426,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_in_flight": s.DropInFlight.Load(), "drop_collision": s.DropCollision.Load(),
 		"drop_conntrack": s.DropConntrack.Load(),
 		"stale_entries":  s.StaleEntries.Load(), "host_socket_errors": s.HostSocketErrors.Load(),
-		"host_errors": s.HostErrors.Load(),
+		"host_errors": s.HostErrors.Load(), "drop_no_socket": s.DropNoSocket.Load(),
 	}
 }
 

@@ -82,6 +82,10 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 		u.stats.DropLoopback.Add(1)
 		return nil
 	}
+	if !u.claimOpen(t) {
+		return nil
+	}
+	defer u.doneOpen(t)
 	if !u.reserve(t.Src) {
 		return nil
 	}
@@ -136,7 +140,9 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 			return nil
 		}
 		u.log.Debug("hostnet: ICMP socket failed", "dst", t.Dst, "err", err)
-		u.noRoute(pkt, err) // as UDP's and TCP's are
+		if !u.socketFailed("ICMP", err) {
+			u.noRoute(pkt, err) // as UDP's and TCP's are
+		}
 		return nil
 	}
 	reply := conntrack.ICMPTuple(t.Dst, local, icmpEchoReply, 0, id)

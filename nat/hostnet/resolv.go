@@ -112,9 +112,15 @@ func (w *resolvWatch) get() netip.AddrPort {
 	if err != nil || w.fi != nil && os.SameFile(fi, w.fi) && fi.Size() == w.fi.Size() && fi.ModTime().Equal(w.fi.ModTime()) {
 		return w.addrs[w.cur]
 	}
-	w.fi = fi
-	if ns, err := resolvConf(w.path); err == nil {
+	switch ns, err := resolvConf(w.path); {
+	case err == nil:
+		w.fi = fi
 		w.addrs, w.cur, w.answered = ns, 0, 0
+	case errors.Is(err, errNoNameserver):
+		w.fi = fi // read, and names none: the last one found stays
+	default:
+		// Not read (out of descriptors, say): the file is read again
+		// at the next check, not taken as seen.
 	}
 	return w.addrs[w.cur]
 }

@@ -152,6 +152,10 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	if v != dstOK {
 		return nil
 	}
+	if !u.claimOpen(t) {
+		return nil
+	}
+	defer u.doneOpen(t)
 	if !u.reserve(t.Src) {
 		return nil
 	}
@@ -187,7 +191,9 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	if err != nil {
 		u.unreserve(t.Src)
 		u.log.Debug("hostnet: UDP socket failed", "dst", dst, "err", err)
-		u.noRoute(pkt, err)
+		if !u.socketFailed("UDP", err) {
+			u.noRoute(pkt, err)
+		}
 		return nil
 	}
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort()

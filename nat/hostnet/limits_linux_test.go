@@ -1,0 +1,185 @@
+package hostnet
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
+)
+
+// exhaustFDs lowers RLIMIT_NOFILE to the lowest free descriptor, so the
+// process's next socket() or open() fails with EMFILE; restore puts the
+// limit back.
+func exhaustFDs(t *testing.T) (restore func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	lim := old
+	lim.Cur = uint64(fd)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// dropCount sums the uplink's drop counters: a datagram the uplink did
+// not carry is counted in one of them.
+func dropCount(u *Uplink) uint64 {
+	var n uint64
+	for k, v := range u.Counters() {
+		if strings.HasPrefix(k, "drop_") {
+			n += v
+		}
+	}
+	return n
+}
+
+// ctrDatagram is a UDP datagram from the container, as the gateway hands
+// it to Send.
+func ctrDatagram(from, to netip.AddrPort, payload string) []byte {
+	pkt := make([]byte, nat.Headroom+28+len(payload))
+	copy(pkt[nat.Headroom+28:], payload)
+	udpPacket(pkt[nat.Headroom:], from, to, len(payload))
+	return pkt
+}
+
+// A container's UDP datagram whose host socket cannot be made (the
+// process is out of descriptors: EMFILE) is dropped and counted, leaves
+// no flow or entry, and the next datagram, once descriptors are free,
+// opens the flow.
+func TestUDPSocketEMFILECounted(t *testing.T) {
+	u, tbl := outboundUplink(t)
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(srv.LocalAddr().(*net.UDPAddr).Port))
+	ctr := netip.MustParseAddrPort("10.0.2.100:41000")
+
+	before := dropCount(u)
+	restore := exhaustFDs(t)
+	u.Send(ctrDatagram(ctr, dst, "lost"), dst.Addr(), bridgeNone)
+	restore()
+	if n := u.Flows(); n != 0 {
+		t.Errorf("%d flows after EMFILE, want none", n)
+	}
+	if n := tbl.Len(); n != 0 {
+		t.Errorf("%d entries after EMFILE, want none", n)
+	}
+	if got := dropCount(u) - before; got != 1 {
+		t.Errorf("datagram dropped for EMFILE counted %d times in drop_* counters, want 1 (counters %v)", got, u.Counters())
+	}
+
+	u.Send(ctrDatagram(ctr, dst, "again"), dst.Addr(), bridgeNone)
+	srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	n, _, err := srv.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "again" {
+		t.Errorf("after descriptors came back: read %q, %v; want the datagram", buf[:n], err)
+	}
+}
+
+// resolv.conf rewritten (a VPN, DHCP) while the process is out of
+// descriptors: the file cannot be read then, but once it can, the DNS
+// forwarder follows the new resolver.
+func TestResolvChangeSeenAfterEMFILE(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	oldNS := netip.MustParseAddrPort("192.0.2.1:53")
+	newNS := netip.MustParseAddrPort("198.51.100.22:53")
+	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := newResolvWatch(p, oldNS)
+	if err := os.WriteFile(p, []byte("nameserver 198.51.100.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	age := func() {
+		w.mu.Lock()
+		w.checked = time.Now().Add(-2 * time.Second)
+		w.mu.Unlock()
+	}
+	age()
+	restore := exhaustFDs(t)
+	during := w.get()
+	restore()
+	if during != oldNS {
+		t.Logf("during EMFILE: %v", during)
+	}
+	age()
+	if got := w.get(); got != newNS {
+		t.Errorf("resolver once resolv.conf can be read again: %v, want %v (the rewrite seen while it could not be read is lost for good)", got, newNS)
+	}
+}
+
+// Two packets of one new UDP flow handed over at once (from two of the
+// gateway's goroutines): one flow opens, and its entry is in the table
+// (trackNew: "the caller drops this packet" for the other).
+func TestUDPConcurrentFirstPackets(t *testing.T) {
+	u, tbl := outboundUplink(t)
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(srv.LocalAddr().(*net.UDPAddr).Port))
+	bad := 0
+	for i := range 300 {
+		ctr := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.100"), uint16(20000+i))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				u.Send(ctrDatagram(ctr, dst, "x"), dst.Addr(), bridgeNone)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		orig := conntrack.Tuple{Src: ctr.Addr(), Dst: dst.Addr(), SrcPort: ctr.Port(), DstPort: dst.Port(), Proto: conntrack.ProtoUDP}
+		u.mu.Lock()
+		f := u.flows[orig]
+		var id uint64
+		if f != nil {
+			id = f.id
+		}
+		u.mu.Unlock()
+		e, _, ok := tbl.Get(0, orig)
+		if f == nil || !ok || e.ID != id {
+			bad++
+			if bad == 1 {
+				t.Errorf("flow %v: flow %v (entry id %d), table entry %v (id %d): the flow has no entry of its own", ctr, f != nil, id, ok, e.ID)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of 300 flows opened by two packets at once are left without their entry", bad)
+	}
+}
