@@ -738,3 +738,17 @@ func TestListenBesideLockedDir(t *testing.T) {
 		t.Fatal("Listen waited on the directory's lock")
 	}
 }
+
+// A request far over MaxRequest is answered with the server's "larger
+// than" error, whatever its size: the server answers before it has read
+// it all, and its Client must report that answer, not the broken pipe of
+// the rest of its write.
+func TestClientHugeRequestGetsServerError(t *testing.T) {
+	_, path := serve(t, newFake(), ServerConfig{})
+	for _, n := range []int{100 << 10, 4 << 20} {
+		err := (&Client{Path: path}).Call(context.Background(), CmdListHostFwd, map[string]string{"pad": strings.Repeat("x", n)}, nil)
+		if _, ok := err.(*Error); !ok || !strings.Contains(err.Error(), "larger than 65536 bytes") {
+			t.Errorf("request of %d bytes: %v, want the server's error", n, err)
+		}
+	}
+}

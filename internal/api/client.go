@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -80,6 +81,14 @@ func (c *Client) call(ctx context.Context, execute string, args, result any) err
 	defer stop()
 
 	if _, err := conn.Write(body); err != nil {
+		if ctx.Err() == nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+			// The server answered before reading it all (a request
+			// too large, say) and closed: its answer may be waiting.
+			var resp Response
+			if json.NewDecoder(io.LimitReader(conn, 64<<10)).Decode(&resp) == nil && resp.Error != nil {
+				return resp.Error
+			}
+		}
 		return ctxErr(err)
 	}
 	// Half-close as RootlessKit does: slirp4netns and this package's
