@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // An echo flow whose ICMP socket cannot be made (the process is out of
@@ -36,25 +36,12 @@ func TestIntegrationPingEMFILECounted(t *testing.T) {
 		return n
 	}
 	before := drops()
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(fd)
-	lim := old
-	lim.Cur = uint64(fd)
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
+	restore := hostnet.ExhaustFDs(t)
 	pc.WriteTo(echo(1), dst)
-	time.Sleep(500 * time.Millisecond) // the echo crosses the TAP and the bridge to the uplink
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-		t.Fatal(err)
-	}
+	// Until the echo has crossed the TAP and the bridge to the uplink,
+	// and its flow could not be opened.
+	waitFor(5*time.Second, func() bool { return drops()-before >= 1 })
+	restore()
 	if n := e.up.Flows(); n != 0 {
 		t.Errorf("%d flows after EMFILE, want none", n)
 	}
