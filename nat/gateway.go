@@ -588,7 +588,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if p.Kind == conntrack.KindFlow && p.Tuple.Proto == conntrack.ProtoTCP &&
 		p.TCP.Flags&(conntrack.TCPSyn|conntrack.TCPFin|conntrack.TCPRst) != 0 &&
 		off.Flags&(bridge.OffloadNeedsCsum|bridge.OffloadDataValid) == 0 &&
-		!l4ChecksumOK(pkt, p.L4Off, conntrack.ProtoTCP) {
+		!TransportChecksumOK(pkt, p.L4Off, conntrack.ProtoTCP) {
 		// As Linux's conntrack (nf_conntrack_checksum, tcp_error): a
 		// segment with a bad checksum changes no state, so a corrupted
 		// RST or FIN ends no flow, nor does a SYN open one.
@@ -612,7 +612,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			// untracked and resets it.
 			if _, _, ok := g.table.Get(0, p.Tuple); !ok {
 				bridge.CompleteChecksum(frame, &off)
-				if !l4ChecksumOK(pkt, p.L4Off, conntrack.ProtoTCP) {
+				if !TransportChecksumOK(pkt, p.L4Off, conntrack.ProtoTCP) {
 					g.stats.dropChecksum.Add(1)
 					return
 				}
@@ -657,7 +657,7 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			return
 		}
 		bridge.CompleteChecksum(frame, &off)
-		if pr := p.Tuple.Proto; (pr == conntrack.ProtoUDP || pr == conntrack.ProtoTCP) && !l4ChecksumOK(pkt, p.L4Off, pr) {
+		if pr := p.Tuple.Proto; (pr == conntrack.ProtoUDP || pr == conntrack.ProtoTCP) && !TransportChecksumOK(pkt, p.L4Off, pr) {
 			// Discarded unanswered (local; RFC 1122 4.1.3.4, 4.2.2.7):
 			// nor may it leave an entry, as Linux's conntrack makes
 			// none for it.

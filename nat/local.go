@@ -185,9 +185,11 @@ func (g *Gateway) sendErrorFrom(pkt []byte, inside bool, from netip.Addr, typ, c
 	g.sendBack(sc.msg[:Headroom+len(msg)], dst, inside)
 }
 
-// l4ChecksumOK verifies the TCP or UDP checksum of the IPv4 packet pkt (an
-// IPv4 UDP checksum of zero is none).
-func l4ChecksumOK(pkt []byte, ihl int, proto conntrack.Proto) bool {
+// TransportChecksumOK verifies the TCP or UDP checksum of the IPv4 packet
+// pkt, whose header is ihl bytes and whose transport header follows whole
+// (an IPv4 UDP checksum of zero is none). The gateway checks what would
+// change a flow's state, and the host uplink a container's TCP segments.
+func TransportChecksumOK(pkt []byte, ihl int, proto conntrack.Proto) bool {
 	l4 := pkt[ihl:]
 	if proto == conntrack.ProtoUDP && len(l4) >= 8 && cksumAt(l4, 6) == 0 {
 		return true

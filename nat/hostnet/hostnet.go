@@ -308,7 +308,8 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 	if n := int(binary.BigEndian.Uint16(pkt[2:])); n >= 20 && n <= len(pkt) {
 		pkt = pkt[:n] // no link padding
 	}
-	if conntrack.Proto(pkt[9]) == conntrack.ProtoTCP && off.Flags&(bridge.OffloadNeedsCsum|bridge.OffloadDataValid) == 0 && !tcpChecksumOK(pkt) {
+	if ihl := int(pkt[0]&0xf) * 4; conntrack.Proto(pkt[9]) == conntrack.ProtoTCP && off.Flags&(bridge.OffloadNeedsCsum|bridge.OffloadDataValid) == 0 &&
+		(ihl < 20 || len(pkt) < ihl+tcpMinSize || !nat.TransportChecksumOK(pkt, ihl, conntrack.ProtoTCP)) {
 		// As a TCP endpoint (RFC 9293 3.1) and Linux's conntrack: a
 		// segment with a bad checksum is discarded, and opens, resets
 		// or carries nothing. A pending checksum is the sender's.

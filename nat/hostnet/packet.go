@@ -136,13 +136,3 @@ func synOptions(o []byte) (mss, ws int, sack bool) {
 	}
 	return mss, ws, sack
 }
-
-// tcpChecksumOK reports whether the IPv4 packet pkt, TCP, has a correct
-// TCP checksum; false when too short to hold a TCP header.
-func tcpChecksumOK(pkt []byte) bool {
-	ihl := int(pkt[0]&0xf) * 4
-	if ihl < 20 || len(pkt) < ihl+tcpMinSize {
-		return false
-	}
-	return nat.Sum(pkt[ihl:], pseudo(pkt, conntrack.ProtoTCP, len(pkt)-ihl)) == 0xffff
-}
