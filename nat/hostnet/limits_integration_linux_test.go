@@ -2,7 +2,6 @@ package hostnet_test
 
 import (
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,15 +25,7 @@ func TestIntegrationPingEMFILECounted(t *testing.T) {
 		b[2], b[3] = byte(s>>8), byte(s)
 		return b
 	}
-	drops := func() uint64 {
-		var n uint64
-		for k, v := range e.up.Counters() {
-			if strings.HasPrefix(k, "drop_") {
-				n += v
-			}
-		}
-		return n
-	}
+	drops := func() uint64 { return hostnet.DropCount(e.up) }
 	before := drops()
 	restore := hostnet.ExhaustFDs(t)
 	pc.WriteTo(echo(1), dst)

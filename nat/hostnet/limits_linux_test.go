@@ -59,6 +59,19 @@ func dropCount(u *Uplink) uint64 {
 	return n
 }
 
+// loopbackUDPDst is loopbackDst for UDP: a socket on the host's loopback
+// and the address a container names it by (the gateway's, which the
+// uplink's test config maps to the host's loopback).
+func loopbackUDPDst(t *testing.T, u *Uplink) (*net.UDPConn, netip.AddrPort) {
+	t.Helper()
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, netip.AddrPortFrom(u.cfg.Gateway, uint16(srv.LocalAddr().(*net.UDPAddr).Port))
+}
+
 // ctrDatagram is a UDP datagram from the container, as the gateway hands
 // it to Send.
 func ctrDatagram(from, to netip.AddrPort, payload string) []byte {
@@ -74,12 +87,7 @@ func ctrDatagram(from, to netip.AddrPort, payload string) []byte {
 // opens the flow.
 func TestUDPSocketEMFILECounted(t *testing.T) {
 	u, tbl := outboundUplink(t)
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(srv.LocalAddr().(*net.UDPAddr).Port))
+	srv, dst := loopbackUDPDst(t, u)
 	ctr := netip.MustParseAddrPort("10.0.2.100:41000")
 
 	before := dropCount(u)
@@ -142,12 +150,7 @@ func TestResolvChangeSeenAfterEMFILE(t *testing.T) {
 // (trackNew: "the caller drops this packet" for the other).
 func TestUDPConcurrentFirstPackets(t *testing.T) {
 	u, tbl := outboundUplink(t)
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(srv.LocalAddr().(*net.UDPAddr).Port))
+	_, dst := loopbackUDPDst(t, u)
 	bad := 0
 	for i := range 300 {
 		ctr := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.100"), uint16(20000+i))
