@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
 )
 
 // resetClient returns the accepted end (a non-blocking descriptor of its
@@ -138,10 +139,11 @@ func acceptFrom(t *testing.T, l *net.TCPListener, from netip.AddrPort) (c *net.T
 
 // One client port to two published ports that lead to the same container
 // port (a host port range to one container port, two rules, or one
-// listener on every address reached at two of them): both flows would be
-// the same connection to the container. The second is refused and
-// counted; the first goes on, its bytes reaching its client (the second's
-// splice took its place before, and they went nowhere).
+// listener on every address reached at two of them): with the client's
+// own port both flows would be the same connection to the container. The
+// second is shown with another port from the client port's class, as the
+// kernel's NAT takes another source port for it (nf_nat's unique tuple),
+// and each flow carries its own bytes to its own client.
 func TestInboundSameContainerTuple(t *testing.T) {
 	longSynRTO(t)
 	u, _ := outboundUplink(t)
@@ -158,31 +160,53 @@ func TestInboundSameContainerTuple(t *testing.T) {
 	from := netip.MustParseAddrPort("127.0.0.1:47123")
 	presented := netip.AddrPortFrom(u.cfg.Gateway, from.Port())
 
-	// Flow A: handshake with the container.
-	ca, fd, client, local := acceptFrom(t, ls[0], from)
-	u.dialing.take(ctr.Addr())
-	u.inboundTCP(fd, client, local, ctr, false)
-	syn := nextSegment(t, u)
-	if syn.flags() != conntrack.TCPSyn {
-		t.Fatalf("flow A: %#x, want a SYN", syn.flags())
-	}
+	// open carries the next client of l into the container and makes
+	// the handshake, returning the client's conn, the address the
+	// container sees it as, and our SYN.
 	const ctrISN = 5000
-	u.Send(ctrSegment(ctr, presented, ctrISN, syn.seq()+1, conntrack.TCPSyn|conntrack.TCPAck, 64240, synOpts(true), nil), presented.Addr(), bridgeNone)
-	nextSegment(t, u) // our ACK
-	// Flow B, the same client port to the other port.
-	_, fd, client, local = acceptFrom(t, ls[1], from)
-	u.dialing.take(ctr.Addr())
-	u.inboundTCP(fd, client, local, ctr, false)
-	if n := u.stats.DropCollision.Load(); n != 1 {
-		t.Errorf("drop_collision %d after flow B, want 1", n)
+	open := func(l *net.TCPListener) (*net.TCPConn, netip.AddrPort, tcpSeg) {
+		t.Helper()
+		c, fd, client, local := acceptFrom(t, l, from)
+		u.dialing.take(ctr.Addr())
+		u.inboundTCP(fd, client, local, ctr, false)
+		syn := nextSegment(t, u)
+		if syn.flags() != conntrack.TCPSyn || syn.dstPort() != ctr.Port() {
+			t.Fatalf("%#x to port %d, want a SYN to %d", syn.flags(), syn.dstPort(), ctr.Port())
+		}
+		shown := netip.AddrPortFrom(presented.Addr(), syn.srcPort())
+		u.Send(ctrSegment(ctr, shown, ctrISN, syn.seq()+1, conntrack.TCPSyn|conntrack.TCPAck, 64240, synOpts(true), nil), shown.Addr(), bridgeNone)
+		if ack := nextSegment(t, u); ack.flags() != conntrack.TCPAck || ack.srcPort() != shown.Port() {
+			t.Fatalf("%#x from port %d, want the handshake's ACK from %d", ack.flags(), ack.srcPort(), shown.Port())
+		}
+		return c, shown, syn
 	}
-	noSegment(t, u, "flow B: a segment to the container, want it refused")
-	// The container's bytes on flow A.
-	u.Send(ctrSegment(ctr, presented, ctrISN+1, syn.seq()+1, conntrack.TCPAck|0x08, 502, nil, []byte("hello")), presented.Addr(), bridgeNone)
-	ca.SetReadDeadline(time.Now().Add(time.Second))
-	b := make([]byte, 16)
-	n, err := ca.Read(b)
-	if string(b[:n]) != "hello" {
-		t.Errorf("flow A's client read %q, %v; want the container's \"hello\"", b[:n], err)
+	ca, shownA, synA := open(ls[0])
+	if shownA != presented {
+		t.Errorf("flow A shown to the container as %v, want the client's own port (%v)", shownA, presented)
+	}
+	cb, shownB, synB := open(ls[1])
+	if shownB.Port() == presented.Port() {
+		t.Fatalf("flow B shown to the container as %v, flow A's tuple", shownB)
+	}
+	if first, size := nat.SourcePortRange(from.Port()); int(shownB.Port()) < first || int(shownB.Port()) >= first+size {
+		t.Errorf("flow B shown with port %d, outside the client port's class [%d, %d)", shownB.Port(), first, first+size)
+	}
+	if n := u.stats.DropCollision.Load(); n != 0 {
+		t.Errorf("drop_collision %d, want 0", n)
+	}
+	// The container's bytes on each flow reach that flow's client.
+	for _, c := range []struct {
+		conn  *net.TCPConn
+		shown netip.AddrPort
+		syn   tcpSeg
+		msg   string
+	}{{ca, shownA, synA, "to A"}, {cb, shownB, synB, "to B"}} {
+		u.Send(ctrSegment(ctr, c.shown, ctrISN+1, c.syn.seq()+1, conntrack.TCPAck|0x08, 502, nil, []byte(c.msg)), c.shown.Addr(), bridgeNone)
+		c.conn.SetReadDeadline(time.Now().Add(time.Second))
+		b := make([]byte, 16)
+		n, err := c.conn.Read(b)
+		if string(b[:n]) != c.msg {
+			t.Errorf("client read %q, %v; want the container's %q", b[:n], err, c.msg)
+		}
 	}
 }

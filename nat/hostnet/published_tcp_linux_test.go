@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usernat/usernat/bridge"
+	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/nat"
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -913,5 +916,85 @@ func TestIntegrationPublishedPortReusedWhileClosing(t *testing.T) {
 	c := p.up.Counters()
 	if c["drop_collision"] != 0 || c["inbound_opened"] != 2 {
 		t.Errorf("counters %v: want 2 inbound flows opened, none dropped as a collision", c)
+	}
+}
+
+// A client port connecting to two published ports of one container port
+// (two rules, 8080 and 8081, both to port 80) makes two connections to
+// the container, as through the kernel's NAT: the second is shown with
+// another port of the client port's class (its reply tuple being taken),
+// its entry is marked SNAT as well as DNAT, and each connection carries
+// its own bytes.
+func TestIntegrationPublishedTCPTwoPortsOneContainerPort(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	l, err := e.ctr.Listen("tcp4", "172.17.0.4:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	publish(t, e.up, "8080:172.17.0.4:80/tcp", "8081:172.17.0.4:80/tcp")
+	client := netip.MustParseAddrPort("198.51.100.2:40080")
+	var conns []net.Conn
+	seen := map[uint16]netip.AddrPort{} // published port: the client as the container saw it
+	for _, pub := range []uint16{8080, 8081} {
+		var c net.Conn
+		err := e.remote.Do(func() error {
+			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Timeout: 3 * time.Second,
+				Control: func(_, _ string, rc syscall.RawConn) error {
+					return rc.Control(func(s uintptr) { unix.SetsockoptInt(int(s), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+				}}
+			var err error
+			c, err = d.Dial("tcp4", fmt.Sprintf("198.51.100.1:%d", pub))
+			return err
+		})
+		if err != nil {
+			t.Fatalf("dial :%d: %v", pub, err)
+		}
+		defer c.Close()
+		l.(*net.TCPListener).SetDeadline(time.Now().Add(3 * time.Second))
+		sc, err := l.Accept()
+		if err != nil {
+			t.Fatalf("the container accepted nothing for :%d: %v", pub, err)
+		}
+		defer sc.Close()
+		seen[pub] = sc.RemoteAddr().(*net.TCPAddr).AddrPort()
+		go func() {
+			// An echo of what comes, with the port it came through.
+			b := make([]byte, 64)
+			n, _ := sc.Read(b)
+			fmt.Fprintf(sc, "%s via %d", b[:n], pub)
+		}()
+		conns = append(conns, c)
+	}
+	first, second := seen[8080], seen[8081]
+	if first != client {
+		t.Errorf("the first connection's client was shown as %v, want its own address and port %v", first, client)
+	}
+	if lo, size := nat.SourcePortRange(client.Port()); second.Addr() != client.Addr() || second.Port() == client.Port() || int(second.Port()) < lo || int(second.Port()) >= lo+size {
+		t.Errorf("the second connection's client was shown as %v, want %v with another port in [%d, %d)", second, client.Addr(), lo, lo+size)
+	}
+	for i, pub := range []uint16{8080, 8081} {
+		c := conns[i]
+		fmt.Fprintf(c, "hello%d", i)
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		b := make([]byte, 64)
+		n, err := c.Read(b)
+		if want := fmt.Sprintf("hello%d via %d", i, pub); string(b[:n]) != want {
+			t.Errorf("the client read %q, %v through :%d; want %q", b[:n], err, pub, want)
+		}
+	}
+	// The entries: a DNAT each, and the second a SNAT too.
+	for pub, want := range map[uint16]conntrack.Status{8080: conntrack.DstNAT, 8081: conntrack.DstNAT | conntrack.SrcNAT} {
+		orig := conntrack.Tuple{Src: client.Addr(), Dst: netip.MustParseAddr("198.51.100.1"), SrcPort: client.Port(), DstPort: pub, Proto: conntrack.ProtoTCP}
+		en, _, ok := e.gw.Table().Get(0, orig)
+		if !ok || en.Status&(conntrack.DstNAT|conntrack.SrcNAT) != want {
+			t.Errorf("entry %v: %v (there %v), want NAT status %v", orig, en, ok, want)
+		}
+		if ok && en.Reply.DstPort != seen[pub].Port() {
+			t.Errorf("entry %v: reply %v, want it to the port the container saw, %d", orig, en.Reply, seen[pub].Port())
+		}
+	}
+	if n := e.up.Counters()["drop_collision"]; n != 0 {
+		t.Errorf("drop_collision %d, want 0", n)
 	}
 }

@@ -263,9 +263,9 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		return
 	}
 	// fail refuses a client expect would not take: the same connection
-	// to the container as a live flow's (the same client port to two
-	// published ports of one container port; a loopback client's port
-	// another one's, to another port), or the uplink is closed.
+	// to the container as a live flow's (a loopback client's port
+	// another one's; the client's own port with no other free to show
+	// it with), or the uplink is closed.
 	fail := func(err error) {
 		if err != errUplinkClosed {
 			u.stats.DropCollision.Add(1)
@@ -273,7 +273,27 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		u.unreserve(ctr.Addr())
 		refuse()
 	}
-	if err := u.expect(seen, orig, reply); err != nil {
+	// The client as the container sees it: another port when its own
+	// would make this the same connection to the container as another
+	// flow of the client's.
+	shown := src
+	err := u.expect(seen, orig, reply)
+	if err == errFlowTaken && u.peerAt(reply) == client {
+		// The client's port to another published port of the same
+		// container port, or to another of the host's addresses: as for
+		// UDP (inboundNear), the client is shown with another port, as
+		// the kernel's NAT takes another source port for a new
+		// connection whose reply tuple is taken (nf_nat's unique tuple).
+		near, ok := u.freeNear(reply)
+		if !ok {
+			fail(errFlowTaken)
+			return
+		}
+		reply, shown = near, netip.AddrPortFrom(near.Dst, near.DstPort)
+		seen, _ = near.Reverse()
+		err = u.expect(seen, orig, reply)
+	}
+	if err != nil {
 		if err != errFlowOpen {
 			fail(err)
 			return
@@ -297,7 +317,7 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 			return
 		}
 	}
-	s := u.spliceOf(fd, src, ctr, peek)
+	s := u.spliceOf(fd, shown, ctr, peek)
 	clash := false
 	f, ok := u.addFlow(orig, ctr.Addr(), 0, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
 		// Superseded by the client's next connection on the same port,
@@ -329,7 +349,6 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 	}
 	// Watched only now that it is the flow's: the poller's news of a
 	// client gone meanwhile ends the splice, and the flow with it.
-	var err error
 	s.mu.Lock()
 	if !clash {
 		err = s.watch(spliceWatch)
@@ -400,6 +419,25 @@ func (u *Uplink) spliceAt(key conntrack.Tuple) bool {
 	u.smu.RLock()
 	defer u.smu.RUnlock()
 	return u.splices[key] != nil
+}
+
+// peerAt returns the real client of the flow whose splice speaks to the
+// container on the tuple key (its packets' to the container, reversed),
+// or the zero AddrPort when there is none.
+func (u *Uplink) peerAt(key conntrack.Tuple) netip.AddrPort {
+	u.smu.RLock()
+	s := u.splices[key]
+	u.smu.RUnlock()
+	if s == nil {
+		return netip.AddrPort{}
+	}
+	s.mu.Lock()
+	f := s.f
+	s.mu.Unlock()
+	if f == nil {
+		return netip.AddrPort{}
+	}
+	return f.peer
 }
 
 // flowOf returns the flow of the entry orig, or nil.

@@ -503,9 +503,10 @@ func (u *Uplink) inboundNear(client netip.AddrPort, orig, near conntrack.Tuple) 
 // would cost a new client tens of thousands of lookups.
 const nearTries = 128
 
-// freeNear returns near with another port for its destination (the
-// client as the container sees it) that neither a flow of the uplink
-// nor an entry of the table uses, tested from a random place in the
+// freeNear returns near, a UDP or TCP tuple, with another port for its
+// destination (the client as the container sees it) that neither a flow
+// of the uplink (a datagram flow, a splice, one being opened) nor an
+// entry of the table uses, tested from a random place in the
 // range Linux's NAT picks from for the client's port
 // (nat.SourcePortRange), so a privileged port stays privileged.
 func (u *Uplink) freeNear(near conntrack.Tuple) (conntrack.Tuple, bool) {
@@ -519,7 +520,7 @@ func (u *Uplink) freeNear(near conntrack.Tuple) (conntrack.Tuple, bool) {
 		_, expected := u.inbound[seen]
 		busy := expected || u.udp[near] != nil
 		u.mu.Unlock()
-		if !busy && !tbl.Taken(0, near) {
+		if !busy && !u.spliceAt(near) && !tbl.Taken(0, near) {
 			return near, true
 		}
 	}
