@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/usernat/usernat/internal/api"
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // hostArgs is a host-mode command line (--uplink host, the default) with
@@ -70,5 +72,23 @@ func TestBackendPublishToDNSRefused(t *testing.T) {
 	err := c.Call(context.Background(), api.CmdAddHostFwd, map[string]any{"proto": "tcp", "host_addr": "0.0.0.0", "host_port": 8080, "guest_addr": "172.17.0.3", "guest_port": 80}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--dns") || len(b.pub.List()) != 0 {
 		t.Errorf("add_hostfwd to the DNS address: %v, published %+v; want a refusal", err, b.pub.List())
+	}
+}
+
+// An unreadable resolv.conf, when --dns needs it, is told with the flag
+// that sets the resolver instead (--dns-resolver), not hostnet's
+// Config.Resolver; other errors pass as they are.
+func TestResolverHint(t *testing.T) {
+	cause := errors.New("read /etc/resolv.conf: permission denied")
+	err := resolverHint(fmt.Errorf("wrapped: %w", &hostnet.ResolverError{Err: cause}))
+	if err == nil || !strings.Contains(err.Error(), "--dns-resolver") || strings.Contains(err.Error(), "Config.Resolver") || !errors.Is(err, cause) {
+		t.Errorf("resolverHint: %v, want --dns-resolver named, and the cause kept", err)
+	}
+	other := errors.New("other")
+	if got := resolverHint(other); got != other {
+		t.Errorf("resolverHint(other) = %v, want it unchanged", got)
+	}
+	if resolverHint(nil) != nil {
+		t.Error("resolverHint(nil) is not nil")
 	}
 }

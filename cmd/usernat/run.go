@@ -210,6 +210,7 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 			return nil, herr
 		}
 		r.gw, err = startHostGateway(setup, hc)
+		err = resolverHint(err)
 	} else {
 		up, terr := bridge.OpenTAP(bridge.TAPConfig{Name: cfg.Uplink.IfName, NetNS: cfg.Uplink.NetNS, MTU: cfg.MTU, Offload: cfg.Offload})
 		if terr != nil {
@@ -276,6 +277,17 @@ func hostConfig(cfg *gatewayConfig, log *slog.Logger) (hostnet.Config, error) {
 		log.Info("outbound address", "interface", cfg.OutboundIface, "addr", a)
 	}
 	return hc, nil
+}
+
+// resolverHint names the flag that says where DNS queries go when err is
+// hostnet's for a system resolver it could not read; it returns any other
+// err as it is.
+func resolverHint(err error) error {
+	var re *hostnet.ResolverError
+	if errors.As(err, &re) {
+		return fmt.Errorf("--dns: the host's resolver: %w; give --dns-resolver", re.Err)
+	}
+	return err
 }
 
 // ifaceAddr4 returns the first IPv4 address of the interface name.

@@ -157,6 +157,17 @@ type expectation struct{ orig, reply conntrack.Tuple }
 
 var _ nat.Terminator = (*Uplink)(nil)
 
+// ResolverError is New's error when Config.DNS is set and Config.Resolver
+// is not, and the system's resolver could not be read (SystemResolver:
+// /etc/resolv.conf unreadable): the caller is to say where queries go.
+type ResolverError struct{ Err error }
+
+func (e *ResolverError) Error() string {
+	return "hostnet: DNS: " + e.Err.Error() + "; set Config.Resolver"
+}
+
+func (e *ResolverError) Unwrap() error { return e.Err }
+
 // New makes an uplink. It carries nothing until the gateway attaches and
 // starts it.
 func New(cfg Config) (*Uplink, error) {
@@ -185,7 +196,7 @@ func New(cfg Config) (*Uplink, error) {
 				cfg.Resolver, err = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 53), nil
 			}
 			if err != nil {
-				return nil, fmt.Errorf("hostnet: DNS: %w; set Config.Resolver", err)
+				return nil, &ResolverError{err}
 			}
 			resolv = newResolvWatch(resolvConfPath, cfg.Resolver)
 		}

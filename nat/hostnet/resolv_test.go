@@ -1,9 +1,11 @@
 package hostnet
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,4 +78,29 @@ func TestResolvConfWithoutNameserver(t *testing.T) {
 	if got := dst(); got != netip.MustParseAddrPort("192.0.2.1:53") {
 		t.Errorf("after a nameserver was written: %v, want 192.0.2.1:53", got)
 	}
+}
+
+// With DNS and no Config.Resolver, a resolv.conf New cannot read is a
+// ResolverError, which a caller can tell apart to name its own way to
+// set the resolver; a missing one is the local host, as glibc's.
+func TestResolverUnreadable(t *testing.T) {
+	dir := t.TempDir() // a directory: read fails
+	old := resolvConfPath
+	t.Cleanup(func() { resolvConfPath = old })
+	cfg := Config{Gateway: netip.MustParseAddr("10.0.2.2"), DNS: netip.MustParseAddr("10.0.2.3")}
+	resolvConfPath = dir
+	u, err := New(cfg)
+	var re *ResolverError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "Config.Resolver") {
+		t.Fatalf("New with resolv.conf a directory: %v, want a ResolverError naming Config.Resolver", err)
+	}
+	if u != nil {
+		t.Errorf("New returned an uplink with its error")
+	}
+	resolvConfPath = filepath.Join(dir, "missing")
+	u, err = New(cfg)
+	if err != nil {
+		t.Fatalf("New with no resolv.conf: %v, want the local host's resolver", err)
+	}
+	u.Close()
 }
