@@ -278,41 +278,42 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 	// flow of the client's.
 	shown := src
 	err := u.expect(seen, orig, reply)
-	if err == errFlowTaken && u.peerAt(reply) == client {
-		// The client's port to another published port of the same
-		// container port, or to another of the host's addresses: as for
-		// UDP (inboundNear), the client is shown with another port, as
-		// the kernel's NAT takes another source port for a new
-		// connection whose reply tuple is taken (nf_nat's unique tuple).
-		near, ok := u.freeNear(reply)
-		if !ok {
-			fail(errFlowTaken)
-			return
-		}
-		reply, shown = near, netip.AddrPortFrom(near.Dst, near.DstPort)
-		seen, _ = near.Reverse()
-		err = u.expect(seen, orig, reply)
-	}
-	if err != nil {
-		if err != errFlowOpen {
-			fail(err)
-			return
-		}
-		// A client that reuses its port comes back while the flow of its
-		// last connection is still closing on the container's side: the
-		// client is done with it, so it ends now, as the kernel's
-		// conntrack reopens a closing entry for a new SYN.
-		if old := u.flowOf(orig); old != nil {
-			if old.peer != client {
-				// Another client on the host's loopback with the same
-				// port: shown as the gateway, both would be the same
-				// connection to the container. The live one stays.
+	for replaced, remapped := false, false; err != nil; err = u.expect(seen, orig, reply) {
+		switch {
+		case err == errFlowOpen && !replaced:
+			// A client that reuses its port comes back while the flow
+			// of its last connection is still closing on the
+			// container's side: the client is done with it, so it ends
+			// now, as the kernel's conntrack reopens a closing entry
+			// for a new SYN.
+			if old := u.flowOf(orig); old != nil {
+				if old.peer != client {
+					// Another client on the host's loopback with the
+					// same port: shown as the gateway, both would be
+					// the same connection to the container. The live
+					// one stays.
+					fail(errFlowTaken)
+					return
+				}
+				old.replaced()
+			}
+			replaced = true
+		case err == errFlowTaken && !remapped && u.peerAt(reply) == client:
+			// The client's port to another published port of the same
+			// container port, or to another of the host's addresses: as
+			// for UDP (inboundNear), the client is shown with another
+			// port, as the kernel's NAT takes another source port for a
+			// new connection whose reply tuple is taken (nf_nat's
+			// unique tuple).
+			near, ok := u.freeNear(reply)
+			if !ok {
 				fail(errFlowTaken)
 				return
 			}
-			old.replaced()
-		}
-		if err := u.expect(seen, orig, reply); err != nil {
+			reply, shown = near, netip.AddrPortFrom(near.Dst, near.DstPort)
+			seen, _ = near.Reverse()
+			remapped = true
+		default:
 			fail(err)
 			return
 		}
