@@ -492,7 +492,12 @@ func (a *Attachment) transmitSegmented(batch []*frame) error {
 	var err error
 	for _, f := range batch {
 		if err != nil {
-			a.ctr.dropTxError.Add(1)
+			// Counted as the segments it would have been.
+			n := 1
+			if f.meta.GSO != GSONone && a.seg.init(f.bytes(), l3Offset(f.bytes()), f.meta) == nil {
+				n = a.seg.left()
+			}
+			a.ctr.dropTxError.Add(uint64(n))
 			continue
 		}
 		if f.meta.GSO == GSONone {
@@ -512,6 +517,9 @@ func (a *Attachment) transmitSegmented(batch []*frame) error {
 				bufs, room = append(bufs, room[:n]), room[n:]
 			}
 			err = a.writeSegments(bufs)
+		}
+		if err != nil {
+			a.ctr.dropTxError.Add(uint64(a.seg.left())) // the segments not made
 		}
 	}
 	for _, f := range batch {

@@ -307,6 +307,15 @@ func (s *segmenter) next(buf []byte) (int, bool) {
 	return len(seg), !s.done
 }
 
+// left is the number of segments next has not made yet.
+func (s *segmenter) left() int {
+	rest := len(s.frame) - s.hdr - s.off
+	if rest <= 0 || s.mss <= 0 {
+		return 0
+	}
+	return (rest + s.mss - 1) / s.mss
+}
+
 // sum16 is the Internet checksum's ones' complement sum of b, folded to 16
 // bits and not complemented. It adds 32-bit words into 64 bits, which is
 // the same sum since 2^16 ≡ 1 modulo 2^16-1, and cannot overflow for a

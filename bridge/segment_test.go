@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -344,5 +345,79 @@ func TestSegmentVLAN(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkSegments(t, v6, segs, payload, 1000, 0x19)
+	}
+}
+
+// fullPort takes budget frames, then fails every write without going
+// away (a TAP whose queue is full, say).
+type fullPort struct {
+	mu     sync.Mutex
+	budget int
+	done   chan struct{}
+	once   sync.Once
+}
+
+var errNoRoom = errors.New("no buffer space")
+
+func (p *fullPort) ReadFrames([][]byte, []int) (int, error) {
+	<-p.done
+	return 0, net.ErrClosed
+}
+
+func (p *fullPort) WriteFrames(bufs [][]byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := min(p.budget, len(bufs))
+	p.budget -= n
+	if n < len(bufs) {
+		return n, errNoRoom
+	}
+	return n, nil
+}
+
+func (p *fullPort) BatchSize() int { return 4 }
+
+func (p *fullPort) Close() error {
+	p.once.Do(func() { close(p.done) })
+	return nil
+}
+
+// GSO frames cut for a port that takes no offloads, whose writes start
+// failing midway through one, are counted segment by segment, as
+// Counters promises: each segment is sent (TxFrames) or counted in
+// DropTxError, the ones never made after the failure too.
+func TestGSOWriteFailureCounted(t *testing.T) {
+	br, err := New(Config{MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	oa, ob := NewPipe(PipeConfig{})
+	off := &offloadPipe{Pipe: oa, in: make(chan Offload, 4), out: make(chan Offload, 4)}
+	if _, err := br.AddPort(off, PortConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	fp := &fullPort{budget: 6, done: make(chan struct{})}
+	att, err := br.AddPort(fp, PortConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const frames, segs = 3, 14 // 20000 bytes in segments of 1448
+	for i := range frames {
+		f, o := gsoFrame(false, make([]byte, 20000), 1448, 0x18)
+		copy(f[0:6], Broadcast[:])
+		f[len(f)-1] = byte(i)
+		off.in <- o
+		if err := ob.WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every segment counted", func() bool {
+		c := att.Counters()
+		return c.TxFrames+c.DropTxError >= frames*segs
+	})
+	time.Sleep(50 * time.Millisecond) // nothing more is counted
+	if c := att.Counters(); c.TxFrames != 6 || c.DropTxError != frames*segs-6 {
+		t.Errorf("sent %d, dropped %d as write errors; want 6 and %d", c.TxFrames, c.DropTxError, frames*segs-6)
 	}
 }
