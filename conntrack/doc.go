@@ -15,8 +15,8 @@
 //     or outside the window is classified ClassInvalid and changes nothing;
 //     a SYN on a TIME_WAIT or CLOSE entry replaces it; a RST before any
 //     reply deletes the entry; a connection first seen mid-stream is picked
-//     up in a liberal mode and given established timeouts, not those of a
-//     half-open SYN.
+//     up in a liberal mode, ESTABLISHED with the unacknowledged timeout
+//     (5 min) until the other side answers, and the established one after.
 //   - UDP entries are unreplied until a reply is seen, and assured (with
 //     the longer stream timeout) once a replied flow is still active 2 s
 //     after it began.

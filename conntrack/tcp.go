@@ -398,6 +398,14 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 		// A zero window: the peers are probing, not talking.
 		d = to.TCPMaxRetrans
 	}
+	if status&SeenReply == 0 && next == TCPEstablished && d > to.TCPUnacknowledged {
+		// Picked up mid-stream and not answered yet: perhaps no
+		// connection at all (an ACK of one long gone, whose peer drops
+		// it unanswered). As Linux (nf_conntrack_tcp_packet), it gets
+		// the unacknowledged timeout, not ESTABLISHED's 5 days, until
+		// the other side answers.
+		d = to.TCPUnacknowledged
+	}
 	return tcpAccept, d
 }
 

@@ -200,6 +200,11 @@ func TestTCPTransitions(t *testing.T) {
 								// of a connection that has had no reply.
 								wantTO = before.Timeout - time.Second
 							}
+							if class == "ack" && from == TCPNone {
+								// Picked up, with no reply yet: the
+								// unacknowledged timeout, as the kernel's.
+								wantTO = to.TCPUnacknowledged
+							}
 							if after.Timeout != wantTO {
 								t.Fatalf("timeout %v, want %v", after.Timeout, wantTO)
 							}
@@ -311,6 +316,42 @@ func TestTCPPickupIsLiberalAndNotReapedEarly(t *testing.T) {
 	k2 := newConn(t, strict, clk, ap("192.0.2.10:40005"), ap("198.51.100.200:80"))
 	if res := k2.send(Original, TCPAck, 0); res.Class != ClassInvalid || strict.Len() != 0 {
 		t.Fatalf("TCPNoPickup picked up a connection: %+v", res)
+	}
+}
+
+// A connection picked up mid-stream that the other side never answers (an
+// ACK of a connection long gone, which its peer drops unanswered) keeps
+// its entry, and its masquerade port, for the unacknowledged timeout, as
+// Linux's nf_conntrack_tcp_packet caps ESTABLISHED without a reply. Its
+// timeout fell to 5 minutes only by the zero window an ACK the window
+// check refuses leaves recorded; one it accepts (here the server's next
+// sequence number lies just below 2^32, next to where the tracker places
+// a side it has not seen) kept the entry for ESTABLISHED's 5 days.
+// Answered, it is established as any connection.
+func TestTCPUnansweredPickupTimesOut(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	k := newConn(t, tbl, clk, ap("192.0.2.10:40007"), ap("198.51.100.200:80"))
+	k.cNext, k.sNext = 1000, 0xfffff800
+	unack := DefaultTimeouts().TCPUnacknowledged
+	k.send(Original, TCPAck, 0)
+	clk.Advance(time.Minute)
+	k.send(Original, TCPAck, 0)
+	if e, _ := k.entry(); e.TCPState != TCPEstablished || e.Timeout != unack {
+		t.Fatalf("unanswered pickup: %v, timeout %v; want ESTABLISHED, %v", e.TCPState, e.Timeout, unack)
+	}
+	clk.Advance(unack)
+	if _, ok := k.entry(); ok {
+		t.Fatalf("unanswered pickup alive %v after its last segment", unack)
+	}
+	if tbl.Expire(0) != 1 {
+		t.Fatal("Expire did not remove the unanswered pickup")
+	}
+
+	k.send(Original, TCPAck, 0)
+	k.send(Reply, TCPAck, 0)
+	k.send(Original, TCPAck, 0)
+	if e, _ := k.entry(); e.Status&Assured == 0 || e.Timeout != DefaultTimeouts().TCPEstablished {
+		t.Fatalf("answered pickup: %v, timeout %v; want ASSURED, %v", e.Status, e.Timeout, DefaultTimeouts().TCPEstablished)
 	}
 }
 

@@ -23,7 +23,8 @@ type Timeouts struct {
 	// was retransmitted 3 times without being answered.
 	TCPMaxRetrans time.Duration // 300 s
 	// TCPUnacknowledged caps the timeout while data is in flight that the
-	// other side has not acknowledged.
+	// other side has not acknowledged, and that of a connection picked up
+	// mid-stream until the other side answers.
 	TCPUnacknowledged time.Duration // 300 s
 	// UDP applies until a reply is seen and the flow has lived 2 s.
 	UDP time.Duration // 30 s
