@@ -284,3 +284,38 @@ func TestPortUnreachableFromAddressSentTo(t *testing.T) {
 		}
 	}
 }
+
+// An ICMP redirect about a translated flow is dropped, as Linux's NAT
+// drops it (nf_nat_icmp_reply_translation): the better first hop it names
+// is one for the gateway's uplink address, on a link the container is not
+// on. It went to the container, translated. Other errors about the flow
+// still go.
+func TestRedirectAboutTranslatedFlowDropped(t *testing.T) {
+	gw, up, br := recGateway(t)
+	router := netip.MustParseAddr("192.168.2.1")
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 10)))
+	if len(up.frames) != 1 {
+		t.Fatalf("%d frames out for a masqueraded datagram, want 1", len(up.frames))
+	}
+	sent := append([]byte(nil), lastIP(up)...)
+	hop := netip.MustParseAddr("192.168.2.254").As4()
+	redirect, err := ICMPError(nil, sent, router, icmpRedirect, 1, binary.BigEndian.Uint32(hop[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromUplinkIP(gw, redirect)
+	if len(br.frames) != 0 {
+		t.Fatalf("a redirect about a masqueraded flow went to the bridge: % x", lastIP(br))
+	}
+	if st := gw.Stats(); st.DropRewrite != 1 {
+		t.Errorf("DropRewrite %d, want the redirect counted", st.DropRewrite)
+	}
+	unreachable, err := Unreachable(nil, sent, router, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromUplinkIP(gw, unreachable)
+	if len(br.frames) != 1 {
+		t.Fatalf("%d frames to the bridge for host unreachable, want 1", len(br.frames))
+	}
+}

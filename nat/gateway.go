@@ -156,7 +156,7 @@ type Stats struct {
 	DropRefused   uint64 // new flows refused: table full, ports exhausted
 	DropTooBig    uint64 // DF packets over the MTU (fragmentation needed was sent)
 	DropFragments uint64 // fragments that were not reassembled
-	DropRewrite   uint64 // packets the rewriter refused
+	DropRewrite   uint64 // packets the rewriter refused, and ICMP redirects about translated flows (Linux's NAT drops them)
 	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's and the uplink's too), 0.0.0.0/8, 127.0.0.0/8; a source that is one of the gateway's own; or a source route option (LSRR, SSRR), as Linux drops with accept_source_route 0
 }
 
@@ -628,6 +628,14 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			// About a packet the gateway itself sent (an echo reply, a
 			// RST): for the gateway, as Linux's icmp_rcv takes it.
 			g.stats.local.Add(1)
+			return
+		}
+		if pkt[p.L4Off] == icmpRedirect && res.Status&(conntrack.SrcNAT|conntrack.DstNAT) != 0 {
+			// The better first hop a redirect names is one for the
+			// translated address, on the other side's link: no
+			// translation makes it one for the flow's sender. Linux's
+			// NAT drops it (nf_nat_icmp_reply_translation).
+			g.stats.dropRewrite.Add(1)
 			return
 		}
 		if err := RewriteICMPError(pkt, to); err != nil {

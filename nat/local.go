@@ -13,6 +13,7 @@ import (
 // ICMP the gateway looks at.
 const (
 	icmpEchoRequest     = 8
+	icmpRedirect        = 5
 	codePortUnreachable = 3
 )
 
