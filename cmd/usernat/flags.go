@@ -52,7 +52,7 @@ type gatewayConfig struct {
 	HostLoopback      netip.Addr
 	DNS               netip.Addr     // --dns: where the host's resolver is served on the bridge
 	DNSResolver       netip.AddrPort // --dns-resolver; invalid: /etc/resolv.conf's
-	DNSOptional       bool           // slirp4netns's DNS: without a resolver, warn and serve none
+	DNSOptional       bool           // slirp4netns's DNS: with a resolv.conf that cannot be read, warn and serve none
 	OutboundAddr      netip.Addr
 	OutboundIface     string     // --outbound-addr as an interface's name: its address, found at start
 	DefaultGuest      netip.Addr // slirp4netns's .100: where a request without guest_addr goes; invalid for defaultGuest(Ports)

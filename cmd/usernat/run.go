@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -245,6 +246,9 @@ func startAll(cfg *gatewayConfig, log *slog.Logger) (_ *running, err error) {
 	return r, nil
 }
 
+// systemResolver is hostnet.SystemResolver (a variable for the tests).
+var systemResolver = hostnet.SystemResolver
+
 // hostConfig is the host-socket uplink's configuration from the command
 // line: an --outbound-addr that names an interface is its first IPv4
 // address now, as slirp4netns takes it.
@@ -259,11 +263,16 @@ func hostConfig(cfg *gatewayConfig, log *slog.Logger) (hostnet.Config, error) {
 		Logger:            log,
 	}
 	if hc.DNS.IsValid() && !hc.Resolver.IsValid() && cfg.DNSOptional {
-		// As slirp4netns: a host without a resolver has no DNS at .3,
-		// and the network works all the same.
-		// (Resolver stays unset: hostnet reads resolv.conf again when
-		// it changes, as libslirp does.)
-		if _, err := hostnet.SystemResolver(); err != nil {
+		// slirp4netns serves DNS at .3 from the nameserver resolv.conf
+		// names when a query comes, so a host whose file names none at
+		// start (booting before its network is up), or has none, has
+		// DNS once it does. hostnet.New does that (Resolver stays
+		// unset, so it reads the file again when it changes), sending
+		// queries to 127.0.0.1 meanwhile, as glibc takes such a file.
+		// Only a file it cannot read, which New refuses, leaves the
+		// containers without DNS rather than without a network.
+		_, err := systemResolver()
+		if err != nil && !errors.Is(err, hostnet.ErrNoNameserver) && !errors.Is(err, fs.ErrNotExist) {
 			log.Warn("no DNS for the containers", "dns", hc.DNS, "err", err)
 			hc.DNS = netip.Addr{}
 		}

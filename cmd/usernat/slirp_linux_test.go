@@ -301,3 +301,50 @@ func shareWithNobody(t *testing.T, dir string) string {
 	}
 	return dir
 }
+
+// A host whose resolv.conf names no IPv4 nameserver when the network
+// starts (a boot before its network is up) has DNS at 10.0.2.3 once the
+// file names one, as slirp4netns reads the file at each query: usernat
+// on its command line follows the file too, with the host's loopback
+// shut off, as Podman runs it. The host here is a mount namespace whose
+// resolv.conf is a file the test writes.
+func TestIntegrationSlirpDNSWithoutNameserver(t *testing.T) {
+	netns.RequirePrivileged(t)
+	bin := buildBinary(t)
+	host, _ := slirpTopology(t)
+	ctr := newNS(t)
+	echo, err := netns.UDPEcho(host, "198.51.100.1:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	conf := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(conf, []byte("search example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `mount --bind "$1" /etc/resolv.conf && exec "$0" --disable-host-loopback -c -r 3 --netns-type=path "$2" tap0`
+	g, err := startProcIn(t, host, "unshare", nil, "--mount", "sh", "-c", script, bin, conf, ctr.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Written in place, as the bind mount shows the file's inode; read
+	// at most once a second.
+	if err := os.WriteFile(conf, []byte("nameserver 198.51.100.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	c, err := ctr.Dial(context.Background(), "udp4", "10.0.2.3:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("query"))
+	buf := make([]byte, 100)
+	if n, err := c.Read(buf); err != nil || !strings.HasSuffix(string(buf[:n]), " query") {
+		t.Errorf("DNS at 10.0.2.3 once resolv.conf names 198.51.100.1: %q, %v; want its answer\n%s", buf[:n], err, g.log())
+	}
+	if err := g.stop(t); err != nil {
+		t.Errorf("exit: %v\n%s", err, g.log())
+	}
+}

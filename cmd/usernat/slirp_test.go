@@ -1,12 +1,17 @@
 package main
 
 import (
+	"fmt"
+	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/usernat/usernat/nat/hostnet"
 )
 
 // The slirp4netns command line becomes the gateway's configuration, with
@@ -141,5 +146,41 @@ func TestSlirpDefaultGuestWithoutConfigure(t *testing.T) {
 	}
 	if g := cfg.DefaultGuest; g != netip.MustParseAddr("10.0.2.100") {
 		t.Errorf("default guest %v, want 10.0.2.100 as slirp4netns", g)
+	}
+}
+
+// On slirp4netns's command line, a host whose resolv.conf names no IPv4
+// nameserver at start, or that has no resolv.conf, still has DNS served
+// at .3, from the nameserver the file names once it names one, as
+// slirp4netns serves it (hostnet.New does that, with 127.0.0.1 until
+// then): only a file that cannot be read, which New refuses, leaves the
+// containers without DNS.
+func TestSlirpDNSWithoutNameserver(t *testing.T) {
+	cfg, _, err := parseSlirpArgs([]string{strconv.Itoa(os.Getpid()), "tap0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(f func() (netip.AddrPort, error)) { systemResolver = f }(systemResolver)
+	log := slog.New(slog.DiscardHandler)
+	for _, c := range []struct {
+		name string
+		err  error
+		dns  bool
+	}{
+		{"no nameserver", fmt.Errorf("/etc/resolv.conf: %w", hostnet.ErrNoNameserver), true},
+		{"no file", &fs.PathError{Op: "open", Path: "/etc/resolv.conf", Err: fs.ErrNotExist}, true},
+		{"unreadable", &fs.PathError{Op: "open", Path: "/etc/resolv.conf", Err: fs.ErrPermission}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			systemResolver = func() (netip.AddrPort, error) { return netip.AddrPort{}, c.err }
+			hc, err := hostConfig(cfg, log)
+			want := netip.Addr{}
+			if c.dns {
+				want = netip.MustParseAddr("10.0.2.3")
+			}
+			if err != nil || hc.DNS != want || hc.Resolver.IsValid() {
+				t.Errorf("DNS %v, resolver %v (%v); want DNS %v, the resolver left to hostnet", hc.DNS, hc.Resolver, err, want)
+			}
+		})
 	}
 }

@@ -114,7 +114,7 @@ func TestResolvConf(t *testing.T) {
 		}
 		got, err := resolvConf(p)
 		if c.want == "" {
-			if err == nil || !errors.Is(err, errNoNameserver) {
+			if err == nil || !errors.Is(err, ErrNoNameserver) {
 				t.Errorf("%q: %v, %v; want no nameserver", c.conf, got, err)
 			}
 			continue

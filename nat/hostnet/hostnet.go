@@ -190,7 +190,7 @@ func New(cfg Config) (*Uplink, error) {
 		}
 		if !cfg.Resolver.IsValid() {
 			var err error
-			if cfg.Resolver, err = SystemResolver(); errors.Is(err, errNoNameserver) || errors.Is(err, os.ErrNotExist) {
+			if cfg.Resolver, err = SystemResolver(); errors.Is(err, ErrNoNameserver) || errors.Is(err, os.ErrNotExist) {
 				// As glibc (resolv.conf(5)) and libslirp: the local host,
 				// until the file names one.
 				cfg.Resolver, err = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 53), nil

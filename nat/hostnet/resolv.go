@@ -54,12 +54,14 @@ func resolvConf(path string) ([]netip.AddrPort, error) {
 		return nil, err
 	}
 	if len(ns) == 0 {
-		return nil, fmt.Errorf("%s: %w", path, errNoNameserver)
+		return nil, fmt.Errorf("%s: %w", path, ErrNoNameserver)
 	}
 	return ns, nil
 }
 
-var errNoNameserver = errors.New("no IPv4 nameserver")
+// ErrNoNameserver is SystemResolver's error when resolv.conf names no IPv4
+// nameserver. New takes such a file, or none at all, for 127.0.0.1:53.
+var ErrNoNameserver = errors.New("no IPv4 nameserver")
 
 // resolvWatch is the resolver read from resolv.conf, read again when the
 // file has changed (checked at most once a second), as libslirp's
@@ -116,7 +118,7 @@ func (w *resolvWatch) get() netip.AddrPort {
 	case err == nil:
 		w.fi = fi
 		w.addrs, w.cur, w.answered = ns, 0, 0
-	case errors.Is(err, errNoNameserver):
+	case errors.Is(err, ErrNoNameserver):
 		w.fi = fi // read, and names none: the last one found stays
 	default:
 		// Not read (out of descriptors, say): the file is read again
