@@ -348,3 +348,52 @@ func TestIntegrationSlirpDNSWithoutNameserver(t *testing.T) {
 		t.Errorf("exit: %v\n%s", err, g.log())
 	}
 }
+
+// A caller may hold the container's namespaces open and name them by
+// descriptor, /proc/self/fd/N, as slirp4netns takes them (it opens them in
+// a child of its own, which shares its descriptors), with any N: here the
+// user namespace is usernat's fd 3, the one its TAP helper's socket takes
+// in the helper.
+func TestIntegrationSlirpNamespacesByDescriptor(t *testing.T) {
+	netns.RequirePrivileged(t)
+	bin := buildBinary(t)
+	shareWithNobody(t, filepath.Dir(bin)) // nobody runs it
+	host, _ := slirpTopology(t)
+	// The container: nobody's user and network namespaces, held by sleep
+	// (which ends by itself should the test not).
+	sleeper := exec.Command("setpriv", append(asNobody, "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	pid := strconv.Itoa(sleeper.Process.Pid)
+	for i := 0; ; i++ { // until unshare has made them
+		var own, its syscall.Stat_t
+		syscall.Stat("/proc/self/ns/user", &own)
+		if syscall.Stat("/proc/"+pid+"/ns/user", &its) == nil && its.Ino != own.Ino {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the container's user namespace did not appear")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctr, err := netns.Open("/proc/" + pid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Close()
+	// The ready pipe moves from fd 3 to 5, and fds 3 and 4 hold the user
+	// and network namespaces.
+	script := `u=$1 n=$2; shift 2; exec "$0" "$@" 5>&3 3<"$u" 4<"$n"`
+	g, err := startProcIn(t, host, "setpriv", nil, append(asNobody, "sh", "-c", script, bin, "/proc/"+pid+"/ns/user", "/proc/"+pid+"/ns/net",
+		"-c", "-r", "5", "--netns-type=path", "--userns-path=/proc/self/fd/3", "/proc/self/fd/4", "tap0")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ctr.Run(context.Background(), "ip", "-o", "addr", "show", "dev", "tap0")
+	mustContain(t, "ip addr of tap0 ("+errString(err)+")", string(out), "inet 10.0.2.100/24")
+	if err := g.stop(t); err != nil {
+		t.Errorf("exit: %v\n%s", err, g.log())
+	}
+}

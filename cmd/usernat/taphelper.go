@@ -38,18 +38,33 @@ func openTAPVia(p portSpec, tc bridge.TAPConfig, gw netip.Addr) (*bridge.TAP, er
 	}
 	defer unix.Close(fds[0])
 	theirs := os.NewFile(uintptr(fds[1]), "tap-helper")
+	defer theirs.Close()
 	exe, err := os.Executable()
 	if err != nil {
-		theirs.Close()
 		return nil, err
 	}
-	args := []string{"--user=" + p.UserNS, "--net=" + p.NetNS, "--preserve-credentials", "--",
+	// nsenter gets the namespaces as descriptors of this process's, its
+	// fds 4 and 5, not as paths: it would read a path in its own
+	// descriptor table, where a caller's /proc/self/fd/3 (as slirp4netns,
+	// whose child shares its descriptors, takes a namespace) is the
+	// socket.
+	netNS, err := os.Open(p.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	defer netNS.Close()
+	userNS, err := os.Open(p.UserNS)
+	if err != nil {
+		return nil, err
+	}
+	defer userNS.Close()
+	args := []string{"--user=/proc/self/fd/5", "--net=/proc/self/fd/4", "--preserve-credentials", "--",
 		exe, tapHelperCmd, p.IfName, strconv.Itoa(tc.MTU), strconv.FormatBool(tc.Offload)}
 	if p.Addr.IsValid() {
 		args = append(args, p.Addr.String(), gw.String())
 	}
 	cmd := exec.Command("nsenter", args...)
-	cmd.ExtraFiles = []*os.File{theirs} // its fd 3
+	cmd.ExtraFiles = []*os.File{theirs, netNS, userNS} // its fds 3, 4 and 5
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err = cmd.Run()
