@@ -291,25 +291,38 @@ func runSlirp(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // watchExitFD cancels stop once fd (slirp4netns's --exit-fd: the read
 // end of a pipe whose writer holds it open while the network must live)
-// reads its end, or fails; it returns what releases the watch.
+// hangs up or fails; it returns what releases the watch. As slirp4netns,
+// it polls fd for that alone: data written to it ends nothing, and the
+// caller's open file description is left as it was (not made
+// non-blocking under whoever else reads it, such as a shell whose stdin
+// is --exit-fd=0).
 func watchExitFD(fd int, stop context.CancelFunc) (release func(), err error) {
-	// Non-blocking, so Go's poller waits for it and Close wakes the read.
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return nil, fmt.Errorf("--exit-fd %d: %w", fd, err)
+	var wake [2]int // closing wake[1] releases the watch
+	if err := unix.Pipe2(wake[:], unix.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("--exit-fd %d: %w", fd, os.NewSyscallError("pipe2", err))
 	}
-	f := os.NewFile(uintptr(fd), "exit-fd")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		var b [64]byte
+		// No events asked for fd: poll reports POLLHUP, POLLERR and
+		// POLLNVAL whatever is asked.
+		fds := []unix.PollFd{{Fd: int32(fd)}, {Fd: int32(wake[0]), Events: unix.POLLIN}}
 		for {
-			if _, err := f.Read(b[:]); err != nil {
-				if !errors.Is(err, os.ErrClosed) {
-					stop()
-				}
+			_, err := unix.Poll(fds, -1)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case fds[1].Revents != 0:
+				return
+			case err != nil || fds[0].Revents != 0:
+				stop()
 				return
 			}
 		}
 	}()
-	return func() { f.Close(); <-done }, nil
+	return func() {
+		unix.Close(wake[1])
+		<-done
+		unix.Close(wake[0])
+	}, nil
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/usernat/usernat/internal/api"
 	"github.com/usernat/usernat/internal/netns"
 )
@@ -395,5 +397,59 @@ func TestIntegrationSlirpNamespacesByDescriptor(t *testing.T) {
 	mustContain(t, "ip addr of tap0 ("+errString(err)+")", string(out), "inet 10.0.2.100/24")
 	if err := g.stop(t); err != nil {
 		t.Errorf("exit: %v\n%s", err, g.log())
+	}
+}
+
+// --exit-fd is watched as slirp4netns watches it, with poll(2) for a
+// hang-up: the caller's open file description is left as it was, not
+// made non-blocking under whoever else reads it (a shell's stdin, with
+// --exit-fd=0), data written to it ends nothing, and its last writer
+// closing ends the network. Released, the watch leaves no goroutine.
+func TestWatchExitFD(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w := p[0], p[1]
+	defer unix.Close(r)
+	defer unix.Close(w)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	release, err := watchExitFD(r, stop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl, err := unix.FcntlInt(uintptr(r), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("the exit fd's flags %#x (%v): made non-blocking", fl, err)
+	}
+	unix.Write(w, []byte("x"))
+	select {
+	case <-ctx.Done():
+		t.Fatal("data on the exit fd ended the network")
+	case <-time.After(200 * time.Millisecond):
+	}
+	unix.Close(w)
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the exit fd's writer closed, and the network goes on")
+	}
+	release()
+
+	// Released before any hang-up: it returns, and stops nothing.
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	ctx2, stop2 := context.WithCancel(context.Background())
+	defer stop2()
+	release, err = watchExitFD(p[0], stop2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if ctx2.Err() != nil {
+		t.Error("releasing the watch ended the network")
 	}
 }
