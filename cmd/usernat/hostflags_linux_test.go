@@ -122,3 +122,55 @@ func TestIntegrationPublishToDNS(t *testing.T) {
 	}
 	mustContain(t, "the refusal", err.Error(), "exit status 2", "--dns")
 }
+
+// A gateway whose stderr is a pipe nobody reads any more (its supervisor
+// went away) goes on, and shuts down as asked, though its log lines fail:
+// Go kills a program that writes to a broken pipe on fd 2 with SIGPIPE
+// unless it is notified, which would take the containers' network with
+// it. slirp4netns ignores SIGPIPE too.
+func TestIntegrationStderrGone(t *testing.T) {
+	netns.RequirePrivileged(t)
+	bin := buildBinary(t)
+	host, _ := slirpTopology(t)
+	ctr := newNS(t)
+	ready, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ready.Close()
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "gateway", "--ready-fd", "3", "--subnet", "10.0.2.2/24",
+		"--port", ctr.Path()+":tap0=10.0.2.100/24", "-v")
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.Stderr, cmd.Stdout = logW, logW
+	if err := host.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	logW.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	ready.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := ready.Read(make([]byte, 1)); n != 1 || err != nil {
+		t.Fatalf("not ready: %v", err)
+	}
+	logR.Close()                       // the supervisor goes; the next log line finds no reader
+	cmd.Process.Signal(syscall.SIGINT) // "shutting down" is logged
+	select {
+	case err = <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit on SIGINT")
+	}
+	if err != nil {
+		t.Errorf("exit on SIGINT with stderr gone: %v, want status 0 (not killed by SIGPIPE)", err)
+	}
+}

@@ -72,6 +72,14 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// A log line to a stderr pipe whose reader is gone (a supervisor
+	// that went away) fails, as slirp4netns's do, rather than killing
+	// the network with SIGPIPE: Go kills a program that writes to a
+	// broken pipe on fd 1 or 2 unless SIGPIPE is notified. Children
+	// (the TAP helper) keep the default disposition.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	if cfg.ExitFD >= 0 {
 		release, err := watchExitFD(cfg.ExitFD, stop)
 		if err != nil {
