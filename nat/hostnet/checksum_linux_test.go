@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
 )
@@ -60,5 +61,60 @@ func TestOutboundBadChecksumReset(t *testing.T) {
 	u.Send(rst, dst.Addr(), bridgeNone)
 	if st := spliceSnapshot(u, ctr, dst).state; st != spliceOpen {
 		t.Errorf("state %d after a reset with a bad checksum, want still open", st)
+	}
+}
+
+// A container's UDP datagram or echo request whose checksum is complete
+// and wrong is discarded and counted, as Linux's conntrack takes it as
+// invalid (no NAT) and its destination's stack discards it: the uplink
+// sent the payload on under a good checksum of the host's, so corrupted
+// data reached the destination as sound, and a corrupted echo drew a
+// reply. A UDP checksum of zero (none) or one pending (the TAP's
+// offload) is sent on.
+func TestOutboundBadChecksumDatagram(t *testing.T) {
+	u, tbl := outboundUplink(t)
+	srv, dst := loopbackUDPDst(t, u)
+	ctr := netip.MustParseAddrPort("10.0.2.100:40910")
+	buf := make([]byte, 64)
+	read := func() string {
+		srv.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, _, err := srv.ReadFrom(buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[:n])
+	}
+
+	bad := ctrDatagram(ctr, dst, "corrupted")
+	bad[nat.Headroom+26] ^= 0x5a
+	u.Send(bad, dst.Addr(), bridgeNone)
+	if got := read(); got != "" {
+		t.Errorf("a datagram with a bad checksum reached its destination: %q", got)
+	}
+	if n := u.Counters()["drop_malformed"]; n != 1 {
+		t.Errorf("drop_malformed %d after a datagram with a bad checksum, want 1", n)
+	}
+	if n := tbl.Len(); n != 0 {
+		t.Errorf("%d entries after a datagram with a bad checksum, want none", n)
+	}
+
+	echo := ctrEcho(ctr.Addr(), dst.Addr(), 0x1234, 1)
+	echo[nat.Headroom+20+2] ^= 0x5a
+	u.Send(echo, dst.Addr(), bridgeNone)
+	if c := u.Counters(); c["drop_malformed"] != 2 || c["ping_opened"]+c["drop_ping_refused"] != 0 {
+		t.Errorf("drop_malformed %d, ping_opened %d, drop_ping_refused %d after an echo with a bad checksum; want it discarded as malformed", c["drop_malformed"], c["ping_opened"], c["drop_ping_refused"])
+	}
+
+	none := ctrDatagram(ctr, dst, "no checksum")
+	none[nat.Headroom+26], none[nat.Headroom+27] = 0, 0
+	u.Send(none, dst.Addr(), bridgeNone)
+	if got := read(); got != "no checksum" {
+		t.Errorf("a datagram without a checksum: %q arrived", got)
+	}
+	pending := ctrDatagram(ctr, dst, "pending")
+	pending[nat.Headroom+26] ^= 0x5a // partial: the offload's to complete
+	u.Send(pending, dst.Addr(), bridge.Offload{Flags: bridge.OffloadNeedsCsum, CsumStart: nat.Headroom + 20, CsumOffset: 6})
+	if got := read(); got != "pending" {
+		t.Errorf("a datagram whose checksum is pending: %q arrived", got)
 	}
 }

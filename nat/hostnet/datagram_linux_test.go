@@ -255,6 +255,7 @@ func TestIntegrationUDPErrorsForwarded(t *testing.T) {
 type extendedErr struct {
 	Errno              uint32
 	Origin, Type, Code uint8
+	Info               uint32 // the MTU of "fragmentation needed"
 }
 
 // queuedError waits up to d for an error on the error queue of a socket
@@ -279,6 +280,7 @@ func queuedError(rc syscall.RawConn, d time.Duration) (extendedErr, string, bool
 				if m.Header.Level == syscall.IPPROTO_IP && m.Header.Type == syscall.IP_RECVERR && len(m.Data) >= 16+8 {
 					ee.Errno = binary.NativeEndian.Uint32(m.Data[0:])
 					ee.Origin, ee.Type, ee.Code = m.Data[4], m.Data[5], m.Data[6]
+					ee.Info = binary.NativeEndian.Uint32(m.Data[8:])
 					from = netip.AddrFrom4([4]byte(m.Data[16+4 : 16+8])).String()
 					got = true
 				}

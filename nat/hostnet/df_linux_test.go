@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +90,72 @@ func TestIntegrationUDPNoDFFragmentedOnPath(t *testing.T) {
 	conn.Write(msg)
 	if ee, from, ok := queuedError(rc, 3*time.Second); !ok || ee.Type != 3 || ee.Code != 4 || from != "198.51.100.2" {
 		t.Errorf("datagram with DF over a narrower link: error %v type %d code %d from %s; want fragmentation needed from 198.51.100.2", ok, ee.Type, ee.Code, from)
+	}
+}
+
+// A container's datagram with DF larger than the host's own link (a
+// VPN's, a PPPoE line's, narrower than the bridge) draws "fragmentation
+// needed" from the gateway with that link's MTU, and does not leave, as
+// the kernel's NAT answers a packet it cannot forward whole (ip_forward):
+// for UDP and for echo. The uplink's sockets took DF as a wish
+// (IP_PMTUDISC_WANT) and the host fragmented the datagram, so the
+// container never learned the path's MTU, and its DF traffic went out in
+// fragments, which many paths drop. A datagram without DF is still
+// fragmented by the host.
+func TestIntegrationDFOverHostLink(t *testing.T) {
+	e := newEnv(t, envConfig{ping: true})
+	for _, ns := range []*netns.NS{e.host, e.remote} {
+		if err := ns.SetLink("eth0", 1280); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := e.remote.ListenPacket("udp4", "198.51.100.2:5300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	buf := make([]byte, 2048)
+	arrived := func() int {
+		srv.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, _, err := srv.ReadFrom(buf)
+		if err != nil {
+			return 0
+		}
+		return n
+	}
+	// Echo first: its error teaches the container's kernel the path's
+	// MTU, which ping -M do would then keep to (IP_PMTUDISC_PROBE, the
+	// UDP probe's, does not).
+	out, err := e.ctr.Run(ctx(t), "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", "198.51.100.2")
+	if want := "From " + gwAddr.Addr().String() + " icmp_seq=1 Frag needed and DF set (mtu = 1280)"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("echo with DF over the host's narrower link: %v; want %q in:\n%s", err, want, out)
+	}
+
+	msg := bytes.Repeat([]byte{0x42}, 1400) // within the bridge's MTU (1500), over the host's link
+	conn, rc := probeConn(t, e, "198.51.100.2:5300", 64)
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE)
+	})
+	conn.Write(msg)
+	if ee, from, ok := queuedError(rc, 2*time.Second); !ok || ee.Type != 3 || ee.Code != 4 || ee.Info != 1280 || from != gwAddr.Addr().String() {
+		t.Errorf("datagram with DF over the host's narrower link: error %v type %d code %d MTU %d from %s; want fragmentation needed, MTU 1280, from the gateway %s",
+			ok, ee.Type, ee.Code, ee.Info, from, gwAddr.Addr())
+	}
+	if n := arrived(); n != 0 {
+		t.Errorf("a datagram with DF left the host in fragments (%d bytes arrived)", n)
+	}
+
+	plain, err := e.ctr.Dial(ctx(t), "udp4", "198.51.100.2:5300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	prc, _ := plain.(*net.UDPConn).SyscallConn()
+	prc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+	})
+	plain.Write(msg)
+	if n := arrived(); n != len(msg) {
+		t.Errorf("a datagram without DF over the host's narrower link: %d bytes arrived, want %d", n, len(msg))
 	}
 }

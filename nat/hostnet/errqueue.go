@@ -3,6 +3,7 @@ package hostnet
 import (
 	"encoding/binary"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -51,23 +52,38 @@ func (s *ttlSetting) set(fd int, ttl uint8) {
 func hostDF(pkt []byte) bool { return pkt[6]&0x40 != 0 }
 
 // pmtuSetting is whether a flow's socket was last given
-// IP_PMTUDISC_DONT (false: the socket's default, IP_PMTUDISC_WANT). A
-// datagram without DF leaves without DF (DONT), so a router on the way
-// fragments it, as it would the container's own through the kernel's NAT;
-// on a socket that discovers the path's MTU it would leave with DF, and a
-// narrower link on the way would drop it. One with DF leaves as the
-// socket would send it by default.
+// IP_PMTUDISC_DONT (false: IP_PMTUDISC_PROBE, which the socket is given
+// when made, setProbe). A datagram without DF leaves without DF (DONT),
+// so a router on the way fragments it, as it would the container's own
+// through the kernel's NAT; on a socket that discovers the path's MTU it
+// would leave with DF, and a narrower link on the way would drop it. One
+// with DF leaves with DF and is never fragmented (PROBE), as a router
+// forwards it: one larger than the host's link is refused (EMSGSIZE),
+// and the container is told "fragmentation needed" (sendConnected); by
+// default (IP_PMTUDISC_WANT) the host fragmented it, and the container
+// never learned the MTU of a link narrower than its own (a VPN's, a
+// PPPoE line's). PROBE, not DO: as a router forwards, by its link's MTU,
+// not by the path MTU it learnt for its own traffic, whose router then
+// answers the container itself.
 type pmtuSetting struct{ dont atomic.Bool }
+
+// setProbe gives fd, a new flow's socket, IP_PMTUDISC_PROBE (pmtuSetting).
+func setProbe(fd int) error {
+	if err := rawSetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	return nil
+}
 
 // set gives fd, the flow's socket, the path MTU discovery of a datagram
 // with DF (df) or without, unless it has it.
 func (s *pmtuSetting) set(fd int, df bool) {
 	if s.dont.Load() != df {
-		return // DONT for a datagram without DF, WANT for one with, already
+		return // DONT for a datagram without DF, PROBE for one with, already
 	}
 	mode := unix.IP_PMTUDISC_DONT
 	if df {
-		mode = unix.IP_PMTUDISC_WANT
+		mode = unix.IP_PMTUDISC_PROBE
 	}
 	if rawSetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, mode) == nil {
 		s.dont.Store(!df)
@@ -83,6 +99,10 @@ const maxQuoted = 576 - 20 - 8 - 20
 // and what they are about.
 type errorSender struct {
 	near conntrack.Tuple // the flow as the container sent it
+	// far is where the flow's socket sends: the container's destination,
+	// or the host's address for it (hostDst: the DNS address's
+	// resolver, the host-loopback address's 127.0.0.1).
+	far netip.Addr
 	// inner writes into b[20:] the transport header and data of the
 	// container's datagram that quoted, the part of the host's datagram
 	// after the transport header (UDP) or from the echo header on (ICMP),
@@ -101,23 +121,42 @@ const sizeofExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
 // between, each again (a burst of probes, each answered at once).
 const sendRetries = 4
 
-// sendConnected sends msg on fd, a flow's connected datagram socket,
-// with ttl (hops keeps what the socket has), and DF when df (pmtu keeps
-// what the socket has), without waiting: a full
-// socket drops it, as a full link would. A send that takes the socket's
-// pending error, about an earlier datagram, in its place hands on the
-// queued errors (the reader will not hear of them now, es says what they
-// are about) and sends again, as long as errors keep coming in between.
-func (u *Uplink) sendConnected(fd int, msg []byte, ttl uint8, df bool, hops *ttlSetting, pmtu *pmtuSetting, es *errorSender) {
-	hops.set(fd, ttl)
-	pmtu.set(fd, df)
+// sendConnected sends msg, what the host sends of the container's
+// datagram pkt, on fd, a flow's connected datagram socket, with pkt's
+// TTL less the gateway's hop (hostTTL; hops keeps what the socket has),
+// and DF when pkt has it (hostDF; pmtu keeps what the socket has),
+// without waiting: a full socket drops it, as a full link would. A send
+// that takes the socket's pending error, about an earlier datagram, in
+// its place hands on the queued errors (the reader will not hear of them
+// now, es says what they are about) and sends again, as long as errors
+// keep coming in between. A datagram with DF larger than the host's link
+// does not leave (the host says so: EMSGSIZE, and an error of its own on
+// the queue with the link's MTU), and pkt is answered "fragmentation
+// needed".
+func (u *Uplink) sendConnected(fd int, pkt, msg []byte, hops *ttlSetting, pmtu *pmtuSetting, es *errorSender) {
+	hops.set(fd, hostTTL(pkt))
+	pmtu.set(fd, hostDF(pkt))
 	_, err := unix.SendmsgN(fd, msg, nil, nil, unix.MSG_DONTWAIT)
 	for try := 0; try < sendRetries && icmpReported(err); try++ {
-		u.forwardErrors(fd, es)
+		if mtu := u.forwardErrors(fd, es); mtu != 0 && err == unix.EMSGSIZE {
+			u.fragNeeded(pkt, mtu) // sent again, it would be refused again
+			return
+		}
 		_, err = unix.SendmsgN(fd, msg, nil, nil, unix.MSG_DONTWAIT)
 	}
 	if err == unix.EAGAIN {
 		u.stats.DropHostFull.Add(1)
+	}
+}
+
+// fragNeeded answers the container's datagram pkt, which has DF and is
+// larger than the host's link of MTU mtu, with
+// "fragmentation needed" from the gateway, as a router answers a packet
+// it cannot forward whole (never rate-limited: path MTU discovery).
+func (u *Uplink) fragNeeded(pkt []byte, mtu int) {
+	var buf [576]byte
+	if msg, err := nat.FragNeeded(buf[:0], pkt, u.cfg.Gateway, mtu); err == nil {
+		u.ln.queue(msg, bridgeNone)
 	}
 }
 
@@ -128,8 +167,10 @@ func setRecvErr(fd int) error { return setOn(fd, unix.IPPROTO_IP, unix.IP_RECVER
 // forwardErrors takes the errors queued on fd, the socket of the flow es
 // describes, and sends the container each the network sent (origin
 // ICMP). It reads until the queue is empty, which also clears the
-// socket's pending error.
-func (u *Uplink) forwardErrors(fd int, es *errorSender) {
+// socket's pending error. It returns the MTU the host's own error about
+// a datagram too large for its link (origin local, EMSGSIZE) gave, when
+// it read one, else 0.
+func (u *Uplink) forwardErrors(fd int, es *errorSender) (tooBig int) {
 	var data [maxQuoted]byte
 	var oob [128]byte
 	for {
@@ -138,10 +179,13 @@ func (u *Uplink) forwardErrors(fd int, es *errorSender) {
 			continue
 		}
 		if err != nil {
-			return
+			return tooBig
 		}
 		// A quote cut short (MSG_TRUNC) is still the datagram's start.
 		ee, from, ok := extendedErr(oob[:oobn])
+		if ok && ee.Origin == unix.SO_EE_ORIGIN_LOCAL && ee.Errno == uint32(unix.EMSGSIZE) && ee.Info != 0 {
+			tooBig = int(ee.Info)
+		}
 		if !ok || ee.Origin != unix.SO_EE_ORIGIN_ICMP {
 			continue
 		}
@@ -184,8 +228,11 @@ func (u *Uplink) sendHostError(es *errorSender, ee unix.SockExtendedErr, from ne
 // exceeded or parameter problem; nil for others) about the container's
 // datagram of the flow es, quoting what the error quoted of the host's,
 // from the address that sent it: a router on the way, or the
-// destination. An error the host's loopback sent (a flow to an address
-// mapped there) comes from the address the container used.
+// destination. An error from the flow's far end comes from the address
+// the container used for it, as the kernel's NAT shows the far end of a
+// flow whose destination it translated (nat.RewriteICMPError): the DNS
+// address's resolver, the host's loopback (a flow to an address mapped
+// there).
 func hostError(buf []byte, es *errorSender, ee unix.SockExtendedErr, from netip.Addr, quoted []byte) []byte {
 	var info uint32
 	switch ee.Type {
@@ -199,7 +246,7 @@ func hostError(buf []byte, es *errorSender, ee unix.SockExtendedErr, from netip.
 	default:
 		return nil
 	}
-	if !from.IsValid() || !from.Is4() || from.IsLoopback() || from.IsUnspecified() || from.IsMulticast() {
+	if !from.IsValid() || !from.Is4() || from.IsLoopback() || from.IsUnspecified() || from.IsMulticast() || from == es.far {
 		from = es.near.Dst
 	}
 	var pkt [20 + 8 + maxQuoted]byte

@@ -26,6 +26,10 @@ func TestHostError(t *testing.T) {
 	udpErr := &errorSender{near: udp, inner: udpInner(udp)}
 	echo := conntrack.ICMPTuple(ctr, far, icmpEchoRequest, 0, 0x1234)
 	echoErr := &errorSender{near: echo, inner: echoInner(echo)}
+	// A flow to the DNS address, whose socket sends to the resolver.
+	dnsAddr, resolver := netip.MustParseAddr("172.17.0.3"), netip.MustParseAddr("192.0.2.53")
+	dns := conntrack.Tuple{Src: ctr, Dst: dnsAddr, SrcPort: 41001, DstPort: 53, Proto: conntrack.ProtoUDP}
+	dnsErr := &errorSender{near: dns, far: resolver, inner: udpInner(dns)}
 
 	// The host's echo, as its ICMP socket sent it (identifier 0x9999),
 	// which the error quotes whole.
@@ -49,6 +53,11 @@ func TestHostError(t *testing.T) {
 		{name: "echo host unreachable", es: echoErr, ee: unix.SockExtendedErr{Origin: 2, Type: 3, Code: 1}, from: router, quoted: hostEcho, wantFrom: router},
 		{name: "redirect", es: udpErr, ee: unix.SockExtendedErr{Origin: 2, Type: 5}, from: router, quoted: []byte("x"), wantNothing: true},
 		{name: "echo quote cut short", es: echoErr, ee: unix.SockExtendedErr{Origin: 2, Type: 3, Code: 1}, from: router, quoted: hostEcho[:6], wantNothing: true},
+		// The resolver's own error comes from the address the container
+		// knows it by, as the kernel's NAT shows a DNAT'd flow's far end;
+		// a router's on the way keeps the router's.
+		{name: "port unreachable from the DNS resolver", es: dnsErr, ee: unix.SockExtendedErr{Origin: 2, Type: 3, Code: 3}, from: resolver, quoted: []byte("query"), wantFrom: dnsAddr},
+		{name: "router on the way to the DNS resolver", es: dnsErr, ee: unix.SockExtendedErr{Origin: 2, Type: 11}, from: router, quoted: []byte("query"), wantFrom: router},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			msg := hostError(nil, c.es, c.ee, c.from, c.quoted)
@@ -75,13 +84,13 @@ func TestHostError(t *testing.T) {
 				t.Error("the ICMP checksum does not verify")
 			}
 			in := m[8:]
-			if netip.AddrFrom4([4]byte(in[12:16])) != ctr || netip.AddrFrom4([4]byte(in[16:20])) != far || in[9] != byte(c.es.near.Proto) {
+			if netip.AddrFrom4([4]byte(in[12:16])) != ctr || netip.AddrFrom4([4]byte(in[16:20])) != c.es.near.Dst || in[9] != byte(c.es.near.Proto) {
 				t.Errorf("the quoted packet is not the container's: % x", in[:20])
 			}
 			l4 := in[20:]
 			switch c.es.near.Proto {
 			case conntrack.ProtoUDP:
-				if binary.BigEndian.Uint16(l4[0:]) != udp.SrcPort || binary.BigEndian.Uint16(l4[2:]) != udp.DstPort || string(l4[8:]) != string(c.quoted) {
+				if binary.BigEndian.Uint16(l4[0:]) != c.es.near.SrcPort || binary.BigEndian.Uint16(l4[2:]) != c.es.near.DstPort || string(l4[8:]) != string(c.quoted) {
 					t.Errorf("the quoted datagram is not the container's: % x", l4)
 				}
 			case conntrack.ProtoICMP:

@@ -330,10 +330,17 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 	if conntrack.Proto(pkt[9]) == conntrack.ProtoTCP && u.toSplice(pkt) {
 		return // a flow's segment: read where it is, not decoded
 	}
-	// A flow's first packet, or a datagram (whose checksum does not
-	// matter: only its payload leaves).
+	// A flow's first packet, or a datagram.
 	var p conntrack.Packet
 	if p.Decode(pkt) != nil || !p.Tuple.Src.Is4() {
+		u.stats.DropMalformed.Add(1)
+		return
+	}
+	if pr := p.Tuple.Proto; p.Kind == conntrack.KindFlow && (pr == conntrack.ProtoUDP || pr == conntrack.ProtoICMP) && !datagramChecksumOK(pkt[:p.Len], p.L4Off, pr, off) {
+		// Only a datagram's payload leaves, under a checksum the host
+		// makes anew: one corrupted on the way would reach its
+		// destination as sound. Linux's conntrack takes it as invalid
+		// (no NAT), and the destination's stack discards it.
 		u.stats.DropMalformed.Add(1)
 		return
 	}
@@ -348,12 +355,34 @@ func (u *Uplink) Send(frame []byte, dst netip.Addr, off bridge.Offload) {
 			u.resetStray(&p)
 		}
 	case conntrack.ProtoUDP:
+		if p.Kind != conntrack.KindFlow {
+			// A fragment, whose UDP header (if any) does not describe
+			// it: the gateway hands over whole datagrams.
+			u.stats.DropMalformed.Add(1)
+			return
+		}
 		u.sendUDP(&p, pkt[:p.Len])
 	case conntrack.ProtoICMP:
 		u.sendICMP(&p, pkt[:p.Len])
 	default:
 		u.stats.DropProto.Add(1)
 	}
+}
+
+// datagramChecksumOK reports whether the UDP datagram or ICMP message
+// pkt, whose transport header is at ihl, has a checksum that verifies, or
+// none to verify: a UDP checksum of zero, or one pending or vouched for
+// (the TAP's offload, off).
+func datagramChecksumOK(pkt []byte, ihl int, proto conntrack.Proto, off bridge.Offload) bool {
+	switch {
+	case off.Flags&(bridge.OffloadNeedsCsum|bridge.OffloadDataValid) != 0:
+		return true
+	case proto == conntrack.ProtoICMP:
+		return nat.Checksum(pkt[ihl:]) == 0
+	}
+	// Over the UDP length, which Decode checked, as Linux trims the
+	// datagram to it first.
+	return nat.TransportChecksumOK(pkt[:ihl+int(binary.BigEndian.Uint16(pkt[ihl+4:]))], ihl, proto)
 }
 
 // Close stops the uplink: it closes every flow and listener, and waits

@@ -50,6 +50,12 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 		u.stats.DropMalformed.Add(1)
 		return
 	}
+	if pkt[ihl+1] != 0 {
+		// An ICMP socket sends echo requests of code 0 only (EINVAL):
+		// another code's would open a flow that sends nothing.
+		u.stats.DropProto.Add(1)
+		return
+	}
 	u.mu.Lock()
 	pf := u.pings[p.Tuple]
 	seen := pf != nil && pf.f.id != 0
@@ -62,9 +68,8 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	msg, ttl, df := pkt[ihl:], hostTTL(pkt), hostDF(pkt)
 	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
-		u.sendConnected(int(fd), msg, ttl, df, &pf.hops, &pf.pmtu, &pf.errs)
+		u.sendConnected(int(fd), pkt, pkt[ihl:], &pf.hops, &pf.pmtu, &pf.errs)
 		return true
 	})
 }
@@ -105,6 +110,10 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 			return os.NewSyscallError("socket", err)
 		}
 		if err := setRecvErr(fd); err != nil { // forwardErrors
+			unix.Close(fd)
+			return err
+		}
+		if err := setProbe(fd); err != nil { // DF kept (pmtuSetting)
 			unix.Close(fd)
 			return err
 		}
@@ -152,7 +161,7 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 		unix.Close(fd)
 		return nil
 	}
-	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping"), errs: errorSender{near: t, inner: echoInner(t)}, host: dst.IsLoopback()}
+	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping"), errs: errorSender{near: t, far: dst, inner: echoInner(t)}, host: dst.IsLoopback()}
 	pf.rc = rawConn(pf.file)
 	_, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()

@@ -54,7 +54,9 @@ func atoi(s string) int {
 }
 
 // The resolver down: the container's connected socket hears port
-// unreachable from the DNS address, TCP is refused.
+// unreachable from the DNS address (not from the resolver, whose address
+// the container does not know, as through the kernel's NAT), TCP is
+// refused.
 func TestIntegrationDNSResolverDown(t *testing.T) {
 	for _, r := range []string{"127.0.0.53:53", "198.51.100.2:53"} {
 		t.Run(r, func(t *testing.T) {
@@ -64,10 +66,15 @@ func TestIntegrationDNSResolverDown(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
+			rc, _ := c.(*net.UDPConn).SyscallConn()
+			rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1) })
 			c.Write([]byte("q"))
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
 			if _, err := c.Read(make([]byte, 10)); !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("UDP to a resolver that is down: %v, want refused", err)
+			}
+			if ee, from, ok := queuedError(rc, time.Second); !ok || ee.Type != 3 || ee.Code != 3 || from != "172.17.0.3" {
+				t.Errorf("UDP to a resolver that is down: error %v type %d code %d from %s; want port unreachable from the DNS address", ok, ee.Type, ee.Code, from)
 			}
 			if _, err := e.ctr.Dial(ctx(t), "tcp4", "172.17.0.3:53"); !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("TCP: %v", err)

@@ -111,14 +111,14 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 	if fl.dns && fl.dnsPending.Load() == 0 && dnsQuery(payload) {
 		fl.dnsPending.CompareAndSwap(0, time.Now().UnixNano())
 	}
-	fl.send(payload, hostTTL(pkt), hostDF(pkt))
+	fl.send(pkt, payload)
 }
 
-// send writes a datagram from the container to the host socket without
-// waiting: the gateway's goroutine calls it, and a socket whose buffer is
-// full drops the datagram, as a full link would. An outbound flow's
-// datagram leaves with ttl (hostTTL), and DF when df (hostDF).
-func (fl *udpFlow) send(payload []byte, ttl uint8, df bool) {
+// send writes payload, of the container's datagram pkt, to the host
+// socket without waiting: the gateway's goroutine calls it, and a socket
+// whose buffer is full drops the datagram, as a full link would. An
+// outbound flow's datagram leaves with pkt's TTL and DF (sendConnected).
+func (fl *udpFlow) send(pkt, payload []byte) {
 	fl.rc.Write(func(fd uintptr) bool {
 		var err error
 		switch {
@@ -127,7 +127,7 @@ func (fl *udpFlow) send(payload []byte, ttl uint8, df bool) {
 		case fl.client.IsValid():
 			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, fl.to)
 		default:
-			fl.u.sendConnected(int(fd), payload, ttl, df, &fl.hops, &fl.pmtu, &fl.errs)
+			fl.u.sendConnected(int(fd), pkt, payload, &fl.hops, &fl.pmtu, &fl.errs)
 			return true
 		}
 		if err == unix.EAGAIN {
@@ -181,8 +181,12 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		}
 		c = nc.(*net.UDPConn)
 		// The network's errors about the flow's datagrams, whole, for
-		// the container (forwardErrors).
-		rawConn(c).Control(func(fd uintptr) { err = setRecvErr(int(fd)) })
+		// the container (forwardErrors); DF kept (pmtuSetting).
+		rawConn(c).Control(func(fd uintptr) {
+			if err = setRecvErr(int(fd)); err == nil {
+				err = setProbe(int(fd))
+			}
+		})
 		if err != nil {
 			c.Close()
 		}
@@ -205,7 +209,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 		c.Close()
 		return nil
 	}
-	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), dst: dst, errs: errorSender{near: t, inner: udpInner(t)}}
+	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), dst: dst, errs: errorSender{near: t, far: dst.Addr(), inner: udpInner(t)}}
 	if fl.dns = u.resolv != nil && t.Dst == u.cfg.DNS; fl.dns {
 		fl.errs.failed = func() { fl.dnsFailed.Store(true) }
 	}
