@@ -307,13 +307,14 @@ func (s *segmenter) next(buf []byte) (int, bool) {
 	return len(seg), !s.done
 }
 
-// left is the number of segments next has not made yet.
+// left is the number of segments next has not made yet: a frame with no
+// payload is one segment until next makes it.
 func (s *segmenter) left() int {
-	rest := len(s.frame) - s.hdr - s.off
-	if rest <= 0 || s.mss <= 0 {
+	if s.done || s.mss <= 0 {
 		return 0
 	}
-	return (rest + s.mss - 1) / s.mss
+	rest := max(len(s.frame)-s.hdr-s.off, 0)
+	return max((rest+s.mss-1)/s.mss, 1)
 }
 
 // sum16 is the Internet checksum's ones' complement sum of b, folded to 16

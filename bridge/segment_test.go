@@ -421,3 +421,48 @@ func TestGSOWriteFailureCounted(t *testing.T) {
 		t.Errorf("sent %d, dropped %d as write errors; want 6 and %d", c.TxFrames, c.DropTxError, frames*segs-6)
 	}
 }
+
+// A GSO frame with no payload (a pure ACK flagged for GSO) is one
+// segment, as Segment cuts it: left counts it before next has made it,
+// so a batch whose write failed before it counts it in DropTxError.
+func TestGSOWriteFailureCountsEmptyFrame(t *testing.T) {
+	for _, n := range []int{0, 1, 1447, 1448, 1449, 5 * 1448} {
+		f, o := gsoFrame(false, make([]byte, n), 1448, 0x10)
+		segs := 0
+		if err := Segment(f, etherHeader, o, make([]byte, 2048), func([]byte) { segs++ }); err != nil {
+			t.Fatal(err)
+		}
+		var s segmenter
+		if err := s.init(f, etherHeader, o); err != nil {
+			t.Fatal(err)
+		}
+		if s.left() != segs {
+			t.Errorf("payload %d: left %d before any segment, want %d", n, s.left(), segs)
+		}
+	}
+
+	br, err := New(Config{MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	fp := &fullPort{budget: 2, done: make(chan struct{})}
+	att, err := br.AddPort(fp, PortConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(b []byte, o Offload) *frame {
+		fr := &frame{buf: b, n: len(b), meta: o, pool: &sync.Pool{}}
+		fr.refs.Store(1)
+		return fr
+	}
+	big, bo := gsoFrame(false, make([]byte, 5*1448), 1448, 0x18) // 5 segments
+	ack, ao := gsoFrame(false, nil, 1448, 0x10)                  // 1
+	plain, _ := gsoFrame(false, make([]byte, 100), 1448, 0x18)   // 1
+	att.txMu.Lock()
+	att.transmitSegmented([]*frame{mk(big, bo), mk(ack, ao), mk(plain, Offload{})})
+	att.txMu.Unlock()
+	if c := att.Counters(); c.TxFrames != 2 || c.DropTxError != 5 {
+		t.Errorf("sent %d, dropped %d as write errors; want 2 and 5 (7 segments)", c.TxFrames, c.DropTxError)
+	}
+}
