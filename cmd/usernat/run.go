@@ -75,11 +75,12 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 	// A log line to a stderr pipe whose reader is gone (a supervisor
 	// that went away) fails, as slirp4netns's do, rather than killing
 	// the network with SIGPIPE: Go kills a program that writes to a
-	// broken pipe on fd 1 or 2 unless SIGPIPE is notified. Children
-	// (the TAP helper) keep the default disposition.
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
-	defer signal.Stop(pipe)
+	// broken pipe on fd 1 or 2 unless SIGPIPE is notified. It stays
+	// notified for the rest of the process, so the error the command
+	// prints on its way out fails too rather than kills; children (the
+	// TAP helper) keep the default disposition. (The client commands do
+	// not notify it: `usernat conntrack -L | head` ends as Unix tools do.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	if cfg.ExitFD >= 0 {
 		release, err := watchExitFD(cfg.ExitFD, stop)
 		if err != nil {

@@ -412,7 +412,12 @@ func TestWatchExitFD(t *testing.T) {
 	}
 	r, w := p[0], p[1]
 	defer unix.Close(r)
-	defer unix.Close(w)
+	wOpen := true
+	defer func() {
+		if wOpen { // closed by the test below, its number maybe another's now
+			unix.Close(w)
+		}
+	}()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	release, err := watchExitFD(r, stop)
@@ -429,6 +434,7 @@ func TestWatchExitFD(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 	unix.Close(w)
+	wOpen = false
 	select {
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
