@@ -133,30 +133,7 @@ func TestIntegrationSlirpUserNamespace(t *testing.T) {
 	host, remote := slirpTopology(t)
 	for _, configure := range []bool{false, true} {
 		t.Run(map[bool]string{false: "RootlessKit", true: "-c"}[configure], func(t *testing.T) {
-			// The container: nobody's user and network namespaces, held
-			// by sleep (which ends by itself should the test not).
-			sleeper := exec.Command("setpriv", append(asNobody, "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
-			if err := sleeper.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
-			pid := strconv.Itoa(sleeper.Process.Pid)
-			for i := 0; ; i++ { // until unshare has made them
-				var own, its syscall.Stat_t
-				syscall.Stat("/proc/self/ns/user", &own)
-				if syscall.Stat("/proc/"+pid+"/ns/user", &its) == nil && its.Ino != own.Ino {
-					break
-				}
-				if i == 100 {
-					t.Fatal("the container's user namespace did not appear")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			ctr, err := netns.Open("/proc/" + pid + "/ns/net")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ctr.Close()
+			pid, ctr := nobodyContainer(t)
 
 			sock := filepath.Join(dir, "s4nn-"+pid+".sock")
 			args := append(asNobody, bin, "--mtu", "65520", "-r", "3", "--disable-host-loopback", "--api-socket", sock)
@@ -361,30 +338,7 @@ func TestIntegrationSlirpNamespacesByDescriptor(t *testing.T) {
 	bin := buildBinary(t)
 	shareWithNobody(t, filepath.Dir(bin)) // nobody runs it
 	host, _ := slirpTopology(t)
-	// The container: nobody's user and network namespaces, held by sleep
-	// (which ends by itself should the test not).
-	sleeper := exec.Command("setpriv", append(asNobody, "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
-	pid := strconv.Itoa(sleeper.Process.Pid)
-	for i := 0; ; i++ { // until unshare has made them
-		var own, its syscall.Stat_t
-		syscall.Stat("/proc/self/ns/user", &own)
-		if syscall.Stat("/proc/"+pid+"/ns/user", &its) == nil && its.Ino != own.Ino {
-			break
-		}
-		if i == 100 {
-			t.Fatal("the container's user namespace did not appear")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ctr, err := netns.Open("/proc/" + pid + "/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctr.Close()
+	pid, ctr := nobodyContainer(t)
 	// The ready pipe moves from fd 3 to 5, and fds 3 and 4 hold the user
 	// and network namespaces.
 	script := `u=$1 n=$2; shift 2; exec "$0" "$@" 5>&3 3<"$u" 4<"$n"`
@@ -458,4 +412,35 @@ func TestWatchExitFD(t *testing.T) {
 	if ctx2.Err() != nil {
 		t.Error("releasing the watch ended the network")
 	}
+}
+
+// nobodyContainer makes a rootless container's namespaces: nobody's user
+// and network namespaces, held by sleep (which ends by itself should the
+// test not). It returns sleep's PID and the network namespace, both
+// released when the test ends.
+func nobodyContainer(t *testing.T) (pid string, ctr *netns.NS) {
+	t.Helper()
+	sleeper := exec.Command("setpriv", append(asNobody, "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	pid = strconv.Itoa(sleeper.Process.Pid)
+	for i := 0; ; i++ { // until unshare has made them
+		var own, its syscall.Stat_t
+		syscall.Stat("/proc/self/ns/user", &own)
+		if syscall.Stat("/proc/"+pid+"/ns/user", &its) == nil && its.Ino != own.Ino {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the container's user namespace did not appear")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctr, err := netns.Open("/proc/" + pid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctr.Close() })
+	return pid, ctr
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/nat"
 	"github.com/usernat/usernat/nat/hostnet"
 )
@@ -858,29 +859,12 @@ func TestIntegrationPublishedPortReusedWhileClosing(t *testing.T) {
 			t.Fatalf("nft %v: %v %s", args, err, out)
 		}
 	}
-	from := &net.TCPAddr{IP: net.IPv4(198, 51, 100, 2), Port: 40500}
+	from := netip.MustParseAddrPort("198.51.100.2:40500")
 	dialFrom := func() *net.TCPConn {
 		t.Helper()
-		var c net.Conn
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			err := p.remote.Do(func() (err error) {
-				c, err = (&net.Dialer{LocalAddr: from}).DialContext(ctx(t), "tcp", pubTCPDial)
-				return err
-			})
-			if err == nil {
-				break
-			}
-			// The client's last socket on the port may wait for the
-			// last ACK of its close a moment longer.
-			if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
-				t.Fatalf("dialing from %v: %v", from, err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		t.Cleanup(func() { c.Close() })
+		c := dialFromPort(t, p.remote, from, pubTCPDial, false)
 		c.SetDeadline(time.Now().Add(connDeadline))
-		return c.(*net.TCPConn)
+		return c
 	}
 	echo := func(client, srv *net.TCPConn, b byte) {
 		t.Helper()
@@ -950,27 +934,7 @@ func TestIntegrationPublishedTCPTwoPortsOneContainerPort(t *testing.T) {
 	// the client sends is echoed back, with the port it came through.
 	open := func(pub uint16) (c, sc net.Conn, shown netip.AddrPort) {
 		t.Helper()
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			err := e.remote.Do(func() (err error) {
-				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Timeout: 3 * time.Second,
-					Control: func(_, _ string, rc syscall.RawConn) error {
-						return rc.Control(func(s uintptr) { unix.SetsockoptInt(int(s), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
-					}}
-				c, err = d.Dial("tcp4", fmt.Sprintf("198.51.100.1:%d", pub))
-				return err
-			})
-			if err == nil {
-				break
-			}
-			// The client's last socket on the port may wait for the
-			// last ACK of its close a moment longer.
-			if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
-				t.Fatalf("dial :%d: %v", pub, err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		t.Cleanup(func() { c.Close() })
+		c = dialFromPort(t, e.remote, client, fmt.Sprintf("198.51.100.1:%d", pub), true)
 		l.(*net.TCPListener).SetDeadline(time.Now().Add(3 * time.Second))
 		sc, err := l.Accept()
 		if err != nil {
@@ -1048,4 +1012,36 @@ func TestIntegrationPublishedTCPTwoPortsOneContainerPort(t *testing.T) {
 	if c["drop_collision"] != 0 || c["inbound_opened"] != 3 {
 		t.Errorf("counters %v: want 3 inbound flows opened, none dropped as a collision", c)
 	}
+}
+
+// dialFromPort connects from the fixed address from, in ns, to the TCP
+// address dst, with SO_REUSEADDR when reuse (one client port to two
+// destinations at once), trying again for 2 s while the port's last
+// connection holds it (its socket may wait for the last ACK of its close
+// a moment longer). The conn is closed when the test ends.
+func dialFromPort(t *testing.T, ns *netns.NS, from netip.AddrPort, dst string, reuse bool) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(from), Timeout: 3 * time.Second}
+	if reuse {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(s uintptr) { unix.SetsockoptInt(int(s), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+		}
+	}
+	var c net.Conn
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := ns.Do(func() (err error) {
+			c, err = d.DialContext(ctx(t), "tcp4", dst)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
+			t.Fatalf("dialing %s from %v: %v", dst, from, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
 }
