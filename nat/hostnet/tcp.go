@@ -298,6 +298,17 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 				old.replaced()
 			}
 			replaced = true
+			// The client as the container saw it on the last
+			// connection, should that have been another port
+			// (remapped): the new one goes as it did, on the tuple its
+			// entry, still in the table until the container hears the
+			// last one end, names.
+			if e, dir, ok := u.tbl.Load().Get(0, orig); ok && dir == conntrack.Original && e.Reply.DstPort != reply.DstPort {
+				if last := e.Reply; withDstPort(last, reply.DstPort) == reply {
+					reply, shown = last, netip.AddrPortFrom(last.Dst, last.DstPort)
+					seen, _ = reply.Reverse()
+				}
+			}
 		case err == errFlowTaken && !remapped && u.peerAt(reply) == client:
 			// The client's port to another published port of the same
 			// container port, or to another of the host's addresses: as
@@ -420,6 +431,12 @@ func (u *Uplink) spliceAt(key conntrack.Tuple) bool {
 	u.smu.RLock()
 	defer u.smu.RUnlock()
 	return u.splices[key] != nil
+}
+
+// withDstPort returns t with its destination port port.
+func withDstPort(t conntrack.Tuple, port uint16) conntrack.Tuple {
+	t.DstPort = port
+	return t
 }
 
 // peerAt returns the real client of the flow whose splice speaks to the
