@@ -319,3 +319,51 @@ func TestRedirectAboutTranslatedFlowDropped(t *testing.T) {
 		t.Fatalf("%d frames to the bridge for host unreachable, want 1", len(br.frames))
 	}
 }
+
+// One client port to two published ports of one container port (two
+// rules, or a host port range to one port) would be the same flow for
+// the container: the second's reply tuple is taken. Linux's NAT gives it
+// another source port (the null binding of POSTROUTING, whose unique
+// tuple search moves the port within its class), so a UDP socket that
+// queries both ports hears from both, each answer from the port its
+// query went to; it is not refused.
+func TestPublishedClashRemapsClientPort(t *testing.T) {
+	gw, up, br := recGateway(t)
+	for _, spec := range []string{"8080:172.17.0.4:80/udp", "8081:172.17.0.4:80/udp"} {
+		p, err := ParsePublish(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gw.Rules().AddPublish(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shown := make([]uint16, 2)
+	for i, hp := range []uint16{8080, 8081} {
+		fromUplinkIP(gw, ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, hp, 4)))
+		if len(br.frames) != i+1 {
+			t.Fatalf("datagram to port %d: %d frames to the bridge, want %d (stats %+v)", hp, len(br.frames), i+1, gw.Stats())
+		}
+		p := lastIP(br)
+		if err := verify(p); err != nil {
+			t.Fatal(err)
+		}
+		if src, dst := netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20])); src != clientIP || dst != ctrIP || binary.BigEndian.Uint16(p[22:]) != 80 {
+			t.Fatalf("datagram to port %d reached the bridge as % x", hp, p)
+		}
+		shown[i] = binary.BigEndian.Uint16(p[20:])
+	}
+	if shown[0] != 5000 || shown[1] == 5000 || shown[1] < 1024 {
+		t.Fatalf("client port shown as %d and %d; want 5000, then another from 1024-65535", shown[0], shown[1])
+	}
+	for i, want := range []uint16{8080, 8081} {
+		fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(80, shown[i], 4)))
+		p := lastIP(up)
+		if len(up.frames) != i+1 || verify(p) != nil {
+			t.Fatalf("answer %d: %d frames out, want %d", i, len(up.frames), i+1)
+		}
+		if src, sp, dp := netip.AddrFrom4([4]byte(p[12:16])), binary.BigEndian.Uint16(p[20:]), binary.BigEndian.Uint16(p[22:]); src != hostIP || sp != want || dp != 5000 {
+			t.Errorf("answer to %d left from %v:%d to port %d, want %v:%d to 5000", shown[i], src, sp, dp, hostIP, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -32,7 +33,9 @@ var _ conntrack.Translator = (*flowTranslator)(nil)
 //     its bridge address, as Docker's PREROUTING matches any local one,
 //     and a publish rule), DNAT to the container; when the flow comes from
 //     the bridge too (hairpin), also SNAT to the gateway's bridge address,
-//     so the replies come back through the gateway;
+//     so the replies come back through the gateway; when the client's
+//     port already reaches the container's port by another published
+//     port, the client is shown with another port, as Linux's NAT shows it;
 //   - from the subnet to anywhere else outside, masquerade to the uplink
 //     address (unless turned off);
 //   - anything else is not translated.
@@ -42,7 +45,16 @@ func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, or
 		if t.inside {
 			m.SrcAddr = g.subnet.Addr() // hairpin
 		}
-		return g.ports.Translate(tbl, zone, orig, m)
+		reply, st, err := g.ports.Translate(tbl, zone, orig, m)
+		if errors.Is(err, ErrPortsExhausted) && !m.SrcAddr.IsValid() {
+			// The container port is taken for this client port (the
+			// client reached it through another published port):
+			// another source port, as Linux's POSTROUTING null
+			// binding gives a flow whose reply tuple is taken.
+			m.SrcAddr = orig.Src
+			return g.ports.Translate(tbl, zone, orig, m)
+		}
+		return reply, st, err
 	}
 	if addrs := g.uplink.Addrs(); t.inside && len(addrs) > 0 && !g.subnet.Contains(orig.Dst) && !g.isOwn(orig.Dst) {
 		if m, _, ok := g.rules.MatchMasquerade(orig, addrs[0]); ok {
