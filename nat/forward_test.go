@@ -367,3 +367,31 @@ func TestPublishedClashRemapsClientPort(t *testing.T) {
 		}
 	}
 }
+
+// A publish rule applies to packets for the gateway's own addresses only,
+// as Docker's DOCKER chain, which PREROUTING enters for dst-type LOCAL: a
+// rule naming an address that is not the gateway's (a neighbour's on the
+// uplink's link) must not take the containers' own traffic to that
+// address. It went to the container of the rule, hairpinned, and never
+// reached the neighbour.
+func TestPublishOtherHostAddressLeavesTrafficAlone(t *testing.T) {
+	gw, up, br := recGateway(t)
+	p, err := ParsePublish("192.168.2.104:53:172.17.0.4:53/udp") // clientIP, a neighbour on the uplink's link
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Rules().AddPublish(p); err != nil {
+		t.Fatal(err)
+	}
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
+	if len(br.frames) != 0 {
+		t.Errorf("a container's datagram to %v:53 came back to the bridge: % x", clientIP, lastIP(br))
+	}
+	pkt := lastIP(up)
+	if len(up.frames) != 1 || pkt == nil {
+		t.Fatalf("%d frames out of the uplink, want the datagram masqueraded", len(up.frames))
+	}
+	if src, dst := netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])); src != hostIP || dst != clientIP || binary.BigEndian.Uint16(pkt[22:]) != 53 {
+		t.Errorf("left as % x, want %v to %v:53", pkt, hostIP, clientIP)
+	}
+}

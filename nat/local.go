@@ -41,7 +41,11 @@ var _ conntrack.Translator = (*flowTranslator)(nil)
 //   - anything else is not translated.
 func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, orig conntrack.Tuple) (conntrack.Tuple, conntrack.Status, error) {
 	g := t.g
-	if m, _, ok := g.rules.MatchPublish(orig, g.isOwn(orig.Dst)); ok {
+	own := g.isOwn(orig.Dst)
+	// Only for the gateway's own addresses, as Docker's PREROUTING jumps
+	// to DOCKER for dst-type LOCAL: a rule that names another host
+	// address never takes the containers' traffic to that address.
+	if m, _, ok := g.rules.MatchPublish(orig, own); ok && own {
 		if t.inside {
 			m.SrcAddr = g.subnet.Addr() // hairpin
 		}
@@ -56,7 +60,7 @@ func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, or
 		}
 		return reply, st, err
 	}
-	if addrs := g.uplink.Addrs(); t.inside && len(addrs) > 0 && !g.subnet.Contains(orig.Dst) && !g.isOwn(orig.Dst) {
+	if addrs := g.uplink.Addrs(); t.inside && len(addrs) > 0 && !g.subnet.Contains(orig.Dst) && !own {
 		if m, _, ok := g.rules.MatchMasquerade(orig, addrs[0]); ok {
 			return g.ports.Translate(tbl, zone, orig, m)
 		}
