@@ -395,3 +395,38 @@ func TestPublishOtherHostAddressLeavesTrafficAlone(t *testing.T) {
 		t.Errorf("left as % x, want %v to %v:53", pkt, hostIP, clientIP)
 	}
 }
+
+// A packet the uplink has no route for (no next hop, a destination off
+// its link) draws net unreachable, as Linux's ip_error answers a packet
+// ip_route_input found no route for, so the container's connection fails
+// at once; and it leaves no entry (nor a masquerade port held), as Linux
+// never confirms it. It was dropped without a word, its entry kept.
+func TestNoRouteNetUnreachable(t *testing.T) {
+	gw, up, br := recGateway(t) // the uplink 192.168.2.116/24 has no next hop
+	sent := ipPacket(ctrIP, router4, conntrack.ProtoUDP, udpHeader(5000, 53, 4))
+	fromBridgeIP(gw, append([]byte(nil), sent...))
+	if len(up.frames) != 0 {
+		t.Errorf("%d frames out of the uplink for an unroutable destination", len(up.frames))
+	}
+	if n := gw.Table().Len(); n != 0 {
+		t.Errorf("%d entries for a packet that had no route, want none", n)
+	}
+	p := lastIP(br)
+	if p == nil || p[9] != byte(conntrack.ProtoICMP) || p[20] != 3 || p[21] != 0 {
+		t.Fatalf("to the bridge: % x, want net unreachable", p)
+	}
+	if err := verify(p); err != nil {
+		t.Fatal(err)
+	}
+	if src, dst := netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20])); src != gwIP || dst != ctrIP {
+		t.Errorf("net unreachable from %v to %v, want %v to %v", src, dst, gwIP, ctrIP)
+	}
+	if q := p[28:]; len(q) < 28 || netip.AddrFrom4([4]byte(q[12:16])) != ctrIP || binary.BigEndian.Uint16(q[20:]) != 5000 {
+		t.Errorf("quote % x, want the datagram as the container sent it", q)
+	}
+	// On its link, the uplink reaches it.
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
+	if len(up.frames) != 1 {
+		t.Errorf("%d frames out for an on-link destination, want 1", len(up.frames))
+	}
+}

@@ -91,6 +91,9 @@ type Gateway struct {
 	// an uplink on a link of its own (LinkUplink): the host's broadcast,
 	// never forwarded either.
 	upBroadcast netip.Addr
+	// upRoutes, for an uplink that routes by a table of its own
+	// (LinkUplink), reports whether it has a route to an address.
+	upRoutes func(netip.Addr) bool
 
 	// scratch holds, per receiving side, reassembled packets and the ICMP
 	// messages and fragments the gateway builds. [0] is the uplink's, [1]
@@ -135,7 +138,7 @@ type gatewayStats struct {
 	dropInvalid, dropNoRule, dropRefused   atomic.Uint64
 	dropTooBig, dropFragments, dropRewrite atomic.Uint64
 	icmpSent, gso, segmented               atomic.Uint64
-	dropMartian                            atomic.Uint64
+	dropMartian, dropNoRoute               atomic.Uint64
 }
 
 // Stats are the gateway's counters.
@@ -158,6 +161,7 @@ type Stats struct {
 	DropFragments uint64 // fragments that were not reassembled
 	DropRewrite   uint64 // packets the rewriter refused, and ICMP redirects about translated flows (Linux's NAT drops them)
 	DropMartian   uint64 // addresses no router forwards: multicast, broadcast (the subnet's and the uplink's too), 0.0.0.0/8, 127.0.0.0/8; a source that is one of the gateway's own; or a source route option (LSRR, SSRR), as Linux drops with accept_source_route 0
+	DropNoRoute   uint64 // to an address the uplink has no route to (off its link, with no next hop): net unreachable was sent, as Linux's ip_error
 }
 
 // New starts a gateway on cfg.Bridge.
@@ -182,6 +186,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if u, ok := cfg.Uplink.(interface{ broadcast() netip.Addr }); ok {
 		g.upBroadcast = u.broadcast()
+	}
+	if u, ok := cfg.Uplink.(interface{ routes(netip.Addr) bool }); ok {
+		g.upRoutes = u.routes
 	}
 	g.rules.unrouted = g.martian
 	if g.clock == nil {
@@ -464,7 +471,7 @@ func (g *Gateway) Stats() Stats {
 		DropTTL: s.dropTTL.Load(), DropInvalid: s.dropInvalid.Load(),
 		DropNoRule: s.dropNoRule.Load(), DropRefused: s.dropRefused.Load(),
 		DropTooBig: s.dropTooBig.Load(), DropFragments: s.dropFragments.Load(),
-		DropRewrite: s.dropRewrite.Load(), DropMartian: s.dropMartian.Load(),
+		DropRewrite: s.dropRewrite.Load(), DropMartian: s.dropMartian.Load(), DropNoRoute: s.dropNoRoute.Load(),
 		GSO: s.gso.Load(), Segmented: s.segmented.Load(),
 	}
 }
@@ -650,6 +657,17 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	to, _ = res.Tuple(1 - res.Dir).Reverse()
 	if to.Dst != p.Tuple.Dst {
 		own = g.isOwn(to.Dst) // translated: its new destination says
+	}
+	if !own && !g.subnet.Contains(to.Dst) && g.upRoutes != nil && !g.upRoutes(to.Dst) {
+		// No route: Linux's routing gives such a packet to ip_error,
+		// which answers net unreachable, and its entry is never
+		// confirmed. Quoted as its sender sent it.
+		g.untrack(res)
+		g.stats.dropNoRoute.Add(1)
+		g.sendError(pkt, inside, 3, 0, func(buf []byte, from netip.Addr) ([]byte, error) {
+			return Unreachable(buf, pkt, from, 0)
+		})
+		return
 	}
 	if !own && pkt[8] <= 1 {
 		// To the gateway's own address, but routed on once translated

@@ -97,7 +97,8 @@ type LinkUplinkConfig struct {
 	// prefix of the link, such as 192.168.2.116/24. Required.
 	Addr netip.Prefix
 	// Via is the next hop for destinations off the link; when invalid,
-	// only on-link destinations are reachable.
+	// only on-link destinations are reachable, and a packet to another
+	// draws net unreachable, as from a router with no default route.
 	Via netip.Addr
 	// MTU is the largest IP packet on the link; 0 means 1500.
 	MTU int
@@ -160,6 +161,13 @@ func (u *LinkUplink) now() int64 { return int64(u.clock.Now().Sub(u.epoch)) }
 // broadcast is the broadcast address of the uplink's subnet, which the
 // gateway never forwards to.
 func (u *LinkUplink) broadcast() netip.Addr { return broadcastOf(u.l.addr) }
+
+// routes reports whether the link reaches dst: on the link, or through
+// the next hop.
+func (u *LinkUplink) routes(dst netip.Addr) bool {
+	_, ok := u.l.nextHop(dst)
+	return ok
+}
 
 // Addrs returns the uplink's address.
 func (u *LinkUplink) Addrs() []netip.Addr { return u.addrs }
