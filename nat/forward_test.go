@@ -430,3 +430,45 @@ func TestNoRouteNetUnreachable(t *testing.T) {
 		t.Errorf("%d frames out for an on-link destination, want 1", len(up.frames))
 	}
 }
+
+// A packet to one of the gateway's addresses of a protocol it has no
+// handler for (SCTP, GRE, ...) draws protocol unreachable from the address
+// it was sent to, as Linux's ip_protocol_deliver_rcu answers one that no
+// protocol and no raw socket takes: an SCTP client learns at once that
+// nothing listens. It was dropped without a word.
+func TestProtocolUnreachable(t *testing.T) {
+	gw, up, br := recGateway(t)
+	for _, c := range []struct {
+		name   string
+		proto  conntrack.Proto
+		inside bool
+		to     netip.Addr
+		s      *recSink
+	}{
+		{"sctp from the bridge", 132, true, gwIP, br},
+		{"gre from outside", 47, false, hostIP, up},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := ctrIP
+			if !c.inside {
+				src = clientIP
+			}
+			pkt := ipPacket(src, c.to, c.proto, make([]byte, 16))
+			if c.inside {
+				fromBridgeIP(gw, pkt)
+			} else {
+				fromUplinkIP(gw, pkt)
+			}
+			p := lastIP(c.s)
+			if p == nil || p[9] != byte(conntrack.ProtoICMP) || p[20] != 3 || p[21] != 2 {
+				t.Fatalf("got % x, want protocol unreachable", p)
+			}
+			if err := verify(p); err != nil {
+				t.Fatal(err)
+			}
+			if from, dst := netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20])); from != c.to || dst != src {
+				t.Errorf("protocol unreachable from %v to %v, want %v to %v", from, dst, c.to, src)
+			}
+		})
+	}
+}

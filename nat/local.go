@@ -13,9 +13,11 @@ import (
 
 // ICMP the gateway looks at.
 const (
-	icmpEchoRequest     = 8
-	icmpRedirect        = 5
-	codePortUnreachable = 3
+	icmpEchoRequest      = 8
+	icmpRedirect         = 5
+	codeProtoUnreachable = 2
+	protoIGMP            = 2 // which Linux takes, and answers with no error
+	codePortUnreachable  = 3
 )
 
 // flowTranslator is the gateway's conntrack.Translator. inside says the
@@ -70,8 +72,8 @@ func (t *flowTranslator) Translate(tbl *conntrack.Table, zone conntrack.Zone, or
 }
 
 // local handles a packet for the gateway itself: it answers pings and
-// refuses UDP (port unreachable) and TCP (RST) the way a host with no
-// listener does.
+// refuses UDP (port unreachable), TCP (RST) and other protocols
+// (protocol unreachable) the way a host with no listener does.
 func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 	g.stats.local.Add(1)
 	ihl := int(pkt[0]&0x0f) * 4
@@ -109,6 +111,13 @@ func (g *Gateway) local(frame, pkt []byte, p *conntrack.Packet, inside bool) {
 			g.table.Track(0, &r, nil)
 		}
 		g.sendBack(sc.msg[:Headroom+len(rst)], netip.AddrFrom4([4]byte(rst[16:20])), inside)
+	case p.Tuple.Proto != conntrack.ProtoICMP && p.Tuple.Proto != conntrack.ProtoTCP && p.Tuple.Proto != protoIGMP:
+		// A protocol the gateway has no handler for: protocol
+		// unreachable, as Linux's ip_protocol_deliver_rcu answers what
+		// no protocol nor raw socket takes, from the address sent to.
+		g.sendErrorFrom(pkt, inside, netip.AddrFrom4([4]byte(pkt[16:20])), 3, codeProtoUnreachable, func(buf []byte, from netip.Addr) ([]byte, error) {
+			return Unreachable(buf, pkt, from, codeProtoUnreachable)
+		})
 	}
 }
 
