@@ -472,3 +472,49 @@ func TestProtocolUnreachable(t *testing.T) {
 		})
 	}
 }
+
+// With NoMasquerade (Docker's --ip-masq=false), a container's flows leave
+// with its own address, and their replies come back to it: Docker's
+// FORWARD rules accept ESTABLISHED and RELATED traffic to the bridge (and
+// nothing new). They were dropped, as if only the gateway's addresses
+// could be reached from outside, so no flow of a container worked.
+func TestNoMasqueradeRepliesReachContainer(t *testing.T) {
+	br, err := bridge.New(bridge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	up := &recSink{sink: sink{done: make(chan struct{})}}
+	link, err := NewLinkUplink(LinkUplinkConfig{Port: up, Addr: netip.MustParsePrefix("192.168.2.116/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link.l.neigh.learn(clientIP, clientMAC, link.now(), true)
+	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: link, NoMasquerade: true,
+		Conntrack: conntrack.Config{ExpireInterval: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	bo := &recSink{sink: sink{done: make(chan struct{})}}
+	t.Cleanup(func() { close(bo.done) })
+	gw.inside.port, gw.inside.off = bo, nil
+	gw.inside.neigh.learn(ctrIP, ctrMAC, gw.now(), true)
+
+	// Nothing new gets in.
+	fromUplinkIP(gw, ipPacket(clientIP, ctrIP, conntrack.ProtoUDP, udpHeader(53, 5000, 4)))
+	if len(bo.frames) != 0 || gw.Table().Len() != 0 {
+		t.Fatalf("a new flow from outside to a container: %d frames to the bridge, %d entries; want none", len(bo.frames), gw.Table().Len())
+	}
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
+	if p := lastIP(up); p == nil || netip.AddrFrom4([4]byte(p[12:16])) != ctrIP {
+		t.Fatalf("out: % x, want the container's own address", p)
+	}
+	fromUplinkIP(gw, ipPacket(clientIP, ctrIP, conntrack.ProtoUDP, udpHeader(53, 5000, 4)))
+	if len(bo.frames) != 1 {
+		t.Fatalf("the reply: %d frames to the bridge, want 1 (stats %+v)", len(bo.frames), gw.Stats())
+	}
+	if p := lastIP(bo); verify(p) != nil || netip.AddrFrom4([4]byte(p[16:20])) != ctrIP || p[8] != 63 {
+		t.Errorf("reply reached the bridge as % x", p)
+	}
+}

@@ -39,7 +39,10 @@ type Config struct {
 	Table     *conntrack.Table
 	Conntrack conntrack.Config
 	// NoMasquerade turns off the masquerade of the subnet to the uplink
-	// address, which is on by default (Docker's MASQUERADE rule).
+	// address, which is on by default (Docker's MASQUERADE rule): the
+	// containers' flows leave with their own addresses, for a network
+	// that routes the subnet back to the gateway, and their replies come
+	// in (nothing new does), as with Docker's --ip-masq=false.
 	NoMasquerade bool
 	// MasqueradePorts limits the ports masquerade chooses; zero means
 	// Linux's choice (see Mapping.SrcPorts).
@@ -155,7 +158,7 @@ type Stats struct {
 	DropChecksum  uint64 // bad IPv4 header checksum; a bad ICMP, UDP or TCP checksum of a packet to the gateway itself (which it answers otherwise); a bad checksum of a forwarded TCP SYN, FIN or RST (which would change its flow's state, as Linux's conntrack does not let it)
 	DropTTL       uint64 // TTL ran out (time exceeded was sent)
 	DropInvalid   uint64 // conntrack found them invalid (out of state, errors about nothing)
-	DropNoRule    uint64 // from outside, for no flow and no publish rule
+	DropNoRule    uint64 // from outside, for no flow and no publish rule (to a container's address: for no flow it started)
 	DropRefused   uint64 // new flows refused: table full, ports exhausted
 	DropTooBig    uint64 // DF packets over the MTU (fragmentation needed was sent)
 	DropFragments uint64 // fragments that were not reassembled
@@ -574,9 +577,16 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 		return
 	}
 	own := g.isOwn(p.Tuple.Dst)
-	if !inside && !own {
-		// From outside, only the gateway's own addresses are reachable:
-		// published ports, and the replies of masqueraded flows.
+	// From outside, only the gateway's own addresses open flows
+	// (published ports, and the replies of masqueraded flows); a
+	// container's own address takes only the replies and errors of the
+	// flows it started untranslated (NoMasquerade), as Docker's FORWARD
+	// rules accept ESTABLISHED and RELATED to the bridge and nothing new.
+	toContainer := !inside && !own && g.subnet.Contains(p.Tuple.Dst)
+	if toContainer && p.Kind == conntrack.KindFlow {
+		_, _, toContainer = g.table.Get(0, p.Tuple)
+	}
+	if !inside && !own && !toContainer {
 		g.stats.dropNoRule.Add(1)
 		return
 	}
@@ -606,6 +616,11 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 	if err != nil {
 		g.stats.dropRefused.Add(1)
 		g.log.Debug("nat: new flow refused", "tuple", p.Tuple, "err", err)
+		return
+	}
+	if toContainer && res.Created {
+		g.untrack(res) // its flow went since Get looked
+		g.stats.dropNoRule.Add(1)
 		return
 	}
 	var to conntrack.Tuple
