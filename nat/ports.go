@@ -78,7 +78,7 @@ const maxAttempts = 128
 // does (nf_nat_l4proto_unique_tuple): keep the flow's port when its reply
 // tuple is free, else test candidates with [conntrack.Table.Taken] from a
 // random offset in the range, at most 128 in a first round, then rounds of
-// half as many from new random offsets, down to 16. A range of up to 128
+// half as many from new random offsets, down to 8. A range of up to 128
 // ports is searched in full.
 //
 // What changes for each kind of flow, in conntrack's terms (see

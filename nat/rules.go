@@ -278,7 +278,7 @@ func (m Masquerade) Validate() error {
 		return fmt.Errorf("%w: masquerade: bad subnet %v", ErrBadRule, m.Subnet)
 	case m.To.IsValid() && (m.To.Is4() != m.Subnet.Addr().Is4() || m.To.IsUnspecified()):
 		return fmt.Errorf("%w: masquerade %v: address %v does not fit", ErrBadRule, m.Subnet, m.To)
-	case !m.Ports.IsZero() && m.Ports.Len() == 0:
+	case !m.Ports.IsZero() && (m.Ports.Len() == 0 || m.Ports.First == 0): // port 0 is no port
 		return fmt.Errorf("%w: masquerade %v: bad port range %d-%d", ErrBadRule, m.Subnet, m.Ports.First, m.Ports.Last)
 	}
 	return nil

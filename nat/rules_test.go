@@ -321,3 +321,25 @@ func TestMatchPublishAllocs(t *testing.T) {
 		t.Fatalf("%v allocations", n)
 	}
 }
+
+// A masquerade rule's port range is refused when empty or when it holds
+// port 0, which is no port (a flow masqueraded to it could not be
+// answered); the zero range is Linux's choice and stays valid.
+func TestMasqueradePortsValidate(t *testing.T) {
+	sub := netip.MustParsePrefix("172.17.0.0/16")
+	for _, c := range []struct {
+		ports PortRange
+		ok    bool
+	}{
+		{PortRange{}, true},
+		{PortRange{1, 1}, true},
+		{PortRange{2000, 3000}, true},
+		{PortRange{0, 100}, false},
+		{PortRange{3000, 2000}, false},
+	} {
+		err := Masquerade{Subnet: sub, Ports: c.ports}.Validate()
+		if (err == nil) != c.ok || err != nil && !errors.Is(err, ErrBadRule) {
+			t.Errorf("ports %d-%d: %v, want ok %v", c.ports.First, c.ports.Last, err, c.ok)
+		}
+	}
+}
