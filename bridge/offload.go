@@ -345,11 +345,25 @@ func sum16(b []byte) uint16 {
 	return uint16(s)
 }
 
+// maxVLANTags is how many stacked tags l3Offset looks past, as Linux's
+// VLAN_MAX_DEPTH.
+const maxVLANTags = 8
+
 // l3Offset is where the network header of an Ethernet frame starts: after
-// the header and, on a tagged frame, its 802.1Q tag.
+// the header and the 802.1Q or 802.1ad tags it carries, stacked or not,
+// as Linux's skb_network_protocol finds it for segmentation. An 802.1ad
+// VLAN device over an offloading TAP sends GSO frames behind an 802.1ad
+// tag.
 func l3Offset(frame []byte) int {
-	if len(frame) >= etherHeader+vlanTag && frame[12] == 0x81 && frame[13] == 0x00 {
-		return etherHeader + vlanTag
+	off := etherHeader
+	for range maxVLANTags {
+		if len(frame) < off+vlanTag {
+			break
+		}
+		if et := binary.BigEndian.Uint16(frame[off-2:]); et != etherTypeVLAN && et != etherTypeQinQ {
+			break
+		}
+		off += vlanTag
 	}
-	return etherHeader
+	return off
 }

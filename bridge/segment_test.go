@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -464,5 +465,76 @@ func TestGSOWriteFailureCountsEmptyFrame(t *testing.T) {
 	att.txMu.Unlock()
 	if c := att.Counters(); c.TxFrames != 2 || c.DropTxError != 5 {
 		t.Errorf("sent %d, dropped %d as write errors; want 2 and 5 (7 segments)", c.TxFrames, c.DropTxError)
+	}
+}
+
+// A GSO frame behind an 802.1ad tag, or behind two stacked tags, is cut
+// into segments for a plain port, each keeping the tags, as Linux's
+// skb_network_protocol finds the IP header past any 802.1Q and 802.1ad
+// tags. An 802.1ad VLAN device over an offloading TAP sends such frames.
+func TestBridgeGSOStackedTags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tags []uint16 // TPIDs, outermost first
+	}{
+		{"802.1ad", []uint16{0x88a8}},
+		{"802.1ad then 802.1Q", []uint16{0x88a8, 0x8100}},
+		{"802.1Q twice", []uint16{0x8100, 0x8100}},
+	} {
+		for _, v6 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s v6=%v", tc.name, v6), func(t *testing.T) {
+				br, err := New(Config{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer br.Close()
+				oa, ob := NewPipe(PipeConfig{})
+				da, db := NewPipe(PipeConfig{})
+				off := &offloadPipe{Pipe: oa, in: make(chan Offload, 4), out: make(chan Offload, 4)}
+				in, err := br.AddPort(off, PortConfig{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := br.AddPort(da, PortConfig{}); err != nil {
+					t.Fatal(err)
+				}
+
+				payload := make([]byte, 5000)
+				for i := range payload {
+					payload[i] = byte(i*11 + 3)
+				}
+				f, o := gsoFrame(v6, payload, 1000, 0x19) // FIN|PSH|ACK
+				tl := vlanTag * len(tc.tags)
+				tagged := make([]byte, len(f)+tl)
+				copy(tagged, f[:12])
+				for i, tpid := range tc.tags {
+					binary.BigEndian.PutUint16(tagged[12+vlanTag*i:], tpid)
+					binary.BigEndian.PutUint16(tagged[14+vlanTag*i:], uint16(0x0123+i))
+				}
+				copy(tagged[12+tl:], f[12:])
+				o.CsumStart += uint16(tl)
+				o.HdrLen += uint16(tl)
+
+				off.in <- o
+				if err := ob.WriteFrame(tagged); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "the frame read", func() bool { return in.Counters().RxFrames == 1 })
+				if c := in.Counters(); c.RxDropped() != 0 {
+					t.Fatalf("tagged GSO frame dropped on ingress: %+v", c)
+				}
+				var segs [][]byte
+				for n := 0; n < len(payload); {
+					s := recvPipe(t, db)
+					if !bytes.Equal(s[12:12+tl], tagged[12:12+tl]) {
+						t.Fatalf("segment's tags %x, want %x", s[12:12+tl], tagged[12:12+tl])
+					}
+					u := append(bytes.Clone(s[:12]), s[12+tl:]...)
+					segs = append(segs, u)
+					n += len(u) - (len(f) - len(payload))
+				}
+				checkSegments(t, v6, segs, payload, 1000, 0x19)
+			})
+		}
 	}
 }
