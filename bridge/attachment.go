@@ -390,6 +390,13 @@ func (a *Attachment) enqueue(f *frame) {
 	}
 	select {
 	case a.txq <- f:
+		if a.closing.Load() {
+			// Closed since the check above: its transmit goroutine may
+			// have drained the queue and gone before f went in, and
+			// nothing would ever take f. Count it as drain counts what
+			// a closing port leaves queued.
+			a.drain()
+		}
 	default:
 		if a.direct {
 			a.pending.Add(-1)
