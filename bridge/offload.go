@@ -235,7 +235,10 @@ func (s *segmenter) init(frame []byte, l3 int, o Offload) error {
 	l4 := int(o.CsumStart)
 	var pseudo uint64
 	if kind == GSOTCPv4 {
-		if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != 6 || l3+int(ip[0]&0x0f)*4 != l4 {
+		// An IHL under 5 is no IPv4 header, refused as Linux's
+		// inet_gso_segment refuses it; under 3, the fields rewritten in
+		// each segment would even lie in its TCP header.
+		if len(ip) < 20 || ip[0]>>4 != 4 || ip[0]&0x0f < 5 || ip[9] != 6 || l3+int(ip[0]&0x0f)*4 != l4 {
 			return ErrBadGSO
 		}
 		pseudo = uint64(binary.BigEndian.Uint32(ip[12:])) + uint64(binary.BigEndian.Uint32(ip[16:])) + 6

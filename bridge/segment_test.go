@@ -187,6 +187,14 @@ func TestSegmentRefuses(t *testing.T) {
 		{"wrong transport offset", f, func() Offload { o := o; o.CsumStart += 4; return o }(), buf, ErrBadGSO},
 		{"IPv6 type on IPv4", f, func() Offload { o := o; o.GSO = GSOTCPv6; return o }(), buf, ErrBadGSO},
 		{"cut short", f[:40], o, buf, ErrBadGSO},
+		{"IPv4 header under 20 bytes", func() []byte {
+			// IHL 4: the TCP header 16 bytes after the IP header's start,
+			// where CsumStart says it is. Linux's inet_gso_segment refuses
+			// it; the bridge cut it into segments as malformed as it.
+			g := append(bytes.Clone(f[:etherHeader+16]), f[etherHeader+20:]...)
+			g[etherHeader] = 0x44
+			return g
+		}(), func() Offload { o := o; o.CsumStart -= 4; return o }(), buf, ErrBadGSO},
 		{"buffer too small", f, o, buf[:100], ErrSegmentBuf},
 	}
 	for _, tc := range bad {
