@@ -246,6 +246,16 @@ func New(cfg Config) (*Gateway, error) {
 		g.closeTable()
 		return nil, err
 	}
+	// The gateway's MAC is a static entry of the bridge's FDB, as a Linux
+	// bridge's own address is a permanent one: never aged out nor
+	// evicted, so a frame to the gateway goes to it alone, never
+	// flooded. The gateway rewrites a frame where it lies, which other
+	// ports of a flood would read.
+	if err = cfg.Bridge.AddStatic(mac, g.att); err != nil {
+		g.att.Close()
+		g.closeTable()
+		return nil, err
+	}
 	inj.att.Store(g.att)
 	g.wg.Add(1)
 	go g.housekeeping()

@@ -685,3 +685,53 @@ func TestPublishToUnroutedRefused(t *testing.T) {
 		t.Errorf("adding %v: %v", p, err)
 	}
 }
+
+// The gateway's MAC is a static FDB entry from the start, as a Linux
+// bridge's own address is a permanent one: a frame to it reaches the
+// gateway alone, even before the gateway has sent a frame the bridge
+// could learn it from, or after a learnt entry would have aged out or
+// been evicted. Flooded, the frame would reach the other ports too, and
+// the gateway rewrites it where it lies while they read it.
+func TestGatewayMACStatic(t *testing.T) {
+	br, mine := newPipeBridge(t)
+	otherEnd, other := bridge.NewPipe(bridge.PipeConfig{})
+	if _, err := br.AddPort(other, bridge.PortConfig{Name: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	lanGW, lanTest := bridge.NewPipe(bridge.PipeConfig{})
+	up, err := NewLinkUplink(LinkUplinkConfig{Port: lanGW, Addr: netip.MustParsePrefix("192.168.2.116/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwMAC := bridge.MustParseMAC("02:42:00:00:00:01")
+	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: up, MAC: gwMAC,
+		Conntrack: conntrack.Config{ExpireInterval: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		gw.Close()
+		mine.Close()
+		otherEnd.Close()
+		lanTest.Close()
+		br.Close()
+	}()
+	static := false
+	for _, e := range br.FDB() {
+		static = static || e.MAC == gwMAC && e.Static && e.Port == "gateway"
+	}
+	if !static {
+		t.Errorf("FDB %v: no static entry for the gateway's %v on its port", br.FDB(), gwMAC)
+	}
+	mine.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 12))))
+	got := make(chan int, 1)
+	go func() {
+		n, _ := otherEnd.ReadFrame(make([]byte, 2048))
+		got <- n
+	}()
+	select {
+	case n := <-got:
+		t.Errorf("a %d-byte frame to the gateway's MAC reached another port (flooded)", n)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
