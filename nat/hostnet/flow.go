@@ -186,17 +186,25 @@ func (f *flow) endThen(stop bool, then func(ours bool)) {
 
 // reap releases the flows whose entries leave the table: at once on the
 // table's destroy events, and by a sweep every second for any event the
-// subscription lost.
+// subscription lost. A table closed before the uplink (its owner closing
+// them in that order, or a gateway that failed to start after it was
+// given the uplink) closes the events' channel, which would then be ready
+// at every turn: the sweep alone goes on, until Close.
 func (u *Uplink) reap(sub *conntrack.Subscription) {
 	defer u.wg.Done()
 	defer sub.Close()
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
+	events := sub.Events()
 	for {
 		select {
 		case <-u.ctx.Done():
 			return
-		case ev := <-sub.Events():
+		case ev, ok := <-events:
+			if !ok {
+				events = nil // never ready again
+				continue
+			}
 			if ev.Type == conntrack.EventDestroy {
 				u.gone(ev.Entry.Orig, ev.Entry.ID)
 			}
