@@ -119,8 +119,9 @@ func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 // than on a timer alone: a retry at a fixed pace lands when the queue has
 // room only by chance, and under stalls most did not. It reports false,
 // and lists nothing, when the queue has room already (it drained since
-// the refusal): the caller goes again now. A listed f is told by the next
-// delivery from the queue, so none waits past it.
+// the refusal): the caller goes again now. A listed f is told by a
+// delivery from the queue that leaves room for it (roomMade), the last at
+// the latest.
 func (l *link) onRoom(f func()) bool {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
@@ -132,15 +133,26 @@ func (l *link) onRoom(f func()) bool {
 	return true
 }
 
-// roomMade tells the waiters that the queue has room.
+// roomMade tells waiters that the queue has room: as many as it has
+// room for, first listed first, and the others at the next delivery,
+// which finds more room if those told did not take it (the last, with the
+// queue empty, tells all). Told all at once, every waiter but the first
+// to send found the queue full again: each frame delivered cost a retry
+// (a timer's goroutine, a peek of up to 64 KiB) for every flow waiting.
 func (l *link) roomMade() {
 	if !l.waiting.Load() {
 		return
 	}
 	l.wmu.Lock()
-	ws := l.waiters
-	l.waiters = nil
-	l.waiting.Store(false)
+	n := len(l.waiters)
+	if len(l.q) > 0 { // a delivery to come, to tell the others
+		n = min(cap(l.q)-len(l.q), n)
+	}
+	ws := append([]func(){}, l.waiters[:n]...)
+	m := copy(l.waiters, l.waiters[n:])
+	clear(l.waiters[m:]) // holds no splice told
+	l.waiters = l.waiters[:m]
+	l.waiting.Store(len(l.waiters) > 0)
 	l.wmu.Unlock()
 	for _, f := range ws {
 		f()

@@ -180,3 +180,34 @@ func TestPollerForget(t *testing.T) {
 		t.Errorf("%d descriptors in the epoll set after forget and close, want none", n)
 	}
 }
+
+// The link tells as many waiters as its queue has room for, first listed
+// first; a waiter told that did not take its room leaves it to the next
+// delivery, which tells more, and the last (the queue empty) tells all.
+// Told all at every delivery, every waiter but the first to send found
+// the queue full again (TestSplicesWokenByRoomInTurn).
+func TestLinkRoomMadeInTurn(t *testing.T) {
+	l := newLink(2)
+	ack := make([]byte, 40)
+	l.queue(ack, bridge.Offload{})
+	l.queue(ack, bridge.Offload{})
+	var told []int
+	for i := range 4 {
+		if !l.onRoom(func() { told = append(told, i) }) {
+			t.Fatal("a full queue listed no waiter")
+		}
+	}
+	deliver := func() {
+		f := <-l.q
+		l.putBuf(f.buf)
+		l.roomMade() // as the link's goroutine does after delivering a frame
+	}
+	deliver() // room for one; waiter 0 does not take it
+	if fmt.Sprint(told) != "[0]" {
+		t.Fatalf("told %v after the first delivery, want [0]", told)
+	}
+	deliver() // the queue empty: room for all
+	if fmt.Sprint(told) != "[0 1 2 3]" || l.waiting.Load() || len(l.waiters) != 0 {
+		t.Fatalf("told %v after the queue emptied (%d still listed), want every waiter once", told, len(l.waiters))
+	}
+}

@@ -425,6 +425,77 @@ func TestSpliceWokenByRoom(t *testing.T) {
 	}
 }
 
+// Flows waiting for room in the link's queue are told in turn, as many as
+// it has room for: room for one frame sends one flow's, and draws no
+// retry from the others, which would find the queue full again. All told at
+// once, each frame delivered cost every waiting flow a retry (a timer's
+// goroutine, a peek of up to 64 KiB), the rest of them refused: CPU
+// taken from the gateway that drains the queue, in proportion to the
+// flows.
+func TestSplicesWokenByRoomInTurn(t *testing.T) {
+	const flows = 20
+	const queue = 4
+	u := testUplink()
+	u.ln = newLink(queue)
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.close)
+	u.poll = p
+	var ss []*splice
+	for range flows {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[1]) })
+		if _, err := unix.Write(fds[1], []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		s := &splice{
+			u: u, fd: fds[0], mss: 1000, state: spliceOpen, rto: spliceMinRTO,
+			from: netip.MustParseAddrPort("192.0.2.1:40000"), to: netip.MustParseAddrPort("10.0.2.100:80"),
+		}
+		s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
+		s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
+		s.peekOff, s.reseek = true, true
+		if err := s.watch(spliceWatch); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			s.mu.Lock()
+			s.stopLocked()
+			s.closeLocked()
+			s.mu.Unlock()
+		})
+		ss = append(ss, s)
+	}
+	for range queue { // the queue full
+		u.ln.queue(make([]byte, 40), bridge.Offload{})
+	}
+	for _, s := range ss {
+		s.pump() // refused: each waits for room
+		s.mu.Lock()
+		s.refused = 8
+		s.setTimerLocked(time.Hour) // the fallback out of the way: only the link's news sends now
+		s.mu.Unlock()
+	}
+	refused := u.ln.drops.Load()
+	f := <-u.ln.q
+	u.ln.putBuf(f.buf)
+	u.ln.roomMade() // as the link's goroutine does after delivering a frame
+	for end := time.Now().Add(5 * time.Second); len(u.ln.q) < queue; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("told the queue has room, no flow sent")
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // for the retries of flows told too
+	if n := u.ln.drops.Load() - refused; n > 1 {
+		t.Errorf("room for one frame drew %d retries the queue refused, want none beyond the one flow's next", n)
+	}
+}
+
 // A retransmission of our FIN alone that the queue refuses leaves the
 // acknowledgement it carried due (the delayed-ACK timer's): else the
 // container's bytes would wait for their own retransmission.
