@@ -126,7 +126,16 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 		s.entry = res.ID
 	}
 	s.mu.Unlock()
-	f, ok := u.addFlow(p.Tuple, ctr.Addr(), res.ID, func() { s.abort(true, true, "its entry left the table") }, nil)
+	f, ok := u.addFlow(p.Tuple, ctr.Addr(), res.ID, func() {
+		// Still connecting, the container has heard nothing, and hears
+		// nothing now: its next SYN opens the flow afresh, as through
+		// the kernel's NAT, whose flushed or evicted entry leaves the
+		// container's SYN sent again to make a new one. A reset would
+		// refuse a connection no destination refused.
+		if !s.abortIn(spliceConnecting, true, false, "its entry left the table") {
+			s.abort(true, true, "its entry left the table")
+		}
+	}, nil)
 	if !ok {
 		s.abort(true, true, "the uplink is closed, or the flow is carried already")
 		return

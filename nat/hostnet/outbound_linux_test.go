@@ -682,3 +682,36 @@ func TestConcurrentCloseWaits(t *testing.T) {
 	<-first
 	<-second
 }
+
+// A flow whose entry leaves the table (flushed, or evicted from a full
+// table) while its host socket still connects ends without a word to the
+// container, which has heard nothing of it yet: as through the kernel's
+// NAT, its next SYN makes a new entry and a new connection. A reset
+// refused, as a closed port, a connection its destination never refused.
+func TestOutboundSpliceEntryGoneWhileConnecting(t *testing.T) {
+	u, tbl := outboundUplink(t)
+	_, port := fullListener(t)
+	ctr := netip.MustParseAddrPort("10.0.2.100:40050")
+	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
+	sendSyn(u, ctr, dst, 1)
+	if st := spliceSnapshot(u, ctr, dst).state; st != spliceConnecting {
+		t.Fatalf("state %d, want connecting", st)
+	}
+	if n := tbl.Flush(); n != 1 {
+		t.Fatalf("flushed %d entries, want the flow's", n)
+	}
+	gone := func() bool { // the flow leaves the uplink's table, then its splice ends
+		u.smu.RLock()
+		defer u.smu.RUnlock()
+		return len(u.splices) == 0
+	}
+	for end := time.Now().Add(2 * time.Second); !gone() && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	released(t, u, tbl)
+	noSegment(t, u, "the container was answered when the entry of its connection being made went")
+	sendSyn(u, ctr, dst, 1) // the container's SYN again
+	if st := spliceSnapshot(u, ctr, dst).state; st != spliceConnecting {
+		t.Errorf("after the SYN again: state %d, want connecting again", st)
+	}
+}
