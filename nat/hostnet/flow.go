@@ -340,12 +340,18 @@ func (u *Uplink) doneOpen(t conntrack.Tuple) {
 // ENOMEM): the host's trouble, not the network's answer, and the
 // container hears nothing. It reports whether err was that.
 func (u *Uplink) socketFailed(what string, err error) bool {
-	if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.ENOMEM) {
+	if !outOfSockets(err) {
 		return false
 	}
 	u.stats.DropNoSocket.Add(1)
 	u.warnOnce("socket-"+what, "hostnet: cannot make a host socket for a container's flow (counted in drop_no_socket)", "proto", what, "err", err)
 	return true
+}
+
+// outOfSockets reports whether err says the host could not make a socket
+// for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+func outOfSockets(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
 
 // trackNew is track for a datagram flow's first packet (UDP, ICMP echo),

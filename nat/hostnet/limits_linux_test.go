@@ -113,6 +113,39 @@ func TestUDPSocketEMFILECounted(t *testing.T) {
 	}
 }
 
+// A container's connection whose host socket cannot be made (out of
+// descriptors: EMFILE) is counted in drop_no_socket, not as a destination
+// that stayed silent (tcp_timed_out), and the container hears nothing,
+// as from a host that dropped its SYN; its next SYN, once descriptors
+// are free, connects.
+func TestTCPSocketEMFILECounted(t *testing.T) {
+	u, _ := outboundUplink(t)
+	l, dst := loopbackDst(t, u)
+	ctr := netip.MustParseAddrPort("10.0.2.100:41001")
+
+	restore := exhaustFDs(t)
+	sendSyn(u, ctr, dst, 1000)
+	restore()
+	noSegment(t, u, "a segment to the container after EMFILE, want silence")
+	if c := u.Counters(); c["drop_no_socket"] != 1 || c["tcp_timed_out"] != 0 {
+		t.Errorf("drop_no_socket %d, tcp_timed_out %d after EMFILE; want 1 and 0", c["drop_no_socket"], c["tcp_timed_out"])
+	}
+	if n := u.Flows(); n != 0 {
+		t.Errorf("%d flows after EMFILE, want none", n)
+	}
+
+	sendSyn(u, ctr, dst, 1000)
+	if s := nextSegment(t, u); s.flags() != conntrack.TCPSyn|conntrack.TCPAck {
+		t.Errorf("after descriptors came back: %#x, want the SYN-ACK", s.flags())
+	}
+	l.SetDeadline(time.Now().Add(2 * time.Second))
+	if c, err := l.Accept(); err != nil {
+		t.Errorf("the destination accepted nothing: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
 // resolv.conf rewritten (a VPN, DHCP) while the process is out of
 // descriptors: the file cannot be read then, but once it can, the DNS
 // forwarder follows the new resolver.

@@ -89,7 +89,7 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 	fd, peek, err := u.connectTCP(dst)
 	if err != nil {
 		u.unreserve(ctr.Addr())
-		if se := (*os.SyscallError)(nil); !errors.As(err, &se) || se.Syscall != "connect" {
+		if se := (*os.SyscallError)(nil); !u.socketFailed("TCP", err) && (!errors.As(err, &se) || se.Syscall != "connect") {
 			// No socket, or no outbound address: the host's trouble, not
 			// the network's answer, which the container hears as silence.
 			u.warnOnce("socket", "hostnet: cannot make a host socket for a container's connection", "dst", dst, "err", err)

@@ -1489,8 +1489,8 @@ func (s *splice) refuse(err error) {
 		st.TCPUnreachable.Add(1)
 		s.u.sendUnreachable(syn, uint8(unreachableCode(err)))
 	default: // timed out, or any other failure: the container hears nothing
-		if s.abortIn(spliceConnecting, false, false, "connecting failed: "+err.Error()) {
-			st.TCPTimedOut.Add(1)
+		if s.abortIn(spliceConnecting, false, false, "connecting failed: "+err.Error()) && !outOfSockets(err) {
+			st.TCPTimedOut.Add(1) // (no socket: counted in DropNoSocket)
 		}
 	}
 }
