@@ -16,6 +16,13 @@ import (
 // counters adds the packets= and bytes= fields, which the kernel prints
 // when accounting is on (nf_conntrack_acct).
 func (e Entry) AppendLine(b []byte, counters bool) []byte {
+	return e.appendLine(b, counters, false)
+}
+
+// appendLine is AppendLine, or for event the entry as an event line ends:
+// the kernel's events carry the mark only when it is set and no use
+// count, so conntrack -E prints "mark=" only then and never "use=".
+func (e Entry) appendLine(b []byte, counters, event bool) []byte {
 	p := e.Orig.Proto
 	start := len(b)
 	b = append(b, p.String()...)
@@ -47,13 +54,20 @@ func (e Entry) AppendLine(b []byte, counters bool) []byte {
 	if e.Status&Assured != 0 {
 		b = append(b, "[ASSURED] "...)
 	}
-	b = append(b, "mark="...)
-	b = strconv.AppendUint(b, uint64(e.Mark), 10)
-	if e.Zone != 0 {
-		b = append(b, " zone="...)
-		b = strconv.AppendUint(b, uint64(e.Zone), 10)
+	if !event || e.Mark != 0 {
+		b = append(b, "mark="...)
+		b = strconv.AppendUint(b, uint64(e.Mark), 10)
+		b = append(b, ' ')
 	}
-	return append(b, " use=1"...)
+	if e.Zone != 0 {
+		b = append(b, "zone="...)
+		b = strconv.AppendUint(b, uint64(e.Zone), 10)
+		b = append(b, ' ')
+	}
+	if event {
+		return b[:len(b)-1]
+	}
+	return append(b, "use=1"...)
 }
 
 func appendCounters(b []byte, packets, bytes uint64) []byte {
@@ -65,7 +79,11 @@ func appendCounters(b []byte, packets, bytes uint64) []byte {
 }
 
 // AppendLine appends ev as conntrack -E prints it: the event type in
-// brackets, right-aligned in 9 columns, then the entry's line.
+// brackets, right-aligned in 9 columns, then the entry's line, which ends
+// as the kernel's events do: "mark=" only when the mark is set, and no
+// "use=".
+//
+//	[NEW] udp      17 30 src=10.0.1.2 dst=192.0.2.2 sport=50001 dport=9999 [UNREPLIED] src=192.0.2.2 dst=10.0.1.2 sport=9999 dport=50001
 func (ev Event) AppendLine(b []byte, counters bool) []byte {
 	tag := "[" + ev.Type.String() + "]"
 	for i := len(tag); i < 9; i++ {
@@ -73,7 +91,7 @@ func (ev Event) AppendLine(b []byte, counters bool) []byte {
 	}
 	b = append(b, tag...)
 	b = append(b, ' ')
-	return ev.Entry.AppendLine(b, counters)
+	return ev.Entry.appendLine(b, counters, true)
 }
 
 // String returns e in conntrack -L format, with counters.
