@@ -481,9 +481,13 @@ func (r *Rules) MatchMasquerade(orig conntrack.Tuple, uplink netip.Addr) (Mappin
 // the rules Docker installs for them: the built-in chains, PREROUTING
 // jumping to a DOCKER chain for local destinations, POSTROUTING with the
 // masquerade rules and the hairpin masquerade of each published port, and
-// the DOCKER chain with one DNAT line per publish rule. Protocols are
-// named ("tcp", "all") as iptables before 1.8.8 printed them; later
-// versions print numbers with -n.
+// the DOCKER chain with one DNAT line per publish rule. It is a picture
+// of these rules, in Docker's shape, not a copy of Docker's own listing:
+// Docker also has OUTPUT jump to DOCKER and a RETURN rule for its
+// bridge first in DOCKER, and cuts a published port range into a DNAT
+// and a masquerade line per port, where a range is one rule here (dpts).
+// Protocols are named ("tcp", "all") as iptables before 1.8.8 printed
+// them; later versions print numbers with -n.
 func (r *Rules) WriteList(w io.Writer) error { return r.writeList(w, false) }
 
 // WriteList6 is WriteList for the IPv6 rules, as `ip6tables -t nat -L -n`
