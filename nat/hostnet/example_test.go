@@ -15,8 +15,9 @@ import (
 // the host's sockets, DNS forwarded at 10.0.2.3 to the host's resolver,
 // and the host's port 8080 published to the container's port 80, its
 // clients seen with their own addresses. Inside the container, tap0 is
-// then given 10.0.2.100/24, a default route via 10.0.2.2 and nameserver
-// 10.0.2.3 (`usernat slirp4netns --configure` does that).
+// then given 10.0.2.100/24 and a default route via 10.0.2.2 (`usernat
+// --configure PID tap0`, slirp4netns's command line, does that), and its
+// resolv.conf names nameserver 10.0.2.3.
 //
 // It needs a container to run in (the namespace of PID 4242 here), so it
 // is compiled, not run, by go test.
