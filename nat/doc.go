@@ -37,7 +37,9 @@
 //	p.Decode(pkt)                   // KindFragment: reassemble first
 //	m, _, _ := rules.MatchMasquerade(p.Tuple, uplinkAddr) // no match: m is empty, nothing translated
 //	res, err := table.Track(zone, &p, alloc.Translator(m))
-//	// errors.Is(err, nat.ErrPortsExhausted): refuse the flow
+//	if err != nil {                 // errors.Is(err, nat.ErrPortsExhausted): refuse the flow
+//		return
+//	}
 //	to, _ := res.Tuple(1 - res.Dir).Reverse()
 //	nat.DecTTL(pkt)                 // false: answer with TimeExceeded
 //	nat.Rewrite(pkt, to)            // KindICMPError: RewriteICMPError(pkt, res.Tuple(1-res.Dir))
