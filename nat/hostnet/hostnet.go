@@ -437,7 +437,7 @@ type Stats struct {
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
-	DropInFlight                                       atomic.Uint64 // TCP connections beyond maxInFlight being opened (in all, or for one container): a container's SYN dropped, a published port's client reset
+	DropInFlight                                       atomic.Uint64 // TCP connections beyond the 1024 being opened at once (in all, or 256 for one container): a container's SYN dropped, a published port's client reset
 	DropCollision                                      atomic.Uint64 // clients of published ports that would be the same flow to the container as a live one (loopback clients shown as the gateway with the same port, or no other port free to show a client with, UDP and TCP alike: one client port to two published ports of one container port is shown with another port)
 	DropConntrack                                      atomic.Uint64 // flows conntrack refused, the table not full: a first packet it takes as invalid, a reply tuple in use
 	StaleEntries                                       atomic.Uint64 // entries no flow carried any more (their socket gone) that a datagram flow's first packet found, and replaced
