@@ -472,21 +472,7 @@ func TestLinkLocalNotForwarded(t *testing.T) {
 // raised its own MTU does not send a plain port 9 KB frames on a 1500
 // bridge.
 func TestGSOSegmentsWithinMTU(t *testing.T) {
-	br, err := New(Config{MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer br.Close()
-	oa, ob := NewPipe(PipeConfig{})
-	da, db := NewPipe(PipeConfig{})
-	off := &offloadPipe{Pipe: oa, in: make(chan Offload, 4), out: make(chan Offload, 4)}
-	a, err := br.AddPort(off, PortConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := br.AddPort(da, PortConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	off, ob, db, a := offloadToPlain(t, Config{MTU: 1500})
 	for i, mss := range []int{9000, 1400} {
 		f, o := gsoFrame(false, make([]byte, 20000), mss, 0x18)
 		copy(f[0:6], Broadcast[:])
@@ -496,8 +482,8 @@ func TestGSOSegmentsWithinMTU(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := recvPipe(t, db)                                 // the first segment of the second frame, not one of the first's
-	if len(s) > br.maxFrame || len(s) != 14+20+32+1400 { // gsoFrame's TCP header has 12 bytes of options
+	s := recvPipe(t, db)                                  // the first segment of the second frame, not one of the first's
+	if len(s) > a.b.maxFrame || len(s) != 14+20+32+1400 { // gsoFrame's TCP header has 12 bytes of options
 		t.Errorf("plain port got a %d-byte segment first; want the 1400-byte MSS frame's (the 9000's dropped)", len(s))
 	}
 	if got := a.Counters().DropOversize; got != 1 {

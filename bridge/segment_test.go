@@ -491,21 +491,7 @@ func TestBridgeGSOStackedTags(t *testing.T) {
 	} {
 		for _, v6 := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s v6=%v", tc.name, v6), func(t *testing.T) {
-				br, err := New(Config{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer br.Close()
-				oa, ob := NewPipe(PipeConfig{})
-				da, db := NewPipe(PipeConfig{})
-				off := &offloadPipe{Pipe: oa, in: make(chan Offload, 4), out: make(chan Offload, 4)}
-				in, err := br.AddPort(off, PortConfig{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := br.AddPort(da, PortConfig{}); err != nil {
-					t.Fatal(err)
-				}
+				off, ob, db, in := offloadToPlain(t, Config{})
 
 				payload := make([]byte, 5000)
 				for i := range payload {
@@ -545,4 +531,27 @@ func TestBridgeGSOStackedTags(t *testing.T) {
 			})
 		}
 	}
+}
+
+// offloadToPlain is a bridge of cfg, closed when the test ends, with two
+// ports: one that takes offloads, whose frames the test writes to ob
+// (each frame's Offload first to off.in), and a plain one, whose frames
+// the test reads from db. in is the offloading port's attachment.
+func offloadToPlain(t *testing.T, cfg Config) (off *offloadPipe, ob, db *Pipe, in *Attachment) {
+	t.Helper()
+	br, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	oa, ob := NewPipe(PipeConfig{})
+	da, db := NewPipe(PipeConfig{})
+	off = &offloadPipe{Pipe: oa, in: make(chan Offload, 4), out: make(chan Offload, 4)}
+	if in, err = br.AddPort(off, PortConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.AddPort(da, PortConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return off, ob, db, in
 }

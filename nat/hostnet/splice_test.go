@@ -258,6 +258,15 @@ func spliceOn(t *testing.T, fd, qlen int) *splice {
 	}
 	t.Cleanup(p.close)
 	s.u.poll = p
+	openOn(t, s, fd)
+	return s
+}
+
+// openOn makes s, unlocked, an open splice of its uplink's poller whose
+// host socket is fd, at sequence number 1000 on, with wide windows; it
+// closes fd when the test ends.
+func openOn(t *testing.T, s *splice, fd int) {
+	t.Helper()
 	s.fd = fd
 	s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
 	s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
@@ -271,7 +280,6 @@ func spliceOn(t *testing.T, fd, qlen int) *splice {
 		s.closeLocked()
 		s.mu.Unlock()
 	})
-	return s
 }
 
 // sackingSplice is sendingSplice with n bytes to send, SACK agreed, the
@@ -453,22 +461,10 @@ func TestSplicesWokenByRoomInTurn(t *testing.T) {
 		if _, err := unix.Write(fds[1], []byte("hello")); err != nil {
 			t.Fatal(err)
 		}
-		s := &splice{
-			u: u, fd: fds[0], mss: 1000, state: spliceOpen, rto: spliceMinRTO,
-			from: netip.MustParseAddrPort("192.0.2.1:40000"), to: netip.MustParseAddrPort("10.0.2.100:80"),
-		}
-		s.sndUna, s.sndNxt, s.sndMax, s.discarded = 1000, 1000, 1000, 1000
-		s.sndWnd, s.cwnd, s.ssthresh = 1<<20, 10000, 1<<30
-		s.peekOff, s.reseek = true, true
-		if err := s.watch(spliceWatch); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			s.mu.Lock()
-			s.stopLocked()
-			s.closeLocked()
-			s.mu.Unlock()
-		})
+		s := newTestSplice(1000)
+		s.u = u
+		s.mu.Unlock()
+		openOn(t, s, fds[0])
 		ss = append(ss, s)
 	}
 	for range queue { // the queue full
