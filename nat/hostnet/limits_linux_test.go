@@ -219,3 +219,64 @@ func TestUDPConcurrentFirstPackets(t *testing.T) {
 		t.Errorf("%d of 300 flows opened by two packets at once are left without their entry", bad)
 	}
 }
+
+// A container's SYN the table has no room for (every entry assured, so
+// none can be dropped early) is counted in drop_table_full and answered
+// with nothing, as the kernel's conntrack drops it: a reset would refuse
+// a connection no destination refused, where the container's next SYN,
+// once there is room, connects.
+func TestTCPTableFullSilent(t *testing.T) {
+	gw := netip.MustParseAddr("10.0.2.2")
+	u, err := New(Config{Gateway: gw, HostLoopback: gw, ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := conntrack.New(conntrack.Config{Max: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Attach(tbl, nil)
+	t.Cleanup(func() {
+		u.Close()
+		tbl.Close()
+	})
+	// The table's one entry, assured: a handshake of another flow.
+	a, b := netip.MustParseAddrPort("10.0.2.100:42000"), netip.MustParseAddrPort("192.0.2.9:80")
+	for _, seg := range [][]byte{
+		ctrSegment(a, b, 100, 0, conntrack.TCPSyn, 64240, nil, nil),
+		ctrSegment(b, a, 500, 101, conntrack.TCPSyn|conntrack.TCPAck, 64240, nil, nil),
+		ctrSegment(a, b, 101, 501, conntrack.TCPAck, 64240, nil, nil),
+	} {
+		var p conntrack.Packet
+		if err := p.Decode(seg[nat.Headroom:]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tbl.Track(0, &p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e, _, ok := tbl.Get(0, conntrack.Tuple{Src: a.Addr(), Dst: b.Addr(), SrcPort: a.Port(), DstPort: b.Port(), Proto: conntrack.ProtoTCP}); !ok || e.Status&conntrack.Assured == 0 {
+		t.Fatalf("the filling entry %v (there %v) is not assured", e, ok)
+	}
+
+	l, dst := loopbackDst(t, u)
+	ctr := netip.MustParseAddrPort("10.0.2.100:41002")
+	sendSyn(u, ctr, dst, 1000)
+	noSegment(t, u, "a segment to the container for a SYN the table had no room for, want silence")
+	if n := u.Counters()["drop_table_full"]; n != 1 {
+		t.Errorf("drop_table_full %d, want 1", n)
+	}
+	if n := u.Flows(); n != 0 {
+		t.Errorf("%d flows, want none", n)
+	}
+
+	tbl.Flush()
+	sendSyn(u, ctr, dst, 1000)
+	if s := nextSegment(t, u); s.flags() != conntrack.TCPSyn|conntrack.TCPAck {
+		t.Errorf("with room again: %#x, want the SYN-ACK", s.flags())
+	}
+	l.SetDeadline(time.Now().Add(2 * time.Second))
+	if c, err := l.Accept(); err == nil {
+		c.Close()
+	}
+}

@@ -111,8 +111,11 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 	reply := conntrack.Tuple{Src: named.Addr(), Dst: local.Addr(), SrcPort: named.Port(), DstPort: local.Port(), Proto: conntrack.ProtoTCP}
 	res, ok := u.track(p, reply)
 	if !ok {
+		// Counted (track); the container hears nothing, as the
+		// kernel's conntrack drops a SYN it has no room for, or finds
+		// invalid: its next SYN may find room (early drop, expiry).
 		u.unreserve(ctr.Addr())
-		s.abort(true, true, "conntrack refused the flow")
+		s.abort(true, false, "conntrack refused the flow")
 		return
 	}
 	if !still(func() {
