@@ -738,18 +738,22 @@ func closeFirstServer(t *testing.T, ns *netns.NS, addr string) {
 }
 
 // publish publishes each rule of specs (as `usernat publish` takes them)
-// on up, failing the test if one cannot be.
-func publish(t *testing.T, up *hostnet.Uplink, specs ...string) {
+// on up, failing the test if one cannot be, and returns their ids.
+func publish(t *testing.T, up *hostnet.Uplink, specs ...string) []nat.RuleID {
 	t.Helper()
+	var ids []nat.RuleID
 	for _, spec := range specs {
 		p, err := nat.ParsePublish(spec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := up.Publish(p); err != nil {
+		id, err := up.Publish(p)
+		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, id)
 	}
+	return ids
 }
 
 // serveTCP listens on addr in ns until the test ends, and hands each

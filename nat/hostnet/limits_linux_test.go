@@ -226,20 +226,7 @@ func TestUDPConcurrentFirstPackets(t *testing.T) {
 // a connection no destination refused, where the container's next SYN,
 // once there is room, connects.
 func TestTCPTableFullSilent(t *testing.T) {
-	gw := netip.MustParseAddr("10.0.2.2")
-	u, err := New(Config{Gateway: gw, HostLoopback: gw, ConnectTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tbl, err := conntrack.New(conntrack.Config{Max: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Attach(tbl, nil)
-	t.Cleanup(func() {
-		u.Close()
-		tbl.Close()
-	})
+	u, tbl := outboundUplinkWith(t, conntrack.Config{Max: 1})
 	// The table's one entry, assured: a handshake of another flow.
 	a, b := netip.MustParseAddrPort("10.0.2.100:42000"), netip.MustParseAddrPort("192.0.2.9:80")
 	for _, seg := range [][]byte{

@@ -24,12 +24,18 @@ import (
 // hands it the container's segments (Send). Only loopback traffic.
 func outboundUplink(t *testing.T) (*Uplink, *conntrack.Table) {
 	t.Helper()
+	return outboundUplinkWith(t, conntrack.Config{})
+}
+
+// outboundUplinkWith is outboundUplink with a table of ct.
+func outboundUplinkWith(t *testing.T, ct conntrack.Config) (*Uplink, *conntrack.Table) {
+	t.Helper()
 	gw := netip.MustParseAddr("10.0.2.2")
 	u, err := New(Config{Gateway: gw, HostLoopback: gw, ConnectTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl, err := conntrack.New(conntrack.Config{})
+	tbl, err := conntrack.New(ct)
 	if err != nil {
 		t.Fatal(err)
 	}

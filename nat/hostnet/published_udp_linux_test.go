@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/usernat/usernat/conntrack"
-	"github.com/usernat/usernat/nat"
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -240,14 +239,7 @@ func TestIntegrationPublishedUDPUnpublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	p, err := nat.ParsePublish("5353:172.17.0.4:53/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := e.up.Publish(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := publish(t, e.up, "5353:172.17.0.4:53/udp")[0]
 	cl, err := e.remote.ListenPacket("udp4", "198.51.100.2:40053")
 	if err != nil {
 		t.Fatal(err)
@@ -582,14 +574,7 @@ func TestIntegrationPublishedUDPTwoPortsUnpublishOne(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	udpWhoServer(t, e.ctr, "172.17.0.4:53")
 	publish(t, e.up, "5353:172.17.0.4:53/udp")
-	p, err := nat.ParsePublish("5354:172.17.0.4:53/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := e.up.Publish(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := publish(t, e.up, "5354:172.17.0.4:53/udp")[0]
 	cl, err := e.remote.ListenPacket("udp4", "198.51.100.2:40053")
 	if err != nil {
 		t.Fatal(err)
