@@ -29,6 +29,7 @@ type link struct {
 	wmu     sync.Mutex
 	waiters []func()    // told once when the queue next has room (onRoom)
 	waiting atomic.Bool // len(waiters) > 0
+	told    []func()    // roomMade's, reused: only the goroutine that delivers calls it
 }
 
 // outFrame is a packet for the gateway, at buf[Headroom:n].
@@ -148,7 +149,7 @@ func (l *link) roomMade() {
 	if len(l.q) > 0 { // a delivery to come, to tell the others
 		n = min(cap(l.q)-len(l.q), n)
 	}
-	ws := append([]func(){}, l.waiters[:n]...)
+	ws := append(l.told[:0], l.waiters[:n]...)
 	m := copy(l.waiters, l.waiters[n:])
 	clear(l.waiters[m:]) // holds no splice told
 	l.waiters = l.waiters[:m]
@@ -157,6 +158,8 @@ func (l *link) roomMade() {
 	for _, f := range ws {
 		f()
 	}
+	clear(ws) // holds no splice told
+	l.told = ws[:0]
 }
 
 // run hands queued frames to deliver until ctx ends, and lets queue
