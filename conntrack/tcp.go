@@ -416,9 +416,11 @@ func (c *tcpConn) assures(old TCPState) bool {
 	return (old == TCPSynRecv || old == TCPEstablished) && c.state == TCPEstablished
 }
 
-// maxAckWindow is how far behind the receiver's highest sequence number an
-// acknowledgment may lag when the sender's window is not known yet.
-const maxAckWindowUnknown = 66000
+// maxAckWindowFloor is the least an acknowledgment may lag behind the
+// receiver's highest sequence number and still count (Linux's
+// MAXACKWINCONST): a sender that advertised small windows may still send
+// an ACK delayed or reordered behind several windows' worth of data.
+const maxAckWindowFloor = 66000
 
 // winVerdict is what the window check made of a segment (Linux's
 // nf_ct_tcp_action).
@@ -486,10 +488,7 @@ func (c *tcpConn) inWindow(h *TCPHeader, dir Dir, class uint8, state TCPState) w
 		seq, end = sender.end, sender.end // a RST answering a SYN
 	}
 
-	maxAckWin := sender.maxwin
-	if maxAckWin == 0 {
-		maxAckWin = maxAckWindowUnknown
-	}
+	maxAckWin := max(sender.maxwin, maxAckWindowFloor)
 	ackOver := !seqBefore(sack, receiver.end+1)
 	ackUnder := !seqAfter(sack, receiver.end-maxAckWin-1)
 	seqUnder := receiver.maxwin != 0 && !seqAfter(end, sender.end-receiver.maxwin-1)

@@ -864,3 +864,37 @@ func TestTCPOutOfWindowFinExchangeShrinksTimeout(t *testing.T) {
 		t.Fatalf("after an out-of-window FIN exchange: %v, timeout %v; want ESTABLISHED, at most %v", e.TCPState, e.Timeout, DefaultTimeouts().TCPUnacknowledged)
 	}
 }
+
+// Linux lets an acknowledgment lag the data it acknowledges by the
+// sender's largest window or 66000 bytes, whichever is more
+// (MAXACKWINDOW): a client with a small window whose FIN, sent before two
+// windows of a download arrived, reaches the tracker after its ACKs of
+// them still closes the connection's original side.
+func TestTCPDelayedAckWithinFloorOfSmallWindow(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	c, s := ap("192.0.2.10:40107"), ap("198.51.100.200:80")
+	const cISN, sISN, win = 1000, 50000, 1000 // no window scaling
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPSyn, seq: cISN, win: win}))
+	track(t, tbl, tcpPacket(s, c, seg{flags: TCPSyn | TCPAck, seq: sISN, ack: cISN + 1, win: win}))
+	cNext, sNext := uint32(cISN+1), uint32(sISN+1)
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPAck, seq: cNext, ack: sNext, win: win}))
+	// The client's FIN, acknowledging sNext, is held up in the network
+	// while a window of data goes each way and is acknowledged twice.
+	fin := tcpPacket(c, s, seg{flags: TCPFin | TCPAck, seq: cNext, ack: sNext, win: win})
+	for range 2 {
+		if r := track(t, tbl, tcpPacket(s, c, seg{flags: TCPAck | TCPPsh, seq: sNext, ack: cNext, win: win, data: win})); r.Class == ClassInvalid {
+			t.Fatal("server data in the client's window invalid")
+		}
+		sNext += win
+		if r := track(t, tbl, tcpPacket(c, s, seg{flags: TCPAck, seq: cNext + 1, ack: sNext, win: win})); r.Class == ClassInvalid {
+			t.Fatal("the client's ACK invalid")
+		}
+	}
+	if r := track(t, tbl, fin); r.Class == ClassInvalid {
+		t.Fatal("the delayed FIN invalid")
+	}
+	e := mustGet(t, tbl, Tuple{Src: c.Addr(), Dst: s.Addr(), SrcPort: c.Port(), DstPort: s.Port(), Proto: ProtoTCP})
+	if e.TCPState != TCPFinWait {
+		t.Fatalf("after the client's FIN acknowledging %d bytes behind: %v, Linux: FIN_WAIT (the ACK within 66000 bytes)", 2*win, e.TCPState)
+	}
+}
