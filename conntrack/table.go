@@ -457,23 +457,24 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 			t.debug("invalid tcp segment", e, dir)
 			res.Class, res.Status = ClassInvalid, st
 			return res, actNone
-		case tcpIgnored:
-			e.mu.Unlock()
-			e.account(dir, p.Len)
-			res.Class, res.Status = classOf(dir, st), st
-			return res, actNone
 		case tcpKill:
 			e.mu.Unlock()
 			e.account(dir, p.Len)
 			res.Class, res.Status = classOf(dir, st), st
 			return res, actKill
+		case tcpIgnored:
+			// Let through with no new state or timeout; a reply still
+			// marks the entry SEEN_REPLY, as Linux's nf_conntrack_in
+			// marks it for every reply its tracker lets through.
+			e.mu.Unlock()
+		default: // tcpAccept
+			changed = old != e.tcp.state
+			if st&SeenReply != 0 && e.tcp.assures(old) {
+				changed = e.setStatus(Assured) || changed
+			}
+			e.mu.Unlock()
+			timeout = d
 		}
-		changed = old != e.tcp.state
-		if st&SeenReply != 0 && e.tcp.assures(old) {
-			changed = e.setStatus(Assured) || changed
-		}
-		e.mu.Unlock()
-		timeout = d
 	case ProtoUDP:
 		timeout = t.to.UDP
 		if st&SeenReply != 0 && now >= e.streamAt() {

@@ -898,3 +898,25 @@ func TestTCPDelayedAckWithinFloorOfSmallWindow(t *testing.T) {
 		t.Fatalf("after the client's FIN acknowledging %d bytes behind: %v, Linux: FIN_WAIT (the ACK within 66000 bytes)", 2*win, e.TCPState)
 	}
 }
+
+// A reply the tracker ignores still marks the entry SEEN_REPLY, as Linux
+// marks it for every reply its TCP tracker lets through: the server's
+// challenge ACK to a SYN (it holds an old connection on the 4-tuple)
+// ends [UNREPLIED], and the client's RST answering it closes the entry
+// rather than deleting it as a connection that only a RST answered.
+func TestTCPIgnoredReplySetsSeenReply(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	c, s := ap("192.0.2.10:40108"), ap("198.51.100.200:80")
+	tp := Tuple{Src: c.Addr(), Dst: s.Addr(), SrcPort: c.Port(), DstPort: s.Port(), Proto: ProtoTCP}
+	const cISN, oldServerAck, oldServerSeq = 1000, 0x10000000, 0x40000000
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPSyn, seq: cISN, win: 4096}))
+	track(t, tbl, tcpPacket(s, c, seg{flags: TCPAck, seq: oldServerSeq, ack: oldServerAck, win: 4096}))
+	if e := mustGet(t, tbl, tp); e.Status&SeenReply == 0 || e.TCPState != TCPSynSent {
+		t.Fatalf("after the server's challenge ACK: %v %v, Linux: SYN_SENT with SEEN_REPLY", e.TCPState, e.Status)
+	}
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPRst, seq: oldServerAck}))
+	e, _, ok := tbl.Get(0, tp)
+	if !ok || e.TCPState != TCPClose {
+		t.Fatalf("after the client's RST answering the challenge ACK: entry %v (present %v), Linux: CLOSE", e.TCPState, ok)
+	}
+}
