@@ -99,7 +99,7 @@ func TestListingGolden(t *testing.T) {
 	t.Run("generic", func(t *testing.T) {
 		tbl, _ := newTable(t, Config{})
 		track(t, tbl, ipPacket(ip("10.0.0.2"), ip("192.0.2.9"), 47, make([]byte, 4)))
-		want := "gre      47 600 src=10.0.0.2 dst=192.0.2.9 srckey=0x0 dstkey=0x0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 srckey=0x0 dstkey=0x0 mark=0 use=1"
+		want := "gre      47 30 src=10.0.0.2 dst=192.0.2.9 srckey=0x0 dstkey=0x0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 srckey=0x0 dstkey=0x0 mark=0 use=1"
 		if got := string(tbl.List()[0].AppendLine(nil, false)); got != want {
 			t.Fatalf("got  %s\nwant %s", got, want)
 		}
@@ -189,7 +189,7 @@ func TestListingGenericProtoNames(t *testing.T) {
 		proto Proto
 		want  string
 	}{
-		{47, "gre      47 600 src=10.0.0.2 dst=192.0.2.9 srckey=0x0 dstkey=0x0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 srckey=0x0 dstkey=0x0 mark=0 use=1"},
+		{47, "gre      47 30 src=10.0.0.2 dst=192.0.2.9 srckey=0x0 dstkey=0x0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 srckey=0x0 dstkey=0x0 mark=0 use=1"},
 		{132, "sctp     132 600 src=10.0.0.2 dst=192.0.2.9 sport=0 dport=0 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 sport=0 dport=0 mark=0 use=1"},
 		{50, "unknown  50 600 src=10.0.0.2 dst=192.0.2.9 [UNREPLIED] src=192.0.2.9 dst=10.0.0.2 mark=0 use=1"},
 	} {

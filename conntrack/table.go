@@ -490,6 +490,13 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 			return res, actNone
 		}
 		timeout = t.to.ICMP
+	case protoGRE:
+		// Traffic both ways makes it a tunnel, not a probe (gre_packet).
+		timeout = t.to.GRE
+		if st&SeenReply != 0 {
+			timeout = t.to.GREStream
+			changed = e.setStatus(Assured)
+		}
 	default:
 		timeout = t.to.Generic
 	}

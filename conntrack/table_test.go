@@ -661,12 +661,12 @@ func TestDeleteFlushSetMark(t *testing.T) {
 
 func TestGenericAndFragments(t *testing.T) {
 	tbl, clk := newTable(t, Config{})
-	gre := ipPacket(ip("10.0.0.2"), ip("192.0.2.9"), 47, make([]byte, 24))
-	res := track(t, tbl, gre)
-	if !res.Created || res.Orig().Proto != 47 {
+	esp := ipPacket(ip("10.0.0.2"), ip("192.0.2.9"), 50, make([]byte, 24))
+	res := track(t, tbl, esp)
+	if !res.Created || res.Orig().Proto != 50 {
 		t.Fatalf("generic %+v", res)
 	}
-	if res := track(t, tbl, ipPacket(ip("192.0.2.9"), ip("10.0.0.2"), 47, nil)); res.Dir != Reply {
+	if res := track(t, tbl, ipPacket(ip("192.0.2.9"), ip("10.0.0.2"), 50, nil)); res.Dir != Reply {
 		t.Fatalf("generic reply %+v", res)
 	}
 	clk.Advance(600 * time.Second)
@@ -681,6 +681,34 @@ func TestGenericAndFragments(t *testing.T) {
 	}
 	if _, err := tbl.Track(0, &p, nil); !errors.Is(err, ErrFragment) {
 		t.Fatalf("fragment: %v", err)
+	}
+}
+
+// GRE has Linux's timeouts of its own (nf_conntrack_proto_gre): 30 s
+// until a reply, then, from the first packet after it, 180 s and assured.
+func TestGRETimeouts(t *testing.T) {
+	tbl, clk := newTable(t, Config{})
+	out := ipPacket(ip("10.0.0.2"), ip("192.0.2.9"), 47, make([]byte, 24))
+	back := ipPacket(ip("192.0.2.9"), ip("10.0.0.2"), 47, make([]byte, 24))
+	res := track(t, tbl, out)
+	tp := res.Orig()
+	for i, c := range []struct {
+		pkt     []byte
+		timeout time.Duration
+		assured bool
+	}{{out, 30 * time.Second, false}, {back, 30 * time.Second, false}, {out, 180 * time.Second, true}, {back, 180 * time.Second, true}} {
+		if i > 0 {
+			clk.Advance(time.Second)
+			track(t, tbl, c.pkt)
+		}
+		e := mustGet(t, tbl, tp)
+		if e.Timeout != c.timeout || (e.Status&Assured != 0) != c.assured {
+			t.Fatalf("packet %d: timeout %v, status %v; want %v, assured %v", i+1, e.Timeout, e.Status, c.timeout, c.assured)
+		}
+	}
+	clk.Advance(180 * time.Second)
+	if tbl.Expire(0) != 1 {
+		t.Fatal("GRE flow alive after 180 s idle")
 	}
 }
 
@@ -707,7 +735,7 @@ func TestTimeoutsConfig(t *testing.T) {
 	if tbl.Expire(0) != 1 {
 		t.Fatal("configured UDP timeout not applied")
 	}
-	if len(TimeoutNames()) != 15 {
+	if len(TimeoutNames()) != 17 {
 		t.Fatalf("names %v", TimeoutNames())
 	}
 }

@@ -31,7 +31,11 @@ type Timeouts struct {
 	// UDPStream applies once a UDP flow is assured.
 	UDPStream time.Duration // 120 s
 	ICMP      time.Duration // 30 s, for ICMP and ICMPv6 queries
-	// Generic applies to the protocols tracked by address pair only.
+	// GRE applies to a GRE flow until a reply is seen, GREStream after,
+	// when the flow is assured (Linux's nf_conntrack_proto_gre).
+	GRE       time.Duration // 30 s
+	GREStream time.Duration // 180 s
+	// Generic applies to the other protocols tracked by address pair only.
 	Generic time.Duration // 600 s
 }
 
@@ -52,6 +56,8 @@ func DefaultTimeouts() Timeouts {
 		UDP:               30 * time.Second,
 		UDPStream:         120 * time.Second,
 		ICMP:              30 * time.Second,
+		GRE:               30 * time.Second,
+		GREStream:         180 * time.Second,
 		Generic:           600 * time.Second,
 	}
 }
@@ -74,6 +80,8 @@ func (t *Timeouts) fields() map[string]*time.Duration {
 		"udp":                &t.UDP,
 		"udp_stream":         &t.UDPStream,
 		"icmp":               &t.ICMP,
+		"gre":                &t.GRE,
+		"gre_stream":         &t.GREStream,
 		"generic":            &t.Generic,
 	}
 }

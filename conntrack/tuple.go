@@ -46,8 +46,9 @@ func (p Proto) String() string {
 	return "unknown"
 }
 
-// Protocols tracked generically here that conntrack-tools still names,
-// and whose layer-4 fields it prints (zero, as the tuple holds none).
+// Protocols tracked by address pair only here (GRE with timeouts of its
+// own) that conntrack-tools still names, and whose layer-4 fields it prints
+// (zero, as the tuple holds none).
 const (
 	protoDCCP    Proto = 33
 	protoGRE     Proto = 47
