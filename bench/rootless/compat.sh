@@ -133,11 +133,12 @@ as_user() {
 }
 mkdir -p "$work/xdg-$user" && chown $user "$work/xdg-$user" && chmod 700 "$work/xdg-$user"
 
-# published waits for the container's READY file, then fetches its page.
+# published waits for the container's READY file, then fetches its page
+# (busybox's nc: Debian installs no nc by default).
 published() {
 	for _ in $(seq 100); do [ -e "$1" ] && break; sleep 0.1; done
 	sleep 0.5
-	if (echo "GET / HTTP/1.0"; echo) | timeout 5 nc 127.0.0.1 8080 | grep -q published-ok; then
+	if (echo "GET / HTTP/1.0"; echo) | timeout 5 busybox nc 127.0.0.1 8080 | grep -q published-ok; then
 		echo "  published port ok"
 	else
 		echo "  published port FAILED"
