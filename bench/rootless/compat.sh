@@ -8,6 +8,10 @@
 #
 #	sh bench/rootless/compat.sh            # installs what is missing
 #	sh bench/rootless/compat.sh -install=false
+#	sh bench/rootless/compat.sh -install=false -usernat-only
+#
+# -usernat-only leaves slirp4netns's runs out (cmd/usernat's
+# TestIntegrationRootlessKitPodman runs it so, in CI).
 #
 # Everything runs inside a private network and mount namespace (unshare
 # --net --mount): the "host" there has one address, 192.0.2.1 on a veth
@@ -16,12 +20,22 @@
 # installation (apt-get), the build and the test user (useradd, with
 # subordinate ids) touch the machine. It exits 1 if any check FAILED.
 set -eu
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/../.."
 root=$(pwd)
+install=true
+only=
+for a in "$@"; do
+	case $a in
+	-install=false) install=false ;;
+	-usernat-only) only=1 ;;
+	*) echo "compat.sh: unknown argument $a (want -install=false, -usernat-only)" >&2; exit 2 ;;
+	esac
+done
 
 if [ "${COMPAT_INNER:-}" = "" ]; then
 	[ "$(id -u)" -eq 0 ] || { echo "compat.sh: run as root" >&2; exit 2; }
-	if [ "${1:-}" != "-install=false" ]; then
+	if [ $install = true ]; then
 		need=""
 		for p in rootlesskit:rootlesskit podman:podman slirp4netns:slirp4netns uidmap:newuidmap \
 			busybox-static:busybox socat:socat python3:python3 util-linux:unshare iproute2:ip; do
@@ -41,14 +55,19 @@ if [ "${COMPAT_INNER:-}" = "" ]; then
 	u=usernat-compat
 	grep -q "^$u:" /etc/subuid || echo "$u:200000:65536" >>/etc/subuid
 	grep -q "^$u:" /etc/subgid || echo "$u:200000:65536" >>/etc/subgid
-	status=0
-	COMPAT_INNER=$work unshare --net --mount --fork sh "$0" "$@" | tee "$work.log" || status=$?
+	# The inner run's status, not tee's.
+	(
+		rc=0
+		COMPAT_INNER=$work unshare --net --mount --fork sh "$self" "$@" || rc=$?
+		echo $rc >"$work.rc"
+	) | tee "$work.log"
+	status=$(cat "$work.rc")
 	grep -q FAILED "$work.log" && status=1
 	# What the runs left (Podman's pause process, which it keeps for
 	# the next run): the user is this script's alone.
 	pkill -KILL -u "$u" 2>/dev/null || true
 	sleep 0.5
-	rm -rf "$work" "$work.log"
+	rm -rf "$work" "$work.log" "$work.rc"
 	exit $status
 fi
 
@@ -145,7 +164,9 @@ published() {
 	fi
 }
 
-for bin in "$work/usernat" "$(command -v slirp4netns)"; do
+bins=$work/usernat
+[ -n "$only" ] || bins="$bins $(command -v slirp4netns)"
+for bin in $bins; do
 	for loopback in off on; do
 		flag=--disable-host-loopback
 		[ $loopback = on ] && flag=
