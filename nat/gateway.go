@@ -23,7 +23,10 @@ type Config struct {
 	// docker0's 172.17.0.1 is the bridge's own address.
 	Bridge *bridge.Bridge
 	// Subnet is the gateway's address on the bridge with the bridge
-	// subnet, such as 172.17.0.1/16.
+	// subnet, such as 172.17.0.1/16. New refuses the network's or the
+	// broadcast address, a subnet that meets 0.0.0.0/8, 127.0.0.0/8 or
+	// multicast (Unroutable: the gateway would forward nothing), and one
+	// that overlaps the uplink's network or holds its address.
 	Subnet netip.Prefix
 	// MAC is the router port's MAC; zero means a random locally
 	// administered one.
@@ -178,6 +181,20 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("nat: subnet %v: need the gateway's IPv4 address with the bridge prefix, such as 172.17.0.1/16", cfg.Subnet)
 	case cfg.Subnet.Addr() == cfg.Subnet.Masked().Addr():
 		return nil, fmt.Errorf("nat: subnet %v: the gateway's address cannot be the network address", cfg.Subnet)
+	}
+	if err := checkPrefix("subnet", cfg.Subnet); err != nil {
+		return nil, err
+	}
+	// The uplink's network and the bridge's must be apart: a container
+	// reaches an address of both on its own link, never through the
+	// gateway, and the gateway could not tell which side to send it to.
+	if u, ok := cfg.Uplink.(interface{ prefix() netip.Prefix }); ok && u.prefix().Overlaps(cfg.Subnet.Masked()) {
+		return nil, fmt.Errorf("nat: subnet %v overlaps the uplink's network %v", cfg.Subnet.Masked(), u.prefix().Masked())
+	}
+	for _, a := range cfg.Uplink.Addrs() {
+		if cfg.Subnet.Contains(a) {
+			return nil, fmt.Errorf("nat: subnet %v holds the uplink's address %v", cfg.Subnet.Masked(), a)
+		}
 	}
 	mtu, err := checkMTU(cfg.MTU)
 	if err != nil {
@@ -964,6 +981,26 @@ func broadcastOf(p netip.Prefix) netip.Addr {
 	v := binary.BigEndian.Uint32(a[:]) | (1<<(32-p.Bits()) - 1)
 	binary.BigEndian.PutUint32(a[:], v)
 	return netip.AddrFrom4(a)
+}
+
+// checkPrefix reports what makes p, an address of the gateway with its
+// link's prefix, unusable: the address is the network's broadcast, or
+// the network meets a block no router forwards (Unroutable), so that
+// the gateway would drop every packet of its link.
+func checkPrefix(what string, p netip.Prefix) error {
+	if p.Addr() == broadcastOf(p) {
+		return fmt.Errorf("nat: %s %v: the address is the network's broadcast address", what, p)
+	}
+	// The blocks Unroutable names (0/8, 127/8, 224/4, the limited
+	// broadcast) are aligned, so a prefix that meets one holds its
+	// first or its last address.
+	last := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(last[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(last[:], v)
+	if Unroutable(p.Masked().Addr()) || Unroutable(netip.AddrFrom4(last)) {
+		return fmt.Errorf("nat: %s %v overlaps 0.0.0.0/8, 127.0.0.0/8 or multicast, which no router forwards", what, p.Masked())
+	}
+	return nil
 }
 
 // martian reports whether a is an address no router forwards to or from:

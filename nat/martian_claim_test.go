@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 )
 
@@ -40,26 +41,82 @@ func TestMartianClaimNeverReachesUplink(t *testing.T) {
 	}
 }
 
-// A gateway whose bridge subnet is 127.0.0.0/8 forwards none of its
-// containers' packets, each source being a martian: cmd/usernat refuses
-// such a --subnet.
-func TestLoopbackSubnetForwardsNothing(t *testing.T) {
-	br, mine := newPipeBridge(t)
-	up := &fakeTerminator{expect: map[conntrack.Tuple][2]conntrack.Tuple{}}
-	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("127.0.0.1/8"), Uplink: up,
-		Conntrack: conntrack.Config{ExpireInterval: -1}})
-	if err != nil {
-		t.Fatal(err)
+// A gateway whose bridge would be of no use is refused by New, as
+// cmd/usernat refuses the --subnet, not made and left to drop every
+// packet: a subnet meeting 127.0.0.0/8, 0.0.0.0/8 or multicast (each
+// container's packets are martians), the gateway at the broadcast
+// address, or a bridge network overlapping the uplink's.
+func TestNewRefusesUnusableSubnet(t *testing.T) {
+	for _, tc := range []struct {
+		subnet string
+		ok     bool
+	}{
+		{"172.17.0.1/16", true},
+		{"10.0.2.2/24", true},
+		{"127.0.0.1/8", false},
+		{"127.1.2.3/16", false},
+		{"0.0.0.1/8", false},
+		{"224.0.0.1/24", false},
+		{"239.1.2.3/8", false},
+		{"96.0.0.1/3", false}, // 96.0.0.0-127.255.255.255 holds 127/8
+		{"172.17.255.255/16", false},
+		{"192.168.2.5/24", false},   // the uplink's network
+		{"192.168.0.1/16", false},   // holds the uplink's network
+		{"192.168.2.117/32", false}, // on the uplink's network
+	} {
+		br, err := bridge.New(bridge.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, _ := bridge.NewPipe(bridge.PipeConfig{})
+		up, err := NewLinkUplink(LinkUplinkConfig{Port: port, Addr: netip.MustParsePrefix("192.168.2.116/24")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix(tc.subnet), Uplink: up})
+		if (err == nil) != tc.ok {
+			t.Errorf("subnet %s: New's error %v, want ok %v", tc.subnet, err, tc.ok)
+		}
+		if gw != nil {
+			gw.Close()
+		} else {
+			up.Close()
+		}
+		br.Close()
 	}
-	t.Cleanup(func() { gw.Close(); mine.Close(); br.Close() })
-	ctr := netip.MustParseAddr("127.0.0.4")
-	pkt := ipPacket(ctr, netip.MustParseAddr("198.51.100.2"), conntrack.ProtoUDP, udpHeader(40000, 53, 10))
-	mine.WriteFrame(frame(gw.MAC(), ctrMAC, etherTypeIP4, pkt))
-	deadline := time.Now().Add(5 * time.Second)
-	for gw.Stats().DropMartian == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if n := len(up.packets()); n != 0 || gw.Stats().DropMartian != 1 {
-		t.Errorf("%d packets reached the uplink; stats %+v", n, gw.Stats())
+}
+
+// NewLinkUplink refuses an address the gateway could not use on its
+// link: the network's or the broadcast address, one in a block no router
+// forwards, or a next hop that is the address itself.
+func TestNewLinkUplinkRefusesUnusableAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr, via string
+		ok        bool
+	}{
+		{"192.168.2.116/24", "192.168.2.1", true},
+		{"192.168.2.116/31", "", true},
+		{"192.168.2.0/24", "", false},
+		{"192.168.2.255/24", "", false},
+		{"127.0.0.2/8", "", false},
+		{"0.1.2.3/16", "", false},
+		{"224.0.0.5/24", "", false},
+		{"192.168.2.116/24", "192.168.2.116", false},
+	} {
+		cfg := LinkUplinkConfig{Addr: netip.MustParsePrefix(tc.addr)}
+		if tc.via != "" {
+			cfg.Via = netip.MustParseAddr(tc.via)
+		}
+		port, peer := bridge.NewPipe(bridge.PipeConfig{})
+		cfg.Port = port
+		up, err := NewLinkUplink(cfg)
+		if (err == nil) != tc.ok {
+			t.Errorf("address %s via %q: error %v, want ok %v", tc.addr, tc.via, err, tc.ok)
+		}
+		if up != nil {
+			up.Close()
+		}
+		port.Close()
+		peer.Close()
 	}
 }

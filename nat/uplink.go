@@ -94,9 +94,12 @@ type LinkUplinkConfig struct {
 	// closes it.
 	Port bridge.Port
 	// Addr is the gateway's address on the outside network with the
-	// prefix of the link, such as 192.168.2.116/24. Required.
+	// prefix of the link, such as 192.168.2.116/24. Required; neither
+	// the network's nor the broadcast address, and on no network that
+	// meets 0.0.0.0/8, 127.0.0.0/8 or multicast (Unroutable).
 	Addr netip.Prefix
-	// Via is the next hop for destinations off the link; when invalid,
+	// Via is the next hop for destinations off the link, an address on
+	// the link other than Addr's; when invalid,
 	// only on-link destinations are reachable, and a packet to another
 	// draws net unreachable, as from a router with no default route.
 	Via netip.Addr
@@ -135,8 +138,17 @@ func NewLinkUplink(cfg LinkUplinkConfig) (*LinkUplink, error) {
 	if !cfg.Addr.IsValid() || !cfg.Addr.Addr().Is4() {
 		return nil, fmt.Errorf("nat: link uplink address %v: need an IPv4 address with its prefix", cfg.Addr)
 	}
+	if cfg.Addr.Bits() < 31 && cfg.Addr.Addr() == cfg.Addr.Masked().Addr() {
+		return nil, fmt.Errorf("nat: link uplink address %v: the address is the network address", cfg.Addr)
+	}
+	if err := checkPrefix("link uplink address", cfg.Addr); err != nil {
+		return nil, err
+	}
 	if cfg.Via.IsValid() && (!cfg.Via.Is4() || !cfg.Addr.Contains(cfg.Via)) {
 		return nil, fmt.Errorf("nat: next hop %v is not on the uplink's link %v", cfg.Via, cfg.Addr.Masked())
+	}
+	if cfg.Via == cfg.Addr.Addr() {
+		return nil, fmt.Errorf("nat: next hop %v is the uplink's own address", cfg.Via)
 	}
 	mtu, err := checkMTU(cfg.MTU)
 	if err != nil {
@@ -161,6 +173,10 @@ func (u *LinkUplink) now() int64 { return int64(u.clock.Now().Sub(u.epoch)) }
 // broadcast is the broadcast address of the uplink's subnet, which the
 // gateway never forwards to.
 func (u *LinkUplink) broadcast() netip.Addr { return broadcastOf(u.l.addr) }
+
+// prefix is the uplink's address with its link's prefix, which the
+// bridge subnet must not overlap.
+func (u *LinkUplink) prefix() netip.Prefix { return u.l.addr }
 
 // routes reports whether the link reaches dst: on the link, or through
 // the next hop.
