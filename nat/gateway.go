@@ -238,6 +238,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.stop = make(chan struct{})
 	if t, ok := cfg.Uplink.(Terminator); ok {
 		g.term = t
+		g.rules.bridged = cfg.Subnet
 		t.Attach(g.table, &g.rules)
 	}
 

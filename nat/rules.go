@@ -298,6 +298,11 @@ type Rules struct {
 	// unrouted, when set (a gateway's rules), reports an address the
 	// gateway forwards nothing to, which no publish rule may lead to.
 	unrouted func(netip.Addr) bool
+	// bridged, when set (the rules of a gateway whose uplink terminates
+	// its flows), is the bridge subnet, where that uplink's published
+	// ports must lead: it dials the container on the bridge, and the
+	// gateway drops a dial to anywhere else.
+	bridged netip.Prefix
 }
 
 type ruleSet struct {
@@ -350,13 +355,16 @@ func (r *Rules) CheckPublish(p Publish) error {
 // validate is p.Validate, and for a gateway's rules a check of where p
 // leads: not to an address the gateway forwards nothing to (the subnet's
 // broadcast, loopback, multicast, 0.0.0.0/8, IPv6), as Linux routes no
-// DNAT there.
+// DNAT there, and with a terminating uplink, to the bridge subnet.
 func (r *Rules) validate(p Publish) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
 	if r.unrouted != nil && r.unrouted(p.ContainerAddr) {
 		return fmt.Errorf("%w: publish %v: %v is an address the gateway forwards nothing to", ErrBadRule, p, p.ContainerAddr)
+	}
+	if r.bridged.IsValid() && !r.bridged.Contains(p.ContainerAddr) {
+		return fmt.Errorf("%w: publish %v: %v is not on the bridge subnet %v", ErrBadRule, p, p.ContainerAddr, r.bridged.Masked())
 	}
 	return nil
 }

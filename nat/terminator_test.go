@@ -3,6 +3,7 @@ package nat
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -324,5 +325,42 @@ func TestGatewayTerminatorPingClaimed(t *testing.T) {
 	rep := got[etherHeader:]
 	if got[12] != 0x08 || got[13] != 0 || rep[20] != 0 || netip.AddrFrom4([4]byte(rep[12:16])) != dns || len(up.packets()) != 0 {
 		t.Fatalf("echo to %v: the container got % x; the uplink %d packets; want an echo reply from %v", dns, got[:min(len(got), 48)], len(up.packets()), dns)
+	}
+}
+
+// A terminating uplink dials a published port's clients into the
+// container on the bridge, and the gateway drops a dial to anywhere
+// else: the gateway's rules refuse a port published to an address off
+// the bridge subnet, rather than take it and leave each client waiting
+// for a container that is never reached. A link uplink's gateway DNATs
+// anywhere it routes, as Linux's does.
+func TestTerminatorPublishOffBridgeRefused(t *testing.T) {
+	pg, _ := newTermGateway(t, netip.Addr{})
+	link, _, _ := recGateway(t)
+	for _, tc := range []struct {
+		spec       string
+		term, link bool // accepted by each gateway's rules
+	}{
+		{"8080:172.17.0.4:80/tcp", true, true},
+		{"8081:172.17.200.9:80/udp", true, true},
+		{"8082:192.168.2.104:80/tcp", false, true},
+		{"8083:198.51.100.7:53/udp", false, true},
+	} {
+		p, err := ParsePublish(tc.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range []struct {
+			name string
+			gw   *Gateway
+			want bool
+		}{{"terminating", pg.gw, tc.term}, {"link", link, tc.link}} {
+			if err := g.gw.Rules().CheckPublish(p); (err == nil) != g.want || err != nil && !errors.Is(err, ErrBadRule) {
+				t.Errorf("%s gateway, checking %v: %v, want accepted %v (else ErrBadRule)", g.name, p, err, g.want)
+			}
+			if _, err := g.gw.Rules().AddPublish(p); (err == nil) != g.want {
+				t.Errorf("%s gateway, adding %v: %v, want accepted %v", g.name, p, err, g.want)
+			}
+		}
 	}
 }

@@ -22,7 +22,9 @@ var ErrNotAttached = errors.New("the uplink is not given to a gateway yet")
 // address when zero) on each of p.HostPorts, for TCP or UDP, and carries
 // each client into the container at p.ContainerAddr, on the container port
 // at the same place of p.ContainerPorts (or its one port), from the
-// client's own address. The container must be on the gateway's bridge.
+// client's own address. The container must be on the gateway's bridge
+// subnet: another address is refused with an error wrapping
+// nat.ErrBadRule, as is a port published already (nat.ErrRuleConflict).
 // It returns the rule's id, for Unpublish; a port the host will not let
 // the uplink listen on is an error, and nothing is published.
 func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
