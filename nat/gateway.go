@@ -170,7 +170,10 @@ type Stats struct {
 	DropNoRoute   uint64 // to an address the uplink has no route to (off its link, with no next hop): net unreachable was sent, as Linux's ip_error
 }
 
-// New starts a gateway on cfg.Bridge.
+// New starts a gateway on cfg.Bridge. When it fails, the uplink is still
+// the caller's to close (Uplink.Close is idempotent, so closing one that
+// New closed already is harmless), not to give to another gateway: a
+// Terminator may be attached already to the failed gateway's table.
 func New(cfg Config) (*Gateway, error) {
 	switch {
 	case cfg.Bridge == nil:
@@ -485,6 +488,13 @@ func (g *Gateway) Table() *conntrack.Table { return g.table }
 
 // Rules returns the gateway's NAT rules, to publish ports and list them.
 // Rules added or removed take effect for new flows at once.
+//
+// With a Terminator uplink (nat/hostnet) the rules are the uplink's
+// listing only: the gateway applies none, so publish and unpublish
+// through the uplink (hostnet's Uplink.Publish and Unpublish), which
+// opens and closes the host's listeners and enters its rules here. A
+// publish rule added here opens no listener, and one of the uplink's
+// removed here leaves its listeners open.
 func (g *Gateway) Rules() *Rules { return &g.rules }
 
 // Addr returns the gateway's address on the bridge.
