@@ -3,7 +3,6 @@ module github.com/usernat/usernat
 go 1.26.8
 
 require (
-	github.com/songgao/water v0.0.0-20200317203138-2b4b6d7c09d8
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sys v0.50.0
 )

@@ -642,3 +642,82 @@ func receives(t *testing.T, tap *TAP) *Attachment {
 	waitFor(t, "a frame from the kernel", func() bool { return port.Counters().RxFrames > 0 })
 	return port
 }
+
+// A TAP device's file is closed on exec, with offloads or without: a
+// child process the embedder starts (a VM, a container's runtime, a
+// helper) inherits no descriptor of it, which would keep the device
+// alive after Close and let the child read and write the bridge's
+// frames. A device that cannot be made leaves no descriptor open, and
+// attaching to a persistent device leaves it persistent.
+func TestIntegrationTAPFileHygiene(t *testing.T) {
+	netns.RequirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	fds := func() int {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	exists := func(name string) bool {
+		var found bool
+		ns.Do(func() error {
+			_, err := net.InterfaceByName(name)
+			found = err == nil
+			return nil
+		})
+		return found
+	}
+	for _, offload := range []bool{false, true} {
+		f, err := OpenTAPFile(TAPConfig{Name: "tap0", NetNS: ns.Path(), Offload: offload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flags&unix.FD_CLOEXEC == 0 {
+			t.Errorf("offload %v: the TAP's descriptor is inherited by child processes (no FD_CLOEXEC)", offload)
+		}
+		f.Close()
+
+		// "lo" is a device, but no TAP: TUNSETIFF fails.
+		before := fds()
+		if tap, err := OpenTAP(TAPConfig{Name: "lo", NetNS: ns.Path(), Offload: offload}); err == nil {
+			tap.Close()
+			t.Fatalf("offload %v: opened lo as a TAP", offload)
+		}
+		if after := fds(); after > before {
+			t.Errorf("offload %v: %d descriptors open after a failed OpenTAP, %d before", offload, after, before)
+		}
+
+		f, err = OpenTAPFile(TAPConfig{Name: "keep0", NetNS: ns.Path(), Offload: offload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.IoctlSetInt(int(f.Fd()), unix.TUNSETPERSIST, 1); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		tap, err := OpenTAP(TAPConfig{Name: "keep0", NetNS: ns.Path(), Offload: offload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tap.Close()
+		if !exists("keep0") {
+			t.Errorf("offload %v: a persistent TAP device is gone after OpenTAP and Close attached to it", offload)
+			continue
+		}
+		f, err = OpenTAPFile(TAPConfig{Name: "keep0", NetNS: ns.Path(), Offload: offload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.IoctlSetInt(int(f.Fd()), unix.TUNSETPERSIST, 0)
+		f.Close()
+	}
+}

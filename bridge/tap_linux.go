@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/songgao/water"
 	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/internal/rtnl"
 	"golang.org/x/sys/unix"
@@ -179,25 +178,9 @@ func OpenTAPFile(cfg TAPConfig) (*os.File, error) {
 	var f *os.File
 	err := netns.InPath(cfg.NetNS, func() error {
 		var name string
-		if cfg.Offload {
-			var err error
-			if f, name, err = createVnetTAP(cfg.Name); err != nil {
-				return err
-			}
-		} else {
-			ifce, err := water.New(water.Config{
-				DeviceType:             water.TAP,
-				PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
-			})
-			if err != nil {
-				return err
-			}
-			var ok bool
-			if f, ok = ifce.ReadWriteCloser.(*os.File); !ok {
-				ifce.Close()
-				return fmt.Errorf("unexpected TAP handle %T", ifce.ReadWriteCloser)
-			}
-			name = ifce.Name()
+		var err error
+		if f, name, err = createTAP(cfg.Name, cfg.Offload); err != nil {
+			return err
 		}
 		if err := linkSetup(name, cfg.MTU, cfg.HardwareAddr); err != nil {
 			f.Close()
@@ -288,9 +271,14 @@ func checkTAP(fd int, vnetOK bool) (name string, vnet bool, err error) {
 	return name, true, nil
 }
 
-// createVnetTAP creates a TAP device with virtio-net headers, which water
-// cannot ask for.
-func createVnetTAP(name string) (*os.File, string, error) {
+// createTAP creates the TAP device name (the kernel names it when name is
+// empty), or attaches to the persistent one of that name, leaving its
+// persistence as it is; with vnet, with virtio-net headers. The file is
+// non-blocking, for Go's poller, and closed on exec, so that no child
+// process inherits the device (a child holding it would keep the device
+// alive after Close, and could read and write the bridge's frames); when
+// the device cannot be made, nothing is left open.
+func createTAP(name string, vnet bool) (*os.File, string, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, "", fmt.Errorf("open /dev/net/tun: %w", err)
@@ -300,7 +288,11 @@ func createVnetTAP(name string) (*os.File, string, error) {
 		unix.Close(fd)
 		return nil, "", err
 	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if vnet {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return nil, "", os.NewSyscallError("ioctl TUNSETIFF", err)
