@@ -419,7 +419,11 @@ func (u *Uplink) Close() error {
 }
 
 // Stats are the uplink's counters, which Uplink.Counters reads out by
-// name ("tcp_opened", "drop_in_flight", ...).
+// name ("tcp_opened", "drop_in_flight", ...): each field's name in
+// lower case with underscores between its words ("inbound_synack_again"
+// for InboundSynAckAgain). Counters also names "drop_queue_full", the
+// packets for the gateway that found its queue (Config.QueueLen) full:
+// a splice's segments, sent again soon after, and datagrams, lost.
 type Stats struct {
 	TCPOpened, TCPRefused, TCPUnreachable, TCPTimedOut atomic.Uint64
 	UDPOpened, PingOpened, InboundOpened               atomic.Uint64
