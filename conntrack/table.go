@@ -233,8 +233,9 @@ func New(cfg Config) (*Table, error) {
 }
 
 // Close stops the reaper and closes every subscription; later calls to
-// Track return ErrClosed. Entries are dropped without Destroy events: call
-// Flush first if subscribers must see them go. Close is idempotent.
+// Track return ErrClosed. The entries stay where they are (Len, Get and
+// List still read them) with no Destroy events, now or later: call Flush
+// first if subscribers must see them go. Close is idempotent.
 func (t *Table) Close() error {
 	t.closeOne.Do(func() {
 		t.closed.Store(true)
