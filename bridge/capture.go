@@ -21,10 +21,11 @@ const (
 	pcapRecordHeader    = 16
 	DefaultSnaplen      = 262144 // as tcpdump's default
 	DefaultCaptureQueue = 4096
+	DefaultCaptureBytes = 16 << 20
 )
 
 // CaptureConfig configures a capture. The zero value captures whole frames
-// with a queue of 4096 frames.
+// with a queue of 4096 frames and 16 MiB.
 type CaptureConfig struct {
 	// Snaplen is the most bytes kept of each frame; zero means 262144.
 	Snaplen int
@@ -32,6 +33,14 @@ type CaptureConfig struct {
 	// 4096. Frames beyond are not captured and are counted in Dropped, so
 	// a slow writer never slows forwarding.
 	QueueLen int
+	// MaxBytes bounds the memory of the frames waiting for the writer
+	// (their records, as kept: at most Snaplen bytes each, and a record
+	// header); zero means 16 MiB. Frames beyond are not captured and are
+	// counted in Dropped; one frame is captured whatever its size when
+	// none waits. QueueLen alone would let a stalled writer hold
+	// QueueLen of the largest frames: 4096 GSO frames of 64 KiB are
+	// 256 MiB.
+	MaxBytes int
 }
 
 // Capture is a running capture writing a pcap stream, readable by
@@ -44,6 +53,8 @@ type Capture struct {
 	w       *bufio.Writer
 	snaplen int
 	q       chan []byte
+	max     int64        // MaxBytes
+	queued  atomic.Int64 // bytes of the records in q, or being written
 	done    chan struct{}
 	wg      sync.WaitGroup
 	remove  func(*Capture)
@@ -77,8 +88,11 @@ func (b *Bridge) startCapture(w io.Writer, cfg CaptureConfig, set *atomic.Pointe
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultCaptureQueue
 	}
-	if cfg.Snaplen < 0 || cfg.QueueLen < 0 {
-		return nil, fmt.Errorf("bridge: capture: negative Snaplen or QueueLen")
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = DefaultCaptureBytes
+	}
+	if cfg.Snaplen < 0 || cfg.QueueLen < 0 || cfg.MaxBytes < 0 {
+		return nil, fmt.Errorf("bridge: capture: negative Snaplen, QueueLen or MaxBytes")
 	}
 	b.capMu.Lock()
 	gone := closed()
@@ -90,6 +104,7 @@ func (b *Bridge) startCapture(w io.Writer, cfg CaptureConfig, set *atomic.Pointe
 		w:       bufio.NewWriterSize(w, 64<<10),
 		snaplen: cfg.Snaplen,
 		q:       make(chan []byte, cfg.QueueLen),
+		max:     int64(cfg.MaxBytes),
 		done:    make(chan struct{}),
 	}
 	var hdr [24]byte
@@ -145,9 +160,23 @@ func recordAll(set []*Capture, clock Clock, frame []byte) {
 	}
 }
 
+// record queues frame for the writer, unless the queue is full in frames
+// or bytes: a frame not captured costs no copy.
 func (c *Capture) record(t time.Time, frame []byte) {
 	incl := min(len(frame), c.snaplen)
-	rec := make([]byte, pcapRecordHeader+incl)
+	size := int64(pcapRecordHeader + incl)
+	if len(c.q) == cap(c.q) {
+		c.dropped.Add(1)
+		return
+	}
+	// One record is taken whatever its size, when none waits: a MaxBytes
+	// below the frames' size slows the capture, and does not stop it.
+	if q := c.queued.Add(size); q > c.max && q != size {
+		c.queued.Add(-size)
+		c.dropped.Add(1)
+		return
+	}
+	rec := make([]byte, size)
 	binary.LittleEndian.PutUint32(rec[0:], uint32(t.Unix()))
 	binary.LittleEndian.PutUint32(rec[4:], uint32(t.Nanosecond()/1000))
 	binary.LittleEndian.PutUint32(rec[8:], uint32(incl))
@@ -156,7 +185,8 @@ func (c *Capture) record(t time.Time, frame []byte) {
 	select {
 	case c.q <- rec:
 		c.captured.Add(1)
-	default:
+	default: // filled meanwhile by another port's goroutine
+		c.queued.Add(-size)
 		c.dropped.Add(1)
 	}
 }
@@ -167,6 +197,7 @@ func (c *Capture) run() {
 		if c.err == nil {
 			_, c.err = c.w.Write(rec)
 		}
+		c.queued.Add(-int64(len(rec)))
 	}
 	for {
 		select {

@@ -152,6 +152,51 @@ func TestCaptureSlowWriter(t *testing.T) {
 	}
 }
 
+// A stalled writer holds at most MaxBytes of frames (16 MiB by default),
+// not QueueLen of the largest, and a frame it has no room for is dropped
+// without a copy; a MaxBytes below one frame still captures, a frame at a
+// time.
+func TestCaptureBoundedBytes(t *testing.T) {
+	const size, n = 60000, 600 // 36 MB, well within the default QueueLen
+	frame := ether(Broadcast, macA, etherTypeTest, size, 1)
+	rec := uint64(pcapRecordHeader + len(frame))
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+		want     uint64 // frames held; one more may have gone to the writer's buffer
+	}{
+		{"default", 0, (16 << 20) / rec},
+		{"below one frame", 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := newTestBridge(t, Config{}, 1)
+			w := blockingWriter{release: make(chan struct{})}
+			go func() { w.release <- struct{}{} }() // the file header
+			c, err := tb.b.Capture(w, CaptureConfig{MaxBytes: tc.maxBytes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				close(w.release)
+				if err := c.Close(); err != nil {
+					t.Error(err)
+				}
+			}()
+			for range n {
+				if err := tb.ports[0].Inject([][]byte{frame}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := c.Captured(); got < tc.want || got > tc.want+1 || got+c.Dropped() != n {
+				t.Errorf("captured %d (%d bytes) and dropped %d of %d frames; want %d captured, or one more", got, got*rec, c.Dropped(), n, tc.want)
+			}
+			if allocs := testing.AllocsPerRun(20, func() { c.record(time.Time{}, frame) }); allocs != 0 {
+				t.Errorf("a frame not captured costs %v allocations, want 0", allocs)
+			}
+		})
+	}
+}
+
 type failingWriter struct{ n int }
 
 func (w *failingWriter) Write(p []byte) (int, error) {
