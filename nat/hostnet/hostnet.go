@@ -23,6 +23,7 @@ const (
 	DefaultMTU            = 65520
 	DefaultConnectTimeout = 20 * time.Second
 	DefaultQueueLen       = 4096
+	DefaultMaxBuffered    = 256 << 20
 )
 
 // Config configures an Uplink.
@@ -89,6 +90,16 @@ type Config struct {
 	// soon after, a datagram is dropped). 0 means 4096.
 	QueueLen int
 
+	// MaxBuffered bounds the bytes of the containers' TCP connections
+	// the uplink holds, all connections together: segments kept out of
+	// order, and bytes a host socket has not taken yet (its peer reads
+	// slowly). Each connection holds at most about a window (512 KiB)
+	// of each; past MaxBuffered, what a connection would keep is not
+	// taken (counted in DropBuffered), and its container sends it again,
+	// as Linux's TCP drops what comes beyond its memory limits
+	// (tcp_mem). 0 means 256 MiB.
+	MaxBuffered int
+
 	// Namespace runs fn where host sockets are made: every socket the
 	// uplink opens (connections, listeners, ICMP sockets) is made inside
 	// fn. nil runs fn in place, in the caller's network namespace. Tests
@@ -139,6 +150,8 @@ type Uplink struct {
 	splices map[conntrack.Tuple]*splice // every TCP flow, by the tuple of the container's packets
 	poll    *poller                     // their host sockets
 	warned  map[string]bool             // problems logged once
+
+	held atomic.Int64 // bytes the splices hold for host sockets and out of order, within Config.MaxBuffered
 
 	icmpLimit nat.ICMPLimit // the ICMP errors the uplink makes itself
 	epoch     time.Time     // of the monotonic time icmpLimit counts in
@@ -212,6 +225,12 @@ func New(cfg Config) (*Uplink, error) {
 	}
 	if cfg.MaxFlowsPerSource < 0 {
 		return nil, errors.New("hostnet: negative MaxFlowsPerSource")
+	}
+	if cfg.MaxBuffered < 0 {
+		return nil, errors.New("hostnet: negative MaxBuffered")
+	}
+	if cfg.MaxBuffered == 0 {
+		cfg.MaxBuffered = DefaultMaxBuffered
 	}
 	if cfg.Namespace == nil {
 		cfg.Namespace = func(fn func() error) error { return fn() }
@@ -448,6 +467,7 @@ type Stats struct {
 	HostSocketErrors                                   atomic.Uint64 // datagram flows ended by their host socket failing (not an ICMP error, which it reports and lives on)
 	HostErrors                                         atomic.Uint64 // ICMP errors the network sent about the datagram flows (UDP, echo), passed on to their containers
 	DropNoSocket                                       atomic.Uint64 // new flows (a UDP or echo flow's first datagram, a TCP connection's SYN) dropped because the host could not make their socket (out of descriptors or memory)
+	DropBuffered                                       atomic.Uint64 // TCP segments from containers (or the part of one) not kept, out of order or for a slow host socket, because the uplink held Config.MaxBuffered bytes
 }
 
 // Counters returns a snapshot of the counters, by name.
@@ -472,6 +492,7 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"drop_conntrack": s.DropConntrack.Load(),
 		"stale_entries":  s.StaleEntries.Load(), "host_socket_errors": s.HostSocketErrors.Load(),
 		"host_errors": s.HostErrors.Load(), "drop_no_socket": s.DropNoSocket.Load(),
+		"drop_buffered": s.DropBuffered.Load(),
 	}
 }
 

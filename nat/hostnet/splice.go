@@ -1782,6 +1782,9 @@ func (s *splice) queueOOOLocked(seq uint32, payload []byte, fin bool) {
 		s.oooLast = seq // a duplicate: its block still goes first (RFC 2018, 4)
 		return
 	}
+	if !s.u.hold(len(payload)) {
+		return // the uplink holds all it may (Config.MaxBuffered): sent again
+	}
 	s.ooo = append(s.ooo, oooSeg{})
 	copy(s.ooo[i+1:], s.ooo[i:])
 	s.ooo[i] = oooSeg{seq: seq, data: append([]byte(nil), payload...), fin: fin}
@@ -1888,6 +1891,7 @@ func (s *splice) drainOOOLocked() bool {
 		g := s.ooo[0]
 		s.ooo = s.ooo[1:]
 		s.oooBytes -= len(g.data)
+		s.u.unhold(len(g.data))
 		d := s.rcvNxt - g.seq
 		if int(d) < len(g.data) && !s.takeLocked(g.data[d:]) {
 			return false
@@ -1899,6 +1903,7 @@ func (s *splice) drainOOOLocked() bool {
 		}
 	}
 	if len(s.ooo) == 0 || s.finRcvd {
+		s.u.unhold(s.oooBytes)
 		s.ooo, s.oooBytes = nil, 0
 	}
 	return true
@@ -1921,6 +1926,10 @@ func (s *splice) takeLocked(data []byte) bool {
 		if err != nil && err != unix.EAGAIN {
 			return false
 		}
+	}
+	if n < len(data) {
+		// What the uplink has no room for is not taken: sent again.
+		data = data[:n+s.u.holdUpTo(len(data)-n)]
 	}
 	s.rcvNxt += uint32(len(data))
 	if n < len(data) {
@@ -1958,6 +1967,9 @@ func (s *splice) doneLocked() bool {
 // stopLocked marks the splice done and stops its timers.
 func (s *splice) stopLocked() {
 	s.state = spliceDone
+	// What it kept goes, and so does the uplink's count of it.
+	s.u.unhold(len(s.over) + s.oooBytes)
+	s.over, s.ooo, s.oooBytes = nil, nil, 0
 	s.requeue = false
 	s.disarmLocked()
 	if s.dtimer != nil {
@@ -1999,6 +2011,7 @@ func (s *splice) flush() {
 			return
 		}
 		s.over = s.over[n:]
+		s.u.unhold(n)
 	}
 	s.over, s.flushing = nil, false
 	if s.u.poll.modify(s.fd, s.pollID, spliceWatch) != nil {

@@ -21,7 +21,7 @@ import (
 // the log says nothing. The splice's socket is -1, so a timer's pump only
 // fails.
 func testUplink() *Uplink {
-	return &Uplink{ln: newLink(1024), log: slog.New(slog.DiscardHandler)}
+	return &Uplink{ln: newLink(1024), log: slog.New(slog.DiscardHandler), cfg: Config{MaxBuffered: DefaultMaxBuffered}}
 }
 
 // newTestSplice is an open splice of testUplink's, locked: a test calls
@@ -938,6 +938,67 @@ func TestSpliceOutOfOrderBounded(t *testing.T) {
 				t.Errorf("%d segments kept (%d bytes); want at most %d segments and %d bytes", kept, counted, oooMaxSegs, spliceWnd)
 			}
 		})
+	}
+}
+
+// What the splices of an uplink hold, for host sockets that do not read
+// and out of order, is bounded in all (Config.MaxBuffered), not only per
+// splice: four connections whose peers read nothing held over 4 MB
+// against a bound of 1 MiB, a thousand would hold a gigabyte. What is not
+// kept is counted, and the count goes back to zero as the splices end.
+func TestSpliceBufferedBounded(t *testing.T) {
+	const limit, conns, segs, mss = 1 << 20, 4, 1200, 1000
+	u := testUplink()
+	u.cfg.MaxBuffered = limit
+	u.ln = newLink(64)
+	var err error
+	if u.poll, err = newPoller(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(u.poll.close)
+	var ss []*splice
+	for range conns {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[1]) }) // the peer, which reads nothing
+		s := &splice{u: u, fd: -1, mss: mss, state: spliceOpen, rto: spliceMinRTO,
+			from: netip.MustParseAddrPort("192.0.2.1:40000"), to: netip.MustParseAddrPort("10.0.2.100:80")}
+		openOn(t, s, fds[0])
+		s.rcvNxt, s.rcvAcked = 5000, 5000
+		ss = append(ss, s)
+	}
+	h := make(tcpSeg, tcpMinSize)
+	payload := make([]byte, mss)
+	held := func() (n int) {
+		for _, s := range ss {
+			s.mu.Lock()
+			n += len(s.over) + s.oooBytes
+			s.mu.Unlock()
+		}
+		return n
+	}
+	for i := range segs {
+		for _, s := range ss {
+			putTCPHeader(h, 0, 0, 5000+uint32(i*mss), 1000, conntrack.TCPAck, 0xffff, tcpMinSize)
+			s.input(h, payload)
+			for len(u.ln.q) > 0 { // the ACKs
+				<-u.ln.q
+			}
+		}
+	}
+	if n := held(); n > limit || int64(n) != u.held.Load() {
+		t.Errorf("the splices hold %d bytes (the uplink counts %d); want at most %d", n, u.held.Load(), limit)
+	}
+	if u.stats.DropBuffered.Load() == 0 {
+		t.Error("nothing counted in drop_buffered")
+	}
+	for _, s := range ss {
+		s.abort(false, false, "the test is done")
+	}
+	if n := u.held.Load(); n != 0 {
+		t.Errorf("the uplink counts %d bytes held once every splice ended, want 0", n)
 	}
 }
 
