@@ -24,6 +24,7 @@ const (
 	DefaultConnectTimeout = 20 * time.Second
 	DefaultQueueLen       = 4096
 	DefaultMaxBuffered    = 256 << 20
+	DefaultQueueBytes     = 32 << 20
 )
 
 // Config configures an Uplink.
@@ -89,6 +90,14 @@ type Config struct {
 	// the gateway; beyond it they are refused (a splice sends them again
 	// soon after, a datagram is dropped). 0 means 4096.
 	QueueLen int
+
+	// QueueBytes bounds the memory of the packets waiting for the
+	// gateway: a large one (over 2 KiB: a TCP segment for a container
+	// with offloads, a big datagram) waits in a buffer of 64 KiB, and
+	// past QueueBytes of those, large packets are refused as packets past
+	// QueueLen are; a small one waits in 2 KiB, which QueueLen bounds.
+	// 0 means 32 MiB.
+	QueueBytes int
 
 	// MaxBuffered bounds the bytes of the containers' TCP connections
 	// the uplink holds, all connections together: segments kept out of
@@ -223,6 +232,9 @@ func New(cfg Config) (*Uplink, error) {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = DefaultQueueLen
 	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = DefaultQueueBytes
+	}
 	if cfg.MaxFlowsPerSource < 0 {
 		return nil, errors.New("hostnet: negative MaxFlowsPerSource")
 	}
@@ -253,6 +265,7 @@ func New(cfg Config) (*Uplink, error) {
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.ln = newLink(cfg.QueueLen)
+	u.ln.maxLarge = largeFrames(cfg.QueueBytes)
 	var err error
 	if u.poll, err = newPoller(); err != nil {
 		return nil, err

@@ -26,6 +26,13 @@ type link struct {
 	dmu     sync.Mutex                                   // held while a packet is delivered
 	pending atomic.Int64                                 // packets queued or being delivered by run
 
+	// large counts the queued frames in buffers of maxPacket, at most
+	// maxLarge: QueueLen alone let the queue hold QueueLen of them (a
+	// host socket's 64 KiB datagrams, read faster than the gateway cuts
+	// them into fragments: 270 MB at the default).
+	large    atomic.Int32
+	maxLarge int32
+
 	wmu     sync.Mutex
 	waiters []func()    // told once when the queue next has room (onRoom)
 	waiting atomic.Bool // len(waiters) > 0
@@ -49,11 +56,18 @@ const maxPacket = 65536
 const smallPacket = 2048
 
 func newLink(queue int) *link {
-	l := &link{q: make(chan outFrame, queue)}
+	l := &link{q: make(chan outFrame, queue), maxLarge: largeFrames(DefaultQueueBytes)}
 	l.pool.New = func() any { b := make([]byte, nat.Headroom+maxPacket); return &b }
 	l.small.New = func() any { b := make([]byte, nat.Headroom+smallPacket); return &b }
 	return l
 }
+
+// largeFrames is how many frames in buffers of maxPacket a queue bounded
+// to bytes (Config.QueueBytes) holds: one at least.
+func largeFrames(bytes int) int32 { return int32(max(1, min(bytes/maxPacket, 1<<30))) }
+
+// isLarge says whether bp, a buffer of getBuf's, is one of maxPacket.
+func isLarge(bp *[]byte) bool { return len(*bp) != nat.Headroom+smallPacket }
 
 // getBuf takes a buffer for a packet of size bytes (at most maxPacket)
 // behind nat.Headroom: a small one when it fits.
@@ -101,17 +115,30 @@ func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 		}
 		l.dmu.Unlock()
 	}
+	large := isLarge(bp)
+	if large && l.large.Add(1) > l.maxLarge {
+		l.large.Add(-1)
+		l.putBuf(bp)
+		l.drops.Add(1)
+		return false
+	}
 	l.pending.Add(1)
 	select {
 	case l.q <- outFrame{bp, n, off}:
 		return true
 	default:
 		l.pending.Add(-1)
+		if large {
+			l.large.Add(-1)
+		}
 		l.putBuf(bp)
 		l.drops.Add(1)
 		return false
 	}
 }
+
+// room says whether the queue has room for a frame, of any size.
+func (l *link) room() bool { return len(l.q) < cap(l.q) && l.large.Load() < l.maxLarge }
 
 // onRoom has f called once, soon after the queue next has room: a frame
 // of it was delivered. f runs on the goroutine that drains the queue and
@@ -126,7 +153,7 @@ func (l *link) push(bp *[]byte, n int, off bridge.Offload) bool {
 func (l *link) onRoom(f func()) bool {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if len(l.q) < cap(l.q) {
+	if l.room() {
 		return false
 	}
 	l.waiters = append(l.waiters, f)
@@ -147,7 +174,8 @@ func (l *link) roomMade() {
 	l.wmu.Lock()
 	n := len(l.waiters)
 	if len(l.q) > 0 { // a delivery to come, to tell the others
-		n = min(cap(l.q)-len(l.q), n)
+		n = min(cap(l.q)-len(l.q), int(l.maxLarge-l.large.Load()), n)
+		n = max(n, 0)
 	}
 	ws := append(l.told[:0], l.waiters[:n]...)
 	m := copy(l.waiters, l.waiters[n:])
@@ -173,7 +201,7 @@ func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
 			for {
 				select {
 				case f := <-l.q:
-					l.putBuf(f.buf)
+					l.done(f.buf)
 				default:
 					return
 				}
@@ -183,8 +211,17 @@ func (l *link) run(ctx context.Context, deliver func([]byte, bridge.Offload)) {
 			deliver((*f.buf)[:f.n], f.off)
 			l.pending.Add(-1)
 			l.dmu.Unlock()
-			l.putBuf(f.buf)
+			l.done(f.buf)
 			l.roomMade()
 		}
 	}
+}
+
+// done gives back the buffer of a frame that left the queue, and its
+// place among the large ones.
+func (l *link) done(bp *[]byte) {
+	if isLarge(bp) {
+		l.large.Add(-1)
+	}
+	l.putBuf(bp)
 }

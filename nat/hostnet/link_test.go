@@ -57,6 +57,43 @@ func TestLinkBufferSizes(t *testing.T) {
 	}
 }
 
+// The queue holds at most QueueBytes (32 MiB by default) of large
+// packets, whatever QueueLen allows: a host socket's 64 KiB datagrams,
+// read faster than the gateway takes them, filled 4096 buffers of 64 KiB
+// (270 MB). Small packets (ACKs) still go in, a waiting splice is listed
+// until a delivery makes room, and the count goes back to zero as frames
+// leave.
+func TestLinkLargeBounded(t *testing.T) {
+	const n = 600 // 39 MB in buffers of 64 KiB, well within QueueLen
+	l := newLink(DefaultQueueLen)
+	dgram := make([]byte, 60000)
+	took := 0
+	for range n {
+		if l.queue(dgram, bridge.Offload{}) {
+			took++
+		}
+	}
+	if want := DefaultQueueBytes / maxPacket; took != want || l.drops.Load() != uint64(n-want) {
+		t.Fatalf("the queue took %d large packets (%d MB) and dropped %d of %d; want %d taken", took, took*maxPacket>>20, l.drops.Load(), n, want)
+	}
+	if !l.queue(make([]byte, 40), bridge.Offload{}) {
+		t.Fatal("an ACK refused while the queue holds its most large packets")
+	}
+	if !l.onRoom(func() {}) {
+		t.Fatal("no waiter listed while large packets are refused: it would retry at once, and again")
+	}
+	// Delivered, or dropped at the end: either gives the place back.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	l.run(ctx, func([]byte, bridge.Offload) {})
+	if len(l.q) != 0 {
+		t.Fatalf("%d frames left in the queue", len(l.q))
+	}
+	if got := l.large.Load(); got != 0 {
+		t.Errorf("%d large packets counted once the queue drained, want 0", got)
+	}
+}
+
 // The link's goroutine tells the waiters, once, when it delivers a queued
 // frame: the queue has room again.
 func TestLinkRoomMade(t *testing.T) {
