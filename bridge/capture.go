@@ -60,6 +60,7 @@ type Capture struct {
 	remove  func(*Capture)
 
 	captured, dropped atomic.Uint64
+	failed            atomic.Bool // the writer met an error: nothing more is written
 	once              sync.Once
 	err               error // first write error; owned by the writer goroutine until wg is done
 }
@@ -161,11 +162,11 @@ func recordAll(set []*Capture, clock Clock, frame []byte) {
 }
 
 // record queues frame for the writer, unless the queue is full in frames
-// or bytes: a frame not captured costs no copy.
+// or bytes, or the writer failed: a frame not captured costs no copy.
 func (c *Capture) record(t time.Time, frame []byte) {
 	incl := min(len(frame), c.snaplen)
 	size := int64(pcapRecordHeader + incl)
-	if len(c.q) == cap(c.q) {
+	if len(c.q) == cap(c.q) || c.failed.Load() {
 		c.dropped.Add(1)
 		return
 	}
@@ -195,7 +196,9 @@ func (c *Capture) run() {
 	defer c.wg.Done()
 	write := func(rec []byte) {
 		if c.err == nil {
-			_, c.err = c.w.Write(rec)
+			if _, c.err = c.w.Write(rec); c.err != nil {
+				c.failed.Store(true)
+			}
 		}
 		c.queued.Add(-int64(len(rec)))
 	}
@@ -204,7 +207,9 @@ func (c *Capture) run() {
 		case rec := <-c.q:
 			write(rec)
 			if len(c.q) == 0 && c.err == nil {
-				c.err = c.w.Flush()
+				if c.err = c.w.Flush(); c.err != nil {
+					c.failed.Store(true)
+				}
 			}
 		case <-c.done:
 			for {
@@ -226,7 +231,7 @@ func (c *Capture) run() {
 func (c *Capture) Captured() uint64 { return c.captured.Load() }
 
 // Dropped is the number of frames not captured because the writer was
-// behind.
+// behind, or had failed (Close returns its error).
 func (c *Capture) Dropped() uint64 { return c.dropped.Load() }
 
 // Close stops the capture, writes out the frames already queued, and

@@ -218,6 +218,20 @@ func TestCaptureWriteError(t *testing.T) {
 	}
 	tb.barrier(0, 1, macA)
 	waitFor(t, "capture", func() bool { return c.Captured() == 1 })
+	// A failed writer gets nothing more, and its frames cost no copy:
+	// such a capture (its reader gone) lived on until Close, copying
+	// every frame to throw it away.
+	waitFor(t, "the writer's failure", c.failed.Load)
+	frame := ether(Broadcast, macA, etherTypeTest, 1000, 2)
+	for range 100 {
+		tb.ports[0].Inject([][]byte{frame})
+	}
+	if c.Captured() != 1 || c.Dropped() != 100 {
+		t.Errorf("after the writer failed: captured %d, dropped %d; want 1 and 100", c.Captured(), c.Dropped())
+	}
+	if allocs := testing.AllocsPerRun(20, func() { c.record(time.Time{}, frame) }); allocs != 0 {
+		t.Errorf("a frame for a failed writer costs %v allocations, want 0", allocs)
+	}
 	if err := c.Close(); err == nil {
 		t.Error("Close did not report the write error")
 	}
