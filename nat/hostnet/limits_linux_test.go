@@ -253,6 +253,12 @@ func TestTCPTableFullSilent(t *testing.T) {
 	if n := u.Counters()["drop_table_full"]; n != 1 {
 		t.Errorf("drop_table_full %d, want 1", n)
 	}
+	// Nor did the host connect for it: through the kernel's NAT the SYN
+	// never leaves. (The uplink connected, then closed the socket, so
+	// every SYN the container sent again reached the destination.)
+	if n := acceptQueue(t, l); n != 0 {
+		t.Errorf("the destination has %d connections waiting for a SYN the table had no room for, want none", n)
+	}
 	if n := u.Flows(); n != 0 {
 		t.Errorf("%d flows, want none", n)
 	}
@@ -266,4 +272,22 @@ func TestTCPTableFullSilent(t *testing.T) {
 	if c, err := l.Accept(); err == nil {
 		c.Close()
 	}
+}
+
+// acceptQueue is how many connections wait in l's accept queue
+// (TCP_INFO's tcpi_unacked for a listening socket).
+func acceptQueue(t *testing.T, l *net.TCPListener) int {
+	t.Helper()
+	rc, err := l.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	if cerr := rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(info.Unacked)
 }

@@ -70,6 +70,22 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 		u.unreserve(ctr.Addr())
 		return false
 	}
+	// A SYN the table has no room for (every entry assured) is dropped
+	// before the host connects, as the kernel's conntrack drops it: the
+	// destination hears nothing of it, nor of its retries. Room made by
+	// evicting a flow that is not assured ends that flow now.
+	if tbl := u.tbl.Load(); tbl != nil {
+		evicted, id, ok := tbl.MakeRoom(0, p.Tuple)
+		if !ok {
+			u.stats.DropTableFull.Add(1)
+			u.unreserve(ctr.Addr())
+			s.abort(false, false, "conntrack has no room for the flow")
+			return
+		}
+		if id != 0 {
+			u.gone(evicted, id)
+		}
+	}
 	if !u.connecting.take(ctr.Addr()) {
 		u.stats.DropInFlight.Add(1)
 		u.unreserve(ctr.Addr())
