@@ -132,7 +132,9 @@ check "1 MiB download" sh -c '[ "$(nc 192.0.2.1 9002 </dev/null | wc -c)" -eq 10
 httpd -f -p 80 -h "${WWW:-/www}" & # in the foreground, to be stopped: daemonized, it outlived the run
 web=$!
 touch "$READY"
-sleep 6
+# Serve until the host has fetched the page (it says so), 20 s at most.
+i=0
+while [ ! -e "$READY.done" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
 kill $web
 EOF
 chmod 755 "$work/checks.sh"
@@ -153,11 +155,20 @@ as_user() {
 mkdir -p "$work/xdg-$user" && chown $user "$work/xdg-$user" && chmod 700 "$work/xdg-$user"
 
 # published waits for the container's READY file, then fetches its page
-# (busybox's nc: Debian installs no nc by default).
+# (busybox's nc: Debian installs no nc by default), trying again for 10 s
+# while the port is not forwarded yet, and tells the container it is done.
 published() {
 	for _ in $(seq 100); do [ -e "$1" ] && break; sleep 0.1; done
-	sleep 0.5
-	if (echo "GET / HTTP/1.0"; echo) | timeout 5 busybox nc 127.0.0.1 8080 | grep -q published-ok; then
+	got=
+	for _ in $(seq 20); do
+		if (echo "GET / HTTP/1.0"; echo) | timeout 5 busybox nc 127.0.0.1 8080 | grep -q published-ok; then
+			got=1
+			break
+		fi
+		sleep 0.5
+	done
+	touch "$1.done"
+	if [ -n "$got" ]; then
 		echo "  published port ok"
 	else
 		echo "  published port FAILED"
@@ -172,7 +183,7 @@ for bin in $bins; do
 		[ $loopback = on ] && flag=
 		echo "RootlessKit $(rootlesskit --version 2>/dev/null | head -1), $bin, host loopback $loopback:"
 		ready=$work/rk-ready
-		rm -f "$ready"
+		rm -f "$ready" "$ready.done"
 		published "$ready" >"$work/published" &
 		pub=$!
 		# shellcheck disable=SC2086
@@ -188,7 +199,7 @@ for bin in $bins; do
 		[ $loopback = on ] && opts=:allow_host_loopback=true
 		echo "Podman $(podman --version 2>/dev/null | cut -d' ' -f3), $bin, host loopback $loopback:"
 		ready=$rootfs/tmp/ready
-		rm -f "$ready"
+		rm -f "$ready" "$ready.done"
 		published "$ready" >"$work/published" &
 		pub=$!
 		(cd "$home" && as_user podman --network-cmd-path="$bin" run --rm --cgroups=disabled \
