@@ -226,20 +226,26 @@ func New(cfg Config) (*Uplink, error) {
 			return nil, fmt.Errorf("hostnet: DNS resolver %v: need an IPv4 address and port", cfg.Resolver)
 		}
 	}
-	if cfg.ConnectTimeout <= 0 {
+	// A negative bound is a mistake, not a request for the default.
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"ConnectTimeout", int64(cfg.ConnectTimeout)}, {"MaxFlowsPerSource", int64(cfg.MaxFlowsPerSource)},
+		{"QueueLen", int64(cfg.QueueLen)}, {"QueueBytes", int64(cfg.QueueBytes)}, {"MaxBuffered", int64(cfg.MaxBuffered)},
+	} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("hostnet: negative %s (%d)", f.name, f.v)
+		}
+	}
+	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
-	if cfg.QueueLen <= 0 {
+	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultQueueLen
 	}
-	if cfg.QueueBytes <= 0 {
+	if cfg.QueueBytes == 0 {
 		cfg.QueueBytes = DefaultQueueBytes
-	}
-	if cfg.MaxFlowsPerSource < 0 {
-		return nil, errors.New("hostnet: negative MaxFlowsPerSource")
-	}
-	if cfg.MaxBuffered < 0 {
-		return nil, errors.New("hostnet: negative MaxBuffered")
 	}
 	if cfg.MaxBuffered == 0 {
 		cfg.MaxBuffered = DefaultMaxBuffered
