@@ -1013,6 +1013,9 @@ func TestIntegrationPublishErrors(t *testing.T) {
 	if err := e.up.Unpublish(id); err != nil {
 		t.Fatal(err)
 	}
+	if err := e.up.Unpublish(id); !errors.Is(err, hostnet.ErrNotPublished) {
+		t.Errorf("unpublishing %d again: %v, want ErrNotPublished", id, err)
+	}
 	// A rule built by hand as the gateway's rules take it: container
 	// ports unset (the host's), the unspecified host address, an
 	// IPv4-mapped container address. Published as they keep it.

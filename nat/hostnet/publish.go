@@ -18,6 +18,10 @@ import (
 // net.ErrClosed.
 var ErrNotAttached = errors.New("the uplink is not given to a gateway yet")
 
+// ErrNotPublished is Unpublish's error for an id that names no port
+// published through the uplink (never, or no longer).
+var ErrNotPublished = errors.New("no such published port")
+
 // Publish publishes p: it listens on the host at p.HostAddr (every
 // address when zero) on each of p.HostPorts, for TCP or UDP, and carries
 // each client into the container at p.ContainerAddr, on the container port
@@ -157,7 +161,9 @@ func pktinfo(c *net.UDPConn, at netip.AddrPort) error {
 // already carried go on until they end or their entries expire, as with
 // the kernel's NAT — but the UDP flows of the rule lose the socket they
 // answered from, and end with their entries: a container's next datagram
-// to such a client is a flow of its own, out from a port of its own.
+// to such a client is a flow of its own, out from a port of its own. An
+// id published through the uplink never, or no longer, is an error
+// wrapping ErrNotPublished.
 func (u *Uplink) Unpublish(id nat.RuleID) error {
 	u.mu.Lock()
 	ls, ok := u.pubs[id]
@@ -167,7 +173,7 @@ func (u *Uplink) Unpublish(id nat.RuleID) error {
 	}
 	u.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("hostnet: no published port with id %d", id)
+		return fmt.Errorf("hostnet: %w: id %d", ErrNotPublished, id)
 	}
 	for _, l := range ls {
 		l.Close()
