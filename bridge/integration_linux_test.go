@@ -31,11 +31,7 @@ type container struct {
 
 func newContainer(t *testing.T, br *Bridge, mac MAC, v4, v6 string, offload bool, mtu int, direct bool) *container {
 	t.Helper()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
+	ns := privateNS(t)
 	tap, err := OpenTAP(TAPConfig{Name: "eth0", NetNS: ns.Path(), MTU: mtu, HardwareAddr: mac, Offload: offload, DirectWrite: direct, RawIO: direct})
 	if err != nil {
 		t.Fatal(err)
@@ -229,12 +225,7 @@ func tcpTransfer(t *testing.T, from, to *netns.NS, addr netip.AddrPort, n int) {
 }
 
 func TestIntegrationTAPFromFD(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	ns := privateNS(t)
 
 	open := func(flags uint16) (int, error) {
 		fd := -1
@@ -343,12 +334,7 @@ func TestIntegrationTAPKernelCounters(t *testing.T) {
 // TAP not after a failure, which may have been a Close that hung).
 func sendingTAP(t *testing.T, cfg TAPConfig) (*netns.NS, *TAP) {
 	t.Helper()
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
+	ns := privateNS(t)
 	cfg.Name, cfg.NetNS = "tap0", ns.Path()
 	tap, err := OpenTAP(cfg)
 	if err != nil {
@@ -381,26 +367,14 @@ func offloadBatch(n int) ([][]byte, []int, []Offload) {
 // KernelCounters racing Close leaves no descriptor open: each it leaked
 // held a network namespace.
 func TestIntegrationTAPKernelCountersClose(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	fds := func() int {
-		es, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(es)
-	}
+	ns := privateNS(t)
 	// One first, so what the runtime opens once (its poller) is counted
 	// before.
 	if tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path()}); err == nil {
 		tap.KernelCounters()
 		tap.Close()
 	}
-	before := fds()
+	before := openFDs(t)
 	// One after another on an open TAP: each call closes what it opened.
 	tap, err := OpenTAP(TAPConfig{Name: "tap0", NetNS: ns.Path()})
 	if err != nil {
@@ -412,7 +386,7 @@ func TestIntegrationTAPKernelCountersClose(t *testing.T) {
 		}
 	}
 	tap.Close()
-	if after := fds(); after > before {
+	if after := openFDs(t); after > before {
 		t.Fatalf("%d descriptors open after 20 calls, %d before", after, before)
 	}
 	// Racing Close.
@@ -429,7 +403,7 @@ func TestIntegrationTAPKernelCountersClose(t *testing.T) {
 		tap.Close()
 		<-done
 	}
-	if after := fds(); after > before {
+	if after := openFDs(t); after > before {
 		t.Fatalf("%d descriptors open after, %d before", after, before)
 	}
 }
@@ -585,12 +559,7 @@ func closeWithin(t *testing.T, tap *TAP, more func() string) {
 // NewTAPFromFD, which takes plain devices, refuses it and leaves the
 // descriptor to its caller.
 func TestIntegrationTAPFromFile(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	ns := privateNS(t)
 	f, err := OpenTAPFile(TAPConfig{Name: "passed0", NetNS: ns.Path(), MTU: 9000, Offload: true})
 	if err != nil {
 		t.Fatal(err)
@@ -650,19 +619,7 @@ func receives(t *testing.T, tap *TAP) *Attachment {
 // frames. A device that cannot be made leaves no descriptor open, and
 // attaching to a persistent device leaves it persistent.
 func TestIntegrationTAPFileHygiene(t *testing.T) {
-	netns.RequirePrivileged(t)
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	fds := func() int {
-		es, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(es)
-	}
+	ns := privateNS(t)
 	exists := func(name string) bool {
 		var found bool
 		ns.Do(func() error {
@@ -687,12 +644,12 @@ func TestIntegrationTAPFileHygiene(t *testing.T) {
 		f.Close()
 
 		// "lo" is a device, but no TAP: TUNSETIFF fails.
-		before := fds()
+		before := openFDs(t)
 		if tap, err := OpenTAP(TAPConfig{Name: "lo", NetNS: ns.Path(), Offload: offload}); err == nil {
 			tap.Close()
 			t.Fatalf("offload %v: opened lo as a TAP", offload)
 		}
-		if after := fds(); after > before {
+		if after := openFDs(t); after > before {
 			t.Errorf("offload %v: %d descriptors open after a failed OpenTAP, %d before", offload, after, before)
 		}
 
@@ -720,4 +677,27 @@ func TestIntegrationTAPFileHygiene(t *testing.T) {
 		unix.IoctlSetInt(int(f.Fd()), unix.TUNSETPERSIST, 0)
 		f.Close()
 	}
+}
+
+// privateNS is a network namespace of the test's own, closed when it
+// ends; the test skips unless it may make one.
+func privateNS(t *testing.T) *netns.NS {
+	t.Helper()
+	netns.RequirePrivileged(t)
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// openFDs counts the process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
 }
