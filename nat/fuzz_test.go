@@ -179,6 +179,8 @@ func FuzzForward(f *testing.F) {
 	copy(v6[8:], []byte{0x20, 0x01, 0x0d, 0xb8})
 	copy(v6[24:], []byte{0x20, 0x01, 0x0d, 0xb8})
 	f.Add(v6, true, uint8(0), uint8(0), uint16(0), uint16(0), uint16(0), uint16(0))
+	opts := withOptions(ctrIP, clientIP, []byte{7, 7, 4, 0, 0, 0, 0, 68, 12, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0}, conntrack.ProtoUDP, udpHeader(5000, 53, 10))
+	f.Add(opts, true, uint8(0), uint8(0), uint16(0), uint16(0), uint16(0), uint16(0))
 	port := &offloadSink{sink: sink{done: make(chan struct{})}}
 	gw := sinkGateway(f, port, 1500)
 	f.Fuzz(func(t *testing.T, pkt []byte, inside bool, flags, gso uint8, gsoSize, csumStart, csumOffset, hdrLen uint16) {

@@ -804,6 +804,7 @@ func (g *Gateway) refragment(frame, pkt []byte, dst netip.Addr, inside bool, siz
 		g.stats.dropTTL.Add(1)
 		return
 	}
+	g.forwardOptions(pkt, dst, inside)
 	send := g.uplink.Send
 	if g.subnet.Contains(dst) {
 		send = g.inside.send
@@ -1045,9 +1046,12 @@ func gsoSegmentSize(frame []byte, off bridge.Offload) int {
 // is cut into segments, a pending checksum computed; a packet over the
 // MTU is fragmented.
 func (g *Gateway) route(frame, pkt []byte, dst netip.Addr, inside, forwarded bool, off bridge.Offload) {
-	if forwarded && !DecTTL(pkt) {
-		g.stats.dropTTL.Add(1)
-		return
+	if forwarded {
+		if !DecTTL(pkt) {
+			g.stats.dropTTL.Add(1)
+			return
+		}
+		g.forwardOptions(pkt, dst, inside)
 	}
 	g.stats.forwarded.Add(1)
 	send, mtu, offloads := g.uplink.Send, g.uplink.MTU(), g.uplink.Offloading()
@@ -1091,6 +1095,28 @@ func (g *Gateway) fragment(frame, pkt []byte, dst netip.Addr, mtu int, send func
 	if err != nil {
 		g.stats.dropTooBig.Add(1)
 	}
+}
+
+// forwardOptions writes the gateway into the record route and timestamp
+// options of pkt, forwarded from the bridge (inside) or the uplink
+// towards dst, with its addresses on the links pkt comes in and leaves by
+// (see forwardOptions). Most packets have no options.
+func (g *Gateway) forwardOptions(pkt []byte, dst netip.Addr, inside bool) {
+	if pkt[0]&0x0f == 5 {
+		return
+	}
+	var up netip.Addr
+	if addrs := g.uplink.Addrs(); len(addrs) > 0 {
+		up = addrs[0]
+	}
+	in, out := g.subnet.Addr(), g.subnet.Addr()
+	if !inside {
+		in = up
+	}
+	if !g.subnet.Contains(dst) {
+		out = up
+	}
+	forwardOptions(pkt, in, out, g.clock.Now(), g.isOwn)
 }
 
 // mtuTowards is the MTU of the link a packet to dst leaves by.
