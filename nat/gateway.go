@@ -410,8 +410,8 @@ func (g *Gateway) now() int64 { return int64(g.clock.Now().Sub(g.epoch)) }
 // connection to a dead address on the uplink's link fails in seconds,
 // not after its retries. The packets went through conntrack and NAT, so
 // each error is tracked as the error of a router would be, and goes to
-// the sender as it sent its packet, from the gateway's address on its
-// side. Errors are rate-limited as the gateway's others are.
+// the sender as it sent its packet, from the address Linux's NAT shows
+// it from. Errors are rate-limited as the gateway's others are.
 func (g *Gateway) unreachable(pkts [][]byte) {
 	if len(pkts) == 0 {
 		return
@@ -441,9 +441,27 @@ func (g *Gateway) unreachable(pkts [][]byte) {
 		if g.isOwn(to.Src) {
 			continue // about the gateway's own packet
 		}
+		// From where Linux's NAT shows it from (icmp_send, then
+		// nf_nat_icmp_reply_translation): the address the sender sent
+		// to, when the flow's translation hides its peer from it (a
+		// published port's, through the host address too); else the
+		// gateway's own address its packet left with (masquerade:
+		// `ping` to a dead address prints the host address, as with
+		// Docker); else the gateway's address on its side. (A
+		// Terminator's flows are its own: from the gateway's side.)
 		inside := g.subnet.Contains(to.Src)
-		from := g.subnet.Addr()
-		if !inside {
+		sent := netip.AddrFrom4([4]byte(pkt[12:16])) // its source, translated
+		hidden := res.Dir == conntrack.Reply && res.Status&conntrack.DstNAT != 0 ||
+			res.Dir == conntrack.Original && res.Status&conntrack.SrcNAT != 0
+		var from netip.Addr
+		switch {
+		case g.term == nil && hidden:
+			from = to.Dst
+		case g.term == nil && g.isOwn(sent):
+			from = sent
+		case inside:
+			from = g.subnet.Addr()
+		default:
 			addrs := g.uplink.Addrs()
 			if len(addrs) == 0 {
 				continue

@@ -212,9 +212,11 @@ func TestStaleNeighbourUsedAndProbed(t *testing.T) {
 
 // A packet held for a neighbour that never answers ARP draws host
 // unreachable, as in Linux (arp_error_report): a container's flow to a
-// dead address on the uplink's link hears it from its gateway, about its
-// own packet as it sent it (the masquerade undone), and fails in
-// seconds; the error goes nowhere when it is about the gateway's own.
+// dead address on the uplink's link hears it from the host address its
+// masqueraded packet left with, as through Linux's NAT (`ping` prints
+// "From 192.168.2.116"), about its own packet as it sent it (the
+// masquerade undone), and fails in seconds; the error goes nowhere when
+// it is about the gateway's own.
 func TestUnansweredNeighbourUnreachable(t *testing.T) {
 	gw, up, br := recGateway(t)
 	dead := netip.MustParseAddr("192.168.2.200")
@@ -238,12 +240,75 @@ func TestUnansweredNeighbourUnreachable(t *testing.T) {
 	}
 	src, dst := netip.AddrFrom4([4]byte(msg[12:16])), netip.AddrFrom4([4]byte(msg[16:20]))
 	inner := msg[28:]
-	if src != gwIP || dst != ctrIP || msg[20] != 3 || msg[21] != 1 ||
+	if src != hostIP || dst != ctrIP || msg[20] != 3 || msg[21] != 1 ||
 		netip.AddrFrom4([4]byte(inner[12:16])) != ctrIP || netip.AddrFrom4([4]byte(inner[16:20])) != dead ||
 		binary.BigEndian.Uint16(inner[20:]) != 5000 {
 		t.Errorf("error %v -> %v type %d code %d about %v:%d -> %v; want host unreachable from %v to %v about %v:5000 -> %v",
 			src, dst, msg[20], msg[21], netip.AddrFrom4([4]byte(inner[12:16])), binary.BigEndian.Uint16(inner[20:]),
-			netip.AddrFrom4([4]byte(inner[16:20])), gwIP, ctrIP, ctrIP, dead)
+			netip.AddrFrom4([4]byte(inner[16:20])), hostIP, ctrIP, ctrIP, dead)
+	}
+}
+
+// The host unreachable about a translated flow comes from where Linux's
+// NAT shows it from: the published address the sender sent to, for a
+// container reaching a dead container's published port through the host
+// address (hairpin), and the host address, for a container whose reply
+// to a published port's client finds the client gone. Both came from the
+// gateway's bridge address, which the container never sent to.
+func TestUnreachableTranslatedFrom(t *testing.T) {
+	dead := netip.MustParseAddr("172.17.0.9")
+	gone := netip.MustParseAddr("192.168.2.150")
+	for _, tc := range []struct {
+		name string
+		send func(gw *Gateway)
+		// the error's addresses, and those of the packet it quotes
+		from, to, qsrc, qdst netip.Addr
+		qsport, qdport       uint16
+	}{
+		{"hairpin to a dead container", func(gw *Gateway) {
+			fromBridgeIP(gw, ipPacket(ctrIP, hostIP, conntrack.ProtoUDP, udpHeader(5000, 9090, 10)))
+		}, hostIP, ctrIP, ctrIP, hostIP, 5000, 9090},
+		{"reply to a client gone", func(gw *Gateway) {
+			fromUplinkIP(gw, ipPacket(gone, hostIP, conntrack.ProtoUDP, udpHeader(6000, 8080, 10)))
+			fromBridgeIP(gw, ipPacket(ctrIP, gone, conntrack.ProtoUDP, udpHeader(80, 6000, 10)))
+		}, hostIP, ctrIP, ctrIP, gone, 80, 6000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw, _, br := recGateway(t)
+			for _, p := range []Publish{
+				{Proto: conntrack.ProtoUDP, HostPorts: PortRange{8080, 8080}, ContainerAddr: ctrIP, ContainerPorts: PortRange{80, 80}},
+				{Proto: conntrack.ProtoUDP, HostPorts: PortRange{9090, 9090}, ContainerAddr: dead, ContainerPorts: PortRange{80, 80}},
+			} {
+				if _, err := gw.Rules().AddPublish(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tc.send(gw)
+			ul := gw.uplink.(*LinkUplink)
+			gw.unreachable(append(gw.inside.neigh.expire(gw.now()+int64(neighGiveUp)+1),
+				ul.l.neigh.expire(ul.now()+int64(neighGiveUp)+1)...))
+			var msg []byte
+			for _, f := range br.frames {
+				if p := f[Headroom:]; binary.BigEndian.Uint16(f[12:14]) == etherTypeIP4 && p[9] == byte(conntrack.ProtoICMP) {
+					msg = p
+				}
+			}
+			if msg == nil {
+				t.Fatal("no ICMP error reached the bridge")
+			}
+			if err := verify(msg); err != nil {
+				t.Fatal(err)
+			}
+			inner := msg[28:]
+			from, to := netip.AddrFrom4([4]byte(msg[12:16])), netip.AddrFrom4([4]byte(msg[16:20]))
+			qsrc, qdst := netip.AddrFrom4([4]byte(inner[12:16])), netip.AddrFrom4([4]byte(inner[16:20]))
+			qsport, qdport := binary.BigEndian.Uint16(inner[20:]), binary.BigEndian.Uint16(inner[22:])
+			if msg[20] != 3 || msg[21] != 1 || from != tc.from || to != tc.to ||
+				qsrc != tc.qsrc || qdst != tc.qdst || qsport != tc.qsport || qdport != tc.qdport {
+				t.Errorf("type %d code %d from %v to %v about %v:%d -> %v:%d; want host unreachable from %v to %v about %v:%d -> %v:%d",
+					msg[20], msg[21], from, to, qsrc, qsport, qdst, qdport, tc.from, tc.to, tc.qsrc, tc.qsport, tc.qdst, tc.qdport)
+			}
+		})
 	}
 }
 
