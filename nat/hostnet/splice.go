@@ -91,6 +91,7 @@ type splice struct {
 	finAt, finSent, finAcked, hostEOF      bool       // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
 	finSeq                                 uint32     // the sequence number of our FIN, once finAt
 	finRcvd, shutWr                        bool       // the container's FIN came; the host socket's write side shut
+	keepAlive                              bool       // the host socket keeps alive, to probe its peer for the container's probes (probedLocked)
 	over                                   []byte     // bytes from the container the host socket has not taken yet
 	ooo                                    []oooSeg   // segments from the container that came out of order, by seq
 	oooBytes                               int        // the bytes in ooo
@@ -1257,6 +1258,9 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 	if len(payload) == 0 && flags&conntrack.TCPFin == 0 && seq != s.rcvNxt {
 		now = true // a keep-alive or window probe, or a stray: the answer is where we are
 	}
+	if now && len(payload) <= 1 && flags&conntrack.TCPFin == 0 && seq == s.rcvNxt-1 && !s.probedLocked() {
+		now = false // a probe the client did not answer: nor does the splice
+	}
 	done := s.doneLocked()
 	// Done, the splice has no timer left to acknowledge the container's
 	// last FIN with, and nothing of ours to carry it: now, then.
@@ -1289,6 +1293,43 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 	if done {
 		s.finish()
 	}
+}
+
+// Linux's largest keep-alive interval and count (MAX_TCP_KEEPINTVL,
+// MAX_TCP_KEEPCNT).
+const (
+	maxKeepIntvl = 32767
+	maxKeepCnt   = 127
+)
+
+// probedLocked takes the container's probe of an open splice to the
+// client, as the kernel's NAT forwards it, and reports whether to answer
+// it. A probe is a keep-alive (RFC 9293 3.8.4: the byte before rcvNxt,
+// with no data or one byte; Linux sends one after the socket's idle time,
+// then every interval until answered or its count runs out) or, the same
+// on the wire, a probe of a closed window. The host socket probes its
+// peer for it at once: on a socket that keeps alive, a TCP_KEEPIDLE of a
+// second makes the kernel's keep-alive timer fire now, if the socket was
+// idle that long, which it is when the container probes; the interval and
+// count set to the most leave the next probe to the container's next,
+// and the giving up to the container's count. The probe is answered when
+// the client answered the one before and all else in flight (TCP_INFO:
+// no probe or retransmission outstanding; so is the first): else it goes
+// unanswered, as a vanished client leaves it, and the container's own
+// keep-alive ends the connection. Answered always, the splice kept a
+// connection to a vanished client open for ever, and the NATs and
+// firewalls on the client's path, which saw nothing, forgot it.
+func (s *splice) probedLocked() (answer bool) {
+	info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	answer = err != nil || info.Probes == 0 && info.Retransmits == 0
+	if !s.keepAlive {
+		s.keepAlive = true
+		rawSetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, maxKeepIntvl)
+		rawSetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, maxKeepCnt)
+		rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	}
+	rawSetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 1)
+	return answer
 }
 
 // synSentLocked handles the container's answer to the SYN, and unlocks.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
+	"github.com/usernat/usernat/internal/netns"
 	"github.com/usernat/usernat/nat/hostnet"
 )
 
@@ -105,18 +106,100 @@ func TestIntegrationPublishedTCPWraparound(t *testing.T) {
 }
 
 // A container that probes an idle connection with keep-alives (an old
-// sequence number, no data) gets answers, and the connection lives on.
-func TestIntegrationPublishedTCPKeepAlive(t *testing.T) {
-	p := newPubTCP(t, envConfig{}, true)
-	client, srv := p.pair(t)
-	// Unanswered, the probes would end it after 1 + 2×1 s.
-	if err := srv.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 2}); err != nil {
-		t.Fatal(err)
+// sequence number, no data) gets answers, and the connection lives on;
+// its probes reach the other end as through the kernel's NAT (the host
+// socket probes its peer for each), so the NATs and firewalls on the way
+// see the connection alive too. The other end's own keep-alives are off:
+// what reaches it is the container's.
+func TestIntegrationTCPKeepAlive(t *testing.T) {
+	for _, out := range []bool{false, true} {
+		t.Run(fmt.Sprintf("outbound=%v", out), func(t *testing.T) {
+			e, client, srv := tcpPair(t, out)
+			client.SetKeepAlive(false)
+			inputRule(t, e.remote, "probes", "meta", "l4proto", "tcp", "counter")
+			// Unanswered, the probes would end it after 1 + 2×1 s.
+			if err := srv.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 2}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(4 * time.Second)
+			if n := inputCount(t, e.remote, "probes"); n == 0 {
+				t.Errorf("the other end received nothing while the container probed the connection")
+			}
+			client.SetDeadline(time.Now().Add(connDeadline))
+			srv.SetDeadline(time.Now().Add(connDeadline))
+			converse(t, client, srv, 3, 0)
+		})
 	}
-	time.Sleep(4 * time.Second)
-	client.SetDeadline(time.Now().Add(connDeadline))
-	srv.SetDeadline(time.Now().Add(connDeadline))
-	converse(t, client, srv, 3, 0)
+}
+
+// A container's keep-alive finds out that the other end vanished without
+// a word (its machine drops everything now): its probes go unanswered
+// once the host socket's probes of its peer do, and the container's read
+// fails with ETIMEDOUT when its count runs out, as through the kernel's
+// NAT; the splice answered every probe itself, and the connection stayed
+// open for ever.
+func TestIntegrationTCPKeepAliveVanishedPeer(t *testing.T) {
+	for _, out := range []bool{false, true} {
+		t.Run(fmt.Sprintf("outbound=%v", out), func(t *testing.T) {
+			e, client, srv := tcpPair(t, out)
+			client.SetKeepAlive(false)
+			if err := srv.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 3}); err != nil {
+				t.Fatal(err)
+			}
+			inputRule(t, e.remote, "gone", "meta", "l4proto", "tcp", "counter", "drop")
+			// 1 + 3×1 s through the kernel's NAT; a probe more here,
+			// the first one being answered before the host's answer
+			// to it is known.
+			srv.SetDeadline(time.Now().Add(15 * time.Second))
+			start := time.Now()
+			_, err := srv.Read(make([]byte, 1))
+			took := time.Since(start)
+			if !errors.Is(err, syscall.ETIMEDOUT) {
+				t.Fatalf("after %v the container's read says %v, want ETIMEDOUT (its keep-alive gave up)", took.Round(time.Millisecond), err)
+			}
+			if took > 8*time.Second {
+				t.Errorf("the container's keep-alive gave up after %v, want about 5 s", took.Round(time.Millisecond))
+			}
+			if n := inputCount(t, e.remote, "gone"); n == 0 {
+				t.Errorf("no probe reached the other end's machine")
+			}
+			if !waitFor(5*time.Second, func() bool { return e.up.Flows() == 0 }) {
+				t.Errorf("%d flows left after the container reset the connection", e.up.Flows())
+			}
+		})
+	}
+}
+
+// inputRule has the namespace ns apply rule (nft's words) to every packet
+// it receives, in a table of its own named table (and its chain "in").
+func inputRule(t *testing.T, ns *netns.NS, table string, rule ...string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"add", "table", "inet", table},
+		{"add", "chain", "inet", table, "in", "{ type filter hook input priority 0; }"},
+		append([]string{"add", "rule", "inet", table, "in"}, rule...),
+	} {
+		if out, err := ns.Run(ctx(t), "nft", args...); err != nil {
+			t.Fatalf("nft %v: %v %s", args, err, out)
+		}
+	}
+}
+
+// inputCount is the packets the counter of inputRule's rule in table
+// counted.
+func inputCount(t *testing.T, ns *netns.NS, table string) int {
+	t.Helper()
+	out, err := ns.Run(ctx(t), "nft", "list", "chain", "inet", table, "in")
+	if err != nil {
+		t.Fatalf("nft list: %v %s", err, out)
+	}
+	_, after, ok := strings.Cut(string(out), "counter packets ")
+	var n int
+	if !ok {
+		t.Fatalf("no counter in table %s:\n%s", table, out)
+	}
+	fmt.Sscan(after, &n)
+	return n
 }
 
 // Frames between the splices and the gateway dropped by a full queue
