@@ -1312,12 +1312,13 @@ const (
 // second makes the kernel's keep-alive timer fire now, if the socket was
 // idle that long, which it is when the container probes; the interval and
 // count set to the most leave the next probe to the container's next,
-// and the giving up to the container's count. The probe is answered when
-// the client answered the one before and all else in flight (TCP_INFO:
-// no probe or retransmission outstanding; so is the first): else it goes
-// unanswered, as a vanished client leaves it, and the container's own
-// keep-alive ends the connection. Answered always, the splice kept a
-// connection to a vanished client open for ever, and the NATs and
+// and the giving up to the container's count. The container's probe is
+// answered when the client answered the host socket's last probe and all
+// else in flight (TCP_INFO: no probe or retransmission outstanding, as
+// before the first probe): else it goes unanswered, as a vanished client
+// leaves it, and the container's own keep-alive ends the connection, a
+// probe later than through the kernel's NAT. Answered always, the splice
+// kept a connection to a vanished client open for ever, and the NATs and
 // firewalls on the client's path, which saw nothing, forgot it.
 func (s *splice) probedLocked() (answer bool) {
 	info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
