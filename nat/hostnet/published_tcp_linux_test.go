@@ -817,15 +817,7 @@ func TestIntegrationContainerReceivesThroughDrops(t *testing.T) {
 	for _, out := range []bool{false, true} {
 		t.Run(fmt.Sprintf("outbound=%v", out), func(t *testing.T) {
 			e, client, srv := tcpPair(t, out)
-			for _, args := range [][]string{
-				{"add", "table", "inet", "loss"},
-				{"add", "chain", "inet", "loss", "in", "{ type filter hook input priority 0; }"},
-				{"add", "rule", "inet", "loss", "in", "meta", "l4proto", "tcp", "meta", "length", "gt", "100", "numgen", "inc", "mod", "20", "0", "counter", "drop"},
-			} {
-				if out, err := e.ctr.Run(ctx(t), "nft", args...); err != nil {
-					t.Fatalf("nft %v: %v %s", args, err, out)
-				}
-			}
+			inputRule(t, e.ctr, "loss", "meta", "l4proto", "tcp", "meta", "length", "gt", "100", "numgen", "inc", "mod", "20", "0", "counter", "drop")
 			took, errc, got, err := transfer(client, srv, 6, n)
 			rules, _ := e.ctr.Run(ctx(t), "nft", "list", "chain", "inet", "loss", "in")
 			t.Logf("%d of %d bytes in %v (%v); %s; counters %v", got, n, took.Round(time.Millisecond), err, bytes.TrimSpace(rules), e.up.Counters())
@@ -850,15 +842,7 @@ func TestIntegrationContainerReceivesThroughDrops(t *testing.T) {
 // would be usernat's alone.
 func TestIntegrationPublishedPortReusedWhileClosing(t *testing.T) {
 	p := newPubTCP(t, envConfig{}, true)
-	for _, args := range [][]string{
-		{"add", "table", "inet", "nofin"},
-		{"add", "chain", "inet", "nofin", "in", "{ type filter hook input priority 0; }"},
-		{"add", "rule", "inet", "nofin", "in", "tcp", "flags", "&", "fin", "==", "fin", "counter", "drop"},
-	} {
-		if out, err := p.ctr.Run(ctx(t), "nft", args...); err != nil {
-			t.Fatalf("nft %v: %v %s", args, err, out)
-		}
-	}
+	inputRule(t, p.ctr, "nofin", "tcp", "flags", "&", "fin", "==", "fin", "counter", "drop")
 	from := netip.MustParseAddrPort("198.51.100.2:40500")
 	dialFrom := func() *net.TCPConn {
 		t.Helper()
@@ -916,15 +900,7 @@ func TestIntegrationPublishedPortReusedWhileClosing(t *testing.T) {
 // entry, as they would through the kernel's NAT.
 func TestIntegrationPublishedTCPTwoPortsOneContainerPort(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	for _, args := range [][]string{
-		{"add", "table", "inet", "nofin"},
-		{"add", "chain", "inet", "nofin", "in", "{ type filter hook input priority 0; }"},
-		{"add", "rule", "inet", "nofin", "in", "tcp", "flags", "&", "fin", "==", "fin", "counter", "drop"},
-	} {
-		if out, err := e.ctr.Run(ctx(t), "nft", args...); err != nil {
-			t.Fatalf("nft %v: %v %s", args, err, out)
-		}
-	}
+	inputRule(t, e.ctr, "nofin", "tcp", "flags", "&", "fin", "==", "fin", "counter", "drop")
 	l, err := e.ctr.Listen("tcp4", "172.17.0.4:80")
 	if err != nil {
 		t.Fatal(err)
