@@ -27,29 +27,7 @@ func TestSpliceSACKStreamIntact(t *testing.T) {
 	for _, peek := range []bool{true, false} {
 		for seed := uint32(1); seed <= 30; seed++ {
 			t.Run(fmt.Sprintf("peek=%v/seed=%d", peek, seed), func(t *testing.T) {
-				l, err := net.Listen("tcp4", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { l.Close() })
-				c, sc := loopbackPair(t, l)
-				if _, err := c.Write(data); err != nil {
-					t.Fatal(err)
-				}
-				c.CloseWrite()
-				var fd0 int
-				rawConn(sc).Control(func(f uintptr) { fd0 = int(f) })
-				fd, err := unix.Dup(fd0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				unix.SetNonblock(fd, true)
-				spinUntil(t, "the bytes and the FIN", func() bool {
-					n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ)
-					info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-					return n == len(data) && info != nil && info.State == tcpCloseWait
-				})
-				s := spliceOn(t, fd, 4096)
+				s := spliceOn(t, endedHost(t, data), 4096)
 				s.u.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 				s.mu.Lock()
 				s.sndWnd = 0xffff
@@ -146,6 +124,36 @@ func TestSpliceSACKStreamIntact(t *testing.T) {
 			})
 		}
 	}
+}
+
+// endedHost is the host end (a descriptor of its own, non-blocking) of a
+// TCP connection over loopback whose client sent data and then its FIN,
+// both arrived.
+func endedHost(t *testing.T, data []byte) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c, sc := loopbackPair(t, l)
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	var fd0 int
+	rawConn(sc).Control(func(f uintptr) { fd0 = int(f) })
+	fd, err := unix.Dup(fd0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fd, true)
+	spinUntil(t, "the bytes and the FIN", func() bool {
+		n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return n == len(data) && info != nil && info.State == tcpCloseWait
+	})
+	return fd
 }
 
 func sortRanges(rs []seqRange) []seqRange {
