@@ -1615,7 +1615,9 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure, sackMore bool) bool {
 	}
 	s.sndWnd = uint32(wnd) << s.sndShift
 	if s.finAt && ack == s.finSeq+1 {
-		s.finAcked = true
+		// The container has the FIN, whatever a rewind since undid:
+		// the end of stream is not read, nor the FIN sent, again.
+		s.finAcked, s.finSent, s.hostEOF = true, true, true
 	}
 	opened := advanced || s.sndUna+min(s.sndWnd, s.cwnd) != before
 	switch {

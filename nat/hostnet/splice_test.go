@@ -1538,3 +1538,40 @@ func TestSpliceCwndNotGrownByNonAdvancingAcks(t *testing.T) {
 		t.Fatalf("after 5 segments from the container acknowledging nothing new: cwnd %d, was %d; segments of less than the MSS sent: %v", cwnd, cwnd0, tiny)
 	}
 }
+
+// A FIN that the container acknowledges after a retransmission timeout
+// took the splice back before it (the acknowledgement of the originals
+// was late) is not sent again: the end of stream was read already. It
+// went again, an old FIN the container answered for nothing; without a
+// peek offset, every later pump found nothing one byte past the end
+// (errAtMark), and was asked for again. The host socket is a TCP
+// connection over loopback: run it through .ci/test (unshare --net).
+func TestSpliceFinAckedAfterRewind(t *testing.T) {
+	for _, peek := range []bool{true, false} {
+		t.Run(fmt.Sprintf("peek=%v", peek), func(t *testing.T) {
+			s := spliceOn(t, endedHost(t, []byte(strings.Repeat("x", 3000))), 64)
+			s.mu.Lock()
+			s.peekOff, s.toEmpty = peek, true // the poller told of the end of stream
+			s.rcvNxt = 7000                   // containerAck's
+			s.mu.Unlock()
+			s.pump()
+			if got := fmt.Sprint(framesSent(s)); got != "[1000+2000 3000+1000 4000+0]" {
+				t.Fatalf("sent %s, want the 3000 bytes and the FIN", got)
+			}
+			fire(s) // the timeout: back to 1000, one segment
+			if got := fmt.Sprint(framesSent(s)); got != "[1000+1000]" {
+				t.Fatalf("after the timeout, sent %s, want [1000+1000]", got)
+			}
+			s.input(containerAck(4001, 0xffff), nil) // the originals', FIN included
+			s.pump()
+			if got := framesSent(s); len(got) > 0 {
+				t.Errorf("after the FIN was acknowledged, sent %v, want nothing", got)
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.state != spliceOpen || !s.finAcked || !s.finSent || !s.hostEOF || s.blocked {
+				t.Errorf("state %d, finAcked %v, finSent %v, hostEOF %v, blocked %v; want open, the FIN acknowledged and sent, the end read, nothing to repump", s.state, s.finAcked, s.finSent, s.hostEOF, s.blocked)
+			}
+		})
+	}
+}
