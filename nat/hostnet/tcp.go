@@ -169,11 +169,28 @@ func (a *acceptor) start() error {
 	return nil
 }
 
-// ready takes every client waiting.
+// acceptBatch is the most clients an acceptor takes at once. It runs on
+// the poller's goroutine, which serves every splice's host socket: a
+// flood of clients to a published port, taken until none waits, would
+// hold up every connection's traffic for as long as it lasted.
+const acceptBatch = 64
+
+// ready takes the clients waiting, acceptBatch at most; with more
+// waiting, the listening socket is armed again, so the poller comes back
+// to it after the other sockets ready meanwhile.
 func (a *acceptor) ready(uint32) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for a.fd >= 0 {
+	for n := 0; a.fd >= 0; n++ {
+		if n == acceptBatch {
+			// Watched edge-triggered, a socket still readable when
+			// armed again is reported again.
+			if err := a.u.poll.modify(a.fd, a.id, unix.EPOLLIN); err != nil {
+				a.u.warnOnce("accept", "hostnet: published port cannot accept; retrying", "addr", a.local, "err", os.NewSyscallError("epoll_ctl", err))
+				a.retryLocked()
+			}
+			return
+		}
 		nfd, client, err := rawAccept4(a.fd)
 		switch {
 		case err == unix.EAGAIN:
@@ -185,13 +202,8 @@ func (a *acceptor) ready(uint32) {
 			// Out of file descriptors, say: the client waits, and the
 			// poller says nothing more about it; try again later, as
 			// net/http does. The port stays published.
-			a.backoff = min(max(2*a.backoff, 5*time.Millisecond), time.Second)
 			a.u.warnOnce("accept", "hostnet: published port cannot accept; retrying", "addr", a.local, "err", os.NewSyscallError("accept4", err))
-			if a.retry == nil {
-				a.retry = time.AfterFunc(a.backoff, func() { a.ready(0) })
-			} else {
-				a.retry.Reset(a.backoff)
-			}
+			a.retryLocked()
 			return
 		}
 		peek, err := a.optsOf(nfd)
@@ -213,6 +225,17 @@ func (a *acceptor) ready(uint32) {
 			a.u.stats.DropInFlight.Add(1)
 			resetClose(nfd)
 		}
+	}
+}
+
+// retryLocked has ready called again later, backing off from 5 ms to
+// 1 s while it keeps failing.
+func (a *acceptor) retryLocked() {
+	a.backoff = min(max(2*a.backoff, 5*time.Millisecond), time.Second)
+	if a.retry == nil {
+		a.retry = time.AfterFunc(a.backoff, func() { a.ready(0) })
+	} else {
+		a.retry.Reset(a.backoff)
 	}
 }
 
