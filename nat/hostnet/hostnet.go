@@ -485,7 +485,7 @@ type Stats struct {
 	StaleEntries                                       atomic.Uint64 // entries no flow carried any more (their socket gone) that a datagram flow's first packet found, and replaced
 	HostSocketErrors                                   atomic.Uint64 // datagram flows ended by their host socket failing (not an ICMP error, which it reports and lives on)
 	HostErrors                                         atomic.Uint64 // ICMP errors the network sent about the datagram flows (UDP, echo), passed on to their containers
-	DropNoSocket                                       atomic.Uint64 // new flows (a UDP or echo flow's first datagram, a TCP connection's SYN) dropped because the host could not make their socket (out of descriptors or memory)
+	DropNoSocket                                       atomic.Uint64 // new flows (a UDP or echo flow's first datagram, a TCP connection's SYN) dropped because the host could not make their socket (out of descriptors or memory) or had no local port left for it
 	DropBuffered                                       atomic.Uint64 // TCP segments from containers (or the part of one) not kept, out of order or for a slow host socket, because the uplink held Config.MaxBuffered bytes
 }
 

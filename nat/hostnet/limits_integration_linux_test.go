@@ -1,7 +1,9 @@
 package hostnet_test
 
 import (
+	"context"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -51,5 +53,36 @@ func TestIntegrationPingEMFILECounted(t *testing.T) {
 		if n >= 8 && buf[0] == 0 && buf[4] == 0x55 && buf[7] == 2 {
 			break
 		}
+	}
+}
+
+// A container's connection for which the host has no local port left
+// (ip_local_port_range's every port taken to that destination) is dropped
+// and counted in drop_no_socket, as a kernel's NAT with no port left
+// drops the SYN: the container hears nothing, and tcp_timed_out, which
+// says a destination stayed silent, is not counted.
+func TestIntegrationTCPNoLocalPortCounted(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	whoServer(t, e.remote, "198.51.100.2:7000")
+	if err := e.host.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40000"), 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := e.host.Dial(ctx(t), "tcp4", "198.51.100.2:7000") // the one port
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	c, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if conn, err := e.ctr.Dial(c, "tcp4", "198.51.100.2:7000"); err == nil {
+		conn.Close()
+		t.Fatal("the container connected with no local port left on the host")
+	}
+	counters := e.up.Counters()
+	if counters["drop_no_socket"] == 0 || counters["tcp_timed_out"] != 0 || counters["tcp_refused"] != 0 {
+		t.Errorf("drop_no_socket %d, tcp_timed_out %d, tcp_refused %d; want at least 1, 0 and 0",
+			counters["drop_no_socket"], counters["tcp_timed_out"], counters["tcp_refused"])
 	}
 }

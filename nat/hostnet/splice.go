@@ -1530,6 +1530,14 @@ func (s *splice) refuse(err error) {
 		}
 		st.TCPUnreachable.Add(1)
 		s.u.sendUnreachable(syn, uint8(unreachableCode(err)))
+	case errors.Is(err, unix.EADDRNOTAVAIL):
+		// The host has no local port left for the destination: its
+		// trouble, as a kernel's NAT with no port left drops the SYN,
+		// and the container hears nothing.
+		if s.abortIn(spliceConnecting, false, false, "no local port: "+err.Error()) {
+			st.DropNoSocket.Add(1)
+			s.u.warnOnce("port", "hostnet: the host has no local port left for a container's connection (counted in drop_no_socket)", "err", err)
+		}
 	default: // timed out, or any other failure: the container hears nothing
 		if s.abortIn(spliceConnecting, false, false, "connecting failed: "+err.Error()) && !outOfSockets(err) {
 			st.TCPTimedOut.Add(1) // (no socket: counted in DropNoSocket)
