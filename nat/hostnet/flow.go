@@ -334,17 +334,23 @@ func (u *Uplink) doneOpen(t conntrack.Tuple) {
 	u.mu.Unlock()
 }
 
-// socketFailed counts, and logs once, a new datagram flow whose host
-// socket could not be made for want of the host's resources (err, from
-// socket() or from entering Config.Namespace: EMFILE, ENFILE, ENOBUFS,
-// ENOMEM): the host's trouble, not the network's answer, and the
-// container hears nothing. It reports whether err was that.
+// socketFailed counts, and logs once, a new flow whose host socket could
+// not be made for want of the host's resources (err, from socket() or
+// from entering Config.Namespace: EMFILE, ENFILE, ENOBUFS, ENOMEM), or
+// of a local port (a datagram socket's connect, which binds one: EAGAIN
+// when ip_local_port_range, or the ICMP ids, are all taken): the host's
+// trouble, not the network's answer, and the container hears nothing. It
+// reports whether err was that.
 func (u *Uplink) socketFailed(what string, err error) bool {
-	if !outOfSockets(err) {
+	switch {
+	case outOfSockets(err):
+		u.warnOnce("socket-"+what, "hostnet: cannot make a host socket for a container's flow (counted in drop_no_socket)", "proto", what, "err", err)
+	case errors.Is(err, unix.EAGAIN):
+		u.warnOnce("port-"+what, "hostnet: the host has no local port left for a container's flow (counted in drop_no_socket)", "proto", what, "err", err)
+	default:
 		return false
 	}
 	u.stats.DropNoSocket.Add(1)
-	u.warnOnce("socket-"+what, "hostnet: cannot make a host socket for a container's flow (counted in drop_no_socket)", "proto", what, "err", err)
 	return true
 }
 

@@ -86,3 +86,33 @@ func TestIntegrationTCPNoLocalPortCounted(t *testing.T) {
 			counters["drop_no_socket"], counters["tcp_timed_out"], counters["tcp_refused"])
 	}
 }
+
+// So is a container's UDP flow for which the host has no local port
+// left: its socket's connect, which binds one, finds none (EAGAIN).
+func TestIntegrationUDPNoLocalPortCounted(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	if err := e.host.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40000"), 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := e.host.ListenPacket("udp4", "198.51.100.1:40000") // the one port
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	c, err := e.ctr.ListenPacket("udp4", "172.17.0.4:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(198, 51, 100, 2), Port: 7001}); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return e.up.Counters()["drop_no_socket"] == 1 }) {
+		t.Errorf("drop_no_socket %d, want 1 (%v)", e.up.Counters()["drop_no_socket"], e.up.Counters())
+	}
+	if n := e.up.Flows(); n != 0 {
+		t.Errorf("%d flows, want none", n)
+	}
+}
