@@ -1320,9 +1320,22 @@ const (
 // probe later than through the kernel's NAT. Answered always, the splice
 // kept a connection to a vanished client open for ever, and the NATs and
 // firewalls on the client's path, which saw nothing, forgot it.
+//
+// Answered too whenever the host socket still holds bytes of the
+// container's (in flight, not sent yet, or waiting in over): through the
+// kernel's NAT the container would hold them itself, and would not keep
+// alive but send them again, or probe a closed window, until its own
+// retransmission limit (tcp_retries2, some 15 minutes). The host socket
+// does that for it now, and its error resets the container. Its
+// retransmissions and window probes back off to minutes, and each leaves
+// TCP_INFO's counts up until it is answered: read as a vanished client,
+// they had a container's keep-alive (1 s idle, 3 probes of 1 s) end with
+// ETIMEDOUT, 4 s into a 5 s outage of the path, a connection the
+// kernel's NAT carries through it.
 func (s *splice) probedLocked() (answer bool) {
 	info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	answer = err != nil || info.Probes == 0 && info.Retransmits == 0
+	busy := len(s.over) > 0 || err == nil && (info.Unacked > 0 || info.Notsent_bytes > 0)
+	answer = err != nil || busy || info.Probes == 0 && info.Retransmits == 0
 	if !s.keepAlive {
 		s.keepAlive = true
 		rawSetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, maxKeepIntvl)

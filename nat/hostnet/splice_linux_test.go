@@ -170,6 +170,52 @@ func TestIntegrationTCPKeepAliveVanishedPeer(t *testing.T) {
 	}
 }
 
+// A container's keep-alive does not end a connection whose path is gone
+// for a while (5 s, its keep-alive giving up after 4) just after the
+// container wrote: through the kernel's NAT its bytes would be in flight,
+// and it would send them again rather than probe; here the splice took
+// them, and the host socket sends them again. Its probes are answered
+// meanwhile, and the bytes reach the other end once the path is back.
+// They went unanswered while the host socket's retransmission was
+// outstanding, and the container's read failed with ETIMEDOUT after
+// about 4 s.
+func TestIntegrationTCPKeepAliveOutage(t *testing.T) {
+	for _, out := range []bool{false, true} {
+		t.Run(fmt.Sprintf("outbound=%v", out), func(t *testing.T) {
+			e, client, srv := tcpPair(t, out)
+			client.SetKeepAlive(false)
+			if err := srv.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 3}); err != nil {
+				t.Fatal(err)
+			}
+			inputRule(t, e.remote, "outage", "meta", "l4proto", "tcp", "drop")
+			if _, err := srv.Write([]byte("request")); err != nil {
+				t.Fatal(err)
+			}
+			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := srv.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("during the outage the container's read says %v, want its deadline", err)
+			}
+			if out, err := e.remote.Run(ctx(t), "nft", "delete", "table", "inet", "outage"); err != nil {
+				t.Fatalf("nft delete: %v %s", err, out)
+			}
+			// The host socket's next retransmission is some 6 s after
+			// the first send.
+			client.SetDeadline(time.Now().Add(15 * time.Second))
+			buf := make([]byte, len("request"))
+			if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "request" {
+				t.Fatalf("after the outage the other end read %q, %v; want %q", buf, err, "request")
+			}
+			srv.SetDeadline(time.Now().Add(connDeadline))
+			if _, err := srv.Write([]byte("answer")); err != nil {
+				t.Fatalf("after the outage the container's write says %v", err)
+			}
+			if _, err := io.ReadFull(client, buf[:len("answer")]); err != nil || string(buf[:len("answer")]) != "answer" {
+				t.Fatalf("after the outage the other end read %q, %v; want %q", buf[:len("answer")], err, "answer")
+			}
+		})
+	}
+}
+
 // inputRule has the namespace ns apply rule (nft's words) to every packet
 // it receives, in a table of its own named table (and its chain "in").
 func inputRule(t *testing.T, ns *netns.NS, table string, rule ...string) {
