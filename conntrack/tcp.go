@@ -330,7 +330,14 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 		}
 		// What the other side acknowledged says where a reset belongs,
 		// unless a SYN let through since made it stale.
+		established := old == TCPEstablished && status&Assured != 0
 		if c.flags[1-dir]&tfMaxAckSet != 0 && c.lastClass != segSyn {
+			if h.Seq == 0 && !established {
+				// Most likely the answer to a SYN let through, which
+				// a later ACK hid from lastClass: the window check
+				// alone judges it, as Linux's nf_conntrack_tcp_packet.
+				break
+			}
 			maxack := c.side[1-dir].maxack
 			if seqBefore(h.Seq, maxack) {
 				// Below it: stale or forged. Liberal tracking does not
@@ -341,7 +348,6 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 			// An established connection's reset not at it, nor just
 			// after this side's last segment (a train of them), leaves
 			// the state as it is (challenge ACK, RFC 5961).
-			established := old == TCPEstablished && status&Assured != 0
 			if !established || h.Seq == maxack ||
 				c.lastClass == segAck && c.lastDir == dir && h.Seq == c.lastEnd {
 				break

@@ -920,3 +920,43 @@ func TestTCPIgnoredReplySetsSeenReply(t *testing.T) {
 		t.Fatalf("after the client's RST answering the challenge ACK: entry %v (present %v), Linux: CLOSE", e.TCPState, ok)
 	}
 }
+
+// Linux (nf_conntrack_tcp_packet, TCP_CONNTRACK_CLOSE case): a RST with
+// sequence number 0 on a connection not yet established and assured skips
+// the check against the other side's highest acknowledgment (most likely
+// it answers a SYN let through), and only the window check judges it. It
+// was INVALID: dropped, and a SYN_RECV entry lived out its 60 s instead of
+// closing. On an established, assured connection it stays INVALID.
+func TestTCPRstSeqZeroBeforeEstablished(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cISN    uint32
+		steps   int // segments of the handshake sent: SYN, SYN/ACK, ACK
+		invalid bool
+		state   TCPState
+	}{
+		// seq 0 is below the server's acknowledgment (1001), but in
+		// its window: the connection closes.
+		{"SYN_RECV in window", 1000, 2, false, TCPClose},
+		// seq 0 is far behind the client's next: let through, ignored.
+		{"SYN_RECV behind window", 0x40000000, 2, false, TCPSynRecv},
+		{"ESTABLISHED", 1000, 3, true, TCPEstablished},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl, clk := newTable(t, Config{})
+			k := newConn(t, tbl, clk, ap("192.0.2.10:40205"), ap("198.51.100.200:80"))
+			k.cISN = tc.cISN
+			for _, s := range []struct {
+				dir   Dir
+				flags uint8
+			}{{Original, TCPSyn}, {Reply, TCPSyn | TCPAck}, {Original, TCPAck}}[:tc.steps] {
+				k.send(s.dir, s.flags, 0)
+			}
+			r := track(t, tbl, tcpPacket(k.c, k.s, seg{flags: TCPRst, seq: 0}))
+			e, _ := k.entry()
+			if (r.Class == ClassInvalid) != tc.invalid || e.TCPState != tc.state {
+				t.Fatalf("RST seq 0: class %v, state %v; Linux: invalid %v, %v", r.Class, e.TCPState, tc.invalid, tc.state)
+			}
+		})
+	}
+}
