@@ -354,10 +354,11 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 			}
 			next = old
 		}
-		if (status&SeenReply != 0 && c.lastClass == segSyn ||
+		if (status&SeenReply != 0 && c.lastClass == segSyn && c.lastDir != dir ||
 			status&Assured == 0 && c.lastClass == segAck) && h.Ack == c.lastEnd {
 			// A reset answering a SYN, or the ACK of a half-open
-			// connection, that we let through: no window check.
+			// connection, that we let through: no window check. A
+			// reset from the SYN's own sender answers nothing of it.
 			skipWindow = true
 		} else if old == TCPSynSent && c.lastClass == segAck && c.lastDir == Reply && h.Seq == c.lastAck {
 			// A reset answering a challenge ACK to the SYN.

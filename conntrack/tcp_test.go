@@ -960,3 +960,67 @@ func TestTCPRstSeqZeroBeforeEstablished(t *testing.T) {
 		})
 	}
 }
+
+// Linux 6.18 (nf_conntrack_tcp_packet, TCP_CONNTRACK_CLOSE case) skips the
+// window check for a RST that answers a SYN let through (its ack the
+// SYN's end) only when the RST goes the other way; one from the SYN's own
+// sender is checked like any other. It skipped the check both ways: the
+// client's RST after its own ignored SYN closed an established connection
+// from any sequence number, and in a simultaneous open a RST without ACK
+// (ack 0, which lastEnd still was) from the side that sent the last SYN
+// closed it from below the window. Linux calls the first INVALID and
+// ignores the second.
+func TestTCPRstAfterOwnSynChecksWindow(t *testing.T) {
+	c, s := ap("192.0.2.10:40206"), ap("198.51.100.200:80")
+	type pkt struct {
+		fromClient bool
+		sg         seg
+	}
+	for _, tc := range []struct {
+		name    string
+		pkts    []pkt
+		invalid bool
+		state   TCPState
+	}{
+		{"established, client RST after its SYN", []pkt{
+			{true, seg{flags: TCPSyn, seq: 1000, win: 64000}},
+			{false, seg{flags: TCPSyn | TCPAck, seq: 5000, ack: 1001, win: 64000}},
+			{true, seg{flags: TCPAck, seq: 1001, ack: 5001, win: 64000}},
+			{true, seg{flags: TCPSyn, seq: 900000, win: 64000}},
+			{true, seg{flags: TCPRst, seq: 600000000, ack: 900001}},
+		}, true, TCPEstablished},
+		{"established, server RST after the client's SYN", []pkt{
+			{true, seg{flags: TCPSyn, seq: 1000, win: 64000}},
+			{false, seg{flags: TCPSyn | TCPAck, seq: 5000, ack: 1001, win: 64000}},
+			{true, seg{flags: TCPAck, seq: 1001, ack: 5001, win: 64000}},
+			{true, seg{flags: TCPSyn, seq: 900000, win: 64000}},
+			{false, seg{flags: TCPRst, seq: 600000000, ack: 900001}},
+		}, false, TCPClose},
+		{"SYN_SENT2, server RST after its SYN", []pkt{
+			{true, seg{flags: TCPSyn, seq: 1000, win: 64000}},
+			{false, seg{flags: TCPSyn, seq: 500000000, win: 64000}},
+			{false, seg{flags: TCPRst, seq: 10000}},
+		}, false, TCPSynSent2},
+		{"SYN_SENT2, client RST after the server's SYN", []pkt{
+			{true, seg{flags: TCPSyn, seq: 1000, win: 64000}},
+			{false, seg{flags: TCPSyn, seq: 500000000, win: 64000}},
+			{true, seg{flags: TCPRst, seq: 600000000}},
+		}, false, TCPClose},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl, _ := newTable(t, Config{})
+			var r Result
+			for _, p := range tc.pkts {
+				if p.fromClient {
+					r = track(t, tbl, tcpPacket(c, s, p.sg))
+				} else {
+					r = track(t, tbl, tcpPacket(s, c, p.sg))
+				}
+			}
+			e := mustGet(t, tbl, r.Orig())
+			if (r.Class == ClassInvalid) != tc.invalid || e.TCPState != tc.state {
+				t.Fatalf("RST: class %v, state %v; Linux: invalid %v, %v", r.Class, e.TCPState, tc.invalid, tc.state)
+			}
+		})
+	}
+}
