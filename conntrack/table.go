@@ -441,7 +441,7 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 	case ProtoTCP:
 		e.mu.Lock()
 		old := e.tcp.state
-		v, d := e.tcp.segment(&p.TCP, dir, st, &t.to)
+		v, d := e.tcp.segment(&p.TCP, dir, st, &t.to, t.cfg.TCPLiberal)
 		switch v {
 		case tcpReopen:
 			e.mu.Unlock()

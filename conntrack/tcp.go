@@ -253,9 +253,10 @@ func (c *tcpConn) options(d Dir, h *TCPHeader) {
 }
 
 // segment runs the state machine for one segment going in dir. status is
-// the entry's status before the segment. It returns the verdict and, for
-// tcpAccept, the timeout to set (zero: leave the timeout alone).
-func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (tcpVerdict, time.Duration) {
+// the entry's status before the segment; liberal is Config.TCPLiberal. It
+// returns the verdict and, for tcpAccept, the timeout to set (zero: leave
+// the timeout alone).
+func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts, liberal bool) (tcpVerdict, time.Duration) {
 	old := c.state
 	class := segClass(h.Flags)
 	next := tcpNext[dir][class][old]
@@ -272,9 +273,16 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts) (t
 		if class == segSynAck && c.lastClass == segSyn && c.lastDir != dir && h.Ack == c.lastEnd {
 			// The SYN/ACK answers the SYN we ignored: the ends are in
 			// sync and we are not. Resynchronise from that SYN.
+			// The SYN's sender takes its flags from that SYN alone: a
+			// picked-up connection's liberal tracking ends for it, unless
+			// the table is liberal (Linux's tcp_be_liberal, a setting
+			// apart). The other side keeps its own (nf_ct_tcp_state_reset).
 			o := c.lastDir
 			c.side[o] = tcpSide{end: c.lastEnd, maxend: c.lastEnd, maxwin: max(uint32(c.lastWin), 1)}
-			c.scale[o], c.flags[o] = c.lastScale, c.lastOpts|c.flags[o]&tfLiberal
+			c.scale[o], c.flags[o] = c.lastScale, c.lastOpts
+			if liberal {
+				c.flags[o] |= tfLiberal
+			}
 			c.side[dir], c.scale[dir] = tcpSide{}, 0
 			c.flags[dir] &= tfLiberal
 			old, next = TCPSynSent, TCPSynRecv

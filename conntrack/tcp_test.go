@@ -1024,3 +1024,56 @@ func TestTCPRstAfterOwnSynChecksWindow(t *testing.T) {
 		})
 	}
 }
+
+// Linux (nf_conntrack_tcp_packet, a SYN/ACK answering an ignored SYN):
+// the resynchronised side takes its flags from the SYN alone, so a
+// picked-up connection's liberal tracking ends for the SYN's sender; the
+// other side keeps its liberal flag (nf_ct_tcp_state_reset). Both kept
+// it, so the client of a connection picked up and then reopened from the
+// same port went unchecked for good: an acknowledgment of data never sent
+// passed where Linux calls it INVALID. With TCPLiberal (Linux's
+// tcp_be_liberal) nothing is checked still.
+func TestTCPResyncEndsPickupLiberal(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		invalid bool
+	}{
+		{"picked up", Config{}, true},
+		{"TCPLiberal", Config{TCPLiberal: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl, _ := newTable(t, tc.cfg)
+			c, s := ap("192.0.2.10:40207"), ap("198.51.100.200:80")
+			for i, p := range []struct {
+				fromClient bool
+				sg         seg
+			}{
+				{true, seg{flags: TCPAck, seq: 1001, ack: 5001, win: 64000}},             // picked up
+				{false, seg{flags: TCPAck, seq: 5001, ack: 1001, win: 64000}},            // answered
+				{true, seg{flags: TCPSyn, seq: 900000, win: 64000}},                      // ignored
+				{false, seg{flags: TCPSyn | TCPAck, seq: 7000, ack: 900001, win: 64000}}, // resynchronises
+				{true, seg{flags: TCPAck, seq: 900001, ack: 7001, win: 64000}},
+			} {
+				var r Result
+				if p.fromClient {
+					r = track(t, tbl, tcpPacket(c, s, p.sg))
+				} else {
+					r = track(t, tbl, tcpPacket(s, c, p.sg))
+				}
+				if r.Class == ClassInvalid {
+					t.Fatalf("setup segment %d: INVALID", i)
+				}
+			}
+			r := track(t, tbl, tcpPacket(c, s, seg{flags: TCPAck, seq: 900001, ack: 300000, win: 64000}))
+			if (r.Class == ClassInvalid) != tc.invalid {
+				t.Fatalf("client ACK of data the server never sent: class %v; Linux: invalid %v", r.Class, tc.invalid)
+			}
+			// The server's side keeps its liberal flag, as in Linux.
+			r = track(t, tbl, tcpPacket(s, c, seg{flags: TCPAck | TCPPsh, seq: 207001, ack: 900001, win: 64000, data: 10}))
+			if r.Class == ClassInvalid {
+				t.Fatalf("server data beyond the window: INVALID; Linux: accepted, the server's side still liberal")
+			}
+		})
+	}
+}
