@@ -298,9 +298,11 @@ func (c *tcpConn) segment(h *TCPHeader, dir Dir, status Status, to *Timeouts, li
 			if h.SACKPerm {
 				c.lastOpts |= tfSACKPerm
 			}
-			// The other side may answer it with a challenge ACK (RFC
-			// 5961), which in LAST_ACK would pass for the ACK of its FIN.
-			c.flags[Original] &^= tfChallengeAck
+			// Linux notes the SYN in last_flags, afresh: what it held
+			// goes, the mark of a simultaneous open with it. The other
+			// side may answer the SYN with a challenge ACK (RFC 5961),
+			// which in LAST_ACK would pass for the ACK of its FIN.
+			c.flags[Original] &^= tfChallengeAck | tfSimOpen
 			if old == TCPLastAck {
 				c.flags[Original] |= tfChallengeAck
 			}

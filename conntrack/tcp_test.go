@@ -1077,3 +1077,29 @@ func TestTCPResyncEndsPickupLiberal(t *testing.T) {
 		})
 	}
 }
+
+// Linux (nf_conntrack_tcp_packet): the mark of a simultaneous open lives
+// in last_flags, which an ignored SYN sets afresh, so after the
+// originator's SYN sent again in SYN_RECV the reply's ACK no longer
+// establishes the connection: it stays SYN_RECV, unassured, until the
+// originator's ACK. The mark outlived the SYN here, and that ACK made the
+// entry ESTABLISHED and assured, its timeout 5 days instead of 60 s.
+func TestTCPIgnoredSynEndsSimultaneousOpen(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	c, s := ap("192.0.2.10:40208"), ap("198.51.100.200:80")
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPSyn, seq: 1000, win: 48505}))
+	track(t, tbl, tcpPacket(s, c, seg{flags: TCPSyn, seq: 5000, win: 34297}))
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPSyn | TCPAck, seq: 1000, ack: 5001, win: 48505}))
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPSyn, seq: 1000, win: 48505})) // sent again: ignored
+	r := track(t, tbl, tcpPacket(s, c, seg{flags: TCPAck, seq: 5001, ack: 1001, win: 34297}))
+	e := mustGet(t, tbl, r.Orig())
+	if e.TCPState != TCPSynRecv || e.Status&Assured != 0 || e.Timeout != DefaultTimeouts().TCPSynRecv {
+		t.Fatalf("reply ACK after the ignored SYN: %v %v %v; Linux: SYN_RECV, not assured, %v",
+			e.TCPState, e.Status, e.Timeout, DefaultTimeouts().TCPSynRecv)
+	}
+	// The originator's ACK establishes it, as in Linux.
+	track(t, tbl, tcpPacket(c, s, seg{flags: TCPAck, seq: 1001, ack: 5001, win: 48505}))
+	if e := mustGet(t, tbl, r.Orig()); e.TCPState != TCPEstablished || e.Status&Assured == 0 {
+		t.Fatalf("originator's ACK: %v %v; Linux: ESTABLISHED, assured", e.TCPState, e.Status)
+	}
+}
