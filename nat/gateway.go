@@ -1021,13 +1021,7 @@ func checkPrefix(what string, p netip.Prefix) error {
 	if p.Addr() == broadcastOf(p) {
 		return fmt.Errorf("nat: %s %v: the address is the network's broadcast address", what, p)
 	}
-	// The blocks Unroutable names (0/8, 127/8, 224/4, the limited
-	// broadcast) are aligned, so a prefix that meets one holds its
-	// first or its last address.
-	last := p.Masked().Addr().As4()
-	v := binary.BigEndian.Uint32(last[:]) | (1<<(32-p.Bits()) - 1)
-	binary.BigEndian.PutUint32(last[:], v)
-	if Unroutable(p.Masked().Addr()) || Unroutable(netip.AddrFrom4(last)) {
+	if UnroutablePrefix(p) {
 		return fmt.Errorf("nat: %s %v overlaps 0.0.0.0/8, 127.0.0.0/8 or multicast, which no router forwards", what, p.Masked())
 	}
 	return nil
@@ -1050,6 +1044,18 @@ func Unroutable(a netip.Addr) bool {
 	}
 	b := a.As4()
 	return b[0] == 0 || b == [4]byte{255, 255, 255, 255}
+}
+
+// UnroutablePrefix reports whether the IPv4 prefix p holds an address
+// Unroutable names: a network the gateway could not serve.
+func UnroutablePrefix(p netip.Prefix) bool {
+	// Those blocks (0/8, 127/8, 224/4, the limited broadcast) are
+	// aligned, so a prefix that meets one holds its first or its last
+	// address.
+	last := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(last[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(last[:], v)
+	return Unroutable(p.Masked().Addr()) || Unroutable(netip.AddrFrom4(last))
 }
 
 // gsoSegmentSize is the size of the largest IP packet a GSO packet, at

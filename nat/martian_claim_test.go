@@ -120,3 +120,15 @@ func TestNewLinkUplinkRefusesUnusableAddr(t *testing.T) {
 		peer.Close()
 	}
 }
+
+func TestUnroutablePrefix(t *testing.T) {
+	for s, want := range map[string]bool{
+		"172.17.0.1/16": false, "10.0.2.2/24": false, "192.168.2.116/24": false,
+		"127.0.0.1/8": true, "126.0.0.1/7": true, "0.0.0.1/8": true, "1.0.0.1/7": true,
+		"224.0.0.1/4": true, "192.0.0.1/2": true, "255.255.255.0/24": true, "128.0.0.1/1": true,
+	} {
+		if got := UnroutablePrefix(netip.MustParsePrefix(s)); got != want {
+			t.Errorf("UnroutablePrefix(%s) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -322,18 +322,10 @@ func parseSubnet(s string) (netip.Prefix, error) {
 		return p, fmt.Errorf("%v is the network address; give the gateway's own address, such as %v", p.Addr(), p.Masked().Addr().Next())
 	case p.Addr() == rtnl.Broadcast(p):
 		return p, fmt.Errorf("%v is the broadcast address", p.Addr())
-	case overlapsMartian(p.Masked()):
+	case nat.UnroutablePrefix(p):
 		return p, fmt.Errorf("%v overlaps 0.0.0.0/8, 127.0.0.0/8 or multicast, which no router forwards", p.Masked())
 	}
 	return p, nil
-}
-
-// overlapsMartian reports whether p holds an address no router forwards
-// (nat.Unroutable): those blocks (0/8, 127/8, 224/4, the limited
-// broadcast) are aligned, so a prefix that meets one holds its first or
-// its last address.
-func overlapsMartian(p netip.Prefix) bool {
-	return nat.Unroutable(p.Masked().Addr()) || nat.Unroutable(rtnl.Broadcast(p))
 }
 
 // parseTimeout parses NAME=SECONDS into t.
