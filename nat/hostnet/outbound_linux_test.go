@@ -354,6 +354,21 @@ func TestOutboundSpliceUnregistered(t *testing.T) {
 	}
 }
 
+// connectingFlow has the container at ctr send a SYN to a destination
+// whose full listener (lfd) leaves the host socket connecting, and checks
+// that its splice is.
+func connectingFlow(t *testing.T, u *Uplink, ctr string) (lfd int, from, dst netip.AddrPort) {
+	t.Helper()
+	lfd, port := fullListener(t)
+	from = netip.MustParseAddrPort(ctr)
+	dst = netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
+	sendSyn(u, from, dst, 1)
+	if st := spliceSnapshot(u, from, dst).state; st != spliceConnecting {
+		t.Fatalf("state %d, want connecting", st)
+	}
+	return lfd, from, dst
+}
+
 // fullListener listens on the host's 127.0.0.1 with its accept queue
 // full (one connection waits, with a backlog of 0): the kernel drops a
 // new SYN, and the connection is made when the SYN goes again (after a
@@ -473,13 +488,7 @@ func TestOutboundSpliceResetInHandshake(t *testing.T) {
 	})
 	t.Run("while connecting", func(t *testing.T) {
 		u, tbl := outboundUplink(t)
-		lfd, port := fullListener(t)
-		ctr := netip.MustParseAddrPort("10.0.2.100:40009")
-		dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
-		sendSyn(u, ctr, dst, 1)
-		if st := spliceSnapshot(u, ctr, dst).state; st != spliceConnecting {
-			t.Fatalf("state %d, want connecting", st)
-		}
+		lfd, ctr, dst := connectingFlow(t, u, "10.0.2.100:40009")
 		u.Send(ctrSegment(ctr, dst, 2, 0, conntrack.TCPRst, 0, nil, nil), dst.Addr(), bridgeNone)
 		released(t, u, tbl)
 		nfd, _, err := unix.Accept(lfd) // room for the SYN sent again, which no socket sends now
@@ -696,13 +705,7 @@ func TestConcurrentCloseWaits(t *testing.T) {
 // refused, as a closed port, a connection its destination never refused.
 func TestOutboundSpliceEntryGoneWhileConnecting(t *testing.T) {
 	u, tbl := outboundUplink(t)
-	_, port := fullListener(t)
-	ctr := netip.MustParseAddrPort("10.0.2.100:40050")
-	dst := netip.AddrPortFrom(u.cfg.Gateway, uint16(port))
-	sendSyn(u, ctr, dst, 1)
-	if st := spliceSnapshot(u, ctr, dst).state; st != spliceConnecting {
-		t.Fatalf("state %d, want connecting", st)
-	}
+	_, ctr, dst := connectingFlow(t, u, "10.0.2.100:40050")
 	if n := tbl.Flush(); n != 1 {
 		t.Fatalf("flushed %d entries, want the flow's", n)
 	}
