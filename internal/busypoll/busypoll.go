@@ -7,11 +7,14 @@
 // each way. A loop that polls meanwhile takes the packet at once.
 //
 // One loop polls at a time, for the whole process. It looks at every
-// watched descriptor (one epoll set's readiness), not only its own, and
-// gives way at once to the loop or goroutine whose descriptor is ready:
-// the event loops', and the sockets' that goroutines wait on through Go's
-// network poller (the host uplink's datagram flows), which the Go
-// scheduler would not look at while the polling goroutine can run.
+// watched descriptor (one epoll set's readiness), not only its own. An
+// event loop's that is ready (a Loop's: a TAP device's, the host uplink's
+// poller's) it serves itself, in that loop's stead, and polls on: the
+// loop's own goroutine, asleep, is not woken, and the Go scheduler and its
+// network poller do not come in between. A socket's that a goroutine
+// waits on through Go's network poller (the host uplink's datagram flows)
+// it gives way to at once, since the Go scheduler would not look at it
+// while the polling goroutine can run.
 // Between looks it lets the process's other runnable goroutines and the
 // machine's other threads run, and it stops as soon as another thread
 // had its CPU. How long it polls
@@ -22,7 +25,9 @@
 package busypoll
 
 import (
+	"bytes"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -50,6 +55,18 @@ func init() { limit.Store(int64(DefaultLimit)) }
 func SetLimit(d time.Duration) {
 	limit.Store(max(int64(d), 0))
 	cursor.Store(min(cursor.Load(), int64(max(d, 0))))
+}
+
+// Prime sets the polling time to the limit, as a steady stream of packets
+// would make it: for tests of the loops, which would otherwise have to
+// sleep and be woken first.
+func Prime() { cursor.Store(limit.Load()) }
+
+// InIdle reports whether the calling goroutine is inside Idle, from its
+// stack: for tests, that a Loop was served in its goroutine's stead.
+func InIdle() bool {
+	buf := make([]byte, 64<<10)
+	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("internal/busypoll.Idle("))
 }
 
 // Limit returns what SetLimit set (DefaultLimit at first).
@@ -95,10 +112,14 @@ func next(cur, block, lim int64) int64 {
 
 // Idle is what an event loop whose descriptor self ran dry calls before
 // it sleeps: it polls every watched descriptor, for the current polling
-// time at most. It reports true when self is ready again: the loop goes
-// on instead of sleeping. It reports false for the loop to sleep: the
-// time is up, polling is off or another loop is polling, or another
-// loop's descriptor is ready, whose loop the Go runtime then runs (its
+// time at most, and serves the Loops found ready in their goroutines'
+// stead. It reports true when self is ready again, or when the time is up
+// after it served another Loop: the loop goes on instead of sleeping, and
+// looks at its own state (a Close, say) before it calls Idle again, which
+// a stream of others' packets would otherwise keep from it. It reports
+// false for the loop to sleep: the time is up, polling is off or another
+// loop is polling, or a descriptor is ready whose goroutine must run (not
+// a Loop's, or one Idle cannot serve), which the Go runtime then runs (its
 // network poller finds it ready without sleeping).
 func Idle(self int) bool {
 	lim := limit.Load()
@@ -108,15 +129,26 @@ func Idle(self int) bool {
 	defer spinning.Store(false)
 	start := nanotime()
 	budget := min(cursor.Load(), lim)
+	served := false
 	for budget > 0 {
+		found := false
 		switch look(int32(self)) {
 		case readySelf:
 			return true
 		case readyOther:
-			return false
+			if !standIn() {
+				return false
+			}
+			served, found = true, true
 		}
 		if nanotime()-start >= budget {
+			if served {
+				return true
+			}
 			break
+		}
+		if found {
+			continue // at once: the next packet may be on its way
 		}
 		runtime.Gosched() // the process's goroutines that can run
 		t := nanotime()
@@ -130,6 +162,77 @@ func Idle(self int) bool {
 	}
 	since.Store(start)
 	return false
+}
+
+// A Loop is an event loop that a polling loop may serve in its stead
+// (see Idle): its descriptor is watched, and serve, run with it, takes
+// what is ready there without waiting, as one turn of the loop would. The
+// loop's own runs and serve's never overlap: the loop's goroutine runs
+// between Enter and Exit, and a polling loop serves it only when it can
+// take the same lock at once (the goroutine asleep, waiting for the
+// descriptor's news), else gives way to it. The goroutine may then be
+// woken for news serve took already, and find nothing: serve must leave
+// the loop's state so that it finds nothing harmlessly.
+type Loop struct {
+	mu     sync.Mutex
+	closed bool
+	fd     int32
+	rc     syscall.RawConn
+	serve  func(fd uintptr) bool
+}
+
+// loops are the Loops by descriptor.
+var loops sync.Map
+
+// NewLoop watches rc's descriptor as an event loop's, which serve serves
+// in the loop's stead: serve reports false when it could not (the loop's
+// goroutine must then run, for a failed read, say), and a polling loop
+// then gives way to it. The caller makes NewLoop before its loop's first
+// run and closes it after its last.
+func NewLoop(rc syscall.RawConn, serve func(fd uintptr) bool) *Loop {
+	l := &Loop{fd: -1, rc: rc, serve: serve}
+	rc.Control(func(fd uintptr) {
+		l.fd = int32(fd)
+		loops.Store(l.fd, l)
+		Watch(int(fd))
+	})
+	return l
+}
+
+// Enter and Exit bracket each run of the loop by its own goroutine.
+func (l *Loop) Enter() { l.mu.Lock() }
+func (l *Loop) Exit()  { l.mu.Unlock() }
+
+// Close stops the watching: once it returns, serve does not run again.
+func (l *Loop) Close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	if l.fd >= 0 {
+		loops.CompareAndDelete(l.fd, l)
+		UnwatchConn(l.rc)
+	}
+}
+
+// standInFor serves the Loop of descriptor fd in its goroutine's stead,
+// and reports whether it did: not for a descriptor that is no Loop's, a
+// Loop its goroutine runs or that is closed, or whose serve said no.
+func standInFor(fd int32) bool {
+	v, ok := loops.Load(fd)
+	if !ok {
+		return false
+	}
+	l := v.(*Loop)
+	if !l.mu.TryLock() {
+		return false
+	}
+	defer l.mu.Unlock()
+	served := false
+	if !l.closed {
+		// Control holds the descriptor open while serve uses it.
+		l.rc.Control(func(fd uintptr) { served = l.serve(fd) })
+	}
+	return served
 }
 
 // busyYield is how long a sched_yield that let another thread run takes

@@ -14,6 +14,7 @@ var (
 	setOnce sync.Once
 	set     = -1
 	events  [8]unix.EpollEvent // the polling loop's: one polls at a time
+	others  = make([]int32, 0, len(events))
 )
 
 func epollSet() int {
@@ -41,8 +42,9 @@ func Unwatch(fd int) {
 }
 
 // look says, without waiting, which watched descriptors are ready: self,
-// another, or none.
+// another, or none. The others it found stay in others, for standIn.
 func look(self int32) int {
+	others = others[:0]
 	if set < 0 {
 		return readyNone
 	}
@@ -56,7 +58,22 @@ func look(self int32) int {
 			return readySelf
 		}
 	}
+	for _, ev := range events[:n] {
+		others = append(others, ev.Fd)
+	}
 	return readyOther
+}
+
+// standIn serves the Loops whose descriptors the last look found ready,
+// in their goroutines' stead, and reports whether it served them all: if
+// not, the polling loop gives way.
+func standIn() bool {
+	for _, fd := range others {
+		if !standInFor(fd) {
+			return false
+		}
+	}
+	return true
 }
 
 // yield lets the other threads on this CPU run (sched_yield).
