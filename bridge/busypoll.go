@@ -19,11 +19,14 @@ const DefaultBusyPoll = busypoll.DefaultLimit
 // price of its CPU's wake-up, tens of microseconds in a virtual machine,
 // paid twice by a request and its answer through the gateway. A loop
 // that ran dry polls instead, for at most this long, and takes the packet
-// at once. One loop polls at a time, and gives way to the others' packets
-// (the TAP devices', the host uplink's sockets'), to the process's
-// goroutines that can run and to the machine's other threads; what other
-// goroutines wait for on Go's network poller (an API socket's client)
-// waits for the poll to end, at most this long. The time it polls adapts, as
+// at once. One loop polls at a time, for all: it serves the others'
+// packets itself (the TAP devices', the host uplink's sockets'), so that
+// no goroutine is woken between a packet's coming in and its going out,
+// and gives way to the process's goroutines that can run, to those whose
+// sockets it watches (the host uplink's datagram flows) and to the
+// machine's other threads; what other goroutines wait for on Go's network
+// poller (an API socket's client) waits for the poll to end, at most
+// this long. The time it polls adapts, as
 // haltpoll's does: it grows while packets come within the limit of a
 // loop's going to sleep, and shrinks to nothing when they do not, so a
 // trickle of packets costs next to no CPU and an idle network none.

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernat/usernat/internal/busypoll"
 	"github.com/usernat/usernat/internal/netns"
 )
 
@@ -700,4 +701,84 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(es)
+}
+
+// A TAP's frames are served by whichever loop of the process polls
+// (busypoll) while ServeFramesOffload's own goroutine sleeps: fn runs
+// inside the polling loop's busypoll.Idle, here the test's. When fn says
+// stop there, ServeFramesOffload returns nil all the same.
+func TestIntegrationTAPServedByPollingLoop(t *testing.T) {
+	ns, tap := sendingTAP(t, TAPConfig{Offload: true})
+	bufs, sizes, meta := offloadBatch(8)
+	var standIn atomic.Bool // a frame of the test's was served inside Idle
+	served := make(chan error, 1)
+	go func() {
+		served <- tap.ServeFramesOffload(bufs, sizes, meta, func(n int) bool {
+			for i := range n {
+				f := bufs[i][:sizes[i]]
+				if len(f) > 34 && f[12] == 0x08 && f[13] == 0x00 && f[23] == 17 && netip.AddrFrom4([4]byte(f[30:34])) == netip.MustParseAddr("10.9.0.2") && busypoll.InIdle() {
+					standIn.Store(true)
+				}
+			}
+			return !standIn.Load()
+		})
+	}()
+	self := watchedPipe(t)
+	defer busypoll.SetLimit(busypoll.Limit())
+	busypoll.SetLimit(100 * time.Millisecond)
+	// One frame at a time, each sent while the test polls, until one is
+	// served there. The TAP's own goroutine may be awake when one comes
+	// (for the kernel's first frames, or on a busy machine), or polling
+	// itself: then it takes it, and the test polls again for the next.
+	// After the one served there, no frame comes: that goroutine, asleep,
+	// must be woken to return by the stand-in.
+	if err := ns.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/tap0/disable_ipv6", []byte("1"), 0)
+	}); err != nil {
+		t.Fatal(err) // the kernel's IPv6 frames, which would wake it
+	}
+	send := make(chan struct{})
+	sent := make(chan error, 1)
+	go func() {
+		for range send {
+			if err := netns.SendUDP(ns, netip.MustParseAddrPort("10.9.0.2:9"), 1); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !standIn.Load() && time.Now().Before(deadline); {
+		send <- struct{}{}
+		busypoll.Prime()
+		busypoll.Idle(self) // the sender runs meanwhile
+	}
+	close(send)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !standIn.Load() {
+		t.Fatal("in 10s, no frame was served by the polling loop")
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("ServeFramesOffload: %v, want nil once fn said stop", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeFramesOffload did not return within 10s of fn's stop, said to a polling loop")
+	}
+}
+
+// watchedPipe is the read end of a pipe that busypoll watches, which
+// nothing writes: a polling loop's own descriptor, never ready.
+func watchedPipe(t *testing.T) int {
+	t.Helper()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	busypoll.Watch(p[0])
+	t.Cleanup(func() { busypoll.Unwatch(p[0]); unix.Close(p[0]); unix.Close(p[1]) })
+	return p[0]
 }

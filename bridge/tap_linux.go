@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/usernat/usernat/internal/netns"
@@ -99,21 +100,24 @@ type TAP struct {
 	// are built once so a call does not allocate. The bridge makes one
 	// read and one write at a time (see Port); the mutexes make TAP safe
 	// for other users too.
-	rmu     sync.Mutex
-	rbufs   [][]byte
-	rsizes  []int
-	rn      int
-	rerr    error
-	rmeta   []Offload // nil when the caller wants plain frames
-	rtry    bool      // return rather than wait when nothing is waiting
-	rempty  bool      // the last read found nothing (EAGAIN)
-	rnone   uint64    // reads that found nothing, for the tests
-	rserve  func(int) bool
-	rstop   bool // rserve said stop
-	rhdr    [vnetHdrLen]byte
-	riov    [2]unix.Iovec
-	readFn  func(uintptr) bool
-	serveFn func(uintptr) bool
+	rmu    sync.Mutex
+	rbufs  [][]byte
+	rsizes []int
+	rn     int
+	rerr   error
+	rmeta  []Offload // nil when the caller wants plain frames
+	rtry   bool      // return rather than wait when nothing is waiting
+	rempty bool      // the last read found nothing (EAGAIN)
+	rnone  uint64    // reads that found nothing, for the tests
+	rserve func(int) bool
+	rstop  bool // rserve said stop
+	rloop  *busypoll.Loop
+	// standInFn is standIn, made once.
+	standInFn func(uintptr) bool
+	rhdr      [vnetHdrLen]byte
+	riov      [2]unix.Iovec
+	readFn    func(uintptr) bool
+	serveFn   func(uintptr) bool
 	// Plain reads of an offloading TAP: one frame at a time into big,
 	// GSO frames cut into segments one ReadFrames slot at a time.
 	big     []byte
@@ -312,6 +316,7 @@ func newTAP(f *os.File, name string, batch int) (*TAP, error) {
 	t := &TAP{f: f, rc: rc, name: name, batch: batch}
 	t.readFn = t.readRaw
 	t.serveFn = t.serveRaw
+	t.standInFn = t.standIn
 	t.writeFn = t.writeRaw
 	return t, nil
 }
@@ -472,19 +477,43 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 		return net.ErrClosed
 	}
 	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rerr, t.rstop = bufs, sizes, meta, fn, nil, false
-	busypoll.WatchConn(t.rc)
+	t.rloop = busypoll.NewLoop(t.rc, t.standInFn)
 	err := t.rc.Read(t.serveFn)
-	busypoll.UnwatchConn(t.rc)
+	t.rloop.Close()
 	rerr, stop := t.rerr, t.rstop
-	t.rbufs, t.rsizes, t.rmeta, t.rserve = nil, nil, nil, nil
+	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rloop = nil, nil, nil, nil, nil
 	clear(t.riov[:])
 	if stop {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.f.SetReadDeadline(time.Time{}) // standIn's, to wake the loop
+		}
 		return nil
 	}
 	if err == nil {
 		err = rerr
 	}
 	return t.mapErr(err)
+}
+
+// standIn is the busypoll.Loop's serve of ServeFramesOffload's loop: one
+// batch, read and handed on, when a polling loop finds the device ready
+// while this one sleeps. A failed read it leaves to the loop; should fn
+// say stop, it wakes the loop to return.
+func (t *TAP) standIn(fd uintptr) bool {
+	if t.closed.Load() || t.rstop {
+		return false
+	}
+	t.rn, t.rempty = 0, false
+	t.readRaw(fd)
+	if t.rn > 0 && !t.rserve(t.rn) {
+		t.rstop = true
+		t.f.SetReadDeadline(time.Now())
+	}
+	if t.rerr != nil {
+		t.rerr = nil // the loop's own read meets it again
+		return false
+	}
+	return true
 }
 
 // serveRaw is ServeFramesOffload's callback for rc.Read: it reads a batch
@@ -497,11 +526,16 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 // dry would keep it waiting. Run dry, it polls a moment before it waits
 // (busypoll).
 func (t *TAP) serveRaw(fd uintptr) bool {
+	t.rloop.Enter()
+	defer t.rloop.Exit()
 	busypoll.Woke()
 	for {
 		if t.closed.Load() {
 			t.rerr = net.ErrClosed
 			return true
+		}
+		if t.rstop {
+			return true // fn said stop to standIn
 		}
 		t.rn, t.rempty = 0, false
 		t.readRaw(fd)
