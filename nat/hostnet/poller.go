@@ -23,9 +23,12 @@ type poller struct {
 	next uint64
 	subs map[uint64]func(events uint32) // by the id in the event's data
 
-	events [64]unix.EpollEvent // the goroutine's
-	waitFn func(uintptr) bool
-	fire   []firing // the goroutine's: what one wait found
+	// The goroutine's, or its stand-in's (loop): what one wait found.
+	events    [64]unix.EpollEvent
+	fire      []firing
+	waitFn    func(uintptr) bool
+	standInFn func(uintptr) bool
+	loop      *busypoll.Loop
 }
 
 // firing is a subscriber's callback and the events it is told of.
@@ -45,6 +48,7 @@ func newPoller() (*poller, error) {
 	}
 	p := &poller{epfd: epfd, f: os.NewFile(uintptr(epfd), "hostnet-epoll"), subs: map[uint64]func(uint32){}}
 	p.waitFn = p.wait
+	p.standInFn = p.standIn
 	return p, nil
 }
 
@@ -108,48 +112,69 @@ func (p *poller) run() {
 	if err != nil {
 		return
 	}
-	busypoll.WatchConn(rc)
+	p.loop = busypoll.NewLoop(rc, p.standInFn)
 	for rc.Read(p.waitFn) == nil {
 	}
-	busypoll.UnwatchConn(rc)
+	p.loop.Close()
 }
 
 // wait takes what is ready without blocking and delivers it; it reports
 // false to wait for more (the netpoller keeps a wake-up that came
 // meanwhile), once a moment's polling found nothing (busypoll).
 func (p *poller) wait(fd uintptr) bool {
+	p.loop.Enter()
+	defer p.loop.Exit()
 	busypoll.Woke()
 	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		n := int(r)
-		if e != 0 {
+		n, err := p.deliver(fd)
+		if err {
 			return true
 		}
-		if n == 0 {
-			if busypoll.Idle(int(fd)) {
-				continue
-			}
-			return false
-		}
-		p.mu.Lock()
-		for i := range n {
-			if f := p.subs[getID(&p.events[i])]; f != nil {
-				p.fire = append(p.fire, firing{f, p.events[i].Events})
-			}
-		}
-		p.mu.Unlock()
-		for _, f := range p.fire {
-			f.ready(f.events)
-		}
-		clear(p.fire)
-		p.fire = p.fire[:0]
 		if n < len(p.events) && !busypoll.Idle(int(fd)) {
 			return false
 		}
 	}
+}
+
+// standIn is the busypoll.Loop's serve of the goroutine's loop, when a
+// polling loop finds the epoll set ready while the goroutine sleeps: it
+// delivers what is ready, and leaves a failure to the goroutine.
+func (p *poller) standIn(fd uintptr) bool {
+	for {
+		n, err := p.deliver(fd)
+		if err {
+			return false
+		}
+		if n < len(p.events) {
+			return true
+		}
+	}
+}
+
+// deliver takes what is ready without blocking and delivers it, and says
+// how many events it took; err when the epoll set failed.
+func (p *poller) deliver(fd uintptr) (n int, err bool) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
+	for e == unix.EINTR {
+		r, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
+	}
+	if e != 0 {
+		return 0, true
+	}
+	n = int(r)
+	p.mu.Lock()
+	for i := range n {
+		if f := p.subs[getID(&p.events[i])]; f != nil {
+			p.fire = append(p.fire, firing{f, p.events[i].Events})
+		}
+	}
+	p.mu.Unlock()
+	for _, f := range p.fire {
+		f.ready(f.events)
+	}
+	clear(p.fire)
+	p.fire = p.fire[:0]
+	return n, false
 }
 
 // close stops the goroutine (run returns) and closes the epoll set.
