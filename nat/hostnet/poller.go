@@ -14,7 +14,9 @@ import (
 // of its own, edge-triggered, which one goroutine waits on through Go's
 // netpoller (an epoll descriptor is readable while it has events). A
 // splice costs no goroutine, and one wake-up serves every socket that is
-// ready.
+// ready. While that goroutine sleeps, a loop that polls (busypoll, a TAP
+// device's reader) serves the set in its stead, so a packet from a host
+// socket goes on to the container without a goroutine woken.
 type poller struct {
 	epfd int
 	f    *os.File // epfd, for the netpoller
@@ -53,8 +55,8 @@ func newPoller() (*poller, error) {
 }
 
 // add watches fd for events (edge-triggered), calling ready with what
-// happened, from the poller's goroutine; it returns the id that modify and
-// remove take.
+// happened, from the poller's goroutine or its stand-in, never two calls
+// at once; it returns the id that modify and remove take.
 func (p *poller) add(fd int, events uint32, ready func(events uint32)) (uint64, error) {
 	p.mu.Lock()
 	p.next++
