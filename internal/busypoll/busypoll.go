@@ -147,10 +147,10 @@ func Idle(self int) bool {
 			}
 			break
 		}
+		runtime.Gosched() // the process's goroutines that can run, and its timers
 		if found {
-			continue // at once: the next packet may be on its way
+			continue // no yield: the next packet may be on its way
 		}
-		runtime.Gosched() // the process's goroutines that can run
 		t := nanotime()
 		yield() // and the machine's threads on this CPU
 		if nanotime()-t > int64(busyYield) {
