@@ -768,6 +768,21 @@ func TestIntegrationTAPServedByPollingLoop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ServeFramesOffload did not return within 10s of fn's stop, said to a polling loop")
 	}
+	// What woke it leaves nothing behind: the TAP serves again.
+	go func() {
+		served <- tap.ServeFramesOffload(bufs, sizes, meta, func(int) bool { return false })
+	}()
+	if err := netns.SendUDP(ns, netip.MustParseAddrPort("10.9.0.2:9"), 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("ServeFramesOffload again: %v, want nil once fn said stop", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeFramesOffload again: no frame served in 10s")
+	}
 }
 
 // watchedPipe is the read end of a pipe that busypoll watches, which

@@ -484,9 +484,7 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 	t.rbufs, t.rsizes, t.rmeta, t.rserve, t.rloop = nil, nil, nil, nil, nil
 	clear(t.riov[:])
 	if stop {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			t.f.SetReadDeadline(time.Time{}) // standIn's, to wake the loop
-		}
+		t.f.SetReadDeadline(time.Time{}) // standIn's, if it set one to wake the loop
 		return nil
 	}
 	if err == nil {
