@@ -3,6 +3,7 @@ package hostnet
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,10 @@ import (
 type poller struct {
 	epfd int
 	f    *os.File // epfd, for the netpoller
+	// closed is set by close, for a goroutine that polls on, serving
+	// other loops (busypoll.Idle true), and would not see f closed: its
+	// own read holds f open.
+	closed atomic.Bool
 
 	mu   sync.Mutex
 	next uint64
@@ -115,7 +120,7 @@ func (p *poller) run() {
 		return
 	}
 	p.loop = busypoll.NewLoop(rc, p.standInFn)
-	for rc.Read(p.waitFn) == nil {
+	for !p.closed.Load() && rc.Read(p.waitFn) == nil {
 	}
 	p.loop.Close()
 }
@@ -128,6 +133,9 @@ func (p *poller) wait(fd uintptr) bool {
 	defer p.loop.Exit()
 	busypoll.Woke()
 	for {
+		if p.closed.Load() {
+			return true
+		}
 		n, err := p.deliver(fd)
 		if err {
 			return true
@@ -180,4 +188,7 @@ func (p *poller) deliver(fd uintptr) (n int, err bool) {
 }
 
 // close stops the goroutine (run returns) and closes the epoll set.
-func (p *poller) close() { p.f.Close() }
+func (p *poller) close() {
+	p.closed.Store(true)
+	p.f.Close()
+}

@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,5 +69,88 @@ func TestPollerServedByPollingLoop(t *testing.T) {
 	}
 	if !standIn.Load() {
 		t.Fatal("in 10s, no byte was served by the polling loop")
+	}
+}
+
+// The poller's goroutine, polling and serving another loop's stream in
+// its stead, still notices close: run returns, and close with it, while
+// the stream goes on (Idle reports true when its time is up, for the
+// loop to look at its own state).
+func TestPollerClosesWhileServingAnotherLoop(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds, other [2]int
+	for _, f := range []*[2]int{&fds, &other} {
+		if err := unix.Pipe2(f[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(f[1])
+	}
+	defer unix.Close(fds[0])
+	// Another event loop's descriptor, which only the poller's goroutine
+	// serves (its own goroutine never runs): a stream that never runs
+	// dry while flood lasts.
+	of := os.NewFile(uintptr(other[0]), "other")
+	defer of.Close()
+	rc, err := of.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int64
+	var flood atomic.Bool
+	flood.Store(true)
+	l := busypoll.NewLoop(rc, func(fd uintptr) bool {
+		if !flood.Load() {
+			var b [64]byte
+			for n, _ := unix.Read(int(fd), b[:]); n > 0; n, _ = unix.Read(int(fd), b[:]) {
+			}
+		}
+		served.Add(1)
+		return true
+	})
+	defer l.Close()
+	unix.Write(other[1], []byte{1})
+	defer flood.Store(false) // for a poller stuck serving, on failure
+	if _, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {
+		var b [16]byte
+		for n, _ := unix.Read(fds[0], b[:]); n > 0; n, _ = unix.Read(fds[0], b[:]) {
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer busypoll.SetLimit(busypoll.Limit())
+	busypoll.SetLimit(20 * time.Millisecond)
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		p.run()
+	}()
+	// Wake the poller's goroutine, primed to poll, until it serves the
+	// stream.
+	for deadline := time.Now().Add(10 * time.Second); served.Load() == 0 && time.Now().Before(deadline); {
+		busypoll.Prime()
+		unix.Write(fds[1], []byte{1})
+		time.Sleep(time.Millisecond)
+	}
+	if served.Load() == 0 {
+		t.Skip("the poller never served the other loop")
+	}
+	time.Sleep(50 * time.Millisecond) // serving it, again and again
+	closed := make(chan struct{})
+	go func() {
+		p.close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("close did not return within 5s while the poller served another loop's stream")
+	}
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return within 5s of close")
 	}
 }
