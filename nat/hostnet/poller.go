@@ -148,17 +148,14 @@ func (p *poller) wait(fd uintptr) bool {
 
 // standIn is the busypoll.Loop's serve of the goroutine's loop, when a
 // polling loop finds the epoll set ready while the goroutine sleeps: it
-// delivers what is ready, and leaves a failure to the goroutine.
+// delivers one round of what is ready, and leaves a failure to the
+// goroutine. One round: the polling loop looks again at once, and finds
+// the set still ready if the round was full, but within its own time,
+// which rounds that are full again and again would otherwise outlast,
+// keeping it from its own device and its Close.
 func (p *poller) standIn(fd uintptr) bool {
-	for {
-		n, err := p.deliver(fd)
-		if err {
-			return false
-		}
-		if n < len(p.events) {
-			return true
-		}
-	}
+	_, err := p.deliver(fd)
+	return !err
 }
 
 // deliver takes what is ready without blocking and delivers it, and says

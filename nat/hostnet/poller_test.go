@@ -154,3 +154,68 @@ func TestPollerClosesWhileServingAnotherLoop(t *testing.T) {
 		t.Fatal("run did not return within 5s of close")
 	}
 }
+
+// A polling loop that serves the poller in its goroutine's stead serves
+// a round of events at a time, within its own polling time: a poller
+// whose every round is full (more sockets ready than it takes at once)
+// does not keep it from its own device, nor from its Close, for as long
+// as that lasts.
+func TestPollerStandInServesWithinItsTime(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := busypoll.NewLoop(rc, p.standInFn) // the poller's goroutine asleep: not run here
+	defer l.Close()
+	var self [2]int
+	if err := unix.Pipe2(self[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(self[0])
+	defer unix.Close(self[1])
+	busypoll.Watch(self[0])
+	defer busypoll.Unwatch(self[0])
+	// More sockets than a round takes, each of which has news again by
+	// the time it is told: every round is full, while flood lasts.
+	var flood atomic.Bool
+	flood.Store(true)
+	n := len(p.events) + 8
+	for range n {
+		var fds [2]int
+		if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+		if _, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {
+			var b [16]byte
+			unix.Read(fds[0], b[:])
+			if flood.Load() {
+				unix.Write(fds[1], []byte{1})
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		unix.Write(fds[1], []byte{1})
+	}
+	defer busypoll.SetLimit(busypoll.Limit())
+	busypoll.SetLimit(20 * time.Millisecond)
+	busypoll.Prime()
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		busypoll.Idle(self[0])
+	}()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		flood.Store(false)
+		<-returned
+		t.Fatal("Idle, its time 20ms, still serving the poller's full rounds after 5s")
+	}
+}
