@@ -153,7 +153,7 @@ func Idle(self int) bool {
 		}
 		t := nanotime()
 		yield() // and the machine's threads on this CPU
-		if nanotime()-t > int64(busyYield) {
+		if nanotime()-t > busyYield.Load() {
 			// Another thread had this CPU meanwhile: the machine is
 			// busy, its CPUs awake, and a wake-up cheap; polling
 			// would only take CPU time from those threads.
@@ -236,9 +236,18 @@ func standInFor(fd int32) bool {
 }
 
 // busyYield is how long a sched_yield that let another thread run takes
-// at least; one that found none returns in a microsecond or two. (A
-// variable for the tests, whose machine may be busy.)
-var busyYield = 20 * time.Microsecond
+// at least, in ns; one that found none returns in a microsecond or two.
+// (IgnoreBusy changes it, for the tests, whose machine may be busy.)
+var busyYield atomic.Int64
+
+func init() { busyYield.Store(int64(20 * time.Microsecond)) }
+
+// IgnoreBusy keeps the machine's other work from ending a poll, until
+// restore: for tests of the loops, whose machine may be busy.
+func IgnoreBusy() (restore func()) {
+	old := busyYield.Swap(int64(time.Hour))
+	return func() { busyYield.Store(old) }
+}
 
 // What a look at the watched descriptors found.
 const (

@@ -21,9 +21,8 @@ func reset(t *testing.T, lim, cur time.Duration) {
 	}
 	set(lim, cur)
 	freshSet(t)
-	by := busyYield
-	busyYield = time.Hour // the machine's other work does not end a poll
-	t.Cleanup(func() { set(DefaultLimit, 0); busyYield = by })
+	restore := IgnoreBusy() // the machine's other work does not end a poll
+	t.Cleanup(func() { set(DefaultLimit, 0); restore() })
 }
 
 // pipe is a pipe whose read end the test watches; write makes it ready.

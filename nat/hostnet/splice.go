@@ -1266,8 +1266,8 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 	// last FIN with, and nothing of ours to carry it: now, then.
 	now = now || done && s.ackDue
 	// A window that opened lets the client's next bytes go, if some
-	// wait: on the poller's goroutine, so this one goes back to reading
-	// what the containers send.
+	// wait: in the poller's next round, so this one goes back to reading
+	// what the containers send first.
 	repump := opened && !done && (s.blocked || s.rewind)
 	if repump {
 		if !s.rearmLocked() {

@@ -95,8 +95,9 @@ func (u *Uplink) presented(client netip.AddrPort) netip.AddrPort {
 }
 
 // acceptor accepts the clients of a published TCP port and carries each
-// into the container at ctr, through a splice; each is started here, on
-// the poller's goroutine, and goes on without a goroutine of its own.
+// into the container at ctr, through a splice; each is started here, by
+// the poller (on its goroutine, or a polling loop's in its stead), and
+// goes on without a goroutine of its own.
 // The listening socket is the acceptor's (a duplicate of the listener's,
 // which is closed), so its number is never reused under it.
 type acceptor struct {
@@ -169,8 +170,8 @@ func (a *acceptor) start() error {
 	return nil
 }
 
-// acceptBatch is the most clients an acceptor takes at once. It runs on
-// the poller's goroutine, which serves every splice's host socket: a
+// acceptBatch is the most clients an acceptor takes at once. It runs in
+// the poller, which serves every splice's host socket: a
 // flood of clients to a published port, taken until none waits, would
 // hold up every connection's traffic for as long as it lasted.
 const acceptBatch = 64
