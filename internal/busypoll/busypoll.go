@@ -177,6 +177,7 @@ type Loop struct {
 	mu     sync.Mutex
 	closed bool
 	fd     int32
+	gen    int32 // of its watch
 	rc     syscall.RawConn
 	serve  func(fd uintptr) bool
 }
@@ -194,7 +195,7 @@ func NewLoop(rc syscall.RawConn, serve func(fd uintptr) bool) *Loop {
 	rc.Control(func(fd uintptr) {
 		l.fd = int32(fd)
 		loops.Store(l.fd, l)
-		Watch(int(fd))
+		l.gen = watch(int(fd))
 	})
 	return l
 }
@@ -211,6 +212,7 @@ func (l *Loop) Close() {
 	if l.fd >= 0 {
 		loops.CompareAndDelete(l.fd, l)
 		UnwatchConn(l.rc)
+		forget(l.fd, l.gen) // closed already, its descriptor may stay in the set
 	}
 }
 

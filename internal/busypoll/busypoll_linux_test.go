@@ -249,3 +249,65 @@ func TestWatchConn(t *testing.T) {
 		t.Errorf("a watched socket closed: %d, want none ready", got)
 	}
 }
+
+// A descriptor closed while its file stays open elsewhere (a dup here, a
+// TAP device's descriptor sent to another process in life) stays in the
+// watched set, and its events are not taken for those of the next
+// descriptor of that number; nor, once a Loop of it closed, for any.
+func TestWatchStale(t *testing.T) {
+	reset(t, time.Second, 0)
+	var p1, p2 [2]int
+	for _, p := range []*[2]int{&p1, &p2} {
+		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(p[1])
+	}
+	defer unix.Close(p2[0])
+	n := p1[0]
+	Watch(n)
+	held, err := unix.Dup(n) // the file stays open after n closes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(held)
+	unix.Close(n)
+	unix.Write(p1[1], []byte{1}) // the stale entry is ready from now on
+	if err := unix.Dup3(p2[0], n, unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	Watch(n) // another file, with n's number
+	if got := look(int32(n)); got != readyNone {
+		t.Fatalf("the new descriptor empty, the old file ready: %d, want none ready", got)
+	}
+	unix.Write(p2[1], []byte{1})
+	if got := look(int32(n)); got != readySelf {
+		t.Errorf("the new descriptor ready: %d, want the caller's ready", got)
+	}
+	Unwatch(n)
+	unix.Close(n)
+
+	// A Loop whose descriptor closed before the Loop did.
+	var p3 [2]int
+	if err := unix.Pipe2(p3[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p3[1])
+	r := os.NewFile(uintptr(p3[0]), "loop")
+	rc, err := r.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLoop(rc, func(uintptr) bool { return true })
+	held3, err := unix.Dup(p3[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(held3)
+	r.Close()
+	l.Close()
+	unix.Write(p3[1], []byte{1})
+	if got := look(-1); got != readyNone {
+		t.Errorf("a closed Loop's file ready: %d, want none ready", got)
+	}
+}
