@@ -7,7 +7,7 @@ package busypoll
 func init() { limit.Store(0) }
 
 // Watch and Unwatch do nothing here.
-func Watch(int) {}
+func Watch(int)   {}
 func Unwatch(int) {}
 
 func watch(int) int32 { return 0 }
