@@ -164,11 +164,7 @@ func TestPollerManyReady(t *testing.T) {
 	for _, w := range writers { // all ready before the poller's goroutine waits
 		unix.Write(w, []byte("x"))
 	}
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		p.run()
-	}()
+	ran := running(p)
 	defer func() {
 		p.close()
 		<-ran

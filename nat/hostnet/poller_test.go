@@ -33,20 +33,14 @@ func TestPollerServedByPollingLoop(t *testing.T) {
 	defer busypoll.Unwatch(self[0])
 	var standIn atomic.Bool
 	if _, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {
-		var b [16]byte
-		for n, _ := unix.Read(fds[0], b[:]); n > 0; n, _ = unix.Read(fds[0], b[:]) {
-		}
+		drainFD(fds[0])
 		if busypoll.InIdle() {
 			standIn.Store(true)
 		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		p.run()
-	}()
+	ran := running(p)
 	defer func() {
 		p.close()
 		<-ran
@@ -115,9 +109,7 @@ func TestPollerClosesWhileServingAnotherLoop(t *testing.T) {
 	flood.Store(true)
 	l := busypoll.NewLoop(rc, func(fd uintptr) bool {
 		if !flood.Load() {
-			var b [64]byte
-			for n, _ := unix.Read(int(fd), b[:]); n > 0; n, _ = unix.Read(int(fd), b[:]) {
-			}
+			drainFD(int(fd))
 		}
 		served.Add(1)
 		return true
@@ -126,20 +118,14 @@ func TestPollerClosesWhileServingAnotherLoop(t *testing.T) {
 	unix.Write(other[1], []byte{1})
 	defer flood.Store(false) // for a poller stuck serving, on failure
 	if _, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {
-		var b [16]byte
-		for n, _ := unix.Read(fds[0], b[:]); n > 0; n, _ = unix.Read(fds[0], b[:]) {
-		}
+		drainFD(fds[0])
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer busypoll.SetLimit(busypoll.Limit())
 	defer busypoll.IgnoreBusy()() // a busy machine ends no poll
 	busypoll.SetLimit(20 * time.Millisecond)
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		p.run()
-	}()
+	ran := running(p)
 	// Wake the poller's goroutine, primed to poll, until it serves the
 	// stream.
 	for deadline := time.Now().Add(10 * time.Second); served.Load() == 0 && time.Now().Before(deadline); {
@@ -231,5 +217,23 @@ func TestPollerStandInServesWithinItsTime(t *testing.T) {
 		flood.Store(false)
 		<-returned
 		t.Fatal("Idle, its time 20ms, still serving the poller's full rounds after 5s")
+	}
+}
+
+// running starts p's goroutine, and returns a channel closed when its run
+// returns.
+func running(p *poller) <-chan struct{} {
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		p.run()
+	}()
+	return ran
+}
+
+// drainFD reads what the non-blocking descriptor fd holds.
+func drainFD(fd int) {
+	var b [64]byte
+	for n, _ := unix.Read(fd, b[:]); n > 0; n, _ = unix.Read(fd, b[:]) {
 	}
 }
