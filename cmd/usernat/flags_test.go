@@ -282,8 +282,8 @@ func TestPortNames(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// The gateway runs on one CPU with the host-socket uplink unless told
-// otherwise, by --procs or by GOMAXPROCS; with a TAP uplink Go chooses.
+// The gateway runs on one CPU, with either uplink, unless told
+// otherwise, by --procs or by GOMAXPROCS.
 func TestProcs(t *testing.T) {
 	host, tap := uplinkSpec{Host: true}, uplinkSpec{NetNS: "/proc/self/ns/net", IfName: "up0"}
 	for _, tc := range []struct {
@@ -295,7 +295,8 @@ func TestProcs(t *testing.T) {
 		{host, 0, "", 1},
 		{host, 0, "4", 0},
 		{host, 2, "4", 2},
-		{tap, 0, "", 0},
+		{tap, 0, "", 1},
+		{tap, 0, "2", 0},
 		{tap, 3, "", 3},
 	} {
 		cfg := &gatewayConfig{Uplink: tc.uplink, Procs: tc.flag}

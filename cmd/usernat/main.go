@@ -95,9 +95,8 @@ It prints nothing unless something goes wrong or -v is given.
                              udp_stream, icmp, generic, ... (repeatable)
   --conntrack-max N          most conntrack entries (default 262144)
   --cpuprofile FILE          write a CPU profile of the run to FILE (go tool pprof)
-  --procs N                  CPUs running usernat's code at once (default 1
-                             with --uplink host, else all; GOMAXPROCS, when
-                             set, is the default)
+  --procs N                  CPUs running usernat's code at once (default 1;
+                             GOMAXPROCS, when set, is the default)
   --busy-poll DURATION       poll at most this long for the next packet
                              before sleeping (default 200us, adapting to the
                              traffic; 0 turns it off)
