@@ -180,6 +180,10 @@ type Loop struct {
 	gen    int32 // of its watch
 	rc     syscall.RawConn
 	serve  func(fd uintptr) bool
+	// standIn runs serve for rc.Control, made once so that standing in
+	// does not allocate; served is what serve said, under mu.
+	standIn func(fd uintptr)
+	served  bool
 }
 
 // loops are the Loops by descriptor.
@@ -192,6 +196,7 @@ var loops sync.Map
 // run and closes it after its last.
 func NewLoop(rc syscall.RawConn, serve func(fd uintptr) bool) *Loop {
 	l := &Loop{fd: -1, rc: rc, serve: serve}
+	l.standIn = func(fd uintptr) { l.served = l.serve(fd) }
 	rc.Control(func(fd uintptr) {
 		l.fd = int32(fd)
 		loops.Store(l.fd, l)
@@ -229,12 +234,12 @@ func standInFor(fd int32) bool {
 		return false
 	}
 	defer l.mu.Unlock()
-	served := false
+	l.served = false
 	if !l.closed {
 		// Control holds the descriptor open while serve uses it.
-		l.rc.Control(func(fd uintptr) { served = l.serve(fd) })
+		l.rc.Control(l.standIn)
 	}
-	return served
+	return l.served
 }
 
 // busyYield is how long a sched_yield that let another thread run takes

@@ -221,3 +221,23 @@ func TestIdleServesWithinItsTime(t *testing.T) {
 		t.Error("the flooded Loop was never served")
 	}
 }
+
+// raceEnabled says whether the tests run with the race detector
+// (race_test.go).
+var raceEnabled bool
+
+// Standing in for a Loop allocates nothing: it runs once per packet.
+// (With the race detector, RawConn.Control itself allocates once.)
+func TestStandInAllocates(t *testing.T) {
+	reset(t, time.Second, time.Second)
+	r, write := loopPipe(t)
+	l, _ := newLoop(t, r, true, nil)
+	write()
+	want := 0.0
+	if raceEnabled {
+		want = 1
+	}
+	if n := testing.AllocsPerRun(100, func() { standInFor(l.fd) }); n > want {
+		t.Errorf("standInFor: %v allocations, want %v", n, want)
+	}
+}
