@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -724,52 +723,21 @@ func TestIntegrationTAPServedByPollingLoop(t *testing.T) {
 			return !standIn.Load()
 		})
 	}()
-	self := watchedPipe(t)
-	defer busypoll.SetLimit(busypoll.Limit())
-	defer busypoll.IgnoreBusy()() // a busy machine ends no poll
-	// One CPU for the process's goroutines, as usernat has by default:
-	// with more, an idle one's network poller may wake the loop's own
-	// goroutine before the test's poll sees its descriptor ready.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	const pollFor = 10 * time.Millisecond
-	busypoll.SetLimit(pollFor)
 	// One frame at a time, each sent while the test polls, until one is
-	// served there. The TAP's own goroutine may be awake when one comes
-	// (for the kernel's first frames, or on a busy machine), or polling
-	// itself: then it takes it, and the test polls again for the next.
-	// After the one served there, no frame comes: that goroutine, asleep,
+	// served there. After it no frame comes: the TAP's goroutine, asleep,
 	// must be woken to return by the stand-in.
 	if err := ns.Do(func() error {
 		return os.WriteFile("/proc/sys/net/ipv6/conf/tap0/disable_ipv6", []byte("1"), 0)
 	}); err != nil {
 		t.Fatal(err) // the kernel's IPv6 frames, which would wake it
 	}
-	send := make(chan struct{})
-	sent := make(chan error, 1)
-	go func() {
-		for range send {
-			if err := netns.SendUDP(ns, netip.MustParseAddrPort("10.9.0.2:9"), 1); err != nil {
-				sent <- err
-				return
-			}
-		}
-		sent <- nil
-	}()
-	for deadline := time.Now().Add(10 * time.Second); !standIn.Load() && time.Now().Before(deadline); {
-		send <- struct{}{}
-		busypoll.Prime()
-		busypoll.Idle(self) // the sender runs meanwhile
-		if !standIn.Load() {
-			// Another loop polled, or took it: once its poll is over,
-			// none polls when the test's begins.
-			time.Sleep(3 * pollFor)
-		}
-	}
-	close(send)
-	if err := <-sent; err != nil {
+	ok, err := busypoll.PollUntil(10*time.Second, func() error {
+		return netns.SendUDP(ns, netip.MustParseAddrPort("10.9.0.2:9"), 1)
+	}, standIn.Load)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !standIn.Load() {
+	if !ok {
 		t.Fatal("in 10s, no frame was served by the polling loop")
 	}
 	select {
@@ -795,17 +763,4 @@ func TestIntegrationTAPServedByPollingLoop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ServeFramesOffload again: no frame served in 10s")
 	}
-}
-
-// watchedPipe is the read end of a pipe that busypoll watches, which
-// nothing writes: a polling loop's own descriptor, never ready.
-func watchedPipe(t *testing.T) int {
-	t.Helper()
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		t.Fatal(err)
-	}
-	busypoll.Watch(p[0])
-	t.Cleanup(func() { busypoll.Unwatch(p[0]); unix.Close(p[0]); unix.Close(p[1]) })
-	return p[0]
 }

@@ -26,6 +26,7 @@ package busypoll
 
 import (
 	"bytes"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,59 @@ func Prime() { cursor.Store(limit.Load()) }
 func InIdle() bool {
 	buf := make([]byte, 64<<10)
 	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("internal/busypoll.Idle("))
+}
+
+// PollUntil is for tests of the loops that a polling loop serves in their
+// stead: it polls as a loop that ran dry does (Idle, on a descriptor of
+// its own that is never ready), calling nudge from another goroutine at
+// the start of each poll, until done reports true or d has passed, and
+// it reports done's last answer and nudge's error, which ends it. It runs
+// the process's goroutines on one CPU (as usernat does by default: with
+// more, an idle one's network poller may wake a loop's own goroutine
+// before the poll sees its descriptor ready), with a polling time of
+// 10ms, primed, which a busy machine does not end. A loop's own goroutine
+// may be awake when nudge's packet comes, or polling itself: then it
+// takes it, and the next poll begins once that one's is over.
+func PollUntil(d time.Duration, nudge func() error, done func() bool) (bool, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return false, err
+	}
+	defer w.Close()
+	defer r.Close()
+	self := int(r.Fd())
+	Watch(self)
+	defer Unwatch(self)
+	const pollFor = 10 * time.Millisecond
+	defer SetLimit(Limit())
+	SetLimit(pollFor)
+	defer IgnoreBusy()()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	nudges, nudged := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for range nudges {
+			if err := nudge(); err != nil {
+				nudged <- err
+				return
+			}
+		}
+		nudged <- nil
+	}()
+	for deadline := time.Now().Add(d); !done() && time.Now().Before(deadline); {
+		select {
+		case nudges <- struct{}{}:
+		case err := <-nudged:
+			close(nudges)
+			return done(), err
+		}
+		Prime()
+		Idle(self) // nudge runs meanwhile
+		if !done() {
+			time.Sleep(3 * pollFor)
+		}
+	}
+	close(nudges)
+	return done(), <-nudged
 }
 
 // Limit returns what SetLimit set (DefaultLimit at first).

@@ -2,7 +2,6 @@ package hostnet
 
 import (
 	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,16 +20,7 @@ func TestPollerServedByPollingLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fds, self [2]int
-	for _, f := range []*[2]int{&fds, &self} {
-		if err := unix.Pipe2(f[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(f[0])
-		defer unix.Close(f[1])
-	}
-	busypoll.Watch(self[0]) // the test's own loop's descriptor, never ready
-	defer busypoll.Unwatch(self[0])
+	fds := pipe2(t)
 	var standIn atomic.Bool
 	if _, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {
 		drainFD(fds[0])
@@ -45,35 +35,16 @@ func TestPollerServedByPollingLoop(t *testing.T) {
 		p.close()
 		<-ran
 	}()
-	defer busypoll.SetLimit(busypoll.Limit())
-	defer busypoll.IgnoreBusy()() // a busy machine ends no poll
-	// One CPU for the process's goroutines, as usernat has by default:
-	// with more, an idle one's network poller may wake the loop's own
-	// goroutine before the test's poll sees its descriptor ready.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	const pollFor = 10 * time.Millisecond
-	busypoll.SetLimit(pollFor)
 	// A byte at a time, each written while the test polls, until one is
-	// served there: the poller's goroutine may be awake when one comes
-	// (at first, or on a busy machine), and then takes it itself.
-	write := make(chan struct{})
-	defer close(write)
-	go func() {
-		for range write {
-			unix.Write(fds[1], []byte{1})
-		}
-	}()
-	for deadline := time.Now().Add(10 * time.Second); !standIn.Load() && time.Now().Before(deadline); {
-		write <- struct{}{}
-		busypoll.Prime()
-		busypoll.Idle(self[0]) // the writer runs meanwhile
-		if !standIn.Load() {
-			// Another loop polled, or took it: once its poll is over,
-			// none polls when the test's begins.
-			time.Sleep(3 * pollFor)
-		}
+	// served there.
+	ok, err := busypoll.PollUntil(10*time.Second, func() error {
+		_, err := unix.Write(fds[1], []byte{1})
+		return err
+	}, standIn.Load)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !standIn.Load() {
+	if !ok {
 		t.Fatal("in 10s, no byte was served by the polling loop")
 	}
 }
@@ -87,14 +58,12 @@ func TestPollerClosesWhileServingAnotherLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fds, other [2]int
-	for _, f := range []*[2]int{&fds, &other} {
-		if err := unix.Pipe2(f[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(f[1])
+	fds := pipe2(t)
+	var other [2]int
+	if err := unix.Pipe2(other[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
 	}
-	defer unix.Close(fds[0])
+	defer unix.Close(other[1])
 	// Another event loop's descriptor, which only the poller's goroutine
 	// serves (its own goroutine never runs): a stream that never runs
 	// dry while flood lasts.
@@ -171,12 +140,7 @@ func TestPollerStandInServesWithinItsTime(t *testing.T) {
 	}
 	l := busypoll.NewLoop(rc, p.standInFn) // the poller's goroutine asleep: not run here
 	defer l.Close()
-	var self [2]int
-	if err := unix.Pipe2(self[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(self[0])
-	defer unix.Close(self[1])
+	self := pipe2(t)
 	busypoll.Watch(self[0])
 	defer busypoll.Unwatch(self[0])
 	// More sockets than a round takes, each of which has news again by
@@ -185,12 +149,7 @@ func TestPollerStandInServesWithinItsTime(t *testing.T) {
 	flood.Store(true)
 	n := len(p.events) + 8
 	for range n {
-		var fds [2]int
-		if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(fds[0])
-		defer unix.Close(fds[1])
+		fds := pipe2(t)
 		if _, err := p.add(fds[0], unix.EPOLLIN, func(uint32) {
 			var b [16]byte
 			unix.Read(fds[0], b[:])
@@ -236,4 +195,15 @@ func drainFD(fd int) {
 	var b [64]byte
 	for n, _ := unix.Read(fd, b[:]); n > 0; n, _ = unix.Read(fd, b[:]) {
 	}
+}
+
+// pipe2 is a non-blocking pipe, closed when the test ends.
+func pipe2(t *testing.T) [2]int {
+	t.Helper()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return fds
 }
