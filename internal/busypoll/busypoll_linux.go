@@ -115,5 +115,10 @@ func standIn() bool {
 	return true
 }
 
-// yield lets the other threads on this CPU run (sched_yield).
-func yield() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+// yield lets the other threads on this CPU run (sched_yield). The call is
+// raw, unseen by the Go scheduler: a yield that let another thread run is
+// a P held in a system call to the runtime's monitor, which would hand the
+// P to another thread (woken with a futex, to find nothing to run) and
+// keep itself waking every 20µs. On one CPU (usernat's default) there is
+// no other P, and a yield that long ends the poll anyway (busyYield).
+func yield() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
