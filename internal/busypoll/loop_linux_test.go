@@ -2,6 +2,7 @@ package busypoll
 
 import (
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -239,5 +240,40 @@ func TestStandInAllocates(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { standInFor(l.fd) }); n > want {
 		t.Errorf("standInFor: %v allocations, want %v", n, want)
+	}
+}
+
+// A polling loop that serves another Loop's stream, which never runs
+// dry, still lets the process's other goroutines run between its looks:
+// on one CPU, a goroutine that can run gets to while Idle lasts (5ms,
+// under the 10ms after which the runtime would preempt it).
+func TestServingLetsGoroutinesRun(t *testing.T) {
+	reset(t, 5*time.Millisecond, 5*time.Millisecond)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	self, _ := pipe(t)
+	r, write := loopPipe(t)
+	_, runs := newLoop(t, r, true, write) // each serve leaves it ready again
+	write()
+	var polling, ranMeanwhile, stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !stop.Load() {
+			if polling.Load() {
+				ranMeanwhile.Store(true)
+			}
+			runtime.Gosched()
+		}
+	}()
+	polling.Store(true)
+	Idle(self)
+	polling.Store(false)
+	stop.Store(true)
+	<-done
+	if n := runs.Load(); n < 2 {
+		t.Fatalf("the flooded Loop was served %d times, want again and again", n)
+	}
+	if !ranMeanwhile.Load() {
+		t.Error("no other goroutine ran while Idle served another Loop's stream")
 	}
 }
