@@ -305,6 +305,13 @@ type Rules struct {
 	bridged netip.Prefix
 }
 
+// Bridged returns the bridge subnet of the gateway whose rules these are,
+// when its uplink terminates its flows (a Terminator): the gateway's
+// address with the bridge's prefix, nat.Config.Subnet. It is invalid for
+// rules of no such gateway. A Terminator checks its own addresses on the
+// bridge against it when the gateway starts it.
+func (r *Rules) Bridged() netip.Prefix { return r.bridged }
+
 type ruleSet struct {
 	publish []Publish
 	masq    []Masquerade

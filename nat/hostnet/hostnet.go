@@ -31,7 +31,8 @@ const (
 type Config struct {
 	// Gateway is the gateway's address on the bridge (nat.Config.Subnet's
 	// address): the source of the ICMP errors the uplink sends, and the
-	// address a client on the host's loopback is presented as. Required.
+	// address a client on the host's loopback is presented as. Required;
+	// nat.New refuses an uplink whose Gateway is another address.
 	Gateway netip.Addr
 
 	// MTU is the largest IP packet between the gateway and the uplink, at
@@ -55,7 +56,8 @@ type Config struct {
 	// the gateway answers ARP and pings for it. A
 	// container whose resolv.conf names it resolves as the host does,
 	// even where the host's resolver is on its loopback (systemd-resolved's
-	// 127.0.0.53), which containers cannot reach otherwise.
+	// 127.0.0.53), which containers cannot reach otherwise. nat.New
+	// refuses an uplink whose DNS is not a host address of its subnet.
 	DNS netip.Addr
 
 	// Resolver is where DNS's queries go; the zero value means the first
@@ -323,6 +325,36 @@ func (u *Uplink) Inbound(t conntrack.Tuple) (orig, reply conntrack.Tuple, ok boo
 	return e.orig, e.reply, ok
 }
 
+// onBridge checks the uplink's addresses on the bridge against the
+// gateway's subnet sub (its address with the bridge's prefix): Gateway
+// must be the gateway's own address, and DNS, when set, another host
+// address of the subnet, where containers reach it on their link (the
+// gateway answers ARP for it). Config holds no subnet, so New cannot.
+func (u *Uplink) onBridge(sub netip.Prefix) error {
+	if !sub.IsValid() {
+		return nil
+	}
+	if u.cfg.Gateway != sub.Addr() {
+		return fmt.Errorf("hostnet: gateway address %v is not the gateway's, %v (nat.Config.Subnet)", u.cfg.Gateway, sub.Addr())
+	}
+	if d := u.cfg.DNS; d.IsValid() {
+		lan := sub.Masked()
+		if !lan.Contains(d) || d == lan.Addr() || d == lastAddr(lan) {
+			return fmt.Errorf("hostnet: DNS address %v is not a host address of the bridge subnet %v", d, lan)
+		}
+	}
+	return nil
+}
+
+// lastAddr is the last address of the IPv4 prefix p: its broadcast
+// address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(a[:]) | uint32(1<<(32-p.Bits())-1)
+	binary.BigEndian.PutUint32(a[:], v)
+	return netip.AddrFrom4(a)
+}
+
 // Start implements nat.Uplink: packets from the host sockets go to
 // deliver one at a time, from whichever goroutine made them (a splice's
 // pump or timer, a host socket's reader), or from the link's own when
@@ -330,6 +362,11 @@ func (u *Uplink) Inbound(t conntrack.Tuple) (orig, reply conntrack.Tuple, ok boo
 func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 	if u.tbl.Load() == nil {
 		return errors.New("hostnet: the uplink needs a gateway: give it to nat.New")
+	}
+	if r := u.rules.Load(); r != nil {
+		if err := u.onBridge(r.Bridged()); err != nil {
+			return err
+		}
 	}
 	if !u.started.CompareAndSwap(false, true) {
 		return errors.New("hostnet: uplink already started")
