@@ -40,6 +40,10 @@ type config struct {
 	benchkit.Flags
 	Peers   map[string]bool // the peers measured; the others read "not selected"
 	Metrics map[string]bool // the measurements made: in, out, latency, conns, latency-out, conns-out
+	// Interleave measures the peers metric by metric, each peer in a
+	// topology of its own for each, rather than every metric of one peer
+	// in one topology before the next peer's.
+	Interleave bool
 }
 
 // notSelected is the Unavailable reason of a peer -peers left out.
@@ -67,6 +71,7 @@ func main() {
 	peerNames := []string{slirpName, pastaName, usernatName}
 	peerList := flag.String("peers", strings.Join(peerNames, ","), "the peers to measure, comma-separated")
 	metricList := flag.String("metrics", strings.Join(metricNames, ","), "the measurements to make, comma-separated: "+strings.Join(metricNames, ", "))
+	flag.BoolVar(&cfg.Interleave, "interleave", true, "measure the peers metric by metric, each in a topology of its own, so that every peer's measurement of a metric is made within seconds of the others'; false measures all of one peer's metrics, in one topology, before the next peer's")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench/rootless: ")
@@ -162,29 +167,66 @@ func inner(cfg config) int {
 		}
 	}
 	rep := newReport(cfg, peers)
+	groups := metricGroups(cfg)
 	return benchkit.RunRounds(ctx, cfg.Flags, rep, func(r int) {
 		results := make([]result, len(peers))
-		// Each round starts with the next peer, so a machine that
-		// grows busier or quieter within a round favours none.
-		for k := range peers {
-			i := (k + r) % len(peers)
-			p := &peers[i]
-			if p.unavailable != "" {
-				results[i] = result{Unavailable: p.unavailable}
-				continue
-			}
-			progress("round %d of %d: %s", r+1, cfg.Rounds, p.desc)
-			results[i] = measureSetup(ctx, cfg, p)
-			if p.name == usernatName && results[i].Unavailable != "" {
-				// It will not start better next round.
-				p.unavailable = results[i].Unavailable
-			}
-			if ctx.Err() != nil {
-				break
+		for g, metrics := range groups {
+			c := cfg
+			c.Metrics = metrics
+			// Each round, and each metric of it, starts with the next
+			// peer, so a machine that grows busier or quieter
+			// meanwhile favours none.
+			for k := range peers {
+				i := (k + r + g) % len(peers)
+				p := &peers[i]
+				if p.unavailable != "" {
+					results[i] = result{Unavailable: p.unavailable}
+					continue
+				}
+				progress("round %d of %d: %s (%s)", r+1, cfg.Rounds, p.desc, setString(metrics))
+				results[i] = results[i].merge(measureSetup(ctx, c, p))
+				if p.name == usernatName && results[i].Unavailable != "" {
+					// It will not start better next time.
+					p.unavailable = results[i].Unavailable
+				}
+				if ctx.Err() != nil {
+					return
+				}
 			}
 		}
 		rep.add(results)
 	})
+}
+
+// metricGroups are the sets of metrics measured in one topology each, in
+// order: one per metric with -interleave, else one of them all. The
+// machine this runs on may grow faster or slower from one minute to the
+// next (a virtual machine's host shares its CPUs); measured a metric at a
+// time, every peer's measurements of it are seconds apart, not the
+// minute that all of a peer's metrics take, and a slow spell falls on
+// one metric of each peer rather than on every metric of one.
+func metricGroups(cfg config) []map[string]bool {
+	if !cfg.Interleave {
+		return []map[string]bool{cfg.Metrics}
+	}
+	var groups []map[string]bool
+	for _, m := range metricNames {
+		if cfg.Metrics[m] {
+			groups = append(groups, map[string]bool{m: true})
+		}
+	}
+	return groups
+}
+
+// setString lists the names in set, in metricNames' order.
+func setString(set map[string]bool) string {
+	var names []string
+	for _, m := range metricNames {
+		if set[m] {
+			names = append(names, m)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 // measureSetup builds a peer's topology, measures it and tears it down. A

@@ -50,6 +50,49 @@ type result struct {
 	Unavailable string             `json:"unavailable,omitempty"`
 }
 
+// merge adds to r (a peer's measurements in a round, so far) what
+// another topology of the same peer measured in the same round, o (other
+// metrics, with -interleave): its values and errors, and what its probes
+// saw, a client's address kept only if every probe found it kept. An
+// error of o's for a metric r measured is dropped: a probe that failed
+// names every metric it would have stopped, measured there or not. A
+// peer that could not be measured once is not measured in the round.
+func (r result) merge(o result) result {
+	switch {
+	case r.Unavailable != "":
+		return r
+	case o.Unavailable != "":
+		return result{Unavailable: o.Unavailable}
+	case r.Values == nil:
+		return o
+	}
+	for k, v := range o.Values {
+		if k == keptTCP || k == keptUDP {
+			if old, ok := r.Values[k]; ok && old <= v {
+				continue
+			}
+			r.Seen[k] = o.Seen[k]
+		}
+		r.Values[k] = v
+	}
+	for k, s := range o.Seen {
+		if _, ok := r.Seen[k]; !ok {
+			r.Seen[k] = s
+		}
+	}
+	for k, e := range o.Errors {
+		if _, ok := r.Errors[k]; !ok {
+			r.Errors[k] = e
+		}
+	}
+	for k := range r.Errors {
+		if _, ok := r.Values[k]; ok {
+			delete(r.Errors, k)
+		}
+	}
+	return r
+}
+
 // measure runs every measurement against a topology whose network process
 // is ready, with servers in the container (TCP 80 and UDP 53, published
 // as 8080 and 5353) and in the client (192.168.2.104:5201, which the
