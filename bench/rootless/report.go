@@ -108,6 +108,12 @@ type row struct {
 	Seen       map[string]string  `json:"seen,omitempty"`        // client-address rows
 	RatioSlirp *float64           `json:"usernat_per_slirp4netns,omitempty"`
 	RatioPasta *float64           `json:"usernat_per_pasta,omitempty"`
+	// RoundRatioSlirp and RoundRatioPasta, in the summary, are the
+	// medians of the rounds' own ratios: each round's peers measured
+	// close in time, they do not follow a machine that was faster in
+	// some rounds than in others, as the ratios of the medians may.
+	RoundRatioSlirp *float64 `json:"usernat_per_slirp4netns_median_of_rounds,omitempty"`
+	RoundRatioPasta *float64 `json:"usernat_per_pasta_median_of_rounds,omitempty"`
 	Target     string             `json:"target,omitempty"`
 	Met        *bool              `json:"met,omitempty"` // nil: no verdict (usernat, or a reference the target names, not measured)
 	// Rounds, in the summary, is how many rounds a value is the median
@@ -189,6 +195,10 @@ func (rep *report) add(results []result) {
 	rep.Summary = rep.rows(med, nil)
 	for i, m := range metrics {
 		r := &rep.Summary[i]
+		if len(rep.Rounds) > 1 {
+			r.RoundRatioSlirp = rep.roundRatios(i, func(r row) *float64 { return r.RatioSlirp })
+			r.RoundRatioPasta = rep.roundRatios(i, func(r row) *float64 { return r.RatioPasta })
+		}
 		for _, name := range rep.names {
 			if _, ok := r.Values[name]; !ok {
 				continue
@@ -207,6 +217,22 @@ func (rep *report) add(results []result) {
 			}
 		}
 	}
+}
+
+// roundRatios is the median of the ratio of metric i that of picks from
+// each round's row, over the rounds that have it; nil when none does.
+func (rep *report) roundRatios(i int, of func(row) *float64) *float64 {
+	var vs []float64
+	for _, rd := range rep.Rounds {
+		if p := of(rd.Rows[i]); p != nil {
+			vs = append(vs, *p)
+		}
+	}
+	if len(vs) == 0 {
+		return nil
+	}
+	m := benchkit.Median(vs)
+	return &m
 }
 
 // Failed says whether slirp4netns or pasta, when selected, could not be
@@ -319,7 +345,7 @@ func (rep *report) PrintRound(w io.Writer, i int) {
 }
 
 func (rep *report) PrintSummary(w io.Writer) {
-	fmt.Fprintf(w, "median of %d rounds: %s per measurement (client address kept: yes only if kept in every round)\n",
+	fmt.Fprintf(w, "median of %d rounds: %s per measurement (client address kept: yes only if kept in every round; a ratio's parenthesis: the median of the rounds' own ratios)\n",
 		len(rep.Rounds), rep.Duration)
 	// A peer no round measured is not available in the summary either,
 	// and a metric that failed in every round is an error there too.
@@ -366,7 +392,7 @@ func (rep *report) printTable(w io.Writer, rs []row, results map[string]result) 
 				target += " MISSED"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", ratio(r.RatioSlirp), ratio(r.RatioPasta), target)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", ratio(r.RatioSlirp, r.RoundRatioSlirp), ratio(r.RatioPasta, r.RoundRatioPasta), target)
 	}
 	tw.Flush()
 	if results != nil {
@@ -414,11 +440,16 @@ func cell(m metric, r row, name string, res result) string {
 	return "-"
 }
 
-func ratio(p *float64) string {
-	if p == nil {
+// ratio is a ratio's cell: p, and the median of the rounds' ratios,
+// rounds, when there is one.
+func ratio(p, rounds *float64) string {
+	switch {
+	case p == nil:
 		return "-"
+	case rounds == nil:
+		return fmt.Sprintf("%.2f", *p)
 	}
-	return fmt.Sprintf("%.2f", *p)
+	return fmt.Sprintf("%.2f (%.2f)", *p, *rounds)
 }
 
 // Key is the metric's key in results and JSON.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -47,5 +48,44 @@ func TestSummaryPartial(t *testing.T) {
 	rep.PrintSummary(&b)
 	if !strings.Contains(b.String(), "[2 rounds]") {
 		t.Errorf("the summary does not mark the medians of 2 rounds:\n%s", b.String())
+	}
+}
+
+// The summary gives, beside each ratio of the medians, the median of the
+// rounds' own ratios, which a machine faster in some rounds than in
+// others does not sway: here usernat is 1.1× pasta in three rounds of
+// four, while the medians of their values, from different rounds, make
+// 0.61.
+func TestSummaryRoundRatios(t *testing.T) {
+	rep := newReport(config{}, []peer{{name: slirpName}, {name: pastaName}, {name: usernatName}})
+	for _, pasta := range []float64{1000, 5000, 4000} {
+		rep.add([]result{
+			{Values: map[string]float64{connsPerS: pasta / 2}},
+			{Values: map[string]float64{connsPerS: pasta}},
+			{Values: map[string]float64{connsPerS: pasta * 1.1}},
+		})
+	}
+	// A round where usernat alone was slow.
+	rep.add([]result{
+		{Values: map[string]float64{connsPerS: 500}},
+		{Values: map[string]float64{connsPerS: 6000}},
+		{Values: map[string]float64{connsPerS: 660}},
+	})
+	var r row
+	for i, m := range metrics {
+		if m.key == connsPerS {
+			r = rep.Summary[i]
+		}
+	}
+	if r.RoundRatioPasta == nil || *r.RoundRatioPasta < 1.099 || *r.RoundRatioPasta > 1.101 {
+		t.Fatalf("median of the rounds' ratios to pasta: %v, want 1.1", r.RoundRatioPasta)
+	}
+	if r.RatioPasta == nil || *r.RatioPasta > 1 {
+		t.Fatalf("ratio of the medians to pasta: %v, want under 1 (usernat 2750 against 4500)", r.RatioPasta)
+	}
+	var b strings.Builder
+	rep.PrintSummary(&b)
+	if want := fmt.Sprintf("%.2f (1.10)", *r.RatioPasta); !strings.Contains(b.String(), want) {
+		t.Errorf("the summary does not show %q:\n%s", want, b.String())
 	}
 }
