@@ -108,14 +108,14 @@ type row struct {
 	Seen       map[string]string  `json:"seen,omitempty"`        // client-address rows
 	RatioSlirp *float64           `json:"usernat_per_slirp4netns,omitempty"`
 	RatioPasta *float64           `json:"usernat_per_pasta,omitempty"`
+	Target     string             `json:"target,omitempty"`
+	Met        *bool              `json:"met,omitempty"` // nil: no verdict (usernat, or a reference the target names, not measured)
 	// RoundRatioSlirp and RoundRatioPasta, in the summary, are the
 	// medians of the rounds' own ratios: each round's peers measured
 	// close in time, they do not follow a machine that was faster in
 	// some rounds than in others, as the ratios of the medians may.
 	RoundRatioSlirp *float64 `json:"usernat_per_slirp4netns_median_of_rounds,omitempty"`
 	RoundRatioPasta *float64 `json:"usernat_per_pasta_median_of_rounds,omitempty"`
-	Target     string             `json:"target,omitempty"`
-	Met        *bool              `json:"met,omitempty"` // nil: no verdict (usernat, or a reference the target names, not measured)
 	// Rounds, in the summary, is how many rounds a value is the median
 	// of, where fewer than all measured it (the others failed).
 	Rounds map[string]int `json:"rounds,omitempty"`
