@@ -1,5 +1,5 @@
 // Command rootless measures the userspace networks a rootless container
-// runtime can use, side by side in one run and one topology: slirp4netns,
+// runtime can use, side by side in one run and the same topology: slirp4netns,
 // pasta, and usernat's host-socket mode (`usernat gateway --uplink host`).
 // Each gives an empty container namespace its interface and publishes
 // port 8080/tcp and 5353/udp of the host to the container's 80 and 53.
