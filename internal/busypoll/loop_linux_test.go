@@ -254,10 +254,11 @@ func TestServingLetsGoroutinesRun(t *testing.T) {
 	r, write := loopPipe(t)
 	_, runs := newLoop(t, r, true, write) // each serve leaves it ready again
 	write()
-	var polling, ranMeanwhile, stop atomic.Bool
+	var started, polling, ranMeanwhile, stop atomic.Bool
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		started.Store(true)
 		for !stop.Load() {
 			if polling.Load() {
 				ranMeanwhile.Store(true)
@@ -265,6 +266,12 @@ func TestServingLetsGoroutinesRun(t *testing.T) {
 			runtime.Gosched()
 		}
 	}()
+	for !started.Load() {
+		runtime.Gosched()
+	}
+	// Scheduled afresh, so that the runtime's preemption (after 10ms of
+	// running) does not come within Idle's 5ms and let the goroutine run.
+	runtime.Gosched()
 	polling.Store(true)
 	Idle(self)
 	polling.Store(false)
