@@ -62,3 +62,42 @@ func TestResultMerge(t *testing.T) {
 		t.Errorf("merged into an unavailable round: %+v, want it unavailable", got)
 	}
 }
+
+// A probe that fails names only the metrics its topology was to measure
+// (and the client address): merged first, an error it named for another
+// metric would hide the error of the topology that measured that one.
+func TestProbeErrorsOfSelectedMetrics(t *testing.T) {
+	for _, m := range metrics {
+		keys := []string{m.key}
+		if m.total != "" {
+			keys = append(keys, m.total)
+		}
+		for _, k := range keys {
+			name, ok := metricOf[k]
+			if m.kind != keptKind && (!ok || !slices.Contains(metricNames, name)) {
+				t.Errorf("key %s: no measurement of -metrics makes it (%q)", k, name)
+			}
+		}
+	}
+	in := map[string]bool{"in": true}
+	got := selectedKeys(in, inbound, cpuIn, latencyP50, connsPerS, keptTCP)
+	if want := []string{inbound, cpuIn, keptTCP}; !slices.Equal(got, want) {
+		t.Errorf("selected keys %q, want %q", got, want)
+	}
+	// The "in" topology's probe failed; the latency topology's
+	// ping-pong failed on its own.
+	var r result
+	inFailed := result{Values: map[string]float64{}, Errors: map[string]string{}, Seen: map[string]string{}}
+	for _, k := range selectedKeys(in, inbound, cpuIn, latencyP50, latencyP99, cpuLatency, keptTCP) {
+		inFailed.Errors[k] = "published port: refused"
+	}
+	r = r.merge(inFailed)
+	r = r.merge(result{
+		Values: map[string]float64{keptTCP: 1},
+		Errors: map[string]string{latencyP50: "timed out", latencyP99: "timed out", cpuLatency: "timed out"},
+		Seen:   map[string]string{keptTCP: "192.168.2.104"},
+	})
+	if r.Errors[latencyP50] != "timed out" || r.Errors[inbound] != "published port: refused" {
+		t.Errorf("errors %v, want each metric's from the topology that measured it", r.Errors)
+	}
+}

@@ -93,6 +93,32 @@ func (r result) merge(o result) result {
 	return r
 }
 
+// metricOf is the -metrics name of the measurement that makes each key;
+// the client-address keys, which every topology's probes make, have none.
+var metricOf = map[string]string{
+	inbound: "in", cpuIn: "in", cpuInTotal: "in",
+	outbound: "out", cpuOut: "out", cpuOutTotal: "out",
+	latencyP50: "latency", latencyP99: "latency", cpuLatency: "latency", cpuLatencyTotal: "latency",
+	connsPerS: "conns", cpuConns: "conns", cpuConnsTotal: "conns",
+	latencyOutP50: "latency-out", latencyOutP99: "latency-out", cpuLatencyOut: "latency-out", cpuLatencyOutT: "latency-out",
+	connsOutPerS: "conns-out", cpuConnsOut: "conns-out", cpuConnsOutT: "conns-out",
+}
+
+// selectedKeys are those of keys that the measurements of selected make,
+// and the client-address keys: a probe's failure is an error of the
+// metrics this topology was to measure, not of those another topology of
+// the round measures (with -interleave), whose own errors it would hide
+// when merged first.
+func selectedKeys(selected map[string]bool, keys ...string) []string {
+	var out []string
+	for _, k := range keys {
+		if m, ok := metricOf[k]; !ok || selected[m] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // measure runs every measurement against a topology whose network process
 // is ready, with servers in the container (TCP 80 and UDP 53, published
 // as 8080 and 5353) and in the client (192.168.2.104:5201, which the
@@ -137,7 +163,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	// The probes warm the paths up, and show which addresses they keep.
 	seen, inErr := probe(ctx, t.client, "tcp", published)
 	if inErr != nil {
-		fail(fmt.Errorf("published port: %w", inErr), inbound, cpuIn, latencyP50, latencyP99, cpuLatency, connsPerS, cpuConns, keptTCP)
+		fail(fmt.Errorf("published port: %w", inErr), selectedKeys(cfg.Metrics, inbound, cpuIn, latencyP50, latencyP99, cpuLatency, connsPerS, cpuConns, keptTCP)...)
 	} else {
 		kept(keptTCP, seen)
 	}
@@ -148,7 +174,7 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	}
 	seen, outErr := probe(ctx, t.container, "tcp", lanServer)
 	if outErr != nil {
-		fail(fmt.Errorf("outbound: %w", outErr), outbound, cpuOut, latencyOutP50, latencyOutP99, cpuLatencyOut, connsOutPerS, cpuConnsOut)
+		fail(fmt.Errorf("outbound: %w", outErr), selectedKeys(cfg.Metrics, outbound, cpuOut, latencyOutP50, latencyOutP99, cpuLatencyOut, connsOutPerS, cpuConnsOut)...)
 	} else {
 		r.Seen[outSource] = seen.String()
 	}
