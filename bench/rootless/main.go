@@ -183,6 +183,9 @@ func inner(cfg config) int {
 					results[i] = result{Unavailable: p.unavailable}
 					continue
 				}
+				if results[i].Unavailable != "" {
+					continue // unavailable for the round (see result.merge)
+				}
 				progress("round %d of %d: %s (%s)", r+1, cfg.Rounds, p.desc, setString(metrics))
 				results[i] = results[i].merge(measureSetup(ctx, c, p))
 				if p.name == usernatName && results[i].Unavailable != "" {
