@@ -20,11 +20,10 @@ const DefaultBusyPoll = busypoll.DefaultLimit
 // paid twice by a request and its answer through the gateway. A loop
 // that ran dry polls instead, for at most this long, and takes the packet
 // at once. One loop polls at a time, for all: it serves the others'
-// packets itself (the TAP devices', the host uplink's sockets'), so that
-// no goroutine is woken between a packet's coming in and its going out,
-// and gives way to the process's goroutines that can run, to those whose
-// sockets it watches (the host uplink's datagram flows) and to the
-// machine's other threads; what other goroutines wait for on Go's network
+// packets itself (the TAP devices', the host uplink's sockets', its
+// datagram flows' too), so that no goroutine is woken between a packet's
+// coming in and its going out, and gives way to the process's goroutines
+// that can run and to the machine's other threads; what other goroutines wait for on Go's network
 // poller (an API socket's client) waits for the poll to end, at most
 // this long. The time it polls adapts, as
 // haltpoll's does: it grows while packets come within the limit of a

@@ -12,9 +12,9 @@
 // poller's) it serves itself, in that loop's stead, and polls on: the
 // loop's own goroutine, asleep, is not woken, and the Go scheduler and its
 // network poller do not come in between. A socket's that a goroutine
-// waits on through Go's network poller (the host uplink's datagram flows)
-// it gives way to at once, since the Go scheduler would not look at it
-// while the polling goroutine can run.
+// waits on through Go's network poller (WatchConn) it gives way to at
+// once, since the Go scheduler would not look at it while the polling
+// goroutine can run.
 // Between looks it lets the process's other runnable goroutines and the
 // machine's other threads run, and it stops as soon as another thread
 // had its CPU. How long it polls

@@ -13,9 +13,10 @@
 // reaches the container as a reset, an unreachable destination as ICMP
 // unreachable, a silent one as nothing. UDP flows are carried over a host
 // UDP socket each, and ICMP echo over unprivileged ICMP sockets where the
-// host allows them (net.ipv4.ping_group_range); the ICMP errors the
-// network sends about them reach the container from their sender, about
-// the container's own datagram. Published ports
+// host allows them (net.ipv4.ping_group_range), which the same poller
+// reads (no goroutine per flow, nor per published UDP port); the ICMP
+// errors the network sends about them reach the container from their
+// sender, about the container's own datagram. Published ports
 // (Uplink.Publish) listen on the host; each client is carried into the
 // container from its own address, for TCP and UDP, so the container sees
 // who connects; a client on the host's loopback is presented as the
@@ -25,8 +26,8 @@
 // tuple is the host socket's (so `usernat conntrack -L` shows the source
 // translation the host performed), and whose state and counters follow
 // the container's side. When the entry leaves the table — idle past its
-// timeout, flushed, evicted — the flow's host socket, goroutines and
-// timers are released.
+// timeout, flushed, evicted — the flow's host socket and timers are
+// released.
 //
 // The uplink speaks IPv4, as the gateway does. By default a container
 // cannot reach the host's loopback; Config.HostLoopback maps an address

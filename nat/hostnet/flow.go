@@ -100,8 +100,8 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 
 // release ends the flow: it leaves the uplink's tables and its sockets
 // close (stop: a TCP flow is reset, but for a container's connection
-// still being made, of which it has heard nothing), which ends its
-// goroutines and timers. It is idempotent, and does nothing after ended.
+// still being made, of which it has heard nothing), and its timers stop.
+// It is idempotent, and does nothing after ended.
 func (f *flow) release() { f.end(true) }
 
 // drop ends the flow, as release does, and deletes its entry: for a flow

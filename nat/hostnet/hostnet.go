@@ -151,7 +151,7 @@ type Uplink struct {
 	dgOpening  map[conntrack.Tuple]bool        // datagram flows (UDP, echo) being opened, by the container's tuple
 	inbound    map[conntrack.Tuple]expectation // flows being opened into the container, by the tuple of their packets to it
 	perSrc     srcCount                        // open flows per container address
-	pubs       map[nat.RuleID][]io_closer      // listeners of published ports
+	pubs       map[nat.RuleID][]listener       // listeners of published ports
 	rules      atomic.Pointer[nat.Rules]       // the gateway's: the published ports, for ids and listing
 	dialing    inFlight                        // the clients being carried in
 	connecting inFlight                        // the containers' connections being made
@@ -159,7 +159,8 @@ type Uplink struct {
 
 	smu     sync.RWMutex
 	splices map[conntrack.Tuple]*splice // every TCP flow, by the tuple of the container's packets
-	poll    *poller                     // their host sockets
+	poll    *poller                     // their host sockets, and the datagram flows'
+	dgBuf   []byte                      // what the poller reads datagrams into (dgramBuf)
 	warned  map[string]bool             // problems logged once
 
 	held atomic.Int64 // bytes the splices hold for host sockets and out of order, within Config.MaxBuffered
@@ -172,8 +173,12 @@ type Uplink struct {
 	stats Stats
 }
 
-// io_closer is what a published port's listeners are.
-type io_closer interface{ Close() error }
+// listener is a published port's socket: an acceptor (TCP) or a
+// publishedUDP, which the poller serves once started.
+type listener interface {
+	start() error
+	Close() error
+}
 
 // expectation is a flow the uplink opens into the container: the entry
 // the gateway creates for it (Inbound) when its first packet passes.
@@ -263,7 +268,7 @@ func New(cfg Config) (*Uplink, error) {
 		pings:     map[conntrack.Tuple]*pingFlow{},
 		dgOpening: map[conntrack.Tuple]bool{},
 		inbound:   map[conntrack.Tuple]expectation{},
-		pubs:      map[nat.RuleID][]io_closer{},
+		pubs:      map[nat.RuleID][]listener{},
 		splices:   map[conntrack.Tuple]*splice{},
 		warned:    map[string]bool{},
 		closeDone: make(chan struct{}),
@@ -474,11 +479,11 @@ func (u *Uplink) Close() error {
 	for _, f := range u.flows {
 		flows = append(flows, f)
 	}
-	var ls []io_closer
+	var ls []listener
 	for _, l := range u.pubs {
 		ls = append(ls, l...)
 	}
-	u.pubs = map[nat.RuleID][]io_closer{}
+	u.pubs = map[nat.RuleID][]listener{}
 	u.mu.Unlock()
 	u.cancel()
 	for _, l := range ls {

@@ -33,6 +33,7 @@ type pingFlow struct {
 	hops ttlSetting      // the socket's TTL
 	pmtu pmtuSetting     // the socket's path MTU discovery
 	errs errorSender     // what the network's errors are about
+	r    *dgramReader    // the poller's reader of file
 	f    *flow
 	host bool // to the host itself (HostLoopback): its answer crosses no hop
 }
@@ -163,17 +164,18 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 	}
 	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping"), errs: errorSender{near: t, far: dst, inner: echoInner(t)}, host: dst.IsLoopback()}
 	pf.rc = rawConn(pf.file)
+	pf.r = u.newDgramReader(pf.rc, &pf.errs, pf.readOne, func(err error) { u.readFailed(pf.f, "ICMP", pf.near.Dst, err) })
 	_, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()
 		if u.pings[pf.near] == pf {
 			delete(u.pings, pf.near)
 		}
 		u.mu.Unlock()
+		pf.r.stop()
 		pf.file.Close()
 	}, func(f *flow) {
 		pf.f = f
 		u.pings[t] = pf
-		u.wg.Add(1) // under u.mu, with closed checked: Close cannot be waiting yet
 	})
 	ok = true // addFlow has the place now, or gave it back
 	if !added {
@@ -181,43 +183,45 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 		u.untrack(t, eid)
 		return nil
 	}
+	if err := pf.r.watch(); err != nil {
+		// Out of memory for the epoll set, or ended already.
+		u.log.Debug("hostnet: ICMP socket not watched", "dst", t.Dst, "err", err)
+		pf.f.drop()
+		u.untrack(t, eid)
+		return nil
+	}
 	u.stats.PingOpened.Add(1)
-	go pf.read()
 	return pf
 }
 
-// read turns the echo replies the socket receives into packets for the
-// container, with its identifier, until the socket closes.
-func (pf *pingFlow) read() {
-	defer pf.u.wg.Done()
+// readOne reads an echo reply from the socket fd into buf, behind room
+// for an IPv4 header, and passes it to the container with its identifier.
+func (pf *pingFlow) readOne(fd int, buf []byte) (int, error) {
 	var oob [32]byte
-	err := pf.u.readLoop(pf.file, &pf.errs, func(fd int, buf []byte) (int, error) {
-		n, oobn, _, _, err := unix.Recvmsg(fd, buf[20:], oob[:], 0)
-		if err != nil {
-			return n, err
+	n, oobn, _, _, err := unix.Recvmsg(fd, buf[20:], oob[:], 0)
+	if err != nil {
+		return n, err
+	}
+	ttl := defaultTTL
+	if d := cmsgData(oob[:oobn], unix.IPPROTO_IP, unix.IP_TTL, 4); d != nil {
+		ttl = int(binary.NativeEndian.Uint32(d))
+	}
+	if !pf.host {
+		// The gateway's hop, as the kernel's NAT forwards it; the
+		// host's own answer (to HostLoopback) crosses none.
+		if ttl--; ttl < 1 {
+			return n, nil // died at the gateway's hop
 		}
-		ttl := defaultTTL
-		if d := cmsgData(oob[:oobn], unix.IPPROTO_IP, unix.IP_TTL, 4); d != nil {
-			ttl = int(binary.NativeEndian.Uint32(d))
-		}
-		if !pf.host {
-			// The gateway's hop, as the kernel's NAT forwards it; the
-			// host's own answer (to HostLoopback) crosses none.
-			if ttl--; ttl < 1 {
-				return n, nil // died at the gateway's hop
-			}
-		}
-		m := buf[20 : 20+n]
-		if n < 8 || m[0] != icmpEchoReply {
-			return n, nil
-		}
-		binary.BigEndian.PutUint16(m[4:], pf.near.ICMPID())
-		m[2], m[3] = 0, 0
-		binary.BigEndian.PutUint16(m[2:], nat.Checksum(m))
-		pkt := buf[:20+n]
-		ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, uint8(ttl), pf.near.Dst, pf.near.Src)
-		pf.u.ln.queue(pkt, bridgeNone)
+	}
+	m := buf[20 : 20+n]
+	if n < 8 || m[0] != icmpEchoReply {
 		return n, nil
-	})
-	pf.u.readEnded(pf.f, "ICMP", pf.near.Dst, err)
+	}
+	binary.BigEndian.PutUint16(m[4:], pf.near.ICMPID())
+	m[2], m[3] = 0, 0
+	binary.BigEndian.PutUint16(m[2:], nat.Checksum(m))
+	pkt := buf[:20+n]
+	ipv4Header(pkt, len(pkt), conntrack.ProtoICMP, uint8(ttl), pf.near.Dst, pf.near.Src)
+	pf.u.ln.queue(pkt, bridgeNone)
+	return n, nil
 }

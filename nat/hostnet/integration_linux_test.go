@@ -1093,9 +1093,9 @@ func TestIntegrationOutboundUDPLarge(t *testing.T) {
 	t.Fatalf("no %d-byte answer reached the container (the gateway: %+v)", size, e.gw.Stats())
 }
 
-// An idle outbound flow holds no buffer: a splice's segments and a UDP
-// flow's datagrams take one only while they move, so a container's pool
-// of idle connections costs little memory. Each flow
+// An idle outbound flow holds no buffer, nor a goroutine: a splice's
+// segments and a UDP flow's datagrams take a buffer only while they move,
+// so a container's pool of idle connections costs little memory. Each flow
 // here moves a datagram, or a byte both ways, first.
 func TestIntegrationIdleFlowMemory(t *testing.T) {
 	const n = 100
@@ -1178,6 +1178,7 @@ func TestIntegrationIdleFlowMemory(t *testing.T) {
 	afterTCP := inUse()
 	check("TCP", afterTCP-before)
 
+	gor := runtime.NumGoroutine()
 	for range n {
 		mine = append(mine, openUDPFlow(t, e.ctr, to5300))
 	}
@@ -1185,6 +1186,10 @@ func TestIntegrationIdleFlowMemory(t *testing.T) {
 		t.Fatalf("%d flows carried, want %d", e.up.Flows(), 2*n)
 	}
 	check("UDP", inUse()-afterTCP)
+	// The poller reads them: no goroutine each.
+	if grown := runtime.NumGoroutine() - gor; grown >= n/2 {
+		t.Errorf("%d UDP flows took %d goroutines more", n, grown)
+	}
 }
 
 // A container that forgot its connection out (its FIN_WAIT_2 timed out

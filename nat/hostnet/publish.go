@@ -58,22 +58,17 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 	if !host.IsValid() {
 		host = netip.IPv4Unspecified()
 	}
-	var ls []io_closer
+	var ls []listener
 	closeAll := func() {
 		for _, l := range ls {
 			l.Close()
 		}
 	}
-	type served struct {
-		l   any
-		ctr netip.AddrPort
-	}
-	var serve []served
 	for i := range p.HostPorts.Len() {
 		hp := p.HostPorts.First + uint16(i)
 		cp := p.ContainerPort(hp)
 		at := netip.AddrPortFrom(host, hp)
-		var l io_closer
+		var l listener
 		err := u.cfg.Namespace(func() error {
 			var err error
 			if p.Proto == conntrack.ProtoTCP {
@@ -92,10 +87,8 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 			} else {
 				var c *net.UDPConn
 				if c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(at)); err == nil {
-					if err = pktinfo(c, at); err != nil {
+					if l, err = u.newPublishedUDP(c, at, netip.AddrPortFrom(p.ContainerAddr, cp)); err != nil {
 						c.Close() // not in ls yet: closeAll does not see it
-					} else {
-						l = c
 					}
 				}
 			}
@@ -106,7 +99,6 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 			return 0, fmt.Errorf("hostnet: publish %v: %w", p, err)
 		}
 		ls = append(ls, l)
-		serve = append(serve, served{l, netip.AddrPortFrom(p.ContainerAddr, cp)})
 	}
 	u.mu.Lock()
 	if rules, err = u.publishableLocked(); err != nil { // closed meanwhile
@@ -121,19 +113,11 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 		return 0, err
 	}
 	u.pubs[id] = ls
-	if p.Proto == conntrack.ProtoUDP {
-		u.wg.Add(len(serve)) // under u.mu: Close cannot be waiting yet
-	}
 	u.mu.Unlock()
-	for _, sv := range serve {
-		switch l := sv.l.(type) {
-		case *acceptor:
-			if err := l.start(); err != nil {
-				u.Unpublish(id)
-				return 0, fmt.Errorf("hostnet: publish %v: %w", p, err)
-			}
-		case *net.UDPConn:
-			go u.serveUDP(l, sv.ctr)
+	for _, l := range ls {
+		if err := l.start(); err != nil {
+			u.Unpublish(id)
+			return 0, fmt.Errorf("hostnet: publish %v: %w", p, err)
 		}
 	}
 	u.log.Info("hostnet: published", "rule", p)
@@ -142,7 +126,7 @@ func (u *Uplink) Publish(p nat.Publish) (nat.RuleID, error) {
 
 // pktinfo has the UDP socket c, bound to at, told which address each
 // datagram came to (IP_PKTINFO) when at is every address, before the
-// first can come: serveUDP answers each client from the address it sent
+// first can come: the published port answers each client from the address it sent
 // to, where the kernel would answer from the address of its route to the
 // client, which a client that sent to another of the host's addresses, on
 // a connected socket, drops.
@@ -176,12 +160,7 @@ func (u *Uplink) Unpublish(id nat.RuleID) error {
 		return fmt.Errorf("hostnet: %w: id %d", ErrNotPublished, id)
 	}
 	for _, l := range ls {
-		l.Close()
-		// The rule's UDP flows answered from its sockets: they end
-		// (and so do any their readers open after this).
-		if c, ok := l.(*net.UDPConn); ok {
-			u.endInbound(c)
-		}
+		l.Close() // a UDP port's flows end with it, as they answered from it
 	}
 	return nil
 }

@@ -341,9 +341,9 @@ func TestIntegrationPublishedUDPSizes(t *testing.T) {
 }
 
 // A published UDP range is many ports that sit idle most of the time (a
-// media server's RTP range): an idle port costs its socket and its
-// goroutine, not a 64 KiB datagram buffer, as an idle outbound flow holds
-// none (TestIntegrationIdleFlowMemory).
+// media server's RTP range): an idle port costs its socket, not a
+// goroutine (the poller reads it) nor a 64 KiB datagram buffer, as an idle
+// outbound flow holds none (TestIntegrationIdleFlowMemory).
 func TestIntegrationPublishedUDPRangeMemory(t *testing.T) {
 	const n = 500
 	e := newEnv(t, envConfig{})
@@ -355,13 +355,16 @@ func TestIntegrationPublishedUDPRangeMemory(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return int64(m.HeapInuse + m.StackInuse)
 	}
-	before := inUse()
+	before, gor := inUse(), runtime.NumGoroutine()
 	publish(t, e.up, fmt.Sprintf("20000-%d:172.17.0.4:20000-%d/udp", 20000+n-1, 20000+n-1))
 	grown := inUse() - before
 	t.Logf("%d published UDP ports: %d KiB more in use, %d KiB each", n, grown>>10, grown/n>>10)
 	const limit = 24 << 10
 	if grown > n*limit {
 		t.Errorf("%d idle published UDP ports hold %d KiB, more than %d KiB each", n, grown>>10, limit>>10)
+	}
+	if g := runtime.NumGoroutine() - gor; g >= n/2 {
+		t.Errorf("%d published UDP ports took %d goroutines more", n, g)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usernat/usernat/conntrack"
-	"github.com/usernat/usernat/internal/busypoll"
 	"github.com/usernat/usernat/nat"
 )
 
@@ -37,6 +35,7 @@ type udpFlow struct {
 	hops   ttlSetting          // outbound: the socket's TTL
 	pmtu   pmtuSetting         // outbound: the socket's path MTU discovery
 	errs   errorSender         // outbound: what the network's errors are about
+	r      *dgramReader        // outbound: the poller's reader of conn (a published port's reads every client's)
 	f      *flow
 
 	// A flow to the DNS address, to the host's resolver (dns): since when
@@ -213,6 +212,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	if fl.dns = u.resolv != nil && t.Dst == u.cfg.DNS; fl.dns {
 		fl.errs.failed = func() { fl.dnsFailed.Store(true) }
 	}
+	fl.r = u.newDgramReader(fl.rc, &fl.errs, fl.readOne, func(err error) { u.readFailed(fl.f, "UDP", far.Addr(), err) })
 	if !u.startUDP(fl, t, t.Src, id) {
 		u.untrack(t, id)
 		return nil
@@ -222,8 +222,8 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 }
 
 // startUDP registers fl under the entry orig (and id, when known), src's
-// place reserved, and starts its reader; false (with fl's socket closed)
-// when the flow cannot be registered.
+// place reserved, and has the poller read an outbound flow's socket;
+// false (with fl's socket closed) when the flow cannot be registered.
 func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id uint64) bool {
 	inbound := fl.client.IsValid()
 	stop := func() {
@@ -239,6 +239,7 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 		}
 		u.mu.Unlock()
 		if !inbound {
+			fl.r.stop()
 			fl.conn.Close()
 		}
 	}
@@ -247,8 +248,6 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 		u.udp[fl.near] = fl
 		if inbound {
 			u.udpIn[fl.key] = fl
-		} else {
-			u.wg.Add(1) // under u.mu, with closed checked: Close cannot be waiting yet
 		}
 	})
 	if !ok {
@@ -258,100 +257,32 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 		return false
 	}
 	if !inbound {
-		go fl.read()
+		if err := fl.r.watch(); err != nil {
+			// Out of memory for the epoll set, or ended already.
+			u.log.Debug("hostnet: UDP socket not watched", "dst", fl.dst, "err", err)
+			fl.f.drop()
+			return false
+		}
 	}
 	return true
 }
 
-// read turns the datagrams of an outbound flow's host socket into packets
-// for the container until the socket closes.
-func (fl *udpFlow) read() {
-	defer fl.u.wg.Done()
-	far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
-	ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
-	err := fl.u.readLoop(fl.conn, &fl.errs, func(fd int, buf []byte) (int, error) {
-		n, err := unix.Read(fd, buf[28:])
-		if err == nil {
-			if fl.dns { // the resolver answered
-				fl.dnsPending.Store(0)
-				fl.dnsFailed.Store(false)
-				fl.u.resolv.answer(fl.dst, time.Now().UnixNano())
-			}
-			fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
+// readOne reads a datagram from an outbound flow's host socket fd into
+// buf, behind room for the headers, and passes it to the container as a
+// packet from the flow's destination.
+func (fl *udpFlow) readOne(fd int, buf []byte) (int, error) {
+	n, err := unix.Read(fd, buf[28:])
+	if err == nil {
+		if fl.dns { // the resolver answered
+			fl.dnsPending.Store(0)
+			fl.dnsFailed.Store(false)
+			fl.u.resolv.answer(fl.dst, time.Now().UnixNano())
 		}
-		return n, err
-	})
-	fl.u.readEnded(fl.f, "UDP", far.Addr(), err)
-}
-
-// readBuf is the buffer of one datagram read from a host socket, behind
-// room for the headers of the packet it becomes.
-var readBuf = sync.Pool{New: func() any { b := make([]byte, 28+udpRead); return &b }}
-
-// readLoop reads a flow's socket with read until the socket closes, or
-// fails for good (the error it returns), holding a buffer only while a
-// datagram is there to read: an idle flow costs its goroutine and no 64
-// KiB. An ICMP error the socket reports (icmpReported) is no end: the
-// flow carries on, as UDP and echo do, and the container hears of it
-// (forwardErrors, as es describes it), as its own socket would from the
-// real network.
-func (u *Uplink) readLoop(c syscall.Conn, es *errorSender, read func(fd int, buf []byte) (int, error)) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil
+		far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
+		ctr := netip.AddrPortFrom(fl.near.Src, fl.near.SrcPort)
+		fl.u.ln.queue(udpPacket(buf, far, ctr, n), bridgeNone)
 	}
-	// A loop that polls gives way to its datagrams (busypoll).
-	busypoll.WatchConn(rc)
-	defer busypoll.UnwatchConn(rc)
-	var fatal error
-	for fatal == nil {
-		err := rc.Read(func(fd uintptr) bool {
-			bp := readBuf.Get().(*[]byte)
-			defer readBuf.Put(bp)
-			for {
-				_, err := read(int(fd), *bp)
-				switch {
-				case icmpReported(err):
-					u.forwardErrors(int(fd), es)
-				case err == nil || err == unix.EINTR:
-					continue
-				case err == unix.EAGAIN:
-					return false // wait for the next datagram
-				default:
-					fatal = err
-					return true
-				}
-			}
-		})
-		if err != nil && !waitErrored(rc) {
-			return nil // closed
-		}
-	}
-	return fatal
-}
-
-// waitErrored waits, for a while, for the socket rc to have something to
-// read, when Go's poller would not: epoll told of an error alone
-// (EPOLLERR, an ICMP error that came while the send buffer was over half
-// full), and until another event comes, the poller fails every wait
-// ("not pollable"). The error itself was read (and handed on) before. It
-// reports false when the socket is closed.
-func waitErrored(rc syscall.RawConn) bool {
-	for {
-		ready := false
-		err := rc.Control(func(fd uintptr) {
-			// Not for long: Close waits for this call.
-			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, _ := unix.Poll(p, 50)
-			ready = n > 0
-		})
-		if err != nil {
-			return false
-		}
-		if ready {
-			return true // a datagram or an error: read it
-		}
-	}
+	return n, err
 }
 
 // icmpReported says whether err is what a connected datagram socket
@@ -368,50 +299,69 @@ func icmpReported(err error) bool {
 	return false
 }
 
-// readEnded ends the datagram flow f to dst, whose reader returned with
-// err: nil when its socket was closed (the flow released, or the uplink
-// closing), which is then nothing more; else the socket failed, and the
-// flow ends with its entry, which names the socket.
-func (u *Uplink) readEnded(f *flow, what string, dst netip.Addr, err error) {
-	if err == nil {
-		f.release()
-		return
-	}
+// readFailed ends the datagram flow f to dst, whose host socket failed
+// with err: the flow ends with its entry, which names the socket.
+func (u *Uplink) readFailed(f *flow, what string, dst netip.Addr, err error) {
 	u.stats.HostSocketErrors.Add(1)
 	u.warnOnce("read", "hostnet: a flow's host socket failed; the flow ends (logged once; counted in host_socket_errors)", "proto", what, "dst", dst, "err", os.NewSyscallError("read", err))
 	f.drop()
 }
 
-// serveUDP reads the datagrams of a published UDP port and carries each
-// client's into the container at ctr from the client's address; the
-// container's answers go back from the published port (sendUDP), and
-// from the address the client sent to. As an outbound flow's reader
-// (readLoop), it holds a datagram buffer only while datagrams are there
-// to read: an idle port (of a range of thousands, say) costs its socket
-// and its goroutine, not 64 KiB.
-func (u *Uplink) serveUDP(c *net.UDPConn, ctr netip.AddrPort) {
-	defer u.wg.Done()
-	rc := rawConn(c) // every client's flow answers through this socket
-	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
-	local := netip.AddrPortFrom(la.Addr().Unmap(), la.Port())
-	var oob []byte // for IP_PKTINFO (pktinfo), bound to every address
-	if local.Addr().IsUnspecified() {
-		oob = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+// publishedUDP is a published UDP port's socket, which the poller reads:
+// it carries each client's datagrams into the container at ctr from the
+// client's address; the container's answers go back from the published
+// port (sendUDP), and from the address the client sent to. An idle port
+// (of a range of thousands, say) costs its socket alone.
+type publishedUDP struct {
+	u     *Uplink
+	c     *net.UDPConn
+	rc    syscall.RawConn // c's: every client's flow answers through it
+	r     *dgramReader
+	ctr   netip.AddrPort
+	local netip.AddrPort
+	oob   []byte // for IP_PKTINFO (pktinfo), bound to every address
+}
+
+// newPublishedUDP makes the published port of the socket c, bound to at,
+// carried to ctr; start has the poller read it.
+func (u *Uplink) newPublishedUDP(c *net.UDPConn, at, ctr netip.AddrPort) (*publishedUDP, error) {
+	if err := pktinfo(c, at); err != nil {
+		return nil, err
 	}
-	u.readLoop(c, nil, func(fd int, buf []byte) (int, error) {
-		n, oobn, client, err := recvFrom4(fd, buf[28:], oob)
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-			return 0, err
-		case err != nil:
-			return 0, nil // not the socket's end: the next datagram
-		}
-		u.servedDatagram(c, rc, buf, n, client, ctr, local, pktinfoDst(oob[:oobn]))
-		return n, nil
-	})
-	// Unpublished (or the uplink closing): a flow opened for the last
-	// datagram read, after Unpublish ended the socket's flows, ends too.
-	u.endInbound(c)
+	la := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	p := &publishedUDP{u: u, c: c, rc: rawConn(c), ctr: ctr, local: netip.AddrPortFrom(la.Addr().Unmap(), la.Port())}
+	if p.local.Addr().IsUnspecified() {
+		p.oob = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+	}
+	// Not the socket's end: a failed read is one datagram's.
+	p.r = u.newDgramReader(p.rc, nil, p.readOne, func(error) {})
+	return p, nil
+}
+
+func (p *publishedUDP) start() error { return p.r.watch() }
+
+// Close closes the socket; the flows that answer through it end
+// (endInbound), with any a read opened meanwhile: a close waits for the
+// reads.
+func (p *publishedUDP) Close() error {
+	p.r.stop()
+	err := p.c.Close()
+	p.u.endInbound(p.c)
+	return err
+}
+
+// readOne reads a client's datagram from the socket fd into buf, behind
+// room for the headers, and carries it into the container.
+func (p *publishedUDP) readOne(fd int, buf []byte) (int, error) {
+	n, oobn, client, err := recvFrom4(fd, buf[28:], p.oob)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return 0, err
+	case err != nil:
+		return 0, nil // not the socket's end: the next datagram
+	}
+	p.u.servedDatagram(p.c, p.rc, buf, n, client, p.ctr, p.local, pktinfoDst(p.oob[:oobn]))
+	return n, nil
 }
 
 // servedDatagram carries the datagram buf[28:28+n] that client sent to a

@@ -1,0 +1,118 @@
+package hostnet
+
+import (
+	"net"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// dgramReader reads a datagram socket of the uplink's (a UDP flow's, a
+// published UDP port's, an echo flow's) in the poller, as a splice's host
+// socket is: a datagram flow costs no goroutine, and a loop that polls
+// (busypoll) reads its datagrams in the poller's stead, so an answer from
+// the host goes on to the container without a goroutine woken.
+type dgramReader struct {
+	u    *Uplink
+	rc   syscall.RawConn // the socket's: a read holds it open, a close waits for the read
+	es   *errorSender    // what the network's errors about the socket's datagrams are about; nil: none come
+	read func(fd int, buf []byte) (int, error)
+	fail func(err error) // the socket failed for good (read's error): called once, after the read
+
+	mu      sync.Mutex
+	id      uint64 // in the poller; 0 while not watched
+	stopped bool
+}
+
+// dgramBudget is the most datagrams one round of the poller reads from one
+// socket: a flood to one port does not hold up the others' traffic, nor
+// every TCP connection's. With more there, the socket is armed again, and
+// the poller comes back to it after the others ready meanwhile.
+const dgramBudget = 64
+
+// newDgramReader makes the reader of the socket rc, not watched yet
+// (watch): read takes one datagram from the socket (its descriptor) into
+// buf, behind room for the IPv4 and UDP headers of the packet it becomes,
+// passes it on, and returns what the system call did; fail is told of an
+// error of read's that is neither EAGAIN nor an ICMP error (icmpReported),
+// which es sends on to the container.
+func (u *Uplink) newDgramReader(rc syscall.RawConn, es *errorSender, read func(fd int, buf []byte) (int, error), fail func(error)) *dgramReader {
+	return &dgramReader{u: u, rc: rc, es: es, read: read, fail: fail}
+}
+
+// watch has the poller read the socket from now on, and at once if
+// datagrams are there already; net.ErrClosed once stop was called.
+func (r *dgramReader) watch() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return net.ErrClosed
+	}
+	var err error
+	if cerr := r.rc.Control(func(fd uintptr) { r.id, err = r.u.poll.add(int(fd), unix.EPOLLIN, r.ready) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// stop has the poller leave the socket, which the caller closes next (as
+// its only descriptor: its closing takes it out of the epoll set).
+func (r *dgramReader) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	id := r.id
+	r.mu.Unlock()
+	if id != 0 {
+		r.u.poll.forget(id)
+	}
+}
+
+// ready reads what the socket holds, dgramBudget datagrams at most, in the
+// poller. A socket closed meanwhile is nothing more: whoever closed it
+// ended its flow. An ICMP error the socket reports is no end: the flow
+// carries on, as UDP and echo do, and the container hears of it
+// (forwardErrors), as its own socket would from the real network.
+func (r *dgramReader) ready(uint32) {
+	var fatal error
+	if err := r.rc.Control(func(fd uintptr) {
+		buf := r.u.dgramBuf()
+		for range dgramBudget {
+			_, err := r.read(int(fd), buf)
+			switch {
+			case err == nil || err == unix.EINTR:
+			case err == unix.EAGAIN:
+				return
+			case icmpReported(err):
+				r.u.forwardErrors(int(fd), r.es)
+			default:
+				fatal = err
+				return
+			}
+		}
+		// More may be there: news again in the poller's next round.
+		// Here, where the descriptor cannot be another socket's yet.
+		r.mu.Lock()
+		if !r.stopped {
+			r.u.poll.modify(int(fd), r.id, unix.EPOLLIN)
+		}
+		r.mu.Unlock()
+	}); err != nil {
+		return
+	}
+	if fatal != nil {
+		// Outside Control: ending the flow closes the socket, and a
+		// close waits for the socket's reads.
+		r.fail(fatal)
+	}
+}
+
+// dgramBuf is the buffer the poller reads datagrams into, behind room for
+// the headers of the packet each becomes: one for every socket, since the
+// poller reads one at a time, made the first time a datagram comes.
+func (u *Uplink) dgramBuf() []byte {
+	if u.dgBuf == nil {
+		u.dgBuf = make([]byte, 28+udpRead)
+	}
+	return u.dgBuf
+}
