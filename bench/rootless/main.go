@@ -6,7 +6,8 @@
 // The same Go client measures all three: TCP throughput in through the
 // published port and out to a server on the LAN, request/response
 // latency and new connections per second both ways (through the published
-// port, and from the container to the LAN server), the CPU time the
+// port, and from the container to the LAN server), UDP request/response
+// latency both ways (through the published UDP port), the CPU time the
 // network process spends on each, and whether the container sees the
 // client's own address. It prints each peer's numbers, usernat's
 // ratios to the other two and the project's targets.
@@ -39,7 +40,7 @@ import (
 type config struct {
 	benchkit.Flags
 	Peers   map[string]bool // the peers measured; the others read "not selected"
-	Metrics map[string]bool // the measurements made: in, out, latency, conns, latency-out, conns-out
+	Metrics map[string]bool // the measurements made: metricNames'
 	// Interleave measures the peers metric by metric, each peer in a
 	// topology of its own for each, rather than every metric of one peer
 	// in one topology before the next peer's.
@@ -50,7 +51,7 @@ type config struct {
 const notSelected = "not selected (-peers)"
 
 // metricNames are the measurements -metrics selects from, in order.
-var metricNames = []string{"in", "out", "latency", "conns", "latency-out", "conns-out"}
+var metricNames = []string{"in", "out", "latency", "conns", "latency-out", "conns-out", "latency-udp", "latency-udp-out"}
 
 // parseSet parses a comma-separated list of names from valid.
 func parseSet(flagName, list string, valid []string) (map[string]bool, error) {

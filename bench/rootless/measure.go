@@ -33,6 +33,14 @@ const (
 	connsOutPerS    = "conns_out_per_s"
 	cpuConnsOut     = "conns_out_cpu_s_per_1000_conns"
 	cpuConnsOutT    = "conns_out_cpu_s"
+	udpLatencyP50   = "udp_latency_p50_us"
+	udpLatencyP99   = "udp_latency_p99_us"
+	cpuUDPLatency   = "udp_latency_cpu_s_per_1000_round_trips"
+	cpuUDPLatencyT  = "udp_latency_cpu_s"
+	udpLatOutP50    = "udp_latency_out_p50_us"
+	udpLatOutP99    = "udp_latency_out_p99_us"
+	cpuUDPLatOut    = "udp_latency_out_cpu_s_per_1000_round_trips"
+	cpuUDPLatOutT   = "udp_latency_out_cpu_s"
 	keptTCP         = "client_address_kept_tcp"
 	keptUDP         = "client_address_kept_udp"
 
@@ -102,6 +110,8 @@ var metricOf = map[string]string{
 	connsPerS: "conns", cpuConns: "conns", cpuConnsTotal: "conns",
 	latencyOutP50: "latency-out", latencyOutP99: "latency-out", cpuLatencyOut: "latency-out", cpuLatencyOutT: "latency-out",
 	connsOutPerS: "conns-out", cpuConnsOut: "conns-out", cpuConnsOutT: "conns-out",
+	udpLatencyP50: "latency-udp", udpLatencyP99: "latency-udp", cpuUDPLatency: "latency-udp", cpuUDPLatencyT: "latency-udp",
+	udpLatOutP50: "latency-udp-out", udpLatOutP99: "latency-udp-out", cpuUDPLatOut: "latency-udp-out", cpuUDPLatOutT: "latency-udp-out",
 }
 
 // selectedKeys are those of keys that the measurements of selected make,
@@ -121,8 +131,8 @@ func selectedKeys(selected map[string]bool, keys ...string) []string {
 
 // measure runs every measurement against a topology whose network process
 // is ready, with servers in the container (TCP 80 and UDP 53, published
-// as 8080 and 5353) and in the client (192.168.2.104:5201, which the
-// container connects out to).
+// as 8080 and 5353) and in the client (192.168.2.104:5201, TCP and UDP,
+// which the container connects and sends out to).
 func measure(ctx context.Context, t *topology, cfg config) result {
 	limit := cfg.Duration + benchkit.IOGrace
 	if err := benchkit.Sysctl(t.container, "ipv4/ip_local_port_range", portRange); err != nil {
@@ -143,6 +153,11 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 		return result{Unavailable: "server in the client: " + err.Error()}
 	}
 	defer lan.Close()
+	lanUDP, err := benchkit.ServeUDP(t.client, lanServer.String())
+	if err != nil {
+		return result{Unavailable: "UDP server in the client: " + err.Error()}
+	}
+	defer lanUDP.Close()
 
 	r := result{Values: make(map[string]float64), Errors: make(map[string]string), Seen: make(map[string]string)}
 	fail := func(err error, keys ...string) {
@@ -167,14 +182,15 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 	} else {
 		kept(keptTCP, seen)
 	}
-	if seen, err := probe(ctx, t.client, "udp", publishedUDP); err != nil {
-		fail(fmt.Errorf("published UDP port: %w", err), keptUDP)
+	seen, inUDPErr := probe(ctx, t.client, "udp", publishedUDP)
+	if inUDPErr != nil {
+		fail(fmt.Errorf("published UDP port: %w", inUDPErr), selectedKeys(cfg.Metrics, udpLatencyP50, udpLatencyP99, cpuUDPLatency, keptUDP)...)
 	} else {
 		kept(keptUDP, seen)
 	}
 	seen, outErr := probe(ctx, t.container, "tcp", lanServer)
 	if outErr != nil {
-		fail(fmt.Errorf("outbound: %w", outErr), selectedKeys(cfg.Metrics, outbound, cpuOut, latencyOutP50, latencyOutP99, cpuLatencyOut, connsOutPerS, cpuConnsOut)...)
+		fail(fmt.Errorf("outbound: %w", outErr), selectedKeys(cfg.Metrics, outbound, cpuOut, latencyOutP50, latencyOutP99, cpuLatencyOut, connsOutPerS, cpuConnsOut, udpLatOutP50, udpLatOutP99, cpuUDPLatOut)...)
 	} else {
 		r.Seen[outSource] = seen.String()
 	}
@@ -224,11 +240,13 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 		})
 	}
 	// The ping-pong and the connections, through the published port
-	// (in) and from the container to the LAN server (out).
-	pingPong := func(from benchkit.Place, dst netip.AddrPort, p50Key, p99Key, cpuKey, totalKey string) {
+	// (in) and from the container to the LAN server (out); the
+	// ping-pong over TCP (benchkit.PingPong) or UDP (PingPongUDP).
+	pingPong := func(pp func(context.Context, benchkit.Place, netip.AddrPort, time.Duration) (time.Duration, time.Duration, int, error),
+		from benchkit.Place, dst netip.AddrPort, p50Key, p99Key, cpuKey, totalKey string) {
 		progress("  1-byte ping-pong to %s for %v", dst, d)
 		cpu(cpuKey, totalKey, func() (float64, error) {
-			p50, p99, n, err := benchkit.PingPong(ctx, from, dst, d)
+			p50, p99, n, err := pp(ctx, from, dst, d)
 			if err != nil {
 				fail(err, p50Key, p99Key, cpuKey)
 				return 0, err
@@ -251,16 +269,22 @@ func measure(ctx context.Context, t *topology, cfg config) result {
 		})
 	}
 	if inErr == nil && cfg.Metrics["latency"] && ctx.Err() == nil {
-		pingPong(t.client, published, latencyP50, latencyP99, cpuLatency, cpuLatencyTotal)
+		pingPong(benchkit.PingPong, t.client, published, latencyP50, latencyP99, cpuLatency, cpuLatencyTotal)
 	}
 	if inErr == nil && cfg.Metrics["conns"] && ctx.Err() == nil {
 		conns(t.client, published, connsPerS, cpuConns, cpuConnsTotal)
 	}
 	if outErr == nil && cfg.Metrics["latency-out"] && ctx.Err() == nil {
-		pingPong(t.container, lanServer, latencyOutP50, latencyOutP99, cpuLatencyOut, cpuLatencyOutT)
+		pingPong(benchkit.PingPong, t.container, lanServer, latencyOutP50, latencyOutP99, cpuLatencyOut, cpuLatencyOutT)
 	}
 	if outErr == nil && cfg.Metrics["conns-out"] && ctx.Err() == nil {
 		conns(t.container, lanServer, connsOutPerS, cpuConnsOut, cpuConnsOutT)
+	}
+	if inUDPErr == nil && cfg.Metrics["latency-udp"] && ctx.Err() == nil {
+		pingPong(benchkit.PingPongUDP, t.client, publishedUDP, udpLatencyP50, udpLatencyP99, cpuUDPLatency, cpuUDPLatencyT)
+	}
+	if outErr == nil && cfg.Metrics["latency-udp-out"] && ctx.Err() == nil {
+		pingPong(benchkit.PingPongUDP, t.container, lanServer, udpLatOutP50, udpLatOutP99, cpuUDPLatOut, cpuUDPLatOutT)
 	}
 	return r
 }

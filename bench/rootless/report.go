@@ -47,26 +47,36 @@ var metrics = slices.Concat([]metric{
 		latencyP50, latencyP99, cpuLatency, cpuLatencyTotal, connsPerS, cpuConns, cpuConnsTotal),
 	exchangeRows(" out", fmt.Sprintf("to %s", lanServer),
 		latencyOutP50, latencyOutP99, cpuLatencyOut, cpuLatencyOutT, connsOutPerS, cpuConnsOut, cpuConnsOutT),
+	latencyRows("UDP ", "", fmt.Sprintf("via :%d", publishedUDPPort), udpLatencyP50, udpLatencyP99, cpuUDPLatency, cpuUDPLatencyT),
+	latencyRows("UDP ", " out", fmt.Sprintf("to %s", lanServer), udpLatOutP50, udpLatOutP99, cpuUDPLatOut, cpuUDPLatOutT),
 	[]metric{
 		{key: keptTCP, name: fmt.Sprintf("client address kept: TCP via :%d", publishedPort), kind: keptKind},
 		{key: keptUDP, name: fmt.Sprintf("client address kept: UDP via :%d", publishedUDPPort), kind: keptKind},
 	},
 )
 
-// exchangeRows are the rows of the ping-pong and the new connections one
-// way (dir, "" in through the published port, " out" from the
-// container), to where: latency p50 and p99 and the CPU per round trip,
-// connections/s and the CPU per connection, each better than both peers'.
+// exchangeRows are the rows of the TCP ping-pong and the new connections
+// one way (dir, "" in through the published port, " out" from the
+// container), to where: latency p50 and p99 and the CPU per round trip
+// (latencyRows), connections/s and the CPU per connection, each better
+// than both peers'.
 func exchangeRows(dir, where, p50, p99, cpuRT, cpuRTTotal, conns, cpuConn, cpuConnTotal string) []metric {
+	return append(latencyRows("", dir, where, p50, p99, cpuRT, cpuRTTotal),
+		metric{key: conns, name: fmt.Sprintf("new connections%s %s", dir, where),
+			unit: "conn/s", format: "%.0f", higher: true, vs: [2]float64{1, 1}, strict: true},
+		metric{key: cpuConn, total: cpuConnTotal, name: "  network process CPU: s/1000 connections (total s)", unit: "s/1000 connections", format: "%.3f", kind: cpuKind})
+}
+
+// latencyRows are the rows of a ping-pong (proto "" for TCP, "UDP " for
+// UDP) one way, to where: p50 and p99, each better than both peers', and
+// the CPU per round trip.
+func latencyRows(proto, dir, where, p50, p99, cpuRT, cpuRTTotal string) []metric {
 	return []metric{
-		{key: p50, name: fmt.Sprintf("latency p50%s: 1-byte ping-pong %s", dir, where),
+		{key: p50, name: fmt.Sprintf("%slatency p50%s: 1-byte ping-pong %s", proto, dir, where),
 			unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
-		{key: p99, name: fmt.Sprintf("latency p99%s: 1-byte ping-pong %s", dir, where),
+		{key: p99, name: fmt.Sprintf("%slatency p99%s: 1-byte ping-pong %s", proto, dir, where),
 			unit: "µs", format: "%.1f", vs: [2]float64{1, 1}, strict: true},
 		{key: cpuRT, total: cpuRTTotal, name: "  network process CPU: s/1000 round trips (total s)", unit: "s/1000 round trips", format: "%.3f", kind: cpuKind},
-		{key: conns, name: fmt.Sprintf("new connections%s %s", dir, where),
-			unit: "conn/s", format: "%.0f", higher: true, vs: [2]float64{1, 1}, strict: true},
-		{key: cpuConn, total: cpuConnTotal, name: "  network process CPU: s/1000 connections (total s)", unit: "s/1000 connections", format: "%.3f", kind: cpuKind},
 	}
 }
 

@@ -126,6 +126,50 @@ func PingPong(ctx context.Context, from Place, dst netip.AddrPort, d time.Durati
 	if _, err := io.ReadFull(c, b); err != nil { // the server echoes the mode byte
 		return 0, 0, 0, CtxErr(ctx, err)
 	}
+	return roundTrips(d, func() error {
+		if _, err := c.Write(b); err != nil {
+			return CtxErr(ctx, err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			return CtxErr(ctx, err)
+		}
+		return nil
+	})
+}
+
+// PingPongUDP is PingPong over UDP, to a UDPServer: a 1-byte datagram,
+// and the server's answer (the client's address, a line). A datagram
+// lost either way is an error: nothing on the benchmark's path should
+// lose one while a single one is in flight.
+func PingPongUDP(ctx context.Context, from Place, dst netip.AddrPort, d time.Duration) (p50, p99 time.Duration, n int, err error) {
+	var c *net.UDPConn
+	err = from.Do(func() error {
+		var err error
+		c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		return err
+	})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer c.Close()
+	defer Interruptible(ctx, c)()
+	b, answer := []byte{modePeer}, make([]byte, 128)
+	return roundTrips(d, func() error {
+		c.SetDeadline(time.Now().Add(udpReplyTimeout))
+		if _, err := c.Write(b); err != nil {
+			return CtxErr(ctx, err)
+		}
+		if _, err := c.Read(answer); err != nil {
+			return fmt.Errorf("no answer from %s: %w", dst, CtxErr(ctx, err))
+		}
+		return nil
+	})
+}
+
+// roundTrips runs one round trip after another, WarmupPings untimed and
+// then timed for d, and returns the median and 99th percentile and how
+// many it timed.
+func roundTrips(d time.Duration, once func() error) (p50, p99 time.Duration, n int, err error) {
 	samples := make([]time.Duration, 0, 1<<16)
 	var end time.Time
 	for i := range WarmupPings + maxPings {
@@ -135,11 +179,8 @@ func PingPong(ctx context.Context, from Place, dst netip.AddrPort, d time.Durati
 			break
 		}
 		start := time.Now()
-		if _, err := c.Write(b); err != nil {
-			return 0, 0, 0, CtxErr(ctx, err)
-		}
-		if _, err := io.ReadFull(c, b); err != nil {
-			return 0, 0, 0, CtxErr(ctx, err)
+		if err := once(); err != nil {
+			return 0, 0, 0, err
 		}
 		if i >= WarmupPings {
 			samples = append(samples, time.Since(start))

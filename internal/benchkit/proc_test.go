@@ -14,7 +14,7 @@ import (
 )
 
 // here is the test's own namespace: the processes these tests start send
-// no packets.
+// no packets, and the ping-pong tests send on its loopback only.
 type here struct{}
 
 func (here) Do(fn func() error) error { return fn() }
