@@ -11,10 +11,11 @@ import (
 	"github.com/usernat/usernat/internal/busypoll"
 )
 
-// poller waits for the host sockets of every splice at once: an epoll set
+// poller waits for the host sockets of every splice at once, and for the
+// published ports' and the datagram flows' (dgramReader): an epoll set
 // of its own, edge-triggered, which one goroutine waits on through Go's
 // netpoller (an epoll descriptor is readable while it has events). A
-// splice costs no goroutine, and one wake-up serves every socket that is
+// flow costs no goroutine, and one wake-up serves every socket that is
 // ready. While that goroutine sleeps, a loop that polls (busypoll, a TAP
 // device's reader) serves the set in its stead, so a packet from a host
 // socket goes on to the container without a goroutine woken.
