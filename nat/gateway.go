@@ -34,7 +34,9 @@ type Config struct {
 	// MTU is the largest IP packet on the bridge side; 0 means 1500.
 	MTU int
 	// Uplink is the way out: a LinkUplink, or the host-socket uplink of
-	// nat/hostnet. The gateway starts it and closes it.
+	// nat/hostnet. The gateway starts it and closes it; when New fails,
+	// the caller closes it (a Terminator may refuse to be given to
+	// another gateway after that; hostnet's does).
 	Uplink Uplink
 	// Table is the connection-tracking table; nil means a new table made
 	// with Conntrack (which is ignored otherwise). The gateway closes a
@@ -242,7 +244,10 @@ func New(cfg Config) (*Gateway, error) {
 	if t, ok := cfg.Uplink.(Terminator); ok {
 		g.term = t
 		g.rules.bridged = cfg.Subnet
-		t.Attach(g.table, &g.rules)
+		if err := t.Attach(g.table, &g.rules); err != nil {
+			g.closeTable()
+			return nil, err
+		}
 	}
 
 	mac := cfg.MAC

@@ -38,7 +38,10 @@ func (f *fakeTerminator) Send(frame []byte, _ netip.Addr, _ bridge.Offload) {
 	f.sent = append(f.sent, bytes.Clone(frame[Headroom:]))
 	f.mu.Unlock()
 }
-func (f *fakeTerminator) Attach(t *conntrack.Table, r *Rules) { f.table, f.rules = t, r }
+func (f *fakeTerminator) Attach(t *conntrack.Table, r *Rules) error {
+	f.table, f.rules = t, r
+	return nil
+}
 func (f *fakeTerminator) Inbound(t conntrack.Tuple) (conntrack.Tuple, conntrack.Tuple, bool) {
 	e, ok := f.expect[t]
 	return e[0], e[1], ok

@@ -70,8 +70,10 @@ type Terminator interface {
 	// the tuple of its host socket as the reply, once it has opened that
 	// socket; it releases a flow's resources when the entry leaves the
 	// table. It lists in rules the ports it publishes, which the gateway
-	// itself does not apply.
-	Attach(t *conntrack.Table, rules *Rules)
+	// itself does not apply. An error (the uplink given to a gateway
+	// already, or unfit for this one's subnet, Rules.Bridged) fails New,
+	// and should leave the uplink as it was.
+	Attach(t *conntrack.Table, rules *Rules) error
 	// Inbound names the flow that a packet the uplink delivers opens
 	// when no entry has it yet: tuple is the packet's (from the client,
 	// or what stands for it, to the container), orig the flow as it

@@ -1,6 +1,8 @@
 package hostnet
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -31,10 +33,11 @@ func TestNewRefusesNegativeBounds(t *testing.T) {
 }
 
 // The uplink's addresses on the bridge are checked against the gateway's
-// subnet when the gateway starts it: Gateway must be the gateway's own
-// address, DNS another host address of the subnet. Neither fits any
-// other, and Config holds no subnet for New to check them against.
-func TestStartChecksBridgeAddresses(t *testing.T) {
+// subnet when the gateway takes it (Attach): Gateway must be the
+// gateway's own address, DNS another host address of the subnet. Neither
+// fits any other, and Config holds no subnet for New to check them
+// against.
+func TestAttachChecksBridgeAddresses(t *testing.T) {
 	sub := netip.MustParsePrefix("10.0.2.2/24")
 	resolver := netip.MustParseAddrPort("127.0.0.1:53")
 	for _, tc := range []struct {
@@ -75,5 +78,50 @@ func TestStartChecksBridgeAddresses(t *testing.T) {
 				t.Fatalf("nat.New: %v, want an error naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// An uplink a gateway refused for its addresses is left as it was, for a
+// gateway it fits; one given to a gateway is refused by any other, even
+// when the first failed to start, rather than carrying flows into a
+// table nobody reads; a closed one is refused.
+func TestAttachOnce(t *testing.T) {
+	resolver := netip.MustParseAddrPort("127.0.0.1:53")
+	up, err := New(Config{Gateway: netip.MustParseAddr("10.0.2.2"), DNS: netip.MustParseAddr("10.0.2.3"), Resolver: resolver})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	br, err := bridge.New(bridge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	if gw, err := nat.New(nat.Config{Bridge: br, Subnet: netip.MustParsePrefix("10.9.0.1/24"), Uplink: up}); err == nil {
+		gw.Close()
+		t.Fatal("nat.New took an uplink whose gateway address is not its own")
+	}
+	gw, err := nat.New(nat.Config{Bridge: br, Subnet: netip.MustParsePrefix("10.0.2.2/24"), Uplink: up})
+	if err != nil {
+		t.Fatalf("the uplink, refused by another gateway, then: %v", err)
+	}
+	defer gw.Close()
+	if gw2, err := nat.New(nat.Config{Bridge: br, Subnet: netip.MustParsePrefix("10.0.2.2/24"), Uplink: up}); err == nil {
+		gw2.Close()
+		t.Fatal("a second gateway took an uplink given to one already")
+	} else if !strings.Contains(err.Error(), "given to a gateway already") {
+		t.Errorf("a second gateway: %v, want it to say the uplink was given to one already", err)
+	}
+
+	closed, err := New(Config{Gateway: netip.MustParseAddr("10.0.2.2"), Resolver: resolver})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	if gw3, err := nat.New(nat.Config{Bridge: br, Subnet: netip.MustParsePrefix("10.0.2.2/24"), Uplink: closed}); err == nil {
+		gw3.Close()
+		t.Fatal("a gateway took a closed uplink")
+	} else if !errors.Is(err, net.ErrClosed) {
+		t.Errorf("a closed uplink: %v, want net.ErrClosed", err)
 	}
 }

@@ -304,15 +304,28 @@ func (u *Uplink) Offloading() bool { return true }
 
 // Attach implements nat.Terminator: tbl is where the uplink enters its
 // flows. It starts the goroutine that releases flows whose entries left
-// the table.
-func (u *Uplink) Attach(tbl *conntrack.Table, rules *nat.Rules) {
+// the table. It refuses, leaving the uplink as it was (for another
+// gateway), a gateway whose subnet its addresses do not fit (onBridge),
+// and refuses any gateway once given to one: the uplink carries one
+// gateway's flows, in that gateway's table, for its whole life, even
+// when that gateway failed to start.
+func (u *Uplink) Attach(tbl *conntrack.Table, rules *nat.Rules) error {
+	if err := u.onBridge(rules.Bridged()); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return fmt.Errorf("hostnet: %w", net.ErrClosed)
+	}
 	if !u.tbl.CompareAndSwap(nil, tbl) {
-		return
+		return errors.New("hostnet: the uplink was given to a gateway already")
 	}
 	u.rules.Store(rules)
 	sub := tbl.SubscribeTo(0, conntrack.EventDestroy)
-	u.wg.Add(1)
+	u.wg.Add(1) // under u.mu, with closed checked: Close cannot be waiting yet
 	go u.reap(sub)
+	return nil
 }
 
 // Claims implements nat.Terminator: flows to the host-loopback address,
@@ -367,11 +380,6 @@ func lastAddr(p netip.Prefix) netip.Addr {
 func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 	if u.tbl.Load() == nil {
 		return errors.New("hostnet: the uplink needs a gateway: give it to nat.New")
-	}
-	if r := u.rules.Load(); r != nil {
-		if err := u.onBridge(r.Bridged()); err != nil {
-			return err
-		}
 	}
 	if !u.started.CompareAndSwap(false, true) {
 		return errors.New("hostnet: uplink already started")

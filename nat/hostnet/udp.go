@@ -137,7 +137,7 @@ func (fl *udpFlow) send(pkt, payload []byte) {
 }
 
 // openUDP opens the host socket of a container's new UDP flow, enters its
-// entry, and starts its reader. An unreachable destination is answered
+// entry, and has the poller read it. An unreachable destination is answered
 // with ICMP unreachable, a port of the DNS address other than 53 with
 // port unreachable (as a host with nothing there), the host's loopback
 // with nothing.
