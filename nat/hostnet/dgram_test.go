@@ -124,3 +124,145 @@ func TestDgramReaderFailsAfterTheRead(t *testing.T) {
 		t.Error("a stopped reader was watched again")
 	}
 }
+
+// A flood to one socket does not hold up another's datagram: the socket
+// the poller hears of first gives it dgramBudget datagrams at most
+// before the other's turn, where reading it dry first would keep the
+// other's datagram waiting behind all of the flood.
+func TestDgramReaderFloodDoesNotStarve(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	u := &Uplink{poll: p}
+	flood, floodTx := dgramPair(t)
+	quiet, quietTx := dgramPair(t)
+	const n = 4 * dgramBudget
+	for range n {
+		if _, err := unix.Write(floodTx, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := unix.Write(quietTx, []byte{2}); err != nil {
+		t.Fatal(err)
+	}
+	floodRead, floodBefore := 0, -1 // floodBefore: the flood's datagrams read before the quiet one's
+	reader := func(f *os.File) *dgramReader {
+		return u.newDgramReader(rawConn(f), nil, func(fd int, buf []byte) (int, error) {
+			m, err := unix.Read(fd, buf[28:])
+			if err == nil {
+				if buf[28] == 1 {
+					floodRead++
+				} else if floodBefore < 0 {
+					floodBefore = floodRead
+				}
+			}
+			return m, err
+		}, func(err error) { t.Errorf("the reader failed: %v", err) })
+	}
+	// Watched in this order, the flood's socket is the first ready.
+	for _, r := range []*dgramReader{reader(flood), reader(quiet)} {
+		if err := r.watch(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 10 && floodBefore < 0; round++ {
+		if _, failed := p.deliver(uintptr(p.epfd)); failed {
+			t.Fatal("the epoll set failed")
+		}
+	}
+	switch {
+	case floodBefore < 0:
+		t.Fatalf("the quiet socket's datagram was never read (%d of the flood's were)", floodRead)
+	case floodBefore > dgramBudget:
+		t.Errorf("%d datagrams of the flood read before the quiet socket's one, more than %d", floodBefore, dgramBudget)
+	}
+}
+
+// A reader told of news after its socket closed (the poller's round took
+// the event before a flow ended) reads nothing, even where the socket's
+// descriptor number is another socket's now: it would take that one's
+// datagrams, as the wrong flow's.
+func TestDgramReaderClosedSocketNotRead(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	u := &Uplink{poll: p}
+	old, _ := dgramPair(t)
+	fd := int(rawFD(t, old))
+	reads := 0
+	r := u.newDgramReader(rawConn(old), nil, func(int, []byte) (int, error) {
+		reads++
+		return 0, unix.EAGAIN
+	}, func(err error) { t.Errorf("the reader failed: %v", err) })
+	if err := r.watch(); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	old.Close()
+	// The lowest free number: old's, now.
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if fds[0] != fd && fds[1] != fd {
+		t.Logf("descriptor %d not reused (%v): testing a closed socket alone", fd, fds)
+	}
+	if _, err := unix.Write(fds[1], []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	r.ready(unix.EPOLLIN)
+	if reads != 0 {
+		t.Errorf("the reader of a closed socket read %d times", reads)
+	}
+	var b [1]byte
+	if _, err := unix.Read(fds[0], b[:]); err != nil {
+		t.Errorf("the new socket's datagram: %v", err)
+	}
+}
+
+// A flow's end (stop) that comes while its reader is being watched
+// (watch, on another goroutine) leaves nothing in the poller: either
+// watch finds the reader stopped, or stop finds what watch added.
+func TestDgramReaderStopWatchRace(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	u := &Uplink{poll: p}
+	for range 200 {
+		f, _ := dgramPair(t)
+		r := u.newDgramReader(rawConn(f), nil, func(int, []byte) (int, error) { return 0, unix.EAGAIN }, func(error) {})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.stop()
+		}()
+		r.watch() // nil or net.ErrClosed: either is fine
+		<-done
+		f.Close()
+	}
+	p.mu.Lock()
+	left := len(p.subs)
+	p.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d readers stopped are still subscribed to the poller", left)
+	}
+}
+
+// rawFD returns f's descriptor number without making it blocking (as
+// f.Fd would).
+func rawFD(t *testing.T, f *os.File) uintptr {
+	t.Helper()
+	var fd uintptr
+	if err := rawConn(f).Control(func(d uintptr) { fd = d }); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
