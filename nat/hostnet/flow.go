@@ -109,8 +109,8 @@ func (f *flow) release() { f.end(true) }
 // published port went), an entry whose reply tuple names a socket no
 // longer there. The flow's next packet makes a new entry, with its new
 // socket's tuple. The entry is deleted within the flow's ending, so a
-// drop that comes while another ends the flow (Unpublish, and the
-// published socket's reader seeing it closed) returns once it is gone.
+// drop that comes while another ends the flow (Unpublish, and Close
+// releasing every flow) returns once it is gone.
 func (f *flow) drop() { f.endThen(true, f.deleteEntry) }
 
 // deleteEntry deletes the entry of the flow, which has just left the
