@@ -91,3 +91,11 @@ func SetSweepInterval(d time.Duration) (restore func()) {
 	sweepInterval = d
 	return func() { sweepInterval = old }
 }
+
+// PollerWatches is how many sockets the uplink's poller delivers the
+// events of: every splice's, datagram flow's and published port's.
+func PollerWatches(u *Uplink) int {
+	u.poll.mu.Lock()
+	defer u.poll.mu.Unlock()
+	return len(u.poll.subs)
+}
