@@ -310,8 +310,10 @@ func (u *Uplink) Offloading() bool { return true }
 // gateway's flows, in that gateway's table, for its whole life, even
 // when that gateway failed to start.
 func (u *Uplink) Attach(tbl *conntrack.Table, rules *nat.Rules) error {
-	if err := u.onBridge(rules.Bridged()); err != nil {
-		return err
+	if rules != nil {
+		if err := u.onBridge(rules.Bridged()); err != nil {
+			return err
+		}
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
