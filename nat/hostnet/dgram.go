@@ -73,7 +73,7 @@ func (r *dgramReader) stop() {
 // ended its flow. An ICMP error the socket reports is no end: the flow
 // carries on, as UDP and echo do, and the container hears of it
 // (forwardErrors), as its own socket would from the real network.
-func (r *dgramReader) ready(uint32) {
+func (r *dgramReader) ready(events uint32) {
 	var fatal error
 	if err := r.rc.Control(func(fd uintptr) {
 		buf := r.u.dgramBuf()
@@ -82,8 +82,15 @@ func (r *dgramReader) ready(uint32) {
 			switch {
 			case err == nil || err == unix.EINTR:
 			case err == unix.EAGAIN:
+				if events&unix.EPOLLERR != 0 && r.es != nil {
+					// An error queued with nothing to read, and the
+					// socket's pending error taken meanwhile (by a
+					// send: sendConnected), which the read would
+					// have reported: the queue still holds it.
+					r.u.forwardErrors(int(fd), r.es)
+				}
 				return
-			case icmpReported(err):
+			case icmpReported(err) && r.es != nil:
 				r.u.forwardErrors(int(fd), r.es)
 			default:
 				fatal = err
@@ -91,7 +98,8 @@ func (r *dgramReader) ready(uint32) {
 			}
 		}
 		// More may be there: news again in the poller's next round.
-		// Here, where the descriptor cannot be another socket's yet.
+		// Here, where the descriptor cannot be another socket's yet,
+		// and is in the set: the call cannot fail but for memory.
 		r.mu.Lock()
 		if !r.stopped {
 			r.u.poll.modify(int(fd), r.id, unix.EPOLLIN)

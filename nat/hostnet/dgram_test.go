@@ -1,11 +1,15 @@
 package hostnet
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usernat/usernat/conntrack"
 )
 
 // dgramPair is a pair of connected, non-blocking datagram sockets (no
@@ -265,4 +269,65 @@ func rawFD(t *testing.T, f *os.File) uintptr {
 		t.Fatal(err)
 	}
 	return fd
+}
+
+// An ICMP error queued on a socket whose pending error was taken before
+// the reader came (a send takes it: sendConnected) is news with nothing
+// to read: the reader takes it from the error queue all the same, not
+// when the next datagram comes. On loopback: a datagram to a port
+// nothing listens on draws port unreachable.
+func TestDgramReaderErrorWithNothingToRead(t *testing.T) {
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	u := &Uplink{poll: p, ln: newLink(16)}
+	dead, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := dead.LocalAddr().(*net.UDPAddr)
+	dead.Close() // its port: nothing listens there now
+	c, err := net.DialUDP("udp4", nil, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc := rawConn(c)
+	rc.Control(func(fd uintptr) { err = setRecvErr(int(fd)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	near := conntrack.Tuple{Src: netip.MustParseAddr("10.0.2.100"), Dst: to.AddrPort().Addr(), SrcPort: local.Port(), DstPort: to.AddrPort().Port(), Proto: conntrack.ProtoUDP}
+	es := &errorSender{near: near, far: near.Dst, inner: udpInner(near)}
+	r := u.newDgramReader(rc, es, func(fd int, buf []byte) (int, error) { return unix.Read(fd, buf[28:]) },
+		func(err error) { t.Errorf("the reader failed: %v", err) })
+	if err := r.watch(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// The error comes back at once, on loopback; a send's taking of the
+	// pending error is SO_ERROR's.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var pending int
+		rc.Control(func(fd uintptr) { pending, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) })
+		if pending != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no ICMP error came back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, failed := p.deliver(uintptr(p.epfd)); failed {
+		t.Fatal("the epoll set failed")
+	}
+	if got := u.stats.HostErrors.Load(); got != 1 {
+		t.Errorf("%d errors passed on to the container, want 1 (the port unreachable)", got)
+	}
 }
