@@ -32,6 +32,23 @@ func TestNewRefusesNegativeBounds(t *testing.T) {
 	}
 }
 
+// uplinkAndBridge makes an uplink of cfg and a bridge for its gateway,
+// both closed when the test ends.
+func uplinkAndBridge(t *testing.T, cfg Config) (*Uplink, *bridge.Bridge) {
+	t.Helper()
+	up, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	br, err := bridge.New(bridge.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	return up, br
+}
+
 // The uplink's addresses on the bridge are checked against the gateway's
 // subnet when the gateway takes it (Attach): Gateway must be the
 // gateway's own address, DNS another host address of the subnet. Neither
@@ -55,16 +72,7 @@ func TestAttachChecksBridgeAddresses(t *testing.T) {
 			if tc.dns != "" {
 				cfg.DNS = netip.MustParseAddr(tc.dns)
 			}
-			up, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer up.Close()
-			br, err := bridge.New(bridge.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer br.Close()
+			up, br := uplinkAndBridge(t, cfg)
 			gw, err := nat.New(nat.Config{Bridge: br, Subnet: sub, Uplink: up})
 			switch {
 			case tc.want == "" && err != nil:
@@ -87,16 +95,7 @@ func TestAttachChecksBridgeAddresses(t *testing.T) {
 // table nobody reads; a closed one is refused.
 func TestAttachOnce(t *testing.T) {
 	resolver := netip.MustParseAddrPort("127.0.0.1:53")
-	up, err := New(Config{Gateway: netip.MustParseAddr("10.0.2.2"), DNS: netip.MustParseAddr("10.0.2.3"), Resolver: resolver})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	br, err := bridge.New(bridge.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer br.Close()
+	up, br := uplinkAndBridge(t, Config{Gateway: netip.MustParseAddr("10.0.2.2"), DNS: netip.MustParseAddr("10.0.2.3"), Resolver: resolver})
 	if gw, err := nat.New(nat.Config{Bridge: br, Subnet: netip.MustParsePrefix("10.9.0.1/24"), Uplink: up}); err == nil {
 		gw.Close()
 		t.Fatal("nat.New took an uplink whose gateway address is not its own")

@@ -25,17 +25,25 @@ func dgramPair(t *testing.T) (*os.File, int) {
 	return f, fds[1]
 }
 
+// pollerUplink is an uplink with a poller alone, for the datagram
+// readers' tests: the poller's goroutine does not run, and the test
+// delivers its rounds itself (deliver).
+func pollerUplink(t *testing.T) (*Uplink, *poller) {
+	t.Helper()
+	p, err := newPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.close)
+	return &Uplink{poll: p, ln: newLink(16)}, p
+}
+
 // A socket holding more datagrams than one round of the poller reads
 // (dgramBudget) is read to its end over the next rounds: each reads the
 // budget at most, and arms the socket again for the next, where an
 // edge-triggered watch would not tell of the rest until another came.
 func TestDgramReaderBudget(t *testing.T) {
-	p, err := newPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	u := &Uplink{poll: p}
+	u, p := pollerUplink(t)
 	rx, tx := dgramPair(t)
 	const n = 3*dgramBudget + 8
 	for i := range n {
@@ -83,12 +91,7 @@ func TestDgramReaderBudget(t *testing.T) {
 // within it: ending the flow closes the socket, and a close waits for
 // the socket's reads to end.
 func TestDgramReaderFailsAfterTheRead(t *testing.T) {
-	p, err := newPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	u := &Uplink{poll: p}
+	u, p := pollerUplink(t)
 	rx, tx := dgramPair(t)
 	failed := make(chan error, 1)
 	var r *dgramReader
@@ -134,12 +137,7 @@ func TestDgramReaderFailsAfterTheRead(t *testing.T) {
 // before the other's turn, where reading it dry first would keep the
 // other's datagram waiting behind all of the flood.
 func TestDgramReaderFloodDoesNotStarve(t *testing.T) {
-	p, err := newPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	u := &Uplink{poll: p}
+	u, p := pollerUplink(t)
 	flood, floodTx := dgramPair(t)
 	quiet, quietTx := dgramPair(t)
 	const n = 4 * dgramBudget
@@ -189,12 +187,7 @@ func TestDgramReaderFloodDoesNotStarve(t *testing.T) {
 // descriptor number is another socket's now: it would take that one's
 // datagrams, as the wrong flow's.
 func TestDgramReaderClosedSocketNotRead(t *testing.T) {
-	p, err := newPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	u := &Uplink{poll: p}
+	u, _ := pollerUplink(t)
 	old, _ := dgramPair(t)
 	fd := int(rawFD(t, old))
 	reads := 0
@@ -234,12 +227,7 @@ func TestDgramReaderClosedSocketNotRead(t *testing.T) {
 // (watch, on another goroutine) leaves nothing in the poller: either
 // watch finds the reader stopped, or stop finds what watch added.
 func TestDgramReaderStopWatchRace(t *testing.T) {
-	p, err := newPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	u := &Uplink{poll: p}
+	u, p := pollerUplink(t)
 	for range 200 {
 		f, _ := dgramPair(t)
 		r := u.newDgramReader(rawConn(f), nil, func(int, []byte) (int, error) { return 0, unix.EAGAIN }, func(error) {})
@@ -277,12 +265,7 @@ func rawFD(t *testing.T, f *os.File) uintptr {
 // when the next datagram comes. On loopback: a datagram to a port
 // nothing listens on draws port unreachable.
 func TestDgramReaderErrorWithNothingToRead(t *testing.T) {
-	p, err := newPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
-	u := &Uplink{poll: p, ln: newLink(16)}
+	u, p := pollerUplink(t)
 	dead, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
