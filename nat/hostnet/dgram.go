@@ -23,6 +23,13 @@ type dgramReader struct {
 	mu      sync.Mutex
 	id      uint64 // in the poller; 0 while not watched
 	stopped bool
+
+	// readFn is readAll, made once so that a round allocates nothing;
+	// events and fatal are its argument and result, the poller's alone
+	// (its rounds never overlap).
+	readFn func(fd uintptr)
+	events uint32
+	fatal  error
 }
 
 // dgramBudget is the most datagrams one round of the poller reads from one
@@ -38,7 +45,9 @@ const dgramBudget = 64
 // error of read's that is neither EAGAIN nor an ICMP error (icmpReported),
 // which es sends on to the container.
 func (u *Uplink) newDgramReader(rc syscall.RawConn, es *errorSender, read func(fd int, buf []byte) (int, error), fail func(error)) *dgramReader {
-	return &dgramReader{u: u, rc: rc, es: es, read: read, fail: fail}
+	r := &dgramReader{u: u, rc: rc, es: es, read: read, fail: fail}
+	r.readFn = r.readAll
+	return r
 }
 
 // watch has the poller read the socket from now on, and at once if
@@ -70,49 +79,55 @@ func (r *dgramReader) stop() {
 
 // ready reads what the socket holds, dgramBudget datagrams at most, in the
 // poller. A socket closed meanwhile is nothing more: whoever closed it
-// ended its flow. An ICMP error the socket reports is no end: the flow
-// carries on, as UDP and echo do, and the container hears of it
-// (forwardErrors), as its own socket would from the real network.
+// ended its flow.
 func (r *dgramReader) ready(events uint32) {
-	var fatal error
-	if err := r.rc.Control(func(fd uintptr) {
-		buf := r.u.dgramBuf()
-		for range dgramBudget {
-			_, err := r.read(int(fd), buf)
-			switch {
-			case err == nil || err == unix.EINTR:
-			case err == unix.EAGAIN:
-				if events&unix.EPOLLERR != 0 && r.es != nil {
-					// An error queued with nothing to read, and the
-					// socket's pending error taken meanwhile (by a
-					// send: sendConnected), which the read would
-					// have reported: the queue still holds it.
-					r.u.forwardErrors(int(fd), r.es)
-				}
-				return
-			case icmpReported(err) && r.es != nil:
-				r.u.forwardErrors(int(fd), r.es)
-			default:
-				fatal = err
-				return
-			}
-		}
-		// More may be there: news again in the poller's next round.
-		// Here, where the descriptor cannot be another socket's yet,
-		// and is in the set: the call cannot fail but for memory.
-		r.mu.Lock()
-		if !r.stopped {
-			r.u.poll.modify(int(fd), r.id, unix.EPOLLIN)
-		}
-		r.mu.Unlock()
-	}); err != nil {
+	r.events, r.fatal = events, nil
+	if err := r.rc.Control(r.readFn); err != nil {
 		return
 	}
-	if fatal != nil {
+	if fatal := r.fatal; fatal != nil {
 		// Outside Control: ending the flow closes the socket, and a
 		// close waits for the socket's reads.
+		r.fatal = nil
 		r.fail(fatal)
 	}
+}
+
+// readAll is ready's read of the socket fd, told of r.events. An ICMP
+// error the socket reports is no end: the flow carries on, as UDP and
+// echo do, and the container hears of it (forwardErrors), as its own
+// socket would from the real network. Another error is the socket's
+// end, left in r.fatal.
+func (r *dgramReader) readAll(fd uintptr) {
+	buf := r.u.dgramBuf()
+	for range dgramBudget {
+		_, err := r.read(int(fd), buf)
+		switch {
+		case err == nil || err == unix.EINTR:
+		case err == unix.EAGAIN:
+			if r.events&unix.EPOLLERR != 0 && r.es != nil {
+				// An error queued with nothing to read, and the
+				// socket's pending error taken meanwhile (by a
+				// send: sendConnected), which the read would have
+				// reported: the queue still holds it.
+				r.u.forwardErrors(int(fd), r.es)
+			}
+			return
+		case icmpReported(err) && r.es != nil:
+			r.u.forwardErrors(int(fd), r.es)
+		default:
+			r.fatal = err
+			return
+		}
+	}
+	// More may be there: news again in the poller's next round. Here,
+	// where the descriptor cannot be another socket's yet, and is in
+	// the set: the call cannot fail but for memory.
+	r.mu.Lock()
+	if !r.stopped {
+		r.u.poll.modify(int(fd), r.id, unix.EPOLLIN)
+	}
+	r.mu.Unlock()
 }
 
 // dgramBuf is the buffer the poller reads datagrams into, behind room for
