@@ -139,3 +139,36 @@ func (u *Uplink) dgramBuf() []byte {
 	}
 	return u.dgBuf
 }
+
+// A sender writes a datagram flow's packets from the container to its
+// host socket without waiting (RawConn.Write), through a function made
+// once: a closure per datagram would be an allocation per datagram. Its
+// lock orders two goroutines sending on one flow at once (two TAP
+// devices' loops, when a container sends with another's address), as the
+// socket's own write lock would.
+type sender struct {
+	mu       sync.Mutex
+	rc       syscall.RawConn
+	writeFn  func(fd uintptr) bool // write, with pkt and msg: made once, by init
+	pkt, msg []byte                // the datagram being written, under mu
+}
+
+// init makes s write through rc with write, which sends msg, the
+// payload of the container's packet pkt, to the socket fd.
+func (s *sender) init(rc syscall.RawConn, write func(fd int, pkt, msg []byte)) {
+	s.rc = rc
+	s.writeFn = func(fd uintptr) bool {
+		write(int(fd), s.pkt, s.msg)
+		return true // never waits: a full socket drops (write says so)
+	}
+}
+
+// send writes msg, the payload of the container's packet pkt, to the
+// socket; pkt and msg are the caller's again when it returns.
+func (s *sender) send(pkt, msg []byte) {
+	s.mu.Lock()
+	s.pkt, s.msg = pkt, msg
+	s.rc.Write(s.writeFn)
+	s.pkt, s.msg = nil, nil
+	s.mu.Unlock()
+}

@@ -34,6 +34,7 @@ type pingFlow struct {
 	pmtu pmtuSetting     // the socket's path MTU discovery
 	errs errorSender     // what the network's errors are about
 	r    *dgramReader    // the poller's reader of file
+	out  sender          // writes the container's echo requests to file (write)
 	f    *flow
 	host bool // to the host itself (HostLoopback): its answer crosses no hop
 }
@@ -69,10 +70,14 @@ func (u *Uplink) sendICMP(p *conntrack.Packet, pkt []byte) {
 			return
 		}
 	}
-	pf.rc.Write(func(fd uintptr) bool { // without waiting, as sendUDP
-		u.sendConnected(int(fd), pkt, pkt[ihl:], &pf.hops, &pf.pmtu, &pf.errs)
-		return true
-	})
+	pf.out.send(pkt, pkt[ihl:])
+}
+
+// write sends the echo request msg, of the container's packet pkt,
+// through the socket fd without waiting, as a UDP flow's (pf.out's
+// writer).
+func (pf *pingFlow) write(fd int, pkt, msg []byte) {
+	pf.u.sendConnected(fd, pkt, msg, &pf.hops, &pf.pmtu, &pf.errs)
 }
 
 // openPing opens the ICMP socket of a new echo flow. Where the host does
@@ -164,6 +169,7 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 	}
 	pf := &pingFlow{u: u, near: t, file: os.NewFile(uintptr(fd), "ping"), errs: errorSender{near: t, far: dst, inner: echoInner(t)}, host: dst.IsLoopback()}
 	pf.rc = rawConn(pf.file)
+	pf.out.init(pf.rc, pf.write)
 	pf.r = u.newDgramReader(pf.rc, &pf.errs, pf.readOne, func(err error) { u.readFailed(pf.f, "ICMP", pf.near.Dst, err) })
 	_, added := u.addFlow(t, t.Src, eid, func() {
 		u.mu.Lock()
@@ -198,7 +204,7 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 // for an IPv4 header, and passes it to the container with its identifier.
 func (pf *pingFlow) readOne(fd int, buf []byte) (int, error) {
 	var oob [32]byte
-	n, oobn, _, _, err := unix.Recvmsg(fd, buf[20:], oob[:], 0)
+	n, oobn, _, err := recvFrom4(fd, buf[20:], oob[:]) // unix.Recvmsg allocates the sender's address
 	if err != nil {
 		return n, err
 	}

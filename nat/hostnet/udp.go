@@ -36,6 +36,7 @@ type udpFlow struct {
 	pmtu   pmtuSetting         // outbound: the socket's path MTU discovery
 	errs   errorSender         // outbound: what the network's errors are about
 	r      *dgramReader        // outbound: the poller's reader of conn (a published port's reads every client's)
+	out    sender              // writes the container's datagrams to conn (write)
 	f      *flow
 
 	// A flow to the DNS address, to the host's resolver (dns): since when
@@ -110,30 +111,28 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 	if fl.dns && fl.dnsPending.Load() == 0 && dnsQuery(payload) {
 		fl.dnsPending.CompareAndSwap(0, time.Now().UnixNano())
 	}
-	fl.send(pkt, payload)
+	fl.out.send(pkt, payload)
 }
 
-// send writes payload, of the container's datagram pkt, to the host
-// socket without waiting: the gateway's goroutine calls it, and a socket
-// whose buffer is full drops the datagram, as a full link would. An
-// outbound flow's datagram leaves with pkt's TTL and DF (sendConnected).
-func (fl *udpFlow) send(pkt, payload []byte) {
-	fl.rc.Write(func(fd uintptr) bool {
-		var err error
-		switch {
-		case fl.from != nil:
-			_, err = unix.SendmsgN(int(fd), payload, fl.from, fl.to, unix.MSG_DONTWAIT)
-		case fl.client.IsValid():
-			err = unix.Sendto(int(fd), payload, unix.MSG_DONTWAIT, fl.to)
-		default:
-			fl.u.sendConnected(int(fd), pkt, payload, &fl.hops, &fl.pmtu, &fl.errs)
-			return true
-		}
-		if err == unix.EAGAIN {
-			fl.u.stats.DropHostFull.Add(1)
-		}
-		return true
-	})
+// write writes payload, of the container's datagram pkt, to the host
+// socket fd without waiting (fl.out's writer): the gateway's goroutine
+// calls it, and a socket whose buffer is full drops the datagram, as a
+// full link would. An outbound flow's datagram leaves with pkt's TTL and
+// DF (sendConnected).
+func (fl *udpFlow) write(fd int, pkt, payload []byte) {
+	var err error
+	switch {
+	case fl.from != nil:
+		_, err = unix.SendmsgN(fd, payload, fl.from, fl.to, unix.MSG_DONTWAIT)
+	case fl.client.IsValid():
+		err = unix.Sendto(fd, payload, unix.MSG_DONTWAIT, fl.to)
+	default:
+		fl.u.sendConnected(fd, pkt, payload, &fl.hops, &fl.pmtu, &fl.errs)
+		return
+	}
+	if err == unix.EAGAIN {
+		fl.u.stats.DropHostFull.Add(1)
+	}
 }
 
 // openUDP opens the host socket of a container's new UDP flow, enters its
@@ -212,6 +211,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	if fl.dns = u.resolv != nil && t.Dst == u.cfg.DNS; fl.dns {
 		fl.errs.failed = func() { fl.dnsFailed.Store(true) }
 	}
+	fl.out.init(fl.rc, fl.write)
 	fl.r = u.newDgramReader(fl.rc, &fl.errs, fl.readOne, func(err error) { u.readFailed(fl.f, "UDP", far.Addr(), err) })
 	if !u.startUDP(fl, t, t.Src, id) {
 		u.untrack(t, id)
@@ -558,6 +558,7 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, k inKey, ctr
 	if pktinfo {
 		fl.from = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: dst.Addr().As4()})
 	}
+	fl.out.init(rc, fl.write)
 	if !u.startUDP(fl, orig, ctr.Addr(), 0) {
 		u.unexpect(seen)
 		return nil
