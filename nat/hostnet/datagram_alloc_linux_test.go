@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,6 +110,44 @@ func TestDatagramSendAllocs(t *testing.T) {
 				t.Fatalf("%s: datagram %d: %q, %v; want %q", c.name, i, got[:n], err, c.want)
 			}
 		}
+	}
+}
+
+// Two goroutines sending on one flow at once (two TAP devices' loops,
+// when a container sends with another's address) each send their own
+// datagram: the flow's sender hands its write function one datagram at
+// a time.
+func TestDatagramSendConcurrent(t *testing.T) {
+	u, _ := outboundUplink(t)
+	srv, dst := loopbackUDPDst(t, u)
+	ctr := netip.MustParseAddrPort("10.0.2.100:41001")
+	pkts := [2][]byte{ctrDatagram(ctr, dst, "first"), ctrDatagram(ctr, dst, "second")}
+	u.Send(pkts[0], dst.Addr(), bridgeNone) // opens the flow
+
+	const each = 100 // within the server's socket buffer, unread
+	var wg sync.WaitGroup
+	for _, pkt := range pkts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				u.Send(pkt, dst.Addr(), bridgeNone)
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]int{}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 64)
+	for range 2*each + 1 {
+		n, err := srv.Read(b)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got[string(b[:n])]++
+	}
+	if len(got) != 2 || got["first"] != each+1 || got["second"] != each {
+		t.Errorf("the server read %v, want first %d times and second %d", got, each+1, each)
 	}
 }
 
