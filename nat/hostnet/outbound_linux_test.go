@@ -30,20 +30,30 @@ func outboundUplink(t *testing.T) (*Uplink, *conntrack.Table) {
 // outboundUplinkWith is outboundUplink with a table of ct.
 func outboundUplinkWith(t *testing.T, ct conntrack.Config) (*Uplink, *conntrack.Table) {
 	t.Helper()
+	return outboundUplinkIn(t, nil, ct)
+}
+
+// outboundUplinkIn is outboundUplinkWith whose host sockets are made by
+// ns (Config.Namespace; nil: this goroutine's namespace).
+func outboundUplinkIn(t *testing.T, ns func(func() error) error, ct conntrack.Config) (*Uplink, *conntrack.Table) {
+	t.Helper()
 	gw := netip.MustParseAddr("10.0.2.2")
-	u, err := New(Config{Gateway: gw, HostLoopback: gw, ConnectTimeout: 2 * time.Second})
+	u, err := New(Config{Gateway: gw, HostLoopback: gw, ConnectTimeout: 2 * time.Second, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tbl, err := conntrack.New(ct)
 	if err != nil {
+		u.Close()
 		t.Fatal(err)
 	}
-	u.Attach(tbl, nil)
 	t.Cleanup(func() {
 		u.Close()
 		tbl.Close()
 	})
+	if err := u.Attach(tbl, nil); err != nil {
+		t.Fatal(err)
+	}
 	return u, tbl
 }
 
