@@ -72,6 +72,11 @@ type Attachment struct {
 	closeErr error
 
 	ctr counters
+
+	// ender is port, when it is told where batches end (BatchEnder);
+	// unended says it was written to since it was last told.
+	ender   BatchEnder
+	unended atomic.Bool
 }
 
 // Name returns the port's name.
@@ -165,6 +170,7 @@ func (a *Attachment) rxLoop() {
 				bufs[i] = frames[i].buf
 			}
 		}
+		b.endBatches()
 		return true
 	}
 	err := ServeFrames(a.port, a.off, bufs, sizes, meta, take)
@@ -172,6 +178,25 @@ func (a *Attachment) rxLoop() {
 		b.log.Warn("port read failed; detaching", "port", a.name, "err", err)
 	}
 	a.shutdown()
+}
+
+// endBatch tells a's port that a batch ended (BatchEnder), if frames
+// were written to it since it was last told.
+func (a *Attachment) endBatch() {
+	if a.ender != nil && a.unended.Load() && a.unended.CompareAndSwap(true, false) {
+		a.ender.EndBatch()
+	}
+}
+
+// endBatches ends the batch of every port written to: after a read's
+// frames, or an injection's, were forwarded, which may have written to
+// any port directly (DirectWriter). The ports are those attached now, not
+// the forwarding's snapshot: a port attached meanwhile may have been
+// written to too.
+func (b *Bridge) endBatches() {
+	for _, p := range *b.ports.Load() {
+		p.endBatch()
+	}
 }
 
 // Inject forwards frames as if the attachment's port had read them —
@@ -222,6 +247,7 @@ func (a *Attachment) InjectOffload(bufs [][]byte, meta []Offload) error {
 			f.pool.Put(f)
 		}
 	}
+	b.endBatches()
 	return nil
 }
 
@@ -439,6 +465,7 @@ func (a *Attachment) txLoop() {
 		a.txMu.Lock()
 		err := a.transmitLocked(batch, bufs[:0], meta[:0])
 		a.txMu.Unlock()
+		a.endBatch()
 		if a.direct {
 			a.pending.Add(-int64(len(batch)))
 		}
@@ -547,6 +574,9 @@ func (a *Attachment) writeSegments(bufs [][]byte) error {
 // sent counts and captures the first n of the frames bufs written to the
 // port, and counts the rest as failed.
 func (a *Attachment) sent(bufs [][]byte, n int) {
+	if a.ender != nil {
+		a.unended.Store(true) // after the write: its batch end sees what it held
+	}
 	n = max(0, min(n, len(bufs)))
 	var bytes uint64
 	for _, b := range bufs[:n] {

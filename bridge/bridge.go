@@ -205,6 +205,9 @@ func (b *Bridge) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	if d, ok := p.(DirectWriter); ok && d.WritesDirect() {
 		a.direct = true
 	}
+	if e, ok := p.(BatchEnder); ok {
+		a.ender = e
+	}
 	a.hairpin.Store(cfg.Hairpin)
 	a.security.Store(sec)
 

@@ -88,3 +88,18 @@ type KernelCounters struct {
 type DirectWriter interface {
 	WritesDirect() bool
 }
+
+// BatchEnder is implemented by ports that want to know where a batch of
+// the frames written to them ends: the frames of one read from another
+// port, of one Inject, or of one write by the port's transmit goroutine.
+// Such a port may hold back part of what a frame asks of it, to do it
+// together with what later frames of the same batch ask (the gateway's
+// host-socket uplink sends a TCP segment's bytes and the FIN that follows
+// them in one segment), and does it in EndBatch. The bridge calls EndBatch
+// once the frames written to the port since its last call were handed
+// over, before the goroutine that wrote them waits for more, from that
+// goroutine or from another one's batch end; it may call it from several
+// goroutines at once, and with nothing held.
+type BatchEnder interface {
+	EndBatch()
+}
