@@ -268,6 +268,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	ip := g.fromBridge
 	port.handle = func(f []byte, off bridge.Offload) { g.inside.input(f, off, ip) }
+	if e, ok := cfg.Uplink.(bridge.BatchEnder); ok {
+		port.end = e.EndBatch
+	}
 	if g.att, err = cfg.Bridge.AddPort(port, bridge.PortConfig{Name: "gateway"}); err != nil {
 		g.closeTable()
 		return nil, err
@@ -300,11 +303,24 @@ func New(cfg Config) (*Gateway, error) {
 // only where they leave by a link that cannot take them.
 type routerPort struct {
 	handle func(frame []byte, off bridge.Offload)
+	end    func() // the uplink's EndBatch, if it has one
 	done   chan struct{}
 	once   sync.Once
 }
 
-var _ bridge.OffloadPort = (*routerPort)(nil)
+var (
+	_ bridge.OffloadPort = (*routerPort)(nil)
+	_ bridge.BatchEnder  = (*routerPort)(nil)
+)
+
+// EndBatch passes the bridge's batch end on to the uplink, when it takes
+// them (see Uplink): the packets the gateway sent it in the batch were
+// all sent.
+func (p *routerPort) EndBatch() {
+	if p.end != nil {
+		p.end()
+	}
+}
 
 // ReadFrames waits for Close.
 func (p *routerPort) ReadFrames([][]byte, []int) (int, error) {

@@ -62,9 +62,14 @@ func (f *fakeTerminator) fromUplink(pkt []byte) {
 }
 
 func newTermGateway(t *testing.T, claim netip.Addr) (*pipeGateway, *fakeTerminator) {
-	br, mine := newPipeBridge(t)
 	up := &fakeTerminator{expect: map[conntrack.Tuple][2]conntrack.Tuple{}, claim: claim}
-	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: up,
+	return termGateway(t, up, up), up
+}
+
+// termGateway is a gateway whose uplink is uplink, up or one made of it.
+func termGateway(t *testing.T, up *fakeTerminator, uplink Terminator) *pipeGateway {
+	br, mine := newPipeBridge(t)
+	gw, err := New(Config{Bridge: br, Subnet: netip.MustParsePrefix("172.17.0.1/16"), Uplink: uplink,
 		Conntrack: conntrack.Config{ExpireInterval: -1}})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +83,43 @@ func newTermGateway(t *testing.T, claim netip.Addr) (*pipeGateway, *fakeTerminat
 	if up.table != gw.Table() || up.rules != gw.Rules() {
 		t.Fatal("New did not attach the terminator to its table and rules")
 	}
-	return pg, up
+	return pg
+}
+
+// endingTerminator is a fakeTerminator told where batches end: it notes
+// how many packets it had at each EndBatch.
+type endingTerminator struct {
+	*fakeTerminator
+	ends []int
+}
+
+func (e *endingTerminator) EndBatch() {
+	e.mu.Lock()
+	e.ends = append(e.ends, len(e.sent))
+	e.mu.Unlock()
+}
+
+// An uplink that is a bridge.BatchEnder is told where the batches of
+// frames the bridge hands the gateway end: after the packets of a read
+// from the container's port all went to Send.
+func TestGatewayUplinkBatchEnd(t *testing.T) {
+	up := &endingTerminator{fakeTerminator: &fakeTerminator{expect: map[conntrack.Tuple][2]conntrack.Tuple{}}}
+	pg := termGateway(t, up.fakeTerminator, up)
+	gwMAC := pg.resolveGateway()
+	remote := netip.MustParseAddr("198.51.100.2")
+	var burst [][]byte
+	for i := range 3 {
+		syn := ipPacket(ctrIP, remote, conntrack.ProtoTCP, tcpSeg(40000+uint16(i), 443, conntrack.TCPSyn, 100, 0))
+		burst = append(burst, frame(gwMAC, ctrMAC, etherTypeIP4, syn))
+	}
+	if _, err := pg.container.WriteFrames(burst); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a batch end after the three packets", func() bool {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		return len(up.ends) > 0 && up.ends[len(up.ends)-1] == 3
+	})
 }
 
 // With a Terminator uplink the gateway translates nothing: a container's

@@ -51,6 +51,14 @@ type Uplink interface {
 	Close() error
 }
 
+// An Uplink may also be a bridge.BatchEnder: the gateway then calls its
+// EndBatch once the packets of each batch of frames the bridge handed it
+// (one read from a container's port, say) went to Send, so the uplink
+// may hold back part of what a packet asks until the packets after it
+// came (nat/hostnet sends a TCP segment's bytes and the FIN after them as
+// one segment). EndBatch follows every Send of container traffic, from
+// the goroutine that sent, or from another's batch end.
+
 // Terminator is an Uplink that terminates the flows it carries instead of
 // forwarding their packets: the host-socket uplink (nat/hostnet), which
 // carries a container's TCP connection over a host socket of its own and
