@@ -39,6 +39,17 @@ func (u *Uplink) hold(n int) bool {
 	return true
 }
 
+// holdIfRoom takes room for n bytes, all or nothing, if there is room,
+// and reports whether it did: for bytes a splice may as well not keep
+// (held), whose refusal is no drop.
+func (u *Uplink) holdIfRoom(n int) bool {
+	if u.held.Add(int64(n)) > int64(u.cfg.MaxBuffered) {
+		u.held.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
 // unhold gives back room for n bytes a splice no longer keeps.
 func (u *Uplink) unhold(n int) {
 	if n > 0 {

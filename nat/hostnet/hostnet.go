@@ -165,6 +165,12 @@ type Uplink struct {
 
 	held atomic.Int64 // bytes the splices hold for host sockets and out of order, within Config.MaxBuffered
 
+	// batchEnds says the gateway ends its batches (EndBatch), and the
+	// splices may hold their bytes until then; pend lists those that do.
+	batchEnds atomic.Bool
+	pendMu    sync.Mutex
+	pend      []*splice
+
 	icmpLimit nat.ICMPLimit // the ICMP errors the uplink makes itself
 	epoch     time.Time     // of the monotonic time icmpLimit counts in
 
@@ -393,6 +399,30 @@ func (u *Uplink) Start(deliver func(frame []byte, off bridge.Offload)) error {
 		u.ln.run(u.ctx, deliver)
 	}()
 	return nil
+}
+
+// EndBatch implements bridge.BatchEnder, which the gateway passes on (see
+// nat.Uplink): the packets of a batch were all sent, and the bytes the
+// splices held for its end go to their host sockets, each splice's in one
+// write, with its FIN if that came too (holdLocked). Until the gateway
+// first calls it, the splices hold nothing.
+func (u *Uplink) EndBatch() {
+	if !u.batchEnds.Load() {
+		u.batchEnds.Store(true)
+	}
+	for {
+		u.pendMu.Lock()
+		n := len(u.pend)
+		if n == 0 {
+			u.pendMu.Unlock()
+			return
+		}
+		s := u.pend[n-1]
+		u.pend[n-1] = nil
+		u.pend = u.pend[:n-1]
+		u.pendMu.Unlock()
+		s.sendHeld()
+	}
 }
 
 // Send implements nat.Uplink: a packet from a container to the outside.

@@ -128,6 +128,12 @@ type splice struct {
 	// entry is the ID of the conntrack entry an outbound splice's SYN
 	// created, which goes with the splice should it never open.
 	entry uint64
+	// held are bytes from the container taken in the gateway's batch
+	// that is under way, which go to the host socket at its end
+	// (sendHeld), with those after them and the FIN, if it came; pending
+	// says the splice is on the uplink's list for that.
+	held    []byte
+	pending bool
 }
 
 type spliceState uint8
@@ -1334,7 +1340,7 @@ const (
 // kernel's NAT carries through it.
 func (s *splice) probedLocked() (answer bool) {
 	info, err := unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	busy := len(s.over) > 0 || err == nil && (info.Unacked > 0 || info.Notsent_bytes > 0)
+	busy := len(s.over) > 0 || len(s.held) > 0 || err == nil && (info.Unacked > 0 || info.Notsent_bytes > 0)
 	answer = err != nil || busy || info.Probes == 0 && info.Retransmits == 0
 	if !s.keepAlive {
 		s.keepAlive = true
@@ -1981,6 +1987,13 @@ func (s *splice) takeLocked(data []byte) bool {
 	if s.shutWr {
 		return true
 	}
+	if s.holdLocked(data) {
+		s.rcvNxt += uint32(len(data))
+		return true
+	}
+	if len(s.held) > 0 && !s.sendHeldLocked(false) {
+		return false
+	}
 	if room := spliceWnd + 0xffff - len(s.over); len(data) > room {
 		data = data[:max(room, 0)] // beyond the window: sent again
 	}
@@ -2010,10 +2023,111 @@ func (s *splice) takeLocked(data []byte) bool {
 	return true
 }
 
+// holdMax is the most bytes a splice holds for the end of a batch: a
+// reply of a request and response protocol, not a bulk transfer's
+// segments, which go at once, uncopied.
+const holdMax = 4096
+
+// heldBufs are the buffers of held.
+var heldBufs = sync.Pool{New: func() any { return new([holdMax]byte) }}
+
+// holdLocked holds data, the container's next bytes, for the end of the
+// gateway's batch, and reports whether it did. The gateway must end its
+// batches (Uplink.EndBatch), nothing may wait for room in the host socket
+// before data (over), and the bytes held must stay within holdMax and
+// Config.MaxBuffered. A reply and the FIN after it in the same read from
+// the container's port then go to the client as one segment, which the
+// client takes in one wake-up and acknowledges with one ACK, not two; and
+// the segments of one read, as one write.
+func (s *splice) holdLocked(data []byte) bool {
+	if !s.u.batchEnds.Load() || len(s.over) > 0 || len(s.held)+len(data) > holdMax || !s.u.holdIfRoom(len(data)) {
+		return false
+	}
+	if s.held == nil {
+		s.held = heldBufs.Get().(*[holdMax]byte)[:0]
+	}
+	s.held = append(s.held, data...)
+	if !s.pending {
+		s.pending = true
+		s.u.pendMu.Lock()
+		s.u.pend = append(s.u.pend, s)
+		s.u.pendMu.Unlock()
+	}
+	return true
+}
+
+// sendHeld sends what the splice held at the end of the gateway's batch,
+// and shuts the host socket's write side after it if the container's FIN
+// came: the bytes are sent with MSG_MORE, and the kernel puts the FIN on
+// the segment that holds them (tcp_send_fin), which goes when it does.
+func (s *splice) sendHeld() {
+	s.mu.Lock()
+	s.pending = false
+	if s.state == spliceDone || len(s.held) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if !s.sendHeldLocked(s.finRcvd) {
+		s.mu.Unlock()
+		s.abort(false, true, "writing to the host socket failed") // the client is gone
+		return
+	}
+	s.shutLocked()
+	done := s.doneLocked()
+	// Done, its timer stopped: the container's FIN, held for its delayed
+	// acknowledgement, has it now.
+	ack := done && s.ackDue
+	var seq, ackNxt, prev uint32
+	var wnd uint16
+	var sack sackOpt
+	if ack {
+		seq, ackNxt, wnd, prev = s.ackLocked()
+		sack = s.sackOptLocked(ackNxt)
+	}
+	s.mu.Unlock()
+	if ack {
+		s.sendAck(seq, ackNxt, wnd, prev, false, &sack)
+	}
+	if done {
+		s.finish()
+	}
+}
+
+// sendHeldLocked writes the bytes held to the host socket, with MSG_MORE
+// if more, and keeps what it has no room for in over, as takeLocked does;
+// it reports false when the socket failed.
+func (s *splice) sendHeldLocked(more bool) bool {
+	n, err := sendHostFlags(s.fd, s.held, more)
+	if err != nil && err != unix.EAGAIN {
+		return false // the abort gives back the bytes held
+	}
+	s.u.unhold(n)
+	if n < len(s.held) {
+		// Counted already: they move from held to over.
+		s.over = append(s.over, s.held[n:]...)
+		if !s.flushing {
+			s.flushing = true
+			if s.u.poll.modify(s.fd, s.pollID, spliceWatchFlush) != nil {
+				return false
+			}
+		}
+	}
+	s.dropHeldLocked()
+	return true
+}
+
+// dropHeldLocked empties held, and gives its buffer back.
+func (s *splice) dropHeldLocked() {
+	if s.held != nil {
+		heldBufs.Put((*[holdMax]byte)(s.held[:holdMax]))
+		s.held = nil
+	}
+}
+
 // shutLocked shuts the host socket's write side once the container's FIN
 // came and every byte before it went.
 func (s *splice) shutLocked() {
-	if s.finRcvd && len(s.over) == 0 && !s.shutWr && s.state != spliceDone {
+	if s.finRcvd && len(s.over) == 0 && len(s.held) == 0 && !s.shutWr && s.state != spliceDone {
 		s.shutWr = true
 		rawShutdown(s.fd, unix.SHUT_WR)
 	}
@@ -2033,8 +2147,9 @@ func (s *splice) doneLocked() bool {
 func (s *splice) stopLocked() {
 	s.state = spliceDone
 	// What it kept goes, and so does the uplink's count of it.
-	s.u.unhold(len(s.over) + s.oooBytes)
+	s.u.unhold(len(s.over) + len(s.held) + s.oooBytes)
 	s.over, s.ooo, s.oooBytes = nil, nil, 0
+	s.dropHeldLocked()
 	s.requeue = false
 	s.disarmLocked()
 	if s.dtimer != nil {
@@ -2043,9 +2158,17 @@ func (s *splice) stopLocked() {
 	}
 }
 
-func sendHost(fd int, b []byte) (int, error) {
+func sendHost(fd int, b []byte) (int, error) { return sendHostFlags(fd, b, false) }
+
+// sendHostFlags is sendHost, with MSG_MORE if more: the kernel keeps a
+// segment that is not full for what comes next (a FIN), as TCP_CORK does.
+func sendHostFlags(fd int, b []byte, more bool) (int, error) {
+	flags := uintptr(unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL)
+	if more {
+		flags |= unix.MSG_MORE
+	}
 	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), flags, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
