@@ -199,3 +199,71 @@ func TestSpliceHeldAbort(t *testing.T) {
 		t.Errorf("the client got %d bytes of a splice that ended", n)
 	}
 }
+
+// Bytes held for a host socket that has no room at the batch's end wait
+// in over, counted once, with the FIN after them, until the poller says
+// there is room (flush): then they go, and the FIN after them. Should
+// watching the socket for room fail, the splice ends, and gives back what
+// it kept.
+func TestSpliceHeldNoRoom(t *testing.T) {
+	for _, watched := range []bool{true, false} {
+		s, h := receivingSplice(t)
+		peer := hostPeer(t, s)
+		s.mu.Lock()
+		if watched {
+			if err := s.watch(spliceWatch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for {
+			if _, err := unix.Write(s.fd, make([]byte, 4096)); err != nil {
+				break // full
+			}
+		}
+		s.mu.Unlock()
+		s.u.EndBatch()
+		fromContainer(s, h, 5000, "full", true)
+		s.u.EndBatch()
+		s.mu.Lock()
+		over, shut, state := string(s.over), s.shutWr, s.state
+		s.mu.Unlock()
+		if held := s.u.held.Load(); held != int64(len(over)) {
+			t.Errorf("watched %v: the uplink counts %d bytes held, the splice keeps %q", watched, held, over)
+		}
+		if !watched {
+			if state != spliceDone {
+				t.Errorf("the socket could not be watched for room: splice state %d, want done", state)
+			}
+			continue
+		}
+		if over != "full" || shut {
+			t.Fatalf("with no room: over %q, shut %v; want full kept and the write side open", over, shut)
+		}
+		var got []byte
+		b := make([]byte, 1<<16)
+		for {
+			n, err := unix.Read(peer, b)
+			if n <= 0 || err != nil {
+				break
+			}
+			got = append(got, b[:n]...)
+		}
+		s.flush() // as the poller does once there is room
+		for {
+			n, err := unix.Read(peer, b)
+			if n <= 0 || err != nil {
+				if n != 0 || err != nil {
+					t.Fatalf("after the bytes kept: read %d, %v; want the end of stream", n, err)
+				}
+				break
+			}
+			got = append(got, b[:n]...)
+		}
+		if !strings.HasSuffix(string(got), "full") {
+			t.Errorf("the host socket's peer got %.20q... at the end, want full", got[max(len(got)-20, 0):])
+		}
+		if held := s.u.held.Load(); held != 0 {
+			t.Errorf("the uplink counts %d bytes held after they went", held)
+		}
+	}
+}

@@ -2102,17 +2102,18 @@ func (s *splice) sendHeldLocked(more bool) bool {
 		return false // the abort gives back the bytes held
 	}
 	s.u.unhold(n)
-	if n < len(s.held) {
+	rest := len(s.held) - n
+	if rest > 0 {
 		// Counted already: they move from held to over.
 		s.over = append(s.over, s.held[n:]...)
-		if !s.flushing {
-			s.flushing = true
-			if s.u.poll.modify(s.fd, s.pollID, spliceWatchFlush) != nil {
-				return false
-			}
-		}
 	}
 	s.dropHeldLocked()
+	if rest > 0 && !s.flushing {
+		s.flushing = true
+		if s.u.poll.modify(s.fd, s.pollID, spliceWatchFlush) != nil {
+			return false
+		}
+	}
 	return true
 }
 
