@@ -16,19 +16,7 @@ import (
 // connection over loopback, and returns the other end, the client's.
 func tcpPeer(t *testing.T, s *splice) *net.TCPConn {
 	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	c, sc := loopbackPair(t, l)
-	var fd0 int
-	rawConn(sc).Control(func(f uintptr) { fd0 = int(f) })
-	fd, err := unix.Dup(fd0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.SetNonblock(fd, true)
+	c, fd := loopbackHost(t)
 	s.mu.Lock()
 	unix.Close(s.fd)
 	s.fd = fd

@@ -82,17 +82,32 @@ func loopbackPair(t *testing.T, l net.Listener) (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// resetInFlight is the host end of a loopback connection whose client sent
-// "hello", which the peer still holds, and then reset the connection.
-func resetInFlight(t *testing.T) int {
+// loopbackHost is a TCP connection over loopback: its client end, and a
+// non-blocking descriptor of its own of the host end, which the caller
+// closes.
+func loopbackHost(t *testing.T) (*net.TCPConn, int) {
+	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
 	c, sc := loopbackPair(t, l)
-	var fd int
-	rawConn(sc).Control(func(f uintptr) { fd = int(f) })
+	var fd0 int
+	rawConn(sc).Control(func(f uintptr) { fd0 = int(f) })
+	fd, err := unix.Dup(fd0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fd, true)
+	return c, fd
+}
+
+// resetInFlight is the host end of a loopback connection whose client sent
+// "hello", which the peer still holds, and then reset the connection.
+func resetInFlight(t *testing.T) int {
+	c, fd := loopbackHost(t)
+	t.Cleanup(func() { unix.Close(fd) })
 	if _, err := c.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -103,12 +118,7 @@ func resetInFlight(t *testing.T) int {
 		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		return info.State == tcpClose
 	})
-	dup, err := unix.Dup(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(dup) })
-	return dup
+	return fd
 }
 
 // Without a peek offset, a client's reset while bytes are in flight is

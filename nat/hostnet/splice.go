@@ -1285,16 +1285,22 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 		// (an epoll_ctl each); the pump says if it stays blocked.
 		s.blocked = false
 	}
-	var seqNxt, ackNxt, prev uint32
+	s.unlockAcking(now, done)
+}
+
+// unlockAcking unlocks s, after it sends the container an acknowledgement
+// of all that came if ack, and then finishes s if done.
+func (s *splice) unlockAcking(ack, done bool) {
+	var seq, ackNxt, prev uint32
 	var wnd uint16
 	var sack sackOpt
-	if now {
-		seqNxt, ackNxt, wnd, prev = s.ackLocked()
+	if ack {
+		seq, ackNxt, wnd, prev = s.ackLocked()
 		sack = s.sackOptLocked(ackNxt)
 	}
 	s.mu.Unlock()
-	if now {
-		s.sendAck(seqNxt, ackNxt, wnd, prev, false, &sack)
+	if ack {
+		s.sendAck(seq, ackNxt, wnd, prev, false, &sack)
 	}
 	if done {
 		s.finish()
@@ -2076,21 +2082,7 @@ func (s *splice) sendHeld() {
 	done := s.doneLocked()
 	// Done, its timer stopped: the container's FIN, held for its delayed
 	// acknowledgement, has it now.
-	ack := done && s.ackDue
-	var seq, ackNxt, prev uint32
-	var wnd uint16
-	var sack sackOpt
-	if ack {
-		seq, ackNxt, wnd, prev = s.ackLocked()
-		sack = s.sackOptLocked(ackNxt)
-	}
-	s.mu.Unlock()
-	if ack {
-		s.sendAck(seq, ackNxt, wnd, prev, false, &sack)
-	}
-	if done {
-		s.finish()
-	}
+	s.unlockAcking(done && s.ackDue, done)
 }
 
 // sendHeldLocked writes the bytes held to the host socket, with MSG_MORE

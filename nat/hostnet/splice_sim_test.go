@@ -3,7 +3,6 @@ package hostnet
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -131,23 +130,11 @@ func TestSpliceSACKStreamIntact(t *testing.T) {
 // both arrived.
 func endedHost(t *testing.T, data []byte) int {
 	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	c, sc := loopbackPair(t, l)
+	c, fd := loopbackHost(t)
 	if _, err := c.Write(data); err != nil {
 		t.Fatal(err)
 	}
 	c.CloseWrite()
-	var fd0 int
-	rawConn(sc).Control(func(f uintptr) { fd0 = int(f) })
-	fd, err := unix.Dup(fd0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.SetNonblock(fd, true)
 	spinUntil(t, "the bytes and the FIN", func() bool {
 		n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ)
 		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
