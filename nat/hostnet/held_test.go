@@ -255,3 +255,39 @@ func TestSpliceHeldNoRoom(t *testing.T) {
 		}
 	}
 }
+
+// The client's bytes a held segment of the container's acknowledges leave
+// the host socket at the batch's end, after the held bytes went: the
+// discard's system call does not delay the write that wakes the client.
+func TestSpliceHeldDiscardAfter(t *testing.T) {
+	c, fd := loopbackHost(t)
+	if _, err := c.Write([]byte("abcd")); err != nil {
+		t.Fatal(err)
+	}
+	inq := func() int { n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ); return n }
+	spinUntil(t, "the client's 4 bytes", func() bool { return inq() == 4 })
+	s := spliceOn(t, fd, 16)
+	s.mu.Lock()
+	s.rcvNxt, s.rcvAcked = 5000, 5000
+	s.mu.Unlock()
+	s.pump() // abcd to the container, in flight
+	for len(s.u.ln.q) > 0 {
+		<-s.u.ln.q
+	}
+	s.u.EndBatch()
+	h := make(tcpSeg, tcpMinSize)
+	putTCPHeader(h, 0, 0, 5000, 1004, conntrack.TCPAck|conntrack.TCPPsh, 0xffff, tcpMinSize)
+	s.input(h, []byte("x")) // the answer, acknowledging abcd
+	if n := inq(); n != 4 {
+		t.Fatalf("%d bytes in the host socket before the batch ended, want the 4 acknowledged still there", n)
+	}
+	s.u.EndBatch()
+	if n := inq(); n != 0 {
+		t.Errorf("%d bytes in the host socket after the batch ended, want the 4 acknowledged gone", n)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 8)
+	if n, err := c.Read(b); string(b[:n]) != "x" || err != nil {
+		t.Fatalf("the client read %q, %v; want x", b[:n], err)
+	}
+}

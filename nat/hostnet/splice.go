@@ -1255,8 +1255,9 @@ func (s *splice) input(h tcpSeg, payload []byte) {
 		}
 	}
 	// What the segment acknowledged leaves the host socket after its
-	// bytes went on: the client waits for them, no one for the discard.
-	if opened && !s.discardLocked(false) {
+	// bytes went on: the client waits for them, no one for the discard
+	// (at the batch's end, then, when they are held: sendHeld).
+	if opened && len(s.held) == 0 && !s.discardLocked(false) {
 		s.mu.Unlock()
 		s.abort(false, true, "discarding from the host socket failed")
 		return
@@ -2069,13 +2070,18 @@ func (s *splice) holdLocked(data []byte) bool {
 func (s *splice) sendHeld() {
 	s.mu.Lock()
 	s.pending = false
-	if s.state == spliceDone || len(s.held) == 0 {
+	if s.state == spliceDone {
 		s.mu.Unlock()
 		return
 	}
-	if !s.sendHeldLocked(s.finRcvd) {
+	if len(s.held) > 0 && !s.sendHeldLocked(s.finRcvd) {
 		s.mu.Unlock()
 		s.abort(false, true, "writing to the host socket failed") // the client is gone
+		return
+	}
+	if !s.discardLocked(false) { // what input left until the bytes went
+		s.mu.Unlock()
+		s.abort(false, true, "discarding from the host socket failed")
 		return
 	}
 	s.shutLocked()
