@@ -192,9 +192,10 @@ func (a *Attachment) endBatch() {
 // frames, or an injection's, were forwarded, which may have written to
 // any port directly (DirectWriter). The ports are those attached now, not
 // the forwarding's snapshot: a port attached meanwhile may have been
-// written to too.
+// written to too. Only BatchEnders are looked at, so the cost does not
+// grow with the ports (a gateway's bridge has one, its router port).
 func (b *Bridge) endBatches() {
-	for _, p := range *b.ports.Load() {
+	for _, p := range *b.enders.Load() {
 		p.endBatch()
 	}
 }
@@ -574,7 +575,7 @@ func (a *Attachment) writeSegments(bufs [][]byte) error {
 // sent counts and captures the first n of the frames bufs written to the
 // port, and counts the rest as failed.
 func (a *Attachment) sent(bufs [][]byte, n int) {
-	if a.ender != nil {
+	if a.ender != nil && !a.unended.Load() {
 		a.unended.Store(true) // after the write: its batch end sees what it held
 	}
 	n = max(0, min(n, len(bufs)))

@@ -77,6 +77,7 @@ type Bridge struct {
 	// fdb.mu.
 	mu     sync.Mutex
 	ports  atomic.Pointer[[]*Attachment] // copy on write; read lock-free per batch
+	enders atomic.Pointer[[]*Attachment] // the ports that are BatchEnders, as ports
 	nextID int
 	closed bool
 	wg     sync.WaitGroup // every port's goroutines, detached ones' too, for Close
@@ -137,6 +138,7 @@ func New(cfg Config) (*Bridge, error) {
 		pools: newFramePools(maxFrame + 1),
 	}
 	b.ports.Store(&[]*Attachment{})
+	b.enders.Store(&[]*Attachment{})
 	return b, nil
 }
 
@@ -211,11 +213,10 @@ func (b *Bridge) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 	a.hairpin.Store(cfg.Hairpin)
 	a.security.Store(sec)
 
-	old := *b.ports.Load()
-	ports := make([]*Attachment, len(old), len(old)+1)
-	copy(ports, old)
-	ports = append(ports, a)
-	b.ports.Store(&ports)
+	b.ports.Store(withPort(*b.ports.Load(), a))
+	if a.ender != nil {
+		b.enders.Store(withPort(*b.enders.Load(), a))
+	}
 
 	a.wg.Add(2)
 	b.wg.Add(2)
@@ -228,16 +229,31 @@ func (b *Bridge) AddPort(p Port, cfg PortConfig) (*Attachment, error) {
 // detach removes a from the port set and forgets the MACs behind it.
 func (b *Bridge) detach(a *Attachment) {
 	b.mu.Lock()
-	old := *b.ports.Load()
-	ports := make([]*Attachment, 0, len(old))
-	for _, p := range old {
-		if p != a {
-			ports = append(ports, p)
-		}
+	b.ports.Store(withoutPort(*b.ports.Load(), a))
+	if a.ender != nil {
+		b.enders.Store(withoutPort(*b.enders.Load(), a))
 	}
-	b.ports.Store(&ports)
 	b.mu.Unlock()
 	b.fdb.flushPort(a)
+}
+
+// withPort returns a copy of ps with a added, for a copy-on-write list.
+func withPort(ps []*Attachment, a *Attachment) *[]*Attachment {
+	out := make([]*Attachment, len(ps), len(ps)+1)
+	copy(out, ps)
+	out = append(out, a)
+	return &out
+}
+
+// withoutPort returns a copy of ps without a.
+func withoutPort(ps []*Attachment, a *Attachment) *[]*Attachment {
+	out := make([]*Attachment, 0, len(ps))
+	for _, p := range ps {
+		if p != a {
+			out = append(out, p)
+		}
+	}
+	return &out
 }
 
 // Ports returns the attached ports in the order they were added.
