@@ -30,6 +30,9 @@ func New() (*NS, error) {
 		err error
 	}
 	resc := make(chan result, 1)
+	// The goroutine's descriptor of its own namespace is closed before the
+	// result is sent (not deferred past the send): New returns with
+	// nothing of its own left open.
 	go func() {
 		runtime.LockOSThread()
 		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -38,8 +41,8 @@ func New() (*NS, error) {
 			resc <- result{-1, fmt.Errorf("netns: open own namespace: %w", err)}
 			return
 		}
-		defer unix.Close(orig)
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			unix.Close(orig)
 			runtime.UnlockOSThread()
 			resc <- result{-1, fmt.Errorf("netns: %w", os.NewSyscallError("unshare", err))}
 			return
@@ -52,7 +55,9 @@ func New() (*NS, error) {
 				fd = -1
 			}
 		}
-		if serr := unix.Setns(orig, unix.CLONE_NEWNET); serr != nil {
+		serr := unix.Setns(orig, unix.CLONE_NEWNET)
+		unix.Close(orig)
+		if serr != nil {
 			// Stay locked: the runtime ends this thread with the goroutine.
 			if fd >= 0 {
 				unix.Close(fd)
@@ -99,6 +104,11 @@ func (ns *NS) Do(fn func() error) error { return onThreadIn(ns.fd, "", fn) }
 // stands. (A process in a user namespace of its own, as Podman runs
 // slirp4netns, may enter a network namespace of that user namespace but
 // not go back to the host's, which it does not own.)
+//
+// The goroutine closes its descriptor of the thread's own namespace before
+// it hands fn's result over, so that onThreadIn returns with nothing of its
+// own left open (a close deferred past the send would run after the caller
+// has gone on, and a caller counting its descriptors would see one more).
 func onThreadIn(fd int, name string, fn func() error) error {
 	if name != "" {
 		name = " " + name
@@ -112,14 +122,16 @@ func onThreadIn(fd int, name string, fn func() error) error {
 			errc <- fmt.Errorf("netns: open own namespace: %w", err)
 			return
 		}
-		defer unix.Close(orig)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			unix.Close(orig)
 			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("netns: enter%s: %w", name, os.NewSyscallError("setns", err))
 			return
 		}
 		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+		err = unix.Setns(orig, unix.CLONE_NEWNET)
+		unix.Close(orig)
+		if err != nil {
 			errc <- ferr // the thread, locked, ends with this goroutine
 			return
 		}
