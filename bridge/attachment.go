@@ -170,7 +170,7 @@ func (a *Attachment) rxLoop() {
 				bufs[i] = frames[i].buf
 			}
 		}
-		b.endBatches()
+		b.endBatches(nil)
 		return true
 	}
 	err := ServeFrames(a.port, a.off, bufs, sizes, meta, take)
@@ -188,15 +188,26 @@ func (a *Attachment) endBatch() {
 	}
 }
 
-// endBatches ends the batch of every port written to: after a read's
-// frames, or an injection's, were forwarded, which may have written to
-// any port directly (DirectWriter). The ports are those attached now, not
-// the forwarding's snapshot: a port attached meanwhile may have been
-// written to too. Only BatchEnders are looked at, so the cost does not
-// grow with the ports (a gateway's bridge has one, its router port).
-func (b *Bridge) endBatches() {
+// endBatches ends the batch of every port written to but except (nil
+// for none): after a read's frames, or an injection's, were forwarded,
+// which may have written to any port directly (DirectWriter). The ports
+// are those attached now, not the forwarding's snapshot: a port attached
+// meanwhile may have been written to too. Only BatchEnders are looked at,
+// so the cost does not grow with the ports (a gateway's bridge has one,
+// its router port).
+//
+// An injection passes its own port as except: it writes to it only
+// hairpinned (whose batch then ends with the next one's), and a port may
+// inject from inside a write to it, its locks held: the gateway answers
+// an ARP request there, maybe the second frame of a read whose first the
+// uplink holds for the batch's end. That end, run inside the injection,
+// would have the uplink send to the gateway, which would wait for its own
+// lock. The goroutine that wrote the frames ends their batch after them.
+func (b *Bridge) endBatches(except *Attachment) {
 	for _, p := range *b.enders.Load() {
-		p.endBatch()
+		if p != except {
+			p.endBatch()
+		}
 	}
 }
 
@@ -248,7 +259,7 @@ func (a *Attachment) InjectOffload(bufs [][]byte, meta []Offload) error {
 			f.pool.Put(f)
 		}
 	}
-	b.endBatches()
+	b.endBatches(a)
 	return nil
 }
 

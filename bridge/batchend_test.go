@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -153,5 +155,87 @@ func TestBatchEndQueuedPort(t *testing.T) {
 	})
 	if _, _, ends := e.state(); ends == 0 {
 		t.Error("no batch ended")
+	}
+}
+
+// answerer is an ender that, as the gateway does, answers a frame inside
+// the write that hands it over: it injects its reply through its own
+// attachment with its lock held, the lock its EndBatch takes too (the
+// gateway's uplink sends to the gateway from its EndBatch).
+type answerer struct {
+	*ender
+	att  atomic.Pointer[Attachment]
+	lock sync.Mutex
+	// armed counts the replies injected while the port's batch was
+	// unended (a frame before it in the same read); inside, the batch
+	// ends run while it held its lock, inside an injection.
+	armed, inside atomic.Int32
+}
+
+func (p *answerer) WriteFrames(bufs [][]byte) (int, error) {
+	n, err := p.ender.WriteFrames(bufs)
+	att := p.att.Load()
+	for _, f := range bufs[:n] {
+		if att == nil || binary.BigEndian.Uint16(f[12:14]) != 0x0806 {
+			continue
+		}
+		p.lock.Lock()
+		if att.unended.Load() {
+			p.armed.Add(1)
+		}
+		if err := att.Inject([][]byte{ether(macA, macB, 0x0806, 64, f[etherHeader])}); err != nil {
+			p.lock.Unlock()
+			return n, err
+		}
+		p.lock.Unlock()
+	}
+	return n, err
+}
+
+func (p *answerer) EndBatch() {
+	if !p.lock.TryLock() {
+		p.inside.Add(1)
+	} else {
+		p.lock.Unlock()
+	}
+	p.ender.EndBatch()
+}
+
+// An injection does not end the batch of the port it injects for: a
+// port that answers a frame inside the write that hands it over (the
+// gateway, an ARP request), the second frame of a read whose first
+// marked it, would otherwise have its EndBatch run inside its own
+// injection, with its own lock held. The read's goroutine ends the batch
+// once the read's frames are forwarded.
+func TestBatchEndNotInsideOwnInjection(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 1)
+	p := &answerer{ender: newEnder(true)}
+	att, err := tb.b.AddPort(p, PortConfig{Name: "answerer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.att.Store(att)
+	tb.expect(0, 0) // its MAC is learned
+	// Read the replies, so that the port's writes never wait.
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, err := tb.ends[0].ReadFrame(buf); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; p.armed.Load() < 20 && i < 2000; i++ {
+		tb.send(0, ether(macB, macA, 0x0800, 64, byte(i)), ether(macB, macA, 0x0806, 64, byte(i)))
+	}
+	if p.armed.Load() == 0 {
+		t.Fatal("no reply was injected with the port's batch unended: the case went untested")
+	}
+	waitFor(t, "the batch end after the last frame", func() bool {
+		since, _, _ := p.state()
+		return since == 0
+	})
+	if n := p.inside.Load(); n != 0 {
+		t.Errorf("%d batch ends ran inside the port's own injection, of %d injections with its batch unended", n, p.armed.Load())
 	}
 }

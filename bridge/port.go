@@ -99,7 +99,10 @@ type DirectWriter interface {
 // once the frames written to the port since its last call were handed
 // over, before the goroutine that wrote them waits for more, from that
 // goroutine or from another one's batch end; it may call it from several
-// goroutines at once, and with nothing held.
+// goroutines at once. It holds none of its own locks then, but a batch
+// end at an Inject's runs in the injecting goroutine, with whatever that
+// holds; an Inject never ends its own port's batch, so a port may inject
+// from inside its writes, and its EndBatch may lead to its injecting.
 type BatchEnder interface {
 	EndBatch()
 }

@@ -122,6 +122,71 @@ func TestGatewayUplinkBatchEnd(t *testing.T) {
 	})
 }
 
+// answeringTerminator sends its answer to the gateway from its EndBatch,
+// at once, as nat/hostnet does (the acknowledgement of a FIN it held for
+// the batch's end), when packets came since the last batch end.
+type answeringTerminator struct {
+	*fakeTerminator
+	answer []byte
+	seen   int
+}
+
+func (a *answeringTerminator) EndBatch() {
+	a.mu.Lock()
+	n := len(a.sent)
+	send := n > a.seen && a.answer != nil
+	a.seen = n
+	a.mu.Unlock()
+	if send {
+		a.fromUplink(a.answer)
+	}
+}
+
+// An uplink may send to the gateway from its EndBatch even when the batch
+// ends inside the gateway's own answer to a frame of the same read (an
+// ARP request after a packet for the uplink): the gateway's injection of
+// its answer does not end its own port's batch, which would run EndBatch
+// there, with the gateway's lock held, and the uplink's answer would wait
+// for that lock forever. Both answers reach the container.
+func TestGatewayUplinkBatchEndSends(t *testing.T) {
+	up := &answeringTerminator{fakeTerminator: &fakeTerminator{expect: map[conntrack.Tuple][2]conntrack.Tuple{}}}
+	pg := termGateway(t, up.fakeTerminator, up)
+	gwMAC := pg.resolveGateway()
+	remote := netip.MustParseAddr("198.51.100.2")
+	syn := ipPacket(ctrIP, remote, conntrack.ProtoTCP, tcpSeg(40000, 443, conntrack.TCPSyn, 100, 0))
+	var p conntrack.Packet
+	p.Decode(syn)
+	reply := conntrack.Tuple{Src: remote, Dst: hostIP, SrcPort: 443, DstPort: 51000, Proto: conntrack.ProtoTCP}
+	if _, err := up.table.Track(0, &p, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT}); err != nil {
+		t.Fatal(err)
+	}
+	synack := ipPacket(remote, ctrIP, conntrack.ProtoTCP, tcpSeg(443, 40000, conntrack.TCPSyn|conntrack.TCPAck, 9000, 101))
+	up.mu.Lock()
+	up.answer = synack
+	up.mu.Unlock()
+
+	// The SYN again (its SYN-ACK lost), for the uplink, and the request.
+	burst := [][]byte{
+		frame(gwMAC, ctrMAC, etherTypeIP4, syn),
+		arpFrame(gwMAC, arpPacket{op: arpRequest, senderMAC: ctrMAC, senderIP: ctrIP, targetIP: gwIP}),
+	}
+	if _, err := pg.container.WriteFrames(burst); err != nil {
+		t.Fatal(err)
+	}
+	var gotARP, gotSynAck bool
+	for range 2 {
+		f := pg.read(pg.container)
+		if a, ok := parseARP(f[etherHeader:]); ok && a.op == arpReply {
+			gotARP = true
+		} else if bytes.Equal(f[etherHeader:], synack) {
+			gotSynAck = true
+		}
+	}
+	if !gotARP || !gotSynAck {
+		t.Fatalf("the container got the ARP reply %v, the uplink's answer %v; want both", gotARP, gotSynAck)
+	}
+}
+
 // With a Terminator uplink the gateway translates nothing: a container's
 // new flow goes to the uplink unchanged and untracked (the uplink enters
 // it), its packets are tracked with TrackTerminated once the entry

@@ -57,7 +57,9 @@ type Uplink interface {
 // may hold back part of what a packet asks until the packets after it
 // came (nat/hostnet sends a TCP segment's bytes and the FIN after them as
 // one segment). EndBatch follows every Send of container traffic, from
-// the goroutine that sent, or from another's batch end.
+// the goroutine that sent, or from another's batch end, never from inside
+// the gateway's own sending to the bridge: EndBatch may deliver packets
+// to the gateway at once.
 
 // Terminator is an Uplink that terminates the flows it carries instead of
 // forwarding their packets: the host-socket uplink (nat/hostnet), which
