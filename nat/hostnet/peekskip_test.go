@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
 )
@@ -145,5 +146,74 @@ func TestPeekSkipReset(t *testing.T) {
 	}
 	if len(got) == 0 || got[0]&conntrack.TCPRst == 0 || got[0]&conntrack.TCPFin != 0 {
 		t.Errorf("the container got segments with flags %#x for the client's reset; want a reset first, no FIN", got)
+	}
+}
+
+// An acknowledgement beyond sndNxt that comes while the pump is unlocked
+// to send (after a rewind: the container had the first copies) moves
+// sndNxt, and the pump's next peek, in the same turn, starts there. The
+// container's own bytes came with it and are held for the batch's end,
+// so no discard runs meanwhile, whose read would move the kernel's peek
+// offset: every byte the container gets must be the stream's at its
+// sequence number.
+func TestSpliceReseekWhileUnlocked(t *testing.T) {
+	data := make([]byte, 20000)
+	for i := range data {
+		data[i] = byte(i*7 + i/251)
+	}
+	s := spliceOn(t, endedHost(t, data), 64)
+	s.u.batchEnds.Store(true) // the container's bytes are held
+	s.mu.Lock()
+	s.sndWnd, s.cwnd = 0xffff, 4000
+	s.rcvNxt, s.recover = 7000, 999
+	s.mu.Unlock()
+	s.pump() // [1000, 5000) in flight
+	framesSent(s)
+	fire(s) // a timeout: back to 1000
+	framesSent(s)
+	s.mu.Lock()
+	s.rewind = true // and another
+	s.mu.Unlock()
+
+	var segs, after int
+	check := func(pkt []byte) {
+		seg := tcpSeg(pkt[20:])
+		p := seg.payload()
+		if len(p) == 0 {
+			return
+		}
+		segs++
+		off := int(seg.seq() - 1000)
+		if off < 0 || off+len(p) > len(data) || string(p) != string(data[off:off+len(p)]) {
+			t.Errorf("%d bytes at seq %d are not the stream's", len(p), seg.seq())
+		}
+	}
+	answered := false
+	deliver := func(pkt []byte, _ bridge.Offload) {
+		check(pkt[nat.Headroom:])
+		if answered {
+			after++
+			return
+		}
+		answered = true
+		// The container's answer to the first segment: two bytes of
+		// its own, and an acknowledgement of everything sent before.
+		h := make(tcpSeg, tcpMinSize)
+		s.mu.Lock()
+		ack := s.sndMax
+		s.mu.Unlock()
+		putTCPHeader(h, 0, 0, 7000, ack, conntrack.TCPAck, 0xffff, len(h))
+		s.input(h, []byte("hi"))
+	}
+	s.u.ln.pending.Store(0) // framesSent took the queued frames behind the link's count
+	s.u.ln.deliver.Store(&deliver)
+	s.pump()
+	s.u.ln.deliver.Store(nil)
+	for len(s.u.ln.q) > 0 {
+		f := <-s.u.ln.q
+		check((*f.buf)[nat.Headroom:f.n])
+	}
+	if !answered || after == 0 {
+		t.Fatalf("the pump sent %d segments, %d after the answer: the case went untested", segs, after)
 	}
 }

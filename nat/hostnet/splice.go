@@ -100,7 +100,7 @@ type splice struct {
 	sacked                                 []seqRange // what the container's SACK blocks say it holds past sndUna, in order, merged (at most sackedMax)
 	flushing                               bool       // the poller watches the host socket for room for them
 	rewind, wantWnd                        bool       // go back to the first byte not acknowledged; the window is closed with nothing in flight
-	reseek                                 bool       // the peek offset must follow a rewind
+	reseek                                 bool       // the peek offset must follow sndNxt, moved other than by a peek
 	dupAcks                                int        // duplicate ACKs in a row (RFC 5681)
 	recover                                uint32     // sndMax at the last fast retransmission: none again before it is acknowledged (RFC 6582); then one below sndUna
 	requeue                                bool       // the timer is to send again what the queue to the gateway refused (localRetry)
@@ -792,12 +792,6 @@ func (s *splice) pumpLocked() string {
 	if !s.discardLocked(s.hostEOF) {
 		return "discarding from the host socket failed"
 	}
-	if s.reseek && s.peekOff {
-		s.reseek = false
-		if err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
-			return "setting the peek offset failed"
-		}
-	}
 	tries := 0
 	for sent := 0; s.state == spliceOpen && !s.hostEOF; sent++ {
 		if sent == spliceBurst {
@@ -808,13 +802,19 @@ func (s *splice) pumpLocked() string {
 			s.blocked = true
 			break
 		}
-		if len(s.sacked) > 0 && int32(s.sndNxt-s.sndMax) < 0 {
+		if len(s.sacked) > 0 && int32(s.sndNxt-s.sndMax) < 0 && s.skipSackedLocked() {
 			// Sending again after a loss: what the container holds
 			// is skipped, and a segment ends where it begins.
-			if s.skipSackedLocked() && s.peekOff {
-				if err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
-					return "setting the peek offset failed"
-				}
+			s.reseek = true
+		}
+		if s.reseek && s.peekOff {
+			// sndNxt moved: a rewind, a skip, or an acknowledgement
+			// beyond it (ackLocked0), which may come while this loop
+			// is unlocked to send, with no discard to move the
+			// kernel's offset (the container's bytes held with it).
+			s.reseek = false
+			if err := rawSetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(s.sndNxt-s.discarded)); err != nil {
+				return "setting the peek offset failed"
 			}
 		}
 		can := s.canLocked()
