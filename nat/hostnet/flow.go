@@ -79,8 +79,9 @@ func (u *Uplink) unreserveLocked(src netip.Addr) {
 // with the same tuple is already carried. id is the entry's when known.
 // register, when not nil, enters the flow in the uplink's tables for its
 // protocol, in the same critical section, so a release cannot come
-// between.
-func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func(), register func(*flow)) (*flow, bool) {
+// between; it may refuse (false) when its place there was taken
+// meanwhile, and addFlow then reports false too.
+func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func(), register func(*flow) bool) (*flow, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed || u.flows[orig] != nil {
@@ -91,10 +92,11 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 	if tbl := u.tbl.Load(); tbl != nil {
 		f.after = tbl.LastID()
 	}
-	u.flows[orig] = f
-	if register != nil {
-		register(f)
+	if register != nil && !register(f) {
+		u.unreserveLocked(src)
+		return nil, false
 	}
+	u.flows[orig] = f
 	return f, true
 }
 

@@ -179,9 +179,10 @@ func (u *Uplink) openPing(p *conntrack.Packet, pkt []byte) *pingFlow {
 		u.mu.Unlock()
 		pf.r.stop()
 		pf.file.Close()
-	}, func(f *flow) {
+	}, func(f *flow) bool {
 		pf.f = f
 		u.pings[t] = pf
+		return true
 	})
 	ok = true // addFlow has the place now, or gave it back
 	if !added {

@@ -355,7 +355,7 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 	}
 	s := u.spliceOf(fd, shown, ctr, peek)
 	clash := false
-	f, ok := u.addFlow(orig, ctr.Addr(), 0, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) {
+	f, ok := u.addFlow(orig, ctr.Addr(), 0, func() { s.abort(true, true, "its entry left the table") }, func(f *flow) bool {
 		// Superseded by the client's next connection on the same port,
 		// only the container's side is reset: a reset on the host socket
 		// would carry the tuple the client's new connection has now.
@@ -376,6 +376,7 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 			u.splices[s.key] = s
 		}
 		u.smu.Unlock()
+		return true // a clash ends the flow below, once it is watched
 	})
 	if !ok {
 		u.unexpect(seen)

@@ -243,18 +243,36 @@ func (u *Uplink) startUDP(fl *udpFlow, orig conntrack.Tuple, src netip.Addr, id 
 			fl.conn.Close()
 		}
 	}
-	_, ok := u.addFlow(orig, src, id, stop, func(f *flow) {
+	// A client's flow and the container's own flow to the address the
+	// client is shown as may be opened at once (a hole punch): whichever
+	// registers second finds the other's at near, which inboundNear and
+	// the container's lookup could not see yet. The client's takes the
+	// place, as inboundNear gives it: the container's own is refused,
+	// or ended (displaced) when it came first. Another client's refuses
+	// this one, whose next datagram finds another port.
+	var displaced *udpFlow
+	_, ok := u.addFlow(orig, src, id, stop, func(f *flow) bool {
+		if old := u.udp[fl.near]; old != nil {
+			if !inbound || old.client.IsValid() {
+				return false
+			}
+			displaced = old
+		}
 		fl.f = f
 		u.udp[fl.near] = fl
 		if inbound {
 			u.udpIn[fl.key] = fl
 		}
+		return true
 	})
 	if !ok {
 		if !inbound {
 			fl.conn.Close()
 		}
 		return false
+	}
+	if displaced != nil {
+		displaced.f.drop() // its entry too, whose tuple the client's needs
 	}
 	if !inbound {
 		if err := fl.r.watch(); err != nil {
