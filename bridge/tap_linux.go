@@ -496,9 +496,12 @@ func (t *TAP) ServeFramesOffload(bufs [][]byte, sizes []int, meta []Offload, fn 
 // standIn is the busypoll.Loop's serve of ServeFramesOffload's loop: one
 // batch, read and handed on, when a polling loop finds the device ready
 // while this one sleeps. A failed read it leaves to the loop; should fn
-// say stop, it wakes the loop to return.
+// say stop, it wakes the loop to return. A loop that is ending (its read
+// failed, and serveRaw returned, but ServeFramesOffload has not closed
+// the busypoll.Loop yet) it leaves alone: its error is the loop's to
+// return, and fn has had its last batch.
 func (t *TAP) standIn(fd uintptr) bool {
-	if t.closed.Load() || t.rstop {
+	if t.closed.Load() || t.rstop || t.rerr != nil {
 		return false
 	}
 	t.rn, t.rempty = 0, false
