@@ -574,6 +574,20 @@ func TestIntegrationTAPFromFile(t *testing.T) {
 			t.Error("NewTAPFromFD took a device with virtio-net headers")
 		}
 	})
+	// A blocking descriptor, which Go's poller would not have taken, is
+	// refused, and stays the caller's.
+	setNonblock := func(on bool) {
+		rc.Control(func(fd uintptr) {
+			if err := unix.SetNonblock(int(fd), on); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	setNonblock(false)
+	if _, err := TAPFromFile(f, TAPConfig{}); !errors.Is(err, errBlockingTAP) {
+		t.Errorf("TAPFromFile over a blocking descriptor: %v, want %v", err, errBlockingTAP)
+	}
+	setNonblock(true)
 	tap, err := TAPFromFile(f, TAPConfig{BatchSize: 4, DirectWrite: true})
 	if err != nil {
 		f.Close()

@@ -203,8 +203,8 @@ func OpenTAPFile(cfg TAPConfig) (*os.File, error) {
 // before os.NewFile, so that Go's poller takes it). A device opened with
 // virtio-net headers (IFF_VNET_HDR, of the default size) is used with
 // checksum and segmentation offload, as TAPConfig.Offload asks for, which
-// it sets (TUNSETOFFLOAD); one with packet information is refused. Of
-// cfg, only BatchSize, DirectWrite and RawIO apply: the device is used as
+// it sets (TUNSETOFFLOAD); one with packet information is refused, and a
+// blocking descriptor too, which Go's poller did not take. Of cfg, only BatchSize, DirectWrite and RawIO apply: the device is used as
 // it is. The TAP takes ownership of f and closes it on Close; on an error
 // f stays the caller's.
 func TAPFromFile(f *os.File, cfg TAPConfig) (*TAP, error) {
@@ -214,7 +214,16 @@ func TAPFromFile(f *os.File, cfg TAPConfig) (*TAP, error) {
 	}
 	var name string
 	var vnet bool
-	if cerr := rc.Control(func(fd uintptr) { name, vnet, err = checkTAP(int(fd), true) }); cerr != nil {
+	if cerr := rc.Control(func(fd uintptr) {
+		// Go's poller took f only if it was non-blocking: a blocking
+		// read of a device run dry would hold a thread (with RawIO, the
+		// process's only one) until the next frame.
+		if fl, ferr := unix.FcntlInt(fd, unix.F_GETFL, 0); ferr == nil && fl&unix.O_NONBLOCK == 0 {
+			err = errBlockingTAP
+			return
+		}
+		name, vnet, err = checkTAP(int(fd), true)
+	}); cerr != nil {
 		err = cerr
 	}
 	if err != nil {
@@ -227,6 +236,10 @@ func TAPFromFile(f *os.File, cfg TAPConfig) (*TAP, error) {
 	t.vnet, t.direct, t.raw = vnet, cfg.DirectWrite, cfg.RawIO
 	return t, nil
 }
+
+// errBlockingTAP is TAPFromFile's error for a file over a blocking
+// descriptor.
+var errBlockingTAP = errors.New("the descriptor is blocking: make it non-blocking before os.NewFile")
 
 // NewTAPFromFD returns a TAP over fd, an open TAP device such as a rootless
 // runtime passes over a unix socket. The TAP takes ownership of fd and
