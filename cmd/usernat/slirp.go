@@ -195,6 +195,11 @@ func parseSlirpArgs(args []string) (cfg *gatewayConfig, version bool, err error)
 		}
 	case "path":
 		netnsPath = pos[0]
+		if !strings.Contains(netnsPath, "/") {
+			// A file in the working directory, as slirp4netns opens it,
+			// not a name of `ip netns`'s, which --port reads it as.
+			netnsPath = "./" + netnsPath
+		}
 	default:
 		return nil, false, usagef("--netns-type %s: want pid or path", nsType)
 	}

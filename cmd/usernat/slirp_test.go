@@ -44,6 +44,18 @@ func TestParseSlirpArgs(t *testing.T) {
 		cfg.DNS.IsValid() || cfg.APISocket != "" || !cfg.IPv6Asked || cfg.Outbound6Asked != "2001:db8::7" || cfg.MTU != 1500 {
 		t.Errorf("Podman's command line: %+v", cfg)
 	}
+	// A path without a slash is a file in the working directory, as
+	// slirp4netns opens it, not one of /run/netns.
+	dir := t.TempDir()
+	if err := os.Symlink("/proc/self/ns/net", filepath.Join(dir, "mynet")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	if cfg, _, err = parseSlirpArgs([]string{"--netns-type=path", "mynet", "tap0"}); err != nil {
+		t.Errorf("a path in the working directory: %v", err)
+	} else if got := cfg.Ports[0].NetNS; got != "./mynet" {
+		t.Errorf("a path in the working directory: namespace %q, want ./mynet", got)
+	}
 	// getopt's short options: clustered, and with values joined.
 	r, w, err := os.Pipe()
 	if err != nil {
