@@ -74,6 +74,37 @@ func (u *Uplink) unreserveLocked(src netip.Addr) {
 	u.perSrc.give(src)
 }
 
+// inboundRoom says whether a published port's new client may have a
+// flow, whose entry will be orig, within the table's cap. That entry is
+// made by the gateway, from the flow's first packet, so the cap cannot
+// refuse it here: the uplink's flows, each to have an entry, stay within
+// that cap themselves, and within the table's room. With the flows at
+// the cap, or the table full, the table makes room as for a new
+// connection through the kernel's NAT, by evicting an entry that is not
+// assured (early drop), whose flow ends now; a table of assured entries
+// refuses, and so does one whose room is the entries of flows whose
+// first packets the gateway has not handled yet: a flow more would
+// outnumber the cap. A refusal is counted in DropTableFull.
+func (u *Uplink) inboundRoom(orig conntrack.Tuple) bool {
+	tbl := u.tbl.Load()
+	if tbl == nil {
+		return true
+	}
+	pending := u.Flows() >= tbl.Max()
+	if !pending && tbl.Len() < tbl.Max() {
+		return true
+	}
+	evicted, id, ok := tbl.MakeRoom(0, orig)
+	if !ok || pending && id == 0 {
+		u.stats.DropTableFull.Add(1)
+		return false
+	}
+	if id != 0 {
+		u.gone(evicted, id) // at once: the flows stay within the cap
+	}
+	return true
+}
+
 // addFlow registers a flow of src, whose place reserve took, and reports
 // false, with its place given back, when the uplink is closed or a flow
 // with the same tuple is already carried. id is the entry's when known.

@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -207,6 +208,57 @@ func TestInboundSameContainerTuple(t *testing.T) {
 		n, err := c.conn.Read(b)
 		if string(b[:n]) != c.msg {
 			t.Errorf("client read %q, %v; want the container's %q", b[:n], err, c.msg)
+		}
+	}
+}
+
+// A published TCP port's clients are held to the table's cap, as the
+// published UDP ports' and the containers' own flows are: with the table
+// full of assured entries, a client is reset, counted in drop_table_full,
+// and no flow is made for it.
+func TestInboundTCPWithinTableCap(t *testing.T) {
+	u, tbl := outboundUplinkWith(t, conntrack.Config{Max: 1})
+	a, b := netip.MustParseAddrPort("10.0.2.100:42000"), netip.MustParseAddrPort("192.0.2.9:80")
+	for _, seg := range [][]byte{ // an assured entry fills the table
+		ctrSegment(a, b, 100, 0, conntrack.TCPSyn, 64240, nil, nil),
+		ctrSegment(b, a, 500, 101, conntrack.TCPSyn|conntrack.TCPAck, 64240, nil, nil),
+		ctrSegment(a, b, 101, 501, conntrack.TCPAck, 64240, nil, nil),
+	} {
+		var p conntrack.Packet
+		if err := p.Decode(seg[nat.Headroom:]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tbl.Track(0, &p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctr := netip.MustParseAddrPort("10.0.2.100:80")
+	const clients = 3
+	var conns []*net.TCPConn
+	for range clients {
+		c, fd, client, local := acceptFrom(t, l, netip.AddrPort{})
+		u.dialing.take(ctr.Addr()) // as the acceptor does
+		u.inboundTCP(fd, client, local, ctr, false)
+		conns = append(conns, c)
+	}
+	if n := u.Flows(); n != 0 {
+		t.Errorf("%d flows with a table of %d, full of assured entries; want none", n, tbl.Max())
+	}
+	if n := u.Counters()["drop_table_full"]; n != clients {
+		t.Errorf("drop_table_full %d, want %d", n, clients)
+	}
+	if n := u.dialing.len(); n != 0 {
+		t.Errorf("%d places dialing left", n)
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("client %d: read %v, want a reset", i, err)
 		}
 	}
 }

@@ -282,7 +282,7 @@ func (u *Uplink) inboundTCP(fd int, client, local, ctr netip.AddrPort, peek bool
 		resetClose(fd)
 		opened()
 	}
-	if !client.IsValid() || !local.IsValid() || !u.reserve(ctr.Addr()) {
+	if !client.IsValid() || !local.IsValid() || !u.inboundRoom(orig) || !u.reserve(ctr.Addr()) {
 		refuse()
 		return
 	}

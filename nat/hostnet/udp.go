@@ -545,24 +545,7 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, k inKey, ctr
 		return nil
 	}
 	seen, _ := near.Reverse()
-	// Its entry is made by the gateway, from the flow's first datagram,
-	// so the table's cap cannot refuse it here: the uplink's flows,
-	// each to have an entry, stay within that cap themselves. At the
-	// cap, the table makes room as for a new connection through the
-	// kernel's NAT, by evicting an entry that is not assured (early
-	// drop), whose flow ends now; a table of assured flows refuses.
-	if tbl := u.tbl.Load(); tbl != nil && u.Flows() >= tbl.Max() {
-		evicted, id, ok := tbl.MakeRoom(0, orig)
-		if !ok || id == 0 {
-			// Refused, or the table's room is the entries of flows
-			// whose first datagrams the gateway has not handled yet:
-			// a flow more would outnumber the cap.
-			u.stats.DropTableFull.Add(1)
-			return nil
-		}
-		u.gone(evicted, id) // at once: the flows stay within the cap
-	}
-	if !u.reserve(ctr.Addr()) {
+	if !u.inboundRoom(orig) || !u.reserve(ctr.Addr()) {
 		return nil
 	}
 	if u.expect(seen, orig, near) != nil {
