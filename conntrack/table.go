@@ -447,13 +447,13 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 			e.mu.Unlock()
 			return res, actReopen
 		case tcpBad, tcpBadShrink:
-			e.mu.Unlock()
 			// An out-of-window FIN or RST answering one: the entry need
 			// not outlive a connection its tracking lost, but one due
 			// within 120 s keeps its time (nf_tcp_handle_invalid).
 			if left := e.deadline.Load() - now; v == tcpBadShrink && left >= int64(120*time.Second) && left > int64(d) {
 				e.deadline.Store(now + int64(d))
 			}
+			e.mu.Unlock()
 			t.stats.invalid.Add(1)
 			t.debug("invalid tcp segment", e, dir)
 			res.Class, res.Status = ClassInvalid, st
@@ -473,8 +473,13 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 			if st&SeenReply != 0 && e.tcp.assures(old) {
 				changed = e.setStatus(Assured) || changed
 			}
+			// The timeout of the state this packet left, stored with
+			// the state: two packets of one connection at once (an
+			// ACK, an RST) would otherwise store each other's, and a
+			// closed connection could keep an established one's five
+			// days. (Linux refreshes after its lock, and has that gap.)
+			setDeadline(e, now, d)
 			e.mu.Unlock()
-			timeout = d
 		}
 	case ProtoUDP:
 		timeout = t.to.UDP
@@ -501,11 +506,7 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 	default:
 		timeout = t.to.Generic
 	}
-	if d := now + int64(timeout); timeout > 0 && e.deadline.Load() != d {
-		// With the coarse clock most packets find the deadline already
-		// set: a read costs less than a write to a shared line.
-		e.deadline.Store(d)
-	}
+	setDeadline(e, now, timeout)
 	e.account(dir, p.Len)
 	if dir == Reply && st&SeenReply == 0 {
 		changed = e.setStatus(SeenReply) || changed
@@ -516,6 +517,16 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 		t.subs.emit(Event{Type: EventUpdate, Entry: t.snapshot(e, now)})
 	}
 	return res, actNone
+}
+
+// setDeadline sets e to expire timeout after now; a timeout of zero
+// leaves it as it is.
+func setDeadline(e *entry, now int64, timeout time.Duration) {
+	if d := now + int64(timeout); timeout > 0 && e.deadline.Load() != d {
+		// With the coarse clock most packets find the deadline already
+		// set: a read costs less than a write to a shared line.
+		e.deadline.Store(d)
+	}
 }
 
 // classOf is the class of a packet going in dir of a flow with status st
@@ -931,18 +942,21 @@ func (t *Table) SetMark(zone Zone, tp Tuple, mark uint32) bool {
 func (t *Table) Flush() int {
 	n := 0
 	for i := range t.shards {
-		for removed := true; removed; {
-			removed = false
-			for _, v := range t.collect(i, func(*entry) bool { return true }) {
+		// Until a look finds the shard empty: others (the reaper, a
+		// Delete, another Flush) may remove every entry of one batch
+		// before this one does, and more than a batch may be left.
+		for vs := t.collect(i, all); len(vs) > 0; vs = t.collect(i, all) {
+			for _, v := range vs {
 				if t.deleteID(v.ref, v.id, ReasonFlushed) {
 					n++
-					removed = true
 				}
 			}
 		}
 	}
 	return n
 }
+
+func all(*entry) bool { return true }
 
 type victim struct {
 	ref uint32
