@@ -54,6 +54,23 @@ func (f *fakeTerminator) packets() [][]byte {
 	return f.sent
 }
 
+// track enters the flow of syn, from the container's port 40000 to
+// remote:443, as the uplink does once its host socket is open (from the
+// host's port 51000), and returns the entry's tuples and the SYN-ACK that
+// answers syn.
+func (f *fakeTerminator) track(t *testing.T, syn []byte, remote netip.Addr) (orig, reply conntrack.Tuple, synack []byte) {
+	t.Helper()
+	var p conntrack.Packet
+	if err := p.Decode(syn); err != nil {
+		t.Fatal(err)
+	}
+	reply = conntrack.Tuple{Src: remote, Dst: hostIP, SrcPort: 443, DstPort: 51000, Proto: conntrack.ProtoTCP}
+	if _, err := f.table.Track(0, &p, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT}); err != nil {
+		t.Fatal(err)
+	}
+	return p.Tuple, reply, ipPacket(remote, ctrIP, conntrack.ProtoTCP, tcpSeg(443, 40000, conntrack.TCPSyn|conntrack.TCPAck, 9000, 101))
+}
+
 // fromUplink delivers pkt as the uplink would.
 func (f *fakeTerminator) fromUplink(pkt []byte) {
 	fr := make([]byte, Headroom+len(pkt))
@@ -154,13 +171,7 @@ func TestGatewayUplinkBatchEndSends(t *testing.T) {
 	gwMAC := pg.resolveGateway()
 	remote := netip.MustParseAddr("198.51.100.2")
 	syn := ipPacket(ctrIP, remote, conntrack.ProtoTCP, tcpSeg(40000, 443, conntrack.TCPSyn, 100, 0))
-	var p conntrack.Packet
-	p.Decode(syn)
-	reply := conntrack.Tuple{Src: remote, Dst: hostIP, SrcPort: 443, DstPort: 51000, Proto: conntrack.ProtoTCP}
-	if _, err := up.table.Track(0, &p, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT}); err != nil {
-		t.Fatal(err)
-	}
-	synack := ipPacket(remote, ctrIP, conntrack.ProtoTCP, tcpSeg(443, 40000, conntrack.TCPSyn|conntrack.TCPAck, 9000, 101))
+	_, _, synack := up.track(t, syn, remote)
 	up.mu.Lock()
 	up.answer = synack
 	up.mu.Unlock()
@@ -206,14 +217,8 @@ func TestGatewayTerminator(t *testing.T) {
 		t.Fatalf("the gateway made %d entries for the uplink's flow", n)
 	}
 	// The uplink opened its host socket and entered the flow.
-	var p conntrack.Packet
-	p.Decode(syn)
-	reply := conntrack.Tuple{Src: remote, Dst: hostIP, SrcPort: 443, DstPort: 51000, Proto: conntrack.ProtoTCP}
-	if _, err := up.table.Track(0, &p, conntrack.FixedReply{Reply: reply, Status: conntrack.DstNAT}); err != nil {
-		t.Fatal(err)
-	}
+	flow, reply, synack := up.track(t, syn, remote)
 	// Its answer reaches the container as it was.
-	synack := ipPacket(remote, ctrIP, conntrack.ProtoTCP, tcpSeg(443, 40000, conntrack.TCPSyn|conntrack.TCPAck, 9000, 101))
 	pg.gw.inside.neigh.learn(ctrIP, ctrMAC, pg.gw.now(), true)
 	up.fromUplink(synack)
 	if got := pg.read(pg.container)[etherHeader:]; !bytes.Equal(got, synack) {
@@ -222,7 +227,7 @@ func TestGatewayTerminator(t *testing.T) {
 	ack := ipPacket(ctrIP, remote, conntrack.ProtoTCP, tcpSeg(40000, 443, conntrack.TCPAck, 101, 9001))
 	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, ack))
 	waitFor(t, "the ACK at the uplink", func() bool { return len(up.packets()) == 2 })
-	e, _, _ := pg.gw.Table().Get(0, p.Tuple)
+	e, _, _ := pg.gw.Table().Get(0, flow)
 	if e.TCPState != conntrack.TCPEstablished || e.Packets != [2]uint64{2, 1} || e.Reply != reply {
 		t.Fatalf("entry %v", e)
 	}

@@ -218,20 +218,7 @@ func TestInboundSameContainerTuple(t *testing.T) {
 // and no flow is made for it.
 func TestInboundTCPWithinTableCap(t *testing.T) {
 	u, tbl := outboundUplinkWith(t, conntrack.Config{Max: 1})
-	a, b := netip.MustParseAddrPort("10.0.2.100:42000"), netip.MustParseAddrPort("192.0.2.9:80")
-	for _, seg := range [][]byte{ // an assured entry fills the table
-		ctrSegment(a, b, 100, 0, conntrack.TCPSyn, 64240, nil, nil),
-		ctrSegment(b, a, 500, 101, conntrack.TCPSyn|conntrack.TCPAck, 64240, nil, nil),
-		ctrSegment(a, b, 101, 501, conntrack.TCPAck, 64240, nil, nil),
-	} {
-		var p conntrack.Packet
-		if err := p.Decode(seg[nat.Headroom:]); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tbl.Track(0, &p, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillAssured(t, tbl)
 	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

@@ -227,21 +227,7 @@ func TestUDPConcurrentFirstPackets(t *testing.T) {
 // once there is room, connects.
 func TestTCPTableFullSilent(t *testing.T) {
 	u, tbl := outboundUplinkWith(t, conntrack.Config{Max: 1})
-	// The table's one entry, assured: a handshake of another flow.
-	a, b := netip.MustParseAddrPort("10.0.2.100:42000"), netip.MustParseAddrPort("192.0.2.9:80")
-	for _, seg := range [][]byte{
-		ctrSegment(a, b, 100, 0, conntrack.TCPSyn, 64240, nil, nil),
-		ctrSegment(b, a, 500, 101, conntrack.TCPSyn|conntrack.TCPAck, 64240, nil, nil),
-		ctrSegment(a, b, 101, 501, conntrack.TCPAck, 64240, nil, nil),
-	} {
-		var p conntrack.Packet
-		if err := p.Decode(seg[nat.Headroom:]); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tbl.Track(0, &p, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := fillAssured(t, tbl)
 	if e, _, ok := tbl.Get(0, conntrack.Tuple{Src: a.Addr(), Dst: b.Addr(), SrcPort: a.Port(), DstPort: b.Port(), Proto: conntrack.ProtoTCP}); !ok || e.Status&conntrack.Assured == 0 {
 		t.Fatalf("the filling entry %v (there %v) is not assured", e, ok)
 	}

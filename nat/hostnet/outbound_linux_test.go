@@ -57,6 +57,27 @@ func outboundUplinkIn(t *testing.T, ns func(func() error) error, ct conntrack.Co
 	return u, tbl
 }
 
+// fillAssured fills a table of one entry with an assured one, the
+// handshake of a flow from a to b, which it returns.
+func fillAssured(t *testing.T, tbl *conntrack.Table) (a, b netip.AddrPort) {
+	t.Helper()
+	a, b = netip.MustParseAddrPort("10.0.2.100:42000"), netip.MustParseAddrPort("192.0.2.9:80")
+	for _, seg := range [][]byte{
+		ctrSegment(a, b, 100, 0, conntrack.TCPSyn, 64240, nil, nil),
+		ctrSegment(b, a, 500, 101, conntrack.TCPSyn|conntrack.TCPAck, 64240, nil, nil),
+		ctrSegment(a, b, 101, 501, conntrack.TCPAck, 64240, nil, nil),
+	} {
+		var p conntrack.Packet
+		if err := p.Decode(seg[nat.Headroom:]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tbl.Track(0, &p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b
+}
+
 // ctrSegment is a segment from the container, as the gateway hands it to
 // Send: behind nat.Headroom.
 func ctrSegment(from, to netip.AddrPort, seq, ack uint32, flags uint8, wnd uint16, opts, payload []byte) []byte {
