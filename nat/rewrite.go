@@ -16,7 +16,8 @@ import (
 // incrementally (RFC 1624), so a packet whose checksums were right still
 // has right checksums, and one whose checksums were wrong stays wrong by
 // the same amount. An IPv4 UDP checksum of zero (none) stays zero. Other
-// protocols get their addresses changed only.
+// protocols get their addresses changed only, and the checksums of
+// UDP-Lite and DCCP, which cover the addresses, updated.
 //
 // A packet going in direction d of a conntrack entry must carry, after
 // translation, the reverse of the entry's tuple in the other direction:
@@ -146,7 +147,7 @@ func setAddr(b []byte, a netip.Addr, d *delta) {
 func rewriteL4(l4 []byte, proto conntrack.Proto, v6 bool, sport, dport uint16, addr delta, outer *delta, quoted bool) {
 	have := len(l4)
 	var d delta
-	pseudo, changed := true, false
+	pseudo, changed, ports := true, false, true
 	ck := 0
 	switch proto {
 	case conntrack.ProtoTCP:
@@ -154,14 +155,19 @@ func rewriteL4(l4 []byte, proto conntrack.Proto, v6 bool, sport, dport uint16, a
 	case conntrack.ProtoUDP:
 		ck = 6
 	case conntrack.ProtoICMP, conntrack.ProtoICMPv6:
-		ck, pseudo = 2, proto == conntrack.ProtoICMPv6
+		ck, pseudo, ports = 2, proto == conntrack.ProtoICMPv6, false
 		if have >= 6 {
 			changed = set16(l4, 4, sport, &d)
 		}
+	case protoUDPLite, protoDCCP:
+		// Their checksums cover a pseudo-header, as UDP's does (Linux's
+		// udplite_manip_pkt, dccp_manip_pkt); conntrack tracks them by
+		// address pair, so their ports stay.
+		ck, ports = 6, false
 	default:
 		return
 	}
-	if ck != 2 && have >= 4 {
+	if ports && have >= 4 {
 		changed = set16(l4, 0, sport, &d)
 		changed = set16(l4, 2, dport, &d) || changed
 	}
@@ -179,8 +185,8 @@ func rewriteL4(l4 []byte, proto conntrack.Proto, v6 bool, sport, dport uint16, a
 	}
 	n := d.apply(old)
 	switch {
-	case proto == conntrack.ProtoUDP && n == 0:
-		n = 0xffff // RFC 768: a computed zero is sent as all ones
+	case (proto == conntrack.ProtoUDP || proto == protoUDPLite) && n == 0:
+		n = 0xffff // RFC 768, RFC 3828: a computed zero is sent as all ones
 	case n == 0 && !pseudo && !quoted && allZero(l4, ck):
 		// A message of zeros (an ICMP echo reply with identifier,
 		// sequence and data 0) sums to zero, not to the other zero the
@@ -191,6 +197,13 @@ func rewriteL4(l4 []byte, proto conntrack.Proto, v6 bool, sport, dport uint16, a
 	putCksum(l4, ck, n)
 	outer.merge(old, n)
 }
+
+// Protocols conntrack tracks by address pair whose checksums cover a
+// pseudo-header (RFC 4340, RFC 3828).
+const (
+	protoDCCP    conntrack.Proto = 33
+	protoUDPLite conntrack.Proto = 136
+)
 
 // allZero reports whether b is all zeros, the checksum field at ck aside.
 func allZero(b []byte, ck int) bool {

@@ -453,3 +453,93 @@ func TestRewritePartial(t *testing.T) {
 		})
 	}
 }
+
+// UDP-Lite's and DCCP's checksums cover a pseudo-header, as UDP's does:
+// a masquerade's new address updates them, and their ports, which
+// conntrack does not track for them, stay. A UDP-Lite checksum that
+// comes to zero is sent as all ones (RFC 3828).
+func TestRewriteAddressPairChecksums(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		proto conntrack.Proto
+		v6    bool
+	}{
+		{"udplite", protoUDPLite, false},
+		{"udplite v6", protoUDPLite, true},
+		{"dccp", protoDCCP, false},
+		{"dccp v6", protoDCCP, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src, dst, to := cont4, client4, host4
+			if c.v6 {
+				src, dst, to = cont6, client6, router6
+			}
+			l4 := udpHeader(5000, 53, 12) // ports, a length or coverage, the checksum at 6
+			pkt := ipPacket(src, dst, c.proto, l4)
+			h, _ := parseIP(pkt, false)
+			putCksum(pkt, h.l4+6, 0)
+			putCksum(pkt, h.l4+6, ^Sum(pkt[h.l4:], pseudoSum(pkt, &h, h.end-h.l4)))
+			if err := Rewrite(pkt, tup(to, dst, 0, 0, c.proto)); err != nil {
+				t.Fatal(err)
+			}
+			h, _ = parseIP(pkt, false)
+			if got := Sum(pkt[h.l4:], pseudoSum(pkt, &h, h.end-h.l4)); got != 0xffff {
+				t.Errorf("checksum does not verify after the rewrite: sum %#04x", got)
+			}
+			if sp, dp := binary.BigEndian.Uint16(pkt[h.l4:]), binary.BigEndian.Uint16(pkt[h.l4+2:]); sp != 5000 || dp != 53 {
+				t.Errorf("ports %d, %d after the rewrite, want 5000, 53", sp, dp)
+			}
+		})
+	}
+}
+
+// A UDP-Lite datagram masqueraded by the gateway leaves with a checksum
+// that verifies.
+func TestGatewayMasqueradeUDPLite(t *testing.T) {
+	gw, up, _ := recGateway(t)
+	l4 := udpHeader(5000, 53, 12)
+	binary.BigEndian.PutUint16(l4[4:], 8) // checksum coverage: the header
+	pkt := ipPacket(ctrIP, clientIP, protoUDPLite, l4)
+	l := pkt[20:]
+	l[6], l[7] = 0, 0
+	binary.BigEndian.PutUint16(l[6:], ^Sum(l[:8], pseudoHeaderSum(pkt[12:16], pkt[16:20], protoUDPLite, len(l))))
+	fromBridgeIP(gw, pkt)
+	out := lastIP(up)
+	if out == nil {
+		t.Fatal("not forwarded")
+	}
+	if src := netip.AddrFrom4([4]byte(out[12:16])); src != hostIP {
+		t.Fatalf("source %v, want the masquerade's %v", src, hostIP)
+	}
+	o := out[20:]
+	if got := Sum(o[:8], pseudoHeaderSum(out[12:16], out[16:20], protoUDPLite, len(o))); got != 0xffff {
+		t.Fatalf("UDP-Lite checksum does not verify after the masquerade: sum %#04x", got)
+	}
+}
+
+func TestRewriteUDPLiteChecksumZero(t *testing.T) {
+	orig := ipPacket(cont4, client4, protoUDPLite, udpHeader(5000, 53, 12))
+	h, _ := parseIP(orig, false)
+	putCksum(orig, h.l4+6, 0)
+	putCksum(orig, h.l4+6, ^Sum(orig[h.l4:], pseudoSum(orig, &h, h.end-h.l4)))
+	found := false
+	for i := 0; i < 1<<16 && !found; i++ {
+		pkt := bytes.Clone(orig)
+		to := tup(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), client4, 0, 0, protoUDPLite)
+		if err := Rewrite(pkt, to); err != nil {
+			t.Fatal(err)
+		}
+		c := cksumAt(pkt, h.l4+6)
+		putCksum(pkt, h.l4+6, 0)
+		if ^Sum(pkt[h.l4:], pseudoSum(pkt, &h, h.end-h.l4)) != 0 {
+			continue
+		}
+		found = true
+		if c != 0xffff {
+			t.Fatalf("source %v: checksum %#04x, want 0xffff", to.Src, c)
+		}
+	}
+	if !found {
+		t.Fatal("no source address gives a zero checksum")
+	}
+}
