@@ -108,10 +108,18 @@ func (a *Attachment) Counters() Counters { return a.ctr.snapshot() }
 
 // Close detaches the port from the bridge, forgets the MACs behind it,
 // stops its captures, closes the Port and waits for the port's goroutines
-// to end. It returns the Port's Close error. Closing twice is harmless.
+// to end, and for a write to the port that another port's goroutine made
+// directly (DirectWriter): once it returns, nothing of the bridge's is in
+// the Port or will be. It returns the Port's Close error. Closing twice
+// is harmless.
 func (a *Attachment) Close() error {
 	a.shutdown()
 	a.wg.Wait()
+	// The direct writes begun before closing, which check it under txMu:
+	// a barrier, with nothing to do inside.
+	a.txMu.Lock()
+	//lint:ignore SA2001 waiting for the holder is the point
+	a.txMu.Unlock()
 	return a.closeErr
 }
 
@@ -402,6 +410,13 @@ func (a *Attachment) enqueue(f *frame) {
 	// this goroutine, rather than wake the port's own. Order holds: a
 	// frame forwarded later finds this one written, or txMu held.
 	if a.direct && a.pending.Load() == 0 && a.txMu.TryLock() {
+		if a.closing.Load() {
+			// Closed since the check above: Close, past the port's
+			// Close, waits for txMu, and no write may begin after it.
+			a.txMu.Unlock()
+			f.release()
+			return
+		}
 		if a.pending.Load() == 0 {
 			a.dbatch[0] = f
 			err := a.transmitLocked(a.dbatch[:], a.dbufs[:0], a.dmeta[:0])

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -141,5 +142,69 @@ func TestDirectWriteGoneDetaches(t *testing.T) {
 	})
 	if c := att.Counters(); c.DropTxError != 1 {
 		t.Errorf("%d frames counted dropped by a write error, want 1", c.DropTxError)
+	}
+}
+
+// slowDirect is a DirectWriter whose writes take a while, as the
+// gateway's handling of a frame does.
+type slowDirect struct {
+	hello   chan []byte
+	done    chan struct{}
+	once    sync.Once
+	writing atomic.Bool
+	entered chan struct{}
+}
+
+func (s *slowDirect) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
+	select {
+	case f := <-s.hello:
+		sizes[0] = copy(bufs[0], f)
+		return 1, nil
+	case <-s.done:
+		return 0, net.ErrClosed
+	}
+}
+
+func (s *slowDirect) WriteFrames(bufs [][]byte) (int, error) {
+	select {
+	case <-s.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	s.writing.Store(true)
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	time.Sleep(100 * time.Millisecond)
+	s.writing.Store(false)
+	return len(bufs), nil
+}
+
+func (s *slowDirect) BatchSize() int     { return 1 }
+func (s *slowDirect) WritesDirect() bool { return true }
+func (s *slowDirect) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return nil
+}
+
+// Close waits for a write to the port that another port's goroutine
+// made directly: once it returns, nothing of the bridge's is in the Port
+// (the gateway's router port, whose frames the gateway handles while its
+// uplink and table are open).
+func TestCloseWaitsForDirectWrite(t *testing.T) {
+	tb := newTestBridge(t, Config{}, 1)
+	s := &slowDirect{hello: make(chan []byte, 1), done: make(chan struct{}), entered: make(chan struct{}, 1)}
+	a, err := tb.b.AddPort(s, PortConfig{Name: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.hello <- ether(Broadcast, macC, 0x88b5, 60, 0)
+	tb.expect(0, 0) // its MAC is learned
+	go tb.ends[0].WriteFrames([][]byte{ether(macC, macA, 0x88b5, 60, 1)})
+	<-s.entered
+	a.Close()
+	if s.writing.Load() {
+		t.Fatal("Close returned while a direct write to its port was running")
 	}
 }

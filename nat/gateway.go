@@ -514,8 +514,11 @@ func (g *Gateway) Close() error {
 	g.closeOne.Do(func() {
 		g.closed.Store(true)
 		close(g.stop)
-		g.att.Close()
+		// The uplink first: a frame the bridge is handing the gateway
+		// may be waiting in the uplink's Send (a link uplink whose port
+		// is full), and the attachment's Close waits for that write.
 		g.uplink.Close()
+		g.att.Close()
 		g.wg.Wait()
 		g.closeTable()
 	})
