@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -216,11 +217,56 @@ func TestDNSResolverFailed(t *testing.T) {
 	if fl.resolverFailed(now) {
 		t.Error("a query unanswered for 1 s: failed")
 	}
-	fl.dnsFailed.Store(true)
+	fl.dnsFailed.Store(now)
 	if !fl.resolverFailed(now) {
 		t.Error("an ICMP error from the resolver's host: not failed")
 	}
 	if dnsQuery([]byte("junk")) || !dnsQuery(make([]byte, 12)) || dnsQuery(append([]byte{0, 0, 0x80}, make([]byte, 9)...)) {
 		t.Error("dnsQuery: want a 12-byte header with QR clear only")
+	}
+}
+
+// A DNS flow that outlives a failover (one socket a container keeps, as
+// c-ares does) brings the first nameserver back when failBack is up with
+// its old news: a query it left unanswered, or an ICMP error, from before
+// the first became the one in use again, is another time's. Its queries
+// then go to the first, and wait for its answer from then on; the first
+// failing then moves them on again.
+func TestDNSFallBackOldFlow(t *testing.T) {
+	w, first, second := twoNameservers(t)
+	u := &Uplink{resolv: w, log: slog.New(slog.DiscardHandler)}
+	for _, icmp := range []bool{false, true} {
+		fl := &udpFlow{u: u, dns: true, dst: first}
+		old := time.Now().Add(-40 * time.Second).UnixNano()
+		fl.dnsPending.Store(old)
+		if icmp {
+			fl.dnsFailed.Store(old)
+		}
+		w.fail(first)
+		w.mu.Lock()
+		w.failedAt = w.failedAt.Add(-failBack) // the second's time is up
+		w.mu.Unlock()
+		for q := range 2 { // an A and an AAAA query, at once
+			now := time.Now().UnixNano()
+			if got := u.dnsResolver(fl, now); got != first {
+				t.Fatalf("icmp %v, query %d: to %v, want the first again, %v", icmp, q, got, first)
+			}
+			fl.dnsQueried(now)
+		}
+		if p := fl.dnsPending.Load(); p <= old {
+			t.Errorf("icmp %v: the flow still waits since before the fall-back", icmp)
+		}
+		// Later, the first silent for dnsTimeout: the next, as before.
+		w.mu.Lock()
+		w.inUse -= 2 * int64(dnsTimeout)
+		w.mu.Unlock()
+		fl.dnsFailed.Store(0)
+		fl.dnsPending.Store(time.Now().UnixNano() - int64(dnsTimeout) - 1)
+		if got := u.dnsResolver(fl, time.Now().UnixNano()); got != second {
+			t.Errorf("icmp %v: the first silent for dnsTimeout: to %v, want %v", icmp, got, second)
+		}
+		w.mu.Lock()
+		w.cur, w.inUse = 0, 0 // the first again, for the next case
+		w.mu.Unlock()
 	}
 }

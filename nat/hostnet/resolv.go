@@ -77,6 +77,7 @@ type resolvWatch struct {
 	cur      int
 	failedAt time.Time // when the first was last left
 	answered int64     // when the one in use last answered a flow, unix ns
+	inUse    int64     // since when the one in use is, unix ns (0: from the start)
 	fi       os.FileInfo
 	checked  time.Time
 }
@@ -104,7 +105,7 @@ func (w *resolvWatch) get() netip.AddrPort {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.cur != 0 && time.Since(w.failedAt) >= failBack {
-		w.cur, w.answered = 0, 0
+		w.cur, w.answered, w.inUse = 0, 0, time.Now().UnixNano()
 	}
 	if time.Since(w.checked) < time.Second {
 		return w.addrs[w.cur]
@@ -117,7 +118,7 @@ func (w *resolvWatch) get() netip.AddrPort {
 	switch ns, err := resolvConf(w.path); {
 	case err == nil:
 		w.fi = fi
-		w.addrs, w.cur, w.answered = ns, 0, 0
+		w.addrs, w.cur, w.answered, w.inUse = ns, 0, 0, time.Now().UnixNano()
 	case errors.Is(err, ErrNoNameserver):
 		w.fi = fi // read, and names none: the last one found stays
 	default:
@@ -136,9 +137,18 @@ func (w *resolvWatch) fail(bad netip.AddrPort) (next netip.AddrPort) {
 	defer w.mu.Unlock()
 	if w.addrs[w.cur] == bad {
 		w.cur = (w.cur + 1) % len(w.addrs)
-		w.failedAt, w.answered = time.Now(), 0
+		w.failedAt, w.answered, w.inUse = time.Now(), 0, time.Now().UnixNano()
 	}
 	return w.addrs[w.cur]
+}
+
+// since returns since when the resolver in use is (unix ns): a flow's
+// silence, or an error its host reported, from before then was of
+// another resolver, or of this one before it failed and came back.
+func (w *resolvWatch) since() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.inUse
 }
 
 // answer notes that the resolver r answered a flow at now (unix ns).
@@ -150,11 +160,11 @@ func (w *resolvWatch) answer(r netip.AddrPort, now int64) {
 	}
 }
 
-// silentSince reports whether the resolver r, in use, has answered no
-// flow since since (unix ns): one flow's query it left unanswered
-// (dropped, malformed, slow) says nothing of the rest.
+// silentSince reports whether the resolver r, in use since since or
+// before, has answered no flow since then (unix ns): one flow's query it
+// left unanswered (dropped, malformed, slow) says nothing of the rest.
 func (w *resolvWatch) silentSince(r netip.AddrPort, since int64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.addrs[w.cur] == r && w.answered < since
+	return w.addrs[w.cur] == r && since >= w.inUse && w.answered < since
 }

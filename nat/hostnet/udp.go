@@ -40,11 +40,11 @@ type udpFlow struct {
 	f      *flow
 
 	// A flow to the DNS address, to the host's resolver (dns): since when
-	// its queries go unanswered (unix ns, 0 when the last was answered),
-	// and whether the resolver's host said it failed (an ICMP error).
+	// its queries go unanswered, and when the resolver's host said it
+	// failed (an ICMP error); unix ns, 0 for none.
 	dns        bool
 	dnsPending atomic.Int64
-	dnsFailed  atomic.Bool
+	dnsFailed  atomic.Int64
 }
 
 // dnsTimeout is how long the resolver may leave a DNS flow's query
@@ -55,13 +55,37 @@ const dnsTimeout = 5 * time.Second
 
 // resolverFailed reports whether the DNS flow fl's resolver failed: its
 // host said so (an ICMP error), or it left fl's query unanswered for
-// dnsTimeout and answered no other flow meanwhile.
+// dnsTimeout and answered no other flow meanwhile; both since it became
+// the resolver in use (a flow may outlive a failover and the fall-back).
 func (fl *udpFlow) resolverFailed(now int64) bool {
-	if fl.dnsFailed.Load() {
+	if f := fl.dnsFailed.Load(); f != 0 && f >= fl.u.resolv.since() {
 		return true
 	}
 	p := fl.dnsPending.Load()
 	return p != 0 && now-p >= int64(dnsTimeout) && fl.u.resolv.silentSince(fl.dst, p)
+}
+
+// dnsResolver returns the resolver the DNS flow fl's next query goes to:
+// the one in use (once a failover's time is up, the first again; the
+// file's first, once it changed), or the next when fl tells that it
+// failed, as the host's own lookups try the next.
+func (u *Uplink) dnsResolver(fl *udpFlow, now int64) netip.AddrPort {
+	r := u.resolv.get()
+	if r == fl.dst && fl.resolverFailed(now) {
+		if r = u.resolv.fail(fl.dst); r != fl.dst {
+			u.log.Info("hostnet: DNS: the resolver failed; trying the next", "resolver", fl.dst, "next", r)
+		}
+	}
+	return r
+}
+
+// dnsQueried notes that the DNS flow fl sent a query at now: it waits for
+// an answer from then, unless it waits already, since the resolver in use
+// became so.
+func (fl *udpFlow) dnsQueried(now int64) {
+	if p := fl.dnsPending.Load(); p == 0 || p < fl.u.resolv.since() {
+		fl.dnsPending.CompareAndSwap(p, now)
+	}
 }
 
 // dnsQuery reports whether payload is a DNS query (a header, QR clear):
@@ -88,28 +112,19 @@ func (u *Uplink) sendUDP(p *conntrack.Packet, pkt []byte) {
 	if fl != nil && u.lapsed(fl.f, seen, p.Tuple) {
 		fl = nil
 	}
-	if fl != nil && fl.dns {
-		// The resolver in use failed: the next nameserver, as the host's
-		// own lookups try it.
-		if fl.resolverFailed(time.Now().UnixNano()) {
-			if next := u.resolv.fail(fl.dst); next != fl.dst {
-				u.log.Info("hostnet: DNS: the resolver failed; trying the next", "resolver", fl.dst, "next", next)
-			}
-		}
-		// The host's resolver moved: this query goes to the new one, as
+	if fl != nil && fl.dns && u.dnsResolver(fl, time.Now().UnixNano()) != fl.dst {
+		// The resolver moved: this query goes to the new one, as
 		// libslirp's do (it translates the DNS address at each send).
-		if r := u.resolv.get(); r != fl.dst {
-			fl.f.drop()
-			fl = nil
-		}
+		fl.f.drop()
+		fl = nil
 	}
 	if fl == nil {
 		if fl = u.openUDP(p, pkt); fl == nil {
 			return
 		}
 	}
-	if fl.dns && fl.dnsPending.Load() == 0 && dnsQuery(payload) {
-		fl.dnsPending.CompareAndSwap(0, time.Now().UnixNano())
+	if fl.dns && dnsQuery(payload) {
+		fl.dnsQueried(time.Now().UnixNano())
 	}
 	fl.out.send(pkt, payload)
 }
@@ -209,7 +224,7 @@ func (u *Uplink) openUDP(p *conntrack.Packet, pkt []byte) *udpFlow {
 	}
 	fl := &udpFlow{u: u, near: t, conn: c, rc: rawConn(c), dst: dst, errs: errorSender{near: t, far: dst.Addr(), inner: udpInner(t)}}
 	if fl.dns = u.resolv != nil && t.Dst == u.cfg.DNS; fl.dns {
-		fl.errs.failed = func() { fl.dnsFailed.Store(true) }
+		fl.errs.failed = func() { fl.dnsFailed.Store(time.Now().UnixNano()) }
 	}
 	fl.out.init(fl.rc, fl.write)
 	fl.r = u.newDgramReader(fl.rc, &fl.errs, fl.readOne, func(err error) { u.readFailed(fl.f, "UDP", far.Addr(), err) })
@@ -293,7 +308,7 @@ func (fl *udpFlow) readOne(fd int, buf []byte) (int, error) {
 	if err == nil {
 		if fl.dns { // the resolver answered
 			fl.dnsPending.Store(0)
-			fl.dnsFailed.Store(false)
+			fl.dnsFailed.Store(0)
 			fl.u.resolv.answer(fl.dst, time.Now().UnixNano())
 		}
 		far := netip.AddrPortFrom(fl.near.Dst, fl.near.DstPort)
