@@ -90,29 +90,34 @@ func TestRewriteUDPChecksumZero(t *testing.T) {
 				src, dst = cont6, client6
 			}
 			orig := ipPacket(src, dst, conntrack.ProtoUDP, udpHeader(1000, 2000, 5))
-			h, _ := parseIP(orig, false)
-			found := false
-			for port := 1; port < 65536 && !found; port++ {
-				pkt := bytes.Clone(orig)
-				to := tup(src, dst, uint16(port), 2000, conntrack.ProtoUDP)
-				if err := Rewrite(pkt, to); err != nil {
-					t.Fatal(err)
-				}
-				c := cksumAt(pkt, h.l4+6)
-				putCksum(pkt, h.l4+6, 0)
-				if ^Sum(pkt[h.l4:], pseudoSum(pkt, &h, h.end-h.l4)) != 0 {
-					continue
-				}
-				found = true
-				if c != 0xffff {
-					t.Fatalf("v6=%v port %d: checksum %#04x, want 0xffff", v6, port, c)
-				}
-			}
-			if !found {
-				t.Fatalf("v6=%v: no port gives a zero checksum", v6)
-			}
+			sentAsOnes(t, orig, func(i int) conntrack.Tuple { return tup(src, dst, uint16(i+1), 2000, conntrack.ProtoUDP) })
 		}
 	})
+}
+
+// sentAsOnes rewrites orig, whose transport checksum is at 6, to each
+// tuple of at(i) in turn until one makes that checksum come to zero, and
+// checks that it was sent as all ones.
+func sentAsOnes(t *testing.T, orig []byte, at func(i int) conntrack.Tuple) {
+	t.Helper()
+	h, _ := parseIP(orig, false)
+	for i := range 1 << 16 {
+		pkt := bytes.Clone(orig)
+		to := at(i)
+		if err := Rewrite(pkt, to); err != nil {
+			t.Fatal(err)
+		}
+		c := cksumAt(pkt, h.l4+6)
+		putCksum(pkt, h.l4+6, 0)
+		if ^Sum(pkt[h.l4:], pseudoSum(pkt, &h, h.end-h.l4)) != 0 {
+			continue
+		}
+		if c != 0xffff {
+			t.Fatalf("to %v: checksum %#04x, want 0xffff", to, c)
+		}
+		return
+	}
+	t.Fatal("no tuple gives a zero checksum")
 }
 
 func TestRewriteErrors(t *testing.T) {
@@ -522,24 +527,7 @@ func TestRewriteUDPLiteChecksumZero(t *testing.T) {
 	h, _ := parseIP(orig, false)
 	putCksum(orig, h.l4+6, 0)
 	putCksum(orig, h.l4+6, ^Sum(orig[h.l4:], pseudoSum(orig, &h, h.end-h.l4)))
-	found := false
-	for i := 0; i < 1<<16 && !found; i++ {
-		pkt := bytes.Clone(orig)
-		to := tup(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), client4, 0, 0, protoUDPLite)
-		if err := Rewrite(pkt, to); err != nil {
-			t.Fatal(err)
-		}
-		c := cksumAt(pkt, h.l4+6)
-		putCksum(pkt, h.l4+6, 0)
-		if ^Sum(pkt[h.l4:], pseudoSum(pkt, &h, h.end-h.l4)) != 0 {
-			continue
-		}
-		found = true
-		if c != 0xffff {
-			t.Fatalf("source %v: checksum %#04x, want 0xffff", to.Src, c)
-		}
-	}
-	if !found {
-		t.Fatal("no source address gives a zero checksum")
-	}
+	sentAsOnes(t, orig, func(i int) conntrack.Tuple {
+		return tup(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), client4, 0, 0, protoUDPLite)
+	})
 }
