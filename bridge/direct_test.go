@@ -145,24 +145,12 @@ func TestDirectWriteGoneDetaches(t *testing.T) {
 	}
 }
 
-// slowDirect is a DirectWriter whose writes take a while, as the
-// gateway's handling of a frame does.
+// slowDirect is a recorder, a DirectWriter, whose writes take a while,
+// as the gateway's handling of a frame does.
 type slowDirect struct {
-	hello   chan []byte
-	done    chan struct{}
-	once    sync.Once
+	recorder
 	writing atomic.Bool
 	entered chan struct{}
-}
-
-func (s *slowDirect) ReadFrames(bufs [][]byte, sizes []int) (int, error) {
-	select {
-	case f := <-s.hello:
-		sizes[0] = copy(bufs[0], f)
-		return 1, nil
-	case <-s.done:
-		return 0, net.ErrClosed
-	}
 }
 
 func (s *slowDirect) WriteFrames(bufs [][]byte) (int, error) {
@@ -181,20 +169,13 @@ func (s *slowDirect) WriteFrames(bufs [][]byte) (int, error) {
 	return len(bufs), nil
 }
 
-func (s *slowDirect) BatchSize() int     { return 1 }
-func (s *slowDirect) WritesDirect() bool { return true }
-func (s *slowDirect) Close() error {
-	s.once.Do(func() { close(s.done) })
-	return nil
-}
-
 // Close waits for a write to the port that another port's goroutine
 // made directly: once it returns, nothing of the bridge's is in the Port
 // (the gateway's router port, whose frames the gateway handles while its
 // uplink and table are open).
 func TestCloseWaitsForDirectWrite(t *testing.T) {
 	tb := newTestBridge(t, Config{}, 1)
-	s := &slowDirect{hello: make(chan []byte, 1), done: make(chan struct{}), entered: make(chan struct{}, 1)}
+	s := &slowDirect{recorder: recorder{hello: make(chan []byte, 1), done: make(chan struct{})}, entered: make(chan struct{}, 1)}
 	a, err := tb.b.AddPort(s, PortConfig{Name: "slow"})
 	if err != nil {
 		t.Fatal(err)

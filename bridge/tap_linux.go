@@ -204,8 +204,8 @@ func OpenTAPFile(cfg TAPConfig) (*os.File, error) {
 // virtio-net headers (IFF_VNET_HDR, of the default size) is used with
 // checksum and segmentation offload, as TAPConfig.Offload asks for, which
 // it sets (TUNSETOFFLOAD); one with packet information is refused, and a
-// blocking descriptor too, which Go's poller did not take. Of cfg, only BatchSize, DirectWrite and RawIO apply: the device is used as
-// it is. The TAP takes ownership of f and closes it on Close; on an error
+// blocking descriptor too, which Go's poller did not take. Of cfg, only
+// BatchSize, DirectWrite and RawIO apply: the device is used as it is. The TAP takes ownership of f and closes it on Close; on an error
 // f stays the caller's.
 func TAPFromFile(f *os.File, cfg TAPConfig) (*TAP, error) {
 	rc, err := f.SyscallConn()
