@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/conntrack"
 	"github.com/usernat/usernat/nat"
@@ -178,11 +176,7 @@ func TestIntegrationUDPHolePunchContainerFirst(t *testing.T) {
 	if err := e.u.expect(seen, orig, e.near); err != nil {
 		t.Fatal(err)
 	}
-	rc := rawConn(e.pub)
-	fl := &udpFlow{u: e.u, near: e.near, conn: e.pub, rc: rc, client: client, seen: seen,
-		key: inKey{c: e.pub, to: e.pubAddr.Addr(), client: client},
-		to:  &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())}}
-	fl.out.init(rc, fl.write)
+	fl := e.u.inboundUDPFlow(e.pub, rawConn(e.pub), inKey{c: e.pub, to: e.pubAddr.Addr(), client: client}, e.near, e.pubAddr, false)
 	if !e.u.startUDP(fl, orig, e.ctr.Addr(), 0) {
 		t.Fatal("the client's flow was refused")
 	}

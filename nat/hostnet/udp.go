@@ -569,17 +569,26 @@ func (u *Uplink) openInboundUDP(c *net.UDPConn, rc syscall.RawConn, k inKey, ctr
 	}
 	// The expectation stays while the flow lives: every packet until
 	// the gateway has made the entry may need it.
+	fl := u.inboundUDPFlow(c, rc, k, near, dst, pktinfo)
+	if !u.startUDP(fl, orig, ctr.Addr(), 0) {
+		u.unexpect(seen)
+		return nil
+	}
+	u.stats.InboundOpened.Add(1)
+	return fl
+}
+
+// inboundUDPFlow makes the flow of a published UDP port's client k, not
+// started yet: shown to the container as near, answered from dst (told
+// by IP_PKTINFO when pktinfo) through k.c.
+func (u *Uplink) inboundUDPFlow(c *net.UDPConn, rc syscall.RawConn, k inKey, near conntrack.Tuple, dst netip.AddrPort, pktinfo bool) *udpFlow {
+	seen, _ := near.Reverse()
 	fl := &udpFlow{u: u, near: near, conn: c, rc: rc, client: k.client, key: k, seen: seen,
 		to: &unix.SockaddrInet4{Addr: k.client.Addr().As4(), Port: int(k.client.Port())}}
 	if pktinfo {
 		fl.from = unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: dst.Addr().As4()})
 	}
 	fl.out.init(rc, fl.write)
-	if !u.startUDP(fl, orig, ctr.Addr(), 0) {
-		u.unexpect(seen)
-		return nil
-	}
-	u.stats.InboundOpened.Add(1)
 	return fl
 }
 
