@@ -257,16 +257,15 @@ func TestDNSFallBackOldFlow(t *testing.T) {
 			t.Errorf("icmp %v: the flow still waits since before the fall-back", icmp)
 		}
 		// Later, the first silent for dnsTimeout: the next, as before.
-		w.mu.Lock()
-		w.inUse -= 2 * int64(dnsTimeout)
-		w.mu.Unlock()
+		w.inUse.Add(-2 * int64(dnsTimeout))
 		fl.dnsFailed.Store(0)
 		fl.dnsPending.Store(time.Now().UnixNano() - int64(dnsTimeout) - 1)
 		if got := u.dnsResolver(fl, time.Now().UnixNano()); got != second {
 			t.Errorf("icmp %v: the first silent for dnsTimeout: to %v, want %v", icmp, got, second)
 		}
 		w.mu.Lock()
-		w.cur, w.inUse = 0, 0 // the first again, for the next case
+		w.cur = 0 // the first again, for the next case
+		w.inUse.Store(0)
 		w.mu.Unlock()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -75,9 +76,9 @@ type resolvWatch struct {
 	mu       sync.Mutex
 	addrs    []netip.AddrPort
 	cur      int
-	failedAt time.Time // when the first was last left
-	answered int64     // when the one in use last answered a flow, unix ns
-	inUse    int64     // since when the one in use is, unix ns (0: from the start)
+	failedAt time.Time    // when the first was last left
+	answered int64        // when the one in use last answered a flow, unix ns
+	inUse    atomic.Int64 // since when the one in use is, unix ns (0: from the start); set under mu
 	fi       os.FileInfo
 	checked  time.Time
 }
@@ -105,7 +106,8 @@ func (w *resolvWatch) get() netip.AddrPort {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.cur != 0 && time.Since(w.failedAt) >= failBack {
-		w.cur, w.answered, w.inUse = 0, 0, time.Now().UnixNano()
+		w.cur, w.answered = 0, 0
+		w.inUse.Store(time.Now().UnixNano())
 	}
 	if time.Since(w.checked) < time.Second {
 		return w.addrs[w.cur]
@@ -118,7 +120,8 @@ func (w *resolvWatch) get() netip.AddrPort {
 	switch ns, err := resolvConf(w.path); {
 	case err == nil:
 		w.fi = fi
-		w.addrs, w.cur, w.answered, w.inUse = ns, 0, 0, time.Now().UnixNano()
+		w.addrs, w.cur, w.answered = ns, 0, 0
+		w.inUse.Store(time.Now().UnixNano())
 	case errors.Is(err, ErrNoNameserver):
 		w.fi = fi // read, and names none: the last one found stays
 	default:
@@ -137,19 +140,17 @@ func (w *resolvWatch) fail(bad netip.AddrPort) (next netip.AddrPort) {
 	defer w.mu.Unlock()
 	if w.addrs[w.cur] == bad {
 		w.cur = (w.cur + 1) % len(w.addrs)
-		w.failedAt, w.answered, w.inUse = time.Now(), 0, time.Now().UnixNano()
+		w.failedAt, w.answered = time.Now(), 0
+		w.inUse.Store(time.Now().UnixNano())
 	}
 	return w.addrs[w.cur]
 }
 
 // since returns since when the resolver in use is (unix ns): a flow's
 // silence, or an error its host reported, from before then was of
-// another resolver, or of this one before it failed and came back.
-func (w *resolvWatch) since() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.inUse
-}
+// another resolver, or of this one before it failed and came back. It
+// takes no lock: every DNS query asks.
+func (w *resolvWatch) since() int64 { return w.inUse.Load() }
 
 // answer notes that the resolver r answered a flow at now (unix ns).
 func (w *resolvWatch) answer(r netip.AddrPort, now int64) {
@@ -166,5 +167,5 @@ func (w *resolvWatch) answer(r netip.AddrPort, now int64) {
 func (w *resolvWatch) silentSince(r netip.AddrPort, since int64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.addrs[w.cur] == r && since >= w.inUse && w.answered < since
+	return w.addrs[w.cur] == r && since >= w.inUse.Load() && w.answered < since
 }
