@@ -70,7 +70,7 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, leave, stop := shutdownContext(ctx)
 	defer stop()
 	// A log line to a stderr pipe whose reader is gone (a supervisor
 	// that went away) fails, as slirp4netns's do, rather than killing
@@ -82,7 +82,7 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 	// not notify it: `usernat conntrack -L | head` ends as Unix tools do.)
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	if cfg.ExitFD >= 0 {
-		release, err := watchExitFD(cfg.ExitFD, stop)
+		release, err := watchExitFD(cfg.ExitFD, leave)
 		if err != nil {
 			return err
 		}
@@ -134,6 +134,20 @@ func runConfigured(ctx context.Context, cfg *gatewayConfig, stderr io.Writer) er
 	<-ctx.Done()
 	log.Info("shutting down")
 	return g.close(log)
+}
+
+// shutdownContext returns a context that ends when parent does, on SIGINT
+// or SIGTERM, or when leave is called (as the exit fd's hang-up does).
+// The signals stay caught until stop, whatever ended the context: one
+// that comes while the gateway shuts down must not kill it before it has
+// closed its API socket and TAP devices.
+func shutdownContext(parent context.Context) (ctx context.Context, leave context.CancelFunc, stop func()) {
+	sigCtx, sigStop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
+	ctx, leave = context.WithCancel(sigCtx)
+	return ctx, leave, func() {
+		leave()
+		sigStop()
+	}
 }
 
 // running is everything the gateway command made, in the order to undo.

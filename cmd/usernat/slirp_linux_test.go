@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -443,4 +444,27 @@ func nobodyContainer(t *testing.T) (pid string, ctr *netns.NS) {
 	}
 	t.Cleanup(func() { ctr.Close() })
 	return pid, ctr
+}
+
+// The exit fd's hang-up ends the network without letting go of SIGTERM:
+// one that comes during the shutdown that follows (a supervisor's, as it
+// goes) is caught, not the end of the process before it cleans up. The
+// check runs in a child test process, which such a signal would kill.
+func TestExitFDKeepsSignalsCaught(t *testing.T) {
+	if os.Getenv("USERNAT_TEST_SIGTERM") == "1" {
+		ctx, leave, stop := shutdownContext(context.Background())
+		defer stop()
+		leave()
+		<-ctx.Done()
+		unix.Kill(os.Getpid(), unix.SIGTERM)
+		time.Sleep(200 * time.Millisecond) // time for the runtime to act on it
+		fmt.Println("survived")
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestExitFDKeepsSignalsCaught$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "USERNAT_TEST_SIGTERM=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "survived") {
+		t.Fatalf("a SIGTERM after the exit fd's hang-up: %v\n%s", err, out)
+	}
 }
