@@ -145,6 +145,9 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 		s.entry = res.ID
 	}
 	s.mu.Unlock()
+	if entryTracked != nil {
+		entryTracked(p.Tuple)
+	}
 	f, ok := u.addFlow(p.Tuple, ctr.Addr(), res.ID, func() {
 		// Still connecting, the container has heard nothing, and hears
 		// nothing now: its next SYN opens the flow afresh, as through
@@ -158,6 +161,12 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 	if !ok {
 		s.abort(true, true, "the uplink is closed, or the flow is carried already")
 		return
+	}
+	if e, _, live := u.tbl.Load().Get(0, p.Tuple); !live || e.ID != res.ID {
+		// The entry left the table before its flow was registered: its
+		// destroy event found no flow to end. The flow ends now, while
+		// connecting, so the container hears nothing (stop, above).
+		f.release()
 	}
 	s.mu.Lock()
 	if s.state != spliceConnecting {
@@ -196,6 +205,11 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 	s.mu.Unlock()
 	s.sendSynOrRequeue()
 }
+
+// entryTracked, when not nil (tests), is called with a container
+// connection's tuple between the making of its entry and the registering
+// of its flow.
+var entryTracked func(conntrack.Tuple)
 
 // resetStray answers a container's TCP segment of no flow as a host with
 // no such connection does (RFC 9293, 3.10.7.1): with a reset whose

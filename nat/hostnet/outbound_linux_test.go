@@ -755,3 +755,22 @@ func TestOutboundSpliceEntryGoneWhileConnecting(t *testing.T) {
 		t.Errorf("after the SYN again: state %d, want connecting again", st)
 	}
 }
+
+// A container connection's entry that leaves the table between its
+// making and its flow's registering (flushed then: its destroy event
+// finds no flow) ends the flow at once, while it connects: the
+// container hears nothing, and its next SYN makes a new entry, as in
+// TestOutboundSpliceEntryGoneWhileConnecting. Not answered, then reset
+// by the sweep a second later.
+func TestOutboundSpliceEntryGoneBeforeFlow(t *testing.T) {
+	longSynRTO(t)
+	defer SetSweepInterval(time.Hour)()
+	u, tbl := outboundUplink(t)
+	_, dst := loopbackDst(t, u)
+	entryTracked = func(conntrack.Tuple) { tbl.Flush() }
+	defer func() { entryTracked = nil }()
+	ctr := netip.MustParseAddrPort("10.0.2.100:40060")
+	sendSyn(u, ctr, dst, 1)
+	noSegment(t, u, "the container was answered on a flow whose entry was gone")
+	released(t, u, tbl)
+}
