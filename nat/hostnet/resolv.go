@@ -90,12 +90,17 @@ type resolvWatch struct {
 const failBack = 30 * time.Second
 
 // newResolvWatch watches path, whose first nameserver is first (or, when
-// the file has none, the one used until it has).
+// the file has none, the one used until it has). A file that names
+// another first now was rewritten since first was read from it: it is
+// read again at the first check, not taken as seen.
 func newResolvWatch(path string, first netip.AddrPort) *resolvWatch {
 	fi, _ := os.Stat(path)
 	w := &resolvWatch{path: path, addrs: []netip.AddrPort{first}, fi: fi, checked: time.Now()}
-	if ns, err := resolvConf(path); err == nil && ns[0] == first {
+	switch ns, err := resolvConf(path); {
+	case err == nil && ns[0] == first:
 		w.addrs = ns
+	case err == nil:
+		w.fi = nil
 	}
 	return w
 }

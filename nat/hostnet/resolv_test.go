@@ -104,3 +104,26 @@ func TestResolverUnreadable(t *testing.T) {
 	}
 	u.Close()
 }
+
+// resolv.conf rewritten between New's read of its first nameserver
+// (SystemResolver) and the watch's own read: the watch starts with the
+// first New read, and takes the new file at its first check, not as
+// already seen (which would keep the old nameserver until the file
+// changed again).
+func TestResolvWatchRewrittenAtStart(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(p, []byte("nameserver 192.0.2.2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := netip.MustParseAddrPort("192.0.2.1:53") // read before the rewrite
+	w := newResolvWatch(p, old)
+	if got := w.get(); got != old {
+		t.Fatalf("at start: %v, want %v, the resolver New was given", got, old)
+	}
+	w.mu.Lock()
+	w.checked = time.Time{} // a second on
+	w.mu.Unlock()
+	if got, want := w.get(), netip.MustParseAddrPort("192.0.2.2:53"); got != want {
+		t.Fatalf("at the first check: %v, want %v, the rewritten file's", got, want)
+	}
+}
