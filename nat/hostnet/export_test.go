@@ -92,6 +92,15 @@ func SetSweepInterval(d time.Duration) (restore func()) {
 	return func() { sweepInterval = old }
 }
 
+// SetEventBuffer makes the uplinks attached from now on subscribe to the
+// table's destroy events with a buffer of n; restore puts the last size
+// back.
+func SetEventBuffer(n int) (restore func()) {
+	old := eventBuffer
+	eventBuffer = n
+	return func() { eventBuffer = old }
+}
+
 // PollerWatches is how many sockets the uplink's poller delivers the
 // events of: every splice's, datagram flow's and published port's.
 func PollerWatches(u *Uplink) int {

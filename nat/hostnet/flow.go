@@ -44,11 +44,17 @@ type flow struct {
 // is made by the gateway when the flow's first packet crosses it.
 const entryGrace = 5 * time.Second
 
-// sweepInterval is how often the uplink checks its flows against the
-// table, which catches what the table's events (which may be dropped when
-// too many come at once) missed. A variable for tests, which read the
-// events' work alone with the sweep put off.
+// sweepInterval is how often the uplink checks against the table the
+// flows that have not seen their entries yet, and, when the table's
+// events were dropped (too many at once) since the last sweep, every
+// flow. A variable for tests, which read the events' work alone with the
+// sweep put off.
 var sweepInterval = time.Second
+
+// eventBuffer is the buffer of the uplink's subscription to the table's
+// destroy events (0: conntrack's default). A variable for tests, which
+// lose events with a small one.
+var eventBuffer = 0
 
 // reserve counts a flow of src about to open, and reports false (counting
 // nothing) when src has MaxFlowsPerSource flows open or opening already.
@@ -112,7 +118,20 @@ func (u *Uplink) inboundRoom(orig conntrack.Tuple) bool {
 // protocol, in the same critical section, so a release cannot come
 // between; it may refuse (false) when its place there was taken
 // meanwhile, and addFlow then reports false too.
+//
+// A flow whose entry id left the table before it was registered (its
+// destroy event found no flow) is released at once: addFlow still
+// reports it registered, and the caller's next step finds it ended (a
+// splice aborted, a reader stopped).
 func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func(), register func(*flow) bool) (*flow, bool) {
+	f, ok := u.registerFlow(orig, src, id, stop, register)
+	if ok && id != 0 {
+		u.checkEntry(f, id)
+	}
+	return f, ok
+}
+
+func (u *Uplink) registerFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop func(), register func(*flow) bool) (*flow, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.closed || u.flows[orig] != nil {
@@ -128,7 +147,35 @@ func (u *Uplink) addFlow(orig conntrack.Tuple, src netip.Addr, id uint64, stop f
 		return nil, false
 	}
 	u.flows[orig] = f
+	if id == 0 {
+		u.unseen[f] = struct{}{}
+	}
 	return f, true
+}
+
+// seen gives f, which had not seen its entry, the entry id that the
+// table was found to hold for it, and releases f if that entry has left
+// the table since (its destroy event may have found f without an ID).
+// From now on the entry's destroy event releases f, and the sweep does
+// not look at it while the events come.
+func (u *Uplink) seen(f *flow, id uint64) {
+	u.mu.Lock()
+	if f.id == 0 {
+		f.id = id
+	}
+	delete(u.unseen, f)
+	id = f.id
+	u.mu.Unlock()
+	u.checkEntry(f, id)
+}
+
+// checkEntry releases f unless the table holds its entry id.
+func (u *Uplink) checkEntry(f *flow, id uint64) {
+	if tbl := u.tbl.Load(); tbl != nil {
+		if e, _, ok := tbl.Get(0, f.orig); !ok || e.ID != id {
+			f.release()
+		}
+	}
 }
 
 // release ends the flow: it leaves the uplink's tables and its sockets
@@ -205,6 +252,7 @@ func (f *flow) endThen(stop bool, then func(ours bool)) {
 			delete(u.flows, f.orig)
 			u.unreserveLocked(f.src)
 		}
+		delete(u.unseen, f)
 		u.mu.Unlock()
 		u.stats.Released.Add(1)
 		if then != nil {
@@ -219,17 +267,20 @@ func (f *flow) endThen(stop bool, then func(ours bool)) {
 }
 
 // reap releases the flows whose entries leave the table: at once on the
-// table's destroy events, and by a sweep every second for any event the
-// subscription lost. A table closed before the uplink (its owner closing
-// them in that order, or a gateway that failed to start after it was
-// given the uplink) closes the events' channel, which would then be ready
-// at every turn: the sweep alone goes on, until Close.
+// table's destroy events, and by a sweep every second of the flows that
+// have not seen their entries yet and, when the subscription lost events
+// since the last, of every flow. A table closed before the uplink (its
+// owner closing them in that order, or a gateway that failed to start
+// after it was given the uplink) closes the events' channel, which would
+// then be ready at every turn: sweeps of every flow alone go on, until
+// Close.
 func (u *Uplink) reap(sub *conntrack.Subscription) {
 	defer u.wg.Done()
 	defer sub.Close()
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
 	events := sub.Events()
+	var lost uint64
 	for {
 		select {
 		case <-u.ctx.Done():
@@ -243,7 +294,11 @@ func (u *Uplink) reap(sub *conntrack.Subscription) {
 				u.gone(ev.Entry.Orig, ev.Entry.ID)
 			}
 		case <-t.C:
-			u.sweep()
+			// Read before the sweep: an event lost during it is
+			// swept for at the next.
+			n := sub.Lost()
+			u.sweep(events == nil || n != lost)
+			lost = n
 		}
 	}
 }
@@ -274,42 +329,44 @@ func (u *Uplink) gone(orig conntrack.Tuple, id uint64) {
 		f.release()
 	default:
 		if e, _, ok := u.tbl.Load().Get(0, orig); ok && e.ID != id {
-			u.mu.Lock()
-			if f.id == 0 {
-				f.id = e.ID
-			}
-			u.mu.Unlock()
+			u.seen(f, e.ID)
 		}
 	}
 }
 
-// sweep compares every flow with the table: a flow whose entry is gone,
-// or was replaced by another flow's, or never came, is released.
-func (u *Uplink) sweep() {
+// sweep compares flows with the table (all of them, or those that have
+// not seen their entries yet): a flow whose entry is gone, or was
+// replaced by another flow's, or never came, is released; one whose
+// entry came sees it. Only the flows that have seen their entries can
+// count on the entries' destroy events, which the subscription may lose.
+func (u *Uplink) sweep(all bool) {
 	tbl := u.tbl.Load()
 	u.mu.Lock()
-	flows := make([]*flow, 0, len(u.flows))
-	for _, f := range u.flows {
-		flows = append(flows, f)
+	var flows []*flow
+	if all {
+		u.stats.SweepsAll.Add(1)
+		flows = make([]*flow, 0, len(u.flows))
+		for _, f := range u.flows {
+			flows = append(flows, f)
+		}
+	} else {
+		flows = make([]*flow, 0, len(u.unseen))
+		for f := range u.unseen {
+			flows = append(flows, f)
+		}
 	}
 	u.mu.Unlock()
 	now := time.Now()
 	for _, f := range flows {
 		e, _, ok := tbl.Get(0, f.orig)
 		u.mu.Lock()
-		switch {
-		case f.opening:
-			ok = true // its handshake has a deadline of its own
-		case ok && f.id == 0:
-			f.id = e.ID
-			ok = true
-		case ok:
-			ok = e.ID == f.id
-		default:
-			ok = f.id == 0 && now.Sub(f.born) < entryGrace
-		}
+		opening, id := f.opening, f.id
 		u.mu.Unlock()
-		if !ok {
+		switch {
+		case opening: // its handshake has a deadline of its own
+		case ok && id == 0:
+			u.seen(f, e.ID)
+		case ok && e.ID != id, !ok && (id != 0 || now.Sub(f.born) >= entryGrace):
 			f.release()
 		}
 	}
@@ -317,14 +374,14 @@ func (u *Uplink) sweep() {
 
 // settle ends the opening of f, whose handshake is done, and gives it its
 // entry, made by the handshake's first packet; a flow whose entry is
-// already gone is left to the sweep.
+// already gone is left to the sweep, which releases it after entryGrace.
 func (u *Uplink) settle(f *flow) {
 	e, _, ok := u.tbl.Load().Get(0, f.orig)
 	u.mu.Lock()
-	defer u.mu.Unlock()
 	f.opening = false
-	if ok && f.id == 0 {
-		f.id = e.ID
+	u.mu.Unlock()
+	if ok {
+		u.seen(f, e.ID)
 	}
 }
 

@@ -145,6 +145,7 @@ type Uplink struct {
 	closed     bool
 	closeDone  chan struct{}                   // closed once the first Close has waited for every goroutine
 	flows      map[conntrack.Tuple]*flow       // by the entry's original tuple
+	unseen     map[*flow]struct{}              // the flows that have not seen their entries yet (flow.id 0)
 	udp        map[conntrack.Tuple]*udpFlow    // by the tuple of the container's packets
 	udpIn      map[inKey]*udpFlow              // published UDP ports' flows, by what the host saw of their clients
 	pings      map[conntrack.Tuple]*pingFlow   // by the echo request's tuple
@@ -269,6 +270,7 @@ func New(cfg Config) (*Uplink, error) {
 	u := &Uplink{
 		cfg: cfg, log: cfg.Logger, mtu: cfg.MTU, resolv: resolv, epoch: time.Now(),
 		flows:     map[conntrack.Tuple]*flow{},
+		unseen:    map[*flow]struct{}{},
 		udp:       map[conntrack.Tuple]*udpFlow{},
 		udpIn:     map[inKey]*udpFlow{},
 		pings:     map[conntrack.Tuple]*pingFlow{},
@@ -330,7 +332,7 @@ func (u *Uplink) Attach(tbl *conntrack.Table, rules *nat.Rules) error {
 		return errors.New("hostnet: the uplink was given to a gateway already")
 	}
 	u.rules.Store(rules)
-	sub := tbl.SubscribeTo(0, conntrack.EventDestroy)
+	sub := tbl.SubscribeTo(eventBuffer, conntrack.EventDestroy)
 	u.wg.Add(1) // under u.mu, with closed checked: Close cannot be waiting yet
 	go u.reap(sub)
 	return nil
@@ -558,6 +560,7 @@ type Stats struct {
 	OutboundSynAgain                                   atomic.Uint64 // and SYNs a container sent again while its SYN-ACK was due
 	TCPStrayReset                                      atomic.Uint64 // TCP segments of no flow from a container, answered with a reset
 	Released                                           atomic.Uint64 // flows that ended and gave back their socket: opened, or failed while being opened
+	SweepsAll                                          atomic.Uint64 // checks of every flow against the table, for the table's destroy events lost (more at once than the subscription's buffer holds)
 	DropMalformed, DropProto, DropLoopback             atomic.Uint64
 	DropPerSource, DropTableFull, DropPingRefused      atomic.Uint64
 	DropHostFull                                       atomic.Uint64 // datagrams a full host socket refused
@@ -584,8 +587,8 @@ func (u *Uplink) Counters() map[string]uint64 {
 		"outbound_retransmits": s.OutboundRetransmits.Load(), "outbound_fast_retransmits": s.OutboundFastRetransmits.Load(),
 		"outbound_requeued": s.OutboundRequeued.Load(), "outbound_syn_again": s.OutboundSynAgain.Load(),
 		"tcp_stray_reset": s.TCPStrayReset.Load(),
-		"released":        s.Released.Load(),
-		"drop_malformed":  s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
+		"released":        s.Released.Load(), "sweeps_all": s.SweepsAll.Load(),
+		"drop_malformed": s.DropMalformed.Load(), "drop_proto": s.DropProto.Load(),
 		"drop_loopback": s.DropLoopback.Load(), "drop_per_source": s.DropPerSource.Load(),
 		"drop_table_full": s.DropTableFull.Load(), "drop_ping_refused": s.DropPingRefused.Load(),
 		"drop_queue_full": u.ln.drops.Load(), "drop_host_full": s.DropHostFull.Load(),

@@ -162,12 +162,6 @@ func (u *Uplink) outboundTCP(p *conntrack.Packet, pkt []byte) {
 		s.abort(true, true, "the uplink is closed, or the flow is carried already")
 		return
 	}
-	if e, _, live := u.tbl.Load().Get(0, p.Tuple); !live || e.ID != res.ID {
-		// The entry left the table before its flow was registered: its
-		// destroy event found no flow to end. The flow ends now, while
-		// connecting, so the container hears nothing (stop, above).
-		f.release()
-	}
 	s.mu.Lock()
 	if s.state != spliceConnecting {
 		// Ended before it had its flow, which it did not release.
