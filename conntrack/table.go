@@ -436,7 +436,7 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 	st := Status(e.status.Load())
 	res := Result{Dir: dir, ID: e.id, keys: e.tuple}
 	var timeout time.Duration
-	var changed bool
+	var changed, uncounted bool
 	switch p.Tuple.Proto {
 	case ProtoTCP:
 		e.mu.Lock()
@@ -466,8 +466,11 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 		case tcpIgnored:
 			// Let through with no new state or timeout; a reply still
 			// marks the entry SEEN_REPLY, as Linux's nf_conntrack_in
-			// marks it for every reply its tracker lets through.
+			// marks it for every reply its tracker lets through. Not
+			// counted: Linux counts in nf_ct_refresh_acct, which an
+			// ignored packet does not reach.
 			e.mu.Unlock()
+			uncounted = true
 		default: // tcpAccept
 			changed = old != e.tcp.state
 			if st&SeenReply != 0 && e.tcp.assures(old) {
@@ -480,6 +483,9 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 			// days. (Linux refreshes after its lock, and has that gap.)
 			setDeadline(e, now, d)
 			e.mu.Unlock()
+			// No timeout (d 0) is a SYN sent again before any reply,
+			// which renews nothing and, as in Linux, is not counted.
+			uncounted = d == 0
 		}
 	case ProtoUDP:
 		timeout = t.to.UDP
@@ -507,7 +513,9 @@ func (t *Table) update(e *entry, dir Dir, p *Packet, now int64, creating bool) (
 		timeout = t.to.Generic
 	}
 	setDeadline(e, now, timeout)
-	e.account(dir, p.Len)
+	if !uncounted {
+		e.account(dir, p.Len)
+	}
 	if dir == Reply && st&SeenReply == 0 {
 		changed = e.setStatus(SeenReply) || changed
 	}

@@ -1103,3 +1103,33 @@ func TestTCPIgnoredSynEndsSimultaneousOpen(t *testing.T) {
 		t.Fatalf("originator's ACK: %v %v; Linux: ESTABLISHED, assured", e.TCPState, e.Status)
 	}
 }
+
+// Linux counts a packet where its TCP tracker refreshes the entry
+// (nf_ct_refresh_acct): a SYN sent again before any reply returns before
+// it (it renews no timeout either), and so does every packet the tracker
+// ignores. A client that sent its SYN three times to a silent server
+// shows packets=1, as in conntrack -L.
+func TestTCPSynAgainNotCounted(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	k := newConn(t, tbl, nil, ap("10.0.0.1:40000"), ap("10.0.0.2:80"))
+	for range 3 {
+		k.send(Original, TCPSyn, 0)
+	}
+	if e, _ := k.entry(); e.Packets[Original] != 1 {
+		t.Errorf("packets after a SYN sent three times: %d, want 1", e.Packets[Original])
+	}
+}
+
+// A packet the tracker ignores (a SYN on an established connection) is
+// let through and not counted.
+func TestTCPIgnoredNotCounted(t *testing.T) {
+	tbl, _ := newTable(t, Config{})
+	k := newConn(t, tbl, nil, ap("10.0.0.1:40000"), ap("10.0.0.2:80"))
+	k.exchange()
+	before, _ := k.entry()
+	k.send(Original, TCPSyn, 0)
+	after, _ := k.entry()
+	if after.Packets[Original] != before.Packets[Original] || after.Bytes[Original] != before.Bytes[Original] {
+		t.Errorf("an ignored SYN counted: packets %d -> %d, bytes %d -> %d", before.Packets[Original], after.Packets[Original], before.Bytes[Original], after.Bytes[Original])
+	}
+}
