@@ -14,7 +14,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(closingShared{m}) }
 
 func udpTuple(src, dst string) Tuple {
 	s, d := ap(src), ap(dst)
