@@ -330,6 +330,9 @@ func decodeQuoted(outer Proto, b []byte) (Tuple, error) {
 		return Tuple{}, errICMPQuote
 	}
 	if proto.isICMP() {
+		if (proto == ProtoICMP) != src.Is4() {
+			return Tuple{}, errICMPQuote // the other family's ICMP, as decodeL4 refuses
+		}
 		if isICMPError(proto, l4[0]) {
 			return Tuple{}, errICMPQuote // an error about an error is never sent
 		}

@@ -243,3 +243,23 @@ func TestICMPv6ErrorQuotingFirstFragment(t *testing.T) {
 		t.Fatalf("error quoting a later fragment decoded as %v quoting %v", p.Kind, p.Quoted)
 	}
 }
+
+// A quote whose protocol is the other family's ICMP (IPv6 next header 1,
+// IPv4 protocol 58) is no usable quote: Decode refuses such packets
+// outside a quote (errVersion), and must not report an ICMP tuple of the
+// wrong protocol for them inside one.
+func TestDecodeQuotedICMPOfOtherFamily(t *testing.T) {
+	c4, s4 := ap("192.0.2.10:40000"), ap("198.51.100.200:443")
+	c6, s6 := ap("[2001:db8:1:2::3]:40000"), ap("[fd12:3456:789a::42]:443")
+	echo4 := []byte{8, 0, 0, 0, 0, 7, 0, 1}   // ICMP echo request, id 7
+	echo6 := []byte{128, 0, 0, 0, 0, 7, 0, 1} // ICMPv6 echo request, id 7
+	for name, b := range map[string][]byte{
+		"ipv6 quoting next header 1": icmpPacket(s6.Addr(), c6.Addr(), 1, 4, 0, ipPacket(c6.Addr(), s6.Addr(), ProtoICMP, echo4)),
+		"ipv4 quoting protocol 58":   icmpPacket(s4.Addr(), c4.Addr(), 3, 3, 0, ipPacket(c4.Addr(), s4.Addr(), ProtoICMPv6, echo6)),
+	} {
+		var p Packet
+		if err := p.Decode(b); err == nil {
+			t.Errorf("%s: decodes as %v quoting %v (%v)", name, p.Kind, p.Quoted, p.Quoted.Proto)
+		}
+	}
+}
