@@ -52,7 +52,8 @@ func (e *Error) Error() string { return e.Desc }
 // HostAddr 0.0.0.0 (or ::) means every address of the host; a request
 // without host_addr means 0.0.0.0. A request without guest_addr leaves
 // GuestAddr invalid, for the Backend to choose or refuse. A request's
-// proto may be tcp4 or udp4, as slirp4netns takes them: tcp or udp.
+// proto may also be tcp4 or udp4 (IPv4 alone, as proposed for
+// slirp4netns, whose 1.2 refuses them), taken as tcp or udp.
 //
 // HostPortEnd and GuestPortEnd, when not zero, make the forward a range of
 // ports HostPort..HostPortEnd to GuestPort..GuestPortEnd, which is as long

@@ -378,8 +378,9 @@ func (s *Server) execute(req Request) (any, error) {
 			return nil, err
 		}
 		f.ID = 0
-		// slirp4netns takes tcp4 and udp4 for IPv4 alone, which is all
-		// usernat forwards, and tcp6 and udp6 for IPv6 alone.
+		// tcp4 and udp4 are IPv4 alone, which is all usernat forwards,
+		// and tcp6 and udp6 IPv6 alone, as proposed for slirp4netns
+		// (its 1.2 refuses all four).
 		switch f.Proto {
 		case "tcp4", "udp4":
 			f.Proto = f.Proto[:3]
