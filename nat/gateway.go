@@ -258,7 +258,7 @@ func New(cfg Config) (*Gateway, error) {
 	// each end: frames from the bridge are handled at once, in the bridge's
 	// goroutine that hands them over, and frames to the bridge are injected
 	// in the gateway's goroutine. Each saves a goroutine switch per packet.
-	port := &routerPort{done: make(chan struct{})}
+	port := &routerPort{done: make(chan struct{}), direct: sendsWithoutWaiting(cfg.Uplink)}
 	inj := &injector{}
 	g.inside = newLink("bridge", inj, mac, cfg.Subnet, netip.Addr{}, mtu, g.now)
 	if g.term != nil {
@@ -304,6 +304,7 @@ func New(cfg Config) (*Gateway, error) {
 type routerPort struct {
 	handle func(frame []byte, off bridge.Offload)
 	end    func() // the uplink's EndBatch, if it has one
+	direct bool   // WritesDirect: the uplink's Send never waits
 	done   chan struct{}
 	once   sync.Once
 }
@@ -363,8 +364,29 @@ func (p *routerPort) BatchSize() int { return 32 }
 
 // WritesDirect implements bridge.DirectWriter: the gateway handles a frame
 // as it comes, so the bridge may hand it over from the forwarding
-// goroutine.
-func (p *routerPort) WritesDirect() bool { return true }
+// goroutine, when the uplink's Send, which handling a frame may call,
+// never waits (sendsWithoutWaiting).
+func (p *routerPort) WritesDirect() bool { return p.direct }
+
+// sendsWithoutWaiting reports whether up's Send never waits on anyone: a
+// Terminator's (nat/hostnet's writes to host sockets never block, and
+// its packets to the bridge wait in a queue of its own), and a
+// LinkUplink's over a TAP device or a Port that says its writes never
+// wait (bridge.DirectWriter). Over another Port, such as a Pipe, whose
+// writes wait for its reader, a forwarding goroutine handing the gateway
+// a frame would wait with it, and stop every frame of its port, to the
+// other containers too: the frames go through the router port's own
+// transmit goroutine and queue instead.
+func sendsWithoutWaiting(up Uplink) bool {
+	switch u := up.(type) {
+	case Terminator:
+		return true
+	case *LinkUplink:
+		d, ok := u.l.port.(bridge.DirectWriter)
+		return isTAP(u.l.port) || ok && d.WritesDirect()
+	}
+	return false
+}
 
 func (p *routerPort) Close() error {
 	p.once.Do(func() { close(p.done) })

@@ -735,3 +735,33 @@ func TestGatewayMACStatic(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// An uplink whose writes wait (a Pipe whose reader is away) stalls the
+// gateway, but not the bridge: a container's frames to another container
+// still go through. The gateway takes the bridge's frames through its
+// port's own transmit goroutine then, not in the forwarding goroutine of
+// the container's port, which would wait with it.
+func TestUplinkThatWaitsStallsOnlyTheGateway(t *testing.T) {
+	pg := newPipeGateway(t)
+	gwMAC := pg.resolveGateway()
+	mineB, theirsB := bridge.NewPipe(bridge.PipeConfig{})
+	t.Cleanup(func() { mineB.Close() })
+	if _, err := pg.br.AddPort(theirsB, bridge.PortConfig{Name: "ctrB"}); err != nil {
+		t.Fatal(err)
+	}
+	macB := bridge.MustParseMAC("02:42:ac:11:00:05")
+	const etherTypeTest = 0x88b5 // local experimental
+	mineB.WriteFrame(frame(ctrMAC, macB, etherTypeTest, []byte("from b")))
+	if f := pg.read(pg.container); string(f[etherHeader:]) != "from b" {
+		t.Fatalf("the container read % x, want B's frame", f)
+	}
+
+	// The test never reads the uplink: the gateway's ARP request for the
+	// packet's next hop waits there.
+	out := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 12))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, out))
+	go pg.container.WriteFrame(frame(macB, ctrMAC, etherTypeTest, []byte("to b"))) // ends with the pipe's close
+	if f := pg.read(mineB); string(f[etherHeader:]) != "to b" {
+		t.Fatalf("B read % x, want the container's frame", f)
+	}
+}
