@@ -13,8 +13,10 @@
 //     ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE,
 //     SYN_SENT2) with its window tracking: a segment invalid for the state
 //     or outside the window is classified ClassInvalid and changes nothing;
-//     a SYN on a TIME_WAIT or CLOSE entry replaces it; a RST before any
-//     reply deletes the entry; a connection first seen mid-stream is picked
+//     a SYN on a TIME_WAIT or CLOSE entry replaces it (always: Linux
+//     replaces one only after a FIN, or a RST sent by the SYN's side, and
+//     otherwise ignores the SYN and resynchronises the old entry from its
+//     SYN-ACK); a RST before any reply deletes the entry; a connection first seen mid-stream is picked
 //     up in a liberal mode, ESTABLISHED with the unacknowledged timeout
 //     (5 min) until the other side answers, and the established one after.
 //   - UDP entries are unreplied until a reply is seen, and assured (with
