@@ -2,6 +2,7 @@ package nat
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -190,5 +191,122 @@ func FuzzForward(f *testing.F) {
 		}
 		off := bridge.Offload{Flags: flags, GSO: gso, GSOSize: gsoSize, CsumStart: csumStart, CsumOffset: csumOffset, HdrLen: hdrLen}
 		gw.forward(frame(dst, src, etherTypeIP4, pkt), inside, off)
+	})
+}
+
+// decodeSeeds are packets of every kind the rewriters take, with ICMP
+// errors quoting the other family's ICMP (which conntrack once decoded
+// with the wrong protocol).
+func decodeSeeds() [][]byte {
+	var s [][]byte
+	for _, c := range rewriteCases() {
+		s = append(s, c.pkt)
+	}
+	for _, c := range icmpErrorCases() {
+		s = append(s, c.pkt)
+	}
+	return append(s,
+		withHopByHop(ipPacket(cont6, client6, conntrack.ProtoUDP, udpHeader(1, 2, 40))),
+		ipPacket(cont4, client4, conntrack.ProtoTCP, tcpHeader(1, 2, 40)),
+		ipPacket(cont6, client6, conntrack.ProtoICMPv6, icmpHeader(128, 0, 7, []byte("abcd"))),
+		ipPacket(router6, cont6, conntrack.ProtoICMPv6, icmpHeader(1, 4, 0, ipPacket(cont6, client6, conntrack.ProtoICMP, icmpHeader(8, 0, 7, nil)))),
+		ipPacket(router4, cont4, conntrack.ProtoICMP, icmpHeader(3, 3, 0, ipPacket(cont4, client4, conntrack.ProtoICMPv6, icmpHeader(128, 0, 7, nil)))),
+	)
+}
+
+// conntrack's decoder and nat's rewriters agree on what a packet is: a
+// packet conntrack decodes nat parses, as a fragment when conntrack says
+// so; a flow rewritten to its own tuple (in full, and with the checksum
+// left partial) is unchanged; an ICMP error rewritten to its own quote
+// still decodes with that quote.
+func FuzzParseAgree(f *testing.F) {
+	for _, s := range decodeSeeds() {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, pkt []byte, fix bool) {
+		if fix {
+			fixChecksums(pkt)
+		}
+		orig := bytes.Clone(pkt)
+		var p conntrack.Packet
+		if err := p.Decode(pkt); err != nil {
+			return
+		}
+		h, err := parseIP(pkt, false)
+		if err != nil {
+			t.Fatalf("conntrack decodes a %v, nat: %v", p.Kind, err)
+		}
+		if (p.Kind == conntrack.KindFragment) != h.frag {
+			t.Fatalf("conntrack decodes a %v, nat's fragment flag %v", p.Kind, h.frag)
+		}
+		switch p.Kind {
+		case conntrack.KindFlow:
+			if err := Rewrite(pkt, p.Tuple); err != nil || !bytes.Equal(pkt, orig) {
+				t.Fatalf("rewritten to its own tuple %v: %v, changed %v", p.Tuple, err, !bytes.Equal(pkt, orig))
+			}
+			if p.Tuple.Proto == conntrack.ProtoTCP || p.Tuple.Proto == conntrack.ProtoUDP {
+				if err := RewritePartial(pkt, p.Tuple); err != nil || !bytes.Equal(pkt, orig) {
+					t.Fatalf("RewritePartial to its own tuple %v: %v, changed %v", p.Tuple, err, !bytes.Equal(pkt, orig))
+				}
+			}
+		case conntrack.KindICMPError:
+			if err := RewriteICMPError(pkt, p.Quoted); err != nil {
+				t.Fatalf("an error rewritten to its own quote %v: %v", p.Quoted, err)
+			}
+			var q conntrack.Packet
+			if err := q.Decode(pkt); err != nil || q.Kind != conntrack.KindICMPError || q.Quoted != p.Quoted {
+				t.Fatalf("after the rewrite: %v, a %v quoting %v; want an error quoting %v", err, q.Kind, q.Quoted, p.Quoted)
+			}
+		}
+	})
+}
+
+// An ICMP error the gateway builds about any flow's packet (unreachable,
+// time exceeded, fragmentation needed) decodes as an error quoting that
+// flow, to its source from the router, with checksums that verify when
+// the packet's did.
+func FuzzICMPErrorQuote(f *testing.F) {
+	for _, s := range decodeSeeds() {
+		f.Add(s, true, uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, pkt []byte, fix bool, which uint8) {
+		if fix {
+			fixChecksums(pkt)
+		}
+		var p conntrack.Packet
+		if p.Decode(pkt) != nil || p.Kind != conntrack.KindFlow {
+			return
+		}
+		valid := verify(pkt) == nil
+		from := router4
+		if p.Tuple.Src.Is6() {
+			from = router6
+		}
+		var out []byte
+		var err error
+		switch which % 3 {
+		case 0:
+			out, err = Unreachable(nil, pkt, from, 3)
+		case 1:
+			out, err = TimeExceeded(nil, pkt, from)
+		case 2:
+			out, err = FragNeeded(nil, pkt, from, 1280)
+		}
+		if errors.Is(err, ErrNoICMP) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("an error about %v: %v", p.Tuple, err)
+		}
+		var q conntrack.Packet
+		if err := q.Decode(out); err != nil {
+			t.Fatalf("the error does not decode: %v (% x)", err, out)
+		}
+		if q.Kind != conntrack.KindICMPError || q.Quoted != p.Tuple || q.Tuple.Dst != p.Tuple.Src || q.Tuple.Src != from {
+			t.Fatalf("the error decodes as a %v %v quoting %v; want one from %v to %v quoting %v", q.Kind, q.Tuple, q.Quoted, from, p.Tuple.Src, p.Tuple)
+		}
+		if err := verify(out); err != nil && valid {
+			t.Fatalf("the error's checksums: %v", err)
+		}
 	})
 }
