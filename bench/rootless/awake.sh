@@ -15,5 +15,10 @@ for _ in $(seq "$(nproc)"); do
 	nice -n 19 sh -c 'while :; do :; done' &
 	pids="$pids $!"
 done
-trap 'kill $pids' EXIT
+# Ctrl-C or SIGTERM must not leave the loops spinning: they ignore SIGINT
+# (a script's background jobs do), and dash runs no EXIT trap on a signal
+# it does not trap.
+trap 'kill $pids 2>/dev/null' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 /tmp/benchrootless "$@"

@@ -226,8 +226,21 @@ func (rep *report) add(results []result) {
 				r.Rounds[name] = n
 			}
 		}
+		// usernat's measurement failing in any round of a metric the
+		// others were measured in is a miss: its median from the rounds
+		// that worked would leave out what may be its worst. (A peer's
+		// failure leaves its comparison without a verdict: they have
+		// bugs, and the harness reports them.)
+		_, hasU := r.Values[usernatName]
+		if m.target() && slices.Contains(rep.names, usernatName) && (len(r.Values) > 0 && !hasU || r.Rounds[usernatName] > 0) {
+			r.Met = new(bool)
+		}
 	}
 }
+
+// target says whether m has a target: a ratio to a peer, or the client's
+// address kept.
+func (m metric) target() bool { return m.kind == keptKind || m.vs != [2]float64{} }
 
 // roundRatios is the median of the ratio of metric i that of picks from
 // each round's row, over the rounds that have it; nil when none does.

@@ -44,10 +44,44 @@ func TestSummaryPartial(t *testing.T) {
 	if c.Rounds[slirpName] != 2 || c.Rounds[usernatName] != 2 || c.Rounds[pastaName] != 2 {
 		t.Errorf("connections, measured in 2 rounds of 3: rounds %v", c.Rounds)
 	}
+	if c.Met == nil || *c.Met {
+		t.Errorf("connections, usernat's failed in a round: met %v, want missed", c.Met)
+	}
 	var b strings.Builder
 	rep.PrintSummary(&b)
 	if !strings.Contains(b.String(), "[2 rounds]") {
 		t.Errorf("the summary does not mark the medians of 2 rounds:\n%s", b.String())
+	}
+}
+
+// usernat failing a measurement is a miss, whether in every round or in
+// one: its median from the other rounds may leave out its worst. The
+// peers' failures leave their comparisons without a verdict.
+func TestSummaryUsernatFailedIsMissed(t *testing.T) {
+	rep := newReport(config{}, []peer{{name: slirpName}, {name: pastaName}, {name: usernatName}})
+	for r := range 3 {
+		res := []result{
+			{Values: map[string]float64{inbound: 6, latencyP50: 100}},
+			{Values: map[string]float64{inbound: 10, latencyP50: 100}},
+			{Values: map[string]float64{inbound: 20}}, // usernat: latency fails every round
+		}
+		if r == 1 {
+			delete(res[2].Values, inbound) // and TCP in once
+		}
+		rep.add(res)
+	}
+	for i, m := range metrics {
+		r := rep.Summary[i]
+		switch m.key {
+		case inbound, latencyP50:
+			if r.Met == nil || *r.Met {
+				t.Errorf("%s: usernat failed in some rounds, met %v; want missed", m.key, r.Met)
+			}
+		case outbound:
+			if r.Met != nil {
+				t.Errorf("%s, measured for nobody: met %v, want no verdict", m.key, *r.Met)
+			}
+		}
 	}
 }
 
