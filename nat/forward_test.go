@@ -518,3 +518,66 @@ func TestNoMasqueradeRepliesReachContainer(t *testing.T) {
 		t.Errorf("reply reached the bridge as % x", p)
 	}
 }
+// An ICMP error from the bridge about a masqueraded flow, sent by another
+// address than the quoted packet's destination (a router on the bridge
+// side), leaves from the masquerade address, as Linux's SRC manip sets the
+// outer source (nf_nat_icmp_reply_translation): never from a bridge
+// address.
+func TestErrorFromBridgeRouterMasqueraded(t *testing.T) {
+	gw, up, _ := recGateway(t)
+	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
+	pub := binary.BigEndian.Uint16(lastIP(up)[20:])
+	got := ipPacket(clientIP, ctrIP, conntrack.ProtoUDP, udpHeader(53, 5000, 4)) // the reply as delivered
+	router := netip.MustParseAddr("172.17.0.5")
+	e, err := TimeExceeded(make([]byte, 600), got, router)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(up.frames)
+	fromBridgeIP(gw, append([]byte(nil), e...))
+	if len(up.frames) != n+1 {
+		t.Fatalf("not forwarded: %+v", gw.Stats())
+	}
+	out := lastIP(up)
+	if err := verify(out); err != nil {
+		t.Fatal(err)
+	}
+	src := netip.AddrFrom4([4]byte(out[12:16]))
+	qdst, qdport := netip.AddrFrom4([4]byte(out[28+16:28+20])), binary.BigEndian.Uint16(out[28+22:])
+	if src != hostIP || qdst != hostIP || qdport != pub {
+		t.Fatalf("error from %v quoting %v:%d, want from %v quoting %v:%d", src, qdst, qdport, hostIP, hostIP, pub)
+	}
+}
+
+// The same for a published port's flow: an error from a router on the
+// bridge about the client's packet, on its way to the client, leaves
+// from the published address, quoting the packet as the client sent it.
+func TestErrorFromBridgeRouterPublished(t *testing.T) {
+	gw, up, br := recGateway(t)
+	if _, err := gw.Rules().AddPublish(Publish{Proto: conntrack.ProtoUDP, HostPorts: PortRange{8080, 8080}, ContainerAddr: ctrIP, ContainerPorts: PortRange{80, 80}}); err != nil {
+		t.Fatal(err)
+	}
+	fromUplinkIP(gw, ipPacket(clientIP, hostIP, conntrack.ProtoUDP, udpHeader(4000, 8080, 4)))
+	got := lastIP(br) // the client's packet as delivered
+	if got == nil || netip.AddrFrom4([4]byte(got[16:20])) != ctrIP {
+		t.Fatalf("the client's packet was not delivered: %+v", gw.Stats())
+	}
+	e, err := TimeExceeded(make([]byte, 600), got, netip.MustParseAddr("172.17.0.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(up.frames)
+	fromBridgeIP(gw, append([]byte(nil), e...))
+	if len(up.frames) != n+1 {
+		t.Fatalf("not forwarded: %+v", gw.Stats())
+	}
+	out := lastIP(up)
+	if err := verify(out); err != nil {
+		t.Fatal(err)
+	}
+	src := netip.AddrFrom4([4]byte(out[12:16]))
+	qdst, qdport := netip.AddrFrom4([4]byte(out[28+16:28+20])), binary.BigEndian.Uint16(out[28+22:])
+	if src != hostIP || qdst != hostIP || qdport != 8080 {
+		t.Fatalf("error from %v quoting %v:%d, want from %v quoting %v:8080", src, qdst, qdport, hostIP, hostIP)
+	}
+}

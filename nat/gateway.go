@@ -766,6 +766,16 @@ func (g *Gateway) forward(frame []byte, inside bool, off bridge.Offload) {
 			g.stats.dropRewrite.Add(1)
 			return
 		}
+		if inside && (res.Dir == conntrack.Original && res.Status&conntrack.SrcNAT != 0 ||
+			res.Dir == conntrack.Reply && res.Status&conntrack.DstNAT != 0) {
+			// Leaving through a translation that hides the bridge's
+			// side: from the translated address whoever on the bridge
+			// sent it, as Linux's SRC manip sets the outer source
+			// (nf_nat_icmp_reply_translation), never a bridge address.
+			var d delta
+			setAddr(pkt[12:], to.Dst, &d)
+			putCksum(pkt, 10, d.apply(cksumAt(pkt, 10)))
+		}
 		// Forwarded as any packet is: a hop less, and dropped at the
 		// last, without an error about an error.
 		g.route(frame, pkt, to.Src, inside, true, bridge.Offload{})
