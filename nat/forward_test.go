@@ -518,6 +518,7 @@ func TestNoMasqueradeRepliesReachContainer(t *testing.T) {
 		t.Errorf("reply reached the bridge as % x", p)
 	}
 }
+
 // An ICMP error from the bridge about a masqueraded flow, sent by another
 // address than the quoted packet's destination (a router on the bridge
 // side), leaves from the masquerade address, as Linux's SRC manip sets the
