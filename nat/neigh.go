@@ -1,7 +1,9 @@
 package nat
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,7 @@ type neighTable struct {
 	failed   [][]byte // packets of entries that expired pending, for expire to report
 	refused  int64    // when a full table last found no entry to drop,
 	refusing bool     // if it has
+	victims  []victim // found by the last pass of a full table, to drop first
 }
 
 func newNeighTable() *neighTable { return &neighTable{m: make(map[netip.Addr]*neigh)} }
@@ -154,10 +157,21 @@ func (t *neighTable) roomLocked(now int64) bool {
 	if t.refusing && now-t.refused < int64(neighRefuse) {
 		return false
 	}
-	// One pass: expired entries go; among the others, the victim is
-	// found, and dropped only if nothing expired.
-	var victim netip.Addr
-	var vUsed, vSeen int64
+	// The victims the last pass found, in order, while they are still
+	// as they were then (not used since, nor made anew): a flood of new
+	// addresses (a scan of the link) costs a pass per neighEvictBatch of
+	// them, not one each.
+	for len(t.victims) > 0 {
+		v := t.victims[0]
+		t.victims = t.victims[1:]
+		if n := t.m[v.a]; n != nil && n.used.Load() == v.used && n.seen == v.seen {
+			t.dropLocked(v.a)
+			return true
+		}
+	}
+	// One pass: expired entries go; among the others, the victims are
+	// found, and the first dropped only if nothing expired.
+	var cands []victim
 	expired := false
 	for a, n := range t.m {
 		if n.expiredAt(now) {
@@ -169,20 +183,35 @@ func (t *neighTable) roomLocked(now int64) bool {
 		if u != 0 && now-u < int64(neighGrace) {
 			continue // in use
 		}
-		if !victim.IsValid() || u < vUsed || u == vUsed && n.seen < vSeen {
-			victim, vUsed, vSeen = a, u, n.seen
-		}
+		cands = append(cands, victim{a, u, n.seen})
 	}
 	if expired {
 		return true
 	}
-	if !victim.IsValid() {
+	if len(cands) == 0 {
 		t.refused, t.refusing = now, true
 		return false
 	}
-	t.dropLocked(victim)
+	slices.SortFunc(cands, func(x, y victim) int {
+		if x.used != y.used {
+			return cmp.Compare(x.used, y.used)
+		}
+		return cmp.Compare(x.seen, y.seen)
+	})
+	t.dropLocked(cands[0].a)
+	t.victims = append(t.victims[:0], cands[1:min(len(cands), neighEvictBatch)]...)
 	return true
 }
+
+// victim is an entry a pass of a full table found it may drop, with its
+// last use and confirmation then.
+type victim struct {
+	a          netip.Addr
+	used, seen int64
+}
+
+// neighEvictBatch is how many victims one pass of a full table finds.
+const neighEvictBatch = 256
 
 // dropLocked removes the entry of a, with its queue.
 func (t *neighTable) dropLocked(a netip.Addr) {

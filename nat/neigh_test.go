@@ -330,3 +330,56 @@ func TestNeighbourRoomReportsFailed(t *testing.T) {
 		t.Errorf("%d bytes counted held, want the new entry's 1", nt.queued)
 	}
 }
+
+// BenchmarkNeighHoldFull holds a packet for a new address, as a scan of
+// the link from a container does, with the table full of pending entries,
+// against the same with room: a full table should not scan every entry
+// for each new address.
+func BenchmarkNeighHoldFull(b *testing.B) {
+	for _, full := range []bool{false, true} {
+		b.Run(map[bool]string{false: "room", true: "full"}[full], func(b *testing.B) {
+			nt := newNeighTable()
+			pkt := make([]byte, 100)
+			n := 0
+			addr := func() netip.Addr { n++; return netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}) }
+			if full {
+				for range neighMax {
+					nt.hold(addr(), pkt, 0)
+				}
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				nt.hold(addr(), pkt, 0)
+				if !full && i%1000 == 999 {
+					b.StopTimer()
+					nt = newNeighTable()
+					b.StartTimer()
+				}
+			}
+		})
+	}
+}
+
+// A full table finds its next victims in one pass and drops them in
+// order as new entries come, one each, but not one used since that pass:
+// it goes on to the next.
+func TestNeighFullVictimsInOrder(t *testing.T) {
+	nt := newNeighTable()
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
+	for i := range neighMax {
+		nt.hold(addr(i), []byte{1}, int64(i)) // pending, the oldest first
+	}
+	now := int64(neighMax)
+	nt.hold(netip.MustParseAddr("10.2.0.1"), []byte{1}, now) // the oldest goes, the pass finds the next
+	if nt.m[addr(0)] != nil || len(nt.victims) == 0 {
+		t.Fatalf("after the first new entry: oldest present %v, %d victims found", nt.m[addr(0)] != nil, len(nt.victims))
+	}
+	nt.m[addr(1)].used.Store(now) // a packet went to the next victim
+	nt.hold(netip.MustParseAddr("10.2.0.2"), []byte{1}, now)
+	if nt.m[addr(1)] == nil || nt.m[addr(2)] != nil {
+		t.Errorf("after the second: the one used since present %v, the next dropped %v; want kept, dropped", nt.m[addr(1)] != nil, nt.m[addr(2)] == nil)
+	}
+	if n := len(nt.m); n != neighMax {
+		t.Errorf("%d entries, want the cap, %d", n, neighMax)
+	}
+}
