@@ -113,6 +113,10 @@ type splice struct {
 	refusing                               bool       // segments are being refused: the window halved once for it
 	retries                                int
 	rto                                    time.Duration
+	srtt, rttvar                           time.Duration // the round trip to the container, smoothed, and its variation (RFC 6298); 0 before the first
+	rttEnd                                 uint32        // the end of the segment being timed for them,
+	rttStart                               time.Time     // sent then; zero when none is (Karn: never one sent again)
+	backedOff                              bool          // rto was doubled by a retransmission timeout, and stays so until a round trip is measured (Karn)
 	timer                                  *time.Timer
 	timerAt                                time.Time // when timer is due; zero when stopped
 	deadline                               time.Time // of the handshake
@@ -171,8 +175,9 @@ const (
 	spliceBurst = 8
 )
 
-// spliceMinRTO is the retransmission timeout of a segment to the
-// container, doubled at each timeout in a row (a variable for the tests).
+// spliceMinRTO is the least retransmission timeout of a segment to the
+// container, and its timeout before a round trip is measured (baseRTOLocked);
+// doubled at each timeout in a row (a variable for the tests).
 var spliceMinRTO = 200 * time.Millisecond
 
 // spliceSynRTO is the first timeout of a SYN or SYN-ACK to the container
@@ -592,7 +597,63 @@ func (s *splice) disarmLocked() {
 		s.timer.Stop()
 		s.timerAt = time.Time{}
 	}
-	s.retries, s.rto = 0, spliceMinRTO
+	s.unbackLocked()
+}
+
+// unbackLocked ends the timeouts in a row, with an acknowledgement that
+// moved: the timeout comes back to the base, unless a retransmission
+// timeout backed it off and no round trip was measured since
+// (rttSampleLocked).
+func (s *splice) unbackLocked() {
+	s.retries = 0
+	if !s.backedOff {
+		s.rto = s.baseRTOLocked()
+	}
+}
+
+// baseRTOLocked is the retransmission timeout with none in a row: the
+// smoothed round trip to the container and four times its variation, or
+// spliceMinRTO if more, as Linux computes it (__tcp_set_rto, whose
+// variation's part is at least tcp_rto_min): spliceMinRTO on a quick path,
+// and on one slowed by a busy machine (a container's ACKs 300 ms late) no
+// timeout that fires before them, sends everything again and takes the
+// congestion window down to a segment for nothing.
+func (s *splice) baseRTOLocked() time.Duration {
+	return min(s.srtt+max(4*s.rttvar, spliceMinRTO), spliceMaxRTO)
+}
+
+// timeLocked starts timing the segment [seq, end) for a round trip, if
+// none is timed and it is new (not sent before: Karn's algorithm).
+func (s *splice) timeLocked(seq, end uint32) {
+	if s.rttStart.IsZero() && seq == s.sndMax {
+		s.rttEnd, s.rttStart = end, time.Now()
+	}
+}
+
+// rttSampleLocked takes the round trip of the segment timed, if ack
+// acknowledges it (RFC 6298, 2.2 and 2.3), and then, with a round trip
+// measured, the timeout backed off by earlier timeouts comes back to the
+// base (RFC 6298 5.7 and Karn; Linux's tcp_ack_update_rtt resets its
+// backoff only then): an acknowledgement of bytes sent again may be of
+// either copy, and says nothing of how long one takes.
+func (s *splice) rttSampleLocked(ack uint32) {
+	if s.rttStart.IsZero() || int32(ack-s.rttEnd) < 0 {
+		return
+	}
+	r := time.Since(s.rttStart)
+	s.rttStart = time.Time{}
+	if s.srtt == 0 {
+		s.srtt, s.rttvar = r, r/2
+	} else {
+		d := s.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		s.rttvar = (3*s.rttvar + d) / 4
+		s.srtt = (7*s.srtt + r) / 8
+	}
+	s.backedOff = false
+	s.rto = s.baseRTOLocked()
 }
 
 // onTimer sends the SYN again, goes back to the last acknowledged byte,
@@ -663,6 +724,7 @@ func (s *splice) onTimer() {
 	switch {
 	case s.finSent && s.sndUna == s.finSeq:
 		// Only the FIN is outstanding: it goes again by itself.
+		s.rttStart, s.backedOff = time.Time{}, true
 		s.count(&s.u.stats.InboundRetransmits, &s.u.stats.OutboundRetransmits)
 		_, ack, wnd, prev := s.ackLocked()
 		s.mu.Unlock()
@@ -672,7 +734,7 @@ func (s *splice) onTimer() {
 	case s.sndUna != s.sndNxt:
 		s.count(&s.u.stats.InboundRetransmits, &s.u.stats.OutboundRetransmits)
 		s.lossLocked()
-		s.rewind = true
+		s.rewind, s.backedOff = true, true
 		if s.retries > 1 {
 			// A second timeout in a row: the container may have
 			// dropped what it said it held (RFC 2018, 8), and all goes
@@ -782,8 +844,10 @@ func (s *splice) pumpLocked() string {
 	if s.rewind {
 		// Back to the first byte not acknowledged; a FIN not
 		// acknowledged goes again after it, when the peek finds the
-		// end of stream again.
+		// end of stream again. The segment timed is sent again: its
+		// acknowledgement would time either copy.
 		s.rewind, s.reseek = false, true
+		s.rttStart = time.Time{}
 		s.sndNxt = s.sndUna
 		if s.finSent && !s.finAcked {
 			s.finSent, s.hostEOF = false, false
@@ -874,6 +938,7 @@ func (s *splice) pumpLocked() string {
 			}
 			break
 		}
+		s.timeLocked(seq, seq+uint32(n)) // before the send, whose ACK may come before this goroutine locks again
 		s.sndNxt += uint32(n)
 		if int32(s.sndNxt-s.sndMax) > 0 {
 			s.sndMax = s.sndNxt
@@ -889,6 +954,9 @@ func (s *splice) pumpLocked() string {
 			break // ended meanwhile
 		}
 		if !sent {
+			if s.rttEnd == seq+uint32(n) {
+				s.rttStart = time.Time{} // it never left
+			}
 			s.unsendLocked(seq)
 			s.unackLocked(prev, ack)
 			if s.refusedLocked() {
@@ -1628,6 +1696,7 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure, sackMore bool) bool {
 	}
 	before := s.sndUna + min(s.sndWnd, s.cwnd)
 	advanced := ack != s.sndUna
+	s.rttSampleLocked(ack)
 	if acked := ack - s.sndUna; acked == 0 {
 		// Nothing new acknowledged: cwnd stays (RFC 5681 3.1).
 	} else if s.cwnd < s.ssthresh {
@@ -1662,7 +1731,7 @@ func (s *splice) ackLocked0(ack uint32, wnd uint16, pure, sackMore bool) bool {
 		// there, so the probes go on, but never run out.
 		s.retries = 0
 	case advanced:
-		s.retries, s.rto = 0, spliceMinRTO
+		s.unbackLocked()
 		s.armLocked()
 	}
 	return opened

@@ -1575,3 +1575,34 @@ func TestSpliceFinAckedAfterRewind(t *testing.T) {
 		})
 	}
 }
+
+// The retransmission timeout follows the round trip to the container
+// (RFC 6298), as Linux's does: the smoothed round trip and four times its
+// variation, spliceMinRTO at least. A container whose ACKs come 300 ms
+// after the segments (a busy machine) draws one timeout at first, which
+// backs the timeout off until a segment not sent again is acknowledged
+// (Karn), and then none: not everything sent again every 200 ms, with
+// the congestion window down to a segment each time, for nothing.
+func TestSpliceRTOFollowsRoundTrip(t *testing.T) {
+	const rtt = 300 * time.Millisecond
+	s := spliceOn(t, endedHost(t, make([]byte, 100000)), 64)
+	s.mu.Lock()
+	s.rcvNxt = 7000 // containerAck's seq
+	s.mu.Unlock()
+	high := uint32(1000)
+	for range 6 {
+		s.pump()
+		for _, seg := range framesSent(s) {
+			var seq, n uint32
+			fmt.Sscanf(seg, "%d+%d", &seq, &n)
+			high = max(high, seq+n)
+		}
+		time.Sleep(rtt)
+		s.input(containerAck(high, 0xffff), nil)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.u.stats.InboundRetransmits.Load(); n > 2 || s.srtt < rtt || s.srtt > 2*rtt || s.rto < s.srtt+spliceMinRTO {
+		t.Errorf("ACKs %v after the segments, six times: %d timeouts, smoothed round trip %v, timeout %v; want at most 2, about %v, at least %v more", rtt, n, s.srtt, s.rto, rtt, spliceMinRTO)
+	}
+}
