@@ -273,7 +273,7 @@ func spliceSnapshot(u *Uplink, ctr, dst netip.AddrPort) *splice {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &splice{state: s.state, sndWnd: s.sndWnd}
+	return &splice{state: s.state, sndWnd: s.sndWnd, srtt: s.srtt, rto: s.rto}
 }
 
 // released fails the test unless the uplink holds nothing of a flow any
@@ -773,4 +773,27 @@ func TestOutboundSpliceEntryGoneBeforeFlow(t *testing.T) {
 	sendSyn(u, ctr, dst, 1)
 	noSegment(t, u, "the container was answered on a flow whose entry was gone")
 	released(t, u, tbl)
+}
+
+// The handshake's round trip is the first of the retransmission
+// timeout's samples, as in Linux: a container whose ACK of our SYN-ACK
+// came 300 ms after it has its first segments timed out after more than
+// 500 ms, not 200.
+func TestOutboundSpliceHandshakeRoundTrip(t *testing.T) {
+	longSynRTO(t)
+	u, _ := outboundUplink(t)
+	l, dst := loopbackDst(t, u)
+	ctr := netip.MustParseAddrPort("10.0.2.100:40070")
+	sa, _ := synRcvd(t, u, l, ctr, dst, 1000)
+	time.Sleep(300 * time.Millisecond)
+	u.Send(ctrSegment(ctr, dst, 1001, sa.seq()+1, conntrack.TCPAck, 502, nil, nil), dst.Addr(), bridgeNone)
+	var sp *splice
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if sp = spliceSnapshot(u, ctr, dst); sp.state == spliceOpen {
+			break
+		}
+	}
+	if sp.state != spliceOpen || sp.srtt < 300*time.Millisecond || sp.rto < sp.srtt+spliceMinRTO {
+		t.Errorf("state %d, smoothed round trip %v, timeout %v; want open, at least 300ms, and %v more", sp.state, sp.srtt, sp.rto, spliceMinRTO)
+	}
 }

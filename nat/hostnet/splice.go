@@ -117,6 +117,7 @@ type splice struct {
 	rttEnd                                 uint32        // the end of the segment being timed for them,
 	rttStart                               time.Time     // sent then; zero when none is (Karn: never one sent again)
 	backedOff                              bool          // rto was doubled by a retransmission timeout, and stays so until a round trip is measured (Karn)
+	synSends                               int           // our SYNs (or SYN-ACKs) sent, or tried
 	timer                                  *time.Timer
 	timerAt                                time.Time // when timer is due; zero when stopped
 	deadline                               time.Time // of the handshake
@@ -311,6 +312,17 @@ func (s *splice) start(onOpen func(ok bool)) {
 // queue to the gateway refused goes again after localRetry rather than
 // after the SYN's timeout, until the handshake's deadline.
 func (s *splice) sendSynOrRequeue() {
+	s.mu.Lock()
+	// The first SYN (or SYN-ACK) is timed, the handshake's round trip
+	// the first sample of the timeout's (as Linux takes it): one sent
+	// again is not, nor is the first then (Karn).
+	if s.synSends == 0 {
+		s.rttEnd, s.rttStart = s.iss+1, time.Now()
+	} else {
+		s.rttStart = time.Time{}
+	}
+	s.synSends++
+	s.mu.Unlock()
 	sent := s.sendSyn()
 	s.mu.Lock()
 	if s.state != spliceSynSent && s.state != spliceSynRcvd {
@@ -1516,6 +1528,7 @@ const minMSS = 48
 func (s *splice) establishLocked() func(bool) {
 	// An initial window of ten segments (RFC 6928), no threshold yet.
 	s.cwnd, s.ssthresh = 10*uint32(s.mss), 1<<30
+	s.rttSampleLocked(s.iss + 1)
 	s.sndUna = s.iss + 1
 	s.recover = s.iss // as RFC 6582 says: below every acknowledgement
 	s.refused = 0
