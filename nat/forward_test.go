@@ -529,22 +529,7 @@ func TestErrorFromBridgeRouterMasqueraded(t *testing.T) {
 	fromBridgeIP(gw, ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 4)))
 	pub := binary.BigEndian.Uint16(lastIP(up)[20:])
 	got := ipPacket(clientIP, ctrIP, conntrack.ProtoUDP, udpHeader(53, 5000, 4)) // the reply as delivered
-	router := netip.MustParseAddr("172.17.0.5")
-	e, err := TimeExceeded(make([]byte, 600), got, router)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := len(up.frames)
-	fromBridgeIP(gw, append([]byte(nil), e...))
-	if len(up.frames) != n+1 {
-		t.Fatalf("not forwarded: %+v", gw.Stats())
-	}
-	out := lastIP(up)
-	if err := verify(out); err != nil {
-		t.Fatal(err)
-	}
-	src := netip.AddrFrom4([4]byte(out[12:16]))
-	qdst, qdport := netip.AddrFrom4([4]byte(out[28+16:28+20])), binary.BigEndian.Uint16(out[28+22:])
+	src, qdst, qdport := errorFromBridgeRouter(t, gw, up, got)
 	if src != hostIP || qdst != hostIP || qdport != pub {
 		t.Fatalf("error from %v quoting %v:%d, want from %v quoting %v:%d", src, qdst, qdport, hostIP, hostIP, pub)
 	}
@@ -563,6 +548,18 @@ func TestErrorFromBridgeRouterPublished(t *testing.T) {
 	if got == nil || netip.AddrFrom4([4]byte(got[16:20])) != ctrIP {
 		t.Fatalf("the client's packet was not delivered: %+v", gw.Stats())
 	}
+	src, qdst, qdport := errorFromBridgeRouter(t, gw, up, got)
+	if src != hostIP || qdst != hostIP || qdport != 8080 {
+		t.Fatalf("error from %v quoting %v:%d, want from %v quoting %v:8080", src, qdst, qdport, hostIP, hostIP)
+	}
+}
+
+// errorFromBridgeRouter has a router on the bridge (172.17.0.5) send a
+// time exceeded about the packet got, as delivered to the bridge, and
+// returns the outer source, and the quoted destination and port, of the
+// error the gateway forwards on the uplink.
+func errorFromBridgeRouter(t *testing.T, gw *Gateway, up *recSink, got []byte) (src, qdst netip.Addr, qdport uint16) {
+	t.Helper()
 	e, err := TimeExceeded(make([]byte, 600), got, netip.MustParseAddr("172.17.0.5"))
 	if err != nil {
 		t.Fatal(err)
@@ -576,9 +573,5 @@ func TestErrorFromBridgeRouterPublished(t *testing.T) {
 	if err := verify(out); err != nil {
 		t.Fatal(err)
 	}
-	src := netip.AddrFrom4([4]byte(out[12:16]))
-	qdst, qdport := netip.AddrFrom4([4]byte(out[28+16:28+20])), binary.BigEndian.Uint16(out[28+22:])
-	if src != hostIP || qdst != hostIP || qdport != 8080 {
-		t.Fatalf("error from %v quoting %v:%d, want from %v quoting %v:8080", src, qdst, qdport, hostIP, hostIP)
-	}
+	return netip.AddrFrom4([4]byte(out[12:16])), netip.AddrFrom4([4]byte(out[28+16 : 28+20])), binary.BigEndian.Uint16(out[28+22:])
 }
