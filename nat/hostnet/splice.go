@@ -118,6 +118,7 @@ type splice struct {
 	rttStart                               time.Time     // sent then; zero when none is (Karn: never one sent again)
 	backedOff                              bool          // rto was doubled by a retransmission timeout, and stays so until a round trip is measured (Karn)
 	synSends                               int           // our SYNs (or SYN-ACKs) sent, or tried
+	probes                                 int           // window probes in a row: the persist timer is rto doubled as many times (not rto itself, as Linux's icsk_backoff)
 	timer                                  *time.Timer
 	timerAt                                time.Time // when timer is due; zero when stopped
 	deadline                               time.Time // of the handshake
@@ -583,6 +584,11 @@ func (s *splice) armLocked() {
 		return
 	}
 	d := s.rto
+	if s.wantWnd {
+		for i := 0; i < s.probes && d < spliceMaxRTO; i++ {
+			d = min(2*d, spliceMaxRTO)
+		}
+	}
 	if s.state.handshaking() && !s.deadline.IsZero() {
 		// Not past the handshake's deadline, which only a firing
 		// looks at.
@@ -617,7 +623,7 @@ func (s *splice) disarmLocked() {
 // timeout backed it off and no round trip was measured since
 // (rttSampleLocked).
 func (s *splice) unbackLocked() {
-	s.retries = 0
+	s.retries, s.probes = 0, 0
 	if !s.backedOff {
 		s.rto = s.baseRTOLocked()
 	}
@@ -731,7 +737,11 @@ func (s *splice) onTimer() {
 		s.abort(true, true, "retransmissions exhausted")
 		return
 	}
-	s.rto = min(2*s.rto, spliceMaxRTO)
+	if s.sndUna == s.sndNxt {
+		s.probes++ // a window probe: its backoff is not the retransmission timeout's
+	} else {
+		s.rto = min(2*s.rto, spliceMaxRTO)
+	}
 	s.armLocked()
 	switch {
 	case s.finSent && s.sndUna == s.finSeq:
@@ -908,7 +918,7 @@ func (s *splice) pumpLocked() string {
 			}
 			break
 		}
-		s.wantWnd = false
+		s.wantWnd, s.probes = false, 0
 		// A quarter of the congestion window a frame at most (two
 		// segments at least), as Linux sizes its TSO frames by a
 		// fraction of what it may send: a small window sent as one GSO

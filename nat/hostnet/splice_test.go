@@ -1606,3 +1606,45 @@ func TestSpliceRTOFollowsRoundTrip(t *testing.T) {
 		t.Errorf("ACKs %v after the segments, six times: %d timeouts, smoothed round trip %v, timeout %v; want at most 2, about %v, at least %v more", rtt, n, s.srtt, s.rto, rtt, spliceMinRTO)
 	}
 }
+
+// Window probes back the persist timer off, but they are no retransmission
+// timeout (Linux's probe backoff is apart from icsk_rto, and ends when the
+// window opens). A splice whose last timeout had no round trip measured
+// after it (backedOff) keeps, once the container's window opens again, the
+// timeout the probes doubled, for the data that follows.
+func TestSpliceProbesDoNotBackOffRTO(t *testing.T) {
+	c, fd := loopbackHost(t)
+	c.Write([]byte("a"))
+	time.Sleep(10 * time.Millisecond)
+	s := spliceOn(t, fd, 64)
+	s.mu.Lock()
+	s.rcvNxt = 7000
+	s.mu.Unlock()
+	s.pump()
+	framesSent(s)
+	fire(s) // a retransmission timeout: rto 400 ms, backed off
+	framesSent(s)
+	s.input(containerAck(1001, 0), nil) // the copy sent again is acknowledged; the window closes
+	c.Write([]byte("b"))
+	time.Sleep(10 * time.Millisecond)
+	s.pump() // the persist timer
+	for range 6 {
+		fire(s) // window probes
+	}
+	framesSent(s)
+	s.mu.Lock()
+	if d := time.Until(s.timerAt); d < 10*spliceMinRTO {
+		t.Errorf("after six window probes the next is due in %v: the probes do not back off", d)
+	}
+	s.mu.Unlock()
+	s.input(containerAck(1001, 0xffff), nil) // the window opens
+	s.pump()                                 // and "b" goes
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != spliceOpen || s.sndMax != 1002 {
+		t.Fatalf("state %d, sndMax %d", s.state, s.sndMax)
+	}
+	if s.rto > 2*spliceMinRTO {
+		t.Errorf("after six window probes and the window open again: rto %v (the new byte's timer due in %v), want at most %v (one retransmission timeout's backoff)", s.rto, time.Until(s.timerAt).Round(time.Millisecond), 2*spliceMinRTO)
+	}
+}
