@@ -165,7 +165,11 @@ func (t *neighTable) roomLocked(now int64) bool {
 		v := t.victims[0]
 		t.victims = t.victims[1:]
 		if n := t.m[v.a]; n != nil && n.used.Load() == v.used && n.seen == v.seen {
-			t.dropLocked(v.a)
+			if n.expiredAt(now) {
+				t.failLocked(v.a, n) // reported, as a pass reports it
+			} else {
+				t.dropLocked(v.a)
+			}
 			return true
 		}
 	}
@@ -199,7 +203,15 @@ func (t *neighTable) roomLocked(now int64) bool {
 		return cmp.Compare(x.seen, y.seen)
 	})
 	t.dropLocked(cands[0].a)
-	t.victims = append(t.victims[:0], cands[1:min(len(cands), neighEvictBatch)]...)
+	// Only never-used victims are kept: every entry made from now on is
+	// never used too, and goes before any that was.
+	t.victims = t.victims[:0]
+	for _, v := range cands[1:min(len(cands), neighEvictBatch)] {
+		if v.used != 0 {
+			break
+		}
+		t.victims = append(t.victims, v)
+	}
 	return true
 }
 

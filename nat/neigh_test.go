@@ -383,3 +383,48 @@ func TestNeighFullVictimsInOrder(t *testing.T) {
 		t.Errorf("%d entries, want the cap, %d", n, neighMax)
 	}
 }
+
+// A victim of a full table's last pass that has expired, pending, since
+// is reported as a pass reports it (failLocked): its held packets draw
+// host unreachable.
+func TestNeighVictimExpiredReportsFailed(t *testing.T) {
+	nt := newNeighTable()
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
+	for i := range neighMax {
+		nt.hold(addr(i), []byte{1}, int64(i))
+	}
+	nt.hold(netip.MustParseAddr("10.2.0.1"), []byte{1}, int64(neighMax)) // a pass: addr(0) goes, victims found
+	later := int64(neighMax) + int64(neighGiveUp) + 1                    // every entry now expired pending
+	nt.hold(netip.MustParseAddr("10.2.0.2"), []byte{1}, later)
+	// Held: addr(1..4095) and 10.2.0.1, all expired: 4096 packets to report.
+	if n := len(nt.expire(later)); n != neighMax {
+		t.Errorf("expire reported %d packets, want the %d of the entries that expired", n, neighMax)
+	}
+}
+
+// Entries never used go before any that was, the new ones a flood makes
+// after the pass too: the pass keeps only never-used victims, so ten new
+// addresses in a table of idle neighbours used once drop one of them,
+// not ten.
+func TestNeighVictimsNeverUsedFirst(t *testing.T) {
+	nt := newNeighTable()
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
+	mac := bridge.MustParseMAC("02:00:00:00:00:01")
+	for i := range neighMax {
+		nt.learn(addr(i), mac, 0, true)
+		nt.m[addr(i)].used.Store(int64(time.Second))
+	}
+	now := int64(100 * time.Second)
+	for i := range 10 {
+		nt.hold(netip.AddrFrom4([4]byte{10, 2, 0, byte(i)}), []byte{1}, now+int64(i))
+	}
+	used := 0
+	for i := range neighMax {
+		if nt.m[addr(i)] != nil {
+			used++
+		}
+	}
+	if used != neighMax-1 {
+		t.Errorf("%d of the %d used neighbours left after 10 new addresses, want all but one: the new, never used, go first", used, neighMax)
+	}
+}
