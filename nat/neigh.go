@@ -47,6 +47,7 @@ type neighTable struct {
 	refused  int64    // when a full table last found no entry to drop,
 	refusing bool     // if it has
 	victims  []victim // found by the last pass of a full table, to drop first
+	cands    []victim // the pass's candidates, kept for the next pass (at most neighMax): victims is a part of it
 }
 
 func newNeighTable() *neighTable { return &neighTable{m: make(map[netip.Addr]*neigh)} }
@@ -174,8 +175,9 @@ func (t *neighTable) roomLocked(now int64) bool {
 		}
 	}
 	// One pass: expired entries go; among the others, the victims are
-	// found, and the first dropped only if nothing expired.
-	var cands []victim
+	// found, and the first dropped only if nothing expired. The victims
+	// are all taken, so their array is the pass's again.
+	cands := t.cands[:0]
 	expired := false
 	for a, n := range t.m {
 		if n.expiredAt(now) {
@@ -189,6 +191,7 @@ func (t *neighTable) roomLocked(now int64) bool {
 		}
 		cands = append(cands, victim{a, u, n.seen})
 	}
+	t.cands = cands
 	if expired {
 		return true
 	}
@@ -205,13 +208,11 @@ func (t *neighTable) roomLocked(now int64) bool {
 	t.dropLocked(cands[0].a)
 	// Only never-used victims are kept: every entry made from now on is
 	// never used too, and goes before any that was.
-	t.victims = t.victims[:0]
-	for _, v := range cands[1:min(len(cands), neighEvictBatch)] {
-		if v.used != 0 {
-			break
-		}
-		t.victims = append(t.victims, v)
+	keep := 1
+	for keep < min(len(cands), neighEvictBatch) && cands[keep].used == 0 {
+		keep++
 	}
+	t.victims = cands[1:keep]
 	return true
 }
 
