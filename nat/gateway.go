@@ -29,7 +29,7 @@ type Config struct {
 	// that overlaps the uplink's network or holds its address.
 	Subnet netip.Prefix
 	// MAC is the router port's MAC; zero means a random locally
-	// administered one.
+	// administered one. A multicast MAC is refused.
 	MAC bridge.MAC
 	// MTU is the largest IP packet on the bridge side; 0 means 1500.
 	MTU int
@@ -176,6 +176,9 @@ type Stats struct {
 // the caller's to close (Uplink.Close is idempotent, so closing one that
 // New closed already is harmless), not to give to another gateway: a
 // Terminator may be attached already to the failed gateway's table.
+// The gateway's port on the bridge closes the uplink when it closes, so
+// a bridge closed before the gateway stops the gateway's traffic too, and
+// ends a write that waits in the uplink.
 func New(cfg Config) (*Gateway, error) {
 	switch {
 	case cfg.Bridge == nil:
@@ -186,6 +189,10 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("nat: subnet %v: need the gateway's IPv4 address with the bridge prefix, such as 172.17.0.1/16", cfg.Subnet)
 	case cfg.Subnet.Addr() == cfg.Subnet.Masked().Addr():
 		return nil, fmt.Errorf("nat: subnet %v: the gateway's address cannot be the network address", cfg.Subnet)
+	case !cfg.MAC.IsZero() && cfg.MAC.IsMulticast():
+		// Refused here, before the uplink is attached to a gateway
+		// that cannot be, as the bridge's FDB would refuse it later.
+		return nil, fmt.Errorf("nat: MAC %v: not a unicast address", cfg.MAC)
 	}
 	if err := checkPrefix("subnet", cfg.Subnet); err != nil {
 		return nil, err
@@ -258,7 +265,7 @@ func New(cfg Config) (*Gateway, error) {
 	// each end: frames from the bridge are handled at once, in the bridge's
 	// goroutine that hands them over, and frames to the bridge are injected
 	// in the gateway's goroutine. Each saves a goroutine switch per packet.
-	port := &routerPort{done: make(chan struct{}), direct: sendsWithoutWaiting(cfg.Uplink)}
+	port := &routerPort{done: make(chan struct{}), direct: sendsWithoutWaiting(cfg.Uplink), closeUplink: cfg.Uplink.Close}
 	inj := &injector{}
 	g.inside = newLink("bridge", inj, mac, cfg.Subnet, netip.Addr{}, mtu, g.now)
 	if g.term != nil {
@@ -307,6 +314,10 @@ type routerPort struct {
 	direct bool   // WritesDirect: the uplink's Send never waits
 	done   chan struct{}
 	once   sync.Once
+	// closeUplink closes the uplink: the gateway's port closed (by the
+	// bridge's Close, say) unblocks a write waiting in the uplink's Send,
+	// as the Port contract asks, and the gateway forwards nothing more.
+	closeUplink func() error
 }
 
 var (
@@ -389,7 +400,12 @@ func sendsWithoutWaiting(up Uplink) bool {
 }
 
 func (p *routerPort) Close() error {
-	p.once.Do(func() { close(p.done) })
+	p.once.Do(func() {
+		close(p.done)
+		if p.closeUplink != nil {
+			p.closeUplink()
+		}
+	})
 	return nil
 }
 

@@ -765,3 +765,30 @@ func TestUplinkThatWaitsStallsOnlyTheGateway(t *testing.T) {
 		t.Fatalf("B read % x, want the container's frame", f)
 	}
 }
+
+// The bridge closed before the gateway, while the gateway's write to an
+// uplink nobody reads waits: the gateway's port, closed by the bridge,
+// closes the uplink, which ends the write, as a Port's Close must, and
+// the bridge's Close returns. An embedder's deferred closes may come in
+// either order.
+func TestBridgeClosedFirstEndsAWaitingUplink(t *testing.T) {
+	pg := newPipeGateway(t)
+	gwMAC := pg.resolveGateway()
+	// The test never reads the uplink: the gateway's ARP request for the
+	// packet's next hop waits there.
+	out := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 12))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, out))
+	time.Sleep(100 * time.Millisecond)
+	done := make(chan struct{})
+	go func() {
+		pg.br.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		pg.lan.Close() // let it end
+		<-done
+		t.Fatal("the bridge's Close waited for the gateway's write to its uplink")
+	}
+}

@@ -124,3 +124,41 @@ func TestAttachOnce(t *testing.T) {
 		t.Errorf("a closed uplink: %v, want net.ErrClosed", err)
 	}
 }
+
+// A gateway that fails after it took the uplink (its bridge closed, so
+// that its port cannot be added) leaves the uplink closed: it publishes
+// no port whose clients it would accept and carry nowhere.
+func TestFailedGatewayClosesUplink(t *testing.T) {
+	up, br := uplinkAndBridge(t, Config{Gateway: netip.MustParseAddr("10.0.2.2"), Resolver: netip.MustParseAddrPort("127.0.0.1:53")})
+	br.Close()
+	if gw, err := nat.New(nat.Config{Bridge: br, Subnet: netip.MustParsePrefix("10.0.2.2/24"), Uplink: up}); err == nil {
+		gw.Close()
+		t.Fatal("nat.New took a closed bridge")
+	}
+	p, err := nat.ParsePublish("127.0.0.1:18081:10.0.2.100:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := up.Publish(p); !errors.Is(err, net.ErrClosed) {
+		up.Unpublish(id)
+		t.Fatalf("Publish on the uplink of a gateway that failed: %v, want net.ErrClosed", err)
+	}
+}
+
+// A gateway's MAC that the bridge would refuse is refused before the
+// gateway takes the uplink, which stays free for a gateway that fits.
+func TestMulticastMACLeavesUplinkFree(t *testing.T) {
+	up, br := uplinkAndBridge(t, Config{Gateway: netip.MustParseAddr("10.0.2.2"), Resolver: netip.MustParseAddrPort("127.0.0.1:53")})
+	sub := netip.MustParsePrefix("10.0.2.2/24")
+	if gw, err := nat.New(nat.Config{Bridge: br, Subnet: sub, Uplink: up, MAC: bridge.MustParseMAC("01:02:03:04:05:06")}); err == nil {
+		gw.Close()
+		t.Fatal("nat.New took a multicast MAC")
+	} else if !strings.Contains(err.Error(), "01:02:03:04:05:06") {
+		t.Errorf("nat.New: %v, want an error naming the MAC", err)
+	}
+	gw, err := nat.New(nat.Config{Bridge: br, Subnet: sub, Uplink: up})
+	if err != nil {
+		t.Fatalf("the uplink, after a gateway refused its MAC: %v", err)
+	}
+	gw.Close()
+}
