@@ -88,7 +88,8 @@ func TestNewRefusesUnusableSubnet(t *testing.T) {
 
 // NewLinkUplink refuses an address the gateway could not use on its
 // link: the network's or the broadcast address, one in a block no router
-// forwards, or a next hop that is the address itself.
+// forwards, or a next hop that is the address itself or the link's
+// network or broadcast address.
 func TestNewLinkUplinkRefusesUnusableAddr(t *testing.T) {
 	for _, tc := range []struct {
 		addr, via string
@@ -102,6 +103,9 @@ func TestNewLinkUplinkRefusesUnusableAddr(t *testing.T) {
 		{"0.1.2.3/16", "", false},
 		{"224.0.0.5/24", "", false},
 		{"192.168.2.116/24", "192.168.2.116", false},
+		{"192.168.2.116/24", "192.168.2.255", false},
+		{"192.168.2.116/24", "192.168.2.0", false},
+		{"192.168.2.116/31", "192.168.2.117", true},
 	} {
 		cfg := LinkUplinkConfig{Addr: netip.MustParsePrefix(tc.addr)}
 		if tc.via != "" {

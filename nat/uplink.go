@@ -110,8 +110,9 @@ type LinkUplinkConfig struct {
 	// the network's nor the broadcast address, and on no network that
 	// meets 0.0.0.0/8, 127.0.0.0/8 or multicast (Unroutable).
 	Addr netip.Prefix
-	// Via is the next hop for destinations off the link, an address on
-	// the link other than Addr's; when invalid,
+	// Via is the next hop for destinations off the link, a host address
+	// on the link other than Addr's (not the network's or the broadcast
+	// address); when invalid,
 	// only on-link destinations are reachable, and a packet to another
 	// draws net unreachable, as from a router with no default route.
 	Via netip.Addr
@@ -161,6 +162,11 @@ func NewLinkUplink(cfg LinkUplinkConfig) (*LinkUplink, error) {
 	}
 	if cfg.Via == cfg.Addr.Addr() {
 		return nil, fmt.Errorf("nat: next hop %v is the uplink's own address", cfg.Via)
+	}
+	if cfg.Addr.Bits() < 31 && (cfg.Via == cfg.Addr.Masked().Addr() || cfg.Via == broadcastOf(cfg.Addr)) {
+		// No host answers ARP for either, and Linux refuses either as
+		// a gateway: every packet off the link would vanish.
+		return nil, fmt.Errorf("nat: next hop %v is the network or broadcast address of the uplink's link %v", cfg.Via, cfg.Addr.Masked())
 	}
 	mtu, err := checkMTU(cfg.MTU)
 	if err != nil {
