@@ -1,8 +1,10 @@
 package hostnet
 
 import (
+	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,5 +217,46 @@ func TestSpliceReseekWhileUnlocked(t *testing.T) {
 	}
 	if !answered || after == 0 {
 		t.Fatalf("the pump sent %d segments, %d after the answer: the case went untested", segs, after)
+	}
+}
+
+// A client's reset is never the container's end of stream. Once a write
+// to the host socket (the container's bytes, on the gateway's goroutine)
+// took the reset's error, the socket reads 0 as at a FIN; a pump that
+// runs before that goroutine's abort (the poller's, on the reset's news)
+// must not take it for the client's FIN: the container would read a
+// clean end of a stream the client never ended, and the reset after it
+// only as the failure of its next write.
+func TestSpliceResetTakenByWriteIsNoFin(t *testing.T) {
+	c, fd := loopbackHost(t)
+	s := spliceOn(t, fd, 64)
+	c.SetLinger(0)
+	c.Close() // the client resets
+	spinUntil(t, "the reset", func() bool {
+		info, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return info != nil && info.State == tcpClose
+	})
+	// The gateway's goroutine: the container's bytes find the reset.
+	s.mu.Lock()
+	took := s.takeLocked([]byte("request"))
+	s.mu.Unlock()
+	if took {
+		t.Fatal("a write to a reset socket succeeded")
+	}
+	// The poller's news of the reset, between that goroutine's unlock
+	// and its abort.
+	s.ready(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP)
+	s.abort(false, true, "writing to the host socket failed")
+	var flags []string
+	for len(s.u.ln.q) > 0 {
+		f := <-s.u.ln.q
+		flags = append(flags, fmt.Sprintf("%#x", tcpSeg((*f.buf)[nat.Headroom+20:f.n]).flags()))
+	}
+	sent := strings.Join(flags, " ")
+	if strings.Contains(sent, fmt.Sprintf("%#x", conntrack.TCPFin|conntrack.TCPAck)) {
+		t.Errorf("the container was sent a FIN (the segments' flags: %s): the client's reset taken for its end of stream", sent)
+	}
+	if !strings.Contains(sent, fmt.Sprintf("%#x", conntrack.TCPRst|conntrack.TCPAck)) {
+		t.Errorf("the container was not reset (the segments' flags: %s)", sent)
 	}
 }

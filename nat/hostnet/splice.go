@@ -91,6 +91,7 @@ type splice struct {
 	finAt, finSent, finAcked, hostEOF      bool       // the stream's end is known; our FIN went (since the last rewind); it is acknowledged; the host socket's read side ended
 	finSeq                                 uint32     // the sequence number of our FIN, once finAt
 	finRcvd, shutWr                        bool       // the container's FIN came; the host socket's write side shut
+	failed                                 bool       // a call took the host socket's error, and the abort comes: it reads 0 now, which is no FIN (pumpLocked)
 	keepAlive                              bool       // the host socket keeps alive, to probe its peer for the container's probes (probedLocked)
 	over                                   []byte     // bytes from the container the host socket has not taken yet
 	ooo                                    []oooSeg   // segments from the container that came out of order, by seq
@@ -817,6 +818,7 @@ func (s *splice) ready(events uint32) {
 		// may have looked at.
 		s.mu.Lock()
 		failed := s.state != spliceDone && sockError(s.fd) != nil
+		s.failed = s.failed || failed
 		s.mu.Unlock()
 		if failed {
 			s.abort(false, true, "the client's socket failed")
@@ -952,7 +954,12 @@ func (s *splice) pumpLocked() string {
 			case err == errAtMark:
 				s.blocked = true // the acknowledgement of what went repumps
 			case err != nil:
+				s.failed = true
 				return "reading the host socket failed"
+			case s.failed:
+				// Not the client's FIN: its reset, whose error another
+				// call took, and whose abort comes.
+				return "the client's socket failed"
 			default: // the client closed its side
 				if s.sendFinLocked() {
 					return "the queue to the container stayed full"
@@ -1228,6 +1235,7 @@ func (s *splice) discardLocked(all bool) bool {
 			// SIGURG to preempt), and the signal is taken on the way
 			// back.
 		case e != 0 || r == 0:
+			s.failed = true
 			return false
 		default:
 			n -= int(r)
@@ -2101,6 +2109,7 @@ func (s *splice) takeLocked(data []byte) bool {
 		var err error
 		n, err = sendHost(s.fd, data)
 		if err != nil && err != unix.EAGAIN {
+			s.failed = true
 			return false
 		}
 	}
@@ -2189,6 +2198,7 @@ func (s *splice) sendHeld() {
 func (s *splice) sendHeldLocked(more bool) bool {
 	n, err := sendHostFlags(s.fd, s.held, more)
 	if err != nil && err != unix.EAGAIN {
+		s.failed = true
 		return false // the abort gives back the bytes held
 	}
 	s.u.unhold(n)
@@ -2285,6 +2295,7 @@ func (s *splice) flush() {
 			return // the next room
 		}
 		if err != nil {
+			s.failed = true
 			s.mu.Unlock()
 			s.abort(false, true, "writing to the host socket failed")
 			return
