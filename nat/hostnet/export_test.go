@@ -108,3 +108,25 @@ func PollerWatches(u *Uplink) int {
 	defer u.poll.mu.Unlock()
 	return len(u.poll.subs)
 }
+
+// InternalState is the size of each of u's tables of flows, and of what
+// they hold: all zero once u carries no flow, but for the poller's
+// watches of the published ports' sockets.
+func InternalState(u *Uplink) map[string]int {
+	u.mu.Lock()
+	m := map[string]int{
+		"flows": len(u.flows), "unseen": len(u.unseen), "udp": len(u.udp), "udpIn": len(u.udpIn),
+		"pings": len(u.pings), "dgOpening": len(u.dgOpening), "inbound": len(u.inbound), "perSrc": u.perSrc.n,
+	}
+	u.mu.Unlock()
+	m["dialing"], m["connecting"] = u.dialing.len(), u.connecting.len()
+	u.smu.RLock()
+	m["splices"] = len(u.splices)
+	u.smu.RUnlock()
+	u.pendMu.Lock()
+	m["pend"] = len(u.pend)
+	u.pendMu.Unlock()
+	m["held"] = int(u.held.Load())
+	m["pollerWatches"] = PollerWatches(u)
+	return m
+}
