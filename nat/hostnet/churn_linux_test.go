@@ -33,7 +33,8 @@ var churnKinds = [...]string{"outbound TCP", "published TCP", "outbound UDP", "p
 // leaves hanging.
 type churn struct {
 	e        *env
-	watches0 int // the poller's watches with no flow: the published ports'
+	watches0 int  // the poller's watches with no flow: the published ports'
+	cuts     bool // flows are cut (reset, or left to their deadlines), as Close cuts them: no error
 	ctx      context.Context
 	cancel   context.CancelFunc // ends the clients' dials
 	stopOnce sync.Once
@@ -167,9 +168,10 @@ func (c *churn) run(workers int) {
 // tcp sends the stream seed, of a length of its own, through the echo
 // server at addr, and checks what comes back; ok is whether all of it
 // did. When reset, it resets the connection after the first KiB back.
-// A reset or a deadline is no error: only bytes lost or wrong are. A
-// reset may read as a clean end: the writer, still sending, took its
-// error (ECONNRESET), and Linux's reads find only the end of stream
+// Unless c.cuts, nothing else may end a connection: a failed dial, a
+// reset or a deadline is an error. With c.cuts, only bytes lost or wrong
+// are. A reset may read as a clean end: the writer, still sending, took
+// its error (ECONNRESET), and Linux's reads find only the end of stream
 // after it (tcp_recvmsg: RCV_SHUTDOWN, sk_err gone). A FIN that came
 // first would have made the writer's error EPIPE (tcp_reset in
 // CLOSE_WAIT), so a stream cut short by one still counts.
@@ -177,6 +179,9 @@ func (c *churn) tcp(ns *netns.NS, addr string, seed uint64, reset bool) (ok bool
 	dctx, cancel := context.WithTimeout(c.ctx, connDeadline)
 	defer cancel()
 	x, err := ns.Dial(dctx, "tcp", addr)
+	if err != nil && !c.cuts {
+		return false, err
+	}
 	if err != nil || !c.track(x) {
 		return false, nil
 	}
@@ -203,12 +208,14 @@ func (c *churn) tcp(ns *netns.NS, addr string, seed uint64, reset bool) (ok bool
 	<-sent
 	var op *net.OpError
 	switch {
-	case errors.As(err, &op):
+	case errors.As(err, &op) && c.cuts:
 		return false, nil
 	case err != nil:
 		return false, err
-	case got != want && errors.Is(werr, syscall.ECONNRESET):
+	case got != want && errors.Is(werr, syscall.ECONNRESET) && c.cuts:
 		return false, nil
+	case got != want && errors.Is(werr, syscall.ECONNRESET):
+		return false, fmt.Errorf("reset after %d bytes of %d", got, want)
 	case got != want:
 		return false, fmt.Errorf("the stream ended after %d bytes of %d", got, want)
 	}
@@ -295,11 +302,12 @@ func hostnetStacks() string {
 }
 
 // Twelve clients at once open and close flows of every kind for 3 s,
-// some TCP ones reset mid-stream: every byte that arrives is the right
-// one of its stream. Once they stop, the
-// uplink lets every flow go (the TCP ones as their ends close, the UDP
-// ones as their entries expire), each opened flow released, and its
-// tables are empty again.
+// some TCP ones reset mid-stream by the client: every byte that arrives
+// is the right one of its stream, and every other TCP stream arrives
+// whole, neither reset nor ended early. Once they stop, the uplink lets
+// every flow go (the TCP ones as their ends close, the UDP ones as their
+// entries expire), each opened flow released, and its tables are empty
+// again.
 func TestIntegrationChurnSettles(t *testing.T) {
 	c := newChurn(t)
 	e := c.e
@@ -339,6 +347,7 @@ func TestIntegrationChurnClose(t *testing.T) {
 	for _, after := range []time.Duration{300 * time.Millisecond, 1500 * time.Millisecond} {
 		t.Run(after.String(), func(t *testing.T) {
 			c := newChurn(t)
+			c.cuts = true
 			c.run(12)
 			time.Sleep(after)
 			var wg sync.WaitGroup
