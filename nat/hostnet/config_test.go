@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/usernat/usernat/bridge"
 	"github.com/usernat/usernat/nat"
@@ -161,4 +163,41 @@ func TestMulticastMACLeavesUplinkFree(t *testing.T) {
 		t.Fatalf("the uplink, after a gateway refused its MAC: %v", err)
 	}
 	gw.Close()
+}
+
+// Close waits for a timer's callback that is running (a splice's
+// retransmission or delayed acknowledgement, an acceptor's retry), so no
+// goroutine of the uplink's outlives it, and a timer that fires after it
+// runs nothing.
+func TestCloseWaitsForTimers(t *testing.T) {
+	up, _ := uplinkAndBridge(t, Config{Gateway: netip.MustParseAddr("10.0.2.2"), Resolver: netip.MustParseAddrPort("127.0.0.1:53")})
+	running, release := make(chan struct{}), make(chan struct{})
+	up.afterFunc(0, func() {
+		close(running)
+		<-release
+	})
+	<-running
+	closed := make(chan struct{})
+	go func() {
+		up.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		close(release)
+		t.Fatal("Close returned while a timer's callback ran")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return once the callback ended")
+	}
+	var ran atomic.Bool
+	up.afterFunc(0, func() { ran.Store(true) })
+	time.Sleep(50 * time.Millisecond)
+	if ran.Load() {
+		t.Error("a timer fired after Close ran its callback")
+	}
 }

@@ -177,7 +177,27 @@ type Uplink struct {
 
 	resolv *resolvWatch // Config.DNS's resolver when read from resolv.conf; nil otherwise
 
+	// tmu is held for reading by every timer callback of the uplink's
+	// (afterFunc) while it runs; Close takes it to set timersDone, so
+	// that no callback runs on once Close returns.
+	tmu        sync.RWMutex
+	timersDone bool
+
 	stats Stats
+}
+
+// afterFunc is time.AfterFunc for the uplink's timers (the splices', the
+// acceptors'): fn runs in its own goroutine, which Close waits for, and
+// not at all once Close is done. fn must not call afterFunc's callbacks
+// itself, nor Close.
+func (u *Uplink) afterFunc(d time.Duration, fn func()) *time.Timer {
+	return time.AfterFunc(d, func() {
+		u.tmu.RLock()
+		defer u.tmu.RUnlock()
+		if !u.timersDone {
+			fn()
+		}
+	})
 }
 
 // listener is a published port's socket: an acceptor (TCP) or a
@@ -536,6 +556,11 @@ func (u *Uplink) Close() error {
 	}
 	u.poll.close()
 	u.wg.Wait()
+	// A timer that fired before its flow was released may still be
+	// running its callback, which finds the flow ended: waited for.
+	u.tmu.Lock()
+	u.timersDone = true
+	u.tmu.Unlock()
 	close(u.closeDone)
 	return nil
 }

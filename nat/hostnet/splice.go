@@ -531,7 +531,7 @@ func (s *splice) delayAckLocked() {
 	}
 	s.dtimerSet = true
 	if s.dtimer == nil {
-		s.dtimer = time.AfterFunc(ackDelay, s.ackIfDue)
+		s.dtimer = s.u.afterFunc(ackDelay, s.ackIfDue)
 		return
 	}
 	s.dtimer.Reset(ackDelay)
@@ -605,7 +605,7 @@ func (s *splice) armLocked() {
 func (s *splice) setTimerLocked(d time.Duration) {
 	s.timerAt = time.Now().Add(d)
 	if s.timer == nil {
-		s.timer = time.AfterFunc(d, s.onTimer)
+		s.timer = s.u.afterFunc(d, s.onTimer)
 		return
 	}
 	s.timer.Reset(d)

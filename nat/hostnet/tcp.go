@@ -234,7 +234,7 @@ func (a *acceptor) ready(uint32) {
 func (a *acceptor) retryLocked() {
 	a.backoff = min(max(2*a.backoff, 5*time.Millisecond), time.Second)
 	if a.retry == nil {
-		a.retry = time.AfterFunc(a.backoff, func() { a.ready(0) })
+		a.retry = a.u.afterFunc(a.backoff, func() { a.ready(0) })
 	} else {
 		a.retry.Reset(a.backoff)
 	}
