@@ -107,6 +107,15 @@ func frame(dst, src bridge.MAC, typ uint16, payload []byte) []byte {
 
 func arpFrame(dst bridge.MAC, a arpPacket) []byte { return appendARPFrame(nil, dst, a) }
 
+// stallUplink has the container send a datagram out through the gateway,
+// whose MAC is gwMAC: with the uplink never read, the gateway's ARP
+// request for the datagram's next hop waits there, and the gateway with
+// it.
+func (pg *pipeGateway) stallUplink(gwMAC bridge.MAC) {
+	out := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 12))
+	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, out))
+}
+
 // resolveGateway has the container learn the gateway's MAC, as its kernel
 // would, and returns it.
 func (pg *pipeGateway) resolveGateway() bridge.MAC {
@@ -756,10 +765,7 @@ func TestUplinkThatWaitsStallsOnlyTheGateway(t *testing.T) {
 		t.Fatalf("the container read % x, want B's frame", f)
 	}
 
-	// The test never reads the uplink: the gateway's ARP request for the
-	// packet's next hop waits there.
-	out := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 12))
-	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, out))
+	pg.stallUplink(gwMAC)
 	go pg.container.WriteFrame(frame(macB, ctrMAC, etherTypeTest, []byte("to b"))) // ends with the pipe's close
 	if f := pg.read(mineB); string(f[etherHeader:]) != "to b" {
 		t.Fatalf("B read % x, want the container's frame", f)
@@ -773,12 +779,8 @@ func TestUplinkThatWaitsStallsOnlyTheGateway(t *testing.T) {
 // either order.
 func TestBridgeClosedFirstEndsAWaitingUplink(t *testing.T) {
 	pg := newPipeGateway(t)
-	gwMAC := pg.resolveGateway()
-	// The test never reads the uplink: the gateway's ARP request for the
-	// packet's next hop waits there.
-	out := ipPacket(ctrIP, clientIP, conntrack.ProtoUDP, udpHeader(5000, 53, 12))
-	pg.container.WriteFrame(frame(gwMAC, ctrMAC, etherTypeIP4, out))
-	time.Sleep(100 * time.Millisecond)
+	pg.stallUplink(pg.resolveGateway())
+	time.Sleep(100 * time.Millisecond) // the gateway's write reaches the uplink
 	done := make(chan struct{})
 	go func() {
 		pg.br.Close()
